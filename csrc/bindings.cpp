@@ -1,0 +1,263 @@
+// pybind11 module lmfast._core: type conversion and GIL handling only.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "engine.h"
+#include "errors.h"
+#include "model.h"
+
+namespace py = pybind11;
+using namespace lmfast;
+
+namespace {
+
+// llama.cpp's log output: errors only unless LMFAST_LOG asks for more.
+std::atomic<int> g_log_level{GGML_LOG_LEVEL_ERROR};
+
+void log_callback(ggml_log_level level, const char * text, void *) {
+    static thread_local ggml_log_level last = GGML_LOG_LEVEL_INFO;
+    if (level == GGML_LOG_LEVEL_CONT) level = last;  // continuation of the previous line
+    last = level;
+    if (static_cast<int>(level) >= g_log_level.load()) std::fputs(text, stderr);
+}
+
+int parse_log_level(const std::string & s) {
+    if (s == "debug") return GGML_LOG_LEVEL_DEBUG;
+    if (s == "info") return GGML_LOG_LEVEL_INFO;
+    if (s == "warn" || s == "warning") return GGML_LOG_LEVEL_WARN;
+    if (s == "error") return GGML_LOG_LEVEL_ERROR;
+    if (s == "none" || s == "off") return GGML_LOG_LEVEL_ERROR + 1;
+    throw InvalidArgument("unknown log level '" + s + "' (debug, info, warn, error, none)");
+}
+
+[[noreturn]] void raise_as(const char * cls_name, const char * msg) {
+    py::object cls = py::module_::import("lmfast.errors").attr(cls_name);
+    PyErr_SetString(cls.ptr(), msg);
+    throw py::error_already_set();
+}
+
+// Text from the engine is valid UTF-8 by construction (Utf8Stream); decode with
+// "replace" anyway so that odd bytes from a model can never raise here.
+py::str to_py_str(const std::string & s) {
+    PyObject * o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
+    if (!o) throw py::error_already_set();
+    return py::reinterpret_steal<py::str>(o);
+}
+
+// Blocks with the GIL released, waking every 50 ms to let Python deliver signals:
+// a KeyboardInterrupt cancels the request and propagates.
+template <typename F>
+bool wait_interruptibly(Request & req, F && wait_once) {
+    for (;;) {
+        bool ready;
+        {
+            py::gil_scoped_release nogil;
+            ready = wait_once();
+        }
+        if (ready) return true;
+        if (PyErr_CheckSignals() != 0) {
+            req.cancel();
+            throw py::error_already_set();
+        }
+    }
+}
+
+py::dict stats_to_dict(const RequestStats & s) {
+    py::dict d;
+    d["prompt_tokens"] = s.prompt_tokens;
+    d["cached_tokens"] = s.cached_tokens;
+    d["predicted_tokens"] = s.predicted_tokens;
+    d["time_to_first_token"] = s.time_to_first_token;
+    d["prompt_eval_time"] = s.prompt_eval_time;
+    d["generation_time"] = s.generation_time;
+    d["queue_time"] = s.queue_time;
+    d["stop_reason"] = stop_reason_name(s.stop_reason);
+    d["error"] = s.error;
+    d["tokens"] = s.tokens;
+    return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "lmfast native core: llama.cpp model loading, engine, sampling";
+
+    if (const char * lvl = std::getenv("LMFAST_LOG")) {
+        try {
+            g_log_level = parse_log_level(lvl);
+        } catch (...) {
+        }
+    }
+    llama_log_set(log_callback, nullptr);
+    llama_backend_init();
+
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const ModelLoadError & e) {
+            raise_as("ModelLoadError", e.what());
+        } catch (const InvalidArgument & e) {
+            raise_as("LMStudioValueError", e.what());
+        } catch (const ModelUnloaded & e) {
+            raise_as("ModelUnloadedError", e.what());
+        } catch (const TemplateError & e) {
+            raise_as("TemplateError", e.what());
+        } catch (const std::bad_alloc &) {
+            raise_as("LMStudioRuntimeError", "out of memory");
+        }
+    });
+
+    m.def("set_log_level", [](const std::string & s) { g_log_level = parse_log_level(s); },
+          "Sets how much of llama.cpp's log reaches stderr: debug, info, warn, error or none.");
+    m.def("system_info", [] { return std::string(llama_print_system_info()); });
+    m.def("supports_gpu_offload", [] { return llama_supports_gpu_offload(); });
+    m.def("supports_mmap", [] { return llama_supports_mmap(); });
+    m.attr("version") = LMFAST_VERSION;
+
+    py::class_<Model, std::shared_ptr<Model>>(m, "Model")
+        .def_static("load",
+            [](const std::string & path, int n_gpu_layers, bool use_mmap, bool use_mlock) {
+                ModelParams p;
+                p.path = path;
+                p.n_gpu_layers = n_gpu_layers;
+                p.use_mmap = use_mmap;
+                p.use_mlock = use_mlock;
+                return Model::load(p);
+            },
+            py::arg("path"), py::arg("n_gpu_layers") = 0, py::arg("use_mmap") = true, py::arg("use_mlock") = false,
+            py::call_guard<py::gil_scoped_release>())
+        .def_property_readonly("path", &Model::path)
+        .def_property_readonly("n_ctx_train", &Model::n_ctx_train)
+        .def_property_readonly("n_vocab", &Model::n_vocab)
+        .def_property_readonly("n_params", &Model::n_params)
+        .def_property_readonly("size", &Model::size)
+        .def_property_readonly("description", &Model::description)
+        .def_property_readonly("has_chat_template", &Model::has_chat_template)
+        .def_property_readonly("chat_template", &Model::chat_template_source)
+        .def("metadata", &Model::metadata)
+        .def("tokenize", &Model::tokenize, py::arg("text"), py::arg("add_special") = true,
+             py::arg("parse_special") = false, py::call_guard<py::gil_scoped_release>())
+        .def("detokenize",
+             [](const Model & self, const std::vector<llama_token> & tokens, bool render_special) {
+                 std::string s;
+                 {
+                     py::gil_scoped_release nogil;
+                     s = self.detokenize(tokens, render_special);
+                 }
+                 return to_py_str(s);
+             },
+             py::arg("tokens"), py::arg("render_special") = false)
+        .def("is_eog", &Model::is_eog)
+        .def("apply_chat_template",
+             [](const Model & self, const std::vector<std::pair<std::string, std::string>> & messages,
+                bool add_generation_prompt) {
+                 std::vector<ChatMessage> msgs;
+                 msgs.reserve(messages.size());
+                 for (const auto & rc : messages) msgs.push_back({rc.first, rc.second});
+                 py::gil_scoped_release nogil;
+                 return self.apply_chat_template(msgs, add_generation_prompt);
+             },
+             py::arg("messages"), py::arg("add_generation_prompt") = true);
+
+    py::class_<Request, std::shared_ptr<Request>>(m, "Request")
+        .def("next_text",
+             [](Request & self) -> py::object {
+                 std::string out;
+                 int32_t n_tokens = 0;
+                 wait_interruptibly(self, [&] { return self.wait_text(out, n_tokens, std::chrono::milliseconds(50)); });
+                 if (!out.empty()) return py::make_tuple(to_py_str(out), n_tokens);
+                 return py::none();
+             },
+             "Blocks until streamed text is available, returned as (text, n_tokens), or the request is done "
+             "(returns None).")
+        .def("wait",
+             [](Request & self) {
+                 wait_interruptibly(self, [&] { return self.wait_done(std::chrono::milliseconds(50)); });
+             },
+             "Blocks until the request is done. KeyboardInterrupt cancels it.")
+        .def("cancel", &Request::cancel)
+        .def_property_readonly("cancelled", &Request::cancelled)
+        .def_property_readonly("done", &Request::done)
+        .def_property_readonly("text", [](Request & self) {
+            if (!self.done()) throw std::logic_error("the request has not finished");
+            return to_py_str(self.text());
+        })
+        .def("stats", [](Request & self) {
+            if (!self.done()) throw std::logic_error("the request has not finished");
+            return stats_to_dict(self.stats());
+        });
+
+    py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
+        .def(py::init([](std::shared_ptr<Model> model, int n_ctx, int n_batch, int n_ubatch, int n_seq,
+                         int n_threads, int n_threads_batch, int flash_attn, int type_k, int type_v,
+                         bool offload_kqv, float rope_freq_base, float rope_freq_scale) {
+                 EngineParams p;
+                 p.n_ctx = n_ctx;
+                 p.n_batch = n_batch;
+                 p.n_ubatch = n_ubatch;
+                 p.n_seq = n_seq;
+                 p.n_threads = n_threads;
+                 p.n_threads_batch = n_threads_batch;
+                 p.flash_attn = flash_attn;
+                 p.type_k = type_k;
+                 p.type_v = type_v;
+                 p.offload_kqv = offload_kqv;
+                 p.rope_freq_base = rope_freq_base;
+                 p.rope_freq_scale = rope_freq_scale;
+                 return std::make_shared<Engine>(std::move(model), p);
+             }),
+             py::arg("model"), py::arg("n_ctx") = 4096, py::arg("n_batch") = 2048, py::arg("n_ubatch") = 512,
+             py::arg("n_seq") = 4, py::arg("n_threads") = -1, py::arg("n_threads_batch") = -1,
+             py::arg("flash_attn") = -1, py::arg("type_k") = -1, py::arg("type_v") = -1,
+             py::arg("offload_kqv") = true, py::arg("rope_freq_base") = 0.0f, py::arg("rope_freq_scale") = 0.0f,
+             py::call_guard<py::gil_scoped_release>())
+        .def("submit",
+             [](Engine & self, std::vector<llama_token> prompt, bool stream, float temperature, int top_k,
+                float top_p, float min_p, float repeat_penalty, int repeat_last_n, float frequency_penalty,
+                float presence_penalty, int64_t seed, int max_tokens, std::vector<std::string> stop,
+                bool ignore_eos, std::string grammar) {
+                 GenerationParams g;
+                 g.sampling.temperature = temperature;
+                 g.sampling.top_k = top_k;
+                 g.sampling.top_p = top_p;
+                 g.sampling.min_p = min_p;
+                 g.sampling.repeat_penalty = repeat_penalty;
+                 g.sampling.repeat_last_n = repeat_last_n;
+                 g.sampling.frequency_penalty = frequency_penalty;
+                 g.sampling.presence_penalty = presence_penalty;
+                 g.sampling.seed = seed < 0 ? LLAMA_DEFAULT_SEED : static_cast<uint32_t>(seed);
+                 g.sampling.grammar = std::move(grammar);
+                 g.max_tokens = max_tokens;
+                 g.stop_strings = std::move(stop);
+                 g.ignore_eos = ignore_eos;
+                 py::gil_scoped_release nogil;
+                 return self.submit(std::move(prompt), std::move(g), stream);
+             },
+             py::arg("prompt"), py::kw_only(), py::arg("stream") = false, py::arg("temperature") = 0.8f,
+             py::arg("top_k") = 40, py::arg("top_p") = 0.95f, py::arg("min_p") = 0.05f,
+             py::arg("repeat_penalty") = 1.1f, py::arg("repeat_last_n") = 64, py::arg("frequency_penalty") = 0.0f,
+             py::arg("presence_penalty") = 0.0f, py::arg("seed") = -1, py::arg("max_tokens") = -1,
+             py::arg("stop") = std::vector<std::string>{}, py::arg("ignore_eos") = false,
+             py::arg("grammar") = std::string())
+        .def("shutdown", &Engine::shutdown, py::call_guard<py::gil_scoped_release>())
+        .def_property_readonly("running", &Engine::running)
+        .def_property_readonly("n_ctx", &Engine::n_ctx)
+        .def_property_readonly("n_seq", &Engine::n_seq)
+        .def_property_readonly("n_threads", &Engine::n_threads)
+        .def_property_readonly("model", &Engine::model)
+        .def("counters", [](const Engine & self) {
+            EngineCounters c = self.counters();
+            py::dict d;
+            d["requests"] = c.requests;
+            d["prompt_tokens_evaluated"] = c.prompt_tokens_evaluated;
+            d["prompt_tokens_cached"] = c.prompt_tokens_cached;
+            d["tokens_generated"] = c.tokens_generated;
+            d["decode_calls"] = c.decode_calls;
+            return d;
+        });
+}

@@ -1,0 +1,112 @@
+#include "detokenizer.h"
+
+#include <algorithm>
+
+namespace lmfast {
+
+namespace {
+
+// Length of the UTF-8 sequence a lead byte announces; 0 for a byte that cannot lead.
+int utf8_len(unsigned char c) {
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) return c >= 0xC2 ? 2 : 0;
+    if ((c & 0xF0) == 0xE0) return 3;
+    if ((c & 0xF8) == 0xF0) return c <= 0xF4 ? 4 : 0;
+    return 0;
+}
+
+const char kReplacement[] = "\xEF\xBF\xBD";
+
+}  // namespace
+
+std::string Utf8Stream::push(const std::string & bytes) {
+    pending_ += bytes;
+    std::string out;
+    size_t i = 0;
+    const size_t n = pending_.size();
+    while (i < n) {
+        const unsigned char c = static_cast<unsigned char>(pending_[i]);
+        const int len = utf8_len(c);
+        if (len == 0) {
+            out += kReplacement;
+            ++i;
+            continue;
+        }
+        if (i + len > n) {
+            // Incomplete: keep it if the bytes so far are valid continuations.
+            bool ok = true;
+            for (size_t j = i + 1; j < n; ++j) ok &= (static_cast<unsigned char>(pending_[j]) & 0xC0) == 0x80;
+            if (ok) break;
+            out += kReplacement;
+            ++i;
+            continue;
+        }
+        bool ok = true;
+        for (int j = 1; j < len; ++j) ok &= (static_cast<unsigned char>(pending_[i + j]) & 0xC0) == 0x80;
+        if (!ok) {
+            out += kReplacement;
+            ++i;
+            continue;
+        }
+        out.append(pending_, i, len);
+        i += len;
+    }
+    pending_.erase(0, i);
+    return out;
+}
+
+std::string Utf8Stream::flush() {
+    std::string out;
+    if (!pending_.empty()) out = kReplacement;
+    pending_.clear();
+    return out;
+}
+
+StopMatcher::StopMatcher(std::vector<std::string> stops) {
+    for (auto & s : stops) {
+        if (!s.empty()) stops_.push_back(std::move(s));
+    }
+}
+
+StopMatcher::Result StopMatcher::push(const std::string & text) {
+    Result r;
+    if (stops_.empty()) {
+        r.emit = text;
+        return r;
+    }
+    held_ += text;
+    // The earliest complete match wins.
+    size_t best = std::string::npos;
+    for (const auto & s : stops_) {
+        size_t pos = held_.find(s);
+        if (pos < best) best = pos;
+    }
+    if (best != std::string::npos) {
+        r.emit = held_.substr(0, best);
+        r.stopped = true;
+        held_.clear();
+        return r;
+    }
+    // Hold back the longest tail that is a proper prefix of some stop string.
+    size_t keep = 0;
+    for (const auto & s : stops_) {
+        const size_t max_k = std::min(s.size() - 1, held_.size());
+        for (size_t k = max_k; k > keep; --k) {
+            if (held_.compare(held_.size() - k, k, s, 0, k) == 0) {
+                keep = k;
+                break;
+            }
+        }
+    }
+    r.emit = held_.substr(0, held_.size() - keep);
+    held_.erase(0, held_.size() - keep);
+    return r;
+}
+
+std::string StopMatcher::flush() {
+    std::string out;
+    out.swap(held_);
+    return out;
+}
+
+}  // namespace lmfast

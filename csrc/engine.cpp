@@ -1,0 +1,456 @@
+#include "engine.h"
+
+#include <algorithm>
+
+#include "common.h"
+#include "errors.h"
+#include "ggml-backend.h"
+#include "ggml-cpu.h"
+
+namespace lmfast {
+
+using Clock = std::chrono::steady_clock;
+
+static double seconds(Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double>(b - a).count();
+}
+
+const char * stop_reason_name(StopReason r) {
+    switch (r) {
+        case StopReason::EosFound: return "eosFound";
+        case StopReason::MaxTokens: return "maxPredictedTokensReached";
+        case StopReason::StopString: return "stopStringFound";
+        case StopReason::UserStopped: return "userStopped";
+        case StopReason::ContextLength: return "contextLengthReached";
+        case StopReason::Failed: return "failed";
+        case StopReason::ModelUnloaded: return "modelUnloaded";
+        case StopReason::None: break;
+    }
+    return "none";
+}
+
+// A persistent pool of compute threads for the CPU backend. Without one, ggml
+// starts and joins its worker threads on every llama_decode call. Looked up through
+// the backend registry, as llama-bench does, so that it also works when the CPU
+// backend is a dynamically loaded variant.
+template <typename F>
+static F * cpu_proc(const char * name) {
+    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (!dev) return nullptr;
+    return reinterpret_cast<F *>(ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(dev), name));
+}
+
+static ggml_threadpool * new_threadpool(int32_t n_threads) {
+    auto * fn = cpu_proc<decltype(ggml_threadpool_new)>("ggml_threadpool_new");
+    if (!fn) return nullptr;
+    ggml_threadpool_params tpp = ggml_threadpool_params_default(n_threads);
+    return fn(&tpp);
+}
+
+static void free_threadpool(ggml_threadpool * tp) {
+    if (!tp) return;
+    if (auto * fn = cpu_proc<decltype(ggml_threadpool_free)>("ggml_threadpool_free")) fn(tp);
+}
+
+// ---------------------------------------------------------------------------
+// Request
+// ---------------------------------------------------------------------------
+
+Request::Request(std::vector<llama_token> prompt, GenerationParams params, bool stream)
+    : prompt_(std::move(prompt)), params_(std::move(params)), stream_(stream), t_submit_(Clock::now()) {}
+
+bool Request::wait_text(std::string & out, int32_t & n_tokens, std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait_for(lk, timeout, [&] { return done_ || !pending_.empty(); });
+    if (!pending_.empty()) {
+        out.swap(pending_);
+        pending_.clear();
+        n_tokens = pending_tokens_;
+        pending_tokens_ = 0;
+        return true;
+    }
+    return done_;
+}
+
+bool Request::wait_done(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lk(mu_);
+    return cv_.wait_for(lk, timeout, [&] { return done_; });
+}
+
+bool Request::done() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return done_;
+}
+
+void Request::emit(const std::string & text, int32_t n_tokens) {
+    if (text.empty()) return;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        text_ += text;
+        if (stream_) {
+            pending_ += text;
+            pending_tokens_ += n_tokens;
+        }
+    }
+    if (stream_) cv_.notify_all();
+}
+
+void Request::finish(StopReason reason, const std::string & error) {
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (done_) return;
+        stats_.stop_reason = reason;
+        stats_.error = error;
+        done_ = true;
+    }
+    cv_.notify_all();
+}
+
+// ---------------------------------------------------------------------------
+// Engine
+// ---------------------------------------------------------------------------
+
+// A request that holds a sequence. Engine thread only.
+struct Engine::Active {
+    std::shared_ptr<Request> req;
+    llama_seq_id seq = -1;
+    SamplerPtr sampler;
+    Utf8Stream utf8;
+    StopMatcher stops;
+    size_t n_prompt_done = 0;          // prompt tokens in the KV cache
+    llama_token next = LLAMA_TOKEN_NULL;  // sampled, to be decoded at the next step
+    int32_t i_logits = -1;              // index of this request's output in the current batch
+    int32_t n_in_batch = 0;             // tokens this request put into the current batch
+    int32_t n_unemitted = 0;            // sampled tokens whose text is still held back
+    Clock::time_point t_admit, t_first;
+
+    explicit Active(std::vector<std::string> stop_strings) : stops(std::move(stop_strings)) {}
+    bool in_prompt() const { return n_prompt_done < req->prompt_.size(); }
+};
+
+Engine::Engine(std::shared_ptr<Model> model, const EngineParams & params)
+    : model_(std::move(model)), params_(params), cache_(std::max(1, params.n_seq)) {
+    if (params_.n_seq < 1 || params_.n_seq > 256) throw InvalidArgument("the number of parallel sequences must be 1..256");
+    if (params_.n_ctx < 16) throw InvalidArgument("context length must be at least 16 tokens");
+    if (params_.n_batch < 1 || params_.n_ubatch < 1) throw InvalidArgument("batch sizes must be positive");
+
+    n_threads_ = params_.n_threads > 0 ? params_.n_threads : std::max(1, common_cpu_get_num_math());
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = params_.n_ctx;
+    cp.n_batch = params_.n_batch;
+    cp.n_ubatch = std::min(params_.n_ubatch, params_.n_batch);
+    cp.n_seq_max = params_.n_seq;
+    cp.n_threads = n_threads_;
+    cp.n_threads_batch = params_.n_threads_batch > 0 ? params_.n_threads_batch : n_threads_;
+    cp.flash_attn_type = params_.flash_attn < 0 ? LLAMA_FLASH_ATTN_TYPE_AUTO
+                         : params_.flash_attn == 0 ? LLAMA_FLASH_ATTN_TYPE_DISABLED
+                                                   : LLAMA_FLASH_ATTN_TYPE_ENABLED;
+    if (params_.type_k >= 0) cp.type_k = static_cast<ggml_type>(params_.type_k);
+    if (params_.type_v >= 0) cp.type_v = static_cast<ggml_type>(params_.type_v);
+    cp.offload_kqv = params_.offload_kqv;
+    cp.rope_freq_base = params_.rope_freq_base;
+    cp.rope_freq_scale = params_.rope_freq_scale;
+    cp.kv_unified = true;  // sequences share one pool of cells: a cached prefix costs no extra room
+    cp.no_perf = true;
+
+    ctx_ = llama_init_from_model(model_->get(), cp);
+    if (!ctx_) {
+        throw ModelLoadError("could not create a llama.cpp context of " + std::to_string(params_.n_ctx) +
+                             " tokens (out of memory, or an unsupported setting such as a quantized V cache "
+                             "without flash attention)");
+    }
+    n_ctx_ = static_cast<int32_t>(llama_n_ctx(ctx_));
+    threadpool_ = new_threadpool(cp.n_threads);
+    if (cp.n_threads_batch != cp.n_threads) threadpool_batch_ = new_threadpool(cp.n_threads_batch);
+    if (threadpool_) llama_attach_threadpool(ctx_, threadpool_, threadpool_batch_);
+    batch_ = llama_batch_init(params_.n_batch, 0, 1);
+    thread_ = std::thread([this] { loop(); });
+}
+
+Engine::~Engine() {
+    shutdown();
+    llama_batch_free(batch_);
+    if (ctx_) llama_free(ctx_);
+    free_threadpool(threadpool_batch_);
+    free_threadpool(threadpool_);
+}
+
+bool Engine::running() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return !stop_;
+}
+
+EngineCounters Engine::counters() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return counters_;
+}
+
+std::shared_ptr<Request> Engine::submit(std::vector<llama_token> prompt, GenerationParams params, bool stream) {
+    if (prompt.empty()) throw InvalidArgument("the prompt is empty (no tokens)");
+    model_->check_tokens(prompt);
+    if (static_cast<int64_t>(prompt.size()) >= n_ctx_) {
+        throw InvalidArgument("the prompt has " + std::to_string(prompt.size()) +
+                              " tokens, which does not fit the context length of " + std::to_string(n_ctx_) +
+                              " tokens: shorten it, or load the model with a larger contextLength");
+    }
+    validate(params.sampling);
+    auto req = std::make_shared<Request>(std::move(prompt), std::move(params), stream);
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (stop_) throw ModelUnloaded("the model has been unloaded");
+        queue_.push_back(req);
+        ++counters_.requests;
+    }
+    cv_.notify_all();
+    return req;
+}
+
+void Engine::shutdown() {
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (stop_ && !thread_.joinable()) return;
+        stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+}
+
+void Engine::loop() {
+    for (;;) {
+        {
+            std::unique_lock<std::mutex> lk(mu_);
+            cv_.wait(lk, [&] { return stop_ || !queue_.empty() || !active_.empty(); });
+            if (stop_) break;
+        }
+        // Admit queued requests while sequences are free.
+        for (;;) {
+            std::shared_ptr<Request> req;
+            {
+                std::lock_guard<std::mutex> lk(mu_);
+                if (queue_.empty() || static_cast<int32_t>(active_.size()) >= cache_.n_seq()) break;
+                req = queue_.front();
+                queue_.pop_front();
+            }
+            admit(std::move(req));
+        }
+        try {
+            step();
+        } catch (const std::exception & e) {
+            for (auto & a : active_) finish(*a, StopReason::Failed, e.what());
+            active_.clear();
+        }
+    }
+    // Unloaded: nothing runs any more; tell every consumer.
+    for (auto & a : active_) a->req->finish(StopReason::ModelUnloaded, "the model was unloaded during the prediction");
+    active_.clear();
+    std::lock_guard<std::mutex> lk(mu_);
+    for (auto & r : queue_) r->finish(StopReason::ModelUnloaded, "the model was unloaded before the prediction started");
+    queue_.clear();
+}
+
+void Engine::admit(std::shared_ptr<Request> req) {
+    if (req->cancelled()) {
+        req->finish(StopReason::UserStopped);
+        return;
+    }
+    auto a = std::make_unique<Active>(req->params_.stop_strings);
+    a->req = req;
+    a->t_admit = Clock::now();
+    try {
+        a->sampler = make_sampler(req->params_.sampling, model_->vocab());
+    } catch (const std::exception & e) {
+        req->finish(StopReason::Failed, e.what());
+        return;
+    }
+    const auto & prompt = req->prompt_;
+    PrefixCache::Match m = cache_.acquire(prompt);
+    a->seq = m.seq;
+    // At least the last prompt token is evaluated again: its logits give the first token.
+    size_t keep = std::min(m.n_common, prompt.size() - 1);
+    llama_memory_t mem = llama_get_memory(ctx_);
+    if (!llama_memory_seq_rm(mem, a->seq, static_cast<llama_pos>(keep), -1)) {
+        // Some memories (recurrent, SWA) cannot drop a tail: start the sequence over.
+        llama_memory_seq_rm(mem, a->seq, -1, -1);
+        keep = 0;
+    }
+    cache_.tokens(a->seq).resize(keep);
+    a->n_prompt_done = keep;
+    req->stats_.prompt_tokens = static_cast<int32_t>(prompt.size());
+    req->stats_.cached_tokens = static_cast<int32_t>(keep);
+    req->stats_.queue_time = seconds(req->t_submit_, a->t_admit);
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        counters_.prompt_tokens_cached += keep;
+    }
+    active_.push_back(std::move(a));
+}
+
+void Engine::finish(Active & a, StopReason reason, const std::string & error) {
+    if (reason != StopReason::Failed && reason != StopReason::StopString) {
+        // Text held back for an undecided stop string or an incomplete character is final now.
+        std::string tail = a.stops.push(a.utf8.flush()).emit;
+        tail += a.stops.flush();
+        a.req->emit(tail, a.n_unemitted);
+        a.n_unemitted = 0;
+    }
+    const auto now = Clock::now();
+    RequestStats & st = a.req->stats_;
+    if (a.t_first != Clock::time_point{}) st.generation_time = seconds(a.t_first, now);
+    else st.prompt_eval_time = seconds(a.t_admit, now);
+    if (reason == StopReason::Failed) {
+        // The sequence may hold a partial batch: forget it rather than trust it.
+        llama_memory_seq_rm(llama_get_memory(ctx_), a.seq, -1, -1);
+        cache_.tokens(a.seq).clear();
+    }
+    cache_.release(a.seq);
+    a.req->finish(reason, error);
+}
+
+bool Engine::sample(Active & a, int32_t i_batch) {
+    Request & r = *a.req;
+    const llama_token tok = llama_sampler_sample(a.sampler.get(), ctx_, i_batch);
+    const auto now = Clock::now();
+    if (a.t_first == Clock::time_point{}) {
+        a.t_first = now;
+        r.stats_.time_to_first_token = seconds(r.t_submit_, now);
+        r.stats_.prompt_eval_time = seconds(a.t_admit, now);
+    }
+    if (!r.params_.ignore_eos && model_->is_eog(tok)) {
+        finish(a, StopReason::EosFound);
+        return false;
+    }
+    r.stats_.predicted_tokens++;
+    r.stats_.tokens.push_back(tok);
+    StopMatcher::Result sr = a.stops.push(a.utf8.push(model_->token_to_piece(tok, false)));
+    a.n_unemitted++;
+    if (!sr.emit.empty()) {
+        r.emit(sr.emit, a.n_unemitted);
+        a.n_unemitted = 0;
+    }
+    if (sr.stopped) {
+        finish(a, StopReason::StopString);
+        return false;
+    }
+    if (r.params_.max_tokens >= 0 && r.stats_.predicted_tokens >= r.params_.max_tokens) {
+        finish(a, StopReason::MaxTokens);
+        return false;
+    }
+    a.next = tok;
+    return true;
+}
+
+void Engine::step() {
+    // Cancelled requests leave before any work is spent on them.
+    for (auto it = active_.begin(); it != active_.end();) {
+        if ((*it)->req->cancelled()) {
+            finish(**it, StopReason::UserStopped);
+            it = active_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    if (active_.empty()) return;
+
+    llama_memory_t mem = llama_get_memory(ctx_);
+    for (;;) {
+        // Build one batch: first the next token of every generating request (their
+        // latency matters most), then prompt chunks in arrival order.
+        batch_.n_tokens = 0;
+        auto add = [&](llama_token t, llama_pos pos, llama_seq_id seq, bool logits) {
+            const int32_t i = batch_.n_tokens++;
+            batch_.token[i] = t;
+            batch_.pos[i] = pos;
+            batch_.n_seq_id[i] = 1;
+            batch_.seq_id[i][0] = seq;
+            batch_.logits[i] = logits;
+            return i;
+        };
+        for (auto it = active_.begin(); it != active_.end();) {
+            Active & a = **it;
+            a.i_logits = -1;
+            a.n_in_batch = 0;
+            if (!a.in_prompt()) {
+                const auto & toks = cache_.tokens(a.seq);
+                if (static_cast<int32_t>(toks.size()) + 1 > n_ctx_) {
+                    finish(a, StopReason::ContextLength);
+                    it = active_.erase(it);
+                    continue;
+                }
+                a.i_logits = add(a.next, static_cast<llama_pos>(toks.size()), a.seq, true);
+                a.n_in_batch = 1;
+            }
+            ++it;
+        }
+        for (auto & ap : active_) {
+            Active & a = *ap;
+            if (!a.in_prompt()) continue;
+            const int32_t room = params_.n_batch - batch_.n_tokens;
+            if (room <= 0) break;
+            const auto & prompt = a.req->prompt_;
+            const size_t take = std::min<size_t>(room, prompt.size() - a.n_prompt_done);
+            for (size_t j = 0; j < take; ++j) {
+                const size_t k = a.n_prompt_done + j;
+                const bool last = k + 1 == prompt.size();
+                const int32_t i = add(prompt[k], static_cast<llama_pos>(k), a.seq, last);
+                if (last) a.i_logits = i;
+            }
+            a.n_in_batch = static_cast<int32_t>(take);
+        }
+        if (batch_.n_tokens == 0) return;
+
+        const int32_t ret = llama_decode(ctx_, batch_);
+        if (ret == 1) {
+            // No room in the KV cache. Make room from conversations nobody is using,
+            // least recently used first; failing that, stop the newest request.
+            const llama_seq_id victim = cache_.lru_idle_nonempty();
+            if (victim >= 0) {
+                llama_memory_seq_rm(mem, victim, -1, -1);
+                cache_.tokens(victim).clear();
+            } else {
+                Active & newest = *active_.back();
+                finish(newest, newest.in_prompt() ? StopReason::Failed : StopReason::ContextLength,
+                       newest.in_prompt() ? "the KV cache is full: too many concurrent requests for the context length"
+                                          : "");
+                active_.pop_back();
+                if (active_.empty()) return;
+            }
+            continue;  // rebuild and retry
+        }
+        if (ret != 0) {
+            const std::string msg = "llama_decode failed with code " + std::to_string(ret);
+            for (auto & a : active_) {
+                if (a->n_in_batch > 0) finish(*a, StopReason::Failed, msg);
+            }
+            active_.remove_if([](const std::unique_ptr<Active> & a) { return a->n_in_batch > 0; });
+            return;
+        }
+        break;
+    }
+
+    // The batch is in the KV cache now: record it, then sample where logits were asked for.
+    uint64_t n_prompt_eval = 0, n_gen = 0;
+    for (auto it = active_.begin(); it != active_.end();) {
+        Active & a = **it;
+        auto & toks = cache_.tokens(a.seq);
+        if (a.in_prompt()) {
+            const auto & prompt = a.req->prompt_;
+            toks.insert(toks.end(), prompt.begin() + a.n_prompt_done, prompt.begin() + a.n_prompt_done + a.n_in_batch);
+            a.n_prompt_done += a.n_in_batch;
+            n_prompt_eval += a.n_in_batch;
+        } else if (a.n_in_batch > 0) {
+            toks.push_back(a.next);
+        }
+        bool keep = true;
+        if (a.i_logits >= 0) {
+            keep = sample(a, a.i_logits);
+            n_gen += keep ? 1 : 0;
+        }
+        it = keep ? std::next(it) : active_.erase(it);
+    }
+    std::lock_guard<std::mutex> lk(mu_);
+    counters_.prompt_tokens_evaluated += n_prompt_eval;
+    counters_.tokens_generated += n_gen;
+    counters_.decode_calls += 1;
+}
+
+}  // namespace lmfast

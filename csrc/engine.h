@@ -1,0 +1,157 @@
+// One engine per loaded model instance: a llama_context with several sequences,
+// a request queue, and one scheduler thread that owns the context. Every step it
+// puts the next token of each generating request and prompt chunks of new ones
+// into a single batch (continuous batching), samples, detokenizes, matches stop
+// strings, and hands finished text to the requests' consumers. llama_decode is
+// only ever called from that thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "detokenizer.h"
+#include "model.h"
+#include "prefix_cache.h"
+#include "sampling.h"
+
+namespace lmfast {
+
+enum class StopReason { None, EosFound, MaxTokens, StopString, UserStopped, ContextLength, Failed, ModelUnloaded };
+const char * stop_reason_name(StopReason r);  // LM Studio's names, e.g. "eosFound"
+
+struct GenerationParams {
+    SamplingParams sampling;
+    int32_t max_tokens = -1;  // < 0: until EOS or the context is full
+    std::vector<std::string> stop_strings;
+    bool ignore_eos = false;
+};
+
+struct RequestStats {
+    int32_t prompt_tokens = 0;     // tokens in the prompt
+    int32_t cached_tokens = 0;     // of those, taken from the KV cache (not evaluated)
+    int32_t predicted_tokens = 0;  // sampled tokens, the end-of-generation token excluded
+    double time_to_first_token = 0;  // seconds from submission to the first sampled token
+    double prompt_eval_time = 0;     // seconds spent from admission to the first token
+    double generation_time = 0;      // seconds from the first token to the end
+    double queue_time = 0;           // seconds waiting for a free sequence
+    StopReason stop_reason = StopReason::None;
+    std::string error;
+    std::vector<llama_token> tokens;  // generated token ids
+};
+
+class Request {
+public:
+    Request(std::vector<llama_token> prompt, GenerationParams params, bool stream);
+
+    // Consumer side (any thread). Waits at most `timeout` for streamed text.
+    // Returns true when it moved `out` text or the request is done.
+    // `n_tokens` gets the number of sampled tokens the text came from.
+    bool wait_text(std::string & out, int32_t & n_tokens, std::chrono::milliseconds timeout);
+    bool wait_done(std::chrono::milliseconds timeout);
+    bool done() const;
+    void cancel() { cancelled_.store(true); }
+    bool cancelled() const { return cancelled_.load(); }
+    // Valid once done().
+    const RequestStats & stats() const { return stats_; }
+    const std::string & text() const { return text_; }
+
+private:
+    friend class Engine;
+    void emit(const std::string & text, int32_t n_tokens);
+    void finish(StopReason reason, const std::string & error = std::string());
+
+    const std::vector<llama_token> prompt_;
+    const GenerationParams params_;
+    const bool stream_;
+    const std::chrono::steady_clock::time_point t_submit_;
+    std::atomic<bool> cancelled_{false};
+
+    mutable std::mutex mu_;
+    std::condition_variable cv_;
+    std::string pending_;  // streamed text not yet taken by the consumer
+    int32_t pending_tokens_ = 0;
+    std::string text_;     // all text
+    bool done_ = false;
+    RequestStats stats_;
+};
+
+struct EngineParams {
+    int32_t n_ctx = 4096;
+    int32_t n_batch = 2048;
+    int32_t n_ubatch = 512;
+    int32_t n_seq = 4;  // KV-cache sequences: concurrent requests and cached conversations
+    int32_t n_threads = -1;        // -1: physical cores
+    int32_t n_threads_batch = -1;  // -1: same as n_threads
+    int32_t flash_attn = -1;       // -1 auto, 0 off, 1 on
+    int32_t type_k = -1;           // ggml_type of the K cache; -1: llama.cpp's default (f16)
+    int32_t type_v = -1;
+    bool offload_kqv = true;
+    float rope_freq_base = 0.0f;   // 0: from the model
+    float rope_freq_scale = 0.0f;
+};
+
+struct EngineCounters {
+    uint64_t requests = 0;
+    uint64_t prompt_tokens_evaluated = 0;
+    uint64_t prompt_tokens_cached = 0;
+    uint64_t tokens_generated = 0;
+    uint64_t decode_calls = 0;
+};
+
+class Engine {
+public:
+    Engine(std::shared_ptr<Model> model, const EngineParams & params);
+    ~Engine();
+    Engine(const Engine &) = delete;
+    Engine & operator=(const Engine &) = delete;
+
+    // Validates and queues a request; the scheduler picks it up at its next step.
+    std::shared_ptr<Request> submit(std::vector<llama_token> prompt, GenerationParams params, bool stream);
+    // Ends the scheduler: running and queued requests finish as "modelUnloaded".
+    void shutdown();
+    bool running() const;
+
+    int32_t n_ctx() const { return n_ctx_; }
+    int32_t n_seq() const { return params_.n_seq; }
+    int32_t n_threads() const { return n_threads_; }
+    EngineCounters counters() const;
+    const std::shared_ptr<Model> & model() const { return model_; }
+
+private:
+    struct Active;
+    void loop();
+    void admit(std::shared_ptr<Request> req);
+    void finish(Active & a, StopReason reason, const std::string & error = std::string());
+    void step();
+    bool sample(Active & a, int32_t i_batch);
+
+    std::shared_ptr<Model> model_;
+    EngineParams params_;
+    llama_context * ctx_ = nullptr;
+    ggml_threadpool * threadpool_ = nullptr;        // one pool of compute threads per engine
+    ggml_threadpool * threadpool_batch_ = nullptr;  // only when n_threads_batch differs
+    llama_batch batch_{};
+    int32_t n_ctx_ = 0;
+    int32_t n_threads_ = 0;
+
+    mutable std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<std::shared_ptr<Request>> queue_;
+    bool stop_ = false;
+    EngineCounters counters_;
+
+    // Engine thread only.
+    PrefixCache cache_;
+    std::list<std::unique_ptr<Active>> active_;
+    std::thread thread_;
+};
+
+}  // namespace lmfast

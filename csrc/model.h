@@ -1,0 +1,70 @@
+// A loaded GGUF model: weights (mmap'ed), metadata, vocabulary, chat template.
+// Immutable after load and safe to share between engines and threads.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "llama.h"
+
+struct common_chat_templates;
+
+namespace lmfast {
+
+struct ModelParams {
+    std::string path;
+    int32_t n_gpu_layers = 0;   // -1: all
+    bool use_mmap = true;
+    bool use_mlock = false;
+};
+
+struct ChatMessage {
+    std::string role;
+    std::string content;
+};
+
+class Model {
+public:
+    // Checks the file (exists, readable, GGUF magic, plausible header) before
+    // llama.cpp sees it; throws ModelLoadError with a message that says what is wrong.
+    static std::shared_ptr<Model> load(const ModelParams & params);
+    ~Model();
+    Model(const Model &) = delete;
+    Model & operator=(const Model &) = delete;
+
+    llama_model * get() const { return model_; }
+    const llama_vocab * vocab() const { return vocab_; }
+    const std::string & path() const { return path_; }
+
+    std::map<std::string, std::string> metadata() const;
+    int32_t n_ctx_train() const;
+    int32_t n_vocab() const;
+    uint64_t n_params() const;
+    uint64_t size() const;
+    std::string description() const;
+    bool has_chat_template() const;
+    std::string chat_template_source() const;
+
+    // add_special: add BOS/EOS as the vocabulary asks; parse_special: turn
+    // "<|im_start|>"-style text into control tokens.
+    std::vector<llama_token> tokenize(const std::string & text, bool add_special, bool parse_special) const;
+    std::string detokenize(const std::vector<llama_token> & tokens, bool render_special) const;
+    std::string token_to_piece(llama_token token, bool render_special) const;
+    void check_tokens(const std::vector<llama_token> & tokens) const;
+    bool is_eog(llama_token token) const { return llama_vocab_is_eog(vocab_, token); }
+
+    // Renders messages with the model's own (Jinja) chat template.
+    std::string apply_chat_template(const std::vector<ChatMessage> & messages, bool add_generation_prompt) const;
+
+private:
+    Model() = default;
+    llama_model * model_ = nullptr;
+    const llama_vocab * vocab_ = nullptr;
+    std::string path_;
+    common_chat_templates * templates_ = nullptr;
+};
+
+}  // namespace lmfast

@@ -1,0 +1,44 @@
+// Bookkeeping of what each KV-cache sequence holds, so that a new request can
+// start from the sequence that shares the longest prefix with its prompt.
+// Owned and used by the engine thread only: no locking here.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "llama.h"
+
+namespace lmfast {
+
+size_t common_prefix(const std::vector<llama_token> & a, const std::vector<llama_token> & b);
+
+class PrefixCache {
+public:
+    explicit PrefixCache(int32_t n_seq);
+
+    struct Match {
+        llama_seq_id seq = -1;
+        size_t n_common = 0;  // tokens of the prompt already in that sequence
+    };
+    // Among idle sequences: the longest common prefix with `prompt`; ties and
+    // misses go to the least recently used one. seq == -1 when all are busy.
+    Match acquire(const std::vector<llama_token> & prompt);
+    void release(llama_seq_id seq);  // idle again; its tokens stay cached
+
+    std::vector<llama_token> & tokens(llama_seq_id seq) { return entries_[seq].tokens; }
+    size_t total_tokens() const;
+    // The least recently used idle sequence that holds anything, or -1.
+    llama_seq_id lru_idle_nonempty() const;
+    int32_t n_seq() const { return static_cast<int32_t>(entries_.size()); }
+
+private:
+    struct Entry {
+        std::vector<llama_token> tokens;  // exactly what the KV cache holds for this sequence
+        uint64_t last_used = 0;
+        bool busy = false;
+    };
+    std::vector<Entry> entries_;
+    uint64_t clock_ = 0;
+};
+
+}  // namespace lmfast

@@ -1,0 +1,34 @@
+// Builds a llama_sampler chain from a prediction config.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "llama.h"
+
+namespace lmfast {
+
+struct SamplingParams {
+    float temperature = 0.8f;     // <= 0: greedy
+    int32_t top_k = 40;           // <= 0: off
+    float top_p = 0.95f;          // >= 1: off
+    float min_p = 0.05f;          // <= 0: off
+    float repeat_penalty = 1.1f;  // 1: off
+    int32_t repeat_last_n = 64;
+    float frequency_penalty = 0.0f;
+    float presence_penalty = 0.0f;
+    uint32_t seed = LLAMA_DEFAULT_SEED;  // LLAMA_DEFAULT_SEED: a random seed per request
+    std::string grammar;          // GBNF; empty: unconstrained
+};
+
+struct SamplerDeleter {
+    void operator()(llama_sampler * s) const { llama_sampler_free(s); }
+};
+using SamplerPtr = std::unique_ptr<llama_sampler, SamplerDeleter>;
+
+// Throws InvalidArgument for out-of-range values or a grammar that does not parse.
+void validate(const SamplingParams & p);
+SamplerPtr make_sampler(const SamplingParams & p, const llama_vocab * vocab);
+
+}  // namespace lmfast

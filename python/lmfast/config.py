@@ -1,0 +1,219 @@
+"""Load and prediction config: one table of keys drives validation, defaults,
+``get_load_config()`` and the documentation.
+
+Keys are the LM Studio SDK's camelCase names; the snake_case spelling of each is
+accepted too. Unlike the SDK, an unknown key is an error (with the closest known
+keys named), not silently dropped: a typo should not change nothing quietly.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from .errors import InvalidConfigError
+
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str                     # camelCase, as in the SDK
+    check: Callable[[str, Any], Any]  # returns the normalised value or raises InvalidConfigError
+    default: Any
+    doc: str
+    snake: str = ""               # derived from name unless the SDK spells it differently
+
+    @property
+    def snake_name(self) -> str:
+        return self.snake or re.sub(r"(?<!^)(?=[A-Z])", "_", self.name).lower()
+
+
+# -- value checks -----------------------------------------------------------------------
+
+def _bad(key: str, value: Any, expected: str) -> InvalidConfigError:
+    return InvalidConfigError(f"config key {key!r}: expected {expected}, got {value!r}")
+
+
+def _int(lo: int | None = None, hi: int | None = None, allow_false: bool = False):
+    def check(key: str, v: Any) -> Any:
+        if allow_false and (v is False or v is None):
+            return False
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise _bad(key, v, "an integer" + (" or False" if allow_false else ""))
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            rng = f">= {lo}" if hi is None else f"between {lo} and {hi}"
+            raise _bad(key, v, f"an integer {rng}" + (" (or False for no limit)" if allow_false else ""))
+        return v
+    return check
+
+
+def _float(lo: float | None = None, hi: float | None = None, lo_open: bool = False, allow_false: bool = False):
+    def check(key: str, v: Any) -> Any:
+        if allow_false and v is False:
+            return False
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+            raise _bad(key, v, "a number" + (" or False" if allow_false else ""))
+        v = float(v)
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            raise _bad(key, v, f"a number {'>' if lo_open else '>='} {lo}")
+        if hi is not None and v > hi:
+            raise _bad(key, v, f"a number <= {hi}")
+        return v
+    return check
+
+
+def _bool(key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _bad(key, v, "True or False")
+    return v
+
+
+def _str_list(key: str, v: Any) -> list[str]:
+    if isinstance(v, str) or not isinstance(v, (list, tuple)) or not all(isinstance(s, str) for s in v):
+        raise _bad(key, v, "a list of strings")
+    if any(s == "" for s in v):
+        raise _bad(key, v, "non-empty strings")
+    return list(v)
+
+
+_KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30}
+
+
+def _kv_type(key: str, v: Any) -> Any:
+    if v is False or v is None:
+        return False
+    if not isinstance(v, str) or v not in _KV_TYPES:
+        raise _bad(key, v, f"one of {sorted(_KV_TYPES)} or False")
+    return v
+
+
+def _gpu(key: str, v: Any) -> dict[str, Any]:
+    if not isinstance(v, Mapping):
+        raise _bad(key, v, "a dict such as {'ratio': 1.0}")
+    out: dict[str, Any] = {}
+    for k, x in v.items():
+        if k == "ratio":
+            if x in ("max", "off"):
+                out["ratio"] = 1.0 if x == "max" else 0.0
+            else:
+                out["ratio"] = _float(0.0, 1.0)(f"{key}.ratio", x)
+        elif k in ("mainGpu", "main_gpu"):
+            out["mainGpu"] = _int(0)(f"{key}.mainGpu", x)
+        elif k in ("splitStrategy", "split_strategy"):
+            if x not in ("evenly", "favorMainGpu"):
+                raise _bad(f"{key}.splitStrategy", x, "'evenly' or 'favorMainGpu'")
+            out["splitStrategy"] = x
+        elif k in ("disabledGpus", "disabled_gpus"):
+            if not isinstance(x, (list, tuple)) or not all(isinstance(i, int) for i in x):
+                raise _bad(f"{key}.disabledGpus", x, "a list of GPU indices")
+            out["disabledGpus"] = list(x)
+        else:
+            raise InvalidConfigError(f"config key {key!r}: unknown field {k!r} "
+                                     "(ratio, mainGpu, splitStrategy, disabledGpus)")
+    return out
+
+
+# -- the tables ----------------------------------------------------------------------------
+
+PREDICTION_KEYS: tuple[Key, ...] = (
+    Key("maxTokens", _int(1, allow_false=True), False,
+        "Most tokens to predict; False: until end of generation or the context is full."),
+    Key("temperature", _float(0.0), 0.8, "Sampling temperature; 0 is greedy decoding."),
+    Key("topKSampling", _int(0), 40, "Sample from the k most likely tokens; 0 turns it off."),
+    Key("topPSampling", _float(0.0, 1.0, allow_false=True), 0.95,
+        "Nucleus sampling threshold; False turns it off."),
+    Key("minPSampling", _float(0.0, 1.0, allow_false=True), 0.05,
+        "Drop tokens less likely than this fraction of the top token; False turns it off."),
+    Key("repeatPenalty", _float(0.0, lo_open=True, allow_false=True), 1.1,
+        "Penalty for repeating recent tokens; 1 or False turns it off."),
+    Key("repeatLastN", _int(-1), 64, "lmfast: how many recent tokens repeatPenalty looks at (-1: the context)."),
+    Key("stopStrings", _str_list, [], "Stop when any of these strings is generated (not included in the text)."),
+    Key("seed", _int(0, 2**32 - 2, allow_false=True), False,
+        "lmfast: sampling seed for this request; False uses the load config's seed, or a random one."),
+)
+
+LOAD_KEYS: tuple[Key, ...] = (
+    Key("contextLength", _int(16), 4096,
+        "Context window in tokens (prompt and response), capped at the model's trained length."),
+    Key("gpu", _gpu, {"ratio": 0.0}, "GPU offload: {'ratio': 0..1 or 'max'}; a CPU-only build runs on the CPU."),
+    Key("offloadKVCacheToGpu", _bool, True, "Keep the KV cache on the GPU when layers are offloaded.",
+        snake="offload_kv_cache_to_gpu"),
+    Key("flashAttention", _bool, None, "Use flash attention; unset: llama.cpp decides (auto)."),
+    Key("seed", _int(0, 2**32 - 2, allow_false=True), False, "Default sampling seed; False: random."),
+    Key("evalBatchSize", _int(1), 2048, "Most tokens per llama_decode call during prompt evaluation."),
+    Key("tryMmap", _bool, True, "Memory-map the model file."),
+    Key("keepModelInMemory", _bool, False, "Lock the weights in RAM (mlock) so they are never swapped out."),
+    Key("llamaKCacheQuantizationType", _kv_type, False, "K cache type (f16 when False)."),
+    Key("llamaVCacheQuantizationType", _kv_type, False,
+        "V cache type (f16 when False); a quantized V cache needs flash attention."),
+    Key("ropeFrequencyBase", _float(0.0, lo_open=True, allow_false=True), False, "Override the RoPE base frequency."),
+    Key("ropeFrequencyScale", _float(0.0, lo_open=True, allow_false=True), False,
+        "Override the RoPE frequency scale."),
+    Key("cpuThreads", _int(1, 1024, allow_false=True), False,
+        "lmfast: CPU threads for decoding; False: the number of physical cores."),
+    Key("maxParallelPredictions", _int(1, 256), 4,
+        "lmfast: KV-cache sequences, i.e. predictions served at once and conversations kept cached."),
+)
+
+
+def _index(table: tuple[Key, ...]) -> dict[str, Key]:
+    out = {}
+    for k in table:
+        out[k.name] = k
+        out[k.snake_name] = k
+    return out
+
+
+_PREDICTION_INDEX = _index(PREDICTION_KEYS)
+_LOAD_INDEX = _index(LOAD_KEYS)
+
+
+def _normalize(config: Any, table: tuple[Key, ...], index: dict[str, Key], what: str) -> dict[str, Any]:
+    """Validated camelCase dict of the keys given (no defaults filled in)."""
+    if config is None:
+        return {}
+    if hasattr(config, "to_dict") and not isinstance(config, Mapping):
+        config = config.to_dict()
+    if not isinstance(config, Mapping):
+        raise InvalidConfigError(f"{what} config must be a dict, got {type(config).__name__}")
+    out: dict[str, Any] = {}
+    for raw_key, value in config.items():
+        key = index.get(raw_key)
+        if key is None:
+            names = sorted({k.name for k in table})
+            close = difflib.get_close_matches(str(raw_key), names + [k.snake_name for k in table], n=3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise InvalidConfigError(f"unknown {what} config key {raw_key!r}{hint} (known keys: {', '.join(names)})")
+        if key.name in out:
+            raise InvalidConfigError(f"{what} config key {key.name!r} given twice (camelCase and snake_case)")
+        out[key.name] = key.check(key.name, value)
+    return out
+
+
+def prediction_config(config: Any) -> dict[str, Any]:
+    return _normalize(config, PREDICTION_KEYS, _PREDICTION_INDEX, "prediction")
+
+
+def load_config(config: Any) -> dict[str, Any]:
+    return _normalize(config, LOAD_KEYS, _LOAD_INDEX, "load")
+
+
+def with_defaults(given: dict[str, Any], table: tuple[Key, ...]) -> dict[str, Any]:
+    out = {k.name: k.default for k in table}
+    out.update(given)
+    return out
+
+
+def kv_type_id(name: Any) -> int:
+    """ggml_type id of a KV cache type name, -1 for the default."""
+    return -1 if name is False or name is None else _KV_TYPES[name]
+
+
+def describe(table: tuple[Key, ...]) -> str:
+    """Markdown table of a config table (for the README and ``lmfast config``)."""
+    rows = ["| key | snake_case | default | meaning |", "|---|---|---|---|"]
+    for k in table:
+        rows.append(f"| `{k.name}` | `{k.snake_name}` | `{k.default!r}` | {k.doc} |")
+    return "\n".join(rows)

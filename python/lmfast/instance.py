@@ -1,0 +1,138 @@
+"""One loaded model instance: the native model and its engine, the load config
+it was loaded with, its info record, and its idle clock (for TTL)."""
+from __future__ import annotations
+
+import os
+import secrets
+import string
+import threading
+import time
+import warnings
+from typing import Any
+
+from . import _core
+from .config import LOAD_KEYS, kv_type_id, with_defaults
+from .errors import ModelUnloadedError
+from .registry import ModelFile
+from .results import LlmInstanceInfo
+
+_REF_ALPHABET = string.ascii_letters + string.digits
+
+
+def _params_string(meta: dict[str, str], n_params: int) -> str | None:
+    label = meta.get("general.size_label")
+    if label:
+        return label
+    if n_params <= 0:
+        return None
+    for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n_params >= div:
+            value = n_params / div
+            return f"{value:.0f}{suffix}" if value >= 10 else f"{value:.1f}".rstrip("0").rstrip(".") + suffix
+    return str(n_params)
+
+
+class ModelInstance:
+    """Owns the native objects of one loaded instance. Thread-safe."""
+
+    def __init__(self, model_file: ModelFile, identifier: str, load_config: dict[str, Any], ttl: float | None):
+        self.model_file = model_file
+        self.identifier = identifier
+        self.instance_reference = "".join(secrets.choice(_REF_ALPHABET) for _ in range(24))
+        self.ttl = ttl
+        self._given_config = dict(load_config)
+        cfg = with_defaults(load_config, LOAD_KEYS)
+
+        ratio = cfg["gpu"].get("ratio", 0.0)
+        n_gpu_layers = 0
+        if ratio > 0:
+            if _core.supports_gpu_offload():
+                n_gpu_layers = -1 if ratio >= 1.0 else max(1, round(ratio * _block_count(model_file)))
+            else:
+                warnings.warn("GPU offload was requested, but this build of lmfast has no GPU backend: "
+                              "running on the CPU", RuntimeWarning, stacklevel=4)
+        self.n_gpu_layers = n_gpu_layers
+
+        self._model = _core.Model.load(str(model_file.path), n_gpu_layers=n_gpu_layers,
+                                       use_mmap=cfg["tryMmap"], use_mlock=cfg["keepModelInMemory"])
+        n_ctx = cfg["contextLength"] if "contextLength" in load_config else min(4096, self._model.n_ctx_train)
+        flash = cfg["flashAttention"]
+        self._engine = _core.Engine(
+            self._model,
+            n_ctx=n_ctx,
+            n_batch=cfg["evalBatchSize"],
+            n_ubatch=min(512, cfg["evalBatchSize"]),
+            n_seq=cfg["maxParallelPredictions"],
+            n_threads=cfg["cpuThreads"] or -1,
+            flash_attn=-1 if flash is None else int(flash),
+            type_k=kv_type_id(cfg["llamaKCacheQuantizationType"]),
+            type_v=kv_type_id(cfg["llamaVCacheQuantizationType"]),
+            offload_kqv=cfg["offloadKVCacheToGpu"],
+            rope_freq_base=cfg["ropeFrequencyBase"] or 0.0,
+            rope_freq_scale=cfg["ropeFrequencyScale"] or 0.0,
+        )
+        self.seed = cfg["seed"]
+        self._load_config = cfg
+        self._load_config["contextLength"] = self._engine.n_ctx
+        self._load_config["cpuThreads"] = self._engine.n_threads
+        self.metadata = self._model.metadata()
+        self.info = self._make_info()
+        self._lock = threading.Lock()
+        self._active = 0
+        self.last_used = time.monotonic()
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
+    def native(self) -> tuple[Any, Any]:
+        """(model, engine), or ModelUnloadedError."""
+        model, engine = self._model, self._engine
+        if model is None or engine is None:
+            raise ModelUnloadedError(f"model instance {self.identifier!r} has been unloaded")
+        return model, engine
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+    def unload(self) -> None:
+        """Stops the engine (running predictions end as 'modelUnloaded') and frees the
+        context and the weights once nothing else refers to them."""
+        engine = self._engine
+        self._engine = None
+        self._model = None
+        if engine is not None:
+            engine.shutdown()
+
+    def load_config(self) -> dict[str, Any]:
+        return dict(self._load_config)
+
+    # -- info -------------------------------------------------------------------------------
+    def _make_info(self) -> LlmInstanceInfo:
+        meta, model = self.metadata, self._model
+        template = meta.get("tokenizer.chat_template", "")
+        return LlmInstanceInfo(
+            architecture=meta.get("general.architecture"),
+            context_length=self._engine.n_ctx,
+            display_name=meta.get("general.name") or self.model_file.path.stem,
+            format="gguf",
+            identifier=self.identifier,
+            instance_reference=self.instance_reference,
+            max_context_length=model.n_ctx_train,
+            model_key=self.model_file.model_key,
+            params_string=_params_string(meta, model.n_params),
+            path=self.model_file.display_path,
+            size_bytes=os.path.getsize(self.model_file.path),
+            trained_for_tool_use="tools" in template,
+            vision=False,
+        )
+
+
+def _block_count(model_file: ModelFile) -> int:
+    """Layer count of a model, for a fractional GPU offload ratio (read without loading it)."""
+    from .gguf import read_metadata  # small, stdlib-only GGUF header reader
+
+    meta = read_metadata(model_file.path)
+    arch = meta.get("general.architecture", "")
+    return int(meta.get(f"{arch}.block_count", 0)) or 1

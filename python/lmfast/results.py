@@ -1,0 +1,154 @@
+"""Result and info records, shaped like the LM Studio SDK's.
+
+Attributes are snake_case; ``to_dict()`` and ``str()`` use the SDK's camelCase
+keys; ``from_dict()`` accepts either.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any, ClassVar, Literal
+
+from .errors import LMStudioValueError
+
+StopReason = Literal["userStopped", "modelUnloaded", "failed", "eosFound", "stopStringFound",
+                     "toolCalls", "maxPredictedTokensReached", "contextLengthReached"]
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class _Record:
+    """Mixin for frozen dataclasses: camelCase dict round trip and the SDK's str()."""
+
+    _camel_overrides: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def _camel_name(cls, field: str) -> str:
+        return cls._camel_overrides.get(field, _camel(field))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, _Record):
+                value = value.to_dict()
+            out[self._camel_name(f.name)] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        by_camel = {cls._camel_name(n): n for n in names}
+        kwargs = {}
+        for key, value in data.items():
+            name = key if key in names else by_camel.get(key) or _snake(key)
+            if name not in names:
+                raise LMStudioValueError(f"{cls.__name__}: unknown field {key!r}")
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}.from_dict({json.dumps(self.to_dict(), indent=2, sort_keys=True)})"
+
+
+@dataclasses.dataclass(frozen=True)
+class LlmPredictionStats(_Record):
+    stop_reason: StopReason
+    tokens_per_second: float | None = None
+    num_gpu_layers: float | None = None
+    time_to_first_token_sec: float | None = None
+    prompt_tokens_count: int | None = None
+    predicted_tokens_count: int | None = None
+    total_tokens_count: int | None = None
+    used_draft_model_key: str | None = None
+    total_draft_tokens_count: int | None = None
+    accepted_draft_tokens_count: int | None = None
+    rejected_draft_tokens_count: int | None = None
+    ignored_draft_tokens_count: int | None = None
+    # lmfast: of prompt_tokens_count, how many came from the KV cache and how many
+    # were evaluated for this request.
+    cached_prompt_tokens_count: int | None = None
+    evaluated_prompt_tokens_count: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LlmPredictionFragment(_Record):
+    content: str
+    tokens_count: int
+    contains_drafted: bool = False
+    reasoning_type: Literal["none", "reasoning", "reasoningStartTag", "reasoningEndTag"] = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class LlmInfo(_Record):
+    """Model info (no instance fields): what ``result.model_info`` holds."""
+    model_key: str
+    format: str
+    display_name: str
+    path: str
+    size_bytes: int
+    max_context_length: int
+    params_string: str | None = None
+    architecture: str | None = None
+    vision: bool = False
+    trained_for_tool_use: bool = False
+    type: Literal["llm"] = "llm"
+
+
+@dataclasses.dataclass(frozen=True)
+class LlmInstanceInfo(_Record):
+    """What ``model.get_info()`` returns: the model info plus the instance's own fields."""
+    architecture: str | None
+    context_length: int
+    display_name: str
+    format: str
+    identifier: str
+    instance_reference: str
+    max_context_length: int
+    model_key: str
+    params_string: str | None
+    path: str
+    size_bytes: int
+    trained_for_tool_use: bool
+    vision: bool = False
+    type: Literal["llm"] = "llm"
+
+    def model_info(self) -> LlmInfo:
+        return LlmInfo(model_key=self.model_key, format=self.format, display_name=self.display_name,
+                       path=self.path, size_bytes=self.size_bytes,
+                       max_context_length=self.max_context_length, params_string=self.params_string,
+                       architecture=self.architecture, vision=self.vision,
+                       trained_for_tool_use=self.trained_for_tool_use)
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictionResult:
+    """The outcome of a prediction. ``str(result)`` is the text."""
+    content: str
+    parsed: Any
+    stats: LlmPredictionStats
+    model_info: LlmInfo
+    load_config: dict[str, Any]
+    prediction_config: dict[str, Any]
+
+    @property
+    def structured(self) -> bool:
+        return self.parsed is not self.content
+
+    def __str__(self) -> str:
+        if self.structured:
+            return json.dumps(self.parsed, indent=2)
+        return self.content
+
+    def __repr__(self) -> str:
+        return f"PredictionResult(content={self.content!r})"
