@@ -152,6 +152,13 @@ PYBIND11_MODULE(_core, m) {
                  return to_py_str(s);
              },
              py::arg("tokens"), py::arg("render_special") = false)
+        .def("token_to_piece",
+             [](const Model & self, llama_token token, bool render_special) {
+                 self.check_tokens({token});
+                 return py::bytes(self.token_to_piece(token, render_special));
+             },
+             py::arg("token"), py::arg("render_special") = false,
+             "The bytes of one token (possibly part of a UTF-8 character).")
         .def("is_eog", &Model::is_eog)
         .def("apply_chat_template",
              [](const Model & self, const std::vector<std::pair<std::string, std::string>> & messages,

@@ -56,10 +56,10 @@ std::string Utf8Stream::push(const std::string & bytes) {
 }
 
 std::string Utf8Stream::flush() {
-    std::string out;
-    if (!pending_.empty()) out = kReplacement;
+    // Generation ended inside a character (e.g. at maxTokens): its first bytes mean
+    // nothing on their own, so they are dropped rather than shown as U+FFFD.
     pending_.clear();
-    return out;
+    return std::string();
 }
 
 StopMatcher::StopMatcher(std::vector<std::string> stops) {

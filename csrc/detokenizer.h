@@ -12,7 +12,7 @@ namespace lmfast {
 class Utf8Stream {
 public:
     std::string push(const std::string & bytes);
-    std::string flush();  // whatever is left, incomplete characters replaced
+    std::string flush();  // end of text: an incomplete trailing character is dropped
 
 private:
     std::string pending_;

@@ -159,7 +159,9 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams & params)
                              " tokens (out of memory, or an unsupported setting such as a quantized V cache "
                              "without flash attention)");
     }
-    n_ctx_ = static_cast<int32_t>(llama_n_ctx(ctx_));
+    // llama.cpp pads the KV buffer (to 256 cells); the window a request may use is
+    // still the context length that was asked for.
+    n_ctx_ = std::min<int32_t>(params_.n_ctx, static_cast<int32_t>(llama_n_ctx(ctx_)));
     threadpool_ = new_threadpool(cp.n_threads);
     if (cp.n_threads_batch != cp.n_threads) threadpool_batch_ = new_threadpool(cp.n_threads_batch);
     if (threadpool_) llama_attach_threadpool(ctx_, threadpool_, threadpool_batch_);
@@ -333,6 +335,11 @@ bool Engine::sample(Active & a, int32_t i_batch) {
     }
     if (r.params_.max_tokens >= 0 && r.stats_.predicted_tokens >= r.params_.max_tokens) {
         finish(a, StopReason::MaxTokens);
+        return false;
+    }
+    // The window holds the prompt and the response: the token just sampled is its last.
+    if (static_cast<int32_t>(cache_.tokens(a.seq).size()) + 1 >= n_ctx_) {
+        finish(a, StopReason::ContextLength);
         return false;
     }
     a.next = tok;

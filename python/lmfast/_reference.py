@@ -1,0 +1,53 @@
+"""llama.cpp's own programs (llama-simple, llama-bench, llama-completion), built from
+the same pinned tree and the same compiled objects as lmfast, for the tests' oracle
+and the benchmark suite. Not part of the public API."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+_SUBDIR = {"llama-simple": "ref/simple", "llama-bench": "ref/llama-bench", "llama-completion": "ref/completion"}
+
+
+def _build_info():
+    from . import _build_info as info  # written by CMake at configure time
+
+    return info
+
+
+def program(name: str) -> Path:
+    """Path to a reference program, building it first if needed."""
+    if name not in _SUBDIR:
+        raise ValueError(f"unknown reference program {name!r}")
+    info = _build_info()
+    build = Path(info.build_dir)
+    if (build / "CMakeCache.txt").is_file() and ((build / "build.ninja").is_file() or (build / "Makefile").is_file()):
+        # lmfast's own build folder: only the program's own sources are compiled.
+        _run(["cmake", "--build", str(build), "--target", name])
+        exe = build / _SUBDIR[name] / name
+    else:
+        # Installed from a wheel: configure a separate build of the same tree.
+        src = Path(info.llama_cpp_dir)
+        key = hashlib.sha256(str(src).encode()).hexdigest()[:12]
+        build = Path(os.environ.get("LMFAST_CACHE_DIR", Path.home() / ".cache" / "lmfast")) / f"refbuild-{key}"
+        if not (build / "CMakeCache.txt").is_file():
+            flags = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" if os.uname().machine == "x86_64" else ""
+            _run(["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+                  f"-DGGML_OPENMP={info.ggml_openmp}", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+                  "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=OFF",
+                  f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}"]
+                 + (["-G", "Ninja"] if shutil.which("ninja") else []))
+        _run(["cmake", "--build", str(build), "--target", name])
+        exe = build / "bin" / name
+    if not exe.is_file():
+        raise FileNotFoundError(f"{name} was not produced at {exe}")
+    return exe
+
+
+def _run(cmd: list[str]) -> None:
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")

@@ -1,0 +1,84 @@
+"""Model handles: info read from the GGUF, tokenization, load/unload and memory."""
+import gc
+
+import pytest
+
+import lmfast as lms
+from lmfast.gguf import read_metadata
+
+from .conftest import GREEDY, rss_bytes
+
+INFO_FIELDS = ["architecture", "contextLength", "displayName", "format", "identifier", "instanceReference",
+               "maxContextLength", "modelKey", "paramsString", "path", "sizeBytes", "trainedForToolUse",
+               "type", "vision"]
+
+
+def test_get_info_is_read_from_the_gguf(llm, smollm2_path):
+    info = llm.get_info()
+    d = info.to_dict()
+    assert sorted(d) == sorted(INFO_FIELDS)
+    meta = read_metadata(smollm2_path)
+    assert info.architecture == meta["general.architecture"] == "llama"
+    assert info.max_context_length == meta["llama.context_length"] == 8192
+    assert info.display_name == meta["general.name"]
+    assert info.params_string == meta.get("general.size_label", "135M")
+    assert info.size_bytes == smollm2_path.stat().st_size
+    assert info.context_length == llm.get_context_length() == 4096
+    assert info.model_key == "smollm2-135m-instruct"
+    assert info.format == "gguf" and info.type == "llm" and info.vision is False
+    assert info.trained_for_tool_use == ("tools" in meta["tokenizer.chat_template"])
+    assert len(info.instance_reference) >= 16
+    assert lms.LlmInstanceInfo.from_dict(d) == info
+    assert str(info).startswith("LlmInstanceInfo.from_dict({")
+
+
+def test_tokenize_roundtrip(llm, native_model):
+    text = "Hello, world! Ünïcödé and 日本語 too."
+    tokens = llm.tokenize(text)
+    assert isinstance(tokens, list) and all(isinstance(t, int) for t in tokens)
+    assert native_model.detokenize(tokens) == text
+    assert llm.count_tokens(text) == len(tokens)
+    assert llm.tokenize(["a", "b c"]) == [llm.tokenize("a"), llm.tokenize("b c")]
+    with pytest.raises(lms.LMStudioValueError, match="out of range"):
+        native_model.detokenize([10**9])
+
+
+def test_unload_frees_memory_and_invalidates_handle(client, smollm2_path):
+    gc.collect()
+    before = rss_bytes()
+    model = client.llm.load_new_instance(str(smollm2_path), "unload-me",
+                                         config={"tryMmap": False, "contextLength": 2048})
+    assert model.complete("Hi", config={**GREEDY, "maxTokens": 2}).content is not None
+    loaded = rss_bytes()
+    assert loaded - before > 80 * 2**20  # the weights (94 MiB) were read into memory
+    model.unload()
+    gc.collect()
+    after = rss_bytes()
+    assert loaded - after > 0.8 * (loaded - before), (before, loaded, after)
+    assert "unload-me" not in [m.identifier for m in client.llm.list_loaded()]
+    with pytest.raises(lms.ModelUnloadedError):
+        model.respond("hello")
+    with pytest.raises(lms.ModelUnloadedError):
+        model.get_info()
+
+
+def test_two_instances_and_identifiers(client, smollm2_path):
+    a = client.llm.load_new_instance(str(smollm2_path), "twin-a")
+    b = client.llm.load_new_instance(str(smollm2_path))
+    try:
+        assert b.identifier.startswith("smollm2-135m-instruct")
+        assert a.identifier != b.identifier
+        with pytest.raises(lms.LMStudioValueError, match="already loaded"):
+            client.llm.load_new_instance(str(smollm2_path), "twin-a")
+        q = "What is the capital of France?"
+        assert a.respond(q, config={**GREEDY, "maxTokens": 16}).content == \
+            b.respond(q, config={**GREEDY, "maxTokens": 16}).content
+    finally:
+        a.unload()
+        b.unload()
+
+
+def test_llm_without_key_and_nothing_loaded():
+    with lms.Client() as c:
+        with pytest.raises(lms.LMStudioClientError, match="no models are currently loaded"):
+            c.llm.model()

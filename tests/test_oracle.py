@@ -1,0 +1,60 @@
+"""lmfast's greedy output equals llama.cpp's own llama-completion, token for token.
+
+llama-completion (built from the same pinned tree and objects) prints each generated
+token's text, then " [end of text]" if it stopped at end of generation, then a blank
+line. We rebuild those exact bytes from lmfast's generated token ids, so equal bytes
+mean equal token sequences and an equal stop.
+
+(llama-simple, the smaller example, cannot be told a thread count: it runs 4 threads,
+which on a 2-core machine with ggml's spinning thread pool takes minutes per prompt.)"""
+import subprocess
+
+import pytest
+
+from lmfast import _reference
+
+from .conftest import GREEDY
+
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "Once upon a time, in a small village at the edge of the forest,",
+    "Water boils at a temperature of",
+]
+N_PREDICT = 48
+
+
+@pytest.fixture(scope="module")
+def llama_completion():
+    return _reference.program("llama-completion")
+
+
+@pytest.fixture(scope="module")
+def oracle_llm(client, smollm2_path):
+    # One sequence, as llama-completion runs; its other settings are llama.cpp's defaults,
+    # which are lmfast's too (context 4096, batch 2048/512, flash attention auto).
+    llm = client.llm.load_new_instance(str(smollm2_path), "oracle", config={"maxParallelPredictions": 1})
+    yield llm
+    llm.unload()
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_greedy_matches_llama_completion(llama_completion, oracle_llm, smollm2_path, prompt):
+    threads = oracle_llm.get_load_config()["cpuThreads"]
+    out = subprocess.run([str(llama_completion), "-m", str(smollm2_path), "-p", prompt, "-n", str(N_PREDICT),
+                          "-t", str(threads), "--temp", "0", "-no-cnv", "--no-display-prompt", "--simple-io",
+                          "-ngl", "0"],
+                         capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr.decode(errors="replace")[-2000:]
+
+    model, _ = oracle_llm._instance.native()
+    stream = oracle_llm.complete_stream(prompt, config={**GREEDY, "maxTokens": N_PREDICT, "repeatPenalty": False})
+    result = stream.wait_for_result()
+    generated = stream.token_ids
+    assert len(generated) > 0
+    if result.stats.stop_reason == "maxPredictedTokensReached":
+        assert len(generated) == N_PREDICT
+
+    text = b"".join(model.token_to_piece(t) for t in generated)
+    ending = b" [end of text]\n" if result.stats.stop_reason == "eosFound" else b""
+    assert out.stdout == text + ending + b"\n\n", f"lmfast: {text!r}\nllama-completion: {out.stdout!r}"
