@@ -260,6 +260,7 @@ void Engine::admit(std::shared_ptr<Request> req) {
     a->t_admit = Clock::now();
     try {
         a->sampler = make_sampler(req->params_.sampling, model_->vocab());
+        prime_penalties(a->sampler.get(), req->prompt_);
     } catch (const std::exception & e) {
         req->finish(StopReason::Failed, e.what());
         return;

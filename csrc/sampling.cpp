@@ -1,10 +1,101 @@
 #include "sampling.h"
 
+#include <climits>
 #include <cmath>
+#include <deque>
+#include <algorithm>
+#include <unordered_map>
 
 #include "errors.h"
 
 namespace lmfast {
+
+namespace {
+
+// Repetition penalties that cost O(recent tokens) per step instead of llama.cpp's
+// O(vocabulary) hash look-ups: when the candidates are still the unsorted full
+// vocabulary (data[id].id == id, as llama_sampler_sample builds them), each
+// recently seen token is penalised in place. Same arithmetic as llama.cpp's.
+struct Penalties {
+    int32_t last_n;
+    float repeat, freq, present;
+    std::deque<llama_token> prev;
+    std::unordered_map<llama_token, int32_t> count;
+};
+
+void penalise(const Penalties & p, llama_token_data & d, int32_t n) {
+    d.logit = d.logit <= 0 ? d.logit * p.repeat : d.logit / p.repeat;
+    d.logit -= float(n) * p.freq + float(n > 0) * p.present;
+}
+
+const char * penalties_name(const llama_sampler *) { return "lmfast-penalties"; }
+
+void penalties_accept(llama_sampler * s, llama_token tok) {
+    auto * p = static_cast<Penalties *>(s->ctx);
+    p->prev.push_back(tok);
+    p->count[tok]++;
+    if (static_cast<int64_t>(p->prev.size()) > p->last_n) {
+        auto it = p->count.find(p->prev.front());
+        if (--it->second == 0) p->count.erase(it);
+        p->prev.pop_front();
+    }
+}
+
+void penalties_apply(llama_sampler * s, llama_token_data_array * cur) {
+    auto * p = static_cast<Penalties *>(s->ctx);
+    if (p->count.empty()) return;
+    bool indexed = true;
+    for (const auto & kv : p->count) {
+        if (kv.first < 0 || static_cast<size_t>(kv.first) >= cur->size || cur->data[kv.first].id != kv.first) {
+            indexed = false;
+            break;
+        }
+    }
+    if (indexed) {
+        for (const auto & kv : p->count) penalise(*p, cur->data[kv.first], kv.second);
+    } else {
+        for (size_t i = 0; i < cur->size; ++i) {
+            auto it = p->count.find(cur->data[i].id);
+            if (it != p->count.end()) penalise(*p, cur->data[i], it->second);
+        }
+    }
+    cur->sorted = false;
+}
+
+void penalties_reset(llama_sampler * s) {
+    auto * p = static_cast<Penalties *>(s->ctx);
+    p->prev.clear();
+    p->count.clear();
+}
+
+llama_sampler * penalties_init(int32_t last_n, float repeat, float freq, float present);
+
+llama_sampler * penalties_clone(const llama_sampler * s) {
+    const auto * p = static_cast<const Penalties *>(s->ctx);
+    llama_sampler * c = penalties_init(p->last_n, p->repeat, p->freq, p->present);
+    *static_cast<Penalties *>(c->ctx) = *p;
+    return c;
+}
+
+void penalties_free(llama_sampler * s) { delete static_cast<Penalties *>(s->ctx); }
+
+llama_sampler_i penalties_iface = [] {
+    llama_sampler_i i{};
+    i.name = penalties_name;
+    i.accept = penalties_accept;
+    i.apply = penalties_apply;
+    i.reset = penalties_reset;
+    i.clone = penalties_clone;
+    i.free = penalties_free;
+    return i;
+}();
+
+llama_sampler * penalties_init(int32_t last_n, float repeat, float freq, float present) {
+    auto * p = new Penalties{last_n < 0 ? INT32_MAX : last_n, repeat, freq, present, {}, {}};
+    return llama_sampler_init(&penalties_iface, p);
+}
+
+}  // namespace
 
 void validate(const SamplingParams & p) {
     auto bad = [](const std::string & what) { throw InvalidArgument(what); };
@@ -14,6 +105,16 @@ void validate(const SamplingParams & p) {
     if (!std::isfinite(p.repeat_penalty) || p.repeat_penalty <= 0) bad("repeatPenalty must be > 0");
     if (p.repeat_last_n < -1) bad("repeat_last_n must be >= -1");
     if (!std::isfinite(p.frequency_penalty) || !std::isfinite(p.presence_penalty)) bad("penalties must be finite");
+}
+
+void prime_penalties(llama_sampler * chain, const std::vector<llama_token> & context) {
+    for (int32_t i = 0, n = llama_sampler_chain_n(chain); i < n; ++i) {
+        llama_sampler * s = llama_sampler_chain_get(chain, i);
+        if (s->iface != &penalties_iface) continue;
+        const auto * p = static_cast<const Penalties *>(s->ctx);
+        const size_t take = std::min<size_t>(context.size(), static_cast<size_t>(p->last_n));
+        for (size_t j = context.size() - take; j < context.size(); ++j) penalties_accept(s, context[j]);
+    }
 }
 
 SamplerPtr make_sampler(const SamplingParams & p, const llama_vocab * vocab) {
@@ -28,9 +129,10 @@ SamplerPtr make_sampler(const SamplingParams & p, const llama_vocab * vocab) {
         if (!g) throw InvalidArgument("the grammar could not be parsed");
         llama_sampler_chain_add(chain.get(), g);
     }
-    if (p.repeat_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f) {
-        llama_sampler_chain_add(chain.get(), llama_sampler_init_penalties(
-            llama_vocab_n_tokens(vocab), p.repeat_last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty));
+    if ((p.repeat_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f) &&
+        p.repeat_last_n != 0) {
+        llama_sampler_chain_add(chain.get(), penalties_init(p.repeat_last_n, p.repeat_penalty,
+                                                            p.frequency_penalty, p.presence_penalty));
     }
     if (p.temperature <= 0.0f) {
         llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());

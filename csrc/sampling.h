@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "llama.h"
 
@@ -30,5 +31,8 @@ using SamplerPtr = std::unique_ptr<llama_sampler, SamplerDeleter>;
 // Throws InvalidArgument for out-of-range values or a grammar that does not parse.
 void validate(const SamplingParams & p);
 SamplerPtr make_sampler(const SamplingParams & p, const llama_vocab * vocab);
+// Feeds the end of the prompt to the repetition penalties (as llama.cpp does), so
+// that repeating the prompt is penalised too; the grammar does not see it.
+void prime_penalties(llama_sampler * chain, const std::vector<llama_token> & context);
 
 }  // namespace lmfast

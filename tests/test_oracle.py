@@ -38,23 +38,44 @@ def oracle_llm(client, smollm2_path):
     llm.unload()
 
 
-@pytest.mark.parametrize("prompt", PROMPTS)
-def test_greedy_matches_llama_completion(llama_completion, oracle_llm, smollm2_path, prompt):
-    threads = oracle_llm.get_load_config()["cpuThreads"]
-    out = subprocess.run([str(llama_completion), "-m", str(smollm2_path), "-p", prompt, "-n", str(N_PREDICT),
-                          "-t", str(threads), "--temp", "0", "-no-cnv", "--no-display-prompt", "--simple-io",
-                          "-ngl", "0"],
+def _run_completion(exe, model_path, prompt, threads, *extra):
+    out = subprocess.run([str(exe), "-m", str(model_path), "-p", prompt, "-n", str(N_PREDICT), "-t", str(threads),
+                          "--temp", "0", "-no-cnv", "--no-display-prompt", "--simple-io", "-ngl", "0", *extra],
                          capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr.decode(errors="replace")[-2000:]
+    return out.stdout
 
-    model, _ = oracle_llm._instance.native()
-    stream = oracle_llm.complete_stream(prompt, config={**GREEDY, "maxTokens": N_PREDICT, "repeatPenalty": False})
+
+def _compare(llm, stream, expected_stdout):
+    model, _ = llm._instance.native()
     result = stream.wait_for_result()
     generated = stream.token_ids
     assert len(generated) > 0
     if result.stats.stop_reason == "maxPredictedTokensReached":
         assert len(generated) == N_PREDICT
-
     text = b"".join(model.token_to_piece(t) for t in generated)
     ending = b" [end of text]\n" if result.stats.stop_reason == "eosFound" else b""
-    assert out.stdout == text + ending + b"\n\n", f"lmfast: {text!r}\nllama-completion: {out.stdout!r}"
+    assert expected_stdout == text + ending + b"\n\n", f"lmfast: {text!r}\nllama-completion: {expected_stdout!r}"
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_greedy_matches_llama_completion(llama_completion, oracle_llm, smollm2_path, prompt):
+    threads = oracle_llm.get_load_config()["cpuThreads"]
+    expected = _run_completion(llama_completion, smollm2_path, prompt, threads)
+    stream = oracle_llm.complete_stream(prompt, config={**GREEDY, "maxTokens": N_PREDICT, "repeatPenalty": False})
+    _compare(oracle_llm, stream, expected)
+
+
+@pytest.mark.parametrize("penalty", [1.3, 1.8])
+def test_repeat_penalty_matches_llama_completion(llama_completion, oracle_llm, smollm2_path, penalty):
+    """lmfast's own O(recent tokens) repetition penalty against llama.cpp's sampler chain
+    (which also counts the end of the prompt)."""
+    prompt = "List the colours of the rainbow, again and again: red, orange, yellow, green, blue,"
+    threads = oracle_llm.get_load_config()["cpuThreads"]
+    expected = _run_completion(llama_completion, smollm2_path, prompt, threads,
+                               "--repeat-penalty", str(penalty), "--repeat-last-n", "64")
+    cfg = {**GREEDY, "maxTokens": N_PREDICT, "repeatLastN": 64}
+    stream = oracle_llm.complete_stream(prompt, config={**cfg, "repeatPenalty": penalty})
+    _compare(oracle_llm, stream, expected)
+    plain = oracle_llm.complete(prompt, config={**cfg, "repeatPenalty": False})
+    assert plain.content != stream.result().content, "the penalty changed nothing: the case tests nothing"

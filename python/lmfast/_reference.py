@@ -24,24 +24,36 @@ def program(name: str) -> Path:
         raise ValueError(f"unknown reference program {name!r}")
     info = _build_info()
     build = Path(info.build_dir)
-    if (build / "CMakeCache.txt").is_file() and ((build / "build.ninja").is_file() or (build / "Makefile").is_file()):
-        # lmfast's own build folder: only the program's own sources are compiled.
-        _run(["cmake", "--build", str(build), "--target", name])
-        exe = build / _SUBDIR[name] / name
-    else:
-        # Installed from a wheel: configure a separate build of the same tree.
-        src = Path(info.llama_cpp_dir)
-        key = hashlib.sha256(str(src).encode()).hexdigest()[:12]
-        build = Path(os.environ.get("LMFAST_CACHE_DIR", Path.home() / ".cache" / "lmfast")) / f"refbuild-{key}"
-        if not (build / "CMakeCache.txt").is_file():
-            flags = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" if os.uname().machine == "x86_64" else ""
-            _run(["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                  f"-DGGML_OPENMP={info.ggml_openmp}", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-                  "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=OFF",
-                  f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}"]
-                 + (["-G", "Ninja"] if shutil.which("ninja") else []))
-        _run(["cmake", "--build", str(build), "--target", name])
-        exe = build / "bin" / name
+    exe = build / _SUBDIR[name] / name
+    if exe.is_file():
+        return exe  # built with lmfast itself (LMFAST_REFERENCE_PROGRAMS=ON, the default)
+    if (build / "CMakeCache.txt").is_file():
+        # lmfast's own build folder: only the program's own sources are compiled. This
+        # fails when the folder was configured in a build environment that is gone.
+        try:
+            _run(["cmake", "--build", str(build), "--target", name])
+            if exe.is_file():
+                return exe
+        except RuntimeError:
+            pass
+    return _separate_build(Path(info.llama_cpp_dir), info, name)
+
+
+def _separate_build(src: Path, info, name: str) -> Path:
+    """Configures a build of the same llama.cpp tree, with the same threading and
+    without AMX, in the lmfast cache."""
+    key = hashlib.sha256(str(src).encode()).hexdigest()[:12]
+    cache = Path(os.environ.get("LMFAST_CACHE_DIR", Path.home() / ".cache" / "lmfast"))
+    build = cache / f"refbuild-{key}"
+    if not (build / "CMakeCache.txt").is_file():
+        flags = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" if os.uname().machine == "x86_64" else ""
+        _run(["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+              f"-DGGML_OPENMP={info.ggml_openmp}", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+              "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=OFF",
+              f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}"]
+             + (["-G", "Ninja"] if shutil.which("ninja") else []))
+    _run(["cmake", "--build", str(build), "--target", name])
+    exe = build / "bin" / name
     if not exe.is_file():
         raise FileNotFoundError(f"{name} was not produced at {exe}")
     return exe
