@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common.h"
 #include "engine.h"
 #include "errors.h"
 #include "model.h"
@@ -115,6 +116,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("set_log_level", [](const std::string & s) { g_log_level = parse_log_level(s); },
           "Sets how much of llama.cpp's log reaches stderr: debug, info, warn, error or none.");
     m.def("system_info", [] { return std::string(llama_print_system_info()); });
+    m.def("default_threads", [] { return common_cpu_get_num_math(); },
+          "Threads lmfast decodes with by default (physical cores, as llama.cpp counts them).");
     m.def("supports_gpu_offload", [] { return llama_supports_gpu_offload(); });
     m.def("supports_mmap", [] { return llama_supports_mmap(); });
     m.attr("version") = LMFAST_VERSION;

@@ -271,12 +271,19 @@ void Engine::admit(std::shared_ptr<Request> req) {
     // At least the last prompt token is evaluated again: its logits give the first token.
     size_t keep = std::min(m.n_common, prompt.size() - 1);
     llama_memory_t mem = llama_get_memory(ctx_);
-    if (!llama_memory_seq_rm(mem, a->seq, static_cast<llama_pos>(keep), -1)) {
+    auto & toks = cache_.tokens(a->seq);
+    if (m.copy_from >= 0) {
+        // The cells are shared, not duplicated (unified KV cache).
+        llama_memory_seq_rm(mem, a->seq, -1, -1);
+        llama_memory_seq_cp(mem, m.copy_from, a->seq, 0, static_cast<llama_pos>(keep));
+        const auto & src = cache_.tokens(m.copy_from);
+        toks.assign(src.begin(), src.begin() + keep);
+    } else if (!llama_memory_seq_rm(mem, a->seq, static_cast<llama_pos>(keep), -1)) {
         // Some memories (recurrent, SWA) cannot drop a tail: start the sequence over.
         llama_memory_seq_rm(mem, a->seq, -1, -1);
         keep = 0;
     }
-    cache_.tokens(a->seq).resize(keep);
+    toks.resize(keep);
     a->n_prompt_done = keep;
     req->stats_.prompt_tokens = static_cast<int32_t>(prompt.size());
     req->stats_.cached_tokens = static_cast<int32_t>(keep);

@@ -17,11 +17,15 @@ public:
     explicit PrefixCache(int32_t n_seq);
 
     struct Match {
-        llama_seq_id seq = -1;
-        size_t n_common = 0;  // tokens of the prompt already in that sequence
+        llama_seq_id seq = -1;        // the sequence the request will use
+        llama_seq_id copy_from = -1;  // >= 0: first copy the shared prefix from this sequence
+        size_t n_common = 0;          // prompt tokens already cached (in seq, or in copy_from)
     };
-    // Among idle sequences: the longest common prefix with `prompt`; ties and
-    // misses go to the least recently used one. seq == -1 when all are busy.
+    // Picks the idle sequence that shares the longest prefix with `prompt`. When that
+    // sequence holds more than the shared prefix (another conversation that branches
+    // off, e.g. one that shares only the system prompt), it is kept intact: the request
+    // gets an empty or the least recently used other sequence, with the prefix copied
+    // into it. seq == -1 when all sequences are busy.
     Match acquire(const std::vector<llama_token> & prompt);
     void release(llama_seq_id seq);  // idle again; its tokens stay cached
 

@@ -91,3 +91,25 @@ def test_chat_api():
         lms.Chat.from_history({"messages": [{"role": "wizard", "content": "x"}]})
     with pytest.raises(lms.LMStudioValueError):
         lms.Chat.from_history([{"role": "user", "content": "a bare list is rejected, as in the SDK"}])
+
+
+def test_interleaved_chats_keep_their_own_cache(client, smollm2_path):
+    """Two chats sharing a system prompt, alternating: each turn reuses its own chat's
+    history, not only the shared system prompt (which would re-evaluate the history)."""
+    model = client.llm.load_new_instance(str(smollm2_path), "interleaved")
+    try:
+        chats = [lms.Chat("You are a helpful assistant."), lms.Chat("You are a helpful assistant.")]
+        questions = [["What is the capital of France?", "And of Italy?", "And of Spain?"],
+                     ["What is 2 + 2?", "What is 3 + 3?", "What is 4 + 4?"]]
+        previous = [None, None]
+        for turn in range(3):
+            for k in (0, 1):
+                chats[k].add_user_message(questions[k][turn])
+                r = model.respond(chats[k], config={**GREEDY, "maxTokens": 24}, on_message=chats[k].append)
+                st = r.stats
+                if previous[k] is not None:
+                    assert st.cached_prompt_tokens_count >= previous[k] - 2, (turn, k, st)
+                    assert st.evaluated_prompt_tokens_count <= len(model.tokenize(questions[k][turn])) + 12, st
+                previous[k] = st.prompt_tokens_count + st.predicted_tokens_count
+    finally:
+        model.unload()

@@ -132,6 +132,8 @@ PREDICTION_KEYS: tuple[Key, ...] = (
     Key("stopStrings", _str_list, [], "Stop when any of these strings is generated (not included in the text)."),
     Key("seed", _int(0, 2**32 - 2, allow_false=True), False,
         "lmfast: sampling seed for this request; False uses the load config's seed, or a random one."),
+    Key("ignoreEos", _bool, False,
+        "lmfast: keep generating past the end-of-generation token (for fixed-length benchmarks)."),
 )
 
 LOAD_KEYS: tuple[Key, ...] = (

@@ -43,6 +43,7 @@ def _submit_kwargs(pcfg: dict[str, Any], load_seed: Any) -> dict[str, Any]:
         max_tokens=-1 if pcfg["maxTokens"] is False else pcfg["maxTokens"],
         stop=pcfg["stopStrings"],
         seed=-1 if seed is False else seed,
+        ignore_eos=pcfg["ignoreEos"],
     )
 
 

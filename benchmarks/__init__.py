@@ -1,0 +1,1 @@
+"""lmfast's benchmark suite: ``python -m benchmarks --help``."""

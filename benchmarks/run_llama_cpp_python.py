@@ -1,0 +1,84 @@
+"""Runs the workload on llama-cpp-python's high-level API, inside the virtual
+environment the suite made for it (lmfast is not installed there).
+
+    python benchmarks/run_llama_cpp_python.py --model PATH --threads N --out FILE.json [--quick]
+
+Its Llama object holds one sequence and must not be used from two threads at once
+(it crashes), so concurrent requests take turns behind a lock, as an application
+using it would have to do.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import llama_cpp  # noqa: E402
+from workload import Sample, run, run_threads, timed_stream  # noqa: E402
+
+
+class LlamaCppPythonAdapter:
+    name = "llama-cpp-python"
+
+    def __init__(self, model: str, threads: int, n_ctx: int):
+        self.path, self.threads, self.n_ctx = model, threads, n_ctx
+        self.llm = None
+        self.lock = threading.Lock()
+
+    def load(self) -> float:
+        start = time.perf_counter()
+        # n_threads defaults to half the cores and flash attention to off: both set
+        # explicitly, to the values lmfast and llama-bench use in the same run.
+        self.llm = llama_cpp.Llama(model_path=self.path, n_ctx=self.n_ctx, n_threads=self.threads,
+                                   n_threads_batch=self.threads, n_batch=2048, n_ubatch=512,
+                                   flash_attn=True, verbose=False)
+        return time.perf_counter() - start
+
+    def unload(self) -> None:
+        self.llm.close()
+        self.llm = None
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode(), add_bos=True, special=True))
+
+    def complete(self, prompt: str, max_tokens: int) -> Sample:
+        with self.lock:
+            start = time.perf_counter()
+            chunks = self.llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0,
+                                                repeat_penalty=1.0, stream=True)
+            return timed_stream(start, ((c["choices"][0]["text"], 1) for c in chunks))
+
+    def chat(self, messages: list[dict], max_tokens: int) -> Sample:
+        with self.lock:
+            start = time.perf_counter()
+            chunks = self.llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=0.0,
+                                                     repeat_penalty=1.0, stream=True)
+            return timed_stream(start, ((c["choices"][0]["delta"].get("content", ""), 1) for c in chunks
+                                        if c["choices"][0]["delta"].get("content")))
+
+    def concurrent(self, prompts: list[str], max_tokens: int) -> tuple[float, list[Sample]]:
+        return run_threads(lambda i: self.complete(prompts[i], max_tokens), len(prompts))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--ctx", type=int, default=4096)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    adapter = LlamaCppPythonAdapter(args.model, args.threads, args.ctx)
+    result = run(adapter, quick=args.quick, log=lambda m: print(m, file=sys.stderr, flush=True))
+    result["version"] = llama_cpp.__version__
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""Runs the workload on lmfast, in a process of its own (for a clean peak RSS).
+
+    python benchmarks/run_lmfast.py --model PATH --threads N --out FILE.json [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import lmfast as lms  # noqa: E402
+from workload import Sample, run, run_threads, timed_stream  # noqa: E402
+
+
+class LmfastAdapter:
+    name = "lmfast"
+
+    def __init__(self, model: str, threads: int, n_ctx: int, parallel: int):
+        self.path = model
+        self.config = {"contextLength": n_ctx, "cpuThreads": threads, "flashAttention": True,
+                       "maxParallelPredictions": parallel}
+        self.client = lms.Client()
+        self.llm = None
+
+    def load(self) -> float:
+        start = time.perf_counter()
+        self.llm = self.client.llm.load_new_instance(self.path, "bench", config=self.config)
+        return time.perf_counter() - start
+
+    def unload(self) -> None:
+        self.llm.unload()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm._instance.native()[0].tokenize(text, add_special=True, parse_special=True))
+
+    @staticmethod
+    def _cfg(max_tokens: int) -> dict:
+        return {"temperature": 0, "maxTokens": max_tokens, "repeatPenalty": False}
+
+    def complete(self, prompt: str, max_tokens: int) -> Sample:
+        start = time.perf_counter()
+        stream = self.llm.complete_stream(prompt, config=self._cfg(max_tokens))
+        return timed_stream(start, ((f.content, f.tokens_count) for f in stream))
+
+    def chat(self, messages: list[dict], max_tokens: int) -> Sample:
+        start = time.perf_counter()
+        stream = self.llm.respond_stream({"messages": messages}, config=self._cfg(max_tokens))
+        return timed_stream(start, ((f.content, f.tokens_count) for f in stream))
+
+    def concurrent(self, prompts: list[str], max_tokens: int) -> tuple[float, list[Sample]]:
+        return run_threads(lambda i: self.complete(prompts[i], max_tokens), len(prompts))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--ctx", type=int, default=4096)
+    ap.add_argument("--parallel", type=int, default=8)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    adapter = LmfastAdapter(args.model, args.threads, args.ctx, args.parallel)
+    result = run(adapter, quick=args.quick, log=lambda m: print(m, file=sys.stderr, flush=True))
+    result["version"] = lms.__version__
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""The benchmark suite: lmfast beside llama.cpp's llama-bench and llama-cpp-python,
+on the same model, threads and settings, in one run.
+
+    python -m benchmarks [--quick] [--model KEY_OR_PATH] [--threads N] [--peers ...] [--out DIR]
+
+Writes ``results.json`` (raw samples, machine and build info, settings), ``results.md``
+(the table) and PNG plots into the output folder. Figures are reported, never asserted.
+
+- llama-bench is built from the same tree and objects as lmfast (the engine's ceiling):
+  lmfast's prefill and decode speeds are reported as ratios to its pp and tg figures.
+- llama-cpp-python (the version whose llama.cpp lmfast pins) is built from source into a
+  virtual environment of its own in the lmfast cache the first time (a few minutes), and
+  runs the very same workload (``workload.py``) through its high-level API.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import workload  # noqa: E402
+
+LCPP_VERSION = "0.3.36"
+PEERS = ("llama-bench", "llama-cpp-python")
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("LMFAST_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lmfast")
+    return Path(base)
+
+
+# -- peers --------------------------------------------------------------------------------
+
+def run_llama_bench(model: str, threads: int, n_prompt: int, n_gen: int, reps: int) -> dict[str, Any]:
+    from lmfast import _reference
+
+    exe = _reference.program("llama-bench")
+    cmd = [str(exe), "-m", model, "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen), "-fa", "1",
+           "-r", str(reps), "-o", "json"]
+    log("llama-bench: " + " ".join(cmd))
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    rows = json.loads(res.stdout)
+    out: dict[str, Any] = {"command": " ".join(cmd)}
+    for row in rows:
+        kind = "prefill_tps" if row["n_prompt"] > 0 else "decode_tps"
+        out[kind] = {"median": row["avg_ts"], "stddev": row["stddev_ts"], "samples": row.get("samples_ts", [])}
+    out["build_commit"] = rows[0].get("build_commit") if rows else None
+    return out
+
+
+def llama_cpp_python_venv() -> Path:
+    """A virtual environment with llama-cpp-python built from source; made once."""
+    venv = cache_dir() / "bench" / f"llama-cpp-python-{LCPP_VERSION}"
+    python = venv / "bin" / "python"
+    probe = [str(python), "-c", "import llama_cpp; print(llama_cpp.__version__)"]
+    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return python
+    log(f"building llama-cpp-python {LCPP_VERSION} from source into {venv} (one time, a few minutes)")
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    sdist = cache_dir() / "downloads" / f"llama_cpp_python-{LCPP_VERSION}.tar.gz"
+    spec = str(sdist) if sdist.exists() else f"llama-cpp-python=={LCPP_VERSION}"
+    env = dict(os.environ)
+    if platform.machine() in ("x86_64", "AMD64"):
+        # The same reason lmfast's own build has: AMX kernels crash on machines that report
+        # AMX without enabling it. Everything else is llama-cpp-python's default build.
+        flags = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+        env["CMAKE_ARGS"] = f"-DCMAKE_C_FLAGS={shlex.quote(flags)} -DCMAKE_CXX_FLAGS={shlex.quote(flags)}"
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-binary", "llama-cpp-python", spec],
+                   check=True, env=env)
+    return python
+
+
+# -- the run ------------------------------------------------------------------------------
+
+def run_runner(cmd: list[str], out_file: Path) -> dict[str, Any]:
+    log(" ".join(cmd))
+    subprocess.run(cmd, check=True)
+    return json.loads(out_file.read_text())
+
+
+def machine_info() -> dict[str, Any]:
+    import lmfast
+    from lmfast import _build_info
+
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+            "logical_cpus": os.cpu_count(), "lmfast": lmfast.__version__,
+            "build": {"backends": _build_info.backends, "type": _build_info.build_type,
+                      "native": _build_info.ggml_native, "openmp": _build_info.ggml_openmp},
+            "system_info": lmfast._core.system_info(),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import lmfast
+    from lmfast.registry import DEFAULT_MODEL, resolve
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="model key or .gguf path")
+    ap.add_argument("--threads", type=int, default=lmfast._core.default_threads())
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions and shorter runs (minutes on 2 cores)")
+    ap.add_argument("--peers", default=",".join(PEERS),
+                    help=f"comma-separated peers to run beside lmfast ({', '.join(PEERS)}; '' for none)")
+    ap.add_argument("--out", default=None, help="output folder (default benchmarks/out/<time>)")
+    args = ap.parse_args(argv)
+
+    peers = [p for p in args.peers.split(",") if p]
+    unknown = set(peers) - set(PEERS)
+    if unknown:
+        ap.error(f"unknown peers: {', '.join(sorted(unknown))}")
+    model = str(resolve(args.model).path)
+    out_dir = Path(args.out) if args.out else HERE / "out" / time.strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = {"model": model, "threads": args.threads, "quick": args.quick, "n_ctx": 4096,
+                "flash_attention": True, "peers": peers}
+    results: dict[str, Any] = {"machine": machine_info(), "settings": settings}
+
+    started = time.perf_counter()
+    results["lmfast"] = run_runner([sys.executable, str(HERE / "run_lmfast.py"), "--model", model,
+                                    "--threads", str(args.threads), "--out", str(out_dir / "lmfast.json")]
+                                   + (["--quick"] if args.quick else []), out_dir / "lmfast.json")
+    if "llama-bench" in peers:
+        lm = results["lmfast"]
+        results["llama-bench"] = run_llama_bench(model, args.threads, lm["ttft_long_cold_s"]["prompt_tokens"],
+                                                 max(lm["decode_tps"]["tokens"]), 2 if args.quick else 5)
+    if "llama-cpp-python" in peers:
+        python = llama_cpp_python_venv()
+        results["llama-cpp-python"] = run_runner(
+            [str(python), str(HERE / "run_llama_cpp_python.py"), "--model", model, "--threads", str(args.threads),
+             "--out", str(out_dir / "llama-cpp-python.json")] + (["--quick"] if args.quick else []),
+            out_dir / "llama-cpp-python.json")
+    results["elapsed_s"] = time.perf_counter() - started
+
+    from report import write_report
+
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    files = write_report(results, out_dir)
+    log(f"wrote {out_dir / 'results.json'}, " + ", ".join(str(f) for f in files))
+    print((out_dir / "results.md").read_text())
+    return 0
