@@ -19,10 +19,11 @@ from workload import Sample, run, run_threads, timed_stream  # noqa: E402
 class LmfastAdapter:
     name = "lmfast"
 
-    def __init__(self, model: str, threads: int, n_ctx: int, parallel: int):
+    def __init__(self, model: str, threads: int, n_ctx: int, parallel: int | None):
         self.path = model
-        self.config = {"contextLength": n_ctx, "cpuThreads": threads, "flashAttention": True,
-                       "maxParallelPredictions": parallel}
+        self.config = {"contextLength": n_ctx, "cpuThreads": threads, "flashAttention": True}
+        if parallel:
+            self.config["maxParallelPredictions"] = parallel
         self.client = lms.Client()
         self.llm = None
 
@@ -60,7 +61,8 @@ def main() -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--ctx", type=int, default=4096)
-    ap.add_argument("--parallel", type=int, default=8)
+    ap.add_argument("--parallel", type=int, default=None,
+                    help="maxParallelPredictions (default: lmfast's default, 4)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()

@@ -156,7 +156,8 @@ LOAD_KEYS: tuple[Key, ...] = (
     Key("cpuThreads", _int(1, 1024, allow_false=True), False,
         "lmfast: CPU threads for decoding; False: the number of physical cores."),
     Key("maxParallelPredictions", _int(1, 256), 4,
-        "lmfast: KV-cache sequences, i.e. predictions served at once and conversations kept cached."),
+        "lmfast: KV-cache sequences, i.e. predictions served at once and conversations kept cached; "
+        "each has its own contextLength of KV cache (memory grows with it)."),
 )
 
 
