@@ -166,6 +166,12 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams & params)
     // llama.cpp pads each stream (to 256 cells); the window a request may use is
     // still the context length that was asked for.
     n_ctx_ = std::min<int32_t>(params_.n_ctx, static_cast<int32_t>(llama_n_ctx_seq(ctx_)));
+    {
+        const llama_model * mdl = model_->get();
+        const double head_dim = static_cast<double>(llama_model_n_embd(mdl)) / std::max(1, llama_model_n_head(mdl));
+        const double bytes_per_cell = 2.0 * llama_model_n_layer(mdl) * llama_model_n_head_kv(mdl) * head_dim * 2.0;
+        stream_bytes_ = bytes_per_cell * llama_n_ctx_seq(ctx_);
+    }
     threadpool_ = new_threadpool(cp.n_threads);
     if (cp.n_threads_batch != cp.n_threads) threadpool_batch_ = new_threadpool(cp.n_threads_batch);
     if (threadpool_) llama_attach_threadpool(ctx_, threadpool_, threadpool_batch_);
@@ -270,7 +276,11 @@ void Engine::admit(std::shared_ptr<Request> req) {
         return;
     }
     const auto & prompt = req->prompt_;
-    PrefixCache::Match m = cache_.acquire(prompt);
+    // Copying a KV stream moves all its cells, used or not; evaluating the shared prefix
+    // again costs its tokens. Take the cheaper (memory bandwidth assumed ~8 GB/s).
+    PrefixCache::Match m = cache_.acquire(prompt, [&](size_t n_common) {
+        return stream_bytes_ / 8e9 < static_cast<double>(n_common) * prompt_sec_per_token_;
+    });
     a->seq = m.seq;
     // At least the last prompt token is evaluated again: its logits give the first token.
     size_t keep = std::min(m.n_common, prompt.size() - 1);
@@ -373,6 +383,7 @@ void Engine::step() {
     if (active_.empty()) return;
 
     llama_memory_t mem = llama_get_memory(ctx_);
+    Clock::time_point t_decode;
     for (;;) {
         // Build one batch: first the next token of every generating request (their
         // latency matters most), then prompt chunks in arrival order.
@@ -419,6 +430,7 @@ void Engine::step() {
         }
         if (batch_.n_tokens == 0) return;
 
+        t_decode = Clock::now();
         const int32_t ret = llama_decode(ctx_, batch_);
         if (ret == 1) {
             // No room in the KV cache. Make room from conversations nobody is using,
@@ -446,6 +458,13 @@ void Engine::step() {
             return;
         }
         break;
+    }
+
+    if (batch_.n_tokens >= 16) {
+        // Prompt-sized batch: update the per-token cost estimate used by admit().
+        llama_synchronize(ctx_);
+        const double per_token = seconds(t_decode, Clock::now()) / batch_.n_tokens;
+        prompt_sec_per_token_ = 0.8 * prompt_sec_per_token_ + 0.2 * per_token;
     }
 
     // The batch is in the KV cache now: record it, then sample where logits were asked for.

@@ -13,55 +13,49 @@ size_t common_prefix(const std::vector<llama_token> & a, const std::vector<llama
 
 PrefixCache::PrefixCache(int32_t n_seq) : entries_(n_seq) {}
 
-PrefixCache::Match PrefixCache::acquire(const std::vector<llama_token> & prompt) {
-    llama_seq_id best = -1;
-    size_t best_n = 0;
+PrefixCache::Match PrefixCache::pick(const std::vector<llama_token> & prompt, bool & branch) {
+    Match m;
     for (size_t i = 0; i < entries_.size(); ++i) {
         const Entry & e = entries_[i];
         if (e.busy) continue;
         const size_t n = common_prefix(e.tokens, prompt);
-        if (best < 0 || n > best_n || (n == best_n && e.last_used > entries_[best].last_used)) {
-            best = static_cast<llama_seq_id>(i);
-            best_n = n;
+        if (m.seq < 0 || n > m.n_common || (n == m.n_common && e.last_used > entries_[m.seq].last_used)) {
+            m.seq = static_cast<llama_seq_id>(i);
+            m.n_common = n;
         }
     }
-    if (best < 0) return {};
-
-    // A fresh sequence for the request: an empty one if there is one, else the least
-    // recently used idle one other than `except`.
-    auto spare = [&](llama_seq_id except) {
-        llama_seq_id pick = -1;
-        for (size_t i = 0; i < entries_.size(); ++i) {
-            const Entry & e = entries_[i];
-            if (e.busy || static_cast<llama_seq_id>(i) == except) continue;
-            if (pick < 0) { pick = static_cast<llama_seq_id>(i); continue; }
-            const Entry & p = entries_[pick];
-            if (e.tokens.empty() != p.tokens.empty() ? e.tokens.empty() : e.last_used < p.last_used) {
-                pick = static_cast<llama_seq_id>(i);
-            }
-        }
-        return pick;
-    };
-
-    Match m;
-    if (best_n == 0) {
+    branch = false;
+    if (m.seq < 0) return m;
+    if (m.n_common == 0) {
         m.seq = spare(-1);
-    } else if (entries_[best].tokens.size() <= best_n) {
-        m.seq = best;  // the same conversation, continued
-        m.n_common = best_n;
     } else {
-        m.n_common = best_n;
-        m.seq = spare(best);
-        if (m.seq >= 0) {
-            m.copy_from = best;
-            entries_[best].last_used = ++clock_;
-        } else {
-            m.seq = best;  // no other sequence is free: branch off in place
+        branch = entries_[m.seq].tokens.size() >= m.n_common + kKeepTail;
+    }
+    return m;
+}
+
+// An empty idle sequence if there is one, else the least recently used idle one
+// other than `except`; -1 if none.
+llama_seq_id PrefixCache::spare(llama_seq_id except) const {
+    llama_seq_id pick = -1;
+    for (size_t i = 0; i < entries_.size(); ++i) {
+        const Entry & e = entries_[i];
+        if (e.busy || static_cast<llama_seq_id>(i) == except) continue;
+        if (pick < 0) {
+            pick = static_cast<llama_seq_id>(i);
+            continue;
+        }
+        const Entry & p = entries_[pick];
+        if (e.tokens.empty() != p.tokens.empty() ? e.tokens.empty() : e.last_used < p.last_used) {
+            pick = static_cast<llama_seq_id>(i);
         }
     }
+    return pick;
+}
+
+void PrefixCache::take(Match & m) {
     entries_[m.seq].busy = true;
     entries_[m.seq].last_used = ++clock_;
-    return m;
 }
 
 void PrefixCache::release(llama_seq_id seq) {

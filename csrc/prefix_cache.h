@@ -22,11 +22,17 @@ public:
         size_t n_common = 0;          // prompt tokens already cached (in seq, or in copy_from)
     };
     // Picks the idle sequence that shares the longest prefix with `prompt`. When that
-    // sequence holds more than the shared prefix (another conversation that branches
-    // off, e.g. one that shares only the system prompt), it is kept intact: the request
-    // gets an empty or the least recently used other sequence, with the prefix copied
-    // into it. seq == -1 when all sequences are busy.
-    Match acquire(const std::vector<llama_token> & prompt);
+    // sequence holds a substantial tail beyond the shared prefix (another conversation
+    // branching off, e.g. one that shares only the system prompt), it is kept intact:
+    // the request gets an empty or the least recently used other sequence, and the
+    // prefix is copied into it if `copy_pays(n_common)` says copying is cheaper than
+    // evaluating those tokens again (otherwise they are evaluated: n_common = 0).
+    // A short tail (a previous answer's last tokens) is simply cut off.
+    // seq == -1 when all sequences are busy.
+    template <typename CopyPays>
+    Match acquire(const std::vector<llama_token> & prompt, CopyPays && copy_pays);
+
+    static constexpr size_t kKeepTail = 16;  // tokens beyond the shared prefix worth keeping
     void release(llama_seq_id seq);  // idle again; its tokens stay cached
 
     std::vector<llama_token> & tokens(llama_seq_id seq) { return entries_[seq].tokens; }
@@ -36,6 +42,10 @@ public:
     int32_t n_seq() const { return static_cast<int32_t>(entries_.size()); }
 
 private:
+    Match pick(const std::vector<llama_token> & prompt, bool & branch);
+    llama_seq_id spare(llama_seq_id except) const;
+    void take(Match & m);
+
     struct Entry {
         std::vector<llama_token> tokens;  // exactly what the KV cache holds for this sequence
         uint64_t last_used = 0;
@@ -44,5 +54,26 @@ private:
     std::vector<Entry> entries_;
     uint64_t clock_ = 0;
 };
+
+template <typename CopyPays>
+PrefixCache::Match PrefixCache::acquire(const std::vector<llama_token> & prompt, CopyPays && copy_pays) {
+    bool branch = false;
+    Match m = pick(prompt, branch);
+    if (branch) {
+        // m.seq is the matching sequence; keep it, and start from a spare one.
+        const llama_seq_id other = spare(m.seq);
+        if (other >= 0) {
+            if (copy_pays(m.n_common)) {
+                m.copy_from = m.seq;
+            } else {
+                m.n_common = 0;
+            }
+            entries_[m.seq].last_used = ++clock_;
+            m.seq = other;
+        }
+    }
+    if (m.seq >= 0) take(m);
+    return m;
+}
 
 }  // namespace lmfast
