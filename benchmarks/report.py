@@ -102,10 +102,7 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
     for ax in axes:
         ax.legend()
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    files.append(out_dir / "ttft_per_turn.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
+    files.append(_save(plt, fig, out_dir / "ttft_per_turn.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, r in runners:
@@ -114,11 +111,15 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
     ax.set(title="Aggregate decode throughput", xlabel="concurrent streams", ylabel="tokens/s")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    files.append(out_dir / "throughput_vs_concurrency.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
+    files.append(_save(plt, fig, out_dir / "throughput_vs_concurrency.png"))
     return files
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:

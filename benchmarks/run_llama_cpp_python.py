@@ -9,8 +9,6 @@ using it would have to do.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import threading
 import time
@@ -19,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import llama_cpp  # noqa: E402
-from workload import Sample, run, run_threads, timed_stream  # noqa: E402
+from workload import Sample, runner_main, timed_stream  # noqa: E402
 
 
 class LlamaCppPythonAdapter:
@@ -61,24 +59,6 @@ class LlamaCppPythonAdapter:
             return timed_stream(start, ((c["choices"][0]["delta"].get("content", ""), 1) for c in chunks
                                         if c["choices"][0]["delta"].get("content")))
 
-    def concurrent(self, prompts: list[str], max_tokens: int) -> tuple[float, list[Sample]]:
-        return run_threads(lambda i: self.complete(prompts[i], max_tokens), len(prompts))
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--threads", type=int, required=True)
-    ap.add_argument("--ctx", type=int, default=4096)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args()
-    adapter = LlamaCppPythonAdapter(args.model, args.threads, args.ctx)
-    result = run(adapter, quick=args.quick, log=lambda m: print(m, file=sys.stderr, flush=True))
-    result["version"] = llama_cpp.__version__
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    return 0
-
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(runner_main(lambda a: LlamaCppPythonAdapter(a.model, a.threads, a.ctx), llama_cpp.__version__))

@@ -4,8 +4,6 @@
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -13,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lmfast as lms  # noqa: E402
-from workload import Sample, run, run_threads, timed_stream  # noqa: E402
+from workload import Sample, runner_main, timed_stream  # noqa: E402
 
 
 class LmfastAdapter:
@@ -52,26 +50,11 @@ class LmfastAdapter:
         stream = self.llm.respond_stream({"messages": messages}, config=self._cfg(max_tokens))
         return timed_stream(start, ((f.content, f.tokens_count) for f in stream))
 
-    def concurrent(self, prompts: list[str], max_tokens: int) -> tuple[float, list[Sample]]:
-        return run_threads(lambda i: self.complete(prompts[i], max_tokens), len(prompts))
 
-
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--threads", type=int, required=True)
-    ap.add_argument("--ctx", type=int, default=4096)
-    ap.add_argument("--parallel", type=int, default=None,
-                    help="maxParallelPredictions (default: lmfast's default, 4)")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args()
-    adapter = LmfastAdapter(args.model, args.threads, args.ctx, args.parallel)
-    result = run(adapter, quick=args.quick, log=lambda m: print(m, file=sys.stderr, flush=True))
-    result["version"] = lms.__version__
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    return 0
+def _parallel(ap) -> None:
+    ap.add_argument("--parallel", type=int, default=None, help="maxParallelPredictions (default: lmfast's, 4)")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(runner_main(lambda a: LmfastAdapter(a.model, a.threads, a.ctx, a.parallel),
+                                 lms.__version__, _parallel))

@@ -11,11 +11,15 @@ library's own statistics, so both are measured the same way.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import resource
 import statistics
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 # -- inputs -------------------------------------------------------------------------------
@@ -67,8 +71,6 @@ class Adapter(Protocol):
     def count_tokens(self, text: str) -> int: ...
     def complete(self, prompt: str, max_tokens: int) -> Sample: ...
     def chat(self, messages: list[dict[str, str]], max_tokens: int) -> Sample: ...
-    # Several requests at once, from as many Python threads.
-    def concurrent(self, prompts: list[str], max_tokens: int) -> tuple[float, list[Sample]]: ...
 
 
 def timed_stream(start: float, pieces: Any) -> Sample:
@@ -152,7 +154,7 @@ def run(adapter: Adapter, *, quick: bool, log: Callable[[str], None] = print) ->
                           "median": median([n_long_tokens / s.ttft for s in long_cold])}
 
     log(f"[{adapter.name}] decode: {n_decode} tokens, greedy")
-    dec = [adapter.complete(f"{COUNTING}", n_decode) for _ in range(reps)]
+    dec = [adapter.complete(COUNTING, n_decode) for _ in range(reps)]
     out["decode_tps"] = {"samples": [s.decode_tps for s in dec], "median": median([s.decode_tps for s in dec]),
                          "tokens": [s.n_tokens for s in dec]}
 
@@ -167,7 +169,8 @@ def run(adapter: Adapter, *, quick: bool, log: Callable[[str], None] = print) ->
     log(f"[{adapter.name}] concurrent streams")
     conc = {}
     for n in ([1, 4] if quick else [1, 2, 4, 8]):
-        wall, samples = adapter.concurrent([f"{COUNTING}" for _ in range(n)], n_decode)
+        # n requests at once, each from its own Python thread.
+        wall, samples = run_threads(lambda i: adapter.complete(COUNTING, n_decode), n)
         total_tokens = sum(s.n_tokens for s in samples)
         conc[str(n)] = {"aggregate_tps": total_tokens / wall,
                         "per_stream_tps": median([s.decode_tps for s in samples]),
@@ -189,3 +192,21 @@ def _chat(adapter: Adapter, question_lists: list[list[str]], turns: int) -> list
             h.append({"role": "assistant", "content": s.text})
             times.append(s.ttft)
     return ttfts
+
+
+def runner_main(make_adapter: Callable[[argparse.Namespace], Adapter], version: str,
+                add_args: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+    """The command line shared by the runners: run the workload, write its JSON."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--ctx", type=int, default=4096)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", required=True)
+    if add_args:
+        add_args(ap)
+    args = ap.parse_args()
+    result = run(make_adapter(args), quick=args.quick, log=lambda m: print(m, file=sys.stderr, flush=True))
+    result["version"] = version
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    return 0

@@ -482,8 +482,9 @@ void Engine::step() {
         }
         bool keep = true;
         if (a.i_logits >= 0) {
+            const int32_t before = a.req->stats_.predicted_tokens;
             keep = sample(a, a.i_logits);
-            n_gen += keep ? 1 : 0;
+            n_gen += a.req->stats_.predicted_tokens - before;
         }
         it = keep ? std::next(it) : active_.erase(it);
     }

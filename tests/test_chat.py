@@ -36,6 +36,7 @@ def test_five_turn_chat_reuses_cache(client, smollm2_path):
     try:
         chat = lms.Chat("You are a helpful assistant. Answer in one short sentence.")
         previous_total = None
+        evaluated = cached = generated = 0
         for i, (question, expected) in enumerate(TURNS):
             chat.add_user_message(question)
             stream = model.respond_stream(chat, config={**GREEDY, "maxTokens": 64}, on_message=chat.append)
@@ -55,7 +56,16 @@ def test_five_turn_chat_reuses_cache(client, smollm2_path):
                 assert stats.evaluated_prompt_tokens_count <= new_tokens, stats
                 assert stats.evaluated_prompt_tokens_count < stats.prompt_tokens_count / 3, stats
             previous_total = stats.prompt_tokens_count + stats.predicted_tokens_count
+            evaluated += stats.evaluated_prompt_tokens_count
+            cached += stats.cached_prompt_tokens_count
+            generated += stats.predicted_tokens_count
         assert len(chat) == 1 + 2 * len(TURNS)  # on_message=chat.append added each answer
+        # The engine's own counters (kept where it builds batches) agree with the per-request stats.
+        counters = model._instance.native()[1].counters()
+        assert counters["requests"] == len(TURNS)
+        assert counters["prompt_tokens_evaluated"] == evaluated
+        assert counters["prompt_tokens_cached"] == cached
+        assert counters["tokens_generated"] == generated
     finally:
         model.unload()
 
