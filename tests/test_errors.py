@@ -108,3 +108,4 @@ def test_empty_history(llm):
 
 def test_model_survives_all_of_the_above(llm):
     assert "paris" in llm.respond("What is the capital of France?", config={**GREEDY, "maxTokens": 16}).content.lower()
+

