@@ -65,6 +65,19 @@ def test_cancel_mid_stream_then_model_still_works(llm):
     assert "paris" in after.content.lower()
 
 
+def test_break_then_resume_iteration(llm):
+    stream = llm.complete_stream("The history of Rome", config={**GREEDY, "maxTokens": 20})
+    head = []
+    for fragment in stream:
+        head.append(fragment.content)
+        if len(head) == 3:
+            break
+    tail = [f.content for f in stream]
+    result = stream.result()
+    assert "".join(head + tail) == result.content
+    assert result.stats.predicted_tokens_count == 20
+
+
 def test_closing_stream_early_cancels(llm):
     stream = llm.complete_stream("List every prime number:", config={**GREEDY, "maxTokens": 300})
     for i, _ in enumerate(stream):
@@ -74,6 +87,22 @@ def test_closing_stream_early_cancels(llm):
     with pytest.raises(lms.LMStudioCancelledError):
         stream.result()
     assert llm.respond("Say yes.", config={**GREEDY, "maxTokens": 4}).content
+
+
+def test_dropping_a_stream_cancels_it(llm):
+    engine = llm._instance.native()[1]
+    before = engine.counters()["tokens_generated"]
+    stream = llm.complete_stream("Count from one to one thousand: one, two, three,",
+                                 config={**GREEDY, "maxTokens": 300, "repeatPenalty": False})
+    for i, _ in enumerate(stream):
+        if i == 2:
+            break
+    del stream  # no reference left: the request is cancelled right away
+    after = llm.complete("The sky is", config={**GREEDY, "maxTokens": 40, "ignoreEos": True})
+    generated = engine.counters()["tokens_generated"] - before
+    # The dropped request made its 3 tokens and at most a few more before the cancel landed,
+    # not the ~40 it would have made beside the next request.
+    assert generated - after.stats.predicted_tokens_count < 3 + 8, generated
 
 
 def test_stop_strings(llm):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .chat import AssistantResponse, Chat
 from .config import PREDICTION_KEYS, prediction_config, with_defaults
@@ -52,8 +52,9 @@ class PredictionStream:
 
     The request is sent when iteration starts (or at ``start()``). ``cancel()``
     stops generation; keep iterating to the end to get the partial result.
-    Closing the stream early (``close()``, leaving a ``with`` block, breaking out
-    of a for loop and dropping it) cancels the request too.
+    Iterating again after a ``break`` resumes where it stopped. Closing the
+    stream early (``close()``, leaving a ``with`` block, or dropping it) cancels
+    the request.
     """
 
     def __init__(self, instance: "ModelInstance", prompt_tokens: list[int], pcfg: dict[str, Any], *,
@@ -71,7 +72,7 @@ class PredictionStream:
         self._request: Any = None
         self._result: PredictionResult | None = None
         self._error: BaseException | None = None
-        self._iterating = False
+        self._seen_first = False
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, *, _stream: bool = True) -> None:
@@ -83,37 +84,33 @@ class PredictionStream:
                                       **_submit_kwargs(self._pcfg, self._instance.seed))
         _call(self._on_progress, 0.0)
 
-    def __iter__(self) -> Iterator[LlmPredictionFragment]:
-        if self._result is not None or self._error is not None or self._iterating:
-            raise LMStudioRuntimeError("a prediction stream can be iterated only once")
+    def __iter__(self) -> "PredictionStream":
+        return self
+
+    def __next__(self) -> LlmPredictionFragment:
+        # The stream is its own iterator (no generator holding a reference back to it):
+        # iterating again after a `break` resumes, and dropping the stream cancels at once.
+        if self._result is not None or self._error is not None:
+            raise StopIteration
         if self._request is None:
             self.start()
-        self._iterating = True
-        first = True
-        finished = False
         try:
-            while True:
-                item = self._request.next_text()
-                if item is None:
-                    break
-                text, n_tokens = item
-                if first:
-                    first = False
-                    _call(self._on_progress, 1.0)
-                    _call(self._on_first_token)
-                fragment = LlmPredictionFragment(content=text, tokens_count=n_tokens)
-                _call(self._on_fragment, fragment)
-                yield fragment
-            finished = True
-        finally:
-            self._iterating = False
-            if not finished:
-                # Closed early (break, close(), an exception in the consumer): stop the work.
-                self._request.cancel()
-                self._error = LMStudioCancelledError(
-                    "Prediction cancelled unexpectedly: please use .cancel() and keep iterating "
-                    "to get the partial result")
-        self._finish()
+            item = self._request.next_text()
+        except BaseException:
+            # KeyboardInterrupt while waiting (the request is already cancelled natively).
+            self.close()
+            raise
+        if item is None:
+            self._finish()
+            raise StopIteration
+        text, n_tokens = item
+        if not self._seen_first:
+            self._seen_first = True
+            _call(self._on_progress, 1.0)
+            _call(self._on_first_token)
+        fragment = LlmPredictionFragment(content=text, tokens_count=n_tokens)
+        _call(self._on_fragment, fragment)
+        return fragment
 
     def _finish(self) -> None:
         self._request.wait()
@@ -154,6 +151,8 @@ class PredictionStream:
             self._request.cancel()
 
     def close(self) -> None:
+        """Releases the stream; an unfinished prediction is cancelled and its result
+        becomes LMStudioCancelledError (use cancel() and keep iterating for the partial result)."""
         if self._request is not None and self._result is None and self._error is None:
             self._request.cancel()
             self._error = LMStudioCancelledError("Prediction cancelled unexpectedly: please use .cancel()")
