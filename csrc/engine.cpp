@@ -169,8 +169,7 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams & params)
     {
         const llama_model * mdl = model_->get();
         const double head_dim = static_cast<double>(llama_model_n_embd(mdl)) / std::max(1, llama_model_n_head(mdl));
-        const double bytes_per_cell = 2.0 * llama_model_n_layer(mdl) * llama_model_n_head_kv(mdl) * head_dim * 2.0;
-        stream_bytes_ = bytes_per_cell * llama_n_ctx_seq(ctx_);
+        bytes_per_cell_ = 2.0 * llama_model_n_layer(mdl) * llama_model_n_head_kv(mdl) * head_dim * 2.0;
     }
     threadpool_ = new_threadpool(cp.n_threads);
     if (cp.n_threads_batch != cp.n_threads) threadpool_batch_ = new_threadpool(cp.n_threads_batch);
@@ -276,10 +275,11 @@ void Engine::admit(std::shared_ptr<Request> req) {
         return;
     }
     const auto & prompt = req->prompt_;
-    // Copying a KV stream moves all its cells, used or not; evaluating the shared prefix
-    // again costs its tokens. Take the cheaper (memory bandwidth assumed ~8 GB/s).
-    PrefixCache::Match m = cache_.acquire(prompt, [&](size_t n_common) {
-        return stream_bytes_ / 8e9 < static_cast<double>(n_common) * prompt_sec_per_token_;
+    // Copying a sequence moves its cells out to a host buffer and back in; evaluating
+    // the shared prefix again costs its tokens. Take the cheaper (~4 GB/s assumed).
+    PrefixCache::Match m = cache_.acquire(prompt, [&](llama_seq_id src, size_t n_common) {
+        const double bytes = bytes_per_cell_ * static_cast<double>(cache_.tokens(src).size());
+        return 2.0 * bytes / 4e9 < static_cast<double>(n_common) * prompt_sec_per_token_;
     });
     a->seq = m.seq;
     // At least the last prompt token is evaluated again: its logits give the first token.
@@ -287,12 +287,20 @@ void Engine::admit(std::shared_ptr<Request> req) {
     llama_memory_t mem = llama_get_memory(ctx_);
     auto & toks = cache_.tokens(a->seq);
     if (m.copy_from >= 0) {
-        // Sequences live in separate KV streams: llama.cpp copies a whole stream (a
-        // partial range would abort), queued for the next decode; then the tail goes.
+        // Sequences live in separate KV streams. llama_memory_seq_cp would copy the whole
+        // stream buffer, every cell, used or not; the sequence-state API copies only the
+        // source's own cells. Then the tail beyond the shared prefix goes.
         llama_memory_seq_rm(mem, a->seq, -1, -1);
-        llama_memory_seq_cp(mem, m.copy_from, a->seq, -1, -1);
+        const size_t size = llama_state_seq_get_size(ctx_, m.copy_from);
+        state_buf_.resize(size);
         const auto & src = cache_.tokens(m.copy_from);
-        toks.assign(src.begin(), src.end());
+        if (llama_state_seq_get_data(ctx_, state_buf_.data(), size, m.copy_from) == size &&
+            llama_state_seq_set_data(ctx_, state_buf_.data(), size, a->seq) == size) {
+            toks.assign(src.begin(), src.end());
+        } else {
+            llama_memory_seq_rm(mem, a->seq, -1, -1);
+            keep = 0;
+        }
     }
     if (!llama_memory_seq_rm(mem, a->seq, static_cast<llama_pos>(keep), -1)) {
         // Some memories (recurrent, SWA) cannot drop a tail: start the sequence over.

@@ -141,7 +141,8 @@ private:
     llama_batch batch_{};
     int32_t n_ctx_ = 0;
     int32_t n_threads_ = 0;
-    double stream_bytes_ = 0;            // size of one sequence's KV stream
+    double bytes_per_cell_ = 0;          // K and V of one token, all layers (f16 estimate)
+    std::vector<uint8_t> state_buf_;     // scratch for copying a sequence's cells
     double prompt_sec_per_token_ = 1e-3; // running estimate, from this engine's own prompt batches
 
     mutable std::mutex mu_;

@@ -25,7 +25,7 @@ public:
     // sequence holds a substantial tail beyond the shared prefix (another conversation
     // branching off, e.g. one that shares only the system prompt), it is kept intact:
     // the request gets an empty or the least recently used other sequence, and the
-    // prefix is copied into it if `copy_pays(n_common)` says copying is cheaper than
+    // prefix is copied into it if `copy_pays(src, n_common)` says copying is cheaper than
     // evaluating those tokens again (otherwise they are evaluated: n_common = 0).
     // A short tail (a previous answer's last tokens) is simply cut off.
     // seq == -1 when all sequences are busy.
@@ -63,7 +63,7 @@ PrefixCache::Match PrefixCache::acquire(const std::vector<llama_token> & prompt,
         // m.seq is the matching sequence; keep it, and start from a spare one.
         const llama_seq_id other = spare(m.seq);
         if (other >= 0) {
-            if (copy_pays(m.n_common)) {
+            if (copy_pays(m.seq, m.n_common)) {
                 m.copy_from = m.seq;
             } else {
                 m.n_common = 0;
