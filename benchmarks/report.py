@@ -21,7 +21,7 @@ def _get(d: dict[str, Any] | None, path: tuple[str, ...]) -> float | None:
             return None
         d = d[k]
     if isinstance(d, dict):
-        return d.get("median")
+        return d.get("median", d.get("mean"))
     return d
 
 
@@ -41,7 +41,8 @@ def markdown(results: dict[str, Any]) -> str:
     lm, lb, lp = results.get("lmfast"), results.get("llama-bench"), results.get("llama-cpp-python")
     s = results["settings"]
     out = [f"Model `{Path(s['model']).name}`, {s['threads']} threads, context {s['n_ctx']}, flash attention on"
-           f"{', quick run' if s['quick'] else ''}. Medians; ratios are lmfast / peer "
+           f"{', quick run' if s['quick'] else ''}. Medians (llama-bench: the mean of a run after lmfast "
+           "and one after llama-cpp-python); ratios are lmfast / peer "
            "(above 1 is better for lmfast on speeds, below 1 on times).", "",
            "| scenario | lmfast | llama-bench | llama-cpp-python | lmfast / llama-bench | lmfast / llama-cpp-python |",
            "|---|---|---|---|---|---|"]
