@@ -256,6 +256,7 @@ PYBIND11_MODULE(_core, m) {
              py::arg("grammar") = std::string())
         .def("shutdown", &Engine::shutdown, py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("running", &Engine::running)
+        .def("idle_seconds", &Engine::idle_seconds)
         .def_property_readonly("n_ctx", &Engine::n_ctx)
         .def_property_readonly("n_seq", &Engine::n_seq)
         .def_property_readonly("n_threads", &Engine::n_threads)

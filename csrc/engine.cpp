@@ -175,6 +175,7 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams & params)
     if (cp.n_threads_batch != cp.n_threads) threadpool_batch_ = new_threadpool(cp.n_threads_batch);
     if (threadpool_) llama_attach_threadpool(ctx_, threadpool_, threadpool_batch_);
     batch_ = llama_batch_init(params_.n_batch, 0, 1);
+    last_done_ns_.store(Clock::now().time_since_epoch().count());
     thread_ = std::thread([this] { loop(); });
 }
 
@@ -211,6 +212,7 @@ std::shared_ptr<Request> Engine::submit(std::vector<llama_token> prompt, Generat
         if (stop_) throw ModelUnloaded("the model has been unloaded");
         queue_.push_back(req);
         ++counters_.requests;
+        ++in_flight_;
     }
     cv_.notify_all();
     return req;
@@ -262,6 +264,7 @@ void Engine::loop() {
 void Engine::admit(std::shared_ptr<Request> req) {
     if (req->cancelled()) {
         req->finish(StopReason::UserStopped);
+        request_done();
         return;
     }
     auto a = std::make_unique<Active>(req->params_.stop_strings);
@@ -272,6 +275,7 @@ void Engine::admit(std::shared_ptr<Request> req) {
         prime_penalties(a->sampler.get(), req->prompt_);
     } catch (const std::exception & e) {
         req->finish(StopReason::Failed, e.what());
+        request_done();
         return;
     }
     const auto & prompt = req->prompt_;
@@ -338,6 +342,18 @@ void Engine::finish(Active & a, StopReason reason, const std::string & error) {
     }
     cache_.release(a.seq);
     a.req->finish(reason, error);
+    request_done();
+}
+
+void Engine::request_done() {
+    last_done_ns_.store(Clock::now().time_since_epoch().count());
+    --in_flight_;
+}
+
+double Engine::idle_seconds() const {
+    if (in_flight_.load() != 0) return 0.0;
+    const auto last = Clock::time_point(Clock::duration(last_done_ns_.load()));
+    return seconds(last, Clock::now());
 }
 
 bool Engine::sample(Active & a, int32_t i_batch) {

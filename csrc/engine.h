@@ -118,6 +118,9 @@ public:
     // Ends the scheduler: running and queued requests finish as "modelUnloaded".
     void shutdown();
     bool running() const;
+    // Seconds since the last request ended (or since the engine started) when nothing is
+    // queued or running; 0 while busy. For idle-time (TTL) unloading.
+    double idle_seconds() const;
 
     int32_t n_ctx() const { return n_ctx_; }
     int32_t n_seq() const { return params_.n_seq; }
@@ -150,6 +153,9 @@ private:
     std::deque<std::shared_ptr<Request>> queue_;
     bool stop_ = false;
     EngineCounters counters_;
+    std::atomic<int32_t> in_flight_{0};
+    std::atomic<int64_t> last_done_ns_{0};  // steady_clock time of the last request's end
+    void request_done();
 
     // Engine thread only.
     PrefixCache cache_;

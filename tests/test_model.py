@@ -1,5 +1,6 @@
 """Model handles: info read from the GGUF, tokenization, load/unload and memory."""
 import gc
+import time
 
 import pytest
 
@@ -82,3 +83,35 @@ def test_llm_without_key_and_nothing_loaded():
     with lms.Client() as c:
         with pytest.raises(lms.LMStudioClientError, match="no models are currently loaded"):
             c.llm.model()
+
+
+def test_ttl_unloads_an_idle_instance_and_frees_memory(client, smollm2_path):
+    gc.collect()
+    before = rss_bytes()
+    model = client.llm.load_new_instance(str(smollm2_path), "ttl-short", ttl=1,
+                                         config={"tryMmap": False, "contextLength": 1024})
+    # A request longer than the TTL is not cut off: the TTL counts idle time only.
+    r = model.complete("Count: 1, 2, 3,", config={**GREEDY, "maxTokens": 150, "ignoreEos": True})
+    assert r.stats.stop_reason == "maxPredictedTokensReached" and r.stats.predicted_tokens_count == 150
+    loaded = rss_bytes()
+    assert "ttl-short" in [m.identifier for m in client.llm.list_loaded()]
+    deadline = time.monotonic() + 10
+    while "ttl-short" in [m.identifier for m in client.llm.list_loaded()] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "ttl-short" not in [m.identifier for m in client.llm.list_loaded()]
+    gc.collect()
+    assert loaded - rss_bytes() > 0.8 * (loaded - before)
+    with pytest.raises(lms.ModelUnloadedError):
+        model.respond("hello")
+
+
+def test_ttl_is_not_applied_to_an_already_loaded_instance(client, smollm2_path):
+    """As the SDK documents: model(key, ttl=...) only sets the TTL when it loads."""
+    first = client.llm.load_new_instance(str(smollm2_path), "keep-me", ttl=None)
+    try:
+        again = client.llm.model("keep-me", ttl=1)
+        assert again == first
+        time.sleep(2)
+        assert "keep-me" in [m.identifier for m in client.llm.list_loaded()]
+    finally:
+        first.unload()

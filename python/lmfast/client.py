@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any
 
 from .config import load_config
@@ -37,8 +38,9 @@ class LlmNamespace:
 
     def load_new_instance(self, model_key: str | os.PathLike[str], instance_identifier: str | None = None, *,
                           ttl: float | None = 3600, config: Any = None) -> LLM:
-        """Loads another instance, even if one of this model is loaded already.
-        (``ttl`` is validated and kept on the instance; idle unloading is not enforced yet.)"""
+        """Loads another instance, even if one of this model is loaded already. ``ttl``: idle
+        seconds (since the last request started or ended) after which it unloads itself;
+        None keeps it loaded."""
         cfg = load_config(config)
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0):
             raise LMStudioValueError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
@@ -57,6 +59,8 @@ class LlmNamespace:
             raise
         with self._client._lock:
             self._client._instances[identifier] = inst
+        if ttl is not None:
+            self._client._start_reaper()
         return LLM(inst, self)
 
     def unload(self, model_identifier: str) -> None:
@@ -83,7 +87,32 @@ class Client:
         # api_host is accepted for source compatibility with the SDK; lmfast has no server.
         self._lock = threading.RLock()
         self._instances: dict[str, ModelInstance | None] = {}
+        self._closed = threading.Event()
+        self._reaper: threading.Thread | None = None
         self.llm = LlmNamespace(self)
+
+    # -- TTL ------------------------------------------------------------------------------
+    def _start_reaper(self) -> None:
+        with self._lock:
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, name="lmfast-ttl", daemon=True)
+                self._reaper.start()
+
+    def _reap(self) -> None:
+        """Unloads instances whose idle time exceeded their TTL. Checks at a quarter of
+        the shortest TTL (between 50 ms and 1 s)."""
+        interval = 1.0
+        while not self._closed.wait(interval):
+            with self._lock:
+                live = [(ident, inst) for ident, inst in self._instances.items() if inst is not None]
+            ttls = [inst.ttl for _, inst in live if inst.ttl is not None]
+            interval = min(1.0, max(0.05, min(ttls) / 4)) if ttls else 1.0
+            now = time.monotonic()
+            for ident, inst in live:
+                if inst.unload_if_expired(now):
+                    with self._lock:
+                        if self._instances.get(ident) is inst:
+                            del self._instances[ident]
 
     def _find(self, model_key: str | os.PathLike[str]) -> ModelInstance | None:
         text = os.fspath(model_key)
@@ -116,6 +145,7 @@ class Client:
 
     def close(self) -> None:
         """Unloads every instance this client loaded."""
+        self._closed.set()
         with self._lock:
             instances = [i for i in self._instances.values() if i is not None]
             self._instances.clear()

@@ -78,7 +78,6 @@ class ModelInstance:
         self.metadata = self._model.metadata()
         self.info = self._make_info()
         self._lock = threading.Lock()
-        self._active = 0
         self.last_used = time.monotonic()
 
     # -- state ------------------------------------------------------------------------------
@@ -96,14 +95,36 @@ class ModelInstance:
     def touch(self) -> None:
         self.last_used = time.monotonic()
 
+    def submit(self, prompt: list[int], **kwargs: Any) -> Any:
+        """Queues a request on the engine. Under the same lock as the TTL check, so an
+        instance is never unloaded between the check and a new request."""
+        with self._lock:
+            _, engine = self.native()
+            self.touch()
+            return engine.submit(prompt, **kwargs)
+
     def unload(self) -> None:
         """Stops the engine (running predictions end as 'modelUnloaded') and frees the
         context and the weights once nothing else refers to them."""
-        engine = self._engine
-        self._engine = None
-        self._model = None
+        with self._lock:
+            engine = self._engine
+            self._engine = None
+            self._model = None
         if engine is not None:
             engine.shutdown()
+
+    def unload_if_expired(self, now: float) -> bool:
+        """Unloads the instance if it has a TTL, nothing is queued or running, and TTL
+        seconds have passed since its last request started and since it ended."""
+        with self._lock:
+            engine = self._engine
+            if (engine is None or self.ttl is None or now - self.last_used < self.ttl
+                    or engine.idle_seconds() < self.ttl):
+                return False
+            self._engine = None
+            self._model = None
+        engine.shutdown()
+        return True
 
     def load_config(self) -> dict[str, Any]:
         return dict(self._load_config)

@@ -78,10 +78,8 @@ class PredictionStream:
     def start(self, *, _stream: bool = True) -> None:
         if self._request is not None:
             raise LMStudioRuntimeError("the prediction stream has already been started")
-        _, engine = self._instance.native()
-        self._instance.touch()
-        self._request = engine.submit(self._prompt, stream=_stream,
-                                      **_submit_kwargs(self._pcfg, self._instance.seed))
+        self._request = self._instance.submit(self._prompt, stream=_stream,
+                                              **_submit_kwargs(self._pcfg, self._instance.seed))
         _call(self._on_progress, 0.0)
 
     def __iter__(self) -> "PredictionStream":
