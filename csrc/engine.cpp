@@ -406,7 +406,6 @@ void Engine::step() {
     }
     if (active_.empty()) return;
 
-    llama_memory_t mem = llama_get_memory(ctx_);
     Clock::time_point t_decode;
     for (;;) {
         // Build one batch: first the next token of every generating request (their
@@ -457,20 +456,13 @@ void Engine::step() {
         t_decode = Clock::now();
         const int32_t ret = llama_decode(ctx_, batch_);
         if (ret == 1) {
-            // No room in the KV cache. Make room from conversations nobody is using,
-            // least recently used first; failing that, stop the newest request.
-            const llama_seq_id victim = cache_.lru_idle_nonempty();
-            if (victim >= 0) {
-                llama_memory_seq_rm(mem, victim, -1, -1);
-                cache_.tokens(victim).clear();
-            } else {
-                Active & newest = *active_.back();
-                finish(newest, newest.in_prompt() ? StopReason::Failed : StopReason::ContextLength,
-                       newest.in_prompt() ? "the KV cache is full: too many concurrent requests for the context length"
-                                          : "");
-                active_.pop_back();
-                if (active_.empty()) return;
-            }
+            // No KV slot for the batch. Each sequence has its own stream and no request
+            // exceeds it, so evicting other conversations would not help: stop the newest
+            // request (llama.cpp restored the memory) and retry the others.
+            Active & newest = *active_.back();
+            finish(newest, StopReason::Failed, "no room in the KV cache for this request");
+            active_.pop_back();
+            if (active_.empty()) return;
             continue;  // rebuild and retry
         }
         if (ret != 0) {

@@ -63,24 +63,4 @@ void PrefixCache::release(llama_seq_id seq) {
     entries_[seq].last_used = ++clock_;
 }
 
-size_t PrefixCache::total_tokens() const {
-    size_t n = 0;
-    for (const auto & e : entries_) n += e.tokens.size();
-    return n;
-}
-
-llama_seq_id PrefixCache::lru_idle_nonempty() const {
-    llama_seq_id best = -1;
-    uint64_t best_used = UINT64_MAX;
-    for (size_t i = 0; i < entries_.size(); ++i) {
-        const Entry & e = entries_[i];
-        if (e.busy || e.tokens.empty()) continue;
-        if (e.last_used < best_used) {
-            best = static_cast<llama_seq_id>(i);
-            best_used = e.last_used;
-        }
-    }
-    return best;
-}
-
 }  // namespace lmfast

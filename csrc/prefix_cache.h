@@ -36,9 +36,6 @@ public:
     void release(llama_seq_id seq);  // idle again; its tokens stay cached
 
     std::vector<llama_token> & tokens(llama_seq_id seq) { return entries_[seq].tokens; }
-    size_t total_tokens() const;
-    // The least recently used idle sequence that holds anything, or -1.
-    llama_seq_id lru_idle_nonempty() const;
     int32_t n_seq() const { return static_cast<int32_t>(entries_.size()); }
 
 private:
