@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "common.h"
+#include "json-schema-to-grammar.h"
 #include "engine.h"
 #include "errors.h"
 #include "model.h"
@@ -120,6 +121,15 @@ PYBIND11_MODULE(_core, m) {
           "Threads lmfast decodes with by default (physical cores, as llama.cpp counts them).");
     m.def("supports_gpu_offload", [] { return llama_supports_gpu_offload(); });
     m.def("supports_mmap", [] { return llama_supports_mmap(); });
+    m.def("json_schema_to_grammar", [](const std::string & schema) {
+        // llama.cpp's converter: a GBNF grammar whose root accepts exactly the JSON
+        // documents the schema describes (the subset of JSON Schema it supports).
+        try {
+            return json_schema_to_grammar(common_json::parse(schema));
+        } catch (const std::exception & e) {
+            throw InvalidArgument(std::string("the JSON schema cannot be turned into a grammar: ") + e.what());
+        }
+    }, py::arg("schema"), "GBNF grammar for a JSON schema (given as JSON text).");
     m.attr("version") = LMFAST_VERSION;
 
     py::class_<Model, std::shared_ptr<Model>>(m, "Model")

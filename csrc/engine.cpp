@@ -115,6 +115,7 @@ struct Engine::Active {
     std::shared_ptr<Request> req;
     llama_seq_id seq = -1;
     SamplerPtr sampler;
+    SamplerPtr grammar;  // null when unconstrained
     Utf8Stream utf8;
     StopMatcher stops;
     size_t n_prompt_done = 0;          // prompt tokens in the KV cache
@@ -206,6 +207,10 @@ std::shared_ptr<Request> Engine::submit(std::vector<llama_token> prompt, Generat
                               " tokens: shorten it, or load the model with a larger contextLength");
     }
     validate(params.sampling);
+    if (!params.sampling.grammar.empty()) {
+        // Parse it here so that a bad grammar is the caller's error, not a failed request.
+        make_grammar(params.sampling, model_->vocab());
+    }
     auto req = std::make_shared<Request>(std::move(prompt), std::move(params), stream);
     {
         std::lock_guard<std::mutex> lk(mu_);
@@ -272,6 +277,7 @@ void Engine::admit(std::shared_ptr<Request> req) {
     a->t_admit = Clock::now();
     try {
         a->sampler = make_sampler(req->params_.sampling, model_->vocab());
+        a->grammar = make_grammar(req->params_.sampling, model_->vocab());
         prime_penalties(a->sampler.get(), req->prompt_);
     } catch (const std::exception & e) {
         req->finish(StopReason::Failed, e.what());
@@ -358,7 +364,7 @@ double Engine::idle_seconds() const {
 
 bool Engine::sample(Active & a, int32_t i_batch) {
     Request & r = *a.req;
-    const llama_token tok = llama_sampler_sample(a.sampler.get(), ctx_, i_batch);
+    const llama_token tok = sample_token(a.sampler.get(), a.grammar.get(), ctx_, i_batch, sample_buf_);
     const auto now = Clock::now();
     if (a.t_first == Clock::time_point{}) {
         a.t_first = now;

@@ -146,6 +146,7 @@ private:
     int32_t n_threads_ = 0;
     double bytes_per_cell_ = 0;          // K and V of one token, all layers (f16 estimate)
     std::vector<uint8_t> state_buf_;     // scratch for copying a sequence's cells
+    std::vector<llama_token_data> sample_buf_;  // scratch for constrained sampling
     double prompt_sec_per_token_ = 1e-3; // running estimate, from this engine's own prompt batches
 
     mutable std::mutex mu_;

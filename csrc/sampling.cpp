@@ -123,12 +123,9 @@ SamplerPtr make_sampler(const SamplingParams & p, const llama_vocab * vocab) {
     cp.no_perf = true;
     SamplerPtr chain(llama_sampler_chain_init(cp));
 
-    // Same order as llama.cpp's common sampler: grammar, penalties, truncation, temperature, draw.
-    if (!p.grammar.empty()) {
-        llama_sampler * g = llama_sampler_init_grammar(vocab, p.grammar.c_str(), "root");
-        if (!g) throw InvalidArgument("the grammar could not be parsed");
-        llama_sampler_chain_add(chain.get(), g);
-    }
+    // Same order as llama.cpp's common sampler: penalties, truncation, temperature, draw
+    // (the grammar is separate: see sample_token).
+    (void) vocab;
     if ((p.repeat_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f) &&
         p.repeat_last_n != 0) {
         llama_sampler_chain_add(chain.get(), penalties_init(p.repeat_last_n, p.repeat_penalty,
@@ -144,6 +141,44 @@ SamplerPtr make_sampler(const SamplingParams & p, const llama_vocab * vocab) {
     llama_sampler_chain_add(chain.get(), llama_sampler_init_temp(p.temperature));
     llama_sampler_chain_add(chain.get(), llama_sampler_init_dist(p.seed));
     return chain;
+}
+
+SamplerPtr make_grammar(const SamplingParams & p, const llama_vocab * vocab) {
+    if (p.grammar.empty()) return nullptr;
+    llama_sampler * g = llama_sampler_init_grammar(vocab, p.grammar.c_str(), "root");
+    if (!g) throw InvalidArgument("the GBNF grammar could not be parsed (llama.cpp logs where)");
+    return SamplerPtr(g);
+}
+
+llama_token sample_token(llama_sampler * chain, llama_sampler * grammar, llama_context * ctx, int32_t idx,
+                         std::vector<llama_token_data> & cur) {
+    if (!grammar) return llama_sampler_sample(chain, ctx, idx);
+    // Checking every vocabulary entry against the grammar costs far more than a
+    // forward pass of a small model, so sample without it first and check only the
+    // token drawn; apply the grammar to the whole distribution only when that token
+    // is rejected (llama.cpp's common sampler does the same).
+    const float * logits = llama_get_logits_ith(ctx, idx);
+    if (!logits) throw std::runtime_error("no logits for the sampled position");
+    const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(ctx)));
+    auto draw = [&](bool constrained) {
+        cur.resize(static_cast<size_t>(n_vocab));
+        for (llama_token t = 0; t < n_vocab; ++t) cur[t] = llama_token_data{t, logits[t], 0.0f};
+        llama_token_data_array arr{cur.data(), cur.size(), -1, false};
+        if (constrained) llama_sampler_apply(grammar, &arr);
+        llama_sampler_apply(chain, &arr);
+        if (arr.selected < 0 || arr.selected >= static_cast<int64_t>(arr.size)) {
+            throw std::runtime_error("the sampler chain selected no token");
+        }
+        return arr.data[arr.selected].id;
+    };
+    llama_token tok = draw(false);
+    llama_token_data single{tok, 1.0f, 0.0f};
+    llama_token_data_array one{&single, 1, -1, false};
+    llama_sampler_apply(grammar, &one);
+    if (!std::isfinite(single.logit)) tok = draw(true);
+    llama_sampler_accept(grammar, tok);
+    llama_sampler_accept(chain, tok);
+    return tok;
 }
 
 }  // namespace lmfast

@@ -31,6 +31,12 @@ using SamplerPtr = std::unique_ptr<llama_sampler, SamplerDeleter>;
 // Throws InvalidArgument for out-of-range values or a grammar that does not parse.
 void validate(const SamplingParams & p);
 SamplerPtr make_sampler(const SamplingParams & p, const llama_vocab * vocab);
+// The grammar constraint of p, or null when it has none.
+SamplerPtr make_grammar(const SamplingParams & p, const llama_vocab * vocab);
+// Draws the token at batch index idx with the chain, under the grammar if there is one,
+// and feeds it to both. `cur` is scratch space reused across calls.
+llama_token sample_token(llama_sampler * chain, llama_sampler * grammar, llama_context * ctx, int32_t idx,
+                         std::vector<llama_token_data> & cur);
 // Feeds the end of the prompt to the repetition penalties (as llama.cpp does), so
 // that repeating the prompt is penalised too; the grammar does not see it.
 void prime_penalties(llama_sampler * chain, const std::vector<llama_token> & context);

@@ -115,6 +115,12 @@ def _gpu(key: str, v: Any) -> dict[str, Any]:
     return out
 
 
+def _structured(key: str, v: Any) -> dict[str, Any]:
+    from .structured import check_setting  # structured imports the native core
+
+    return check_setting(key, v)
+
+
 # -- the tables ----------------------------------------------------------------------------
 
 PREDICTION_KEYS: tuple[Key, ...] = (
@@ -132,6 +138,9 @@ PREDICTION_KEYS: tuple[Key, ...] = (
     Key("stopStrings", _str_list, [], "Stop when any of these strings is generated (not included in the text)."),
     Key("seed", _int(0, 2**32 - 2, allow_false=True), False,
         "lmfast: sampling seed for this request; False uses the load config's seed, or a random one."),
+    Key("structured", _structured, {"type": "none"},
+        "Constrained output: {'type': 'json', 'jsonSchema': {...}} or {'type': 'gbnf', 'gbnfGrammar': '...'} "
+        "(response_format= is the usual way to set it)."),
     Key("ignoreEos", _bool, False,
         "lmfast: keep generating past the end-of-generation token (for fixed-length benchmarks)."),
 )

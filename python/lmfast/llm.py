@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from . import structured
 from .chat import AssistantResponse, Chat
 from .config import PREDICTION_KEYS, prediction_config, with_defaults
 from .errors import (LMStudioCancelledError, LMStudioPredictionError, LMStudioRuntimeError,
@@ -44,6 +45,7 @@ def _submit_kwargs(pcfg: dict[str, Any], load_seed: Any) -> dict[str, Any]:
         stop=pcfg["stopStrings"],
         seed=-1 if seed is False else seed,
         ignore_eos=pcfg["ignoreEos"],
+        grammar=structured.grammar(pcfg["structured"]),
     )
 
 
@@ -135,8 +137,9 @@ class PredictionStream:
             cached_prompt_tokens_count=stats["cached_tokens"],
             evaluated_prompt_tokens_count=stats["prompt_tokens"] - stats["cached_tokens"],
         )
+        parsed = content if reason == "userStopped" else structured.parse(self._pcfg["structured"], content)
         self._result = PredictionResult(
-            content=content, parsed=content, stats=result_stats,
+            content=content, parsed=parsed, stats=result_stats,
             model_info=self._instance.info.model_info(),
             load_config=self._instance.load_config(), prediction_config=dict(self._pcfg))
         self._token_ids = list(stats["tokens"])
@@ -242,9 +245,14 @@ class LLM:
         return model.tokenize(text, add_special=True, parse_special=True)
 
     def _stream(self, tokens: list[int], config: Any, response_format: Any, callbacks: dict[str, Any]) -> PredictionStream:
+        given = prediction_config(config)
         if response_format is not None:
-            raise LMStudioValueError("response_format (structured output) is not supported yet")
-        pcfg = with_defaults(prediction_config(config), PREDICTION_KEYS)
+            if given.get("structured", {"type": "none"})["type"] != "none":
+                raise LMStudioValueError("give the structured output format either as response_format "
+                                         "or as config['structured'], not both")
+            given["structured"] = structured.from_response_format(response_format)
+        pcfg = with_defaults(given, PREDICTION_KEYS)
+        structured.grammar(pcfg["structured"])  # a bad schema fails here, before anything is queued
         return PredictionStream(self._instance, tokens, pcfg, **callbacks)
 
     def respond_stream(self, history: Any, *, response_format: Any = None, config: Any = None,
