@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from .config import load_config
+from .downloaded import DownloadedModel, list_downloaded
 from .errors import LMStudioClientError, LMStudioModelNotFoundError, LMStudioValueError
 from .instance import ModelInstance
 from .llm import LLM
@@ -75,6 +76,26 @@ class LlmNamespace:
         with self._client._lock:
             return [LLM(i, self) for i in self._client._instances.values() if i is not None]
 
+    def list_downloaded(self) -> list[DownloadedModel]:
+        """The LLMs in the model folders (see lmfast.registry), as DownloadedLlm entries."""
+        return list_downloaded(self._client, "llm")
+
+    def get_model_info(self, model_specifier: Any) -> Any:
+        """Instance info of a loaded model, by identifier, model key or path (or a dict
+        with one of ``identifier``/``path``/``modelKey``)."""
+        if isinstance(model_specifier, dict):
+            spec = (model_specifier.get("identifier") or model_specifier.get("path")
+                    or model_specifier.get("modelKey") or model_specifier.get("model_key"))
+        else:
+            spec = model_specifier
+        if not isinstance(spec, (str, os.PathLike)):
+            raise LMStudioValueError(f"cannot find a model by {model_specifier!r}")
+        with self._client._lock:
+            inst = self._client._find(spec)
+        if inst is None:
+            raise LMStudioModelNotFoundError(f"no loaded model matches {model_specifier!r}")
+        return inst.info
+
 
 class Client:
     """Holds loaded model instances. Use as a context manager to unload them on exit::
@@ -138,6 +159,15 @@ class Client:
             n += 1
         return f"{model_key}:{n}"
 
+    def list_downloaded_models(self, namespace: str | None = None) -> list[DownloadedModel]:
+        """Every model in the model folders: DownloadedLlm entries, then DownloadedEmbeddingModel."""
+        return list_downloaded(self, namespace)
+
+    @property
+    def system(self) -> "Client":
+        """The SDK's ``client.system`` (``list_downloaded_models``)."""
+        return self
+
     def list_loaded_models(self, namespace: str | None = None) -> list[LLM]:
         if namespace not in (None, "llm"):
             raise LMStudioValueError(f"Unknown model namespace {namespace!r}")
@@ -166,7 +196,17 @@ _default_lock = threading.Lock()
 def get_default_client(api_host: str | None = None) -> Client:
     """The process-wide client behind the convenience API (``lms.llm()``)."""
     global _default_client
+    if api_host is not None:
+        configure_default_client(api_host)
     with _default_lock:
         if _default_client is None:
             _default_client = Client(api_host)
         return _default_client
+
+
+def configure_default_client(api_host: str) -> None:
+    """Accepted for source compatibility (lmfast has no server to point at); like the
+    SDK, it must come before the default client is created."""
+    with _default_lock:
+        if _default_client is not None:
+            raise LMStudioClientError("Default client is already created, cannot set its API host.")

@@ -18,8 +18,8 @@ _STRING, _ARRAY = 8, 9
 
 
 class _Reader:
-    def __init__(self, f: BinaryIO, size: int, path: str):
-        self.f, self.size, self.path = f, size, path
+    def __init__(self, f: BinaryIO, size: int, path: str, arrays: bool = True):
+        self.f, self.size, self.path, self.arrays = f, size, path, arrays
 
     def fail(self, what: str) -> ModelLoadError:
         return ModelLoadError(f"corrupt GGUF file {self.path}: {what} at offset {self.f.tell()}")
@@ -28,6 +28,11 @@ class _Reader:
         if n < 0 or self.f.tell() + n > self.size:
             raise self.fail(f"{n}-byte field runs past the end of the file ({self.size} bytes)")
         return self.f.read(n)
+
+    def skip(self, n: int) -> None:
+        if n < 0 or self.f.tell() + n > self.size:
+            raise self.fail(f"{n}-byte field runs past the end of the file ({self.size} bytes)")
+        self.f.seek(n, os.SEEK_CUR)
 
     def unpack(self, fmt: str) -> Any:
         return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
@@ -48,18 +53,23 @@ class _Reader:
                 raise self.fail(f"array of {n} elements cannot fit the file")
             if etype in _SCALARS:  # skip numeric arrays (token scores etc.) without decoding them
                 width = struct.calcsize(_SCALARS[etype])
-                self.read(n * width)
+                self.skip(n * width)
+                return f"<array of {n}>"
+            if etype == _STRING and not self.arrays:
+                for _ in range(n):
+                    self.skip(self.unpack("<Q"))
                 return f"<array of {n}>"
             return [self.value(etype, depth + 1) for _ in range(n)]
         raise self.fail(f"unknown value type {vtype}")
 
 
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Key/value metadata of a GGUF file (numeric arrays summarised, not decoded)."""
+def read_metadata(path: str | os.PathLike[str], *, arrays: bool = True) -> dict[str, Any]:
+    """Key/value metadata of a GGUF file (numeric arrays summarised, not decoded;
+    with ``arrays=False`` string arrays such as the vocabulary too)."""
     path = os.fspath(path)
     size = os.path.getsize(path)
     with open(path, "rb") as f:
-        r = _Reader(f, size, path)
+        r = _Reader(f, size, path, arrays)
         if r.read(4) != b"GGUF":
             raise ModelLoadError(f"not a GGUF file (bad magic at offset 0): {path}")
         version = r.unpack("<I")

@@ -13,23 +13,10 @@ from typing import Any
 from . import _core
 from .config import LOAD_KEYS, kv_type_id, with_defaults
 from .errors import ModelUnloadedError
-from .registry import ModelFile
+from .registry import ModelFile, params_string
 from .results import LlmInstanceInfo
 
 _REF_ALPHABET = string.ascii_letters + string.digits
-
-
-def _params_string(meta: dict[str, str], n_params: int) -> str | None:
-    label = meta.get("general.size_label")
-    if label:
-        return label
-    if n_params <= 0:
-        return None
-    for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n_params >= div:
-            value = n_params / div
-            return f"{value:.0f}{suffix}" if value >= 10 else f"{value:.1f}".rstrip("0").rstrip(".") + suffix
-    return str(n_params)
 
 
 class ModelInstance:
@@ -142,7 +129,7 @@ class ModelInstance:
             instance_reference=self.instance_reference,
             max_context_length=model.n_ctx_train,
             model_key=self.model_file.model_key,
-            params_string=_params_string(meta, model.n_params),
+            params_string=params_string(meta, model.n_params),
             path=self.model_file.display_path,
             size_bytes=os.path.getsize(self.model_file.path),
             trained_for_tool_use="tools" in template,

