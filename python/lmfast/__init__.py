@@ -10,14 +10,17 @@ import os as _os
 from typing import Any
 
 from . import _core
+from .async_api import AsyncClient, AsyncLLM, AsyncPredictionStream
 from .chat import AssistantResponse, Chat, ChatMessage, SystemPrompt, ToolResultMessage, UserMessage
-from .client import Client, LlmNamespace, get_default_client
+from .client import Client, LlmNamespace, configure_default_client, get_default_client
+from .downloaded import DownloadedEmbeddingModel, DownloadedLlm
 from .errors import *  # noqa: F401,F403 - the exception hierarchy is part of the API
 from .errors import __all__ as _errors_all
 from .llm import LLM, PredictionStream
 from .registry import DEFAULT_MODEL
-from .results import (LlmInfo, LlmInstanceInfo, LlmPredictionFragment, LlmPredictionStats,
-                      PredictionResult)
+from .structured import BaseModel, ModelSchema
+from .results import (EmbeddingModelInfo, LlmInfo, LlmInstanceInfo, LlmPredictionFragment,
+                      LlmPredictionStats, PredictionResult)
 
 __version__ = _core.version
 
@@ -29,7 +32,29 @@ def llm(model_key: str | _os.PathLike[str] | None = None, /, *, ttl: float | Non
 
 
 def list_loaded_models(namespace: str | None = None) -> list[LLM]:
+    """The loaded models of the default client (LLMs first)."""
     return get_default_client().list_loaded_models(namespace)
+
+
+def list_downloaded_models(namespace: str | None = None) -> list[DownloadedLlm | DownloadedEmbeddingModel]:
+    """Every model in the model folders (``namespace``: None, "llm" or "embedding")."""
+    return get_default_client().list_downloaded_models(namespace)
+
+
+_sync_api_timeout: float | None = 60.0
+
+
+def get_sync_api_timeout() -> float | None:
+    """The SDK's per-message timeout of the sync API. lmfast makes no remote calls, so
+    nothing waits on it; the value is kept for scripts that read it back."""
+    return _sync_api_timeout
+
+
+def set_sync_api_timeout(timeout: float | None) -> None:
+    global _sync_api_timeout
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise LMStudioValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    _sync_api_timeout = None if timeout is None else float(timeout)
 
 
 def set_log_level(level: str) -> None:
@@ -39,7 +64,9 @@ def set_log_level(level: str) -> None:
 
 
 __all__ = [
-    "AssistantResponse", "Chat", "ChatMessage", "Client", "DEFAULT_MODEL", "LLM", "LlmInfo",
+    "AssistantResponse", "AsyncClient", "AsyncLLM", "AsyncPredictionStream", "BaseModel", "ModelSchema", "Chat", "ChatMessage", "Client", "DEFAULT_MODEL", "DownloadedEmbeddingModel",
+    "DownloadedLlm", "EmbeddingModelInfo", "LLM", "LlmInfo", "configure_default_client",
+    "get_sync_api_timeout", "list_downloaded_models", "set_sync_api_timeout",
     "LlmInstanceInfo", "LlmNamespace", "LlmPredictionFragment", "LlmPredictionStats",
     "PredictionResult", "PredictionStream", "SystemPrompt", "ToolResultMessage", "UserMessage",
     "get_default_client", "list_loaded_models", "llm", "set_log_level", *_errors_all,

@@ -1,0 +1,278 @@
+"""The asyncio API, as the SDK's ``AsyncClient``::
+
+    async with lms.AsyncClient() as client:
+        model = await client.llm.model("smollm2-135m-instruct")
+        result = await model.respond("Hello")
+        stream = await model.respond_stream("Tell me a story")
+        async for fragment in stream:
+            print(fragment.content, end="")
+
+It shares the engine with the sync API: each request still runs in the instance's
+scheduler thread, batched with every other request on that instance. What blocks
+(loading a model, waiting for the next fragment) waits in a thread of its own, so the
+event loop never stalls and any number of tasks can stream at once (no executor
+pool caps the concurrency). Callbacks run in the event loop's thread, while the
+stream is consumed.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
+
+from .client import Client
+from .errors import LMStudioRuntimeError
+from .llm import LLM, FragmentCallback, MessageCallback, PredictionStream, _call
+from .results import LlmInstanceInfo, LlmPredictionFragment, PredictionResult
+
+T = TypeVar("T")
+
+
+def _in_thread(fn: Callable[[], T]) -> Awaitable[T]:
+    """Runs a blocking call in a new daemon thread; the returned future resolves in the
+    running loop."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if fut.cancelled():
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(value)
+
+    def run() -> None:
+        try:
+            value = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+            loop.call_soon_threadsafe(settle, None, e)
+        else:
+            loop.call_soon_threadsafe(settle, value, None)
+
+    threading.Thread(target=run, name="lmfast-async", daemon=True).start()
+    return fut
+
+
+_DONE = object()
+
+
+class AsyncPredictionStream:
+    """``async for`` over the fragments of one prediction; then ``result()``.
+
+    ``cancel()`` stops generation (keep iterating for the partial result);
+    ``aclose()`` (or leaving ``async with``) abandons it, as ``close()`` does in the
+    sync API. Cancelling the task that consumes the stream cancels the request.
+    """
+
+    def __init__(self, stream: PredictionStream, *, on_message: MessageCallback | None = None,
+                 on_first_token: Callable[[], Any] | None = None,
+                 on_prediction_fragment: FragmentCallback | None = None,
+                 on_prompt_processing_progress: Callable[[float], Any] | None = None):
+        self._stream = stream
+        self._on_message = on_message
+        self._on_first_token = on_first_token
+        self._on_fragment = on_prediction_fragment
+        self._on_progress = on_prompt_processing_progress
+        self._queue: asyncio.Queue[Any] | None = None
+        self._finished = False
+        self._seen_first = False
+
+    async def start(self) -> None:
+        """Sends the request (iteration does this on its own)."""
+        if self._queue is not None:
+            raise LMStudioRuntimeError("the prediction stream has already been started")
+        self._stream.start()
+        _call(self._on_progress, 0.0)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._queue = queue
+        stream = self._stream
+
+        def pump() -> None:
+            # Pulls fragments with the GIL released while waiting; hands each to the loop.
+            try:
+                for fragment in stream:
+                    loop.call_soon_threadsafe(queue.put_nowait, fragment)
+                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+                loop.call_soon_threadsafe(queue.put_nowait, e)
+
+        threading.Thread(target=pump, name="lmfast-stream", daemon=True).start()
+
+    def __aiter__(self) -> "AsyncPredictionStream":
+        return self
+
+    async def __anext__(self) -> LlmPredictionFragment:
+        if self._finished:
+            raise StopAsyncIteration
+        if self._queue is None:
+            await self.start()
+        assert self._queue is not None
+        try:
+            item = await self._queue.get()
+        except asyncio.CancelledError:
+            self._stream.close()
+            raise
+        if item is _DONE or isinstance(item, BaseException):
+            self._finished = True
+            if isinstance(item, BaseException):
+                raise item
+            _call(self._on_message, self._message())
+            raise StopAsyncIteration
+        if not self._seen_first:
+            self._seen_first = True
+            _call(self._on_progress, 1.0)
+            _call(self._on_first_token)
+        _call(self._on_fragment, item)
+        return item
+
+    def _message(self) -> Any:
+        from .chat import AssistantResponse
+
+        return AssistantResponse(self._stream.result().content)
+
+    async def cancel(self) -> None:
+        """Stops generation; the stream then ends with stop reason 'userStopped'."""
+        self._stream.cancel()
+
+    async def aclose(self) -> None:
+        self._stream.close()
+        self._finished = True
+
+    async def __aenter__(self) -> "AsyncPredictionStream":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def result(self) -> PredictionResult:
+        """The result once the stream has finished (not a coroutine, as in the SDK)."""
+        return self._stream.result()
+
+    async def wait_for_result(self) -> PredictionResult:
+        async for _ in self:
+            pass
+        return self.result()
+
+    @property
+    def stats(self) -> Any:
+        return self._stream.stats
+
+    @property
+    def model_info(self) -> Any:
+        return self._stream.model_info
+
+
+class AsyncLLM:
+    """The async handle of a loaded LLM instance; every method is a coroutine."""
+
+    def __init__(self, llm: LLM):
+        self._llm = llm
+
+    @property
+    def identifier(self) -> str:
+        return self._llm.identifier
+
+    def __repr__(self) -> str:
+        return f"AsyncLLM(identifier={self.identifier!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncLLM) and other._llm == self._llm
+
+    def __hash__(self) -> int:
+        return hash(self._llm)
+
+    async def respond_stream(self, history: Any, *, response_format: Any = None, config: Any = None,
+                             **callbacks: Any) -> AsyncPredictionStream:
+        return AsyncPredictionStream(
+            self._llm.respond_stream(history, response_format=response_format, config=config), **callbacks)
+
+    async def respond(self, history: Any, *, response_format: Any = None, config: Any = None,
+                      **callbacks: Any) -> PredictionResult:
+        stream = await self.respond_stream(history, response_format=response_format, config=config, **callbacks)
+        return await stream.wait_for_result()
+
+    async def complete_stream(self, prompt: str, *, response_format: Any = None, config: Any = None,
+                              **callbacks: Any) -> AsyncPredictionStream:
+        return AsyncPredictionStream(
+            self._llm.complete_stream(prompt, response_format=response_format, config=config), **callbacks)
+
+    async def complete(self, prompt: str, *, response_format: Any = None, config: Any = None,
+                       **callbacks: Any) -> PredictionResult:
+        stream = await self.complete_stream(prompt, response_format=response_format, config=config, **callbacks)
+        return await stream.wait_for_result()
+
+    async def apply_prompt_template(self, history: Any, opts: Any = None) -> str:
+        return self._llm.apply_prompt_template(history, opts)
+
+    async def tokenize(self, input: str | Iterable[str]) -> list[int] | list[list[int]]:
+        return self._llm.tokenize(input)
+
+    async def count_tokens(self, input: str) -> int:
+        return self._llm.count_tokens(input)
+
+    async def get_context_length(self) -> int:
+        return self._llm.get_context_length()
+
+    async def get_info(self) -> LlmInstanceInfo:
+        return self._llm.get_info()
+
+    async def get_load_config(self) -> dict[str, Any]:
+        return self._llm.get_load_config()
+
+    async def unload(self) -> None:
+        await _in_thread(self._llm.unload)
+
+
+class AsyncLlmNamespace:
+    """``client.llm`` of an AsyncClient."""
+
+    def __init__(self, client: Client):
+        self._ns = client.llm
+
+    async def model(self, model_key: str | os.PathLike[str] | None = None, /, *, ttl: float | None = 3600,
+                    config: Any = None) -> AsyncLLM:
+        return AsyncLLM(await _in_thread(lambda: self._ns.model(model_key, ttl=ttl, config=config)))
+
+    async def load_new_instance(self, model_key: str | os.PathLike[str], instance_identifier: str | None = None,
+                                *, ttl: float | None = 3600, config: Any = None) -> AsyncLLM:
+        return AsyncLLM(await _in_thread(
+            lambda: self._ns.load_new_instance(model_key, instance_identifier, ttl=ttl, config=config)))
+
+    async def unload(self, model_identifier: str) -> None:
+        await _in_thread(lambda: self._ns.unload(model_identifier))
+
+    async def list_loaded(self) -> list[AsyncLLM]:
+        return [AsyncLLM(m) for m in self._ns.list_loaded()]
+
+    async def list_downloaded(self) -> list[Any]:
+        return await _in_thread(self._ns.list_downloaded)
+
+    async def get_model_info(self, model_specifier: Any) -> Any:
+        return self._ns.get_model_info(model_specifier)
+
+
+class AsyncClient:
+    """The asyncio client: ``async with lms.AsyncClient() as client: ...``. Leaving
+    the block (or ``await client.aclose()``) unloads what it loaded."""
+
+    def __init__(self, api_host: str | None = None):
+        self._client = Client(api_host)
+        self.llm = AsyncLlmNamespace(self._client)
+
+    async def list_downloaded_models(self, namespace: str | None = None) -> list[Any]:
+        return await _in_thread(lambda: self._client.list_downloaded_models(namespace))
+
+    async def list_loaded_models(self, namespace: str | None = None) -> list[Any]:
+        return [AsyncLLM(m) if isinstance(m, LLM) else m for m in self._client.list_loaded_models(namespace)]
+
+    async def aclose(self) -> None:
+        await _in_thread(self._client.close)
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
