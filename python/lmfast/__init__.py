@@ -11,13 +11,14 @@ from typing import Any
 
 from . import _core
 from .chat import AssistantResponse, Chat, ChatMessage, SystemPrompt, ToolResultMessage, UserMessage
-from .client import Client, LlmNamespace, get_default_client
+from .client import Client, EmbeddingNamespace, LlmNamespace, get_default_client
+from .embedding import EmbeddingModel
 from .errors import *  # noqa: F401,F403 - the exception hierarchy is part of the API
 from .errors import __all__ as _errors_all
 from .llm import LLM, PredictionStream
 from .registry import DEFAULT_MODEL
-from .results import (LlmInfo, LlmInstanceInfo, LlmPredictionFragment, LlmPredictionStats,
-                      PredictionResult)
+from .results import (EmbeddingModelInfo, EmbeddingModelInstanceInfo, LlmInfo, LlmInstanceInfo,
+                      LlmPredictionFragment, LlmPredictionStats, PredictionResult)
 
 __version__ = _core.version
 
@@ -28,7 +29,13 @@ def llm(model_key: str | _os.PathLike[str] | None = None, /, *, ttl: float | Non
     return get_default_client().llm.model(model_key, ttl=ttl, config=config)
 
 
-def list_loaded_models(namespace: str | None = None) -> list[LLM]:
+def embedding_model(model_key: str | _os.PathLike[str] | None = None, /, *, ttl: float | None = 3600,
+                    config: Any = None) -> EmbeddingModel:
+    """The default client's ``embedding.model(...)``: a loaded embedding model, loading it if needed."""
+    return get_default_client().embedding.model(model_key, ttl=ttl, config=config)
+
+
+def list_loaded_models(namespace: str | None = None) -> list[LLM | EmbeddingModel]:
     return get_default_client().list_loaded_models(namespace)
 
 
@@ -43,4 +50,5 @@ __all__ = [
     "LlmInstanceInfo", "LlmNamespace", "LlmPredictionFragment", "LlmPredictionStats",
     "PredictionResult", "PredictionStream", "SystemPrompt", "ToolResultMessage", "UserMessage",
     "get_default_client", "list_loaded_models", "llm", "set_log_level", *_errors_all,
+    "EmbeddingModel", "EmbeddingModelInfo", "EmbeddingModelInstanceInfo", "EmbeddingNamespace", "embedding_model",
 ]
