@@ -12,15 +12,16 @@ from typing import Any
 from . import _core
 from .async_api import AsyncClient, AsyncLLM, AsyncPredictionStream
 from .chat import AssistantResponse, Chat, ChatMessage, SystemPrompt, ToolResultMessage, UserMessage
-from .client import Client, LlmNamespace, configure_default_client, get_default_client
+from .client import Client, EmbeddingNamespace, LlmNamespace, configure_default_client, get_default_client
 from .downloaded import DownloadedEmbeddingModel, DownloadedLlm
+from .embedding import EmbeddingModel
 from .errors import *  # noqa: F401,F403 - the exception hierarchy is part of the API
 from .errors import __all__ as _errors_all
 from .llm import LLM, PredictionStream
 from .registry import DEFAULT_MODEL
+from .results import (EmbeddingModelInfo, EmbeddingModelInstanceInfo, LlmInfo, LlmInstanceInfo,
+                      LlmPredictionFragment, LlmPredictionStats, PredictionResult)
 from .structured import BaseModel, ModelSchema
-from .results import (EmbeddingModelInfo, LlmInfo, LlmInstanceInfo, LlmPredictionFragment,
-                      LlmPredictionStats, PredictionResult)
 
 __version__ = _core.version
 
@@ -31,7 +32,13 @@ def llm(model_key: str | _os.PathLike[str] | None = None, /, *, ttl: float | Non
     return get_default_client().llm.model(model_key, ttl=ttl, config=config)
 
 
-def list_loaded_models(namespace: str | None = None) -> list[LLM]:
+def embedding_model(model_key: str | _os.PathLike[str] | None = None, /, *, ttl: float | None = 3600,
+                    config: Any = None) -> EmbeddingModel:
+    """The default client's ``embedding.model(...)``: a loaded embedding model, loading it if needed."""
+    return get_default_client().embedding.model(model_key, ttl=ttl, config=config)
+
+
+def list_loaded_models(namespace: str | None = None) -> list[LLM | EmbeddingModel]:
     """The loaded models of the default client (LLMs first)."""
     return get_default_client().list_loaded_models(namespace)
 
@@ -65,9 +72,10 @@ def set_log_level(level: str) -> None:
 
 __all__ = [
     "AssistantResponse", "AsyncClient", "AsyncLLM", "AsyncPredictionStream", "BaseModel", "ModelSchema", "Chat", "ChatMessage", "Client", "DEFAULT_MODEL", "DownloadedEmbeddingModel",
-    "DownloadedLlm", "EmbeddingModelInfo", "LLM", "LlmInfo", "configure_default_client",
+    "DownloadedLlm", "LLM", "LlmInfo", "configure_default_client",
     "get_sync_api_timeout", "list_downloaded_models", "set_sync_api_timeout",
     "LlmInstanceInfo", "LlmNamespace", "LlmPredictionFragment", "LlmPredictionStats",
     "PredictionResult", "PredictionStream", "SystemPrompt", "ToolResultMessage", "UserMessage",
     "get_default_client", "list_loaded_models", "llm", "set_log_level", *_errors_all,
+    "EmbeddingModel", "EmbeddingModelInfo", "EmbeddingModelInstanceInfo", "EmbeddingNamespace", "embedding_model",
 ]

@@ -69,6 +69,9 @@ def _config(args: argparse.Namespace) -> int:
     from .config import LOAD_KEYS, PREDICTION_KEYS, describe
 
     print("## Load config\n\n" + describe(LOAD_KEYS) + "\n\n## Prediction config\n\n" + describe(PREDICTION_KEYS))
+    from .config import EMBEDDING_LOAD_KEYS
+
+    print("\n## Embedding load config\n\n" + describe(EMBEDDING_LOAD_KEYS))
     return 0
 
 

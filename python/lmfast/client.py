@@ -1,51 +1,86 @@
-"""Client, the llm namespace, the table of loaded instances and their identifiers."""
+"""Client, the llm and embedding namespaces, the table of loaded instances and their identifiers."""
 from __future__ import annotations
 
 import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import load_config
+from .config import embedding_load_config, load_config
 from .downloaded import DownloadedModel, list_downloaded
-from .errors import LMStudioClientError, LMStudioModelNotFoundError, LMStudioValueError
+from .embedding import EmbeddingInstance, EmbeddingModel
+from .errors import LMStudioClientError, LMStudioModelNotFoundError, LMStudioValueError, ModelLoadError
 from .instance import ModelInstance
 from .llm import LLM
-from .registry import resolve
+from .registry import ModelFile, model_type_of, resolve
 
 
-class LlmNamespace:
-    """``client.llm``: get, load and unload LLM instances."""
+class _ModelNamespace:
+    """What ``client.llm`` and ``client.embedding`` share: get, load and unload instances
+    of one kind of model. Both live in the client's one table of instances (identifiers
+    are unique across kinds); each namespace sees only its own kind."""
+
+    _kind = ""  # "llm" or "embedding"
 
     def __init__(self, client: "Client"):
         self._client = client
 
+    # -- per kind -----------------------------------------------------------------------------
+    def _load_config(self, config: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _new_instance(self, model_file: ModelFile, identifier: str, cfg: dict[str, Any], ttl: float | None) -> Any:
+        raise NotImplementedError
+
+    def _handle(self, inst: Any) -> Any:
+        raise NotImplementedError
+
+    # -- shared -------------------------------------------------------------------------------
+    def _check_kind(self, model_file: ModelFile) -> None:
+        try:
+            kind = model_type_of(model_file.path)
+        except (ModelLoadError, OSError):
+            return  # a damaged file: the native load says precisely what is wrong
+        if kind == self._kind:
+            return
+        if kind == "embedding":
+            hint = (f"it is an embedding model: use client.embedding.model({model_file.model_key!r}) "
+                    f"or lms.embedding_model({model_file.model_key!r})")
+        elif kind == "llm":
+            hint = f"it is an LLM: use client.llm.model({model_file.model_key!r}) or lms.llm({model_file.model_key!r})"
+        else:
+            hint = f"it is a {kind} model, which lmfast does not run"
+        raise LMStudioValueError(f"cannot load {model_file.path.name} in namespace {self._kind}: {hint}")
+
     def model(self, model_key: str | os.PathLike[str] | None = None, /, *, ttl: float | None = 3600,
-              config: Any = None) -> LLM:
+              config: Any = None) -> Any:
         """Without a key: the first loaded instance. With a key (or a path): the loaded
         instance of that model, or a new one loaded with ``config`` and ``ttl``."""
         if model_key is None:
             loaded = self.list_loaded()
             if not loaded:
+                fn, key = ("llm", "smollm2-135m-instruct") if self._kind == "llm" else \
+                    ("embedding_model", "all-minilm-l6-v2")
                 raise LMStudioClientError(
-                    "Could not get model handle in namespace llm (no models are currently loaded). "
-                    "Load one first, e.g. lms.llm('smollm2-135m-instruct') or lms.llm('/path/to/model.gguf').")
+                    f"Could not get model handle in namespace {self._kind} (no models are currently loaded). "
+                    f"Load one first, e.g. lms.{fn}('{key}') or lms.{fn}('/path/to/model.gguf').")
             return loaded[0]
         with self._client._lock:
-            inst = self._client._find(model_key)
+            inst = self._client._find(model_key, self._kind)
             if inst is not None:
-                return LLM(inst, self)
+                return self._handle(inst)
         return self.load_new_instance(model_key, ttl=ttl, config=config)
 
     def load_new_instance(self, model_key: str | os.PathLike[str], instance_identifier: str | None = None, *,
-                          ttl: float | None = 3600, config: Any = None) -> LLM:
+                          ttl: float | None = 3600, config: Any = None) -> Any:
         """Loads another instance, even if one of this model is loaded already. ``ttl``: idle
         seconds (since the last request started or ended) after which it unloads itself;
         None keeps it loaded."""
-        cfg = load_config(config)
+        cfg = self._load_config(config)
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0):
             raise LMStudioValueError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
         model_file = resolve(model_key)
+        self._check_kind(model_file)
         with self._client._lock:
             identifier = instance_identifier or self._client._new_identifier(model_file.model_key)
             if identifier in self._client._instances:
@@ -53,7 +88,7 @@ class LlmNamespace:
             # Reserve the identifier while loading (without holding the lock).
             self._client._instances[identifier] = None
         try:
-            inst = ModelInstance(model_file, identifier, cfg, ttl)
+            inst = self._new_instance(model_file, identifier, cfg, ttl)
         except BaseException:
             with self._client._lock:
                 self._client._instances.pop(identifier, None)
@@ -62,23 +97,25 @@ class LlmNamespace:
             self._client._instances[identifier] = inst
         if ttl is not None:
             self._client._start_reaper()
-        return LLM(inst, self)
+        return self._handle(inst)
 
     def unload(self, model_identifier: str) -> None:
         with self._client._lock:
             inst = self._client._instances.get(model_identifier)
-            if inst is None:
-                raise LMStudioModelNotFoundError(f"no loaded instance has identifier {model_identifier!r}")
+            if inst is None or _kind_of(inst) != self._kind:
+                raise LMStudioModelNotFoundError(
+                    f"no loaded {self._kind} instance has identifier {model_identifier!r}")
             del self._client._instances[model_identifier]
         inst.unload()
 
-    def list_loaded(self) -> list[LLM]:
+    def list_loaded(self) -> list[Any]:
         with self._client._lock:
-            return [LLM(i, self) for i in self._client._instances.values() if i is not None]
+            return [self._handle(i) for i in self._client._instances.values()
+                    if i is not None and _kind_of(i) == self._kind]
 
     def list_downloaded(self) -> list[DownloadedModel]:
-        """The LLMs in the model folders (see lmfast.registry), as DownloadedLlm entries."""
-        return list_downloaded(self._client, "llm")
+        """This namespace's models in the model folders (see lmfast.registry)."""
+        return list_downloaded(self._client, self._kind)
 
     def get_model_info(self, model_specifier: Any) -> Any:
         """Instance info of a loaded model, by identifier, model key or path (or a dict
@@ -91,10 +128,64 @@ class LlmNamespace:
         if not isinstance(spec, (str, os.PathLike)):
             raise LMStudioValueError(f"cannot find a model by {model_specifier!r}")
         with self._client._lock:
-            inst = self._client._find(spec)
+            inst = self._client._find(spec, self._kind)
         if inst is None:
             raise LMStudioModelNotFoundError(f"no loaded model matches {model_specifier!r}")
         return inst.info
+
+
+def _kind_of(inst: Any) -> str:
+    return getattr(inst, "kind", "llm")
+
+
+class LlmNamespace(_ModelNamespace):
+    """``client.llm``: get, load and unload LLM instances."""
+
+    _kind = "llm"
+
+    def _load_config(self, config: Any) -> dict[str, Any]:
+        return load_config(config)
+
+    def _new_instance(self, model_file: ModelFile, identifier: str, cfg: dict[str, Any],
+                      ttl: float | None) -> ModelInstance:
+        return ModelInstance(model_file, identifier, cfg, ttl)
+
+    def _handle(self, inst: Any) -> LLM:
+        return LLM(inst, self)
+
+    if TYPE_CHECKING:
+        def model(self, model_key: str | os.PathLike[str] | None = None, /, *, ttl: float | None = 3600,
+                  config: Any = None) -> LLM: ...
+
+        def load_new_instance(self, model_key: str | os.PathLike[str], instance_identifier: str | None = None, *,
+                              ttl: float | None = 3600, config: Any = None) -> LLM: ...
+
+        def list_loaded(self) -> list[LLM]: ...
+
+
+class EmbeddingNamespace(_ModelNamespace):
+    """``client.embedding``: get, load and unload embedding model instances."""
+
+    _kind = "embedding"
+
+    def _load_config(self, config: Any) -> dict[str, Any]:
+        return embedding_load_config(config)
+
+    def _new_instance(self, model_file: ModelFile, identifier: str, cfg: dict[str, Any],
+                      ttl: float | None) -> EmbeddingInstance:
+        return EmbeddingInstance(model_file, identifier, cfg, ttl)
+
+    def _handle(self, inst: Any) -> EmbeddingModel:
+        return EmbeddingModel(inst, self)
+
+    if TYPE_CHECKING:
+        def model(self, model_key: str | os.PathLike[str] | None = None, /, *, ttl: float | None = 3600,
+                  config: Any = None) -> EmbeddingModel: ...
+
+        def load_new_instance(self, model_key: str | os.PathLike[str], instance_identifier: str | None = None, *,
+                              ttl: float | None = 3600, config: Any = None) -> EmbeddingModel: ...
+
+        def list_loaded(self) -> list[EmbeddingModel]: ...
 
 
 class Client:
@@ -111,6 +202,7 @@ class Client:
         self._closed = threading.Event()
         self._reaper: threading.Thread | None = None
         self.llm = LlmNamespace(self)
+        self.embedding = EmbeddingNamespace(self)
 
     # -- TTL ------------------------------------------------------------------------------
     def _start_reaper(self) -> None:
@@ -135,19 +227,20 @@ class Client:
                         if self._instances.get(ident) is inst:
                             del self._instances[ident]
 
-    def _find(self, model_key: str | os.PathLike[str]) -> ModelInstance | None:
+    def _find(self, model_key: str | os.PathLike[str], kind: str = "llm") -> Any:
+        """The loaded instance of ``kind`` with this identifier, model key or path."""
         text = os.fspath(model_key)
-        if text in self._instances and self._instances[text] is not None:
-            return self._instances[text]
-        for inst in self._instances.values():
-            if inst is None:
-                continue
+        live = [i for i in self._instances.values() if i is not None and _kind_of(i) == kind]
+        inst = self._instances.get(text)
+        if inst is not None and _kind_of(inst) == kind:
+            return inst
+        for inst in live:
             if inst.model_file.model_key == text.lower() or str(inst.model_file.path) == text:
                 return inst
         if os.path.isfile(text):
             real = os.path.realpath(text)
-            for inst in self._instances.values():
-                if inst is not None and os.path.realpath(inst.model_file.path) == real:
+            for inst in live:
+                if os.path.realpath(inst.model_file.path) == real:
                     return inst
         return None
 
@@ -168,10 +261,16 @@ class Client:
         """The SDK's ``client.system`` (``list_downloaded_models``)."""
         return self
 
-    def list_loaded_models(self, namespace: str | None = None) -> list[LLM]:
-        if namespace not in (None, "llm"):
+    def list_loaded_models(self, namespace: str | None = None) -> list[LLM | EmbeddingModel]:
+        """Loaded instances of the namespace ("llm" or "embedding"); all of them (LLMs first) for None."""
+        if namespace not in (None, "llm", "embedding"):
             raise LMStudioValueError(f"Unknown model namespace {namespace!r}")
-        return self.llm.list_loaded()
+        out: list[LLM | EmbeddingModel] = []
+        if namespace in (None, "llm"):
+            out.extend(self.llm.list_loaded())
+        if namespace in (None, "embedding"):
+            out.extend(self.embedding.list_loaded())
+        return out
 
     def close(self) -> None:
         """Unloads every instance this client loaded."""

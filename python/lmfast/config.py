@@ -169,6 +169,19 @@ LOAD_KEYS: tuple[Key, ...] = (
         "each has its own contextLength of KV cache (memory grows with it)."),
 )
 
+# The SDK's EmbeddingLoadModelConfig (6 keys). The entries are LOAD_KEYS' own where
+# the meaning is the same; contextLength defaults to the model's trained length.
+_LOAD_BY_NAME = {k.name: k for k in LOAD_KEYS}
+EMBEDDING_LOAD_KEYS: tuple[Key, ...] = (
+    Key("contextLength", _int(16), None,
+        "Longest text in tokens (special tokens included); default and cap: the model's trained length."),
+    _LOAD_BY_NAME["gpu"],
+    _LOAD_BY_NAME["keepModelInMemory"],
+    _LOAD_BY_NAME["tryMmap"],
+    _LOAD_BY_NAME["ropeFrequencyBase"],
+    _LOAD_BY_NAME["ropeFrequencyScale"],
+)
+
 
 def _index(table: tuple[Key, ...]) -> dict[str, Key]:
     out = {}
@@ -180,6 +193,7 @@ def _index(table: tuple[Key, ...]) -> dict[str, Key]:
 
 _PREDICTION_INDEX = _index(PREDICTION_KEYS)
 _LOAD_INDEX = _index(LOAD_KEYS)
+_EMBEDDING_LOAD_INDEX = _index(EMBEDDING_LOAD_KEYS)
 
 
 def _normalize(config: Any, table: tuple[Key, ...], index: dict[str, Key], what: str) -> dict[str, Any]:
@@ -210,6 +224,10 @@ def prediction_config(config: Any) -> dict[str, Any]:
 
 def load_config(config: Any) -> dict[str, Any]:
     return _normalize(config, LOAD_KEYS, _LOAD_INDEX, "load")
+
+
+def embedding_load_config(config: Any) -> dict[str, Any]:
+    return _normalize(config, EMBEDDING_LOAD_KEYS, _EMBEDDING_LOAD_INDEX, "embedding load")
 
 
 def with_defaults(given: dict[str, Any], table: tuple[Key, ...]) -> dict[str, Any]:

