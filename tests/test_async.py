@@ -118,3 +118,19 @@ def test_async_cancel_gives_partial_result(llm):
     result = asyncio.run(main())
     assert result.stats.stop_reason == "userStopped"
     assert 4 <= result.stats.predicted_tokens_count < 20
+
+
+def test_async_embedding_namespace():
+    async def main():
+        async with lms.AsyncClient() as client:
+            model = await client.embedding.model("all-minilm-l6-v2")
+            assert isinstance(model, lms.AsyncEmbeddingModel)
+            one, batch = await asyncio.gather(model.embed("a cat"), model.embed(["a cat", "a dog"]))
+            assert len(one) == 384 and len(batch) == 2
+            assert max(abs(a - b) for a, b in zip(one, batch[0])) < 5e-4  # batch shape changes rounding only
+            assert [m.identifier for m in await client.list_loaded_models("embedding")] == [model.identifier]
+            assert (await model.get_info()).type == "embedding"
+            return model
+    model = asyncio.run(main())
+    with pytest.raises(lms.ModelUnloadedError):
+        asyncio.run(model.embed("x"))

@@ -10,7 +10,7 @@ import os as _os
 from typing import Any
 
 from . import _core
-from .async_api import AsyncClient, AsyncLLM, AsyncPredictionStream
+from .async_api import AsyncClient, AsyncEmbeddingModel, AsyncLLM, AsyncPredictionStream
 from .chat import AssistantResponse, Chat, ChatMessage, SystemPrompt, ToolResultMessage, UserMessage
 from .client import Client, EmbeddingNamespace, LlmNamespace, configure_default_client, get_default_client
 from .downloaded import DownloadedEmbeddingModel, DownloadedLlm
@@ -71,7 +71,7 @@ def set_log_level(level: str) -> None:
 
 
 __all__ = [
-    "AssistantResponse", "AsyncClient", "AsyncLLM", "AsyncPredictionStream", "BaseModel", "ModelSchema", "Chat", "ChatMessage", "Client", "DEFAULT_MODEL", "DownloadedEmbeddingModel",
+    "AssistantResponse", "AsyncClient", "AsyncEmbeddingModel", "AsyncLLM", "AsyncPredictionStream", "BaseModel", "ModelSchema", "Chat", "ChatMessage", "Client", "DEFAULT_MODEL", "DownloadedEmbeddingModel",
     "DownloadedLlm", "LLM", "LlmInfo", "configure_default_client",
     "get_sync_api_timeout", "list_downloaded_models", "set_sync_api_timeout",
     "LlmInstanceInfo", "LlmNamespace", "LlmPredictionFragment", "LlmPredictionStats",

@@ -226,26 +226,70 @@ class AsyncLLM:
         await _in_thread(self._llm.unload)
 
 
-class AsyncLlmNamespace:
-    """``client.llm`` of an AsyncClient."""
+class AsyncEmbeddingModel:
+    """The async handle of a loaded embedding model; every method is a coroutine."""
 
-    def __init__(self, client: Client):
-        self._ns = client.llm
+    def __init__(self, model: Any):
+        self._model = model
+
+    @property
+    def identifier(self) -> str:
+        return self._model.identifier
+
+    def __repr__(self) -> str:
+        return f"AsyncEmbeddingModel(identifier={self.identifier!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncEmbeddingModel) and other._model == self._model
+
+    def __hash__(self) -> int:
+        return hash(self._model)
+
+    async def embed(self, input: str | Iterable[str]) -> list[float] | list[list[float]]:
+        texts = input if isinstance(input, str) else list(input)
+        return await _in_thread(lambda: self._model.embed(texts))
+
+    async def tokenize(self, input: str | Iterable[str]) -> list[int] | list[list[int]]:
+        return self._model.tokenize(input)
+
+    async def count_tokens(self, input: str) -> int:
+        return self._model.count_tokens(input)
+
+    async def get_context_length(self) -> int:
+        return self._model.get_context_length()
+
+    async def get_info(self) -> Any:
+        return self._model.get_info()
+
+    async def get_load_config(self) -> dict[str, Any]:
+        return self._model.get_load_config()
+
+    async def unload(self) -> None:
+        await _in_thread(self._model.unload)
+
+
+class _AsyncNamespace:
+    """``client.llm`` / ``client.embedding`` of an AsyncClient: the sync namespace's
+    methods as coroutines, handles wrapped in their async classes."""
+
+    def __init__(self, namespace: Any, wrap: Callable[[Any], Any]):
+        self._ns = namespace
+        self._wrap = wrap
 
     async def model(self, model_key: str | os.PathLike[str] | None = None, /, *, ttl: float | None = 3600,
-                    config: Any = None) -> AsyncLLM:
-        return AsyncLLM(await _in_thread(lambda: self._ns.model(model_key, ttl=ttl, config=config)))
+                    config: Any = None) -> Any:
+        return self._wrap(await _in_thread(lambda: self._ns.model(model_key, ttl=ttl, config=config)))
 
     async def load_new_instance(self, model_key: str | os.PathLike[str], instance_identifier: str | None = None,
-                                *, ttl: float | None = 3600, config: Any = None) -> AsyncLLM:
-        return AsyncLLM(await _in_thread(
+                                *, ttl: float | None = 3600, config: Any = None) -> Any:
+        return self._wrap(await _in_thread(
             lambda: self._ns.load_new_instance(model_key, instance_identifier, ttl=ttl, config=config)))
 
     async def unload(self, model_identifier: str) -> None:
         await _in_thread(lambda: self._ns.unload(model_identifier))
 
-    async def list_loaded(self) -> list[AsyncLLM]:
-        return [AsyncLLM(m) for m in self._ns.list_loaded()]
+    async def list_loaded(self) -> list[Any]:
+        return [self._wrap(m) for m in self._ns.list_loaded()]
 
     async def list_downloaded(self) -> list[Any]:
         return await _in_thread(self._ns.list_downloaded)
@@ -260,13 +304,15 @@ class AsyncClient:
 
     def __init__(self, api_host: str | None = None):
         self._client = Client(api_host)
-        self.llm = AsyncLlmNamespace(self._client)
+        self.llm = _AsyncNamespace(self._client.llm, AsyncLLM)
+        self.embedding = _AsyncNamespace(self._client.embedding, AsyncEmbeddingModel)
 
     async def list_downloaded_models(self, namespace: str | None = None) -> list[Any]:
         return await _in_thread(lambda: self._client.list_downloaded_models(namespace))
 
     async def list_loaded_models(self, namespace: str | None = None) -> list[Any]:
-        return [AsyncLLM(m) if isinstance(m, LLM) else m for m in self._client.list_loaded_models(namespace)]
+        return [AsyncLLM(m) if isinstance(m, LLM) else AsyncEmbeddingModel(m)
+                for m in self._client.list_loaded_models(namespace)]
 
     async def aclose(self) -> None:
         await _in_thread(self._client.close)
