@@ -44,6 +44,7 @@ def _submit_kwargs(pcfg: dict[str, Any], load_seed: Any) -> dict[str, Any]:
         stop=pcfg["stopStrings"],
         seed=-1 if seed is False else seed,
         ignore_eos=pcfg["ignoreEos"],
+        context_overflow=pcfg["contextOverflowPolicy"],
     )
 
 
