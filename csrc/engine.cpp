@@ -570,6 +570,7 @@ bool Engine::shift(Active & a) {
     llama_memory_seq_add(mem, a.seq, n_keep + n_discard, n_past, -n_discard);
     toks.erase(toks.begin() + n_keep, toks.begin() + n_keep + n_discard);
     a.n_exact = std::min(a.n_exact, static_cast<size_t>(n_keep));
+    cache_.limit_exact(a.seq, a.n_exact);
     a.req->stats_.context_shifts++;
     return true;
 }

@@ -124,7 +124,7 @@ def test_overflow_policy_is_validated(small):
 # -- a system prompt shared by many chats ---------------------------------------------------
 
 CAPITALS = [("France", "paris"), ("Germany", "berlin"), ("Japan", "tokyo"), ("Italy", "rome"),
-            ("Spain", "madrid"), ("England", "london"), ("Russia", "moscow"), ("Egypt", "cairo")]
+            ("China", "beijing"), ("England", "london"), ("Russia", "moscow"), ("Egypt", "cairo")]
 
 _RULES = [
     "Answer the question that the user asks, and nothing else.",
@@ -140,14 +140,15 @@ _RULES = [
 
 def _long_system_prompt():
     lines = ["You are a helpful geography assistant. Read these guidelines carefully."]
-    for i in range(75):
+    for i in range(60):
         lines.append(f"Guideline {i + 1}: {_RULES[i % len(_RULES)]}")
     return "\n".join(lines)
 
 
 def test_shared_system_prompt_is_evaluated_once(client, smollm2_path):
     """8 chats with one ~1,000-token system prompt: the first evaluates it, the other 7
-    (running at once) copy it from the cache. Loaded with contextLength 1280 (the system
+    (running at once) copy it from the cache, also from a sequence that another of them is
+    using at the time. Loaded with contextLength 1280 (the system
     prompt, a question and an answer fit) and maxParallelPredictions 4 (the 7 queue for
     4 sequences)."""
     model = client.llm.load_new_instance(str(smollm2_path), "shared-system",
@@ -193,12 +194,12 @@ def test_eviction_under_a_small_limit(client, smollm2_path):
     model = client.llm.load_new_instance(str(smollm2_path), "evict",
                                          config={"contextLength": 1024, "maxParallelPredictions": 2})
     try:
-        systems = {"A": "You are a helpful assistant.", "B": "You are a friendly geography teacher.",
+        systems = {"A": "You are a helpful assistant.", "B": "You are a knowledgeable assistant.",
                    "C": "You answer questions about the world briefly."}
         questions = {"A": ["What is the capital of France?", "What is the capital of Italy?",
                            "What is the capital of Spain?", "What is the capital of Germany?"],
-                     "B": ["What is the capital of Germany?", "What is the capital of Japan?",
-                           "What is the capital of Egypt?"],
+                     "B": ["What is the capital of Japan?", "What is the capital of Egypt?",
+                           "What is the capital of England?"],
                      "C": ["What is the capital of England?", "What is the capital of Russia?",
                            "What is the capital of France?"]}
         answers = {"France": "paris", "Italy": "rome", "Spain": "madrid", "Germany": "berlin",
