@@ -80,6 +80,8 @@ py::dict stats_to_dict(const RequestStats & s) {
     d["generation_time"] = s.generation_time;
     d["queue_time"] = s.queue_time;
     d["stop_reason"] = stop_reason_name(s.stop_reason);
+    d["prompt_tokens_dropped"] = s.prompt_tokens_dropped;
+    d["context_shifts"] = s.context_shifts;
     d["error"] = s.error;
     d["tokens"] = s.tokens;
     return d;
@@ -292,7 +294,7 @@ PYBIND11_MODULE(_core, m) {
              [](Engine & self, std::vector<llama_token> prompt, bool stream, float temperature, int top_k,
                 float top_p, float min_p, float repeat_penalty, int repeat_last_n, float frequency_penalty,
                 float presence_penalty, int64_t seed, int max_tokens, std::vector<std::string> stop,
-                bool ignore_eos, std::string grammar) {
+                bool ignore_eos, std::string grammar, const std::string & context_overflow) {
                  GenerationParams g;
                  g.sampling.temperature = temperature;
                  g.sampling.top_k = top_k;
@@ -307,6 +309,7 @@ PYBIND11_MODULE(_core, m) {
                  g.max_tokens = max_tokens;
                  g.stop_strings = std::move(stop);
                  g.ignore_eos = ignore_eos;
+                 g.overflow = parse_context_overflow(context_overflow);
                  py::gil_scoped_release nogil;
                  return self.submit(std::move(prompt), std::move(g), stream);
              },
@@ -315,7 +318,23 @@ PYBIND11_MODULE(_core, m) {
              py::arg("repeat_penalty") = 1.1f, py::arg("repeat_last_n") = 64, py::arg("frequency_penalty") = 0.0f,
              py::arg("presence_penalty") = 0.0f, py::arg("seed") = -1, py::arg("max_tokens") = -1,
              py::arg("stop") = std::vector<std::string>{}, py::arg("ignore_eos") = false,
-             py::arg("grammar") = std::string())
+             py::arg("grammar") = std::string(), py::arg("context_overflow") = std::string("stopAtLimit"))
+        .def("eval_logits",
+             [](Engine & self, const std::vector<std::vector<llama_token>> & seqs, const std::vector<int32_t> & n_prefix) {
+                 std::vector<std::vector<float>> out;
+                 {
+                     py::gil_scoped_release nogil;
+                     out = self.eval_logits(seqs, n_prefix);
+                 }
+                 py::list l;
+                 for (const auto & v : out) {
+                     l.append(py::bytes(reinterpret_cast<const char *>(v.data()), v.size() * sizeof(float)));
+                 }
+                 return l;
+             },
+             py::arg("sequences"), py::arg("n_prefix"),
+             "Tests and debugging: the logits of teacher-forced token sequences evaluated together (see "
+             "engine.h), as float32 bytes per sequence: (len - n_prefix + 1) rows of n_vocab each.")
         .def("shutdown", &Engine::shutdown, py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("running", &Engine::running)
         .def("idle_seconds", &Engine::idle_seconds)

@@ -1,6 +1,8 @@
 #include "engine.h"
 
 #include <algorithm>
+#include <array>
+#include <future>
 
 #include "common.h"
 #include "errors.h"
@@ -27,6 +29,14 @@ const char * stop_reason_name(StopReason r) {
         case StopReason::None: break;
     }
     return "none";
+}
+
+ContextOverflow parse_context_overflow(const std::string & name) {
+    if (name == "stopAtLimit") return ContextOverflow::StopAtLimit;
+    if (name == "truncateMiddle") return ContextOverflow::TruncateMiddle;
+    if (name == "rollingWindow") return ContextOverflow::RollingWindow;
+    throw InvalidArgument("unknown context overflow policy '" + name +
+                          "' (stopAtLimit, truncateMiddle or rollingWindow)");
 }
 
 // A persistent pool of compute threads for the CPU backend. Without one, ggml
@@ -123,6 +133,10 @@ struct Engine::Active {
     int32_t i_logits = -1;              // index of this request's output in the current batch
     int32_t n_in_batch = 0;             // tokens this request put into the current batch
     int32_t n_unemitted = 0;            // sampled tokens whose text is still held back
+    // Cells [0, n_exact) hold what evaluating the sequence's tokens from scratch would give.
+    // A context shift keeps later cells that attended to the tokens it dropped: they are
+    // cut off when the request ends, so that the prefix cache only ever reuses exact cells.
+    size_t n_exact = SIZE_MAX;
     Clock::time_point t_admit, t_first;
 
     explicit Active(std::vector<std::string> stop_strings) : stops(std::move(stop_strings)) {}
@@ -198,13 +212,40 @@ EngineCounters Engine::counters() const {
     return counters_;
 }
 
+// Head tokens that a context shift (and the truncation of an overlong prompt) keeps:
+// - truncateMiddle: the start of the prompt, where the system prompt and the first
+//   messages are, up to a quarter of the window: min(prompt length, n_ctx / 4);
+// - rollingWindow: nothing but the BOS token, when the model adds one;
+// - stopAtLimit: never shifts.
+int32_t Engine::keep_for(ContextOverflow policy, const std::vector<llama_token> & prompt) const {
+    const llama_vocab * vocab = model_->vocab();
+    const int32_t bos = llama_vocab_get_add_bos(vocab) && prompt[0] == llama_vocab_bos(vocab) ? 1 : 0;
+    switch (policy) {
+        case ContextOverflow::TruncateMiddle:
+            return std::max(bos, std::min(static_cast<int32_t>(prompt.size()), n_ctx_ / 4));
+        case ContextOverflow::RollingWindow: return bos;
+        case ContextOverflow::StopAtLimit: break;
+    }
+    return 0;
+}
+
 std::shared_ptr<Request> Engine::submit(std::vector<llama_token> prompt, GenerationParams params, bool stream) {
     if (prompt.empty()) throw InvalidArgument("the prompt is empty (no tokens)");
     model_->check_tokens(prompt);
+    const int32_t n_keep = keep_for(params.overflow, prompt);
+    int32_t n_dropped = 0;
     if (static_cast<int64_t>(prompt.size()) >= n_ctx_) {
-        throw InvalidArgument("the prompt has " + std::to_string(prompt.size()) +
-                              " tokens, which does not fit the context length of " + std::to_string(n_ctx_) +
-                              " tokens: shorten it, or load the model with a larger contextLength");
+        if (params.overflow == ContextOverflow::StopAtLimit) {
+            throw InvalidArgument("the prompt has " + std::to_string(prompt.size()) +
+                                  " tokens, which does not fit the context length of " + std::to_string(n_ctx_) +
+                                  " tokens: shorten it, load the model with a larger contextLength, or set "
+                                  "contextOverflowPolicy to 'truncateMiddle' or 'rollingWindow'");
+        }
+        // Keep the head (keep_for) and the most recent tokens, leaving a quarter of the
+        // window free for the response: n_keep + n_tail = n_ctx - n_ctx / 4.
+        const size_t n_tail = static_cast<size_t>(n_ctx_ - n_ctx_ / 4 - n_keep);
+        n_dropped = static_cast<int32_t>(prompt.size() - n_keep - n_tail);
+        prompt.erase(prompt.begin() + n_keep, prompt.begin() + n_keep + n_dropped);
     }
     validate(params.sampling);
     if (!params.sampling.grammar.empty()) {
@@ -212,6 +253,8 @@ std::shared_ptr<Request> Engine::submit(std::vector<llama_token> prompt, Generat
         make_grammar(params.sampling, model_->vocab());
     }
     auto req = std::make_shared<Request>(std::move(prompt), std::move(params), stream);
+    req->n_keep_ = n_keep;
+    req->stats_.prompt_tokens_dropped = n_dropped;
     {
         std::lock_guard<std::mutex> lk(mu_);
         if (stop_) throw ModelUnloaded("the model has been unloaded");
@@ -237,11 +280,27 @@ void Engine::loop() {
     for (;;) {
         {
             std::unique_lock<std::mutex> lk(mu_);
-            cv_.wait(lk, [&] { return stop_ || !queue_.empty() || !active_.empty(); });
+            cv_.wait(lk, [&] { return stop_ || !queue_.empty() || !active_.empty() || !jobs_.empty(); });
             if (stop_) break;
         }
+        // Debug jobs run between requests: none is admitted while one waits.
+        bool jobs_waiting = false;
+        while (active_.empty()) {
+            std::function<void()> job;
+            {
+                std::lock_guard<std::mutex> lk(mu_);
+                if (jobs_.empty()) break;
+                job = std::move(jobs_.front());
+                jobs_.pop_front();
+            }
+            job();
+        }
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            jobs_waiting = !jobs_.empty();
+        }
         // Admit queued requests while sequences are free.
-        for (;;) {
+        for (; !jobs_waiting;) {
             std::shared_ptr<Request> req;
             {
                 std::lock_guard<std::mutex> lk(mu_);
@@ -261,9 +320,97 @@ void Engine::loop() {
     // Unloaded: nothing runs any more; tell every consumer.
     for (auto & a : active_) a->req->finish(StopReason::ModelUnloaded, "the model was unloaded during the prediction");
     active_.clear();
-    std::lock_guard<std::mutex> lk(mu_);
-    for (auto & r : queue_) r->finish(StopReason::ModelUnloaded, "the model was unloaded before the prediction started");
-    queue_.clear();
+    std::deque<std::function<void()>> jobs;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        for (auto & r : queue_) r->finish(StopReason::ModelUnloaded, "the model was unloaded before the prediction started");
+        queue_.clear();
+        jobs.swap(jobs_);
+    }
+    for (auto & job : jobs) job();  // each sees stop_ and reports the unload
+}
+
+std::vector<std::vector<float>> Engine::eval_logits(const std::vector<std::vector<llama_token>> & seqs,
+                                                    const std::vector<int32_t> & n_prefix) {
+    const int32_t k = static_cast<int32_t>(seqs.size());
+    if (k < 1 || k > params_.n_seq) {
+        throw InvalidArgument("eval_logits takes 1.." + std::to_string(params_.n_seq) + " sequences");
+    }
+    if (n_prefix.size() != seqs.size()) throw InvalidArgument("eval_logits: one prefix length per sequence");
+    int64_t n_first = 0;
+    for (int32_t s = 0; s < k; ++s) {
+        if (n_prefix[s] < 1 || n_prefix[s] > static_cast<int32_t>(seqs[s].size()) ||
+            static_cast<int32_t>(seqs[s].size()) > n_ctx_) {
+            throw InvalidArgument("eval_logits: each sequence needs 1 <= n_prefix <= size <= n_ctx");
+        }
+        model_->check_tokens(seqs[s]);
+        n_first += n_prefix[s];
+    }
+    if (n_first > params_.n_batch) throw InvalidArgument("eval_logits: all prefixes must fit one batch");
+    auto task = std::make_shared<std::packaged_task<std::vector<std::vector<float>>()>>([this, &seqs, &n_prefix, k] {
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            if (stop_) throw ModelUnloaded("the model has been unloaded");
+        }
+        const int32_t n_vocab = model_->n_vocab();
+        llama_memory_t mem = llama_get_memory(ctx_);
+        std::vector<std::vector<float>> out(k);
+        auto clear = [&] {
+            for (int32_t s = 0; s < k; ++s) {
+                llama_memory_seq_rm(mem, s, -1, -1);
+                cache_.tokens(s).clear();
+            }
+        };
+        clear();
+        auto run = [&](const std::vector<std::array<int32_t, 3>> & items) {
+            // items: (sequence, first position, tokens); logits after the last token of each.
+            batch_.n_tokens = 0;
+            std::vector<std::pair<int32_t, int32_t>> outs;
+            for (const auto & [s, p0, n_each] : items) {
+                for (int32_t j = 0; j < n_each; ++j) {
+                    const int32_t i = batch_.n_tokens++;
+                    batch_.token[i] = seqs[s][p0 + j];
+                    batch_.pos[i] = p0 + j;
+                    batch_.n_seq_id[i] = 1;
+                    batch_.seq_id[i][0] = s;
+                    batch_.logits[i] = j + 1 == n_each;
+                    if (j + 1 == n_each) outs.emplace_back(s, i);
+                }
+            }
+            if (llama_decode(ctx_, batch_) != 0) throw std::runtime_error("eval_logits: llama_decode failed");
+            for (const auto & [s, i] : outs) {
+                const float * l = llama_get_logits_ith(ctx_, i);
+                out[s].insert(out[s].end(), l, l + n_vocab);
+            }
+        };
+        try {
+            std::vector<std::array<int32_t, 3>> items;
+            for (int32_t s = 0; s < k; ++s) items.push_back({s, 0, n_prefix[s]});
+            run(items);
+            for (int32_t t = 0;; ++t) {
+                items.clear();
+                for (int32_t s = 0; s < k; ++s) {
+                    const int32_t p = n_prefix[s] + t;
+                    if (p < static_cast<int32_t>(seqs[s].size())) items.push_back({s, p, 1});
+                }
+                if (items.empty()) break;
+                run(items);
+            }
+        } catch (...) {
+            clear();
+            throw;
+        }
+        clear();
+        return out;
+    });
+    auto fut = task->get_future();
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (stop_) throw ModelUnloaded("the model has been unloaded");
+        jobs_.push_back([task] { (*task)(); });
+    }
+    cv_.notify_all();
+    return fut.get();
 }
 
 void Engine::admit(std::shared_ptr<Request> req) {
@@ -341,10 +488,20 @@ void Engine::finish(Active & a, StopReason reason, const std::string & error) {
     RequestStats & st = a.req->stats_;
     if (a.t_first != Clock::time_point{}) st.generation_time = seconds(a.t_first, now);
     else st.prompt_eval_time = seconds(a.t_admit, now);
+    llama_memory_t mem = llama_get_memory(ctx_);
     if (reason == StopReason::Failed) {
         // The sequence may hold a partial batch: forget it rather than trust it.
-        llama_memory_seq_rm(llama_get_memory(ctx_), a.seq, -1, -1);
+        llama_memory_seq_rm(mem, a.seq, -1, -1);
         cache_.tokens(a.seq).clear();
+    } else if (a.n_exact < cache_.tokens(a.seq).size()) {
+        // Shifted: only the head is what a fresh evaluation of those tokens would give.
+        auto & toks = cache_.tokens(a.seq);
+        if (llama_memory_seq_rm(mem, a.seq, static_cast<llama_pos>(a.n_exact), -1)) {
+            toks.resize(a.n_exact);
+        } else {
+            llama_memory_seq_rm(mem, a.seq, -1, -1);
+            toks.clear();
+        }
     }
     cache_.release(a.seq);
     a.req->finish(reason, error);
@@ -392,11 +549,35 @@ bool Engine::sample(Active & a, int32_t i_batch) {
         return false;
     }
     // The window holds the prompt and the response: the token just sampled is its last.
-    if (static_cast<int32_t>(cache_.tokens(a.seq).size()) + 1 >= n_ctx_) {
+    // (The other policies shift the window before the token is decoded: see step().)
+    if (r.params_.overflow == ContextOverflow::StopAtLimit &&
+        static_cast<int32_t>(cache_.tokens(a.seq).size()) + 1 >= n_ctx_) {
         finish(a, StopReason::ContextLength);
         return false;
     }
     a.next = tok;
+    return true;
+}
+
+// Makes room in a full window, as llama.cpp's context shift does: keeps the first
+// n_keep cells, drops half of the rest (the oldest ones after the head), and moves the
+// later cells down to close the gap (their keys are re-rotated at the next decode).
+// The sequence's token list follows, so that it still says what each cell holds.
+// False when the memory cannot shift (e.g. recurrent models, M-RoPE).
+bool Engine::shift(Active & a) {
+    llama_memory_t mem = llama_get_memory(ctx_);
+    if (!llama_memory_can_shift(mem)) return false;
+    auto & toks = cache_.tokens(a.seq);
+    const int32_t n_past = static_cast<int32_t>(toks.size());
+    const int32_t n_keep = std::min(a.req->n_keep_, n_past - 2);
+    const int32_t n_discard = (n_past - n_keep) / 2;
+    if (n_keep < 0 || n_discard < 1) return false;
+    if (!llama_memory_seq_rm(mem, a.seq, n_keep, n_keep + n_discard)) return false;
+    llama_memory_seq_add(mem, a.seq, n_keep + n_discard, n_past, -n_discard);
+    toks.erase(toks.begin() + n_keep, toks.begin() + n_keep + n_discard);
+    a.n_exact = std::min(a.n_exact, static_cast<size_t>(n_keep));
+    cache_.limit_exact(a.seq, a.n_exact);
+    a.req->stats_.context_shifts++;
     return true;
 }
 
@@ -432,7 +613,8 @@ void Engine::step() {
             a.n_in_batch = 0;
             if (!a.in_prompt()) {
                 const auto & toks = cache_.tokens(a.seq);
-                if (static_cast<int32_t>(toks.size()) + 1 > n_ctx_) {
+                if (static_cast<int32_t>(toks.size()) + 1 > n_ctx_ &&
+                    (a.req->params_.overflow == ContextOverflow::StopAtLimit || !shift(a))) {
                     finish(a, StopReason::ContextLength);
                     it = active_.erase(it);
                     continue;

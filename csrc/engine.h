@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -27,11 +28,17 @@ namespace lmfast {
 enum class StopReason { None, EosFound, MaxTokens, StopString, UserStopped, ContextLength, Failed, ModelUnloaded };
 const char * stop_reason_name(StopReason r);  // LM Studio's names, e.g. "eosFound"
 
+// What happens when a request does not fit the context window (the SDK's
+// contextOverflowPolicy). See Engine::submit and Engine::shift for the rules.
+enum class ContextOverflow { StopAtLimit, TruncateMiddle, RollingWindow };
+ContextOverflow parse_context_overflow(const std::string & name);  // "stopAtLimit", ...
+
 struct GenerationParams {
     SamplingParams sampling;
     int32_t max_tokens = -1;  // < 0: until EOS or the context is full
     std::vector<std::string> stop_strings;
     bool ignore_eos = false;
+    ContextOverflow overflow = ContextOverflow::StopAtLimit;
 };
 
 struct RequestStats {
@@ -43,6 +50,8 @@ struct RequestStats {
     double generation_time = 0;      // seconds from the first token to the end
     double queue_time = 0;           // seconds waiting for a free sequence
     StopReason stop_reason = StopReason::None;
+    int32_t prompt_tokens_dropped = 0;  // cut from an overlong prompt (truncateMiddle, rollingWindow)
+    int32_t context_shifts = 0;         // times the window was shifted during generation
     std::string error;
     std::vector<llama_token> tokens;  // generated token ids
 };
@@ -68,8 +77,9 @@ private:
     void emit(const std::string & text, int32_t n_tokens);
     void finish(StopReason reason, const std::string & error = std::string());
 
-    const std::vector<llama_token> prompt_;
+    const std::vector<llama_token> prompt_;  // after truncation: what goes into the window
     const GenerationParams params_;
+    int32_t n_keep_ = 0;  // head tokens a context shift keeps (set by Engine::submit)
     const bool stream_;
     const std::chrono::steady_clock::time_point t_submit_;
     std::atomic<bool> cancelled_{false};
@@ -126,6 +136,14 @@ public:
     int32_t n_seq() const { return params_.n_seq; }
     int32_t n_threads() const { return n_threads_; }
     EngineCounters counters() const;
+    // For tests and debugging (teacher forcing). Waits until no request runs, then evaluates
+    // the token sequences the way requests admitted in the same step are: the first
+    // n_prefix[s] tokens of every sequence s in one batch, then one token per sequence per
+    // batch. Returns, for each sequence, the logits after each of its tokens from position
+    // n_prefix[s] - 1 on ((size - n_prefix[s] + 1) x n_vocab floats). Uses and then empties
+    // sequences 0..k-1 (their cached conversations are forgotten).
+    std::vector<std::vector<float>> eval_logits(const std::vector<std::vector<llama_token>> & seqs,
+                                                const std::vector<int32_t> & n_prefix);
     const std::shared_ptr<Model> & model() const { return model_; }
 
 private:
@@ -135,6 +153,8 @@ private:
     void finish(Active & a, StopReason reason, const std::string & error = std::string());
     void step();
     bool sample(Active & a, int32_t i_batch);
+    bool shift(Active & a);
+    int32_t keep_for(ContextOverflow policy, const std::vector<llama_token> & prompt) const;
 
     std::shared_ptr<Model> model_;
     EngineParams params_;
@@ -152,6 +172,7 @@ private:
     mutable std::mutex mu_;
     std::condition_variable cv_;
     std::deque<std::shared_ptr<Request>> queue_;
+    std::deque<std::function<void()>> jobs_;  // run by the engine thread when no request is active
     bool stop_ = false;
     EngineCounters counters_;
     std::atomic<int32_t> in_flight_{0};

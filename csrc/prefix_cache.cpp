@@ -17,9 +17,14 @@ PrefixCache::Match PrefixCache::pick(const std::vector<llama_token> & prompt, bo
     Match m;
     for (size_t i = 0; i < entries_.size(); ++i) {
         const Entry & e = entries_[i];
-        if (e.busy) continue;
-        const size_t n = common_prefix(e.tokens, prompt);
-        if (m.seq < 0 || n > m.n_common || (n == m.n_common && e.last_used > entries_[m.seq].last_used)) {
+        const size_t n = std::min(common_prefix(e.tokens, prompt), e.n_exact);
+        bool better = m.seq < 0 || n > m.n_common;
+        if (!better && n == m.n_common) {
+            const Entry & b = entries_[m.seq];
+            // On a tie an idle sequence beats a busy one (no copy needed), then the newest.
+            better = e.busy != b.busy ? !e.busy : e.last_used > b.last_used;
+        }
+        if (better) {
             m.seq = static_cast<llama_seq_id>(i);
             m.n_common = n;
         }
@@ -29,7 +34,7 @@ PrefixCache::Match PrefixCache::pick(const std::vector<llama_token> & prompt, bo
     if (m.n_common == 0) {
         m.seq = spare(-1);
     } else {
-        branch = entries_[m.seq].tokens.size() >= m.n_common + kKeepTail;
+        branch = entries_[m.seq].busy || entries_[m.seq].tokens.size() >= m.n_common + kKeepTail;
     }
     return m;
 }
@@ -60,6 +65,7 @@ void PrefixCache::take(Match & m) {
 
 void PrefixCache::release(llama_seq_id seq) {
     entries_[seq].busy = false;
+    entries_[seq].n_exact = SIZE_MAX;
     entries_[seq].last_used = ++clock_;
 }
 

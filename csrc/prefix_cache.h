@@ -3,6 +3,7 @@
 // Owned and used by the engine thread only: no locking here.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -21,8 +22,9 @@ public:
         llama_seq_id copy_from = -1;  // >= 0: first copy the shared prefix from this sequence
         size_t n_common = 0;          // prompt tokens already cached (in seq, or in copy_from)
     };
-    // Picks the idle sequence that shares the longest prefix with `prompt`. When that
-    // sequence holds a substantial tail beyond the shared prefix (another conversation
+    // Picks the sequence that shares the longest prefix with `prompt`; a busy one (another
+    // request is running on it, e.g. chats sharing a system prompt asking at once) only as
+    // a source to copy from. When the chosen sequence is busy or holds a substantial tail beyond the shared prefix (another conversation
     // branching off, e.g. one that shares only the system prompt), it is kept intact:
     // the request gets an empty or the least recently used other sequence, and the
     // prefix is copied into it if `copy_pays(src, n_common)` says copying is cheaper than
@@ -34,6 +36,10 @@ public:
 
     static constexpr size_t kKeepTail = 16;  // tokens beyond the shared prefix worth keeping
     void release(llama_seq_id seq);  // idle again; its tokens stay cached
+    // A busy sequence's cells from n on are not what evaluating its tokens from scratch
+    // gives (after a context shift): never copy them. Lifted at release, when the engine
+    // has cut them off.
+    void limit_exact(llama_seq_id seq, size_t n) { entries_[seq].n_exact = n; }
 
     std::vector<llama_token> & tokens(llama_seq_id seq) { return entries_[seq].tokens; }
     int32_t n_seq() const { return static_cast<int32_t>(entries_.size()); }
@@ -46,6 +52,7 @@ private:
     struct Entry {
         std::vector<llama_token> tokens;  // exactly what the KV cache holds for this sequence
         uint64_t last_used = 0;
+        size_t n_exact = SIZE_MAX;  // see limit_exact
         bool busy = false;
     };
     std::vector<Entry> entries_;
@@ -57,8 +64,13 @@ PrefixCache::Match PrefixCache::acquire(const std::vector<llama_token> & prompt,
     bool branch = false;
     Match m = pick(prompt, branch);
     if (branch) {
-        // m.seq is the matching sequence; keep it, and start from a spare one.
+        // m.seq is the matching sequence (idle, or busy: another request is using it);
+        // keep it, and start from a spare one.
         const llama_seq_id other = spare(m.seq);
+        if (other < 0 && entries_[m.seq].busy) {  // no idle sequence: not reached by the engine
+            m = Match{};
+            return m;
+        }
         if (other >= 0) {
             if (copy_pays(m.seq, m.n_common)) {
                 m.copy_from = m.seq;

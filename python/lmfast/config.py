@@ -78,6 +78,14 @@ def _str_list(key: str, v: Any) -> list[str]:
     return list(v)
 
 
+def _one_of(*choices: str):
+    def check(key: str, v: Any) -> str:
+        if v not in choices:
+            raise _bad(key, v, "one of " + ", ".join(map(repr, choices)))
+        return v
+    return check
+
+
 _KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30}
 
 
@@ -143,6 +151,12 @@ PREDICTION_KEYS: tuple[Key, ...] = (
         "(response_format= is the usual way to set it)."),
     Key("ignoreEos", _bool, False,
         "lmfast: keep generating past the end-of-generation token (for fixed-length benchmarks)."),
+    Key("contextOverflowPolicy", _one_of("stopAtLimit", "truncateMiddle", "rollingWindow"), "stopAtLimit",
+        "When prompt and response outgrow contextLength. 'stopAtLimit': an overlong prompt is an error, and "
+        "generation stops with 'contextLengthReached'. 'truncateMiddle': keep the start (the first "
+        "min(prompt, contextLength/4) tokens, holding the system prompt) and the most recent tokens; an "
+        "overlong prompt is cut to 3/4 of the window, and a full window drops half of what follows the "
+        "start. 'rollingWindow': the same, keeping no start (only a BOS token): the oldest tokens go."),
 )
 
 LOAD_KEYS: tuple[Key, ...] = (

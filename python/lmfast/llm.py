@@ -46,6 +46,7 @@ def _submit_kwargs(pcfg: dict[str, Any], load_seed: Any) -> dict[str, Any]:
         seed=-1 if seed is False else seed,
         ignore_eos=pcfg["ignoreEos"],
         grammar=structured.grammar(pcfg["structured"]),
+        context_overflow=pcfg["contextOverflowPolicy"],
     )
 
 

@@ -1,0 +1,353 @@
+"""The engine's behaviour beyond one chat: context overflow policies, a system prompt
+shared by many chats, eviction, batched against lone requests, and KeyboardInterrupt.
+
+(Turn-by-turn reuse and two interleaved chats are in test_chat.py; threads and
+cancel() in test_concurrency.py.)"""
+import _thread
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import lmfast as lms
+
+from .conftest import GREEDY
+
+COUNTING = "Count from one to one thousand in words: one, two, three, four,"
+
+
+def _run_threads(fn, n, timeout=300):
+    errors, threads = [], []
+
+    def wrap(i):
+        try:
+            fn(i)
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            errors.append(e)
+
+    for i in range(n):
+        threads.append(threading.Thread(target=wrap, args=(i,)))
+        threads[-1].start()
+    for t in threads:
+        t.join(timeout=timeout)
+    assert not any(t.is_alive() for t in threads), "a request never finished (deadlock?)"
+    assert not errors, errors[0]
+
+
+def _check_stats(st):
+    assert st.cached_prompt_tokens_count + st.evaluated_prompt_tokens_count == st.prompt_tokens_count, st
+
+
+# -- context overflow ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small(client, smollm2_path):
+    """SmolLM2 with a 256-token window."""
+    model = client.llm.load_new_instance(str(smollm2_path), "small-window",
+                                         config={"contextLength": 256, "maxParallelPredictions": 2})
+    yield model
+    model.unload()
+
+
+def _assert_still_answers(model):
+    r = model.respond("What is the capital of France?", config={**GREEDY, "maxTokens": 24})
+    assert "paris" in r.content.lower(), r.content
+    _check_stats(r.stats)
+
+
+def _long_prompt(n_sentences=60):
+    filler = " ".join(f"Line {i}: the weather was mild and nothing happened." for i in range(n_sentences))
+    chat = lms.Chat("You are a helpful assistant. Answer in one short sentence.")
+    chat.add_user_message(filler + "\n\nIgnore the lines above. What is the capital of France?")
+    return chat
+
+
+def test_stop_at_limit(small):
+    assert small.get_context_length() == 256
+    # An overlong prompt is a clear error (the default policy and the explicit one).
+    for cfg in ({}, {"contextOverflowPolicy": "stopAtLimit"}):
+        with pytest.raises(lms.LMStudioValueError, match="contextOverflowPolicy"):
+            small.respond(_long_prompt(), config={**GREEDY, "maxTokens": 8, **cfg})
+    # A generation that fills the window stops there.
+    r = small.complete(COUNTING, config={**GREEDY, "maxTokens": 1000, "ignoreEos": True, "repeatPenalty": False})
+    st = r.stats
+    assert st.stop_reason == "contextLengthReached", st
+    assert 240 <= st.prompt_tokens_count + st.predicted_tokens_count <= 256, st
+    _assert_still_answers(small)
+
+
+@pytest.mark.parametrize("policy", ["truncateMiddle", "rollingWindow"])
+def test_generation_beyond_the_window(small, policy):
+    stream = small.complete_stream(COUNTING, config={**GREEDY, "maxTokens": 400, "ignoreEos": True,
+                                                     "repeatPenalty": False, "contextOverflowPolicy": policy})
+    text = "".join(f.content for f in stream)
+    st = stream.result().stats
+    assert st.stop_reason == "maxPredictedTokensReached", st
+    assert st.predicted_tokens_count == 400  # beyond the 256-token window
+    _check_stats(st)
+    # The window moved (the native stats count the shifts), and the text after the shifts is
+    # still words, not the noise that misplaced positions give.
+    assert stream._request.stats()["context_shifts"] >= 1
+    tail = text[len(text) // 2:]
+    assert len(tail) > 200 and sum(c.isalpha() or c.isspace() for c in tail) > 0.7 * len(tail), tail
+    # The shifted sequence left the cache exact: the next request is answered correctly.
+    _assert_still_answers(small)
+
+
+@pytest.mark.parametrize("policy", ["truncateMiddle", "rollingWindow"])
+def test_overlong_prompt_is_truncated(small, policy):
+    chat = _long_prompt()
+    n_full = len(small.tokenize(small.apply_prompt_template(chat)))
+    assert n_full > 600
+    r = small.respond(chat, config={**GREEDY, "maxTokens": 32, "contextOverflowPolicy": policy})
+    st = r.stats
+    _check_stats(st)
+    # 3/4 of the window is prompt (the head and the most recent tokens), a quarter is left to answer.
+    assert st.prompt_tokens_count == 256 - 256 // 4, st
+    assert st.prompt_tokens_count + st.predicted_tokens_count <= 256
+    assert st.stop_reason in ("eosFound", "maxPredictedTokensReached"), st
+    # The question is at the end, so it is kept.
+    assert "paris" in r.content.lower(), r.content
+    _assert_still_answers(small)
+
+
+def test_overflow_policy_is_validated(small):
+    with pytest.raises(lms.LMStudioValueError, match="contextOverflowPolicy"):
+        small.respond("Hi", config={"contextOverflowPolicy": "dropEverything"})
+    # The snake_case spelling works too.
+    r = small.respond("What is the capital of France?",
+                      config={**GREEDY, "maxTokens": 24, "context_overflow_policy": "rollingWindow"})
+    assert "paris" in r.content.lower()
+
+
+# -- a system prompt shared by many chats ---------------------------------------------------
+
+CAPITALS = [("France", "paris"), ("Germany", "berlin"), ("Japan", "tokyo"), ("Italy", "rome"),
+            ("China", "beijing"), ("England", "london"), ("Russia", "moscow"), ("Egypt", "cairo")]
+
+_RULES = [
+    "Answer the question that the user asks, and nothing else.",
+    "Keep every answer short: one sentence is usually enough.",
+    "Be polite, and do not apologise unless you made a mistake.",
+    "When you do not know something, say so plainly.",
+    "Use simple words that a child could understand.",
+    "Never invent sources, quotations or numbers.",
+    "Prefer facts that are widely known and easy to check.",
+    "Do not repeat the question back to the user.",
+]
+
+
+def _long_system_prompt():
+    lines = ["You are a helpful geography assistant. Read these guidelines carefully."]
+    for i in range(60):
+        lines.append(f"Guideline {i + 1}: {_RULES[i % len(_RULES)]}")
+    return "\n".join(lines)
+
+
+def test_shared_system_prompt_is_evaluated_once(client, smollm2_path):
+    """8 chats with one ~1,000-token system prompt: the first evaluates it, the other 7
+    (running at once) copy it from the cache, also from a sequence that another of them is
+    using at the time. Loaded with contextLength 1280 (the system
+    prompt, a question and an answer fit) and maxParallelPredictions 4 (the 7 queue for
+    4 sequences)."""
+    model = client.llm.load_new_instance(str(smollm2_path), "shared-system",
+                                         config={"contextLength": 1280, "maxParallelPredictions": 4})
+    try:
+        system = _long_system_prompt()
+        n_system = len(model.tokenize(system))
+        assert 900 <= n_system <= 1100, n_system
+        results = {}
+
+        def ask(i):
+            chat = lms.Chat(system)
+            chat.add_user_message(f"What is the capital of {CAPITALS[i][0]}?")
+            results[i] = model.respond(chat, config={**GREEDY, "maxTokens": 24})
+
+        ask(0)
+        first = results[0].stats
+        assert first.cached_prompt_tokens_count == 0 and first.evaluated_prompt_tokens_count > n_system
+        _run_threads(lambda i: ask(i + 1), 7)
+        evaluated = first.evaluated_prompt_tokens_count
+        for i, r in results.items():
+            st = r.stats
+            _check_stats(st)
+            assert CAPITALS[i][1] in r.content.lower(), (i, r.content)
+            if i:
+                assert st.cached_prompt_tokens_count >= n_system, (i, st)
+                assert st.evaluated_prompt_tokens_count <= 24, (i, st)
+                evaluated += st.evaluated_prompt_tokens_count
+        # The engine evaluated the system prompt once in all.
+        counters = model._instance.native()[1].counters()
+        assert counters["prompt_tokens_evaluated"] == evaluated
+        assert evaluated < n_system + 8 * 24
+    finally:
+        model.unload()
+
+
+# -- eviction --------------------------------------------------------------------------------
+
+def test_eviction_under_a_small_limit(client, smollm2_path):
+    """Three chats and two sequences (maxParallelPredictions 2). The least recently used
+    chat is evicted: every answer is still right, a chat whose history is still cached
+    evaluates only its new message, and an evicted one evaluates its history again."""
+    model = client.llm.load_new_instance(str(smollm2_path), "evict",
+                                         config={"contextLength": 1024, "maxParallelPredictions": 2})
+    try:
+        systems = {"A": "You are a helpful assistant.", "B": "You are a knowledgeable assistant.",
+                   "C": "You answer questions about the world briefly."}
+        questions = {"A": ["What is the capital of France?", "What is the capital of Italy?",
+                           "What is the capital of Spain?", "What is the capital of Germany?"],
+                     "B": ["What is the capital of Japan?", "What is the capital of Egypt?",
+                           "What is the capital of England?"],
+                     "C": ["What is the capital of England?", "What is the capital of Russia?",
+                           "What is the capital of France?"]}
+        answers = {"France": "paris", "Italy": "rome", "Spain": "madrid", "Germany": "berlin",
+                   "Japan": "tokyo", "Egypt": "cairo", "England": "london", "Russia": "moscow"}
+        chats = {k: lms.Chat(v) for k, v in systems.items()}
+        turn = {k: 0 for k in chats}
+        previous = {}
+        # (chat, its history still cached?) under the prefix cache's policy: a new or evicted
+        # chat takes the least recently used sequence, and the sequence it shares the most
+        # tokens with (here only the template's opening) counts as used too.
+        schedule = [("A", None), ("B", None), ("A", True), ("C", None),  # C evicts B
+                    ("B", False),  # B shares "You are a" with A: A stays, C is evicted
+                    ("A", True), ("B", True), ("C", False),  # C evicts A (least recently used)
+                    ("A", False)]
+        for name, cached in schedule:
+            chat, q = chats[name], questions[name][turn[name]]
+            turn[name] += 1
+            chat.add_user_message(q)
+            r = model.respond(chat, config={**GREEDY, "maxTokens": 24}, on_message=chat.append)
+            st = r.stats
+            _check_stats(st)
+            assert answers[q.split()[-1].rstrip("?")] in r.content.lower(), (name, q, r.content)
+            if cached is True:
+                assert st.cached_prompt_tokens_count >= previous[name] - 2, (name, st)
+                assert st.evaluated_prompt_tokens_count <= len(model.tokenize(q)) + 12, (name, st)
+            elif cached is False:
+                # Evicted: at most the template's opening tokens shared with another chat remain.
+                assert st.cached_prompt_tokens_count <= 8, (name, st)
+                assert st.evaluated_prompt_tokens_count >= previous[name], (name, st)
+            previous[name] = st.prompt_tokens_count + st.predicted_tokens_count
+    finally:
+        model.unload()
+
+
+# -- KeyboardInterrupt -------------------------------------------------------------------------
+
+def test_keyboard_interrupt_frees_the_slot(client, smollm2_path):
+    """Ctrl-C in the thread that iterates a stream cancels that request: with two
+    sequences, the request running next to it finishes right, the engine goes idle at
+    once (the interrupted generation would run for many seconds), and two new requests
+    run together."""
+    model = client.llm.load_new_instance(str(smollm2_path), "interrupt",
+                                         config={"contextLength": 2048, "maxParallelPredictions": 2})
+    engine = model._instance.native()[1]
+    try:
+        other = {}
+
+        def background(_):
+            time.sleep(0.2)
+            other["r"] = model.respond("What is the capital of Germany?", config={**GREEDY, "maxTokens": 48})
+
+        bg = threading.Thread(target=background, args=(0,))
+        bg.start()
+        fragments = 0
+        timer = None
+        with pytest.raises(KeyboardInterrupt):
+            for _ in model.complete_stream(COUNTING, config={**GREEDY, "maxTokens": 1500, "ignoreEos": True,
+                                                             "repeatPenalty": False}):
+                fragments += 1
+                if timer is None:
+                    # As if the user pressed Ctrl-C: SIGINT's handler raises in the main thread,
+                    # mostly while it waits natively for the next fragment.
+                    timer = threading.Timer(0.5, _thread.interrupt_main)
+                    timer.start()
+        timer.join()
+        assert 0 < fragments < 1500
+        bg.join(timeout=120)
+        assert "berlin" in other["r"].content.lower(), other["r"].content
+        deadline = time.monotonic() + 10
+        while engine.idle_seconds() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert engine.idle_seconds() > 0, "the interrupted request still holds its slot"
+        results = {}
+
+        def ask(i):
+            q, word = [("What is the capital of France?", "paris"), ("What is the capital of Japan?", "tokyo")][i]
+            results[i] = (word, model.respond(q, config={**GREEDY, "maxTokens": 24}).content)
+
+        _run_threads(ask, 2, timeout=120)
+        for word, text in results.values():
+            assert word in text.lower(), text
+    finally:
+        model.unload()
+
+
+# -- batched against alone -----------------------------------------------------------------------
+
+BATCH_QUESTIONS = ["What is the capital of France?", "Name three colours of the rainbow.",
+                   "What is the largest planet in the solar system?", "Write one sentence about dogs."]
+
+
+def _prompt_tokens(model, question):
+    return model._tokens(model._render(question))
+
+
+def test_batched_request_agrees_with_lone_request(client, smollm2_path):
+    """A request decoded in one batch with 3 others gives what it gives alone.
+
+    Greedy tokens: the same request alone on one instance, and with 3 others (4 threads
+    released together) on a second instance, both with empty caches, give identical tokens.
+    Logits under teacher forcing (the lone greedy tokens fed back, evaluated as requests
+    admitted in one step are: the prompts in one batch, then one token per sequence per
+    batch), alone against with 3 other sequences: see the bound below."""
+    config = {"contextLength": 512, "maxParallelPredictions": 4}
+    alone_model = client.llm.load_new_instance(str(smollm2_path), "alone", config=config)
+    batch_model = client.llm.load_new_instance(str(smollm2_path), "batched", config=config)
+    try:
+        pcfg = {**GREEDY, "maxTokens": 40, "repeatPenalty": False}  # raw argmax = greedy token
+        stream = alone_model.respond_stream(BATCH_QUESTIONS[0], config=pcfg)
+        stream.wait_for_result()
+        alone_tokens = stream.token_ids
+        assert len(alone_tokens) >= 5
+
+        barrier = threading.Barrier(4)
+        batched = {}
+
+        def ask(i):
+            s = batch_model.respond_stream(BATCH_QUESTIONS[i], config=pcfg)
+            barrier.wait()
+            s.wait_for_result()
+            batched[i] = s.token_ids
+
+        _run_threads(ask, 4)
+        assert batched[0] == alone_tokens
+
+        # Teacher forcing: every sequence is its prompt and its own lone greedy answer.
+        engine = batch_model._instance.native()[1]
+        seqs, n_prefix = [], []
+        for i, q in enumerate(BATCH_QUESTIONS):
+            p = _prompt_tokens(batch_model, q)
+            answer = alone_tokens if i == 0 else batched[i]
+            seqs.append(p + answer)
+            n_prefix.append(len(p))
+        n_vocab = engine.model.n_vocab
+        lone = np.frombuffer(engine.eval_logits(seqs[:1], n_prefix[:1])[0], dtype=np.float32).reshape(-1, n_vocab)
+        together = np.frombuffer(engine.eval_logits(seqs, n_prefix)[0], dtype=np.float32).reshape(-1, n_vocab)
+        assert lone.shape == together.shape == (len(alone_tokens) + 1, n_vocab)
+        # The lone logits reproduce the lone greedy tokens (the harness follows the engine's path).
+        assert list(lone[:-1].argmax(axis=1)) == alone_tokens
+        max_diff = float(np.abs(lone - together).max())
+        top1 = float((lone.argmax(axis=1) == together.argmax(axis=1)).mean())
+        # Measured on SmolLM2-135M Q4_1, CPU build (AVX2, 2 cores), 41 positions: max abs
+        # difference 0.0 and top-1 agreement 1.0: on the CPU a sequence's rows are computed
+        # the same whatever else is in the batch (for scale: the same tokens evaluated as one
+        # prompt batch instead of step by step differ by up to 0.66). Other backends may
+        # reorder sums with the batch shape, hence a bound rather than equality:
+        assert max_diff <= 0.05, max_diff
+        assert top1 >= 0.95, top1
+    finally:
+        alone_model.unload()
+        batch_model.unload()
