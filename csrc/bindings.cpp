@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "engine.h"
+#include "gguf_check.h"
 #include "errors.h"
 #include "model.h"
 
@@ -121,6 +122,20 @@ PYBIND11_MODULE(_core, m) {
     m.def("supports_gpu_offload", [] { return llama_supports_gpu_offload(); });
     m.def("supports_mmap", [] { return llama_supports_mmap(); });
     m.attr("version") = LMFAST_VERSION;
+    m.def("validate_gguf",
+        [](const std::string & path) {
+            const GgufSummary g = validate_gguf_file(path);
+            py::dict d;
+            d["version"] = g.version;
+            d["n_tensors"] = g.n_tensors;
+            d["n_kv"] = g.n_kv;
+            d["data_offset"] = g.data_offset;
+            d["data_size"] = g.data_size;
+            d["alignment"] = g.alignment;
+            return d;
+        },
+        py::arg("path"),
+        "Checks a GGUF file's structure as Model.load does before llama.cpp reads it; raises ModelLoadError.");
 
     py::class_<Model, std::shared_ptr<Model>>(m, "Model")
         .def_static("load",
