@@ -6,6 +6,9 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <algorithm>
+#include <climits>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -193,6 +196,86 @@ void check_hparam(const Reader & r, const std::string & key, uint32_t type, cons
     }
 }
 
+bool as_int(uint32_t type, const unsigned char * v, int64_t & out) {
+    switch (type) {
+        case T_UINT8: out = v[0]; return true;
+        case T_INT8: out = static_cast<int8_t>(v[0]); return true;
+        case T_UINT16: { uint16_t x; std::memcpy(&x, v, 2); out = x; return true; }
+        case T_INT16: { int16_t x; std::memcpy(&x, v, 2); out = x; return true; }
+        case T_UINT32: { uint32_t x; std::memcpy(&x, v, 4); out = x; return true; }
+        case T_INT32: { int32_t x; std::memcpy(&x, v, 4); out = x; return true; }
+        case T_UINT64: { uint64_t x; std::memcpy(&x, v, 8); out = x > INT64_MAX ? INT64_MAX : static_cast<int64_t>(x); return true; }
+        case T_INT64: { int64_t x; std::memcpy(&x, v, 8); out = x; return true; }
+        default: return false;
+    }
+}
+
+// Values the relation checks need, with the byte offset each was read at.
+struct Meta {
+    std::unordered_map<std::string, std::pair<int64_t, uint64_t>> ints;
+    std::unordered_map<std::string, std::pair<std::string, uint64_t>> strs;
+    uint64_t byte_token_at = 0;  // offset of the first token of type BYTE (6), 0 if none
+};
+
+// Relations between hyperparameters that llama.cpp asserts (llama-model.cpp load_hparams,
+// llama-vocab.cpp token_to_byte) instead of rejecting the file.
+void check_relations(const Reader & r, const Meta & m) {
+    auto str = [&](const std::string & k) -> const std::pair<std::string, uint64_t> * {
+        auto it = m.strs.find(k);
+        return it == m.strs.end() ? nullptr : &it->second;
+    };
+    if (const auto * tm = str("tokenizer.ggml.model"); tm && m.byte_token_at) {
+        static const char * with_bytes[] = {"llama", "gpt2", "t5", "gemma4", "hybriddna", "whitespace"};
+        bool ok = false;
+        for (const char * w : with_bytes) ok = ok || tm->first == w;
+        if (!ok) {
+            r.fail("tokenizer.ggml.token_type marks byte tokens, which the '" + tm->first.substr(0, 64) +
+                       "' tokenizer does not have",
+                   m.byte_token_at);
+        }
+    }
+    const auto * arch_p = str("general.architecture");
+    if (!arch_p) return;  // llama.cpp reports a missing architecture itself
+    const std::string arch = arch_p->first;
+    auto get = [&](const char * suffix, int64_t dflt, uint64_t * at = nullptr) {
+        auto it = m.ints.find(arch + suffix);
+        if (it == m.ints.end()) return dflt;
+        if (at) *at = it->second.second;
+        return it->second.first;
+    };
+    uint64_t at = 0;
+    const int64_t n_layer = get(".block_count", 1);
+    if (get(".nextn_predict_layers", 0, &at) > n_layer) r.fail(arch + ".nextn_predict_layers exceeds the block count", at);
+    if (get(".posnet.block_count", 0, &at) > n_layer) r.fail(arch + ".posnet.block_count exceeds the block count", at);
+    if (get(".convnext.block_count", 0, &at) > n_layer) r.fail(arch + ".convnext.block_count exceeds the block count", at);
+    uint64_t at_n = 0, at_used = 0, at_g = 0, at_gu = 0;
+    const int64_t n_expert = get(".expert_count", 0, &at_n);
+    const int64_t n_used = get(".expert_used_count", 0, &at_used);
+    const int64_t n_groups = get(".expert_group_count", 0, &at_g);
+    const int64_t n_group_used = get(".expert_group_used_count", 0, &at_gu);
+    if (n_expert < 0 || n_expert > 1024) r.fail(arch + ".expert_count " + std::to_string(n_expert) + " is outside 0..1024", at_n);
+    if (n_used < 0 || n_used > n_expert) {
+        r.fail(arch + ".expert_used_count " + std::to_string(n_used) + " is outside 0..expert_count (" +
+                   std::to_string(n_expert) + ")",
+               at_used ? at_used : at_n);
+    }
+    if (n_expert > 0) {
+        if (n_used == 0) r.fail(arch + ".expert_count is set but expert_used_count is 0 or missing", at_n);
+        if (n_groups < 0 || n_groups >= n_expert) r.fail(arch + ".expert_group_count must be below expert_count", at_g);
+        if (n_groups > 1 && (n_expert % n_groups != 0 || n_group_used <= 0 || n_group_used >= n_groups)) {
+            r.fail(arch + ".expert_group_count / expert_group_used_count are inconsistent", at_gu ? at_gu : at_g);
+        }
+    } else if (n_groups != 0) {
+        r.fail(arch + ".expert_group_count is set without experts", at_g);
+    }
+    if (const auto * rs = str(arch + ".rope.scaling.type")) {
+        const std::string & v = rs->first;
+        if (v != "none" && v != "linear" && v != "yarn" && v != "longrope") {
+            r.fail(arch + ".rope.scaling.type '" + v.substr(0, 64) + "' is not none, linear, yarn or longrope", rs->second);
+        }
+    }
+}
+
 }  // namespace
 
 GgufSummary validate_gguf_file(const std::string & path) {
@@ -240,6 +323,7 @@ GgufSummary validate_gguf_file(const std::string & path) {
     // ---- key/value pairs --------------------------------------------------------------------
     std::unordered_set<std::string> keys;
     keys.reserve(out.n_kv);
+    Meta meta;
     bool have_alignment = false;
     for (uint64_t i = 0; i < out.n_kv; ++i) {
         const uint64_t key_at = r.pos();
@@ -259,12 +343,19 @@ GgufSummary validate_gguf_file(const std::string & path) {
             const uint64_t at = r.pos();
             const uint32_t a = r.get<uint32_t>("general.alignment");
             if (!is_power_of_two(a)) r.fail("general.alignment " + std::to_string(a) + " is not a power of two", at);
+            // ggml-backend asserts that mapped tensor data are 32-byte aligned (TENSOR_ALIGNMENT).
+            if (a < 32) r.fail("general.alignment " + std::to_string(a) + " is below 32, which llama.cpp needs", at);
             out.alignment = a;
             have_alignment = true;
             continue;
         }
         if (type == T_STRING) {
-            r.skip_string(kf);
+            if (key == "general.architecture" || key == "tokenizer.ggml.model" || ends_with(key, ".rope.scaling.type")) {
+                const uint64_t at = r.pos();
+                meta.strs[key] = {r.string(kf, r.remaining()), at};
+            } else {
+                r.skip_string(kf);
+            }
             continue;
         }
         if (type != T_ARRAY) {
@@ -272,6 +363,8 @@ GgufSummary validate_gguf_file(const std::string & path) {
             unsigned char v[8] = {0};
             r.read(v, scalar_size(type), kf);
             check_hparam(r, key, type, v, at);
+            int64_t iv;
+            if (as_int(type, v, iv)) meta.ints[key] = {iv, at};
             continue;
         }
         // Arrays: element type, count, elements.
@@ -293,6 +386,22 @@ GgufSummary validate_gguf_file(const std::string & path) {
                            std::to_string(r.remaining()) + " bytes left in the file can hold",
                        n_at);
             }
+            const bool is_types = key == "tokenizer.ggml.token_type";
+            if (is_types || ends_with(key, ".expert_used_count")) {
+                // read: byte tokens (type 6) and the largest per-layer expert count are checked below
+                int64_t mx = INT64_MIN;
+                for (uint64_t j = 0; j < n; ++j) {
+                    const uint64_t at = r.pos();
+                    unsigned char v[8] = {0};
+                    r.read(v, es, kf);
+                    int64_t iv;
+                    if (!as_int(et, v, iv)) continue;
+                    if (is_types && iv == 6 && meta.byte_token_at == 0) meta.byte_token_at = at;
+                    mx = std::max(mx, iv);
+                }
+                if (!is_types && n > 0) meta.ints[key] = {mx, n_at};
+                continue;
+            }
             r.skip(n * es, kf + " array data");
             continue;
         }
@@ -304,12 +413,15 @@ GgufSummary validate_gguf_file(const std::string & path) {
         if (key == "tokenizer.ggml.tokens") {
             // llama.cpp asserts (aborts) when two tokens have the same text; an empty token
             // is renamed "[EMPTY_<index>]" first, so the same renaming is applied here.
+            // Found by the fuzz test, like the other checks marked so below.
             if (n > static_cast<uint64_t>(INT32_MAX)) r.fail("tokenizer.ggml.tokens has too many tokens", n_at);
             std::unordered_set<std::string> seen;
             seen.reserve(n);
             for (uint64_t j = 0; j < n; ++j) {
                 const uint64_t at = r.pos();
                 std::string tok = r.string("token #" + std::to_string(j), r.remaining());
+                // llama.cpp takes each token as a C string, so text after a NUL byte is lost.
+                tok.resize(std::strlen(tok.c_str()));
                 if (tok.empty()) tok = "[EMPTY_" + std::to_string(j) + "]";
                 if (!seen.insert(std::move(tok)).second) {
                     r.fail("tokenizer.ggml.tokens has a duplicate token at index " + std::to_string(j), at);
@@ -319,6 +431,8 @@ GgufSummary validate_gguf_file(const std::string & path) {
         }
         for (uint64_t j = 0; j < n; ++j) r.skip_string(kf + " element #" + std::to_string(j));
     }
+
+    check_relations(r, meta);
 
     // ---- tensor infos -----------------------------------------------------------------------
     struct Info {
@@ -333,6 +447,7 @@ GgufSummary validate_gguf_file(const std::string & path) {
         const uint64_t at = r.pos();
         const std::string field = "tensor #" + std::to_string(i);
         std::string name = r.string(field + " name", GGML_MAX_NAME - 1);
+        name.resize(std::strlen(name.c_str()));  // ggml keeps names as C strings
         if (name.empty()) r.fail(field + " has an empty name", at);
         if (!names.insert(name).second) r.fail("duplicate tensor name '" + name + "'", at);
         const std::string tf = "tensor '" + name + "'";
@@ -361,11 +476,25 @@ GgufSummary validate_gguf_file(const std::string & path) {
             r.fail(tf + " has invalid or unsupported ggml type " + std::to_string(type), type_at);
         }
         const ggml_type gt = static_cast<ggml_type>(type);
+        switch (gt) {
+            // Types ggml uses only for intermediate values or integers: the CPU backend has no
+            // matrix product for them and calls a null function when they are weights.
+            case GGML_TYPE_Q8_1: case GGML_TYPE_Q8_K: case GGML_TYPE_I8: case GGML_TYPE_I16:
+            case GGML_TYPE_I32: case GGML_TYPE_I64: case GGML_TYPE_F64:
+                r.fail(tf + " has type " + ggml_type_name(gt) + ", which is not a weight type llama.cpp computes with",
+                       type_at);
+            default: break;
+        }
         const uint64_t blck = static_cast<uint64_t>(ggml_blck_size(gt));
         if (static_cast<uint64_t>(ne[0]) % blck != 0) {
             r.fail(tf + " of type " + ggml_type_name(gt) + " has rows of " + std::to_string(ne[0]) +
                        " elements, not a multiple of the block size " + std::to_string(blck),
                    type_at);
+        }
+        if (gt != GGML_TYPE_F32 && ne[1] == 1 && ne[2] == 1 && ne[3] == 1) {
+            // Norm weights and biases: ggml's CPU ops take them only as f32 and abort otherwise
+            // (converters and llama-quantize always store one-dimensional tensors as f32).
+            r.fail(tf + " is one-dimensional but of type " + ggml_type_name(gt) + " (must be f32)", type_at);
         }
         const uint64_t nblocks = nelements / blck;
         const uint64_t tsize = ggml_type_size(gt);

@@ -22,7 +22,7 @@ _TYPE_SIZE = {GGML_F32: (1, 4), GGML_F16: (1, 2), GGML_Q4_0: (32, 18), GGML_Q8_0
 
 
 def _str(s: str | bytes) -> bytes:
-    b = s.encode() if isinstance(s, str) else s
+    b = s.encode("utf-8", "surrogateescape") if isinstance(s, str) else s
     return struct.pack("<Q", len(b)) + b
 
 

@@ -43,18 +43,20 @@ def _cases(g: GgufFile):
     yield "kv count", _patch(raw, 16, "<Q", 2**62), r"metadata count .*at byte offset 16"
     yield "key length", _patch(raw, 24, "<Q", 2**63), r"metadata key #0 has length \d+.*at byte offset 24"
     yield "value type", _patch(raw, _field_offset(g, "type"), "<I", 13), r"invalid value type 13"
-    yield "string length", _patch(raw, _field_offset(g, "strlen", 1), "<Q", 2**50), r"needs \d+ bytes"
+    yield "string length", _patch(raw, _field_offset(g, "strlen", 1), "<Q", 2**50), r"needs \d+ bytes|has length \d+, over the limit"
     yield "array count", _patch(raw, _field_offset(g, "count", 2), "<Q", 2**29), r"(strings|elements), more than"
     nested = Kv("general.tags", ARR, None, _str("general.tags") + struct.pack("<IIQ", ARR, ARR, 0))
     yield "nested array", g.serialize(g.kvs + [nested]), r"array of arrays"
     yield "duplicate key", g.serialize(g.kvs + [g.kvs[0]]), r"duplicate metadata key 'general.architecture'"
     yield "alignment type", g.serialize(g.kvs + [make_kv("general.alignment", U64, 32)]), r"alignment must be a uint32"
     yield "alignment value", g.serialize(g.kvs + [make_kv("general.alignment", U32, 48)]), r"not a power of two"
+    yield "alignment too small", g.serialize(g.kvs + [make_kv("general.alignment", U32, 8)]), r"below 32"
     yield "n_dims", _patch(raw, _field_offset(g, "ndims"), "<I", 5), r"has 5 dimensions"
     yield "zero dim", _patch(raw, _field_offset(g, "dim"), "<q", 0), r"dimension 0 is 0"
     yield "element overflow", _patch(_patch(raw, _field_offset(g, "dim"), "<q", 2**62),
                                      _field_offset(g, "dim", 1), "<q", 2**62), r"more elements than fit|more than the whole file"
     yield "ggml type", _patch(raw, _field_offset(g, "ggml_type"), "<I", 31), r"invalid or unsupported ggml type 31"
+    yield "intermediate type", _patch(raw, _field_offset(g, "ggml_type", len(g.tensors) - 1), "<I", 9), r"type q8_1, which is not a weight type"
     yield "block size", _patch(raw, _field_offset(g, "dim"), "<q", first_tensor.dims[0] + 1), r"not a multiple of the block size"
     yield "unaligned offset", _patch(raw, _field_offset(g, "offset", 1), "<Q", g.tensors[1].offset + 4), r"not a multiple of the alignment"
     yield "offset past end", _patch(raw, _field_offset(g, "offset", 2), "<Q", 2**40), r"runs past the end of the file"
@@ -70,6 +72,9 @@ def _cases(g: GgufFile):
     dup = list(tokens)
     dup[200] = dup[201]
     yield "duplicate token", _with_kv(g, "tokenizer.ggml.tokens", ARR, (STR, dup)), r"duplicate token at index 201"
+    nul = list(tokens)
+    nul[210] = tokens[211] + "\0x"  # equal to token 211 up to the NUL byte, where llama.cpp stops reading
+    yield "duplicate token after NUL", _with_kv(g, "tokenizer.ggml.tokens", ARR, (STR, nul)), r"duplicate token at index 211"
     yield "block_count 0", _with_kv(g, "llama.block_count", U32, 0), r"'llama.block_count' is 0"
     yield "block_count huge", _with_kv(g, "llama.block_count", U32, 100000), r"'llama.block_count' is 100000"
     yield "negative eps", _with_kv(g, "llama.attention.layer_norm_rms_epsilon", F32, -1.0), r"layer_norm_rms_epsilon' is -1"
