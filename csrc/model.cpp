@@ -65,12 +65,26 @@ std::shared_ptr<Model> Model::load(const ModelParams & params) {
     const llama_model * raw_model = m->model_;
     const SandboxResult probe = run_sandboxed(
         [raw_model] {
-            common_chat_templates_ptr t = common_chat_templates_init(raw_model, "");
-            return std::string(common_chat_templates_source(t.get()));
+            try {
+                common_chat_templates_ptr t = common_chat_templates_init(raw_model, "");
+                return std::string(common_chat_templates_source(t.get()));
+            } catch (const std::exception &) {
+                // common_chat_templates_init rethrows a copy sliced to std::exception (its message
+                // only goes to the log): parse the template once more for the parser's message.
+                char buf[1];
+                const int32_t n = llama_model_meta_val_str(raw_model, "tokenizer.chat_template", buf, 0);
+                if (n > 0) {
+                    std::string src(static_cast<size_t>(n) + 1, '\0');
+                    llama_model_meta_val_str(raw_model, "tokenizer.chat_template", src.data(), src.size());
+                    src.resize(static_cast<size_t>(n));
+                    common_chat_template check(src, "", "");
+                }
+                throw;
+            }
         },
         limits);
     if (probe.status != SandboxResult::Ok) {
-        throw ModelLoadError("the model's chat template could not be parsed: " + describe(probe, limits));
+        throw ModelLoadError("the model's chat template is unusable (parsed and tried on sample chats in a sandbox process): " + describe(probe, limits));
     }
     m->template_source_ = probe.output;
     return m;
