@@ -11,6 +11,7 @@
 #include "embedding.h"
 #include "json-schema-to-grammar.h"
 #include "engine.h"
+#include "gguf_check.h"
 #include "errors.h"
 #include "model.h"
 
@@ -40,7 +41,11 @@ int parse_log_level(const std::string & s) {
 
 [[noreturn]] void raise_as(const char * cls_name, const char * msg) {
     py::object cls = py::module_::import("lmfast.errors").attr(cls_name);
-    PyErr_SetString(cls.ptr(), msg);
+    // Messages may quote bytes from a corrupt file: decode leniently.
+    PyObject * text = PyUnicode_DecodeUTF8(msg, static_cast<Py_ssize_t>(std::strlen(msg)), "replace");
+    if (!text) throw py::error_already_set();
+    PyErr_SetObject(cls.ptr(), text);
+    Py_DECREF(text);
     throw py::error_already_set();
 }
 
@@ -185,6 +190,20 @@ PYBIND11_MODULE(_core, m) {
         }
     }, py::arg("schema"), "GBNF grammar for a JSON schema (given as JSON text).");
     m.attr("version") = LMFAST_VERSION;
+    m.def("validate_gguf",
+        [](const std::string & path) {
+            const GgufSummary g = validate_gguf_file(path);
+            py::dict d;
+            d["version"] = g.version;
+            d["n_tensors"] = g.n_tensors;
+            d["n_kv"] = g.n_kv;
+            d["data_offset"] = g.data_offset;
+            d["data_size"] = g.data_size;
+            d["alignment"] = g.alignment;
+            return d;
+        },
+        py::arg("path"),
+        "Checks a GGUF file's structure as Model.load does before llama.cpp reads it; raises ModelLoadError.");
 
     py::class_<Model, std::shared_ptr<Model>>(m, "Model")
         .def_static("load",
@@ -205,8 +224,14 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("size", &Model::size)
         .def_property_readonly("description", &Model::description)
         .def_property_readonly("has_chat_template", &Model::has_chat_template)
-        .def_property_readonly("chat_template", &Model::chat_template_source)
-        .def("metadata", &Model::metadata)
+        .def_property_readonly("chat_template", [](const Model & self) { return to_py_str(self.chat_template_source()); })
+        .def("metadata", [](const Model & self) {
+            // Keys and values come from the file and need not be valid UTF-8.
+            const auto meta = self.metadata();
+            py::dict d;
+            for (const auto & kv : meta) d[to_py_str(kv.first)] = to_py_str(kv.second);
+            return d;
+        })
         .def("tokenize", &Model::tokenize, py::arg("text"), py::arg("add_special") = true,
              py::arg("parse_special") = false, py::call_guard<py::gil_scoped_release>())
         .def("detokenize",
@@ -233,8 +258,12 @@ PYBIND11_MODULE(_core, m) {
                  std::vector<ChatMessage> msgs;
                  msgs.reserve(messages.size());
                  for (const auto & rc : messages) msgs.push_back({rc.first, rc.second});
-                 py::gil_scoped_release nogil;
-                 return self.apply_chat_template(msgs, add_generation_prompt);
+                 std::string out;
+                 {
+                     py::gil_scoped_release nogil;
+                     out = self.apply_chat_template(msgs, add_generation_prompt);
+                 }
+                 return to_py_str(out);  // a template may emit bytes that are not UTF-8
              },
              py::arg("messages"), py::arg("add_generation_prompt") = true);
 

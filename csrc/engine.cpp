@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <future>
+#include <cstdio>
 
 #include "common.h"
 #include "errors.h"
@@ -143,6 +144,53 @@ struct Engine::Active {
     bool in_prompt() const { return n_prompt_done < req->prompt_.size(); }
 };
 
+namespace {
+
+// MemAvailable from /proc/meminfo, in bytes; 0 where unknown.
+uint64_t mem_available_bytes() {
+    FILE * f = std::fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    uint64_t kb = 0;
+    while (std::fgets(line, sizeof line, f)) {
+        unsigned long long v = 0;
+        if (std::sscanf(line, "MemAvailable: %llu kB", &v) == 1) {
+            kb = v;
+            break;
+        }
+    }
+    std::fclose(f);
+    return kb * 1024;
+}
+
+}  // namespace
+
+// llama.cpp allocates the whole KV cache when the context is created and clears it, so every
+// page is touched at once: a context larger than the free memory gets the process OOM-killed
+// (seen with contextLength 10**6 on SmolLM2: ~23 GiB). Estimate the cache first and refuse a
+// context whose KV cache alone exceeds the memory available. Only for caches in host memory.
+void Engine::check_kv_memory(const llama_context_params & cp) const {
+    if (cp.offload_kqv && llama_supports_gpu_offload()) return;
+    const llama_model * mdl = model_->get();
+    const double n_layer = llama_model_n_layer(mdl);
+    const double n_head = std::max(1, llama_model_n_head(mdl));
+    const double n_head_kv = std::max(0, llama_model_n_head_kv(mdl));
+    const double head_dim = static_cast<double>(llama_model_n_embd(mdl)) / n_head;
+    auto bytes_per = [](ggml_type t) {
+        return static_cast<double>(ggml_type_size(t)) / std::max<int64_t>(1, ggml_blck_size(t));
+    };
+    const double kv = static_cast<double>(cp.n_ctx) * n_layer * n_head_kv * head_dim * (bytes_per(cp.type_k) + bytes_per(cp.type_v));
+    const uint64_t avail = mem_available_bytes();
+    if (avail > 0 && kv > static_cast<double>(avail)) {
+        char msg[512];
+        std::snprintf(msg, sizeof msg,
+                      "a context of %d tokens x %d sequence(s) needs about %.1f GiB for its KV cache, but only "
+                      "%.1f GiB of memory is available: lower contextLength or maxParallelPredictions",
+                      params_.n_ctx, params_.n_seq, kv / (1u << 30), static_cast<double>(avail) / (1u << 30));
+        throw ModelLoadError(msg);
+    }
+}
+
 Engine::Engine(std::shared_ptr<Model> model, const EngineParams & params)
     : model_(std::move(model)), params_(params), cache_(std::max(1, params.n_seq)) {
     if (params_.n_seq < 1 || params_.n_seq > 256) throw InvalidArgument("the number of parallel sequences must be 1..256");
@@ -155,6 +203,10 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams & params)
     // to its own conversation's cells. (A unified cache shares cells between sequences,
     // but then every token pays attention over every cached conversation: decoding was
     // 25-30 % slower with a few long conversations cached.) Memory: n_ctx x n_seq cells.
+    if (static_cast<uint64_t>(params_.n_ctx) * static_cast<uint64_t>(params_.n_seq) > (1ull << 31)) {
+        throw InvalidArgument("context length " + std::to_string(params_.n_ctx) + " x " + std::to_string(params_.n_seq) +
+                              " parallel sequences is too large (at most 2^31 cells)");
+    }
     cp.n_ctx = static_cast<uint32_t>(params_.n_ctx) * static_cast<uint32_t>(params_.n_seq);
     cp.n_batch = params_.n_batch;
     cp.n_ubatch = std::min(params_.n_ubatch, params_.n_batch);
@@ -172,6 +224,7 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams & params)
     cp.kv_unified = false;
     cp.no_perf = true;
 
+    check_kv_memory(cp);
     ctx_ = llama_init_from_model(model_->get(), cp);
     if (!ctx_) {
         throw ModelLoadError("could not create a llama.cpp context of " + std::to_string(params_.n_ctx) +

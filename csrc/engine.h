@@ -149,6 +149,7 @@ public:
 private:
     struct Active;
     void loop();
+    void check_kv_memory(const llama_context_params & cp) const;
     void admit(std::shared_ptr<Request> req);
     void finish(Active & a, StopReason reason, const std::string & error = std::string());
     void step();

@@ -3,55 +3,15 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <sys/stat.h>
 
 #include "chat.h"
 #include "errors.h"
+#include "gguf_check.h"
+#include "sandbox.h"
 
 namespace lmfast {
 
 namespace {
-
-// The fixed part of a GGUF header: magic, version, tensor count, metadata count.
-void check_gguf_header(const std::string & path) {
-    struct stat st {};
-    if (stat(path.c_str(), &st) != 0) {
-        throw ModelLoadError("model file not found: " + path);
-    }
-    if (S_ISDIR(st.st_mode)) {
-        throw ModelLoadError("model path is a directory, not a GGUF file: " + path);
-    }
-    std::ifstream f(path, std::ios::binary);
-    if (!f) {
-        throw ModelLoadError("cannot open model file " + path + ": " + std::strerror(errno));
-    }
-    const uint64_t file_size = static_cast<uint64_t>(st.st_size);
-    unsigned char hdr[24] = {0};
-    f.read(reinterpret_cast<char *>(hdr), sizeof hdr);
-    if (file_size < sizeof hdr || f.gcount() != static_cast<std::streamsize>(sizeof hdr)) {
-        throw ModelLoadError("not a GGUF model file (only " + std::to_string(file_size) +
-                             " bytes, shorter than a GGUF header): " + path);
-    }
-    if (std::memcmp(hdr, "GGUF", 4) != 0) {
-        throw ModelLoadError("not a GGUF model file (bad magic at offset 0): " + path);
-    }
-    uint32_t version;
-    uint64_t n_tensors, n_kv;
-    std::memcpy(&version, hdr + 4, 4);
-    std::memcpy(&n_tensors, hdr + 8, 8);
-    std::memcpy(&n_kv, hdr + 16, 8);
-    if (version < 2 || version > 3) {
-        throw ModelLoadError("unsupported GGUF version " + std::to_string(version) +
-                             " at offset 4 (lmfast reads versions 2 and 3): " + path);
-    }
-    // Every tensor info and every key/value pair takes at least 8+1 bytes in the file.
-    if (n_tensors > file_size / 9 || n_kv > file_size / 9) {
-        throw ModelLoadError("corrupt GGUF header: " + std::to_string(n_tensors) + " tensors and " +
-                             std::to_string(n_kv) + " metadata entries cannot fit in a file of " +
-                             std::to_string(file_size) + " bytes: " + path);
-    }
-}
 
 std::string meta_str(const llama_model * model, const char * key) {
     char buf[512];
@@ -62,7 +22,8 @@ std::string meta_str(const llama_model * model, const char * key) {
 }  // namespace
 
 std::shared_ptr<Model> Model::load(const ModelParams & params) {
-    check_gguf_header(params.path);
+    // The whole header is validated first: llama.cpp aborts on some malformed files.
+    validate_gguf_file(params.path);
 
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = params.n_gpu_layers;
@@ -81,16 +42,55 @@ std::shared_ptr<Model> Model::load(const ModelParams & params) {
     if (llama_vocab_n_tokens(m->vocab_) <= 0) {
         throw ModelLoadError("model has an empty vocabulary: " + params.path);
     }
-    try {
-        m->templates_ = common_chat_templates_init(m->model_, "").release();
-    } catch (const std::exception & e) {
-        throw ModelLoadError(std::string("the model's chat template could not be parsed: ") + e.what());
+    // A vocabulary that is structurally valid can still be inconsistent (e.g. an SPM tokenizer
+    // without its byte tokens): llama.cpp's tokenizers then throw from inside (std::out_of_range).
+    // Try them once now, so such a file fails at load with a clear message.
+    {
+        static const char * probe = "Hello, world!\n\t 42 \xc3\x84\xc3\xb6 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80 \x01";
+        try {
+            const std::vector<llama_token> toks = m->tokenize(probe, true, true);
+            m->detokenize(toks, true);
+            for (llama_token t : toks) m->token_to_piece(t, true);
+        } catch (const ModelLoadError &) {
+            throw;
+        } catch (const std::exception & e) {
+            throw ModelLoadError("the model's vocabulary is unusable (corrupt tokenizer data in " + params.path +
+                                 "): " + e.what());
+        }
     }
+    // The chat template comes from the file, so it is untrusted: parsing it (which also runs it on
+    // sample conversations, to find its capabilities) happens in a sandbox process (sandbox.h),
+    // and so does every render. The parent never runs template code itself.
+    const SandboxLimits limits = template_limits();
+    const llama_model * raw_model = m->model_;
+    const SandboxResult probe = run_sandboxed(
+        [raw_model] {
+            try {
+                common_chat_templates_ptr t = common_chat_templates_init(raw_model, "");
+                return std::string(common_chat_templates_source(t.get()));
+            } catch (const std::exception &) {
+                // common_chat_templates_init rethrows a copy sliced to std::exception (its message
+                // only goes to the log): parse the template once more for the parser's message.
+                char buf[1];
+                const int32_t n = llama_model_meta_val_str(raw_model, "tokenizer.chat_template", buf, 0);
+                if (n > 0) {
+                    std::string src(static_cast<size_t>(n) + 1, '\0');
+                    llama_model_meta_val_str(raw_model, "tokenizer.chat_template", src.data(), src.size());
+                    src.resize(static_cast<size_t>(n));
+                    common_chat_template check(src, "", "");
+                }
+                throw;
+            }
+        },
+        limits);
+    if (probe.status != SandboxResult::Ok) {
+        throw ModelLoadError("the model's chat template is unusable (parsed and tried on sample chats in a sandbox process): " + describe(probe, limits));
+    }
+    m->template_source_ = probe.output;
     return m;
 }
 
 Model::~Model() {
-    if (templates_) common_chat_templates_free(templates_);
     if (model_) llama_model_free(model_);
 }
 
@@ -129,10 +129,10 @@ bool Model::has_chat_template() const {
 }
 
 std::string Model::chat_template_source() const {
-    return common_chat_templates_source(templates_);
+    return template_source_;
 }
 
-std::vector<llama_token> Model::tokenize(const std::string & text, bool add_special, bool parse_special) const {
+std::vector<llama_token> Model::tokenize_raw(const std::string & text, bool add_special, bool parse_special) const {
     if (text.size() > static_cast<size_t>(INT32_MAX / 2)) {
         throw InvalidArgument("text too long to tokenize (" + std::to_string(text.size()) + " bytes)");
     }
@@ -163,7 +163,7 @@ void Model::check_tokens(const std::vector<llama_token> & tokens) const {
     }
 }
 
-std::string Model::token_to_piece(llama_token token, bool render_special) const {
+std::string Model::token_to_piece_raw(llama_token token, bool render_special) const {
     char buf[256];
     int32_t n = llama_token_to_piece(vocab_, token, buf, sizeof buf, 0, render_special);
     if (n >= 0) return std::string(buf, n);
@@ -174,7 +174,7 @@ std::string Model::token_to_piece(llama_token token, bool render_special) const 
     return big;
 }
 
-std::string Model::detokenize(const std::vector<llama_token> & tokens, bool render_special) const {
+std::string Model::detokenize_raw(const std::vector<llama_token> & tokens, bool render_special) const {
     check_tokens(tokens);
     if (tokens.empty()) return std::string();
     std::string out(tokens.size() * 8 + 16, '\0');
@@ -188,21 +188,57 @@ std::string Model::detokenize(const std::vector<llama_token> & tokens, bool rend
     return out;
 }
 
-std::string Model::apply_chat_template(const std::vector<ChatMessage> & messages, bool add_generation_prompt) const {
-    common_chat_templates_inputs inputs;
-    inputs.use_jinja = true;
-    inputs.add_generation_prompt = add_generation_prompt;
-    for (const auto & m : messages) {
-        common_chat_msg msg;
-        msg.role = m.role;
-        msg.content = m.content;
-        inputs.messages.push_back(std::move(msg));
-    }
+// llama.cpp's tokenizers throw standard exceptions on an inconsistent vocabulary (a corrupt
+// model file); those become ModelLoadError, lmfast's own exceptions pass through.
+template <typename F> static auto vocab_guard(const Model & m, F && f) -> decltype(f()) {
     try {
-        return common_chat_templates_apply(templates_, inputs).prompt;
+        return f();
+    } catch (const InvalidArgument &) {
+        throw;
+    } catch (const ModelLoadError &) {
+        throw;
     } catch (const std::exception & e) {
-        throw TemplateError(std::string("chat template rendering failed: ") + e.what());
+        throw ModelLoadError("the model's vocabulary is unusable (corrupt tokenizer data in " + m.path() +
+                             "): " + e.what());
     }
+}
+
+std::vector<llama_token> Model::tokenize(const std::string & text, bool add_special, bool parse_special) const {
+    return vocab_guard(*this, [&] { return tokenize_raw(text, add_special, parse_special); });
+}
+
+std::string Model::token_to_piece(llama_token token, bool render_special) const {
+    return vocab_guard(*this, [&] { return token_to_piece_raw(token, render_special); });
+}
+
+std::string Model::detokenize(const std::vector<llama_token> & tokens, bool render_special) const {
+    return vocab_guard(*this, [&] { return detokenize_raw(tokens, render_special); });
+}
+
+std::string Model::apply_chat_template(const std::vector<ChatMessage> & messages, bool add_generation_prompt) const {
+    const llama_model * raw_model = model_;
+    const SandboxLimits limits = template_limits();
+    // Parsed anew in the child each time (a few ms): a parsed template kept in this process would
+    // have been run here by its capability probe (see load()).
+    const SandboxResult r = run_sandboxed(
+        [raw_model, &messages, add_generation_prompt] {
+            common_chat_templates_ptr t = common_chat_templates_init(raw_model, "");
+            common_chat_templates_inputs inputs;
+            inputs.use_jinja = true;
+            inputs.add_generation_prompt = add_generation_prompt;
+            for (const auto & m : messages) {
+                common_chat_msg msg;
+                msg.role = m.role;
+                msg.content = m.content;
+                inputs.messages.push_back(std::move(msg));
+            }
+            return common_chat_templates_apply(t.get(), inputs).prompt;
+        },
+        limits);
+    if (r.status != SandboxResult::Ok) {
+        throw TemplateError("chat template rendering failed: " + describe(r, limits));
+    }
+    return r.output;
 }
 
 }  // namespace lmfast

@@ -61,10 +61,13 @@ public:
 
 private:
     Model() = default;
+    std::vector<llama_token> tokenize_raw(const std::string & text, bool add_special, bool parse_special) const;
+    std::string detokenize_raw(const std::vector<llama_token> & tokens, bool render_special) const;
+    std::string token_to_piece_raw(llama_token token, bool render_special) const;
     llama_model * model_ = nullptr;
     const llama_vocab * vocab_ = nullptr;
     std::string path_;
-    common_chat_templates * templates_ = nullptr;
+    std::string template_source_;  // the template as llama.cpp resolved it (rendered in a sandbox)
 };
 
 }  // namespace lmfast
