@@ -10,6 +10,7 @@ import os as _os
 from typing import Any
 
 from . import _core
+from .backends import backend_info
 from .chat import AssistantResponse, Chat, ChatMessage, SystemPrompt, ToolResultMessage, UserMessage
 from .client import Client, LlmNamespace, get_default_client
 from .errors import *  # noqa: F401,F403 - the exception hierarchy is part of the API
@@ -42,5 +43,5 @@ __all__ = [
     "AssistantResponse", "Chat", "ChatMessage", "Client", "DEFAULT_MODEL", "LLM", "LlmInfo",
     "LlmInstanceInfo", "LlmNamespace", "LlmPredictionFragment", "LlmPredictionStats",
     "PredictionResult", "PredictionStream", "SystemPrompt", "ToolResultMessage", "UserMessage",
-    "get_default_client", "list_loaded_models", "llm", "set_log_level", *_errors_all,
+    "backend_info", "get_default_client", "list_loaded_models", "llm", "set_log_level", *_errors_all,
 ]

@@ -139,7 +139,9 @@ PREDICTION_KEYS: tuple[Key, ...] = (
 LOAD_KEYS: tuple[Key, ...] = (
     Key("contextLength", _int(16), 4096,
         "Context window in tokens (prompt and response), capped at the model's trained length."),
-    Key("gpu", _gpu, {"ratio": 0.0}, "GPU offload: {'ratio': 0..1 or 'max'}; a CPU-only build runs on the CPU."),
+    Key("gpu", _gpu, {"ratio": 0.0}, "GPU offload: {'ratio': 0..1, 'max' or 'off', 'mainGpu', 'splitStrategy' ('evenly' or "
+        "'favorMainGpu'), 'disabledGpus'}; ratio r offloads round(r*(layers+1)) layers. Without a GPU "
+        "a request warns and runs on the CPU; get_load_config() shows what was applied."),
     Key("offloadKVCacheToGpu", _bool, True, "Keep the KV cache on the GPU when layers are offloaded.",
         snake="offload_kv_cache_to_gpu"),
     Key("flashAttention", _bool, None, "Use flash attention; unset: llama.cpp decides (auto)."),
