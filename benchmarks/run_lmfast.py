@@ -17,11 +17,13 @@ from workload import Sample, runner_main, timed_stream  # noqa: E402
 class LmfastAdapter:
     name = "lmfast"
 
-    def __init__(self, model: str, threads: int, n_ctx: int, parallel: int | None):
+    def __init__(self, model: str, threads: int, n_ctx: int, parallel: int | None, gpu: str | None = None):
         self.path = model
         self.config = {"contextLength": n_ctx, "cpuThreads": threads, "flashAttention": True}
         if parallel:
             self.config["maxParallelPredictions"] = parallel
+        if gpu:
+            self.config["gpu"] = {"ratio": gpu if gpu in ("max", "off") else float(gpu)}
         self.client = lms.Client()
         self.llm = None
 
@@ -53,8 +55,9 @@ class LmfastAdapter:
 
 def _parallel(ap) -> None:
     ap.add_argument("--parallel", type=int, default=None, help="maxParallelPredictions (default: lmfast's, 4)")
+    ap.add_argument("--gpu", default=None, help="gpu.ratio of the load config (0..1 or max; default: none)")
 
 
 if __name__ == "__main__":
-    raise SystemExit(runner_main(lambda a: LmfastAdapter(a.model, a.threads, a.ctx, a.parallel),
+    raise SystemExit(runner_main(lambda a: LmfastAdapter(a.model, a.threads, a.ctx, a.parallel, a.gpu),
                                  lms.__version__, _parallel))

@@ -46,12 +46,13 @@ def cache_dir() -> Path:
 
 # -- peers --------------------------------------------------------------------------------
 
-def run_llama_bench(model: str, threads: int, n_prompt: int, n_gen: int, reps: int) -> dict[str, Any]:
+def run_llama_bench(model: str, threads: int, n_prompt: int, n_gen: int, reps: int,
+                    ngl: int = 0) -> dict[str, Any]:
     from lmfast import _reference
 
     exe = _reference.program("llama-bench")
     cmd = [str(exe), "-m", model, "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen), "-fa", "1",
-           "-r", str(reps), "-o", "json"]
+           "-r", str(reps), "-o", "json", "-ngl", str(ngl)]
     log("llama-bench: " + " ".join(cmd))
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     rows = json.loads(res.stdout)
@@ -122,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", default=",".join(PEERS),
                     help=f"comma-separated peers to run beside lmfast ({', '.join(PEERS)}; '' for none)")
     ap.add_argument("--out", default=None, help="output folder (default benchmarks/out/<time>)")
+    ap.add_argument("--gpu", default=None,
+                    help="GPU offload for lmfast (gpu.ratio: 0..1 or max) and llama-bench (-ngl, the same "
+                         "layer count); llama-cpp-python stays a CPU build, so pass --peers llama-bench")
     args = ap.parse_args(argv)
 
     peers = [p for p in args.peers.split(",") if p]
@@ -132,7 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out) if args.out else HERE / "out" / time.strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {"model": model, "threads": args.threads, "quick": args.quick, "n_ctx": 4096,
-                "flash_attention": True, "peers": peers}
+                "flash_attention": True, "peers": peers, "gpu": args.gpu}
+    ngl = 0
+    if args.gpu:
+        from lmfast.backends import plan_offload
+        from lmfast.config import load_config
+        from lmfast.gguf import read_metadata
+
+        meta = read_metadata(model)
+        n_layer = int(meta.get(f"{meta.get('general.architecture', '')}.block_count", 0))
+        gpu_cfg = load_config({"gpu": {"ratio": args.gpu if args.gpu in ("max", "off") else float(args.gpu)}})["gpu"]
+        ngl = plan_offload(gpu_cfg, n_layer).n_gpu_layers
+        settings["n_gpu_layers"] = ngl
     results: dict[str, Any] = {"machine": machine_info(), "settings": settings}
 
     started = time.perf_counter()
@@ -142,11 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     first_bench = None
     results["lmfast"] = run_runner([sys.executable, str(HERE / "run_lmfast.py"), "--model", model,
                                     "--threads", str(args.threads), "--out", str(out_dir / "lmfast.json")]
-                                   + (["--quick"] if args.quick else []), out_dir / "lmfast.json")
+                                   + (["--quick"] if args.quick else []) + (["--gpu", args.gpu] if args.gpu else []),
+                                   out_dir / "lmfast.json")
     if "llama-bench" in peers:
         lm = results["lmfast"]
         bench_args = (model, args.threads, lm["ttft_long_cold_s"]["prompt_tokens"],
-                      max(lm["decode_tps"]["tokens"]), 2 if args.quick else 5)
+                      max(lm["decode_tps"]["tokens"]), 2 if args.quick else 5, ngl)
         first_bench = run_llama_bench(*bench_args)
     if "llama-cpp-python" in peers:
         python = llama_cpp_python_venv()

@@ -7,9 +7,12 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <dlfcn.h>
+
 #include "common.h"
 #include "embedding.h"
 #include "json-schema-to-grammar.h"
+#include "ggml-backend.h"
 #include "engine.h"
 #include "gguf_check.h"
 #include "errors.h"
@@ -143,6 +146,74 @@ void bind_embedding(py::module_ & m) {
         .def_property_readonly("model", &EmbeddingContext::model);
 }
 
+// The folder this extension module was loaded from (empty if unknown).
+std::string module_dir() {
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void *>(&module_dir), &info) == 0 || !info.dli_fname) return std::string();
+    std::string path(info.dli_fname);
+    const size_t slash = path.find_last_of('/');
+    return slash == std::string::npos ? std::string(".") : path.substr(0, slash);
+}
+
+// Shared object that holds a function pointer (a backend module's file), or "".
+std::string object_file_of(void * fn) {
+    Dl_info info{};
+    if (!fn || dladdr(fn, &info) == 0 || !info.dli_fname) return std::string();
+    return info.dli_fname;
+}
+
+const char * dev_type_name(enum ggml_backend_dev_type t) {
+    switch (t) {
+        case GGML_BACKEND_DEVICE_TYPE_CPU: return "cpu";
+        case GGML_BACKEND_DEVICE_TYPE_GPU: return "gpu";
+        case GGML_BACKEND_DEVICE_TYPE_IGPU: return "igpu";
+        case GGML_BACKEND_DEVICE_TYPE_ACCEL: return "accel";
+        default: return "unknown";
+    }
+}
+
+// Registered backends and their devices, as ggml sees them now.
+py::dict backends_now() {
+    py::list regs;
+    for (size_t i = 0; i < ggml_backend_reg_count(); ++i) {
+        ggml_backend_reg_t reg = ggml_backend_reg_get(i);
+        py::dict r;
+        r["name"] = ggml_backend_reg_name(reg);
+        r["n_devices"] = ggml_backend_reg_dev_count(reg);
+        py::dict feats;
+        auto get_features = reinterpret_cast<ggml_backend_get_features_t>(
+            ggml_backend_reg_get_proc_address(reg, "ggml_backend_get_features"));
+        if (get_features) {
+            for (ggml_backend_feature * f = get_features(reg); f && f->name; ++f) {
+                feats[f->name] = f->value ? f->value : "";
+            }
+        }
+        r["features"] = feats;
+        // In a GGML_BACKEND_DL build each backend lives in its own module file.
+        r["library"] = object_file_of(reinterpret_cast<void *>(get_features));
+        regs.append(r);
+    }
+    py::list devs;
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+        ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+        size_t free = 0, total = 0;
+        ggml_backend_dev_memory(dev, &free, &total);
+        py::dict d;
+        d["index"] = i;
+        d["name"] = ggml_backend_dev_name(dev);
+        d["description"] = ggml_backend_dev_description(dev);
+        d["type"] = dev_type_name(ggml_backend_dev_type(dev));
+        d["backend"] = ggml_backend_reg_name(ggml_backend_dev_backend_reg(dev));
+        d["memory_free"] = free;
+        d["memory_total"] = total;
+        devs.append(d);
+    }
+    py::dict out;
+    out["backends"] = regs;
+    out["devices"] = devs;
+    return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -155,6 +226,16 @@ PYBIND11_MODULE(_core, m) {
         }
     }
     llama_log_set(log_callback, nullptr);
+#ifdef GGML_BACKEND_DL
+    // Portable build: the backends are modules beside this file; ggml loads the best
+    // CPU variant for this machine (and any GPU backend whose driver is present).
+    // Before llama_backend_init, which would otherwise search only the folders of
+    // the Python executable and the working directory.
+    {
+        const std::string dir = module_dir();
+        ggml_backend_load_all_from_path(dir.empty() ? nullptr : dir.c_str());
+    }
+#endif
     llama_backend_init();
 
     py::register_exception_translator([](std::exception_ptr p) {
@@ -189,6 +270,9 @@ PYBIND11_MODULE(_core, m) {
             throw InvalidArgument(std::string("the JSON schema cannot be turned into a grammar: ") + e.what());
         }
     }, py::arg("schema"), "GBNF grammar for a JSON schema (given as JSON text).");
+    m.def("backends", &backends_now,
+          "Registered ggml backends (name, features, module file) and devices (name, type, memory).");
+    m.def("max_devices", [] { return llama_max_devices(); });
     m.attr("version") = LMFAST_VERSION;
     m.def("validate_gguf",
         [](const std::string & path) {
@@ -207,15 +291,20 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<Model, std::shared_ptr<Model>>(m, "Model")
         .def_static("load",
-            [](const std::string & path, int n_gpu_layers, bool use_mmap, bool use_mlock) {
+            [](const std::string & path, int n_gpu_layers, bool use_mmap, bool use_mlock, int main_gpu,
+               int split_mode, const std::vector<int> & devices) {
                 ModelParams p;
                 p.path = path;
                 p.n_gpu_layers = n_gpu_layers;
+                p.main_gpu = main_gpu;
+                p.split_mode = split_mode;
+                p.devices = devices;
                 p.use_mmap = use_mmap;
                 p.use_mlock = use_mlock;
                 return Model::load(p);
             },
             py::arg("path"), py::arg("n_gpu_layers") = 0, py::arg("use_mmap") = true, py::arg("use_mlock") = false,
+            py::arg("main_gpu") = 0, py::arg("split_mode") = 1, py::arg("devices") = std::vector<int>(),
             py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("path", &Model::path)
         .def_property_readonly("n_ctx_train", &Model::n_ctx_train)

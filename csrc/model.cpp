@@ -27,6 +27,19 @@ std::shared_ptr<Model> Model::load(const ModelParams & params) {
 
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = params.n_gpu_layers;
+    mp.main_gpu = params.main_gpu;
+    mp.split_mode = static_cast<llama_split_mode>(params.split_mode);
+    std::vector<ggml_backend_dev_t> devices;  // null-terminated, as llama.cpp wants it
+    if (!params.devices.empty()) {
+        for (int i : params.devices) {
+            if (i < 0 || static_cast<size_t>(i) >= ggml_backend_dev_count()) {
+                throw InvalidArgument("no ggml device with index " + std::to_string(i));
+            }
+            devices.push_back(ggml_backend_dev_get(i));
+        }
+        devices.push_back(nullptr);
+        mp.devices = devices.data();
+    }
     mp.load_mode = params.use_mmap ? (params.use_mlock ? LLAMA_LOAD_MODE_MMAP_MLOCK : LLAMA_LOAD_MODE_MMAP)
                                    : (params.use_mlock ? LLAMA_LOAD_MODE_MLOCK : LLAMA_LOAD_MODE_NONE);
 

@@ -17,6 +17,9 @@ namespace lmfast {
 struct ModelParams {
     std::string path;
     int32_t n_gpu_layers = 0;   // -1: all
+    int32_t main_gpu = 0;       // index into `devices` (or into all GPUs when devices is empty)
+    int32_t split_mode = 1;     // llama_split_mode: 0 none (main GPU only), 1 layer, 2 row
+    std::vector<int> devices;   // ggml device indices to offload to; empty: every GPU
     bool use_mmap = true;
     bool use_mlock = false;
 };

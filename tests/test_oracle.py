@@ -38,9 +38,10 @@ def oracle_llm(client, smollm2_path):
     llm.unload()
 
 
-def _run_completion(exe, model_path, prompt, threads, *extra):
+def _run_completion(exe, model_path, prompt, threads, *extra, ngl=0):
+    # ngl: the layers lmfast offloaded (0 unless the suite runs with LMFAST_TEST_GPU).
     out = subprocess.run([str(exe), "-m", str(model_path), "-p", prompt, "-n", str(N_PREDICT), "-t", str(threads),
-                          "--temp", "0", "-no-cnv", "--no-display-prompt", "--simple-io", "-ngl", "0", *extra],
+                          "--temp", "0", "-no-cnv", "--no-display-prompt", "--simple-io", "-ngl", str(ngl), *extra],
                          capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr.decode(errors="replace")[-2000:]
     return out.stdout
@@ -61,7 +62,8 @@ def _compare(llm, stream, expected_stdout):
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_greedy_matches_llama_completion(llama_completion, oracle_llm, smollm2_path, prompt):
     threads = oracle_llm.get_load_config()["cpuThreads"]
-    expected = _run_completion(llama_completion, smollm2_path, prompt, threads)
+    expected = _run_completion(llama_completion, smollm2_path, prompt, threads,
+                               ngl=oracle_llm._instance.n_gpu_layers)
     stream = oracle_llm.complete_stream(prompt, config={**GREEDY, "maxTokens": N_PREDICT, "repeatPenalty": False})
     _compare(oracle_llm, stream, expected)
 
@@ -73,7 +75,8 @@ def test_repeat_penalty_matches_llama_completion(llama_completion, oracle_llm, s
     prompt = "List the colours of the rainbow, again and again: red, orange, yellow, green, blue,"
     threads = oracle_llm.get_load_config()["cpuThreads"]
     expected = _run_completion(llama_completion, smollm2_path, prompt, threads,
-                               "--repeat-penalty", str(penalty), "--repeat-last-n", "64")
+                               "--repeat-penalty", str(penalty), "--repeat-last-n", "64",
+                               ngl=oracle_llm._instance.n_gpu_layers)
     cfg = {**GREEDY, "maxTokens": N_PREDICT, "repeatLastN": 64}
     stream = oracle_llm.complete_stream(prompt, config={**cfg, "repeatPenalty": penalty})
     _compare(oracle_llm, stream, expected)

@@ -11,6 +11,7 @@ from typing import Any
 
 from . import _core
 from .async_api import AsyncClient, AsyncEmbeddingModel, AsyncLLM, AsyncPredictionStream
+from .backends import backend_info
 from .chat import AssistantResponse, Chat, ChatMessage, SystemPrompt, ToolResultMessage, UserMessage
 from .client import Client, EmbeddingNamespace, LlmNamespace, configure_default_client, get_default_client
 from .downloaded import DownloadedEmbeddingModel, DownloadedLlm
@@ -76,6 +77,6 @@ __all__ = [
     "get_sync_api_timeout", "list_downloaded_models", "set_sync_api_timeout",
     "LlmInstanceInfo", "LlmNamespace", "LlmPredictionFragment", "LlmPredictionStats",
     "PredictionResult", "PredictionStream", "SystemPrompt", "ToolResultMessage", "UserMessage",
-    "get_default_client", "list_loaded_models", "llm", "set_log_level", *_errors_all,
+    "backend_info", "get_default_client", "list_loaded_models", "llm", "set_log_level", *_errors_all,
     "EmbeddingModel", "EmbeddingModelInfo", "EmbeddingModelInstanceInfo", "EmbeddingNamespace", "embedding_model",
 ]

@@ -70,6 +70,12 @@ def _bool(key: str, v: Any) -> bool:
     return v
 
 
+def _bool_or_auto(key: str, v: Any) -> bool | None:
+    if v is not None and not isinstance(v, bool):
+        raise _bad(key, v, "True, False or None (auto)")
+    return v
+
+
 def _str_list(key: str, v: Any) -> list[str]:
     if isinstance(v, str) or not isinstance(v, (list, tuple)) or not all(isinstance(s, str) for s in v):
         raise _bad(key, v, "a list of strings")
@@ -162,10 +168,12 @@ PREDICTION_KEYS: tuple[Key, ...] = (
 LOAD_KEYS: tuple[Key, ...] = (
     Key("contextLength", _int(16), 4096,
         "Context window in tokens (prompt and response), capped at the model's trained length."),
-    Key("gpu", _gpu, {"ratio": 0.0}, "GPU offload: {'ratio': 0..1 or 'max'}; a CPU-only build runs on the CPU."),
+    Key("gpu", _gpu, {"ratio": 0.0}, "GPU offload: {'ratio': 0..1, 'max' or 'off', 'mainGpu', 'splitStrategy' ('evenly' or "
+        "'favorMainGpu'), 'disabledGpus'}; ratio r offloads round(r*(layers+1)) layers. Without a GPU "
+        "a request warns and runs on the CPU; get_load_config() shows what was applied."),
     Key("offloadKVCacheToGpu", _bool, True, "Keep the KV cache on the GPU when layers are offloaded.",
         snake="offload_kv_cache_to_gpu"),
-    Key("flashAttention", _bool, None, "Use flash attention; unset: llama.cpp decides (auto)."),
+    Key("flashAttention", _bool_or_auto, None, "Use flash attention; None (unset): llama.cpp decides (auto)."),
     Key("seed", _int(0, 2**32 - 2, allow_false=True), False, "Default sampling seed; False: random."),
     Key("evalBatchSize", _int(1), 2048, "Most tokens per llama_decode call during prompt evaluation."),
     Key("tryMmap", _bool, True, "Memory-map the model file."),

@@ -7,10 +7,10 @@ import secrets
 import string
 import threading
 import time
-import warnings
 from typing import Any
 
 from . import _core
+from .backends import plan_offload
 from .config import LOAD_KEYS, kv_type_id, with_defaults
 from .errors import ModelUnloadedError
 from .registry import ModelFile, params_string
@@ -30,18 +30,16 @@ class ModelInstance:
         self._given_config = dict(load_config)
         cfg = with_defaults(load_config, LOAD_KEYS)
 
-        ratio = cfg["gpu"].get("ratio", 0.0)
-        n_gpu_layers = 0
-        if ratio > 0:
-            if _core.supports_gpu_offload():
-                n_gpu_layers = -1 if ratio >= 1.0 else max(1, round(ratio * _block_count(model_file)))
-            else:
-                warnings.warn("GPU offload was requested, but this build of lmfast has no GPU backend: "
-                              "running on the CPU", RuntimeWarning, stacklevel=4)
-        self.n_gpu_layers = n_gpu_layers
+        # GPU offload (backends.plan_offload): on a machine or build without a GPU a
+        # request for offload warns and runs on the CPU.
+        n_layer = _block_count(model_file) if cfg["gpu"].get("ratio", 0.0) > 0 else 0
+        plan = plan_offload(cfg["gpu"], n_layer, stacklevel=4)
+        self.n_gpu_layers = plan.n_gpu_layers
 
-        self._model = _core.Model.load(str(model_file.path), n_gpu_layers=n_gpu_layers,
-                                       use_mmap=cfg["tryMmap"], use_mlock=cfg["keepModelInMemory"])
+        self._model = _core.Model.load(str(model_file.path), n_gpu_layers=plan.n_gpu_layers,
+                                       use_mmap=cfg["tryMmap"], use_mlock=cfg["keepModelInMemory"],
+                                       main_gpu=plan.main_gpu, split_mode=plan.split_mode,
+                                       devices=plan.devices)
         n_ctx = cfg["contextLength"] if "contextLength" in load_config else min(4096, self._model.n_ctx_train)
         flash = cfg["flashAttention"]
         self._engine = _core.Engine(
@@ -62,6 +60,7 @@ class ModelInstance:
         self._load_config = cfg
         self._load_config["contextLength"] = self._engine.n_ctx
         self._load_config["cpuThreads"] = self._engine.n_threads
+        self._load_config["gpu"] = plan.applied  # what was applied: ratio 0.0 after a CPU fallback
         self.metadata = self._model.metadata()
         self.info = self._make_info()
         self._lock = threading.Lock()
