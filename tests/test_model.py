@@ -115,3 +115,15 @@ def test_ttl_is_not_applied_to_an_already_loaded_instance(client, smollm2_path):
         assert "keep-me" in [m.identifier for m in client.llm.list_loaded()]
     finally:
         first.unload()
+
+
+def test_load_config_round_trips(client, smollm2_path):
+    """get_load_config() can be passed back as the config of another load."""
+    first = client.llm.load_new_instance(str(smollm2_path), "cfg-a", config={"contextLength": 512})
+    cfg = first.get_load_config()
+    second = client.llm.load_new_instance(str(smollm2_path), "cfg-b", config=cfg)
+    try:
+        assert second.get_load_config() == cfg
+    finally:
+        first.unload()
+        second.unload()
