@@ -12,16 +12,15 @@ import string
 import threading
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 from . import _core
 from .config import EMBEDDING_LOAD_KEYS, with_defaults
-from .errors import LMStudioValueError, ModelUnloadedError
+from .errors import ModelUnloadedError
+from .handle import ModelHandle, texts_of
 from .registry import ModelFile, params_string
 from .results import EmbeddingModelInstanceInfo
 
-if TYPE_CHECKING:
-    from .client import EmbeddingNamespace
 
 _REF_ALPHABET = string.ascii_letters + string.digits
 
@@ -130,76 +129,21 @@ class EmbeddingInstance:
         )
 
 
-def _texts(input: str | Iterable[str], what: str) -> tuple[list[str], bool]:
-    """(texts, single) from a str or an iterable of str."""
-    if isinstance(input, str):
-        return [input], True
-    if isinstance(input, (bytes, bytearray)) or not hasattr(input, "__iter__"):
-        raise LMStudioValueError(f"{what}() takes a str or an iterable of str, got {type(input).__name__}")
-    texts = list(input)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise LMStudioValueError(f"{what}(): item {i} is {type(t).__name__}, not str")
-    return texts, False
-
-
-class EmbeddingModel:
+class EmbeddingModel(ModelHandle):
     """A handle to a loaded embedding model instance (``lms.embedding_model(...)``)."""
 
-    def __init__(self, instance: EmbeddingInstance, namespace: "EmbeddingNamespace | None" = None):
-        self._instance = instance
-        self._namespace = namespace
-
-    @property
-    def identifier(self) -> str:
-        return self._instance.identifier
-
-    def __repr__(self) -> str:
-        return f"EmbeddingModel(identifier={self.identifier!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, EmbeddingModel) and other._instance is self._instance
-
-    def __hash__(self) -> int:
-        return hash(id(self._instance))
+    _instance: EmbeddingInstance
 
     def embed(self, input: str | Iterable[str]) -> list[float] | list[list[float]]:
         """The unit-length embedding of a text, or a list of them for an iterable of texts
         (encoded together, several texts per llama.cpp call). A text longer than the
         context length raises LMStudioValueError (nothing is truncated)."""
-        texts, single = _texts(input, "embed")
+        texts, single = texts_of(input, "embed")
         if not texts:
             self._instance.native()
             return []
         vectors = self._instance.embed(texts)
         return vectors[0] if single else vectors
 
-    def tokenize(self, input: str | Iterable[str]) -> list[int] | list[list[int]]:
-        """Token ids of the text (without the [CLS]/[SEP] that embed() adds around it)."""
-        texts, single = _texts(input, "tokenize")
-        model, _ = self._instance.native()
-        out = [model.tokenize(t, add_special=False, parse_special=False) for t in texts]
-        return out[0] if single else out
-
-    def count_tokens(self, input: str) -> int:
-        if not isinstance(input, str):
-            raise LMStudioValueError(f"count_tokens() takes a str, got {type(input).__name__}")
-        return len(self.tokenize(input))
-
-    def get_context_length(self) -> int:
-        return self._instance.info.context_length
-
     def get_info(self) -> EmbeddingModelInstanceInfo:
-        self._instance.native()
-        return self._instance.info
-
-    def get_load_config(self) -> dict[str, Any]:
-        self._instance.native()
-        return self._instance.load_config()
-
-    def unload(self) -> None:
-        """Unloads this instance; later calls raise ModelUnloadedError."""
-        if self._namespace is not None:
-            self._namespace.unload(self.identifier)
-        else:
-            self._instance.unload()
+        return super().get_info()

@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import structured
 from .chat import AssistantResponse, Chat
+from .handle import ModelHandle
 from .config import PREDICTION_KEYS, prediction_config, with_defaults
 from .errors import (LMStudioCancelledError, LMStudioPredictionError, LMStudioRuntimeError,
                      LMStudioValueError, ModelUnloadedError)
 from .results import LlmInstanceInfo, LlmPredictionFragment, LlmPredictionStats, PredictionResult
 
 if TYPE_CHECKING:
-    from .client import LlmNamespace
     from .instance import ModelInstance
 
 log = logging.getLogger("lmfast")
@@ -213,25 +213,10 @@ class PredictionStream:
         return list(self._token_ids)
 
 
-class LLM:
+class LLM(ModelHandle):
     """A handle to a loaded LLM instance (``lms.llm(...)``)."""
 
-    def __init__(self, instance: "ModelInstance", namespace: "LlmNamespace | None" = None):
-        self._instance = instance
-        self._namespace = namespace
-
-    @property
-    def identifier(self) -> str:
-        return self._instance.identifier
-
-    def __repr__(self) -> str:
-        return f"LLM(identifier={self.identifier!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, LLM) and other._instance is self._instance
-
-    def __hash__(self) -> int:
-        return hash(id(self._instance))
+    _instance: "ModelInstance"
 
     # -- prompts ----------------------------------------------------------------------------
     def _render(self, history: Any) -> str:
@@ -301,29 +286,5 @@ class LLM:
         """The prompt text the model sees for a chat, rendered with its own template."""
         return self._render(history)
 
-    def tokenize(self, input: str | Iterable[str]) -> list[int] | list[list[int]]:
-        model, _ = self._instance.native()
-        if isinstance(input, str):
-            return model.tokenize(input, add_special=False, parse_special=False)
-        return [model.tokenize(s, add_special=False, parse_special=False) for s in input]
-
-    def count_tokens(self, input: str) -> int:
-        return len(self.tokenize(input))
-
-    def get_context_length(self) -> int:
-        return self._instance.info.context_length
-
     def get_info(self) -> LlmInstanceInfo:
-        self._instance.native()
-        return self._instance.info
-
-    def get_load_config(self) -> dict[str, Any]:
-        self._instance.native()
-        return self._instance.load_config()
-
-    def unload(self) -> None:
-        """Unloads this instance; running predictions end with ModelUnloadedError."""
-        if self._namespace is not None:
-            self._namespace.unload(self.identifier)
-        else:
-            self._instance.unload()
+        return super().get_info()
