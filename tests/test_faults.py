@@ -71,15 +71,17 @@ def test_unload_while_another_thread_streams(client, smollm2_path, run):
         model.complete("hi")
 
 
-def test_ttl_expiry_is_deferred_while_a_stream_is_read_slowly(client, smollm2_path):
+def test_ttl_expiry_is_deferred_while_a_request_runs(client, smollm2_path):
+    """A request that runs longer than the TTL is not cut off: the instance is idle (and
+    unloads) only after it ends. 400 forced tokens take ~3-8 s here, several TTLs."""
     model = client.llm.load_new_instance(str(smollm2_path), "ttl-stream", ttl=1, config={**ONE, "contextLength": 1024})
-    stream = model.complete_stream(LONG, config={**GREEDY, "maxTokens": 60, "repeatPenalty": False, "ignoreEos": True})
+    stream = model.complete_stream(LONG, config={**GREEDY, "maxTokens": 400, "repeatPenalty": False, "ignoreEos": True})
     t0 = time.monotonic()
     for _ in stream:
-        time.sleep(0.05)  # the reader takes ~3 s, well over the 1 s TTL
+        time.sleep(0.001)
     result = stream.result()
     assert time.monotonic() - t0 > 1.5
-    assert result.stats.predicted_tokens_count == 60 and result.stats.stop_reason == "maxPredictedTokensReached"
+    assert result.stats.predicted_tokens_count == 400 and result.stats.stop_reason == "maxPredictedTokensReached"
     # Once idle it does expire.
     deadline = time.monotonic() + 15
     while "ttl-stream" in [m.identifier for m in client.llm.list_loaded()] and time.monotonic() < deadline:
