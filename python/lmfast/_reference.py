@@ -9,7 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-_SUBDIR = {"llama-simple": "ref/simple", "llama-bench": "ref/llama-bench", "llama-completion": "ref/completion"}
+_SUBDIR = {"llama-simple": "ref/simple", "llama-bench": "ref/llama-bench", "llama-completion": "ref/completion",
+           "llama-batched-bench": "ref/batched-bench"}
 
 
 def _build_info():
