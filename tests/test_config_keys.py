@@ -1,0 +1,78 @@
+"""Config keys are not only accepted but effective: each test changes one key and
+observes what it changes on the real model."""
+import pytest
+
+import lmfast as lms
+
+GREEDY = {"temperature": 0, "maxTokens": 24}
+PROMPT = "Tell me about the history of Paris."
+
+
+@pytest.fixture(scope="module")
+def small(client, smollm2_path):
+    model = client.llm.load_new_instance(str(smollm2_path), "config-keys", config={"contextLength": 512})
+    yield model
+    model.unload()
+
+
+@pytest.mark.parametrize("sampler", [
+    {"topKSampling": 1},        # only the most likely token survives
+    {"topPSampling": 1e-6},     # the nucleus is the top token
+    {"minPSampling": 1.0},      # nothing less likely than the top token
+])
+def test_truncation_samplers_down_to_one_token_are_greedy(small, sampler):
+    greedy = small.respond(PROMPT, config=GREEDY).content
+    sampled = small.respond(PROMPT, config={"temperature": 1.5, "maxTokens": 24, "seed": 7,
+                                            "repeatPenalty": False, **sampler}).content
+    plain = small.respond(PROMPT, config={**GREEDY, "repeatPenalty": False}).content
+    assert sampled == plain
+    hot = small.respond(PROMPT, config={"temperature": 1.5, "maxTokens": 24, "seed": 7,
+                                        "repeatPenalty": False, "topKSampling": 0, "topPSampling": False,
+                                        "minPSampling": False}).content
+    assert hot != plain  # the same seed and temperature without truncation does sample
+    assert greedy  # the default config answers too
+
+
+def test_eval_batch_size_splits_prompt_evaluation(client, smollm2_path):
+    prompt = "word " * 300
+    counts = {}
+    for batch in (512, 32):
+        model = client.llm.load_new_instance(str(smollm2_path), f"batch-{batch}",
+                                             config={"contextLength": 512, "evalBatchSize": batch})
+        try:
+            assert model.get_load_config()["evalBatchSize"] == batch
+            _, engine = model._instance.native()
+            before = engine.counters()["decode_calls"]
+            model.complete(prompt, config={"temperature": 0, "maxTokens": 1})
+            counts[batch] = engine.counters()["decode_calls"] - before
+        finally:
+            model.unload()
+    assert counts[512] <= 2 and counts[32] >= 300 // 32
+
+
+def test_rope_frequency_base_changes_the_model(client, smollm2_path, small):
+    base = small.complete(PROMPT, config=GREEDY).content
+    model = client.llm.load_new_instance(str(smollm2_path), "rope", config={"contextLength": 512,
+                                                                            "ropeFrequencyBase": 500.0})
+    try:
+        assert model.get_load_config()["ropeFrequencyBase"] == 500.0
+        assert model.complete(PROMPT, config=GREEDY).content != base
+    finally:
+        model.unload()
+
+
+@pytest.mark.parametrize("cfg", [
+    {"llamaKCacheQuantizationType": "q8_0"},
+    {"llamaKCacheQuantizationType": "q8_0", "llamaVCacheQuantizationType": "q8_0", "flashAttention": True},
+    {"offloadKVCacheToGpu": False, "keepModelInMemory": True, "tryMmap": False},
+])
+def test_kv_cache_and_memory_keys_load_and_answer(client, smollm2_path, cfg):
+    model = client.llm.load_new_instance(str(smollm2_path), "kv", config={"contextLength": 512, **cfg})
+    try:
+        applied = model.get_load_config()
+        for key, value in cfg.items():
+            assert applied[key] == value
+        answer = model.respond("What is the capital of France?", config={"temperature": 0, "maxTokens": 120})
+        assert "paris" in answer.content.lower(), answer.content
+    finally:
+        model.unload()
