@@ -341,6 +341,8 @@ PYBIND11_MODULE(_core, m) {
              py::arg("token"), py::arg("render_special") = false,
              "The bytes of one token (possibly part of a UTF-8 character).")
         .def("is_eog", &Model::is_eog)
+        .def_property_readonly("_template_worker_pid", &Model::template_worker_pid,
+                               "Process id of the template worker; -1 when templates run in a child forked per render.")
         .def("apply_chat_template",
              [](const Model & self, const std::vector<std::pair<std::string, std::string>> & messages,
                 bool add_generation_prompt) {

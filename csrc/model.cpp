@@ -5,9 +5,11 @@
 #include <cstring>
 
 #include "chat.h"
+#include "chat_render.h"
 #include "errors.h"
 #include "gguf_check.h"
 #include "sandbox.h"
+#include "template_host.h"
 
 namespace lmfast {
 
@@ -72,30 +74,23 @@ std::shared_ptr<Model> Model::load(const ModelParams & params) {
         }
     }
     // The chat template comes from the file, so it is untrusted: parsing it (which also runs it on
-    // sample conversations, to find its capabilities) happens in a sandbox process (sandbox.h),
-    // and so does every render. The parent never runs template code itself.
+    // sample conversations, to find its capabilities) and every render happen in another process.
+    // That is the template worker (template_host.h), started now and kept for the model's life,
+    // or, where the worker executable is missing, a child forked per parse and render (sandbox.h).
+    // The parent never runs template code itself.
     const SandboxLimits limits = template_limits();
-    const llama_model * raw_model = m->model_;
-    const SandboxResult probe = run_sandboxed(
-        [raw_model] {
-            try {
-                common_chat_templates_ptr t = common_chat_templates_init(raw_model, "");
-                return std::string(common_chat_templates_source(t.get()));
-            } catch (const std::exception &) {
-                // common_chat_templates_init rethrows a copy sliced to std::exception (its message
-                // only goes to the log): parse the template once more for the parser's message.
-                char buf[1];
-                const int32_t n = llama_model_meta_val_str(raw_model, "tokenizer.chat_template", buf, 0);
-                if (n > 0) {
-                    std::string src(static_cast<size_t>(n) + 1, '\0');
-                    llama_model_meta_val_str(raw_model, "tokenizer.chat_template", src.data(), src.size());
-                    src.resize(static_cast<size_t>(n));
-                    common_chat_template check(src, "", "");
-                }
-                throw;
-            }
-        },
-        limits);
+    SandboxResult probe;
+    if (const std::string worker = TemplateHost::worker_path(); !worker.empty()) {
+        m->templates_ = std::make_unique<TemplateHost>(worker, params.path, limits);
+        probe = m->templates_->start();
+        if (probe.status == SandboxResult::Unavailable) m->templates_.reset();
+    }
+    if (!m->templates_) {
+        const llama_model * raw_model = m->model_;
+        probe = run_sandboxed(
+            [raw_model] { return std::string(common_chat_templates_source(init_chat_templates(raw_model).get())); },
+            limits);
+    }
     if (probe.status != SandboxResult::Ok) {
         throw ModelLoadError("the model's chat template is unusable (parsed and tried on sample chats in a sandbox process): " + describe(probe, limits));
     }
@@ -104,8 +99,11 @@ std::shared_ptr<Model> Model::load(const ModelParams & params) {
 }
 
 Model::~Model() {
+    templates_.reset();
     if (model_) llama_model_free(model_);
 }
+
+int Model::template_worker_pid() const { return templates_ ? templates_->pid() : -1; }
 
 std::map<std::string, std::string> Model::metadata() const {
     std::map<std::string, std::string> out;
@@ -229,23 +227,20 @@ std::string Model::detokenize(const std::vector<llama_token> & tokens, bool rend
 }
 
 std::string Model::apply_chat_template(const std::vector<ChatMessage> & messages, bool add_generation_prompt) const {
+    if (templates_) {
+        const SandboxResult r = templates_->render(messages, add_generation_prompt);
+        if (r.status != SandboxResult::Ok) {
+            throw TemplateError("chat template rendering failed: " + describe(r, templates_->limits()));
+        }
+        return r.output;
+    }
     const llama_model * raw_model = model_;
     const SandboxLimits limits = template_limits();
     // Parsed anew in the child each time (a few ms): a parsed template kept in this process would
     // have been run here by its capability probe (see load()).
     const SandboxResult r = run_sandboxed(
         [raw_model, &messages, add_generation_prompt] {
-            common_chat_templates_ptr t = common_chat_templates_init(raw_model, "");
-            common_chat_templates_inputs inputs;
-            inputs.use_jinja = true;
-            inputs.add_generation_prompt = add_generation_prompt;
-            for (const auto & m : messages) {
-                common_chat_msg msg;
-                msg.role = m.role;
-                msg.content = m.content;
-                inputs.messages.push_back(std::move(msg));
-            }
-            return common_chat_templates_apply(t.get(), inputs).prompt;
+            return render_chat(init_chat_templates(raw_model).get(), messages, add_generation_prompt);
         },
         limits);
     if (r.status != SandboxResult::Ok) {

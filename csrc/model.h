@@ -14,6 +14,8 @@ struct common_chat_templates;
 
 namespace lmfast {
 
+class TemplateHost;
+
 struct ModelParams {
     std::string path;
     int32_t n_gpu_layers = 0;   // -1: all
@@ -61,6 +63,9 @@ public:
 
     // Renders messages with the model's own (Jinja) chat template.
     std::string apply_chat_template(const std::vector<ChatMessage> & messages, bool add_generation_prompt) const;
+    // The process id of the template worker (template_host.h), -1 when none runs (templates then
+    // run in a child forked per render); for tests.
+    int template_worker_pid() const;
 
 private:
     Model() = default;
@@ -71,6 +76,7 @@ private:
     const llama_vocab * vocab_ = nullptr;
     std::string path_;
     std::string template_source_;  // the template as llama.cpp resolved it (rendered in a sandbox)
+    std::unique_ptr<TemplateHost> templates_;  // null: a forked child per render
 };
 
 }  // namespace lmfast

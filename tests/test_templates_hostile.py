@@ -2,9 +2,10 @@
 
 Templates are run by llama.cpp's C++ Jinja engine, which knows only the values lmfast passes in
 (messages, flags, bos/eos) and its own built-ins: no Python objects, attributes, modules, files or
-environment. On top of that every parse and render runs in a forked sandbox process with a time,
-memory and output limit (csrc/sandbox.h), so loops, explosions and stack overflows end in an
-exception. Each template here either renders harmlessly or fails with an lmfast exception
+environment. On top of that every parse and render runs in another process with a time, memory
+and output limit: the template worker kept per loaded model (csrc/template_host.h), or a child
+forked per render where there is no worker (csrc/sandbox.h). Loops, explosions and stack
+overflows end in an exception. Each template here either renders harmlessly or fails with an lmfast exception
 (ModelLoadError when it already fails at load, where it is parsed and probed; TemplateError at chat
 time); none executes anything, and the process survives.
 """
@@ -133,12 +134,15 @@ def test_template_failing_only_at_chat_time(smollm2_gguf, client, tmp_path, monk
     path.write_bytes(_with_template(smollm2_gguf, payload + CHATML))
     model = client.llm.load_new_instance(str(path), "late")
     try:
+        first_worker = _worker_pid(model)
         t0 = time.monotonic()
         with pytest.raises(lms.TemplateError, match="longer than"):
             model.respond("x" * 100)
         assert time.monotonic() - t0 < 20
+        assert _worker_pid(model) == -1  # the stuck worker was killed ...
         r = model.respond("What is the capital of France?", config={**GREEDY, "maxTokens": 8})
         assert "paris" in r.content.lower()
+        assert _worker_pid(model) not in (-1, first_worker)  # ... and a new one serves
     finally:
         model.unload()
 
@@ -153,3 +157,77 @@ def test_sandbox_keeps_normal_templates_working(llm):
     assert "<|im_start|>system\nBe brief.<|im_end|>" in first and first.endswith("<|im_start|>assistant\n")
     with ThreadPoolExecutor(8) as ex:
         assert set(ex.map(lambda _: llm.apply_prompt_template(chat), range(32))) == {first}
+
+
+def _worker_pid(handle) -> int:
+    return handle._instance._model._template_worker_pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+CHATS = [
+    [{"role": "user", "content": "hi"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"},
+     {"role": "assistant", "content": "Hi! How can I help?"}, {"role": "user", "content": "Tell me a joke."}],
+    [{"role": "user", "content": "日本語 😀 \u00c4 tab\t newline\n " + "long " * 2000}],
+    [{"role": "user", "content": " "}],
+]
+
+
+def _render_all(model) -> list[str]:
+    return [model.apply_prompt_template(lms.Chat.from_history({"messages": c})) for c in CHATS]
+
+
+def test_template_worker_is_kept_for_the_model_and_ends_with_it(client, smollm2_path):
+    """One worker process per loaded model serves every render (no fork per request) and is gone
+    after unload."""
+    model = client.llm.load_new_instance(str(smollm2_path), "worker-life")
+    pid = _worker_pid(model)
+    try:
+        assert pid > 0 and pid != os.getpid() and _alive(pid)
+        for _ in range(3):
+            _render_all(model)
+        assert _worker_pid(model) == pid
+    finally:
+        model.unload()
+    assert not _alive(pid)
+
+
+def test_template_worker_killed_from_outside_is_replaced(client, smollm2_path):
+    """A worker that died between requests (say, the OOM killer) costs no request an error."""
+    import signal
+
+    model = client.llm.load_new_instance(str(smollm2_path), "worker-killed")
+    try:
+        before = _render_all(model)
+        pid = _worker_pid(model)
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        assert _render_all(model) == before
+        assert _worker_pid(model) not in (-1, pid)
+    finally:
+        model.unload()
+
+
+def test_fork_fallback_renders_the_same(client, smollm2_path, monkeypatch):
+    """Without the worker (LMFAST_TEMPLATE_WORKER=fork: a child forked per render, as where the
+    executable is missing) prompts are byte for byte those of the worker."""
+    with_worker = client.llm.load_new_instance(str(smollm2_path), "render-worker")
+    try:
+        expected = _render_all(with_worker)
+    finally:
+        with_worker.unload()
+    monkeypatch.setenv("LMFAST_TEMPLATE_WORKER", "fork")
+    forked = client.llm.load_new_instance(str(smollm2_path), "render-fork")
+    try:
+        assert _worker_pid(forked) == -1
+        assert _render_all(forked) == expected
+        assert expected[1].count("<|im_start|>") == 5 and expected[2].count("long ") == 2000
+    finally:
+        forked.unload()

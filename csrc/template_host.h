@@ -1,0 +1,57 @@
+// The host side of the template worker (template_worker.cpp): one worker process per loaded
+// model, started at load, kept for every render, restarted after a failure.
+//
+// Requests from several threads are served one at a time (a render takes well under a
+// millisecond). Every exchange has the wall-clock deadline of SandboxLimits, and an answer larger
+// than the output cap is refused; after a timeout, a crash, an oversized answer or running out of
+// memory the worker is killed and the next render starts a fresh one. A template error (the
+// template raised, e.g. on roles it does not support) leaves the worker running.
+#pragma once
+
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <sys/types.h>
+
+#include "sandbox.h"
+
+namespace lmfast {
+
+struct ChatMessage;
+
+class TemplateHost {
+public:
+    // The worker executable to use for models loaded from now on, or "" when there is none and
+    // templates are to run in a forked child per render (sandbox.h). LMFAST_TEMPLATE_WORKER
+    // overrides: a path, or "fork".
+    static std::string worker_path();
+
+    TemplateHost(std::string worker, std::string model_path, SandboxLimits limits);
+    ~TemplateHost();
+    TemplateHost(const TemplateHost &) = delete;
+    TemplateHost & operator=(const TemplateHost &) = delete;
+
+    // Starts the worker, which parses the template and tries it on sample chats; Ok with the
+    // template's source, or what went wrong.
+    SandboxResult start();
+    // Renders the prompt; starts a worker first when the last one was killed.
+    SandboxResult render(const std::vector<ChatMessage> & messages, bool add_generation_prompt);
+    const SandboxLimits & limits() const { return limits_; }
+    // The worker's process id (-1 when none runs); for tests.
+    int pid();
+
+private:
+    SandboxResult start_locked();
+    SandboxResult exchange_locked(const std::string & request, bool starting);
+    void stop_locked(bool kill_first, SandboxResult * why);
+
+    const std::string worker_;
+    const std::string model_path_;
+    const SandboxLimits limits_;
+    std::mutex mu_;
+    pid_t pid_ = -1;
+    int fd_ = -1;
+};
+
+}  // namespace lmfast

@@ -1,0 +1,164 @@
+// lmfast-template-worker: parses a model's chat template once and renders prompts with it on
+// request, in a process of its own.
+//
+// Chat templates come from model files and are untrusted (see sandbox.h). Forking a child for
+// every render isolates them but costs a fork of the whole host process per request (~9 ms on
+// SmolLM2 under Python, on the time-to-first-token path) and re-parses the template each time.
+// This worker is started once per loaded model with a clean address space (posix_spawn, not
+// fork: nothing of the host's memory or threads comes along), reads only the model's vocabulary
+// and metadata, and keeps the parsed template. Its limits: an address-space cap (set after the
+// vocabulary is loaded) and a CPU-time cap renewed for each render; the host adds a wall-clock
+// deadline and an output cap, and kills and restarts the worker after anything but a clean
+// answer or a template error.
+//
+// Usage: lmfast-template-worker MODEL.gguf MEMORY_BYTES TIMEOUT_S, with the socket on fd 0.
+
+#include "template_protocol.h"
+
+#include "chat_render.h"
+#include "model.h"  // ChatMessage
+#include "llama.h"
+#include "log.h"  // llama.cpp common
+
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <sys/resource.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
+
+namespace proto = lmfast::template_protocol;
+
+namespace {
+
+constexpr int kFd = 0;
+
+size_t current_vm_bytes() {
+#if defined(__linux__)
+    FILE * f = std::fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    unsigned long pages = 0;
+    const int n = std::fscanf(f, "%lu", &pages);
+    std::fclose(f);
+    return n == 1 ? static_cast<size_t>(pages) * static_cast<size_t>(sysconf(_SC_PAGESIZE)) : 0;
+#else
+    return 0;  // macOS does not enforce RLIMIT_AS anyway
+#endif
+}
+
+// CPU time for the next piece of untrusted work: what was used so far plus the budget. Past the
+// soft limit the kernel sends SIGXCPU, which ends the worker (the host reports a timeout).
+void renew_cpu_limit(double timeout_s) {
+    struct rusage ru {};
+    getrusage(RUSAGE_SELF, &ru);
+    const double used = ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + 1e-6 * (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+    const rlim_t soft = static_cast<rlim_t>(std::ceil(used + timeout_s)) + 2;
+    struct rlimit rl {};
+    getrlimit(RLIMIT_CPU, &rl);
+    if (rl.rlim_max != RLIM_INFINITY && soft > rl.rlim_max) return;
+    rl.rlim_cur = soft;
+    setrlimit(RLIMIT_CPU, &rl);
+}
+
+void reply(char status, const std::string & payload) {
+    const std::string f = proto::frame(status, payload);
+    if (!proto::send_all(kFd, f.data(), f.size())) _exit(0);  // the host is gone
+}
+
+// Runs fn, answering 'O' with its result, 'M' when it ran out of memory, 'E' with the message of
+// anything else it threw.
+template <typename F> void answer(F && fn) {
+    char status = 'O';
+    std::string out;
+    try {
+        out = fn();
+    } catch (const std::bad_alloc &) {
+        status = 'M';
+    } catch (const std::length_error &) {
+        status = 'M';
+    } catch (const std::exception & e) {
+        status = 'E';
+        out = e.what();
+    } catch (...) {
+        status = 'E';
+        out = "unknown error";
+    }
+    reply(status, out);
+}
+
+bool read_u32(uint32_t & v) { return proto::recv_all(kFd, reinterpret_cast<char *>(&v), sizeof v); }
+
+bool read_string(std::string & s) {
+    uint32_t n = 0;
+    if (!read_u32(n)) return false;
+    s.resize(n);
+    return n == 0 || proto::recv_all(kFd, s.data(), n);
+}
+
+}  // namespace
+
+int main(int argc, char ** argv) {
+    if (argc != 4) {
+        std::fprintf(stderr, "usage: %s MODEL.gguf MEMORY_BYTES TIMEOUT_S (internal to lmfast)\n", argv[0]);
+        return 2;
+    }
+#if defined(__linux__)
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the host
+#endif
+    std::signal(SIGPIPE, SIG_IGN);
+    std::signal(SIGINT, SIG_IGN);  // Ctrl-C reaches the whole process group; the host decides
+    const size_t memory_bytes = std::strtoull(argv[2], nullptr, 10);
+    const double timeout_s = std::strtod(argv[3], nullptr);
+
+    llama_log_set([](ggml_log_level, const char *, void *) {}, nullptr);
+    common_log_set_verbosity_thold(-1);
+
+    // Trusted part: the host validated the file's header before starting the worker.
+    llama_model_params mp = llama_model_default_params();
+    mp.vocab_only = true;
+    llama_model * model = llama_model_load_from_file(argv[1], mp);
+    if (!model) {
+        reply('E', std::string("could not read the model's vocabulary from ") + argv[1]);
+        return 1;
+    }
+    reply('R', "");
+
+    // Untrusted from here on.
+    if (memory_bytes > 0) {
+        const size_t vm = current_vm_bytes();
+        if (vm > 0) {
+            struct rlimit rl { vm + memory_bytes, vm + memory_bytes };
+            setrlimit(RLIMIT_AS, &rl);
+        }
+    }
+    renew_cpu_limit(timeout_s);
+    common_chat_templates_ptr templates;
+    answer([&] {
+        templates = lmfast::init_chat_templates(model);
+        return std::string(common_chat_templates_source(templates.get()));
+    });
+    if (!templates) return 1;
+
+    for (;;) {
+        char add_generation_prompt = 0;
+        uint32_t count = 0;
+        if (!proto::recv_all(kFd, &add_generation_prompt, 1) || !read_u32(count)) break;  // host closed
+        std::vector<lmfast::ChatMessage> messages(count);
+        bool ok = true;
+        for (uint32_t i = 0; i < count && ok; ++i) ok = read_string(messages[i].role) && read_string(messages[i].content);
+        if (!ok) break;
+        renew_cpu_limit(timeout_s);
+        answer([&] { return lmfast::render_chat(templates.get(), messages, add_generation_prompt != 0); });
+    }
+    templates.reset();
+    llama_model_free(model);
+    return 0;
+}
