@@ -470,6 +470,8 @@ PYBIND11_MODULE(_core, m) {
             d["prompt_tokens_cached"] = c.prompt_tokens_cached;
             d["tokens_generated"] = c.tokens_generated;
             d["decode_calls"] = c.decode_calls;
+            d["generation_steps"] = c.generation_steps;
+            d["generation_seq_runs"] = c.generation_seq_runs;
             return d;
         });
 

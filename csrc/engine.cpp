@@ -660,6 +660,7 @@ void Engine::step() {
             batch_.logits[i] = logits;
             return i;
         };
+        decoding_.clear();
         for (auto it = active_.begin(); it != active_.end();) {
             Active & a = **it;
             a.i_logits = -1;
@@ -672,10 +673,22 @@ void Engine::step() {
                     it = active_.erase(it);
                     continue;
                 }
-                a.i_logits = add(a.next, static_cast<llama_pos>(toks.size()), a.seq, true);
-                a.n_in_batch = 1;
+                decoding_.push_back(&a);
             }
             ++it;
+        }
+        // In ascending sequence order: llama.cpp puts a run of consecutive sequence ids into
+        // one micro-batch when each sequence has its own KV stream (llama_batch_allocr::
+        // split_equal), and every micro-batch is another pass over all the weights. In arrival
+        // order, 4 requests took 93 micro-batches for 25 steps, and 8 streams decoded at
+        // 142 tok/s instead of 176 (SmolLM2, 2 cores).
+        std::sort(decoding_.begin(), decoding_.end(), [](const Active * x, const Active * y) { return x->seq < y->seq; });
+        seq_runs_ = 0;
+        for (size_t k = 0; k < decoding_.size(); ++k) {
+            Active * a = decoding_[k];
+            a->i_logits = add(a->next, static_cast<llama_pos>(cache_.tokens(a->seq).size()), a->seq, true);
+            a->n_in_batch = 1;
+            if (k == 0 || decoding_[k - 1]->seq + 1 != a->seq) ++seq_runs_;
         }
         for (auto & ap : active_) {
             Active & a = *ap;
@@ -749,6 +762,10 @@ void Engine::step() {
     counters_.prompt_tokens_evaluated += n_prompt_eval;
     counters_.tokens_generated += n_gen;
     counters_.decode_calls += 1;
+    if (seq_runs_ > 0) {
+        counters_.generation_steps += 1;
+        counters_.generation_seq_runs += seq_runs_;
+    }
 }
 
 }  // namespace lmfast

@@ -114,6 +114,10 @@ struct EngineCounters {
     uint64_t prompt_tokens_cached = 0;
     uint64_t tokens_generated = 0;
     uint64_t decode_calls = 0;
+    // Steps that decoded generated tokens, and the runs of consecutive sequence ids among them
+    // summed over those steps: each run is one llama.cpp micro-batch, one pass over the weights.
+    uint64_t generation_steps = 0;
+    uint64_t generation_seq_runs = 0;
 };
 
 class Engine {
@@ -183,6 +187,8 @@ private:
     // Engine thread only.
     PrefixCache cache_;
     std::list<std::unique_ptr<Active>> active_;
+    std::vector<Active *> decoding_;  // step(): the generating requests, in sequence order
+    uint64_t seq_runs_ = 0;           // step(): runs of consecutive sequence ids in decoding_
     std::thread thread_;
 };
 

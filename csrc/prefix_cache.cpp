@@ -39,11 +39,15 @@ PrefixCache::Match PrefixCache::pick(const std::vector<llama_token> & prompt, bo
     return m;
 }
 
-// An empty idle sequence if there is one, else the least recently used idle one
-// other than `except`; -1 if none.
+// The idle sequence to give a request that brings no cached prefix of its own, other than
+// `except`; -1 if none. First one next to a busy sequence: llama.cpp decodes a run of
+// consecutive sequence ids in one pass over the weights and each gap costs another pass, for
+// as long as both requests run. Then an empty one, then the least recently used.
 llama_seq_id PrefixCache::spare(llama_seq_id except) const {
+    const size_t n = entries_.size();
+    auto adjacent = [&](size_t i) { return (i > 0 && entries_[i - 1].busy) || (i + 1 < n && entries_[i + 1].busy); };
     llama_seq_id pick = -1;
-    for (size_t i = 0; i < entries_.size(); ++i) {
+    for (size_t i = 0; i < n; ++i) {
         const Entry & e = entries_[i];
         if (e.busy || static_cast<llama_seq_id>(i) == except) continue;
         if (pick < 0) {
@@ -51,9 +55,10 @@ llama_seq_id PrefixCache::spare(llama_seq_id except) const {
             continue;
         }
         const Entry & p = entries_[pick];
-        if (e.tokens.empty() != p.tokens.empty() ? e.tokens.empty() : e.last_used < p.last_used) {
-            pick = static_cast<llama_seq_id>(i);
-        }
+        const bool better = adjacent(i) != adjacent(pick)               ? adjacent(i)
+                            : e.tokens.empty() != p.tokens.empty() ? e.tokens.empty()
+                                                                   : e.last_used < p.last_used;
+        if (better) pick = static_cast<llama_seq_id>(i);
     }
     return pick;
 }

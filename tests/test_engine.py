@@ -351,3 +351,72 @@ def test_batched_request_agrees_with_lone_request(client, smollm2_path):
     finally:
         alone_model.unload()
         batch_model.unload()
+
+
+def test_concurrent_requests_take_one_pass_over_the_weights_per_step(client, smollm2_path):
+    """With a KV stream per sequence, llama.cpp decodes a run of consecutive sequence ids as one
+    micro-batch (one pass over the weights), and each gap or out-of-order id starts another.
+    The engine gives concurrent requests adjacent sequences and batches them in sequence order,
+    so every generation step is one run, even when the least recently used sequences are
+    scattered (here 0, 2, 4, 6)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = client.llm.load_new_instance(str(smollm2_path), "seq-runs",
+                                         config={"contextLength": 512, "maxParallelPredictions": 8})
+    try:
+        _, engine = model._instance.native()
+        cfg = {"temperature": 0, "maxTokens": 24, "ignoreEos": True}
+        notes = [f"Note {i}: the weather is fine today and the {i}th train is late." for i in range(8)]
+        for p in notes:  # one per sequence
+            model.complete(p, config=cfg)
+        for p in notes[1::2]:  # odd sequences become the most recently used
+            model.complete(p, config=cfg)
+        for n in (4, 8):
+            before = engine.counters()
+            with ThreadPoolExecutor(n) as ex:
+                results = list(ex.map(lambda i: model.complete(f"Question {n}.{i}: name a colour.", config=cfg),
+                                      range(n)))
+            after = engine.counters()
+            assert all(r.stats.predicted_tokens_count == 24 for r in results)
+            steps = after["generation_steps"] - before["generation_steps"]
+            runs = after["generation_seq_runs"] - before["generation_seq_runs"]
+            assert steps >= 23  # each request's first token comes from its prompt's step
+            # Only where requests join or leave at different steps (their threads start a
+            # little apart) may a gap open for a step or two. Without the ordering, the 4
+            # requests took 4 micro-batches a step here (sequences 0, 2, 4, 6).
+            assert runs <= steps + 4, f"{n} streams: {runs} micro-batches in {steps} steps"
+    finally:
+        model.unload()
+
+
+def test_a_new_request_takes_a_sequence_next_to_the_busy_ones(client, smollm2_path):
+    """The least recently used idle sequence can sit apart from the busy ones (here 3, with 1
+    busy); a request that brings no cached prefix takes an idle neighbour instead, so the two
+    running requests stay one micro-batch per step."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = client.llm.load_new_instance(str(smollm2_path), "seq-adjacent",
+                                         config={"contextLength": 512, "maxParallelPredictions": 4})
+    try:
+        _, engine = model._instance.native()
+        short = {"temperature": 0, "maxTokens": 24, "ignoreEos": True}
+        notes = [f"Note {i}: the weather is fine today and the {i}th train is late." for i in range(4)]
+        for p in notes:  # sequences 0..3, least recently used first
+            model.complete(p, config=short)
+        # The same prompt again branches off sequence 2 (it keeps its answer) into the least
+        # recently used one, 0: now 1 and then 3 are the least recently used.
+        model.complete(notes[2], config=short)
+        before = engine.counters()
+        long = {**short, "maxTokens": 64}
+        with ThreadPoolExecutor(2) as ex:
+            first = ex.submit(model.complete, "Question one: name a colour.", config=long)
+            time.sleep(0.3)  # the first is generating when the second arrives
+            second = ex.submit(model.complete, "Question two: name a fruit.", config=long)
+            results = [first.result(), second.result()]
+        after = engine.counters()
+        assert all(r.stats.predicted_tokens_count == 64 for r in results)
+        steps = after["generation_steps"] - before["generation_steps"]
+        runs = after["generation_seq_runs"] - before["generation_seq_runs"]
+        assert runs == steps, f"{runs} micro-batches in {steps} steps"
+    finally:
+        model.unload()
