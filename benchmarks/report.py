@@ -60,6 +60,14 @@ def markdown(results: dict[str, Any]) -> str:
             b = lp["interleaved_ttft_per_turn_s"][chat] if lp else None
             out.append(f"| two interleaved chats, {chat[-1].upper()}, TTFT per turn | {_turns(a)} | – | "
                        f"{_turns(b)} | – | {_ratio(a[-1], b[-1]) if b else '–'} (last turn) |")
+        lone_a, lone_p = lm.get("chat_ttft_per_turn_s"), lp.get("chat_ttft_per_turn_s") if lp else None
+        a = lm["interleaved_ttft_per_turn_s"]["chat_a"]
+        b = lp["interleaved_ttft_per_turn_s"]["chat_a"] if lp else None
+        if lone_a and len(lone_a) >= len(a):
+            # The same questions alone and interleaved: how much the other chat costs a turn.
+            n = len(a)
+            out.append(f"| interleaved A / lone chat, TTFT at turn {n} | {_ratio(a[-1], lone_a[n - 1])} | – | "
+                       f"{_ratio(b[-1], lone_p[n - 1]) if b and lone_p else '–'} | – | – |")
     if lm and "concurrency" in lm:
         for n, v in lm["concurrency"].items():
             p = lp["concurrency"].get(n) if lp else None

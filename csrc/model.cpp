@@ -47,6 +47,12 @@ std::shared_ptr<Model> Model::load(const ModelParams & params) {
 
     std::shared_ptr<Model> m(new Model());
     m->path_ = params.path;
+    // The template worker reads the vocabulary while the weights load here (see below).
+    const SandboxLimits limits = template_limits();
+    if (const std::string worker = TemplateHost::worker_path(); !worker.empty()) {
+        m->templates_ = std::make_unique<TemplateHost>(worker, params.path, limits);
+        if (m->templates_->launch().status != SandboxResult::Ok) m->templates_.reset();
+    }
     m->model_ = llama_model_load_from_file(params.path.c_str(), mp);
     if (!m->model_) {
         throw ModelLoadError("llama.cpp could not load " + params.path +
@@ -75,13 +81,11 @@ std::shared_ptr<Model> Model::load(const ModelParams & params) {
     }
     // The chat template comes from the file, so it is untrusted: parsing it (which also runs it on
     // sample conversations, to find its capabilities) and every render happen in another process.
-    // That is the template worker (template_host.h), started now and kept for the model's life,
-    // or, where the worker executable is missing, a child forked per parse and render (sandbox.h).
-    // The parent never runs template code itself.
-    const SandboxLimits limits = template_limits();
+    // That is the template worker (template_host.h), launched before the weights were loaded and
+    // kept for the model's life, or, where the worker executable is missing, a child forked per
+    // parse and render (sandbox.h). The parent never runs template code itself.
     SandboxResult probe;
-    if (const std::string worker = TemplateHost::worker_path(); !worker.empty()) {
-        m->templates_ = std::make_unique<TemplateHost>(worker, params.path, limits);
+    if (m->templates_) {
         probe = m->templates_->start();
         if (probe.status == SandboxResult::Unavailable) m->templates_.reset();
     }

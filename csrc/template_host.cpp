@@ -101,13 +101,27 @@ int TemplateHost::pid() {
     return static_cast<int>(pid_);
 }
 
-SandboxResult TemplateHost::start() {
+SandboxResult TemplateHost::launch() {
     std::lock_guard<std::mutex> lock(mu_);
     stop_locked(true, nullptr);
-    return start_locked();
+    return spawn_locked();
+}
+
+SandboxResult TemplateHost::start() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (pid_ < 0) {
+        SandboxResult spawned = spawn_locked();
+        if (spawned.status != SandboxResult::Ok) return spawned;
+    }
+    return exchange_locked({}, true);
 }
 
 SandboxResult TemplateHost::start_locked() {
+    SandboxResult spawned = spawn_locked();
+    return spawned.status == SandboxResult::Ok ? exchange_locked({}, true) : spawned;
+}
+
+SandboxResult TemplateHost::spawn_locked() {
     int sv[2];
 #ifdef SOCK_CLOEXEC
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
@@ -143,7 +157,7 @@ SandboxResult TemplateHost::start_locked() {
     }
     pid_ = pid;
     fd_ = sv[0];
-    return exchange_locked({}, true);
+    return make(SandboxResult::Ok);
 }
 
 SandboxResult TemplateHost::render(const std::vector<ChatMessage> & messages, bool add_generation_prompt) {
@@ -259,7 +273,9 @@ TemplateHost::TemplateHost(std::string worker, std::string model_path, SandboxLi
     : worker_(std::move(worker)), model_path_(std::move(model_path)), limits_(limits) {}
 TemplateHost::~TemplateHost() = default;
 int TemplateHost::pid() { return -1; }
+SandboxResult TemplateHost::launch() { return {}; }
 SandboxResult TemplateHost::start() { return {}; }
+SandboxResult TemplateHost::spawn_locked() { return {}; }
 SandboxResult TemplateHost::render(const std::vector<ChatMessage> &, bool) { return {}; }
 SandboxResult TemplateHost::start_locked() { return {}; }
 SandboxResult TemplateHost::exchange_locked(const std::string &, bool) { return {}; }

@@ -32,8 +32,11 @@ public:
     TemplateHost(const TemplateHost &) = delete;
     TemplateHost & operator=(const TemplateHost &) = delete;
 
-    // Starts the worker, which parses the template and tries it on sample chats; Ok with the
-    // template's source, or what went wrong.
+    // Spawns the worker, which then reads the vocabulary on its own while the caller goes on
+    // (loading the weights); Unavailable when it could not be spawned.
+    SandboxResult launch();
+    // Waits for the launched worker (launching one first if needed) to parse the template and
+    // try it on sample chats; Ok with the template's source, or what went wrong.
     SandboxResult start();
     // Renders the prompt; starts a worker first when the last one was killed.
     SandboxResult render(const std::vector<ChatMessage> & messages, bool add_generation_prompt);
@@ -42,6 +45,7 @@ public:
     int pid();
 
 private:
+    SandboxResult spawn_locked();
     SandboxResult start_locked();
     SandboxResult exchange_locked(const std::string & request, bool starting);
     void stop_locked(bool kill_first, SandboxResult * why);
