@@ -18,6 +18,8 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "vm_size.h"
 #define LMFAST_HAVE_FORK 1
 #endif
 
@@ -34,16 +36,6 @@ double env_double(const char * name, double dflt) {
 }
 
 #ifdef LMFAST_HAVE_FORK
-// Current size of the address space, so the child's limit is "what it has now + the budget".
-size_t current_vm_bytes() {
-    FILE * f = std::fopen("/proc/self/statm", "r");
-    if (!f) return 0;
-    unsigned long pages = 0;
-    const int n = std::fscanf(f, "%lu", &pages);
-    std::fclose(f);
-    return n == 1 ? static_cast<size_t>(pages) * static_cast<size_t>(sysconf(_SC_PAGESIZE)) : 0;
-}
-
 void write_all(int fd, const char * p, size_t n) {
     while (n > 0) {
         const ssize_t w = ::write(fd, p, n);

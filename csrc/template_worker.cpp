@@ -14,6 +14,7 @@
 // Usage: lmfast-template-worker MODEL.gguf MEMORY_BYTES TIMEOUT_S, with the socket on fd 0.
 
 #include "template_protocol.h"
+#include "vm_size.h"
 
 #include "chat_render.h"
 #include "model.h"  // ChatMessage
@@ -31,28 +32,12 @@
 
 #include <sys/resource.h>
 #include <unistd.h>
-#if defined(__linux__)
-#include <sys/prctl.h>
-#endif
 
 namespace proto = lmfast::template_protocol;
 
 namespace {
 
 constexpr int kFd = 0;
-
-size_t current_vm_bytes() {
-#if defined(__linux__)
-    FILE * f = std::fopen("/proc/self/statm", "r");
-    if (!f) return 0;
-    unsigned long pages = 0;
-    const int n = std::fscanf(f, "%lu", &pages);
-    std::fclose(f);
-    return n == 1 ? static_cast<size_t>(pages) * static_cast<size_t>(sysconf(_SC_PAGESIZE)) : 0;
-#else
-    return 0;  // macOS does not enforce RLIMIT_AS anyway
-#endif
-}
 
 // CPU time for the next piece of untrusted work: what was used so far plus the budget. Past the
 // soft limit the kernel sends SIGXCPU, which ends the worker (the host reports a timeout).
@@ -110,9 +95,10 @@ int main(int argc, char ** argv) {
         std::fprintf(stderr, "usage: %s MODEL.gguf MEMORY_BYTES TIMEOUT_S (internal to lmfast)\n", argv[0]);
         return 2;
     }
-#if defined(__linux__)
-    prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the host
-#endif
+    // No PR_SET_PDEATHSIG: it fires when the *thread* that spawned the worker ends (a model
+    // loaded from a short-lived thread, as the asyncio API does), not the host process. The
+    // worker ends when its socket closes instead, which the host's exit does too, and a render
+    // in progress is bounded by the CPU limit.
     std::signal(SIGPIPE, SIG_IGN);
     std::signal(SIGINT, SIG_IGN);  // Ctrl-C reaches the whole process group; the host decides
     const size_t memory_bytes = std::strtoull(argv[2], nullptr, 10);
@@ -133,7 +119,7 @@ int main(int argc, char ** argv) {
 
     // Untrusted from here on.
     if (memory_bytes > 0) {
-        const size_t vm = current_vm_bytes();
+        const size_t vm = lmfast::current_vm_bytes();
         if (vm > 0) {
             struct rlimit rl { vm + memory_bytes, vm + memory_bytes };
             setrlimit(RLIMIT_AS, &rl);

@@ -353,6 +353,16 @@ def test_batched_request_agrees_with_lone_request(client, smollm2_path):
         batch_model.unload()
 
 
+def _micro_batches(engine, fn):
+    """fn's result, and the generation steps and micro-batches (runs of consecutive sequence
+    ids, one pass over the weights each) the engine went through meanwhile."""
+    before = engine.counters()
+    result = fn()
+    after = engine.counters()
+    return (result, after["generation_steps"] - before["generation_steps"],
+            after["generation_seq_runs"] - before["generation_seq_runs"])
+
+
 def test_concurrent_requests_take_one_pass_over_the_weights_per_step(client, smollm2_path):
     """With a KV stream per sequence, llama.cpp decodes a run of consecutive sequence ids as one
     micro-batch (one pass over the weights), and each gap or out-of-order id starts another.
@@ -372,14 +382,13 @@ def test_concurrent_requests_take_one_pass_over_the_weights_per_step(client, smo
         for p in notes[1::2]:  # odd sequences become the most recently used
             model.complete(p, config=cfg)
         for n in (4, 8):
-            before = engine.counters()
-            with ThreadPoolExecutor(n) as ex:
-                results = list(ex.map(lambda i: model.complete(f"Question {n}.{i}: name a colour.", config=cfg),
-                                      range(n)))
-            after = engine.counters()
+            def ask_at_once() -> list:
+                with ThreadPoolExecutor(n) as ex:
+                    return list(ex.map(lambda i: model.complete(f"Question {n}.{i}: name a colour.", config=cfg),
+                                       range(n)))
+
+            results, steps, runs = _micro_batches(engine, ask_at_once)
             assert all(r.stats.predicted_tokens_count == 24 for r in results)
-            steps = after["generation_steps"] - before["generation_steps"]
-            runs = after["generation_seq_runs"] - before["generation_seq_runs"]
             assert steps >= 23  # each request's first token comes from its prompt's step
             # Only where requests join or leave at different steps (their threads start a
             # little apart) may a gap open for a step or two. Without the ordering, the 4
@@ -406,17 +415,17 @@ def test_a_new_request_takes_a_sequence_next_to_the_busy_ones(client, smollm2_pa
         # The same prompt again branches off sequence 2 (it keeps its answer) into the least
         # recently used one, 0: now 1 and then 3 are the least recently used.
         model.complete(notes[2], config=short)
-        before = engine.counters()
         long = {**short, "maxTokens": 64}
-        with ThreadPoolExecutor(2) as ex:
-            first = ex.submit(model.complete, "Question one: name a colour.", config=long)
-            time.sleep(0.3)  # the first is generating when the second arrives
-            second = ex.submit(model.complete, "Question two: name a fruit.", config=long)
-            results = [first.result(), second.result()]
-        after = engine.counters()
+
+        def one_then_another() -> list:
+            with ThreadPoolExecutor(2) as ex:
+                first = ex.submit(model.complete, "Question one: name a colour.", config=long)
+                time.sleep(0.3)  # the first is generating when the second arrives
+                second = ex.submit(model.complete, "Question two: name a fruit.", config=long)
+                return [first.result(), second.result()]
+
+        results, steps, runs = _micro_batches(engine, one_then_another)
         assert all(r.stats.predicted_tokens_count == 64 for r in results)
-        steps = after["generation_steps"] - before["generation_steps"]
-        runs = after["generation_seq_runs"] - before["generation_seq_runs"]
         assert runs == steps, f"{runs} micro-batches in {steps} steps"
     finally:
         model.unload()

@@ -144,4 +144,9 @@ def test_example_runs_verbatim(example_id, models_dir, smollm2_path):
         assert float(lines["Time to first token (seconds)"]) > 0
         assert lines["Stop reason"] in ("eosFound", "maxPredictedTokensReached")
     elif check == "chatbot":
-        assert "Bot: " in out and "Paris" in out
+        # The page's chatbot samples at the default temperature with a random seed, so the
+        # 135M model's answer varies (one CI run got a confident wrong one): check that it
+        # answered, not what.
+        assert "Bot: " in out
+        answer = out.split("Bot: ", 1)[1].split("\nYou (leave blank to exit):", 1)[0]
+        assert len(answer.strip()) > 10, out
