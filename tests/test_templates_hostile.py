@@ -231,3 +231,24 @@ def test_fork_fallback_renders_the_same(client, smollm2_path, monkeypatch):
         assert expected[1].count("<|im_start|>") == 5 and expected[2].count("long ") == 2000
     finally:
         forked.unload()
+
+
+def test_template_worker_outlives_the_thread_that_loaded_the_model(client, smollm2_path):
+    """The asyncio API loads models from short-lived threads; the worker must stay up after
+    that thread ends (a parent-death signal tied to the thread killed it once)."""
+    import threading
+
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault(
+        "model", client.llm.load_new_instance(str(smollm2_path), "loaded-in-thread")))
+    t.start()
+    t.join()
+    model = box["model"]
+    try:
+        pid = _worker_pid(model)
+        time.sleep(0.3)
+        assert _alive(pid)
+        assert _render_all(model)[0].endswith("<|im_start|>assistant\n")
+        assert _worker_pid(model) == pid
+    finally:
+        model.unload()
