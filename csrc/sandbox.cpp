@@ -66,27 +66,8 @@ void write_all(int fd, const char * p, size_t n) {
         struct rlimit rl { cpu, cpu + 1 };
         setrlimit(RLIMIT_CPU, &rl);
     }
-    char status = 'O';
     std::string out;
-    try {
-        out = fn();
-    } catch (const std::bad_alloc &) {
-        status = 'M';
-        out.clear();
-    } catch (const std::length_error &) {
-        status = 'M';
-        out.clear();
-    } catch (const std::exception & e) {
-        status = 'E';
-        try {
-            out = e.what();
-        } catch (...) {
-            out.clear();
-        }
-    } catch (...) {
-        status = 'E';
-        out = "unknown error";
-    }
+    const char status = run_capturing(fn, out);
     write_all(fd, &status, 1);
     write_all(fd, out.data(), out.size());
     _exit(0);

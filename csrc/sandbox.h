@@ -13,9 +13,36 @@
 
 #include <cstddef>
 #include <functional>
+#include <new>
+#include <stdexcept>
 #include <string>
 
 namespace lmfast {
+
+// Runs untrusted work in the process that isolates it (forked child or template worker) and
+// sorts its outcome: 'O' with fn's result, 'M' when it ran out of memory, 'E' with the message
+// of anything else it threw.
+template <typename F> char run_capturing(F && fn, std::string & out) {
+    out.clear();
+    try {
+        out = fn();
+        return 'O';
+    } catch (const std::bad_alloc &) {
+    } catch (const std::length_error &) {
+    } catch (const std::exception & e) {
+        try {
+            out = e.what();
+        } catch (...) {
+            out.clear();
+        }
+        return 'E';
+    } catch (...) {
+        out = "unknown error";
+        return 'E';
+    }
+    out.clear();
+    return 'M';
+}
 
 struct SandboxLimits {
     double timeout_s = 10.0;              // wall clock, measured by the parent

@@ -13,6 +13,7 @@
 //
 // Usage: lmfast-template-worker MODEL.gguf MEMORY_BYTES TIMEOUT_S, with the socket on fd 0.
 
+#include "sandbox.h"
 #include "template_protocol.h"
 #include "vm_size.h"
 
@@ -58,24 +59,10 @@ void reply(char status, const std::string & payload) {
     if (!proto::send_all(kFd, f.data(), f.size())) _exit(0);  // the host is gone
 }
 
-// Runs fn, answering 'O' with its result, 'M' when it ran out of memory, 'E' with the message of
-// anything else it threw.
+// Runs fn and answers with its outcome (sandbox.h's run_capturing).
 template <typename F> void answer(F && fn) {
-    char status = 'O';
     std::string out;
-    try {
-        out = fn();
-    } catch (const std::bad_alloc &) {
-        status = 'M';
-    } catch (const std::length_error &) {
-        status = 'M';
-    } catch (const std::exception & e) {
-        status = 'E';
-        out = e.what();
-    } catch (...) {
-        status = 'E';
-        out = "unknown error";
-    }
+    const char status = lmfast::run_capturing(fn, out);
     reply(status, out);
 }
 
