@@ -38,4 +38,15 @@ print(f"stats: {s.prompt_tokens_count} prompt + {s.predicted_tokens_count} predi
       f"{s.tokens_per_second or 0:.1f} tok/s, stop {s.stop_reason}, gpu layers {s.num_gpu_layers}")
 assert result.content.strip(), "empty answer"
 assert s.predicted_tokens_count > 0
+
+# The wheel ships lmfast-template-worker beside _core; without it (or without its
+# executable bit) lmfast silently falls back to forking per render, which is slower.
+worker = os.path.join(where, "lmfast-template-worker")
+assert os.access(worker, os.X_OK), f"{worker} missing or not executable"
+pid = model._instance._model._template_worker_pid
+assert pid > 0, "chat templates are not rendered by the template worker"
+if os.path.exists(f"/proc/{pid}/exe"):
+    exe = os.path.realpath(f"/proc/{pid}/exe")
+    assert exe == os.path.realpath(worker), (exe, worker)
+print(f"template worker: pid {pid}, {worker}")
 print(f"smoke test passed in {time.perf_counter() - t0:.1f} s")
