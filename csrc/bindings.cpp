@@ -288,6 +288,31 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("path"),
         "Checks a GGUF file's structure as Model.load does before llama.cpp reads it; raises ModelLoadError.");
+    m.def("gguf_metadata",
+        [](const std::string & path) {
+            std::vector<GgufKv> kvs;
+            {
+                py::gil_scoped_release nogil;
+                validate_gguf_file(path, &kvs);
+            }
+            py::dict d;
+            for (const GgufKv & kv : kvs) {
+                py::object v;
+                switch (kv.type) {
+                    case 0: case 2: case 4: case 10: v = py::int_(kv.u); break;   // unsigned
+                    case 1: case 3: case 5: case 11: v = py::int_(kv.i); break;   // signed
+                    case 6: case 12: v = py::float_(kv.f); break;
+                    case 7: v = py::bool_(kv.i != 0); break;
+                    case 8: v = to_py_str(kv.s); break;
+                    default: v = py::make_tuple(kv.array_type, kv.array_len); break;  // array: (element type, count)
+                }
+                d[to_py_str(kv.key)] = v;
+            }
+            return d;
+        },
+        py::arg("path"),
+        "Key/value metadata of a GGUF file after the same checks as validate_gguf (ModelLoadError on a bad "
+        "file); arrays as (element type id, count).");
 
     py::class_<Model, std::shared_ptr<Model>>(m, "Model")
         .def_static("load",

@@ -120,6 +120,26 @@ public:
         return s;
     }
 
+    // Element j of a string array, read into *out or skipped when out is null. The field
+    // name with the index is built only for an error (arrays have ~10^5 elements).
+    void string_element(const std::string & array_field, uint64_t j, std::string * out) {
+        if (remaining() >= 8) {
+            uint64_t len;
+            read(&len, 8, array_field);
+            if (len <= remaining()) {
+                if (out) {
+                    out->assign(len, '\0');
+                    read(out->data(), len, array_field);
+                } else {
+                    pos_ += len;
+                }
+                return;
+            }
+            pos_ -= 8;  // report the failure at the element's start
+        }
+        skip_string(array_field + " element #" + std::to_string(j));  // fails, naming the element
+    }
+
     // Skips a string, returning its length.
     uint64_t skip_string(const std::string & field) {
         const uint64_t len = get<uint64_t>(field + " length");
@@ -210,6 +230,23 @@ bool as_int(uint32_t type, const unsigned char * v, int64_t & out) {
     }
 }
 
+GgufKv scalar_kv(const std::string & key, uint32_t type, const unsigned char * v) {
+    GgufKv kv{key, type};
+    switch (type) {
+        case T_UINT8: case T_UINT16: case T_UINT32: case T_UINT64: {
+            uint64_t x = 0;  // little-endian bytes, as GGUF stores them (and as x86/arm read them)
+            std::memcpy(&x, v, scalar_size(type));
+            kv.u = x;
+            break;
+        }
+        case T_FLOAT32: { float x; std::memcpy(&x, v, 4); kv.f = x; break; }
+        case T_FLOAT64: { std::memcpy(&kv.f, v, 8); break; }
+        case T_BOOL: kv.i = v[0] != 0; break;
+        default: as_int(type, v, kv.i); break;  // the signed integers
+    }
+    return kv;
+}
+
 // Values the relation checks need, with the byte offset each was read at.
 struct Meta {
     std::unordered_map<std::string, std::pair<int64_t, uint64_t>> ints;
@@ -278,7 +315,7 @@ void check_relations(const Reader & r, const Meta & m) {
 
 }  // namespace
 
-GgufSummary validate_gguf_file(const std::string & path) {
+GgufSummary validate_gguf_file(const std::string & path, std::vector<GgufKv> * metadata) {
     struct stat st {};
     if (stat(path.c_str(), &st) != 0) {
         throw ModelLoadError("model file not found: " + path);
@@ -347,12 +384,17 @@ GgufSummary validate_gguf_file(const std::string & path) {
             if (a < 32) r.fail("general.alignment " + std::to_string(a) + " is below 32, which llama.cpp needs", at);
             out.alignment = a;
             have_alignment = true;
+            if (metadata) metadata->push_back({key, type, 0, a});
             continue;
         }
         if (type == T_STRING) {
-            if (key == "general.architecture" || key == "tokenizer.ggml.model" || ends_with(key, ".rope.scaling.type")) {
+            const bool checked =
+                key == "general.architecture" || key == "tokenizer.ggml.model" || ends_with(key, ".rope.scaling.type");
+            if (checked || metadata) {
                 const uint64_t at = r.pos();
-                meta.strs[key] = {r.string(kf, r.remaining()), at};
+                std::string v = r.string(kf, r.remaining());
+                if (metadata) metadata->push_back({key, type, 0, 0, 0.0, v});
+                if (checked) meta.strs[key] = {std::move(v), at};
             } else {
                 r.skip_string(kf);
             }
@@ -365,6 +407,7 @@ GgufSummary validate_gguf_file(const std::string & path) {
             check_hparam(r, key, type, v, at);
             int64_t iv;
             if (as_int(type, v, iv)) meta.ints[key] = {iv, at};
+            if (metadata) metadata->push_back(scalar_kv(key, type, v));
             continue;
         }
         // Arrays: element type, count, elements.
@@ -378,6 +421,12 @@ GgufSummary validate_gguf_file(const std::string & path) {
             r.fail(kf + " has " + std::to_string(n) + " elements, over the limit of " +
                        std::to_string(MAX_ARRAY_ELEMENTS),
                    n_at);
+        }
+        if (metadata) {
+            GgufKv kv{key, type};
+            kv.array_type = et;
+            kv.array_len = n;
+            metadata->push_back(std::move(kv));
         }
         if (et != T_STRING) {
             const uint64_t es = scalar_size(et);
@@ -419,7 +468,8 @@ GgufSummary validate_gguf_file(const std::string & path) {
             seen.reserve(n);
             for (uint64_t j = 0; j < n; ++j) {
                 const uint64_t at = r.pos();
-                std::string tok = r.string("token #" + std::to_string(j), r.remaining());
+                std::string tok;
+                r.string_element(kf, j, &tok);
                 // llama.cpp takes each token as a C string, so text after a NUL byte is lost.
                 tok.resize(std::strlen(tok.c_str()));
                 if (tok.empty()) tok = "[EMPTY_" + std::to_string(j) + "]";
@@ -429,7 +479,7 @@ GgufSummary validate_gguf_file(const std::string & path) {
             }
             continue;
         }
-        for (uint64_t j = 0; j < n; ++j) r.skip_string(kf + " element #" + std::to_string(j));
+        for (uint64_t j = 0; j < n; ++j) r.string_element(kf, j, nullptr);
     }
 
     check_relations(r, meta);

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace lmfast {
 
@@ -23,7 +24,21 @@ struct GgufSummary {
     uint32_t alignment = 32;
 };
 
-// Throws ModelLoadError on the first problem; returns a summary otherwise.
-GgufSummary validate_gguf_file(const std::string & path);
+// One metadata entry, as the file stores it. Arrays are summarised (element type and
+// count), not read: vocabularies and merges are what make a header large.
+struct GgufKv {
+    std::string key;
+    uint32_t type = 0;        // gguf_type: 0..7 and 10..12 scalars, 8 string, 9 array
+    int64_t i = 0;            // signed integers and bool
+    uint64_t u = 0;           // unsigned integers
+    double f = 0.0;           // float32 / float64
+    std::string s;            // string (raw bytes from the file)
+    uint32_t array_type = 0;  // arrays: element type and count
+    uint64_t array_len = 0;
+};
+
+// Throws ModelLoadError on the first problem; returns a summary otherwise. With
+// `metadata`, also collects every key/value pair, in file order.
+GgufSummary validate_gguf_file(const std::string & path, std::vector<GgufKv> * metadata = nullptr);
 
 }  // namespace lmfast

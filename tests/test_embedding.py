@@ -35,7 +35,7 @@ def emb(client, minilm_path):
 def test_conversion_is_a_bert_gguf(minilm_path):
     from lmfast.gguf import model_type, read_metadata
 
-    meta = read_metadata(minilm_path, skip_string_arrays=True)
+    meta = read_metadata(minilm_path)
     assert meta["general.architecture"] == "bert"
     assert meta["bert.pooling_type"] == 1  # mean
     assert meta["bert.attention.causal"] is False

@@ -12,7 +12,8 @@ import lmfast as lms
 from lmfast import _core
 
 from .conftest import GREEDY
-from .gguf_mutate import ARR, F32, STR, U32, U64, GgufFile, Kv, Tensor, _str, make_kv, seed_bytes
+from .gguf_mutate import (ARR, BOOL, F32, F64, I8, I16, I32, I64, STR, U8, U16, U32, U64, GgufFile, Kv, Tensor, _str,
+                          make_kv, seed_bytes)
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +120,42 @@ def test_validate_gguf_on_real_files(seed, smollm2_path, tmp_path):
     p.write_bytes(seed.raw)
     s = _core.validate_gguf(str(p))
     assert s["n_tensors"] == len(seed.tensors) and s["n_kv"] == len(seed.kvs)
+
+
+def test_read_metadata_matches_an_independent_parser(seed, tmp_path):
+    """lmfast.gguf.read_metadata (the native checker's reader) against the fuzz test's own
+    Python parser, on a seed carrying one value of every GGUF type, extremes included."""
+    from lmfast.gguf import GgufArray, read_metadata
+
+    extra = [make_kv("t.u8", U8, 255), make_kv("t.i8", I8, -128), make_kv("t.u16", U16, 65535),
+             make_kv("t.i16", I16, -32768), make_kv("t.u32", U32, 2**32 - 1), make_kv("t.i32", I32, -2**31),
+             make_kv("t.u64", U64, 2**64 - 1), make_kv("t.i64", I64, -2**63), make_kv("t.f32", F32, 0.1),
+             make_kv("t.f64", F64, -1e300), make_kv("t.bool", BOOL, True), make_kv("t.str", STR, "héllo"),
+             make_kv("t.strs", ARR, (STR, ["a", "bc", ""])), make_kv("t.empty", ARR, (I32, []))]
+    p = tmp_path / "typed.gguf"
+    p.write_bytes(seed.serialize(seed.kvs + extra))
+    expected = GgufFile.parse(p.read_bytes())
+    meta = read_metadata(p)
+    assert list(meta) == [kv.key for kv in expected.kvs]
+    for kv in expected.kvs:
+        got = meta[kv.key]
+        if kv.vtype == ARR:
+            assert got == GgufArray(("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "bool",
+                                     "string")[kv.value[0]], len(kv.value[1])), kv.key
+        else:
+            assert got == kv.value and type(got) is type(kv.value), (kv.key, got, kv.value)
+    assert meta["t.f32"] == struct.unpack("<f", struct.pack("<f", 0.1))[0]
+
+
+def test_read_metadata_raises_for_a_bad_file(seed, tmp_path):
+    from lmfast.gguf import read_metadata
+
+    p = tmp_path / "bad.gguf"
+    p.write_bytes(_patch(seed.raw, _field_offset(seed, "count", 2), "<Q", 2**29))
+    with pytest.raises(lms.ModelLoadError, match=r"more than .*\(at byte offset \d+\)"):
+        read_metadata(p)
+    with pytest.raises(lms.ModelLoadError, match="not found"):
+        read_metadata(tmp_path / "missing.gguf")
 
 
 def test_process_still_works_after_all_of_that(llm):

@@ -17,7 +17,7 @@ def model_info(model_file: ModelFile, meta: dict[str, Any] | None = None) -> Llm
     """The SDK's model info record of a GGUF file, read from its header (not loaded);
     None for a kind lmfast does not run (rerankers)."""
     if meta is None:
-        meta = read_metadata(model_file.path, skip_string_arrays=True)
+        meta = read_metadata(model_file.path)
     kind = model_type(meta)
     arch = str(meta.get("general.architecture", "")) or None
     common = dict(

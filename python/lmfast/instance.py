@@ -138,7 +138,7 @@ class ModelInstance:
 
 def _block_count(model_file: ModelFile) -> int:
     """Layer count of a model, for a fractional GPU offload ratio (read without loading it)."""
-    from .gguf import read_metadata  # small, stdlib-only GGUF header reader
+    from .gguf import read_metadata
 
     meta = read_metadata(model_file.path)
     arch = meta.get("general.architecture", "")

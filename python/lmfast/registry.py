@@ -313,7 +313,7 @@ def _converted_is_current(path: Path) -> bool:
     from .gguf import read_metadata
 
     try:
-        meta = read_metadata(path, skip_string_arrays=True)
+        meta = read_metadata(path)
     except Exception:  # noqa: BLE001 - a damaged file is converted again
         return False
     return meta.get("lmfast.converter_version") == CONVERTER_VERSION
@@ -340,7 +340,7 @@ def model_type_of(path: str | os.PathLike[str]) -> str:
     """'llm', 'embedding' or 'reranker', from a GGUF file's metadata (read without loading it)."""
     from .gguf import model_type, read_metadata
 
-    return model_type(read_metadata(path, skip_string_arrays=True))
+    return model_type(read_metadata(path))
 
 
 # -- resolution ---------------------------------------------------------------------------
