@@ -21,7 +21,7 @@ def _build_flags() -> dict[str, Any]:
     except ImportError:  # a source tree without a build
         return {}
     names = ("build_type", "ggml_native", "ggml_openmp", "portable", "backend_dl", "cpu_all_variants",
-             "cpu_amx", "cuda", "cuda_architectures", "metal", "metal_embed_library")
+             "cpu_amx", "cuda", "cuda_architectures", "metal", "metal_embed_library", "hugepages")
     out: dict[str, Any] = {}
     for name in names:
         value = getattr(b, name, "")
