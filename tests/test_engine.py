@@ -236,7 +236,7 @@ def test_eviction_under_a_small_limit(client, smollm2_path):
 
 # -- KeyboardInterrupt -------------------------------------------------------------------------
 
-def test_keyboard_interrupt_frees_the_slot(client, smollm2_path):
+def test_keyboard_interrupt_frees_the_slot(client, smollm2_path, sigint_raises):
     """Ctrl-C in the thread that iterates a stream cancels that request: with two
     sequences, the request running next to it finishes right, the engine goes idle at
     once (the interrupted generation would run for many seconds), and two new requests

@@ -89,7 +89,7 @@ def test_ttl_expiry_is_deferred_while_a_request_runs(client, smollm2_path):
     assert "ttl-stream" not in [m.identifier for m in client.llm.list_loaded()]
 
 
-def test_keyboard_interrupt_while_generating(model1):
+def test_keyboard_interrupt_while_generating(model1, sigint_raises):
     llm = model1
     main = threading.get_ident()
     timer = threading.Timer(0.5, lambda: signal.pthread_kill(main, signal.SIGINT))
