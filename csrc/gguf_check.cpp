@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <climits>
 #include <unordered_map>
+#include <string_view>
 #include <unordered_set>
 #include <vector>
 
@@ -247,6 +248,40 @@ GgufKv scalar_kv(const std::string & key, uint32_t type, const unsigned char * v
     return kv;
 }
 
+// The set of token texts seen so far: open addressing over one byte arena, so a vocabulary
+// of 150k tokens costs a few allocations rather than one hash node per token (the
+// duplicate check was most of the header check's time).
+class TokenSet {
+public:
+    explicit TokenSet(uint64_t n) {
+        size_t cap = 16;
+        while (cap < 2 * n) cap *= 2;
+        slots_.assign(cap, kEmpty);
+        spans_.reserve(n);
+    }
+
+    // False if the text is already in the set.
+    bool insert(std::string_view text) {
+        const size_t mask = slots_.size() - 1;
+        for (size_t i = std::hash<std::string_view>{}(text) & mask;; i = (i + 1) & mask) {
+            if (slots_[i] == kEmpty) {
+                slots_[i] = static_cast<uint32_t>(spans_.size());
+                spans_.push_back({arena_.size(), text.size()});
+                arena_.append(text);
+                return true;
+            }
+            const auto & sp = spans_[slots_[i]];
+            if (std::string_view(arena_).substr(sp.first, sp.second) == text) return false;
+        }
+    }
+
+private:
+    static constexpr uint32_t kEmpty = UINT32_MAX;
+    std::vector<uint32_t> slots_;                     // index into spans_, or kEmpty
+    std::vector<std::pair<size_t, size_t>> spans_;    // offset and length in arena_
+    std::string arena_;
+};
+
 // Values the relation checks need, with the byte offset each was read at.
 struct Meta {
     std::unordered_map<std::string, std::pair<int64_t, uint64_t>> ints;
@@ -464,16 +499,15 @@ GgufSummary validate_gguf_file(const std::string & path, std::vector<GgufKv> * m
             // is renamed "[EMPTY_<index>]" first, so the same renaming is applied here.
             // Found by the fuzz test, like the other checks marked so below.
             if (n > static_cast<uint64_t>(INT32_MAX)) r.fail("tokenizer.ggml.tokens has too many tokens", n_at);
-            std::unordered_set<std::string> seen;
-            seen.reserve(n);
+            TokenSet seen(n);
+            std::string tok;
             for (uint64_t j = 0; j < n; ++j) {
                 const uint64_t at = r.pos();
-                std::string tok;
                 r.string_element(kf, j, &tok);
                 // llama.cpp takes each token as a C string, so text after a NUL byte is lost.
                 tok.resize(std::strlen(tok.c_str()));
                 if (tok.empty()) tok = "[EMPTY_" + std::to_string(j) + "]";
-                if (!seen.insert(std::move(tok)).second) {
+                if (!seen.insert(tok)) {
                     r.fail("tokenizer.ggml.tokens has a duplicate token at index " + std::to_string(j), at);
                 }
             }
