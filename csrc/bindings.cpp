@@ -18,6 +18,10 @@
 #include "errors.h"
 #include "model.h"
 
+#ifdef LMFAST_HUGEPAGES_BUILT
+extern "C" const char * lmfast_hugepages_status();  // csrc/hugepages.cpp (in _core or libggml-base)
+#endif
+
 namespace py = pybind11;
 using namespace lmfast;
 
@@ -273,6 +277,15 @@ PYBIND11_MODULE(_core, m) {
     m.def("backends", &backends_now,
           "Registered ggml backends (name, features, module file) and devices (name, type, memory).");
     m.def("max_devices", [] { return llama_max_devices(); });
+    m.def("hugepages_status",
+          [] {
+#ifdef LMFAST_HUGEPAGES_BUILT
+              return std::string(lmfast_hugepages_status());
+#else
+              return std::string("off (not built: Linux only, -DLMFAST_HUGEPAGES=ON)");
+#endif
+          },
+          "Whether large ggml buffers are advised onto transparent huge pages (csrc/hugepages.cpp), and why not.");
     m.attr("version") = LMFAST_VERSION;
     m.def("validate_gguf",
         [](const std::string & path) {

@@ -5,18 +5,26 @@
 // faults of 4 KiB, and they took 60 % of the Engine's construction. Most kernels run
 // transparent huge pages in "madvise" mode, where only memory advised MADV_HUGEPAGE gets
 // them; advised before the clear, the same buffer takes ~190 faults of 2 MiB (Engine
-// construction 168 -> 62 ms here) and the attention kernels then walk it with fewer TLB
-// misses.
+// construction 160 -> 60 ms on the 2-core CI machine).
+//
+// Not where the guest kernel reports free memory to its hypervisor (free page reporting:
+// virtio-balloon with VIRTIO_BALLOON_F_REPORTING, as on Firecracker, or Hyper-V's
+// hv_balloon, as in WSL2). It reports free 2 MiB blocks, the host drops their backing, and a
+// huge page is always such a block: on the CI machine (Firecracker) a third of the loads
+// then took 400-1000 ms instead of 60, a worse mean than 4 KiB pages (~250 ms), which reuse
+// memory that is still backed. So the default is "auto": advise unless such reporting is on.
+// LMFAST_HUGEPAGES=1 forces the advice, LMFAST_HUGEPAGES=0 turns it off.
 //
 // ggml allocates every host buffer with posix_memalign (ggml_aligned_malloc); the link that
 // holds ggml's objects wraps that symbol (-Wl,--wrap=posix_memalign, CMakeLists.txt), so
-// these requests come here. Requests of 4 MiB and more are aligned to 2 MiB and advised;
-// the rest, and everything with LMFAST_HUGEPAGES=0, go straight to the C library. The
-// memory is still released with free(), as ggml does. The advice changes nothing where THP
-// is off ("never") and is already the behaviour where it is "always".
+// these requests come here. Requests of 4 MiB and more are aligned to 2 MiB and advised; the
+// rest go straight to the C library. The memory is still released with free(), as ggml does.
+#include <dirent.h>
 #include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -27,19 +35,75 @@ namespace {
 constexpr size_t kHuge = size_t(2) << 20;
 constexpr size_t kMinSize = size_t(4) << 20;
 
-bool enabled() {
-    static const bool on = [] {
+// The devices bound to a sysfs driver folder (its entries other than the driver's own files).
+template <typename F>
+bool any_device(const char * driver_dir, F && pred) {
+    DIR * d = opendir(driver_dir);
+    if (!d) return false;
+    bool found = false;
+    while (const dirent * e = readdir(d)) {
+        const std::string name = e->d_name;
+        if (name == "." || name == ".." || name == "bind" || name == "unbind" || name == "uevent" ||
+            name == "new_id" || name == "remove_id" || name == "module") {
+            continue;
+        }
+        if (pred(std::string(driver_dir) + "/" + name)) {
+            found = true;
+            break;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+// Which free-page-reporting balloon this guest has, or nullptr.
+const char * free_page_reporting() {
+    // virtio feature bits are listed as '0'/'1' characters, bit 0 first; bit 5 is
+    // VIRTIO_BALLOON_F_REPORTING.
+    const bool virtio = any_device("/sys/bus/virtio/drivers/virtio_balloon", [](const std::string & dev) {
+        FILE * f = std::fopen((dev + "/features").c_str(), "r");
+        if (!f) return false;
+        char bits[64] = {0};
+        const bool got = std::fgets(bits, sizeof bits, f) != nullptr;
+        std::fclose(f);
+        return got && std::strlen(bits) > 5 && bits[5] == '1';
+    });
+    if (virtio) return "virtio-balloon";
+    // Hyper-V's balloon reports free pages whenever the host takes them (WSL2 does).
+    if (any_device("/sys/bus/vmbus/drivers/hv_balloon", [](const std::string &) { return true; })) return "hv_balloon";
+    return nullptr;
+}
+
+struct Policy {
+    bool on;
+    std::string why;
+};
+
+const Policy & policy() {
+    static const Policy p = [] {
         const char * v = std::getenv("LMFAST_HUGEPAGES");
-        return !(v && (std::strcmp(v, "0") == 0 || std::strcmp(v, "off") == 0));
+        const std::string s = v ? v : "";
+        if (s == "0" || s == "off") return Policy{false, "off (LMFAST_HUGEPAGES=" + s + ")"};
+        if (s == "1" || s == "on") return Policy{true, "on (LMFAST_HUGEPAGES=" + s + ")"};
+        if (const char * balloon = free_page_reporting()) {
+            return Policy{false, std::string("off (free page reporting by ") + balloon +
+                                     "; LMFAST_HUGEPAGES=1 forces it)"};
+        }
+        return Policy{true, "on"};
     }();
-    return on;
+    return p;
 }
 
 }  // namespace
 
+// For backend_info(): "on", or "off (<reason>)".
+extern "C" __attribute__((visibility("default"))) const char * lmfast_hugepages_status() {
+    return policy().why.c_str();
+}
+
 extern "C" __attribute__((visibility("default"))) int __wrap_posix_memalign(void ** ptr, size_t alignment,
                                                                              size_t size) {
-    if (size < kMinSize || alignment > kHuge || !enabled()) {
+    if (size < kMinSize || alignment > kHuge || !policy().on) {
         return __real_posix_memalign(ptr, alignment, size);
     }
     const int rc = __real_posix_memalign(ptr, kHuge, size);

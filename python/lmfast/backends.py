@@ -48,7 +48,10 @@ def backend_info() -> dict[str, Any]:
       (``cpu``/``gpu``/``igpu``/``accel``), ``backend``, ``memory_free`` and ``memory_total`` in bytes;
     - ``gpus``: the GPU devices only (what ``gpu.mainGpu`` and ``gpu.disabledGpus`` count);
     - ``gpu_offload``: whether a load config's ``gpu.ratio`` > 0 can offload here;
-    - ``build``: the build's flags (native tuning, portable, CPU variants, CUDA architectures, ...).
+    - ``build``: the build's flags (native tuning, portable, CPU variants, CUDA architectures, ...);
+    - ``hugepages``: whether large host buffers (the KV cache) are advised onto transparent huge
+      pages in this process: ``"on"``, or ``"off (<why>)"`` (``LMFAST_HUGEPAGES``, a hypervisor
+      balloon that reports free pages, or a build without it).
     """
     now = _core.backends()
     build = _build_flags()
@@ -61,6 +64,7 @@ def backend_info() -> dict[str, Any]:
         "gpus": gpus,
         "gpu_offload": bool(gpus),
         "build": build,
+        "hugepages": _core.hugepages_status(),
     }
 
 
