@@ -510,6 +510,7 @@ PYBIND11_MODULE(_core, m) {
             d["decode_calls"] = c.decode_calls;
             d["generation_steps"] = c.generation_steps;
             d["generation_seq_runs"] = c.generation_seq_runs;
+            d["shared_prefix_waits"] = c.shared_prefix_waits;
             return d;
         });
 

@@ -352,14 +352,20 @@ void Engine::loop() {
             std::lock_guard<std::mutex> lk(mu_);
             jobs_waiting = !jobs_.empty();
         }
-        // Admit queued requests while sequences are free.
-        for (; !jobs_waiting;) {
+        // Admit queued requests while sequences are free, in arrival order, except those
+        // that wait for another request to evaluate the prefix they share (waits()).
+        for (size_t next = 0; !jobs_waiting;) {
             std::shared_ptr<Request> req;
             {
                 std::lock_guard<std::mutex> lk(mu_);
-                if (queue_.empty() || static_cast<int32_t>(active_.size()) >= cache_.n_seq()) break;
-                req = queue_.front();
-                queue_.pop_front();
+                if (static_cast<int32_t>(active_.size()) >= cache_.n_seq()) break;
+                for (; next < queue_.size() && waits(*queue_[next]); ++next) {
+                    if (!queue_[next]->held_) counters_.shared_prefix_waits += 1;
+                    queue_[next]->held_ = true;
+                }
+                if (next >= queue_.size()) break;
+                req = queue_[next];
+                queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(next));
             }
             admit(std::move(req));
         }
@@ -466,6 +472,39 @@ std::vector<std::vector<float>> Engine::eval_logits(const std::vector<std::vecto
     return fut.get();
 }
 
+// Copying a sequence moves n_cells cells out to a host buffer and back in; evaluating the
+// shared prefix again costs n_tokens tokens. True when the copy is the cheaper. The copy ran
+// at ~2 GB/s each way (1.8 MB of SmolLM2 cells out and in: 1.8 ms on the 2-core CI machine).
+bool Engine::copy_pays(size_t n_cells, size_t n_tokens) const {
+    const double bytes = bytes_per_cell_ * static_cast<double>(n_cells);
+    return 2.0 * bytes / 2e9 < static_cast<double>(n_tokens) * prompt_sec_per_token_;
+}
+
+// A shared prefix shorter than this is evaluated with the rest of the prompt rather than waited for.
+constexpr size_t kMinSharedPrefix = 16;
+
+// Whether a queued request should stay queued for now: an admitted request is evaluating a
+// prompt that shares a longer prefix with this one than any sequence holds, and has not got
+// through that prefix yet. Admitted together, both would evaluate it (N chats with one system
+// prompt, started at once); held back until it is in the leader's sequence, this one copies
+// it. The leader's prompt advances every step, or the leader leaves, so the wait ends.
+bool Engine::waits(const Request & req) const {
+    if (req.cancelled()) return false;
+    const auto & prompt = req.prompt_;
+    if (prompt.size() < 2) return false;
+    const size_t cached = cache_.longest_cached(prompt);
+    for (const auto & ap : active_) {
+        const Active & a = *ap;
+        if (!a.in_prompt()) continue;
+        // The last prompt token is evaluated anyway (its logits give the first token).
+        const size_t shared = std::min(common_prefix(a.req->prompt_, prompt), prompt.size() - 1);
+        if (shared > a.n_prompt_done && shared >= cached + kMinSharedPrefix && copy_pays(shared, shared - cached)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 void Engine::admit(std::shared_ptr<Request> req) {
     if (req->cancelled()) {
         req->finish(StopReason::UserStopped);
@@ -485,12 +524,8 @@ void Engine::admit(std::shared_ptr<Request> req) {
         return;
     }
     const auto & prompt = req->prompt_;
-    // Copying a sequence moves its cells out to a host buffer and back in; evaluating
-    // the shared prefix again costs its tokens. Take the cheaper. The copy ran at ~2 GB/s
-    // each way (1.8 MB of SmolLM2 cells out and in: 1.8 ms on the 2-core CI machine).
     PrefixCache::Match m = cache_.acquire(prompt, [&](llama_seq_id src, size_t n_common) {
-        const double bytes = bytes_per_cell_ * static_cast<double>(cache_.tokens(src).size());
-        return 2.0 * bytes / 2e9 < static_cast<double>(n_common) * prompt_sec_per_token_;
+        return copy_pays(cache_.tokens(src).size(), n_common);
     });
     a->seq = m.seq;
     // At least the last prompt token is evaluated again: its logits give the first token.

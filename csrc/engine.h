@@ -80,6 +80,7 @@ private:
     const std::vector<llama_token> prompt_;  // after truncation: what goes into the window
     const GenerationParams params_;
     int32_t n_keep_ = 0;  // head tokens a context shift keeps (set by Engine::submit)
+    bool held_ = false;   // held back at admission for a shared prefix (engine thread, under its lock)
     const bool stream_;
     const std::chrono::steady_clock::time_point t_submit_;
     std::atomic<bool> cancelled_{false};
@@ -118,6 +119,9 @@ struct EngineCounters {
     // summed over those steps: each run is one llama.cpp micro-batch, one pass over the weights.
     uint64_t generation_steps = 0;
     uint64_t generation_seq_runs = 0;
+    // Requests held back at admission until another request had evaluated the prompt prefix
+    // they share, which they then copied instead of evaluating it again (Engine::waits).
+    uint64_t shared_prefix_waits = 0;
 };
 
 class Engine {
@@ -155,6 +159,8 @@ private:
     void loop();
     void check_kv_memory(const llama_context_params & cp) const;
     void admit(std::shared_ptr<Request> req);
+    bool waits(const Request & req) const;
+    bool copy_pays(size_t n_cells, size_t n_tokens) const;
     void finish(Active & a, StopReason reason, const std::string & error = std::string());
     void step();
     bool sample(Active & a, int32_t i_batch);

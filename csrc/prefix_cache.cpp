@@ -13,6 +13,12 @@ size_t common_prefix(const std::vector<llama_token> & a, const std::vector<llama
 
 PrefixCache::PrefixCache(int32_t n_seq) : entries_(n_seq) {}
 
+size_t PrefixCache::longest_cached(const std::vector<llama_token> & prompt) const {
+    size_t best = 0;
+    for (const Entry & e : entries_) best = std::max(best, std::min(common_prefix(e.tokens, prompt), e.n_exact));
+    return best;
+}
+
 PrefixCache::Match PrefixCache::pick(const std::vector<llama_token> & prompt, bool & branch) {
     Match m;
     for (size_t i = 0; i < entries_.size(); ++i) {

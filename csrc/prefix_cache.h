@@ -41,6 +41,9 @@ public:
     // has cut them off.
     void limit_exact(llama_seq_id seq, size_t n) { entries_[seq].n_exact = n; }
 
+    // The longest prefix of `prompt` that some sequence holds (exactly), busy or not.
+    size_t longest_cached(const std::vector<llama_token> & prompt) const;
+
     std::vector<llama_token> & tokens(llama_seq_id seq) { return entries_[seq].tokens; }
     int32_t n_seq() const { return static_cast<int32_t>(entries_.size()); }
 

@@ -185,6 +185,49 @@ def test_shared_system_prompt_is_evaluated_once(client, smollm2_path):
         model.unload()
 
 
+def test_requests_admitted_together_evaluate_their_shared_prefix_once(client, smollm2_path):
+    """4 chats with one ~1,000-token system prompt, all queued before the engine admits any
+    (it is busy with a job meanwhile): the first evaluates the system prompt, the other 3 wait
+    until it is in the first one's sequence and copy it, instead of all 4 evaluating it in
+    one batch."""
+    model = client.llm.load_new_instance(str(smollm2_path), "shared-at-once",
+                                         config={"contextLength": 1280, "maxParallelPredictions": 4})
+    try:
+        engine = model._instance.native()[1]
+        system = _long_system_prompt()
+        n_system = len(model.tokenize(system))
+        chats = []
+        for country, _ in CAPITALS[:4]:
+            chat = lms.Chat(system)
+            chat.add_user_message(f"What is the capital of {country}?")
+            chats.append(chat)
+        # Keep the engine busy: a job queued first runs before any request is admitted.
+        filler = model.tokenize("Once upon a time " * 150)
+        job = threading.Thread(target=engine.eval_logits, args=([filler], [len(filler) - 1]))
+        job.start()
+        time.sleep(0.3)
+        before = engine.counters()
+        results = [None] * 4
+
+        def ask(i):
+            results[i] = model.respond(chats[i], config={**GREEDY, "maxTokens": 24})
+
+        _run_threads(ask, 4)
+        job.join()
+        after = engine.counters()
+        for (country, capital), r in zip(CAPITALS, results):
+            _check_stats(r.stats)
+            assert capital in r.content.lower(), (country, r.content)
+        copied = [r.stats.cached_prompt_tokens_count for r in results]
+        assert sorted(copied)[0] == 0 and all(c >= n_system for c in sorted(copied)[1:]), copied
+        assert after["shared_prefix_waits"] - before["shared_prefix_waits"] == 3
+        evaluated = after["prompt_tokens_evaluated"] - before["prompt_tokens_evaluated"]
+        assert evaluated == sum(r.stats.evaluated_prompt_tokens_count for r in results)
+        assert evaluated < n_system + 4 * 24, (evaluated, n_system)  # not 4 x n_system
+    finally:
+        model.unload()
+
+
 # -- eviction --------------------------------------------------------------------------------
 
 def test_eviction_under_a_small_limit(client, smollm2_path):
