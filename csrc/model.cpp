@@ -63,6 +63,12 @@ std::shared_ptr<Model> Model::load(const ModelParams & params) {
     if (llama_vocab_n_tokens(m->vocab_) <= 0) {
         throw ModelLoadError("model has an empty vocabulary: " + params.path);
     }
+    // tokenizer.ggml.model "none" / "no_vocab": llama.cpp loads such a model, then asserts
+    // (aborts) at the first tokenization. Found by the fuzz test.
+    if (llama_vocab_type(m->vocab_) == LLAMA_VOCAB_TYPE_NONE) {
+        throw ModelLoadError("the model has no tokenizer (tokenizer.ggml.model is 'none' or 'no_vocab'), so its "
+                             "vocabulary cannot turn text into tokens: " + params.path);
+    }
     // A vocabulary that is structurally valid can still be inconsistent (e.g. an SPM tokenizer
     // without its byte tokens): llama.cpp's tokenizers then throw from inside (std::out_of_range).
     // Try them once now, so such a file fails at load with a clear message.

@@ -86,6 +86,13 @@ def _cases(g: GgufFile):
                                                else kv for kv in bpe.kvs]), r"vocabulary is unusable")
     yield ("bpe tokens as rwkv", bpe.serialize([make_kv(kv.key, STR, "rwkv") if kv.key == "tokenizer.ggml.model"
                                                 else kv for kv in bpe.kvs]), r"vocabulary is unusable")
+    # No tokenizer at all (the vocabulary size then comes from llama.vocab_size): llama.cpp
+    # loads the model, then aborts at the first tokenization.
+    n_vocab = len(next(kv for kv in bpe.kvs if kv.key == "tokenizer.ggml.tokens").value[1])
+    for name in ("none", "no_vocab"):
+        kvs = [make_kv(kv.key, STR, name) if kv.key == "tokenizer.ggml.model" else kv for kv in bpe.kvs]
+        yield (f"tokenizer {name}", bpe.serialize(kvs + [make_kv("llama.vocab_size", U32, n_vocab)]),
+               r"the model has no tokenizer")
 
 
 def test_every_kind_of_damage_is_a_clear_error(seed, tmp_path, client):
