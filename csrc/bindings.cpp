@@ -317,7 +317,7 @@ PYBIND11_MODULE(_core, m) {
                     case 6: case 12: v = py::float_(kv.f); break;
                     case 7: v = py::bool_(kv.i != 0); break;
                     case 8: v = to_py_str(kv.s); break;
-                    default: v = py::make_tuple(kv.array_type, kv.array_len); break;  // array: (element type, count)
+                    default: v = py::make_tuple(gguf_type_name(kv.array_type), kv.array_len); break;  // array
                 }
                 d[to_py_str(kv.key)] = v;
             }
@@ -325,7 +325,7 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("path"),
         "Key/value metadata of a GGUF file after the same checks as validate_gguf (ModelLoadError on a bad "
-        "file); arrays as (element type id, count).");
+        "file); arrays as (element type name, count).");
 
     py::class_<Model, std::shared_ptr<Model>>(m, "Model")
         .def_static("load",

@@ -26,11 +26,6 @@ enum : uint32_t {
     T_BOOL = 7, T_STRING = 8, T_ARRAY = 9, T_UINT64 = 10, T_INT64 = 11, T_FLOAT64 = 12, T_COUNT = 13,
 };
 
-const char * type_name(uint32_t t) {
-    static const char * names[] = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32",
-                                   "bool", "string", "array", "uint64", "int64", "float64"};
-    return t < T_COUNT ? names[t] : "invalid";
-}
 
 // Byte size of a scalar type; 0 for string, array and invalid ids.
 uint64_t scalar_size(uint32_t t) {
@@ -350,6 +345,12 @@ void check_relations(const Reader & r, const Meta & m) {
 
 }  // namespace
 
+const char * gguf_type_name(uint32_t t) {
+    static const char * names[] = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32",
+                                   "bool", "string", "array", "uint64", "int64", "float64"};
+    return t < T_COUNT ? names[t] : "invalid";
+}
+
 GgufSummary validate_gguf_file(const std::string & path, std::vector<GgufKv> * metadata) {
     struct stat st {};
     if (stat(path.c_str(), &st) != 0) {
@@ -411,7 +412,7 @@ GgufSummary validate_gguf_file(const std::string & path, std::vector<GgufKv> * m
             r.fail(kf + " has invalid value type " + std::to_string(type), type_at);
         }
         if (key == "general.alignment") {
-            if (type != T_UINT32) r.fail("general.alignment must be a uint32, not " + std::string(type_name(type)), type_at);
+            if (type != T_UINT32) r.fail("general.alignment must be a uint32, not " + std::string(gguf_type_name(type)), type_at);
             const uint64_t at = r.pos();
             const uint32_t a = r.get<uint32_t>("general.alignment");
             if (!is_power_of_two(a)) r.fail("general.alignment " + std::to_string(a) + " is not a power of two", at);
@@ -466,7 +467,7 @@ GgufSummary validate_gguf_file(const std::string & path, std::vector<GgufKv> * m
         if (et != T_STRING) {
             const uint64_t es = scalar_size(et);
             if (n > r.remaining() / es) {
-                r.fail(kf + " has " + std::to_string(n) + " " + type_name(et) + " elements, more than the " +
+                r.fail(kf + " has " + std::to_string(n) + " " + gguf_type_name(et) + " elements, more than the " +
                            std::to_string(r.remaining()) + " bytes left in the file can hold",
                        n_at);
             }

@@ -37,6 +37,9 @@ struct GgufKv {
     uint64_t array_len = 0;
 };
 
+// "uint8" ... "float64" for a GGUF value type id (gguf.h's enum gguf_type), "invalid" otherwise.
+const char * gguf_type_name(uint32_t type);
+
 // Throws ModelLoadError on the first problem; returns a summary otherwise. With
 // `metadata`, also collects every key/value pair, in file order.
 GgufSummary validate_gguf_file(const std::string & path, std::vector<GgufKv> * metadata = nullptr);

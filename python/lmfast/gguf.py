@@ -13,10 +13,6 @@ from typing import Any, NamedTuple
 
 from . import _core
 
-_TYPE_NAMES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "bool", "string", "array",
-               "uint64", "int64", "float64")
-
-
 class GgufArray(NamedTuple):
     """An array value, summarised: its element type and length (vocabularies, merges and
     token scores are what make a header large, and no caller needs their elements)."""
@@ -29,9 +25,8 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     GgufArray. Raises ModelLoadError for a missing, non-GGUF or corrupt file."""
     meta = _core.gguf_metadata(os.fspath(path))
     for key, value in meta.items():
-        if type(value) is tuple:
-            etype, n = value
-            meta[key] = GgufArray(_TYPE_NAMES[etype] if etype < len(_TYPE_NAMES) else str(etype), n)
+        if type(value) is tuple:  # an array: (element type name, length)
+            meta[key] = GgufArray(*value)
     return meta
 
 
