@@ -10,7 +10,7 @@ from .conftest import GREEDY
 TURNS = [
     ("What is the capital of France?", ["paris"]),
     ("What is the capital of Germany?", ["berlin"]),
-    ("What is 2 + 2?", ["4", "four"]),
+    ("What color is the sky on a clear day?", ["blue"]),
     ("What language is spoken in Spain?", ["spanish"]),
     ("What is the largest planet in the solar system?", ["jupiter"]),
 ]

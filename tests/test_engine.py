@@ -96,20 +96,37 @@ def test_generation_beyond_the_window(small, policy):
 
 
 @pytest.mark.parametrize("policy", ["truncateMiddle", "rollingWindow"])
-def test_overlong_prompt_is_truncated(small, policy):
+def test_overlong_prompt_is_truncated(small, client, smollm2_path, policy):
     chat = _long_prompt()
-    n_full = len(small.tokenize(small.apply_prompt_template(chat)))
-    assert n_full > 600
-    r = small.respond(chat, config={**GREEDY, "maxTokens": 32, "contextOverflowPolicy": policy})
-    st = r.stats
-    _check_stats(st)
-    # 3/4 of the window is prompt (the head and the most recent tokens), a quarter is left to answer.
-    assert st.prompt_tokens_count == 256 - 256 // 4, st
-    assert st.prompt_tokens_count + st.predicted_tokens_count <= 256
-    assert st.stop_reason in ("eosFound", "maxPredictedTokensReached"), st
-    # The question is at the end, so it is kept.
-    assert "paris" in r.content.lower(), r.content
-    _assert_still_answers(small)
+    full = small._tokens(small.apply_prompt_template(chat))
+    assert len(full) > 600
+    # Two instances with empty caches, so that the truncated prompt and its reference below are
+    # both evaluated the same way (in one batch): greedy text depends on the batch shape.
+    config = {"contextLength": 256, "maxParallelPredictions": 1}
+    tested, ref = (client.llm.load_new_instance(str(smollm2_path), f"truncated-{policy}-{i}", config=config)
+                   for i in range(2))
+    try:
+        r = tested.respond(chat, config={**GREEDY, "maxTokens": 32, "contextOverflowPolicy": policy})
+        st = r.stats
+        _check_stats(st)
+        # 3/4 of the window is prompt (the head and the most recent tokens), a quarter is left to answer.
+        assert st.prompt_tokens_count == 256 - 256 // 4, st
+        assert st.prompt_tokens_count + st.predicted_tokens_count <= 256
+        assert st.stop_reason in ("eosFound", "maxPredictedTokensReached"), st
+        # Exactly the documented tokens were kept: the head (a quarter of the window for
+        # truncateMiddle, nothing but a BOS for rollingWindow; SmolLM2 adds none) and the most
+        # recent tokens, which hold the question. The answer is the model's answer to just those.
+        n_keep = 256 // 4 if policy == "truncateMiddle" else 0
+        kept = full[:n_keep] + full[len(full) - (256 - 256 // 4 - n_keep):]
+        model, _ = small._instance.native()
+        assert "What is the capital of France?" in model.detokenize(kept[n_keep:])
+        reference = ref._stream(kept, {**GREEDY, "maxTokens": 32}, None, {}).wait_for_result()
+        assert st.cached_prompt_tokens_count == reference.stats.cached_prompt_tokens_count == 0
+        assert reference.content == r.content
+        _assert_still_answers(tested)
+    finally:
+        tested.unload()
+        ref.unload()
 
 
 def test_overflow_policy_is_validated(small):
