@@ -17,6 +17,7 @@
 #include "gguf_check.h"
 #include "errors.h"
 #include "model.h"
+#include "tool_calls.h"
 
 #ifdef LMFAST_HUGEPAGES_BUILT
 extern "C" const char * lmfast_hugepages_status();  // csrc/hugepages.cpp (in _core or libggml-base)
@@ -274,6 +275,30 @@ PYBIND11_MODULE(_core, m) {
             throw InvalidArgument(std::string("the JSON schema cannot be turned into a grammar: ") + e.what());
         }
     }, py::arg("schema"), "GBNF grammar for a JSON schema (given as JSON text).");
+    m.def("parse_chat_output",
+          [](const std::string & text, const std::string & parser, int format, const std::string & generation_prompt) {
+              ParsedChatOutput r;
+              {
+                  py::gil_scoped_release nogil;
+                  r = parse_chat_output(text, parser, format, generation_prompt);
+              }
+              py::list calls;
+              for (const auto & c : r.tool_calls) {
+                  py::dict d;
+                  d["name"] = to_py_str(c.name);
+                  d["arguments"] = to_py_str(c.arguments);
+                  d["id"] = to_py_str(c.id);
+                  calls.append(d);
+              }
+              py::dict d;
+              d["content"] = to_py_str(r.content);
+              d["reasoning"] = to_py_str(r.reasoning);
+              d["tool_calls"] = calls;
+              d["error"] = r.error.empty() ? py::object(py::none()) : py::object(to_py_str(r.error));
+              return d;
+          },
+          py::arg("text"), py::arg("parser"), py::arg("format"), py::arg("generation_prompt") = std::string(),
+          "Content, reasoning and tool calls of generated text, by render_chat_json's parser (tool_calls.h).");
     m.def("backends", &backends_now,
           "Registered ggml backends (name, features, module file) and devices (name, type, memory).");
     m.def("max_devices", [] { return llama_max_devices(); });
@@ -394,7 +419,18 @@ PYBIND11_MODULE(_core, m) {
                  }
                  return to_py_str(out);  // a template may emit bytes that are not UTF-8
              },
-             py::arg("messages"), py::arg("add_generation_prompt") = true);
+             py::arg("messages"), py::arg("add_generation_prompt") = true)
+        .def("apply_chat_template_json",
+             [](const Model & self, const std::string & request) {
+                 std::string out;
+                 {
+                     py::gil_scoped_release nogil;
+                     out = self.apply_chat_template_json(request);
+                 }
+                 return to_py_str(out);
+             },
+             py::arg("request"),
+             "Renders a chat with tools and tool calls (chat_render.h's render_chat_json); returns its JSON answer.");
 
     py::class_<Request, std::shared_ptr<Request>>(m, "Request")
         .def("next_text",
@@ -452,7 +488,9 @@ PYBIND11_MODULE(_core, m) {
              [](Engine & self, std::vector<llama_token> prompt, bool stream, float temperature, int top_k,
                 float top_p, float min_p, float repeat_penalty, int repeat_last_n, float frequency_penalty,
                 float presence_penalty, int64_t seed, int max_tokens, std::vector<std::string> stop,
-                bool ignore_eos, std::string grammar, const std::string & context_overflow) {
+                bool ignore_eos, std::string grammar, const std::string & context_overflow, bool grammar_lazy,
+                const std::vector<std::pair<int, std::string>> & grammar_triggers,
+                const std::vector<std::string> & preserved_tokens, const std::string & generation_prompt) {
                  GenerationParams g;
                  g.sampling.temperature = temperature;
                  g.sampling.top_k = top_k;
@@ -469,6 +507,10 @@ PYBIND11_MODULE(_core, m) {
                  g.ignore_eos = ignore_eos;
                  g.overflow = parse_context_overflow(context_overflow);
                  py::gil_scoped_release nogil;
+                 if (grammar_lazy || !grammar_triggers.empty() || !preserved_tokens.empty() || !generation_prompt.empty()) {
+                     set_tool_call_sampling(*self.model(), grammar_lazy, grammar_triggers, preserved_tokens,
+                                            generation_prompt, g);
+                 }
                  return self.submit(std::move(prompt), std::move(g), stream);
              },
              py::arg("prompt"), py::kw_only(), py::arg("stream") = false, py::arg("temperature") = 0.8f,
@@ -476,7 +518,11 @@ PYBIND11_MODULE(_core, m) {
              py::arg("repeat_penalty") = 1.1f, py::arg("repeat_last_n") = 64, py::arg("frequency_penalty") = 0.0f,
              py::arg("presence_penalty") = 0.0f, py::arg("seed") = -1, py::arg("max_tokens") = -1,
              py::arg("stop") = std::vector<std::string>{}, py::arg("ignore_eos") = false,
-             py::arg("grammar") = std::string(), py::arg("context_overflow") = std::string("stopAtLimit"))
+             py::arg("grammar") = std::string(), py::arg("context_overflow") = std::string("stopAtLimit"),
+             py::arg("grammar_lazy") = false,
+             py::arg("grammar_triggers") = std::vector<std::pair<int, std::string>>{},
+             py::arg("preserved_tokens") = std::vector<std::string>{},
+             py::arg("generation_prompt") = std::string())
         .def("eval_logits",
              [](Engine & self, const std::vector<std::vector<llama_token>> & seqs, const std::vector<int32_t> & n_prefix) {
                  std::vector<std::vector<float>> out;

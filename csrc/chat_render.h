@@ -45,4 +45,47 @@ std::string render_chat(const common_chat_templates * templates, const Messages 
     return common_chat_templates_apply(templates, inputs).prompt;
 }
 
+// Renders a chat given as JSON, with tool definitions, and returns what sampling and parsing
+// need beside the prompt, also as JSON. Request:
+//   {"messages": [OpenAI-style messages, tool_calls and tool results included],
+//    "tools": [OpenAI-style function tools] (optional), "tool_choice": "auto"|"required"|"none",
+//    "parallel_tool_calls": bool, "add_generation_prompt": bool}
+// Answer:
+//   {"prompt", "grammar", "grammar_lazy", "grammar_triggers": [{"type", "value"}],
+//    "preserved_tokens": [...], "additional_stops": [...], "parser", "generation_prompt", "format"}
+// "grammar" constrains a tool call's JSON once a trigger is generated (lazy) or from the first
+// token (tool_choice "required"); "parser" is llama.cpp's serialized PEG parser of this
+// template's output format, which tool_calls.h applies to the generated text.
+inline std::string render_chat_json(const common_chat_templates * templates, const std::string & request) {
+    const common_json req = common_json::parse(request);
+    common_chat_templates_inputs inputs;
+    inputs.use_jinja = true;
+    inputs.add_generation_prompt = req.value("add_generation_prompt", true);
+    inputs.messages = common_chat_msgs_parse_oaicompat(req.at("messages"));
+    if (req.contains("tools") && !req.at("tools").is_null()) {
+        inputs.tools = common_chat_tools_parse_oaicompat(req.at("tools"));
+        inputs.tool_choice = common_chat_tool_choice_parse_oaicompat(req.value("tool_choice", std::string("auto")));
+        inputs.parallel_tool_calls = req.value("parallel_tool_calls", false);
+    }
+    const common_chat_params p = common_chat_templates_apply(templates, inputs);
+    common_json out = common_json::object();
+    out["prompt"] = p.prompt;
+    out["grammar"] = p.grammar;
+    out["grammar_lazy"] = p.grammar_lazy;
+    common_json triggers = common_json::array();
+    for (const auto & t : p.grammar_triggers) {
+        common_json tj = common_json::object();
+        tj["type"] = static_cast<int>(t.type);
+        tj["value"] = t.value;
+        triggers.push_back(tj);
+    }
+    out["grammar_triggers"] = triggers;
+    out["preserved_tokens"] = p.preserved_tokens;
+    out["additional_stops"] = p.additional_stops;
+    out["parser"] = p.parser;
+    out["generation_prompt"] = p.generation_prompt;
+    out["format"] = static_cast<int>(p.format);
+    return out.dump_safe();
+}
+
 }  // namespace lmfast

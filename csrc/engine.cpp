@@ -623,7 +623,9 @@ bool Engine::sample(Active & a, int32_t i_batch) {
     }
     r.stats_.predicted_tokens++;
     r.stats_.tokens.push_back(tok);
-    StopMatcher::Result sr = a.stops.push(a.utf8.push(model_->token_to_piece(tok, false)));
+    const auto & keep = r.params_.preserved_tokens;
+    const bool special = !keep.empty() && std::find(keep.begin(), keep.end(), tok) != keep.end();
+    StopMatcher::Result sr = a.stops.push(a.utf8.push(model_->token_to_piece(tok, special)));
     a.n_unemitted++;
     if (!sr.emit.empty()) {
         r.emit(sr.emit, a.n_unemitted);

@@ -39,6 +39,9 @@ struct GenerationParams {
     std::vector<std::string> stop_strings;
     bool ignore_eos = false;
     ContextOverflow overflow = ContextOverflow::StopAtLimit;
+    // Control tokens whose text goes into the output (a tool-call format's "<tool_call>"), where
+    // other control tokens give none.
+    std::vector<llama_token> preserved_tokens;
 };
 
 struct RequestStats {

@@ -236,9 +236,10 @@ std::string Model::detokenize(const std::vector<llama_token> & tokens, bool rend
     return vocab_guard(*this, [&] { return detokenize_raw(tokens, render_special); });
 }
 
-std::string Model::apply_chat_template(const std::vector<ChatMessage> & messages, bool add_generation_prompt) const {
+template <typename Worker, typename Render>
+std::string Model::render_template(Worker && worker, Render && render) const {
     if (templates_) {
-        const SandboxResult r = templates_->render(messages, add_generation_prompt);
+        const SandboxResult r = worker(*templates_);
         if (r.status != SandboxResult::Ok) {
             throw TemplateError("chat template rendering failed: " + describe(r, templates_->limits()));
         }
@@ -248,15 +249,23 @@ std::string Model::apply_chat_template(const std::vector<ChatMessage> & messages
     const SandboxLimits limits = template_limits();
     // Parsed anew in the child each time (a few ms): a parsed template kept in this process would
     // have been run here by its capability probe (see load()).
-    const SandboxResult r = run_sandboxed(
-        [raw_model, &messages, add_generation_prompt] {
-            return render_chat(init_chat_templates(raw_model).get(), messages, add_generation_prompt);
-        },
-        limits);
+    const SandboxResult r = run_sandboxed([raw_model, &render] { return render(init_chat_templates(raw_model).get()); },
+                                          limits);
     if (r.status != SandboxResult::Ok) {
         throw TemplateError("chat template rendering failed: " + describe(r, limits));
     }
     return r.output;
+}
+
+std::string Model::apply_chat_template(const std::vector<ChatMessage> & messages, bool add_generation_prompt) const {
+    return render_template(
+        [&](TemplateHost & host) { return host.render(messages, add_generation_prompt); },
+        [&](const common_chat_templates * t) { return render_chat(t, messages, add_generation_prompt); });
+}
+
+std::string Model::apply_chat_template_json(const std::string & request) const {
+    return render_template([&](TemplateHost & host) { return host.render_json(request); },
+                           [&](const common_chat_templates * t) { return render_chat_json(t, request); });
 }
 
 }  // namespace lmfast

@@ -63,6 +63,9 @@ public:
 
     // Renders messages with the model's own (Jinja) chat template.
     std::string apply_chat_template(const std::vector<ChatMessage> & messages, bool add_generation_prompt) const;
+    // Renders a chat with tool definitions and tool calls: chat_render.h's render_chat_json, in
+    // the same sandbox; returns its JSON answer (prompt, tool-call grammar, output parser).
+    std::string apply_chat_template_json(const std::string & request) const;
     // The process id of the template worker (template_host.h), -1 when none runs (templates then
     // run in a child forked per render); for tests.
     int template_worker_pid() const;
@@ -72,6 +75,7 @@ private:
     std::vector<llama_token> tokenize_raw(const std::string & text, bool add_special, bool parse_special) const;
     std::string detokenize_raw(const std::vector<llama_token> & tokens, bool render_special) const;
     std::string token_to_piece_raw(llama_token token, bool render_special) const;
+    template <typename Worker, typename Render> std::string render_template(Worker && worker, Render && render) const;
     llama_model * model_ = nullptr;
     const llama_vocab * vocab_ = nullptr;
     std::string path_;

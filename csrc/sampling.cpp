@@ -145,9 +145,26 @@ SamplerPtr make_sampler(const SamplingParams & p, const llama_vocab * vocab) {
 
 SamplerPtr make_grammar(const SamplingParams & p, const llama_vocab * vocab) {
     if (p.grammar.empty()) return nullptr;
-    llama_sampler * g = llama_sampler_init_grammar(vocab, p.grammar.c_str(), "root");
+    llama_sampler * g = nullptr;
+    if (p.grammar_lazy) {
+        if (p.grammar_trigger_patterns.empty() && p.grammar_trigger_tokens.empty()) {
+            throw InvalidArgument("a lazy grammar needs at least one trigger pattern or token");
+        }
+        std::vector<const char *> patterns;
+        for (const auto & s : p.grammar_trigger_patterns) patterns.push_back(s.c_str());
+        g = llama_sampler_init_grammar_lazy_patterns(vocab, p.grammar.c_str(), "root", patterns.data(), patterns.size(),
+                                                     p.grammar_trigger_tokens.data(), p.grammar_trigger_tokens.size());
+    } else {
+        g = llama_sampler_init_grammar(vocab, p.grammar.c_str(), "root");
+    }
     if (!g) throw InvalidArgument("the GBNF grammar could not be parsed (llama.cpp logs where)");
-    return SamplerPtr(g);
+    SamplerPtr grammar(g);
+    try {
+        for (llama_token t : p.grammar_prefill) llama_sampler_accept(g, t);
+    } catch (const std::exception & e) {
+        throw InvalidArgument(std::string("the grammar does not accept the generation prompt: ") + e.what());
+    }
+    return grammar;
 }
 
 llama_token sample_token(llama_sampler * chain, llama_sampler * grammar, llama_context * ctx, int32_t idx,

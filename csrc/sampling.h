@@ -21,6 +21,15 @@ struct SamplingParams {
     float presence_penalty = 0.0f;
     uint32_t seed = LLAMA_DEFAULT_SEED;  // LLAMA_DEFAULT_SEED: a random seed per request
     std::string grammar;          // GBNF; empty: unconstrained
+    // Lazy grammar (tool calls): unconstrained until the text matches one of the patterns
+    // (std::regex, matched against the text generated so far) or one of the tokens is drawn,
+    // then constrained from the start of the match on.
+    bool grammar_lazy = false;
+    std::vector<std::string> grammar_trigger_patterns;
+    std::vector<llama_token> grammar_trigger_tokens;
+    // Tokens the grammar accepts before the first sampled one: the template's generation prompt,
+    // which a tool-call grammar of llama.cpp's starts with although it is already in the prompt.
+    std::vector<llama_token> grammar_prefill;
 };
 
 struct SamplerDeleter {

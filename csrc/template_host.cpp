@@ -171,6 +171,18 @@ SandboxResult TemplateHost::render(const std::vector<ChatMessage> & messages, bo
         proto::put_bytes(request, m.content);
     }
     std::lock_guard<std::mutex> lock(mu_);
+    return request_locked(request);
+}
+
+SandboxResult TemplateHost::render_json(const std::string & json) {
+    if (json.size() > UINT32_MAX) return make(SandboxResult::Error, "the chat is too long for the chat template (4 GiB at most)");
+    std::string request(1, proto::kJsonRequest);
+    proto::put_bytes(request, json);
+    std::lock_guard<std::mutex> lock(mu_);
+    return request_locked(request);
+}
+
+SandboxResult TemplateHost::request_locked(const std::string & request) {
     int status = 0;
     if (pid_ >= 0 && waitpid(pid_, &status, WNOHANG) == pid_) {
         // The worker died between requests (killed from outside: the OOM killer, a stray
@@ -277,6 +289,8 @@ SandboxResult TemplateHost::launch() { return {}; }
 SandboxResult TemplateHost::start() { return {}; }
 SandboxResult TemplateHost::spawn_locked() { return {}; }
 SandboxResult TemplateHost::render(const std::vector<ChatMessage> &, bool) { return {}; }
+SandboxResult TemplateHost::render_json(const std::string &) { return {}; }
+SandboxResult TemplateHost::request_locked(const std::string &) { return {}; }
 SandboxResult TemplateHost::start_locked() { return {}; }
 SandboxResult TemplateHost::exchange_locked(const std::string &, bool) { return {}; }
 void TemplateHost::stop_locked(bool, SandboxResult *) {}

@@ -40,6 +40,8 @@ public:
     SandboxResult start();
     // Renders the prompt; starts a worker first when the last one was killed.
     SandboxResult render(const std::vector<ChatMessage> & messages, bool add_generation_prompt);
+    // Answers a request of chat_render.h's render_chat_json (tools, tool calls) the same way.
+    SandboxResult render_json(const std::string & request);
     const SandboxLimits & limits() const { return limits_; }
     // The worker's process id (-1 when none runs); for tests.
     int pid();
@@ -48,6 +50,7 @@ private:
     SandboxResult spawn_locked();
     SandboxResult start_locked();
     SandboxResult exchange_locked(const std::string & request, bool starting);
+    SandboxResult request_locked(const std::string & request);
     void stop_locked(bool kill_first, SandboxResult * why);
 
     const std::string worker_;

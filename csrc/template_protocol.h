@@ -7,8 +7,12 @@
 //   'O'  ok: the template source (answer to the start) or the rendered prompt
 //   'E'  the template raised or could not be parsed; the payload is the message
 //   'M'  the template ran out of the memory allowed
-// lmfast -> worker, "requests": 1 byte add_generation_prompt (0/1), a uint32 message count,
-//   then for each message a uint32 length + role bytes and a uint32 length + content bytes.
+// lmfast -> worker, "requests", one of:
+//   plain: 1 byte add_generation_prompt (0/1), a uint32 message count, then for each message a
+//          uint32 length + role bytes and a uint32 length + content bytes; answered with the
+//          rendered prompt.
+//   JSON:  1 byte kJsonRequest, a uint32 length + a request of chat_render.h's render_chat_json
+//          (messages with tool calls, tool definitions); answered with its JSON answer.
 // The worker answers the start with 'R' then 'O'/'E'/'M', and each request with one frame; it
 // exits when the socket is closed.
 #pragma once
@@ -29,6 +33,8 @@ constexpr int kSendFlags = MSG_NOSIGNAL;  // a closed peer gives EPIPE, not SIGP
 #else
 constexpr int kSendFlags = 0;  // macOS: SO_NOSIGPIPE is set on the socket instead
 #endif
+
+constexpr char kJsonRequest = 'J';
 
 inline void put_u32(std::string & out, uint32_t v) { out.append(reinterpret_cast<const char *>(&v), sizeof v); }
 inline void put_u64(std::string & out, uint64_t v) { out.append(reinterpret_cast<const char *>(&v), sizeof v); }

@@ -122,8 +122,16 @@ int main(int argc, char ** argv) {
 
     for (;;) {
         char add_generation_prompt = 0;
+        if (!proto::recv_all(kFd, &add_generation_prompt, 1)) break;  // host closed
+        if (add_generation_prompt == proto::kJsonRequest) {
+            std::string request;
+            if (!read_string(request)) break;
+            renew_cpu_limit(timeout_s);
+            answer([&] { return lmfast::render_chat_json(templates.get(), request); });
+            continue;
+        }
         uint32_t count = 0;
-        if (!proto::recv_all(kFd, &add_generation_prompt, 1) || !read_u32(count)) break;  // host closed
+        if (!read_u32(count)) break;
         std::vector<lmfast::ChatMessage> messages(count);
         bool ok = true;
         for (uint32_t i = 0; i < count && ok; ++i) ok = read_string(messages[i].role) && read_string(messages[i].content);
