@@ -20,9 +20,10 @@ from .errors import *  # noqa: F401,F403 - the exception hierarchy is part of th
 from .errors import __all__ as _errors_all
 from .llm import LLM, PredictionStream
 from .registry import DEFAULT_MODEL
-from .results import (EmbeddingModelInfo, EmbeddingModelInstanceInfo, LlmInfo, LlmInstanceInfo,
-                      LlmPredictionFragment, LlmPredictionStats, PredictionResult)
+from .results import (ActResult, EmbeddingModelInfo, EmbeddingModelInstanceInfo, LlmInfo, LlmInstanceInfo,
+                      LlmPredictionFragment, LlmPredictionStats, PredictionResult, PredictionRoundResult)
 from .structured import BaseModel, ModelSchema
+from .tools import ToolCallRequest, ToolFunctionDef, ToolFunctionDefDict
 
 __version__ = _core.version
 
@@ -72,11 +73,12 @@ def set_log_level(level: str) -> None:
 
 
 __all__ = [
-    "AssistantResponse", "AsyncClient", "AsyncEmbeddingModel", "AsyncLLM", "AsyncPredictionStream", "BaseModel", "ModelSchema", "Chat", "ChatMessage", "Client", "DEFAULT_MODEL", "DownloadedEmbeddingModel",
+    "ActResult", "AssistantResponse", "AsyncClient", "AsyncEmbeddingModel", "AsyncLLM", "AsyncPredictionStream", "BaseModel", "ModelSchema", "Chat", "ChatMessage", "Client", "DEFAULT_MODEL", "DownloadedEmbeddingModel",
     "DownloadedLlm", "LLM", "LlmInfo", "configure_default_client",
     "get_sync_api_timeout", "list_downloaded_models", "set_sync_api_timeout",
     "LlmInstanceInfo", "LlmNamespace", "LlmPredictionFragment", "LlmPredictionStats",
-    "PredictionResult", "PredictionStream", "SystemPrompt", "ToolResultMessage", "UserMessage",
+    "PredictionResult", "PredictionRoundResult", "PredictionStream", "ToolCallRequest", "ToolFunctionDef",
+    "ToolFunctionDefDict", "SystemPrompt", "ToolResultMessage", "UserMessage",
     "backend_info", "get_default_client", "list_loaded_models", "llm", "set_log_level", *_errors_all,
     "EmbeddingModel", "EmbeddingModelInfo", "EmbeddingModelInstanceInfo", "EmbeddingNamespace", "embedding_model",
 ]

@@ -24,7 +24,8 @@ from typing import Any, Awaitable, Callable, Iterable, TypeVar
 from .client import Client
 from .errors import LMStudioRuntimeError
 from .llm import LLM, FragmentCallback, MessageCallback, PredictionStream, _call
-from .results import LlmInstanceInfo, LlmPredictionFragment, PredictionResult
+from .results import ActResult, LlmInstanceInfo, LlmPredictionFragment, PredictionResult
+from .tools import tool_definitions
 
 T = TypeVar("T")
 
@@ -203,6 +204,14 @@ class AsyncLLM:
                        **callbacks: Any) -> PredictionResult:
         stream = await self.complete_stream(prompt, response_format=response_format, config=config, **callbacks)
         return await stream.wait_for_result()
+
+    async def act(self, chat: Any, tools: Any, **kwargs: Any) -> ActResult:
+        """``LLM.act`` without blocking the event loop: the loop runs in a worker thread, ``async
+        def`` tools are awaited on this event loop, plain ones run in the worker threads. The
+        callbacks are called from the worker thread."""
+        loop = asyncio.get_running_loop()
+        defs = tool_definitions(tools, awaiter=lambda coro: asyncio.run_coroutine_threadsafe(coro, loop).result())
+        return await asyncio.to_thread(self._llm.act, chat, list(defs.values()), **kwargs)
 
     async def apply_prompt_template(self, history: Any, opts: Any = None) -> str:
         return self._llm.apply_prompt_template(history, opts)

@@ -158,13 +158,25 @@ class Chat:
             raise LMStudioRuntimeError("Multi-part or consecutive assistant responses are not supported.")
         msg = AssistantResponse(response)
         for req in tool_call_requests:
-            msg.content.append({"type": "toolCallRequest", "toolCallRequest": dict(req)})
+            data = req.to_dict() if hasattr(req, "to_dict") else dict(req)
+            msg.content.append({"type": "toolCallRequest", "toolCallRequest": data})
         self._messages.append(msg)
         return msg
 
     def add_tool_result(self, result: Mapping[str, Any]) -> ToolResultMessage:
-        call_id = result.get("toolCallId", result.get("tool_call_id"))
-        msg = ToolResultMessage({"type": "toolCallResult", "toolCallId": call_id, "content": result["content"]})
+        return self.add_tool_results([result])
+
+    def add_tool_results(self, results: Iterable[Mapping[str, Any]]) -> ToolResultMessage:
+        """One tool message holding the results of the calls of the assistant turn before it."""
+        parts = []
+        for result in results:
+            if "content" not in result:
+                raise LMStudioValueError(f"a tool result needs 'content': {result!r}")
+            call_id = result.get("toolCallId", result.get("tool_call_id"))
+            parts.append({"type": "toolCallResult", "toolCallId": call_id, "content": result["content"]})
+        if not parts:
+            raise LMStudioValueError("add_tool_results() needs at least one result")
+        msg = ToolResultMessage(parts)
         self._messages.append(msg)
         return msg
 
@@ -200,6 +212,33 @@ class Chat:
     def _role_text_pairs(self) -> list[tuple[str, str]]:
         """(role, text) for the template renderer."""
         return [(m.role, m.text) for m in self._messages]
+
+    def _has_tool_parts(self) -> bool:
+        return any(p.get("type") in ("toolCallRequest", "toolCallResult") for m in self._messages for p in m.content)
+
+    def _openai_messages(self) -> list[dict[str, Any]]:
+        """The history as OpenAI-style messages (tool calls and results included), which is how
+        llama.cpp's chat code hands them to a template."""
+        out: list[dict[str, Any]] = []
+        for m in self._messages:
+            calls = [p["toolCallRequest"] for p in m.content if p.get("type") == "toolCallRequest"]
+            results = [p for p in m.content if p.get("type") == "toolCallResult"]
+            if results:
+                for r in results:
+                    content = r["content"]
+                    out.append({"role": "tool", "tool_call_id": str(r.get("toolCallId") or ""),
+                                "content": content if isinstance(content, str) else json.dumps(content)})
+                continue
+            msg: dict[str, Any] = {"role": m.role, "content": m.text}
+            if calls:
+                msg["tool_calls"] = [
+                    {"id": str(c.get("id") or ""), "type": "function",
+                     "function": {"name": c["name"],
+                                  "arguments": c["arguments"] if isinstance(c.get("arguments"), str)
+                                  else json.dumps(c.get("arguments") or {}, ensure_ascii=False)}}
+                    for c in calls]
+            out.append(msg)
+        return out
 
     def __len__(self) -> int:
         return len(self._messages)

@@ -129,6 +129,27 @@ def _gpu(key: str, v: Any) -> dict[str, Any]:
     return out
 
 
+def _raw_tools(key: str, v: Any) -> dict[str, Any]:
+    if not isinstance(v, Mapping) or v.get("type") not in ("none", "toolArray"):
+        raise _bad(key, v, "{'type': 'none'} or {'type': 'toolArray', 'tools': [...], 'force': False}")
+    if v["type"] == "none":
+        return {"type": "none"}
+    unknown = set(v) - {"type", "tools", "force"}
+    if unknown:
+        raise InvalidConfigError(f"config key {key!r}: unknown field(s) {sorted(unknown)} (type, tools, force)")
+    tools = v.get("tools")
+    if not isinstance(tools, (list, tuple)) or not tools:
+        raise _bad(f"{key}.tools", tools, "a non-empty list of tool definitions")
+    out = []
+    for t in tools:
+        fn = t.get("function") if isinstance(t, Mapping) else None
+        if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise _bad(f"{key}.tools", t, "{'type': 'function', 'function': {'name': ..., 'description': ..., "
+                       "'parameters': {JSON schema}}}")
+        out.append({"type": "function", "function": dict(fn)})
+    return {"type": "toolArray", "tools": out, "force": _bool(f"{key}.force", v.get("force", False))}
+
+
 def _structured(key: str, v: Any) -> dict[str, Any]:
     from .structured import check_setting  # structured imports the native core
 
@@ -155,6 +176,10 @@ PREDICTION_KEYS: tuple[Key, ...] = (
     Key("structured", _structured, {"type": "none"},
         "Constrained output: {'type': 'json', 'jsonSchema': {...}} or {'type': 'gbnf', 'gbnfGrammar': '...'} "
         "(response_format= is the usual way to set it)."),
+    Key("rawTools", _raw_tools, {"type": "none"},
+        "Tools the model may call in this prediction: {'type': 'toolArray', 'tools': [{'type': 'function', "
+        "'function': {'name', 'description', 'parameters'}}], 'force': False}; force=True makes it call one. "
+        "The calls are parsed from the output (stop reason 'toolCalls'); act() is the usual way to use tools."),
     Key("ignoreEos", _bool, False,
         "lmfast: keep generating past the end-of-generation token (for fixed-length benchmarks)."),
     Key("contextOverflowPolicy", _one_of("stopAtLimit", "truncateMiddle", "rollingWindow"), "stopAtLimit",

@@ -1,16 +1,23 @@
 """The LLM handle: respond, respond_stream, complete, tokenize, get_info, unload."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import structured
+from . import _core, structured
 from .chat import AssistantResponse, Chat
 from .handle import ModelHandle
 from .config import PREDICTION_KEYS, prediction_config, with_defaults
 from .errors import (LMStudioCancelledError, LMStudioPredictionError, LMStudioRuntimeError,
                      LMStudioValueError, ModelUnloadedError)
-from .results import LlmInstanceInfo, LlmPredictionFragment, LlmPredictionStats, PredictionResult
+from .results import (ActResult, LlmInstanceInfo, LlmPredictionFragment, LlmPredictionStats, PredictionResult,
+                      PredictionRoundResult)
+from .tools import CallTextFilter, ToolCallRequest, parse_tool_calls, run_tool_call, tool_definitions
 
 if TYPE_CHECKING:
     from .instance import ModelInstance
@@ -31,9 +38,20 @@ def _call(cb: Callable[..., Any] | None, *args: Any) -> None:
         log.exception("exception in prediction callback %r (ignored)", cb)
 
 
-def _submit_kwargs(pcfg: dict[str, Any], load_seed: Any) -> dict[str, Any]:
-    """Prediction config (camelCase, defaults filled) -> keyword arguments of Engine.submit."""
+def _submit_kwargs(pcfg: dict[str, Any], load_seed: Any, chat_format: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Prediction config (camelCase, defaults filled) -> keyword arguments of Engine.submit.
+    ``chat_format``: the template's tool-call format (a render with tools), whose grammar and
+    stop strings apply."""
     seed = pcfg["seed"] if pcfg["seed"] is not False else load_seed
+    if chat_format is not None and chat_format["grammar"]:
+        tools = dict(grammar=chat_format["grammar"], grammar_lazy=chat_format["grammar_lazy"],
+                     grammar_triggers=[(t["type"], t["value"]) for t in chat_format["grammar_triggers"]],
+                     preserved_tokens=chat_format["preserved_tokens"],
+                     generation_prompt=chat_format["generation_prompt"])
+    else:
+        tools = {}
+    stops = pcfg["stopStrings"] + [s for s in (chat_format or {}).get("additional_stops", [])
+                                   if s not in pcfg["stopStrings"]]
     return dict(
         temperature=pcfg["temperature"],
         top_k=pcfg["topKSampling"],
@@ -42,12 +60,12 @@ def _submit_kwargs(pcfg: dict[str, Any], load_seed: Any) -> dict[str, Any]:
         repeat_penalty=1.0 if pcfg["repeatPenalty"] is False else pcfg["repeatPenalty"],
         repeat_last_n=pcfg["repeatLastN"],
         max_tokens=-1 if pcfg["maxTokens"] is False else pcfg["maxTokens"],
-        stop=pcfg["stopStrings"],
+        stop=stops,
         seed=-1 if seed is False else seed,
         ignore_eos=pcfg["ignoreEos"],
         grammar=structured.grammar(pcfg["structured"]),
         context_overflow=pcfg["contextOverflowPolicy"],
-    )
+    ) | tools
 
 
 class PredictionStream:
@@ -64,8 +82,13 @@ class PredictionStream:
                  on_message: MessageCallback | None = None,
                  on_first_token: Callable[[], Any] | None = None,
                  on_prediction_fragment: FragmentCallback | None = None,
-                 on_prompt_processing_progress: Callable[[float], Any] | None = None):
+                 on_prompt_processing_progress: Callable[[float], Any] | None = None,
+                 chat_format: dict[str, Any] | None = None):
         self._instance = instance
+        self._chat_format = chat_format
+        self._call_filter = CallTextFilter.for_format(chat_format) if chat_format else None
+        self.tool_calls: list[ToolCallRequest] = []  # lmfast: the calls parsed from the output (tools given)
+        self.tool_call_error: str | None = None      # lmfast: why the output's tool calls could not be read
         self._prompt = prompt_tokens
         self._pcfg = pcfg
         self._on_message = on_message
@@ -82,7 +105,7 @@ class PredictionStream:
         if self._request is not None:
             raise LMStudioRuntimeError("the prediction stream has already been started")
         self._request = self._instance.submit(self._prompt, stream=_stream,
-                                              **_submit_kwargs(self._pcfg, self._instance.seed))
+                                              **_submit_kwargs(self._pcfg, self._instance.seed, self._chat_format))
         _call(self._on_progress, 0.0)
 
     def __iter__(self) -> "PredictionStream":
@@ -95,16 +118,25 @@ class PredictionStream:
             raise StopIteration
         if self._request is None:
             self.start()
-        try:
-            item = self._request.next_text()
-        except BaseException:
-            # KeyboardInterrupt while waiting (the request is already cancelled natively).
-            self.close()
-            raise
-        if item is None:
-            self._finish()
-            raise StopIteration
-        text, n_tokens = item
+        while True:
+            try:
+                item = self._request.next_text()
+            except BaseException:
+                # KeyboardInterrupt while waiting (the request is already cancelled natively).
+                self.close()
+                raise
+            if item is None:
+                tail = self._call_filter.flush() if self._call_filter else ""
+                if not tail:
+                    self._finish()
+                    raise StopIteration
+                text, n_tokens = tail, 0
+                break
+            text, n_tokens = item
+            if self._call_filter is not None:
+                text = self._call_filter.push(text)
+            if text:
+                break
         if not self._seen_first:
             self._seen_first = True
             _call(self._on_progress, 1.0)
@@ -125,6 +157,8 @@ class PredictionStream:
             self._error = LMStudioPredictionError(f"prediction failed: {stats['error']}")
             raise self._error
         content = self._request.text
+        if self._chat_format is not None and reason != "userStopped":
+            content, reason = self._parse_tool_calls(content, reason)
         gen_time = stats["generation_time"]
         predicted = stats["predicted_tokens"]
         result_stats = LlmPredictionStats(
@@ -145,7 +179,22 @@ class PredictionStream:
             load_config=self._instance.load_config(), prediction_config=dict(self._pcfg))
         self._token_ids = list(stats["tokens"])
         self._instance.touch()
-        _call(self._on_message, AssistantResponse(content))
+        message = AssistantResponse(content)
+        for call in self.tool_calls:
+            message.content.append({"type": "toolCallRequest", "toolCallRequest": call.to_dict()})
+        _call(self._on_message, message)
+
+    def _parse_tool_calls(self, text: str, reason: str) -> tuple[str, str]:
+        """The content without the tool calls, and the stop reason ("toolCalls" when the model
+        made some); the calls go to ``self.tool_calls``, a parse failure to ``tool_call_error``."""
+        cf = self._chat_format
+        assert cf is not None
+        out = _core.parse_chat_output(text, cf["parser"], cf["format"], cf["generation_prompt"])
+        if out["error"] is not None:
+            self.tool_call_error = out["error"]
+            return text, reason
+        self.tool_calls = parse_tool_calls(out["tool_calls"])
+        return out["content"], ("toolCalls" if self.tool_calls else reason)
 
     def cancel(self) -> None:
         """Stops generation; the stream then ends with stop reason 'userStopped'."""
@@ -220,17 +269,33 @@ class LLM(ModelHandle):
 
     # -- prompts ----------------------------------------------------------------------------
     def _render(self, history: Any) -> str:
+        return self._render_with_tools(history, None)[0]
+
+    def _render_with_tools(self, history: Any, tools: list[dict[str, Any]] | None,
+                           tool_choice: str = "auto") -> tuple[str, dict[str, Any] | None]:
+        """The prompt for a chat, and with ``tools`` (OpenAI-style definitions) the template's
+        tool-call format: its grammar, triggers and output parser (chat_render.h)."""
         chat = history if isinstance(history, Chat) else Chat.from_history(history)
         if len(chat) == 0:
             raise LMStudioValueError("the chat history is empty")
         model, _ = self._instance.native()
-        return model.apply_chat_template(chat._role_text_pairs(), True)
+        if tools is None and not chat._has_tool_parts():
+            return model.apply_chat_template(chat._role_text_pairs(), True), None
+        request: dict[str, Any] = {"messages": chat._openai_messages(), "add_generation_prompt": True}
+        if tools:
+            request.update(tools=tools, tool_choice=tool_choice, parallel_tool_calls=True)
+        answer = json.loads(model.apply_chat_template_json(json.dumps(request, ensure_ascii=False)))
+        if tools and not answer["grammar"]:
+            warnings.warn(f"the chat template of {self.identifier!r} does not describe tools: the model is not "
+                          "told about them, and no tool call can be recognised", UserWarning, stacklevel=3)
+        return answer["prompt"], (answer if tools else None)
 
     def _tokens(self, text: str) -> list[int]:
         model, _ = self._instance.native()
         return model.tokenize(text, add_special=True, parse_special=True)
 
-    def _stream(self, tokens: list[int], config: Any, response_format: Any, callbacks: dict[str, Any]) -> PredictionStream:
+    def _stream(self, tokens: list[int], config: Any, response_format: Any, callbacks: dict[str, Any],
+                chat_format: dict[str, Any] | None = None) -> PredictionStream:
         given = prediction_config(config)
         if response_format is not None:
             if given.get("structured", {"type": "none"})["type"] != "none":
@@ -239,7 +304,11 @@ class LLM(ModelHandle):
             given["structured"] = structured.from_response_format(response_format)
         pcfg = with_defaults(given, PREDICTION_KEYS)
         structured.grammar(pcfg["structured"])  # a bad schema fails here, before anything is queued
-        return PredictionStream(self._instance, tokens, pcfg, **callbacks)
+        if chat_format is not None and pcfg["structured"]["type"] != "none":
+            raise LMStudioValueError("structured output cannot be combined with tools")
+        if chat_format is None and pcfg["rawTools"]["type"] != "none":
+            raise LMStudioValueError("rawTools applies to chats (respond), not to raw completions")
+        return PredictionStream(self._instance, tokens, pcfg, chat_format=chat_format, **callbacks)
 
     def respond_stream(self, history: Any, *, response_format: Any = None, config: Any = None,
                        on_message: MessageCallback | None = None,
@@ -247,11 +316,13 @@ class LLM(ModelHandle):
                        on_prediction_fragment: FragmentCallback | None = None,
                        on_prompt_processing_progress: Callable[[float], Any] | None = None) -> PredictionStream:
         """Streams the assistant's reply to a chat (a Chat, a str, or a history dict)."""
-        tokens = self._tokens(self._render(history))
-        return self._stream(tokens, config, response_format, dict(
+        raw_tools = prediction_config(config).get("rawTools", {"type": "none"})
+        tools = raw_tools["tools"] if raw_tools["type"] == "toolArray" else None
+        prompt, chat_format = self._render_with_tools(history, tools, "required" if raw_tools.get("force") else "auto")
+        return self._stream(self._tokens(prompt), config, response_format, dict(
             on_message=on_message, on_first_token=on_first_token,
             on_prediction_fragment=on_prediction_fragment,
-            on_prompt_processing_progress=on_prompt_processing_progress))
+            on_prompt_processing_progress=on_prompt_processing_progress), chat_format=chat_format)
 
     def respond(self, history: Any, *, response_format: Any = None, config: Any = None,
                 on_message: MessageCallback | None = None,
@@ -281,10 +352,82 @@ class LLM(ModelHandle):
         """A raw text completion of ``prompt``."""
         return self.complete_stream(prompt, **kwargs).wait_for_result()
 
+    # -- tools --------------------------------------------------------------------------------
+    def act(self, chat: Any, tools: Any, *, max_prediction_rounds: int | None = None,
+            max_parallel_tool_calls: int | None = 1, config: Any = None,
+            on_message: Callable[[Any], Any] | None = None,
+            on_first_token: Callable[[int], Any] | None = None,
+            on_prediction_fragment: Callable[[LlmPredictionFragment, int], Any] | None = None,
+            on_round_start: Callable[[int], Any] | None = None,
+            on_round_end: Callable[[int], Any] | None = None,
+            on_prediction_completed: Callable[[PredictionRoundResult], Any] | None = None,
+            on_prompt_processing_progress: Callable[[float, int], Any] | None = None,
+            handle_invalid_tool_request: Callable[[LMStudioPredictionError, ToolCallRequest | None], str | None]
+            | None = None) -> ActResult:
+        """Lets the model use tools: each round is one prediction; the calls it makes are run
+        (``max_parallel_tool_calls`` at a time) and their results added to a private copy of the
+        chat, until a round makes no call. ``on_message`` gets each message the loop adds (the
+        assistant's turn with its calls, the tool results, the final answer), ready to append to
+        your own Chat. With ``max_prediction_rounds=N`` the N-th round is offered no tools.
+
+        A tool is a function (with a docstring and type hints), a ToolFunctionDef or a tool dict.
+        An unknown tool, bad arguments or an exception in a tool are told to the model as text;
+        ``handle_invalid_tool_request(error, request)`` may return other text, or raise to stop."""
+        t0 = time.perf_counter()
+        defs = tool_definitions(tools)
+        if max_prediction_rounds is not None and (isinstance(max_prediction_rounds, bool) or
+                                                  not isinstance(max_prediction_rounds, int) or max_prediction_rounds < 1):
+            raise LMStudioValueError(f"max_prediction_rounds must be at least 1 (or None), got {max_prediction_rounds!r}")
+        workers = 1 if max_parallel_tool_calls is None else max_parallel_tool_calls
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise LMStudioValueError(f"max_parallel_tool_calls must be at least 1, got {max_parallel_tool_calls!r}")
+        if prediction_config(config).get("rawTools", {"type": "none"})["type"] != "none":
+            raise LMStudioValueError("act() takes its tools as an argument, not as config['rawTools']")
+        history = Chat.from_history(chat)  # a copy: the caller's chat is never changed
+        definitions = [d.to_openai() for d in defs.values()]
+
+        def per_round(cb: Callable[..., Any] | None, i: int) -> Callable[..., Any] | None:
+            return None if cb is None else (lambda *args: cb(*args, i))
+
+        round_index = 0
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lmfast-tool") as pool:
+            while True:
+                last = max_prediction_rounds is not None and round_index == max_prediction_rounds - 1
+                _call(on_round_start, round_index)
+                prompt, chat_format = self._render_with_tools(history, None if last else definitions)
+                stream = self._stream(self._tokens(prompt), config, None, dict(
+                    on_first_token=per_round(on_first_token, round_index),
+                    on_prediction_fragment=per_round(on_prediction_fragment, round_index),
+                    on_prompt_processing_progress=per_round(on_prompt_processing_progress, round_index)),
+                    chat_format=chat_format)
+                result = stream.wait_for_result()
+                _call(on_prediction_completed, PredictionRoundResult(
+                    **{f.name: getattr(result, f.name) for f in dataclasses.fields(result)}, round_index=round_index))
+                if stream.tool_call_error is not None:
+                    err = LMStudioPredictionError(f"Failed to parse tool call request: {stream.tool_call_error}")
+                    if handle_invalid_tool_request is not None:
+                        handle_invalid_tool_request(err, None)
+                    raise err
+                requests = stream.tool_calls
+                reply = history.add_assistant_response(result.content, requests)
+                _call(on_message, reply)
+                if not requests:
+                    _call(on_round_end, round_index)
+                    break
+                outputs = list(pool.map(lambda r: run_tool_call(defs, r, handle_invalid_tool_request), requests))
+                results = history.add_tool_results(
+                    [{"toolCallId": r.id, "content": out} for r, out in zip(requests, outputs)])
+                _call(on_message, results)
+                _call(on_round_end, round_index)
+                round_index += 1
+        return ActResult(rounds=round_index + 1, total_time_seconds=time.perf_counter() - t0)
+
     # -- the rest of the handle --------------------------------------------------------------
     def apply_prompt_template(self, history: Any, opts: Any = None) -> str:
-        """The prompt text the model sees for a chat, rendered with its own template."""
-        return self._render(history)
+        """The prompt text the model sees for a chat, rendered with its own template; with
+        ``opts={"toolDefinitions": [...]}`` (OpenAI-style function tools) as act() offers them."""
+        tools = (opts or {}).get("toolDefinitions", (opts or {}).get("tool_definitions")) if isinstance(opts, dict) else None
+        return self._render_with_tools(history, list(tools) if tools else None)[0]
 
     def get_info(self) -> LlmInstanceInfo:
         return super().get_info()

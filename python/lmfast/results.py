@@ -188,3 +188,16 @@ class PredictionResult:
 
     def __repr__(self) -> str:
         return f"PredictionResult(content={self.content!r})"
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class PredictionRoundResult(PredictionResult):
+    """One round of ``act()``: its prediction result and which round it was (from 0)."""
+    round_index: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ActResult:
+    """What ``act()`` returns: how many prediction rounds it took, and how long in all."""
+    rounds: int
+    total_time_seconds: float
