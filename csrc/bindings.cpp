@@ -256,6 +256,13 @@ PYBIND11_MODULE(_core, m) {
             raise_as("TemplateError", e.what());
         } catch (const std::bad_alloc &) {
             raise_as("LMStudioRuntimeError", "out of memory");
+        } catch (const py::error_already_set &) {
+            throw;  // a Python exception on its way up (KeyboardInterrupt, ...)
+        } catch (const py::builtin_exception &) {
+            throw;  // pybind11's own, mapped by its translator (StopIteration, IndexError, ...)
+        } catch (const std::exception & e) {
+            // Anything else from llama.cpp or the standard library: still an lmfast error.
+            raise_as("LMStudioRuntimeError", e.what());
         }
     });
 

@@ -791,7 +791,14 @@ void Engine::step() {
         bool keep = true;
         if (a.i_logits >= 0) {
             const int32_t before = a.req->stats_.predicted_tokens;
-            keep = sample(a, a.i_logits);
+            try {
+                keep = sample(a, a.i_logits);
+            } catch (const std::exception & e) {
+                // This request's sampler failed (a grammar that rejects the text its trigger
+                // replays, say): it fails alone; the others in the batch go on.
+                finish(a, StopReason::Failed, e.what());
+                keep = false;
+            }
             n_gen += a.req->stats_.predicted_tokens - before;
         }
         it = keep ? std::next(it) : active_.erase(it);

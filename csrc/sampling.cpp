@@ -3,6 +3,7 @@
 #include <climits>
 #include <cmath>
 #include <deque>
+#include <regex>
 #include <algorithm>
 #include <unordered_map>
 
@@ -151,7 +152,14 @@ SamplerPtr make_grammar(const SamplingParams & p, const llama_vocab * vocab) {
             throw InvalidArgument("a lazy grammar needs at least one trigger pattern or token");
         }
         std::vector<const char *> patterns;
-        for (const auto & s : p.grammar_trigger_patterns) patterns.push_back(s.c_str());
+        for (const auto & s : p.grammar_trigger_patterns) {
+            try {
+                std::regex check(s);  // llama.cpp compiles them the same way and would throw from inside
+            } catch (const std::regex_error & e) {
+                throw InvalidArgument("grammar trigger pattern '" + s + "' is not a regular expression: " + e.what());
+            }
+            patterns.push_back(s.c_str());
+        }
         g = llama_sampler_init_grammar_lazy_patterns(vocab, p.grammar.c_str(), "root", patterns.data(), patterns.size(),
                                                      p.grammar_trigger_tokens.data(), p.grammar_trigger_tokens.size());
     } else {

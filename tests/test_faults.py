@@ -167,3 +167,31 @@ def test_one_handle_from_many_threads(model1):
     assert not any(t.is_alive() for t in threads), "deadlock"
     assert not errors, errors[0]
     assert len(done) == 12
+
+
+def test_a_failing_sampler_fails_only_its_own_request(model1):
+    """A lazy grammar whose trigger fires on text the grammar rejects makes llama.cpp's sampler
+    throw in the engine thread (the replayed trigger text does not parse). That request fails
+    with a clear error; the request batched beside it finishes normally, and the engine goes on."""
+    native, engine = model1._instance.native()
+    prompt = native.tokenize(LONG, add_special=True, parse_special=True)
+    plain = engine.submit(prompt, temperature=0, max_tokens=48, ignore_eos=True, repeat_penalty=1.0)
+    bad = engine.submit(prompt, temperature=0, max_tokens=48, ignore_eos=True, repeat_penalty=1.0,
+                        grammar='root ::= "x"', grammar_lazy=True, grammar_triggers=[(2, "[a-z]")])
+    bad.wait()
+    plain.wait()
+    assert bad.stats()["stop_reason"] == "failed"
+    assert "grammar" in bad.stats()["error"].lower(), bad.stats()["error"]
+    assert plain.stats()["stop_reason"] == "maxPredictedTokensReached"
+    assert plain.stats()["predicted_tokens"] == 48
+    again = model1.complete(LONG, config={**GREEDY, "maxTokens": 8, "repeatPenalty": False, "ignoreEos": True})
+    assert again.stats.predicted_tokens_count == 8
+    # C++ errors that have no lmfast class of their own still arrive as lmfast errors.
+    running = engine.submit(prompt, max_tokens=400, ignore_eos=True)
+    with pytest.raises(lms.LMStudioRuntimeError, match="not finished"):
+        running.text
+    running.cancel()
+    running.wait()
+    # A trigger pattern that is not a regular expression is the caller's error, before queueing.
+    with pytest.raises(lms.LMStudioValueError, match="trigger"):
+        engine.submit(prompt, max_tokens=4, grammar='root ::= "x"', grammar_lazy=True, grammar_triggers=[(2, "([")])
