@@ -334,3 +334,32 @@ def test_async_act_awaits_async_tools(client, tool_model_path):
 def test_a_template_without_tools_warns(llm):
     with pytest.warns(UserWarning, match="does not describe tools"):
         llm.act("What is 2 + 3?", [add], config=GREEDY)
+
+
+@pytest.mark.parametrize("name,payload,fails_at", [
+    ("raises", "{% if tools %}{{ raise_exception('no tools here') }}{% endif %}", "act"),
+    # The load-time capability probe renders with tools too, so this one is caught at load.
+    ("loops", "{% if tools %}{% for i in range(10000000000) %}x{% endfor %}{% endif %}", "load"),
+])
+def test_a_template_that_fails_on_tools_raises_and_nothing_else_breaks(llm, client, smollm2_path, tmp_path,
+                                                                       monkeypatch, name, payload, fails_at):
+    """Rendering with tools runs in the template worker like every render: a template that
+    raises or loops when given tools is an lmfast error, and the process and its models go on."""
+    monkeypatch.setenv("LMFAST_TEMPLATE_TIMEOUT", "3")
+    g = GgufFile.parse(smollm2_path.read_bytes())
+    kvs = [make_kv(kv.key, STR, payload + TOOL_TEMPLATE) if kv.key == "tokenizer.chat_template" else kv
+           for kv in g.kvs]
+    path = tmp_path / f"{name}.gguf"
+    path.write_bytes(g.serialize(kvs))
+    if fails_at == "load":
+        with pytest.raises(lms.ModelLoadError, match="chat template"):
+            client.llm.load_new_instance(str(path), f"tools-{name}", config={"contextLength": 512})
+    else:
+        model = client.llm.load_new_instance(str(path), f"tools-{name}", config={"contextLength": 512})
+        try:
+            with pytest.raises(lms.TemplateError, match="no tools here"):
+                model.act("What is 2 + 3?", [add], config=GREEDY)
+            assert "paris" in model.respond("What is the capital of France?", config=GREEDY).content.lower()
+        finally:
+            model.unload()
+    assert "paris" in llm.respond("What is the capital of France?", config=GREEDY).content.lower()
