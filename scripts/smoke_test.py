@@ -30,7 +30,7 @@ if info["build"].get("backend_dl"):
     cpu_reg = next(b for b in info["backends"] if b["name"] == "CPU")
     assert "ggml-cpu" in os.path.basename(cpu_reg["library"]), cpu_reg
 
-model = lms.llm(sys.argv[1] if len(sys.argv) > 1 else None)
+model = lms.llm(sys.argv[1] if len(sys.argv) > 1 else lms.DEFAULT_MODEL)
 result = model.respond("What is the capital of France? Answer in one word.", config={"temperature": 0})
 print("answer:", repr(result.content))
 s = result.stats
@@ -49,4 +49,13 @@ if os.path.exists(f"/proc/{pid}/exe"):
     exe = os.path.realpath(f"/proc/{pid}/exe")
     assert exe == os.path.realpath(worker), (exe, worker)
 print(f"template worker: pid {pid}, {worker}")
+
+# The worker's second kind of request: a chat with tool calls and results, as act() renders it.
+chat = lms.Chat("Be brief.")
+chat.add_user_message("What is 2 + 3?")
+chat.add_assistant_response("", [lms.ToolCallRequest("call_1", "add", {"a": 2, "b": 3})])
+chat.add_tool_result({"toolCallId": "call_1", "content": "5"})
+prompt = model.apply_prompt_template(chat)
+assert "5" in prompt and prompt.count("<|im_start|>") >= 3, prompt
+print(f"chat with a tool call renders: {len(prompt)} characters")
 print(f"smoke test passed in {time.perf_counter() - t0:.1f} s")
