@@ -18,8 +18,10 @@ from .downloaded import DownloadedEmbeddingModel, DownloadedLlm
 from .embedding import EmbeddingModel
 from .errors import *  # noqa: F401,F403 - the exception hierarchy is part of the API
 from .errors import __all__ as _errors_all
+from .hub import DownloadProgressUpdate
 from .llm import LLM, PredictionStream
 from .registry import DEFAULT_MODEL
+from .repository import AvailableModel, ModelDownloadOption
 from .results import (ActResult, EmbeddingModelInfo, EmbeddingModelInstanceInfo, LlmInfo, LlmInstanceInfo,
                       LlmPredictionFragment, LlmPredictionStats, PredictionResult, PredictionRoundResult)
 from .structured import BaseModel, ModelSchema
@@ -81,4 +83,5 @@ __all__ = [
     "ToolFunctionDefDict", "SystemPrompt", "ToolResultMessage", "UserMessage",
     "backend_info", "get_default_client", "list_loaded_models", "llm", "set_log_level", *_errors_all,
     "EmbeddingModel", "EmbeddingModelInfo", "EmbeddingModelInstanceInfo", "EmbeddingNamespace", "embedding_model",
+    "AvailableModel", "DownloadProgressUpdate", "ModelDownloadOption",
 ]

@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable, Iterable, TypeVar
 from .client import Client
 from .errors import LMStudioRuntimeError
 from .llm import LLM, FragmentCallback, MessageCallback, PredictionStream, _call
+from .repository import AsyncRepository
 from .results import ActResult, LlmInstanceInfo, LlmPredictionFragment, PredictionResult
 from .tools import tool_definitions
 
@@ -315,6 +316,7 @@ class AsyncClient:
         self._client = Client(api_host)
         self.llm = _AsyncNamespace(self._client.llm, AsyncLLM)
         self.embedding = _AsyncNamespace(self._client.embedding, AsyncEmbeddingModel)
+        self.repository = AsyncRepository(self._client.repository)
 
     async def list_downloaded_models(self, namespace: str | None = None) -> list[Any]:
         return await _in_thread(lambda: self._client.list_downloaded_models(namespace))

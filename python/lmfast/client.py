@@ -12,6 +12,7 @@ from .embedding import EmbeddingInstance, EmbeddingModel
 from .errors import LMStudioClientError, LMStudioModelNotFoundError, LMStudioValueError, ModelLoadError
 from .instance import ModelInstance
 from .llm import LLM
+from .repository import Repository
 from .registry import ModelFile, model_type_of, resolve
 
 
@@ -203,6 +204,7 @@ class Client:
         self._reaper: threading.Thread | None = None
         self.llm = LlmNamespace(self)
         self.embedding = EmbeddingNamespace(self)
+        self.repository = Repository()  # models on the Hugging Face Hub
 
     # -- TTL ------------------------------------------------------------------------------
     def _start_reaper(self) -> None:

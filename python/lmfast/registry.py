@@ -348,6 +348,10 @@ def model_type_of(path: str | os.PathLike[str]) -> str:
 def resolve(model: str | os.PathLike[str]) -> ModelFile:
     """A model key or a path to a GGUF file -> the file. Raises LMStudioModelNotFoundError."""
     text = os.fspath(model)
+    if text[:3].lower() == "hf:":  # a Hugging Face Hub reference, downloaded on first use
+        from .hub import resolve_hf
+
+        return resolve_hf(text)
     path = Path(text).expanduser()
     if path.is_file():
         path = path.resolve()
@@ -378,4 +382,5 @@ def resolve(model: str | os.PathLike[str]) -> ModelFile:
     hint = f" Closest known keys: {', '.join(close)}." if close else ""
     raise LMStudioModelNotFoundError(
         f"no model matches {text!r}.{hint} Pass a path to a .gguf file, or put the file under "
-        f"{models_dir()} (or LM Studio's models folder); known keys: {', '.join(known) or 'none'}")
+        f"{models_dir()} (or LM Studio's models folder), or download one with 'lmfast get ORG/REPO'; "
+        f"known keys: {', '.join(known) or 'none'}")
