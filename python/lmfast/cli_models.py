@@ -1,0 +1,230 @@
+"""The command line's model verbs, after LM Studio's ``lms``: ``get`` (download from the
+Hugging Face Hub), ``ls`` (what is on disk), ``import`` (a GGUF file into the models folder)
+and ``rm``."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import hub
+from .errors import LMStudioModelNotFoundError, LMStudioValueError
+from .registry import ModelFile, known_models, model_key_for, models_dir, params_string, search_dirs
+
+
+class UserError(Exception):
+    """A mistake on the command line: one line on stderr, exit code 1."""
+
+
+def human_size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _confirm(question: str, yes: bool) -> bool:
+    """Asks on a terminal; a piped run (or --yes) goes ahead."""
+    if yes or not sys.stdin.isatty():
+        return True
+    answer = input(f"{question} [Y/n] ").strip().lower()
+    return answer in ("", "y", "yes")
+
+
+# -- get ---------------------------------------------------------------------------------------
+
+def cmd_get(args: argparse.Namespace) -> int:
+    ref = hub.parse_ref(args.model)
+    found = hub.find_local(ref)
+    if found is not None:
+        _say(args, f"already downloaded: {found.path}")
+        print(found.model_key)
+        return 0
+    if hub.offline():
+        raise LMStudioModelNotFoundError(f"{ref} is not on disk and HF_HUB_OFFLINE is set")
+    p = hub.plan(ref)
+    missing = p.missing()
+    lines = [f"  {f.path}  {human_size(f.size or 0)}" for f in p.files]
+    what = f"{ref.repo_id}: {p.choice.name} ({p.choice.quant or 'unknown quantization'}), " \
+           f"{human_size(sum(f.size or 0 for f in missing))} to fetch into {p.folder}"
+    if args.dry_run:
+        print(f"would download {what}")
+        print("\n".join(lines))
+        return 0
+    _say(args, f"downloading {what}\n" + "\n".join(lines))
+    if not _confirm("Download?", args.yes):
+        print("cancelled", file=sys.stderr)
+        return 1
+    bar = hub.ProgressBar(ref.repo_id, enabled=False if args.quiet else None)
+    try:
+        model = hub.download(p, bar)
+    finally:
+        bar.close()
+    _say(args, f"downloaded {model.path}")
+    print(model.model_key)
+    return 0
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text, file=sys.stderr, flush=True)
+
+
+# -- ls ----------------------------------------------------------------------------------------
+
+def _shards(path: Path) -> list[Path]:
+    """A split model's files (the first shard names them), else the file itself."""
+    m = hub._SPLIT.match(path.name)
+    if not m:
+        return [path]
+    count = int(m.group("count"))
+    return [path.with_name(f"{m.group('stem')}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+
+
+def describe_model(mf: ModelFile) -> dict[str, Any] | None:
+    """What ``ls`` shows of a model file; None for a file that is not a readable GGUF model."""
+    from .errors import ModelLoadError
+    from .gguf import model_type, read_metadata
+
+    try:
+        meta = read_metadata(mf.path)
+    except (ModelLoadError, OSError):
+        return None
+    files = _shards(mf.path)
+    return {"modelKey": mf.model_key, "type": model_type(meta),
+            "architecture": str(meta.get("general.architecture", "")) or None,
+            "quantization": hub.quant_of(mf.path.name), "paramsString": params_string(meta),
+            "sizeBytes": sum(f.stat().st_size for f in files if f.is_file()),
+            "path": mf.display_path, "absolutePath": str(mf.path), "files": len(files)}
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    rows = [r for r in (describe_model(mf) for _, mf in sorted(known_models().items())) if r is not None]
+    kind = "llm" if args.llm else "embedding" if args.embedding else None
+    rows = [r for r in rows if kind is None or r["type"] == kind]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no models in {', '.join(str(d) for d in search_dirs())}; download one with 'lmfast get ORG/REPO'")
+        return 0
+    header = ("MODEL", "TYPE", "PARAMS", "ARCH", "QUANT", "SIZE", "PATH")
+    table = [header] + [(r["modelKey"], r["type"], r["paramsString"] or "", r["architecture"] or "",
+                         r["quantization"] or "", human_size(r["sizeBytes"]), r["path"]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
+# -- import ------------------------------------------------------------------------------------
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .errors import ModelLoadError
+    from .gguf import read_metadata
+
+    src = Path(args.file).expanduser()
+    if not src.is_file():
+        raise UserError(f"no such file: {src}")
+    try:
+        read_metadata(src)
+    except ModelLoadError as e:
+        raise UserError(f"{src} is not a GGUF model lmfast can read: {e}") from None
+    user_repo = args.user_repo or f"imported-models/{model_key_for(src)}"
+    if not hub._REPO_ID.match(user_repo):
+        raise UserError(f"--user-repo must look like ORG/REPO, got {user_repo!r}")
+    dest = models_dir() / user_repo / src.name
+    if dest.exists():
+        raise UserError(f"{dest} exists already")
+    mode = "copy" if args.copy else "hard-link" if args.hard_link else "symbolic-link" if args.symbolic_link \
+        else "move"
+    if args.dry_run:
+        print(f"would {mode} {src} -> {dest}")
+        return 0
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if mode == "copy":
+            shutil.copy2(src, dest)
+        elif mode == "hard-link":
+            os.link(src, dest)
+        elif mode == "symbolic-link":
+            os.symlink(src.resolve(), dest)
+        else:
+            shutil.move(str(src), dest)
+    except OSError as e:
+        raise UserError(f"cannot {mode} {src} to {dest}: {e.strerror or e}") from None
+    print(f"{model_key_for(dest)}  {dest}")
+    return 0
+
+
+# -- rm ----------------------------------------------------------------------------------------
+
+def _find_for_rm(text: str) -> ModelFile:
+    if hub.is_hub_ref(text):
+        found = hub.find_local(hub.parse_ref(text))
+        if found is None:
+            raise UserError(f"{text} is not downloaded")
+        return found
+    known = known_models()
+    mf = known.get(text.lower())
+    if mf is None:
+        raise UserError(f"no downloaded model has the key {text!r}; 'lmfast ls' lists them")
+    return mf
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    mf = _find_for_rm(args.key)
+    if mf.root is None:
+        raise LMStudioValueError(f"{mf.path} is not in a models folder; lmfast removes only what is in one")
+    files = [f for f in _shards(mf.path) if f.is_file() or f.is_symlink()]
+    folder = mf.path.parent
+    if not _confirm(f"Delete {', '.join(str(f) for f in files)}?", args.yes):
+        print("cancelled", file=sys.stderr)
+        return 1
+    for f in files:
+        f.unlink()
+    # A projector left alone beside no model goes too; then empty folders up to the root.
+    if not any(p for p in folder.glob("*.gguf") if not p.name.lower().startswith("mmproj")):
+        for p in folder.glob("mmproj*.gguf"):
+            p.unlink()
+    d = folder
+    while d != mf.root and d.is_dir() and not any(d.iterdir()):
+        d.rmdir()
+        d = d.parent
+    print(f"removed {mf.model_key}: {', '.join(f.name for f in files)}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("get", help="download a model from the Hugging Face Hub (ORG/REPO[:QUANT])")
+    p.add_argument("model", help="ORG/REPO, ORG/REPO:QUANT (e.g. :Q4_K_M) or ORG/REPO/FILE.gguf (hf: optional)")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--dry-run", action="store_true", help="print what would be fetched and its size")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or messages")
+    p.set_defaults(func=cmd_get)
+    p = sub.add_parser("ls", help="list the downloaded models")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--llm", action="store_true", help="LLMs only")
+    g.add_argument("--embedding", action="store_true", help="embedding models only")
+    p.add_argument("--json", action="store_true", help="as JSON")
+    p.set_defaults(func=cmd_ls)
+    p = sub.add_parser("import", help="put a GGUF file into the models folder (moved unless told otherwise)")
+    p.add_argument("file")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--copy", action="store_true")
+    g.add_argument("--hard-link", action="store_true")
+    g.add_argument("--symbolic-link", action="store_true")
+    p.add_argument("--user-repo", help="ORG/REPO folder to put it in (default imported-models/KEY)")
+    p.add_argument("--yes", "-y", action="store_true", help="accepted for lms compatibility")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=cmd_import)
+    p = sub.add_parser("rm", help="delete a downloaded model")
+    p.add_argument("key", help="model key (see 'lmfast ls') or hf:ORG/REPO[:QUANT]")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_rm)

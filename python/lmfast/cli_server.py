@@ -1,0 +1,133 @@
+"""The command line's verbs that act on a running ``lmfast serve`` over its LM Studio REST API
+(as ``lms`` acts on LM Studio's server): ``ps``, ``load`` and ``unload``."""
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from .cli_models import UserError
+
+DEFAULT_PORT = 1234
+
+
+def _base(args: argparse.Namespace) -> str:
+    return f"http://{args.host}:{args.port}"
+
+
+def call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None,
+         timeout: float = 600) -> Any:
+    """One JSON request to the server; its errors as UserError with the server's message."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(_base(args) + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+    except urllib.error.HTTPError as e:
+        raise UserError(f"server said {e.code}: {_message(e.read()) or e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise UserError(f"no lmfast server at {_base(args)} ({reason}); start one with 'lmfast serve'") from None
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        raise UserError(f"{_base(args)}{path} did not answer JSON") from None
+
+
+def _message(raw: bytes) -> str:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")[:500]
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        return str(err.get("message") or err)
+    return str(err or body)
+
+
+def loaded(args: argparse.Namespace) -> list[dict[str, Any]]:
+    models = call(args, "GET", "/api/v0/models")
+    data = models.get("data", []) if isinstance(models, dict) else models
+    return [m for m in data if isinstance(m, dict) and m.get("state") == "loaded"]
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    rows = loaded(args)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no models are loaded")
+        return 0
+    table = [("IDENTIFIER", "TYPE", "STATE", "TTL")] + [
+        (str(m.get("id")), str(m.get("type", "")), str(m.get("state", "")),
+         "" if m.get("ttl") is None else f"{m['ttl']}s") for m in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(4)]
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"model": args.model}
+    if args.identifier:
+        body["identifier"] = args.identifier
+    if args.ttl is not None:
+        body["ttl"] = args.ttl
+    if args.context_length is not None:
+        body["context_length"] = args.context_length
+    if args.gpu is not None:
+        body["gpu"] = args.gpu
+    answer = call(args, "POST", "/api/v0/models/load", body)
+    ident = answer.get("identifier") or answer.get("id") if isinstance(answer, dict) else None
+    print(f"loaded {args.model}" + (f" as {ident}" if ident else ""))
+    return 0
+
+
+def cmd_unload(args: argparse.Namespace) -> int:
+    if args.all == bool(args.identifier):
+        raise UserError("unload: give one identifier (see 'lmfast ps') or --all")
+    call(args, "POST", "/api/v0/models/unload", {"all": True} if args.all else {"identifier": args.identifier})
+    print("unloaded " + ("all models" if args.all else args.identifier))
+    return 0
+
+
+def _gpu(text: str) -> str | float:
+    """lms's --gpu: 'max', 'off', or a ratio in [0, 1]."""
+    if text in ("max", "off"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--gpu takes max, off or a ratio from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"--gpu ratio must be from 0 to 1, got {text}")
+    return value
+
+
+def _server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="the server's host (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the server's port (default {DEFAULT_PORT})")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("ps", help="list the models loaded in a running lmfast server")
+    p.add_argument("--json", action="store_true")
+    _server_flags(p)
+    p.set_defaults(func=cmd_ps)
+    p = sub.add_parser("load", help="load a model in a running lmfast server")
+    p.add_argument("model", help="model key, path or hf:ORG/REPO[:QUANT]")
+    p.add_argument("--identifier", help="the instance's identifier")
+    p.add_argument("--ttl", type=float, help="idle seconds before it unloads itself")
+    p.add_argument("--context-length", type=int)
+    p.add_argument("--gpu", type=_gpu, help="max, off, or a ratio from 0 to 1")
+    _server_flags(p)
+    p.set_defaults(func=cmd_load)
+    p = sub.add_parser("unload", help="unload a model from a running lmfast server")
+    p.add_argument("identifier", nargs="?")
+    p.add_argument("--all", "-a", action="store_true")
+    _server_flags(p)
+    p.set_defaults(func=cmd_unload)
