@@ -125,3 +125,68 @@ def test_version_json(standin, home):
 
     assert info["core"] == lms.__version__ and info["lmfast"] == version("lmfast")
     assert info["python"] == ".".join(map(str, sys.version_info[:3]))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(standin, home):
+    """A running 'lmfast serve' on a free loopback port, over the module's models folder."""
+    pytest.importorskip("lmfast.server.cli")
+    pytest.importorskip("uvicorn")
+    import time
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lmfast", "serve", "--port", str(port), "--cpu-threads", "1"],
+                            env=subprocess_env(standin, home), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v0/models", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"lmfast serve did not start: {proc.stderr.read() if proc.poll() is not None else ''}")
+                time.sleep(0.2)
+        yield str(port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_ps_load_unload_on_a_running_server(standin, home, server):
+    """The module's download (test_get_piped_...) is loaded, listed and unloaded through the
+    server's LM Studio API, as lms does on LM Studio's server."""
+    if not (home / "models" / SMOL_REPO / SMOL_FILE).is_file():
+        assert lmfast(standin, home, "get", SMOL_REPO, "--yes", "--quiet").returncode == 0
+    res = lmfast(standin, home, "load", "smollm2-135m-instruct", "--identifier", "first", "--ttl", "600",
+                 "--context-length", "1024", "--port", server)
+    assert res.returncode == 0 and "first" in res.stdout, res.stderr
+    assert lmfast(standin, home, "load", "smollm2-135m-instruct", "--identifier", "second", "--port",
+                  server).returncode == 0
+    res = lmfast(standin, home, "ps", "--json", "--port", server)
+    assert res.returncode == 0, res.stderr
+    rows = {r["id"]: r for r in json.loads(res.stdout)}
+    assert set(rows) == {"first", "second"}
+    assert (rows["first"]["state"], rows["first"]["type"], rows["first"]["ttl"]) == ("loaded", "llm", 600)
+    assert "already loaded" in one_line_error(lmfast(standin, home, "load", "smollm2-135m-instruct",
+                                                     "--identifier", "first", "--port", server))
+    assert lmfast(standin, home, "unload", "first", "--port", server).returncode == 0
+    assert [r["id"] for r in json.loads(lmfast(standin, home, "ps", "--json", "--port", server).stdout)] == ["second"]
+    assert "no loaded instance" in one_line_error(lmfast(standin, home, "unload", "first", "--port", server))
+    assert lmfast(standin, home, "unload", "--all", "--port", server).returncode == 0
+    res = lmfast(standin, home, "ps", "--port", server)
+    assert res.returncode == 0 and res.stdout.strip() == "no models are loaded"
