@@ -34,6 +34,18 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _cached_sha256(path: Path) -> str:
+    """The files served are hashed once per test session, not once per stand-in."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        _SHA_CACHE[key] = sha256_of(path)
+    return _SHA_CACHE[key]
+
+
 @dataclass
 class ServedFile:
     source: Path
@@ -77,7 +89,7 @@ class HubStandin:
     # -- setup ---------------------------------------------------------------------------------
     def add_file(self, repo_id: str, path: str, source: Path, *, lfs: bool = True) -> ServedFile:
         repo = self.repos.setdefault(repo_id, Repo(hashlib.sha1(repo_id.encode()).hexdigest()))
-        served = ServedFile(Path(source), Path(source).stat().st_size, sha256_of(Path(source)), lfs)
+        served = ServedFile(Path(source), Path(source).stat().st_size, _cached_sha256(Path(source)), lfs)
         repo.files[path] = served
         return served
 
@@ -335,13 +347,22 @@ GATED_REPO = "test-org/Gated-GGUF"
 GATED_TOKEN = "hf_standin_secret"
 
 
+_MADE: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="session")
 def standin(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path):
-    d = tmp_path_factory.mktemp("hub-files")
-    projector = write_projector(d / "projector.gguf")
-    shards = split_gguf(smollm2_path, d / "split", SPLIT_STEM, 3)
-    readme = d / "README.md"
-    readme.write_text("# SmolLM2 135M Instruct, GGUF\n")
+    # Each test module that imports this fixture sets up its own stand-in; the files it serves
+    # are made once per session.
+    if "dir" not in _MADE:
+        d = tmp_path_factory.mktemp("hub-files")
+        write_projector(d / "projector.gguf")
+        split_gguf(smollm2_path, d / "split", SPLIT_STEM, 3)
+        (d / "README.md").write_text("# SmolLM2 135M Instruct, GGUF\n")
+        _MADE["dir"] = d
+    d = _MADE["dir"]
+    projector, readme = d / "projector.gguf", d / "README.md"
+    shards = sorted((d / "split").glob(f"{SPLIT_STEM}-*-of-*.gguf"))
     hub = HubStandin()
     hub.add_file(SMOL_REPO, SMOL_FILE, smollm2_path)
     hub.add_file(SMOL_REPO, SMOL_PROJECTOR, projector)

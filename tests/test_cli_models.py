@@ -60,6 +60,41 @@ def test_get_piped_downloads_without_a_progress_bar(standin, home, smollm2_path)
     assert len(standin.requests) == before
 
 
+def test_get_on_a_terminal_shows_a_progress_bar(standin, home):
+    """stderr on a pseudo-terminal: tqdm's bar is drawn (and --quiet would turn it off)."""
+    import os
+    import pty
+
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal's size
+    try:
+        res = subprocess.run([sys.executable, "-m", "lmfast", "get", f"{QUANTS_REPO}:IQ2_XS", "--yes"],
+                             stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, text=True, timeout=120,
+                             env=subprocess_env(standin, home))
+        os.close(slave)
+        slave = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    assert res.returncode == 0 and res.stdout.strip() == "model", shown
+    size = standin.repos[QUANTS_REPO].files["model-IQ2_XS.gguf"].size
+    assert b"100%|" in shown and f"{size}/{size}".encode() in shown.replace(b"B", b""), shown
+
+
 def test_ls_json_describes_the_download(standin, home, smollm2_path):
     res = lmfast(standin, home, "ls", "--json")
     assert res.returncode == 0, res.stderr
