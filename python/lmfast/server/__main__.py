@@ -1,0 +1,20 @@
+"""``python -m lmfast.server serve ...`` / ``server start|stop|status`` (also reachable as
+``python -m lmfast serve``)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .cli import register
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lmfast.server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

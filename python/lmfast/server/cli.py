@@ -1,0 +1,118 @@
+"""The ``serve`` and ``server start|stop|status`` commands. Only the standard library is imported
+here, so the command line works without the ``server`` extra; ``serve`` says how to install it."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+INSTALL_HINT = "the HTTP server needs the 'server' extra: pip install 'lmfast[server]'"
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", action="append", default=[], metavar="KEY_OR_PATH",
+                   help="load this model at start (repeatable); /health is 503 until loaded")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=1234, help="port (default 1234)")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' (default: $LMFAST_API_KEY)")
+    p.add_argument("--ttl", type=float, default=3600.0,
+                   help="idle seconds before a JIT-loaded model unloads (default 3600)")
+    p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser requests from this origin (repeatable; '*' for any)")
+    p.add_argument("--no-jit", action="store_true", help="do not load models that requests name")
+    p.add_argument("--max-queue", type=int, default=64,
+                   help="requests that may wait per model beyond its parallel sequences (default 64)")
+    p.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body (default 8 MiB)")
+    p.add_argument("--allow-unauthenticated", action="store_true",
+                   help="allow a non-loopback bind without an API key")
+    p.add_argument("--log-prompts", action="store_true", help="log prompt texts (off by default)")
+    p.add_argument("--context-length", type=int, default=None, help="contextLength of the LLMs the server loads")
+    p.add_argument("--parallel", type=int, default=None,
+                   help="maxParallelPredictions of the LLMs the server loads (engine sequences)")
+    p.add_argument("--cpu-threads", type=int, default=None, help="cpuThreads of the LLMs the server loads")
+    p.add_argument("--grace", type=float, default=10.0,
+                   help="seconds running requests get to finish at shutdown (default 10)")
+    p.add_argument("--ping-interval", type=float, default=15.0,
+                   help="seconds between SSE keep-alive comments (default 15)")
+
+
+def settings_from(args: argparse.Namespace) -> Any:
+    from .settings import ServerSettings
+
+    load: dict[str, Any] = {}
+    if args.context_length:
+        load["contextLength"] = args.context_length
+    if args.parallel:
+        load["maxParallelPredictions"] = args.parallel
+    if args.cpu_threads:
+        load["cpuThreads"] = args.cpu_threads
+    return ServerSettings(
+        models=list(args.model), host=args.host, port=args.port,
+        api_key=args.api_key or os.environ.get("LMFAST_API_KEY") or None, jit=not args.no_jit, ttl=args.ttl,
+        cors=list(args.cors), max_queue=args.max_queue, max_body_mb=args.max_body_mb,
+        allow_unauthenticated=args.allow_unauthenticated, log_prompts=args.log_prompts,
+        ping_interval=args.ping_interval, grace_period=args.grace, load_config=load)
+
+
+def _check_args(args: argparse.Namespace) -> str | None:
+    if not 0 < args.port < 65536:
+        return f"--port must be 1..65535, got {args.port}"
+    if args.max_queue < 0 or args.max_body_mb <= 0 or args.ttl <= 0 or args.grace < 0 or args.ping_interval <= 0:
+        return "--max-queue, --max-body-mb, --ttl, --grace and --ping-interval must be positive"
+    return None
+
+
+def serve(args: argparse.Namespace) -> int:
+    try:
+        from .runner import serve as run
+        from .settings import check_bind
+    except ImportError as e:
+        print(f"{INSTALL_HINT} ({e})", file=sys.stderr)
+        return 2
+    problem = _check_args(args)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    settings = settings_from(args)
+    refusal = check_bind(settings)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.loopback and not settings.api_key:
+        logging.getLogger("lmfast.server").warning(
+            "serving %s WITHOUT an API key (--allow-unauthenticated): anyone who can reach it can use the models",
+            settings.host)
+    return run(settings)
+
+
+def _server_command(args: argparse.Namespace) -> int:
+    from . import daemon
+
+    if args.action == "start":
+        problem = _check_args(args)
+        if problem:
+            print(problem, file=sys.stderr)
+            return 2
+        return daemon.start(args)
+    if args.action == "stop":
+        return daemon.stop()
+    return daemon.status()
+
+
+def register(subparsers: Any) -> None:
+    """Adds ``serve`` and ``server`` to a command line's subparsers."""
+    p = subparsers.add_parser("serve", help="run the OpenAI- and LM Studio-compatible HTTP server (foreground)")
+    add_serve_arguments(p)
+    p.set_defaults(func=serve)
+    p = subparsers.add_parser("server", help="start, stop or query a background server (LM Studio's names)")
+    actions = p.add_subparsers(dest="action", required=True)
+    start = actions.add_parser("start", help="run 'serve' in the background and wait until it is healthy")
+    add_serve_arguments(start)
+    start.add_argument("--wait", type=float, default=120.0, help="seconds to wait for /health (default 120)")
+    actions.add_parser("stop", help="stop the background server (SIGTERM, then wait)")
+    actions.add_parser("status", help="ask the background server's /health")
+    p.set_defaults(func=_server_command)

@@ -1,0 +1,213 @@
+"""Which model a request gets: loaded instances by identifier or key, JIT loads of downloaded
+models (one load per key at a time, with a TTL), explicit load/unload, and admission: beyond the
+engine's parallel sequences a bounded number of requests may wait, the rest get 503."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ..client import Client
+from ..errors import LMStudioError
+from ..gguf import model_type, read_metadata
+from ..registry import ModelFile, known_models, resolve
+from . import model_records
+from .errors import APIError, bad_request, from_lmfast, unavailable
+from .generation import Generation
+from .settings import ServerSettings
+
+log = logging.getLogger("lmfast.server")
+
+
+class Ticket:
+    """A request's place at a model: released once, when the request ends."""
+
+    def __init__(self, manager: "ModelManager", identifier: str):
+        self._manager = manager
+        self.identifier = identifier
+        self.generation: Generation | None = None
+        self._released = False
+
+    def track(self, gen: Generation) -> None:
+        self.generation = gen
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._manager._release(self)
+
+
+class ModelManager:
+    """Owns the server's lmfast Client. Methods that block (loads, unloads) run in threads."""
+
+    def __init__(self, settings: ServerSettings, client: Client | None = None):
+        self.settings = settings
+        self.client = client or Client()
+        self._load_locks: dict[str, asyncio.Lock] = {}
+        self._tickets: dict[str, set[Ticket]] = {}
+
+    # -- finding models -----------------------------------------------------------------------
+    def _loaded(self, kind: str | None = None) -> list[Any]:
+        with self.client._lock:
+            return [i for i in self.client._instances.values()
+                    if i is not None and i.loaded and (kind is None or getattr(i, "kind", "llm") == kind)]
+
+    def _find(self, name: str, kind: str) -> Any:
+        with self.client._lock:
+            inst = self.client._find(name, kind)
+        return inst if inst is not None and inst.loaded else None
+
+    def _handle(self, inst: Any) -> Any:
+        ns = self.client.embedding if getattr(inst, "kind", "llm") == "embedding" else self.client.llm
+        return ns._handle(inst)
+
+    def available(self) -> list[str]:
+        return sorted({i.identifier for i in self._loaded()} | set(known_models()))
+
+    def not_found(self, name: str) -> APIError:
+        return APIError(404, f"model {name!r} not found; available: {', '.join(self.available()) or 'none'}",
+                        code="model_not_found", param="model")
+
+    async def get(self, name: str | None, kind: str, ttl: float | None = None) -> Any:
+        """A handle to a loaded model of ``kind`` ('llm' or 'embedding') named ``name`` (an
+        identifier or a key), JIT-loading a downloaded one; without a name the first loaded one."""
+        if not name:
+            loaded = self._loaded(kind)
+            if not loaded:
+                raise APIError(404, f"no {kind} model is loaded; name one of: {', '.join(self.available())}",
+                               code="model_not_found", param="model")
+            return self._handle(loaded[0])
+        inst = self._find(name, kind)
+        if inst is not None:
+            return self._handle(inst)
+        model_file = known_models().get(name.lower())
+        if model_file is None:
+            other = self._find(name, "embedding" if kind == "llm" else "llm")
+            if other is not None:
+                raise self._wrong_kind(name, kind)
+            raise self.not_found(name)
+        if self._kind_of(model_file) != kind:
+            raise self._wrong_kind(name, kind)
+        if not self.settings.jit:
+            raise APIError(404, f"model {name!r} is not loaded and JIT loading is off (--no-jit); loaded: "
+                           f"{', '.join(i.identifier for i in self._loaded()) or 'none'}",
+                           code="model_not_found", param="model")
+        lock = self._load_locks.setdefault(model_file.model_key, asyncio.Lock())
+        async with lock:  # one load per key, however many requests arrive for it
+            inst = self._find(name, kind)
+            if inst is None:
+                log.info("JIT loading %s", model_file.model_key)
+                return await self._load(model_file.model_key, None, ttl or self.settings.ttl, {}, kind)
+        return self._handle(inst)
+
+    @staticmethod
+    def _kind_of(model_file: ModelFile) -> str:
+        try:
+            return model_type(read_metadata(model_file.path))
+        except (LMStudioError, OSError):
+            return "llm"  # the load says precisely what is wrong
+
+    @staticmethod
+    def _wrong_kind(name: str, kind: str) -> APIError:
+        other = "an embedding model: use /v1/embeddings" if kind == "llm" else "not an embedding model"
+        return bad_request(f"model {name!r} is {other}", param="model", code="model_type_mismatch")
+
+    # -- loading and unloading ----------------------------------------------------------------
+    def _config_for(self, kind: str, extra: dict[str, Any]) -> dict[str, Any]:
+        if kind == "embedding":
+            return {k: v for k, v in extra.items() if k in ("contextLength", "gpu")}
+        return {**self.settings.load_config, **extra}
+
+    async def _load(self, key: str, identifier: str | None, ttl: float | None, extra: dict[str, Any],
+                    kind: str) -> Any:
+        ns = self.client.embedding if kind == "embedding" else self.client.llm
+        cfg = self._config_for(kind, extra)
+        try:
+            return await asyncio.to_thread(ns.load_new_instance, key, identifier, ttl=ttl, config=cfg)
+        except LMStudioError as e:
+            raise from_lmfast(e) from None
+
+    async def load(self, key: str, identifier: str | None, ttl: float | None, extra: dict[str, Any]) -> dict[str, Any]:
+        """POST /api/v0/models/load: a new instance of a downloaded model (by key)."""
+        model_file = known_models().get(key.lower())
+        if model_file is None:
+            raise self.not_found(key)
+        if identifier is not None and identifier in self.client._instances:
+            raise APIError(409, f"an instance with identifier {identifier!r} is already loaded",
+                           code="conflict", param="identifier")
+        handle = await self._load(model_file.model_key, identifier, ttl, extra, self._kind_of(model_file))
+        return self.record(handle._instance)
+
+    async def load_startup(self, spec: str) -> None:
+        """A --model argument (a key or a path), loaded with no TTL."""
+        model_file = resolve(spec)
+        await self._load(spec, None, None, {}, self._kind_of(model_file))
+
+    async def unload(self, identifier: str | None, everything: bool = False) -> list[str]:
+        targets = self._loaded() if everything else [i for i in self._loaded() if i.identifier == identifier]
+        if not everything and not targets:
+            raise APIError(404, f"no loaded instance has identifier {identifier!r}; loaded: "
+                           f"{', '.join(i.identifier for i in self._loaded()) or 'none'}",
+                           code="model_not_found", param="identifier")
+        done = []
+        for inst in targets:
+            ns = self.client.embedding if getattr(inst, "kind", "llm") == "embedding" else self.client.llm
+            try:
+                await asyncio.to_thread(ns.unload, inst.identifier)
+            except LMStudioError:
+                continue  # unloaded meanwhile (TTL, another request)
+            done.append(inst.identifier)
+        return done
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- admission ----------------------------------------------------------------------------
+    def admit(self, handle: Any) -> Ticket:
+        """A place for one request at this model, or 503 when its queue is full."""
+        inst = handle._instance
+        ident = inst.identifier
+        tickets = self._tickets.setdefault(ident, set())
+        n_seq = inst.load_config().get("maxParallelPredictions", 1)
+        if len(tickets) >= n_seq + self.settings.max_queue:
+            raise unavailable(f"model {ident!r} is busy: {len(tickets)} requests running or queued "
+                              f"(--max-queue {self.settings.max_queue}); retry later", code="queue_full",
+                              retry_after=1)
+        ticket = Ticket(self, ident)
+        tickets.add(ticket)
+        return ticket
+
+    def _release(self, ticket: Ticket) -> None:
+        tickets = self._tickets.get(ticket.identifier)
+        if tickets is not None:
+            tickets.discard(ticket)
+
+    def busy_sequences(self, identifier: str) -> int:
+        """Requests of this instance that the engine still holds (running or queued in it)."""
+        return sum(1 for t in self._tickets.get(identifier, ()) if t.generation is not None and t.generation.busy)
+
+    def queued(self, inst: Any) -> int:
+        n_seq = inst.load_config().get("maxParallelPredictions", 1) if getattr(inst, "kind", "llm") == "llm" else 1
+        return max(0, len(self._tickets.get(inst.identifier, ())) - n_seq)
+
+    # -- listings -----------------------------------------------------------------------------
+    def record(self, inst: Any) -> dict[str, Any]:
+        return model_records.loaded_record(inst, self.busy_sequences(inst.identifier), self.queued(inst))
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every loaded instance, then every downloaded model with no loaded instance."""
+        loaded = self._loaded()
+        out = [self.record(i) for i in loaded]
+        loaded_keys = {i.model_file.model_key for i in loaded}
+        for dm in self.client.list_downloaded_models():
+            if dm.model_key in loaded_keys:
+                continue
+            try:
+                meta = read_metadata(dm._file.path)
+            except (LMStudioError, OSError):
+                continue
+            out.append(model_records.downloaded_record(dm.info, meta))
+        return out
+
+    def loaded_instances(self) -> list[Any]:
+        return self._loaded()

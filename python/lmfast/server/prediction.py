@@ -1,0 +1,85 @@
+"""Running one prediction for a route: admission at the model, the generation thread, one retry
+when the model was unloaded between lookup and submit (a JIT load brings it back), waiting for
+the end while watching for a client that went away, and the metrics of the finished request."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+from starlette.requests import Request
+
+from ..errors import ModelUnloadedError
+from ..llm import PredictionStream
+from .context import AppContext, log_info
+from .generation import Generation
+from .models import Ticket
+
+log = logging.getLogger("lmfast.server")
+
+StreamFactory = Callable[[Any], Callable[[], PredictionStream]]  # handle -> (() -> stream)
+
+
+class Running:
+    """A started prediction: its model handle, its place at the model and its generation."""
+
+    def __init__(self, handle: Any, ticket: Ticket, gen: Generation):
+        self.handle = handle
+        self.ticket = ticket
+        self.gen = gen
+        self.finished = False
+
+    def close(self) -> None:
+        """Ends the request's hold on the model: a prediction still running is cancelled."""
+        if not self.finished:
+            self.gen.cancel()
+        self.ticket.release()
+
+
+async def start(ctx: AppContext, handle: Any, model_name: str | None, ttl: float | None,
+                factory: StreamFactory) -> Running:
+    for attempt in (0, 1):
+        ticket = ctx.manager.admit(handle)
+        ident = handle.identifier
+        gen = Generation(factory(handle), on_finish=lambda stream, g: ctx.metrics.record_prediction(
+            ident, stream.result().stats, g.ttft))
+        ticket.track(gen)
+        try:
+            await gen.started()
+            return Running(handle, ticket, gen)
+        except ModelUnloadedError:
+            ticket.release()
+            if attempt:
+                raise
+            handle = await ctx.manager.get(model_name, "llm", ttl)
+        except BaseException:
+            gen.cancel()
+            ticket.release()
+            raise
+    raise AssertionError("unreachable")
+
+
+async def wait_result(request: Request, run: Running, poll: float = 0.25) -> tuple[str, PredictionStream]:
+    """The finished prediction; a client that disconnects meanwhile cancels it."""
+    task = asyncio.ensure_future(run.gen.collect())
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll)
+            if done:
+                out = task.result()
+                run.finished = True
+                return out
+            if await request.is_disconnected():
+                run.gen.cancel()
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+def record(ctx: AppContext, request: Request, run: Running, stream: PredictionStream) -> None:
+    """The finished request's figures for its log line (the metrics were recorded as it ended)."""
+    stats = stream.result().stats
+    info = log_info(request)
+    info.update(prompt_tokens=stats.prompt_tokens_count, cached_tokens=stats.cached_prompt_tokens_count,
+                completion_tokens=stats.predicted_tokens_count,
+                ttft=None if run.gen.ttft is None else f"{run.gen.ttft:.3f}s", stop=stats.stop_reason)

@@ -1,0 +1,210 @@
+"""OpenAI's /v1 routes (LM Studio's /api/v0 uses the same handlers): models, chat completions,
+completions, embeddings."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import struct
+import time
+from typing import Any, AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from . import sse, to_openai
+from .context import AppContext, ctx_of, log_info
+from .errors import bad_request, error_body, from_lmfast
+from .jsonbody import read_json
+from .model_records import openai_record
+from .prediction import Running, record, start, wait_result
+from .schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse
+from .to_lmfast import response_format_config, sampling_config, to_chat, tools_config
+
+log = logging.getLogger("lmfast.server")
+
+
+async def body_of(request: Request, model: type) -> Any:
+    ctx = ctx_of(request)
+    data = await read_json(request, ctx.settings.max_body_bytes, ctx.settings.max_json_depth)
+    return parse(model, data)
+
+
+async def list_models(request: Request) -> Response:
+    ctx = ctx_of(request)
+    ids = [i.identifier for i in ctx.manager.loaded_instances()]
+    if ctx.settings.jit:  # with JIT every downloaded model can be named
+        loaded_keys = {i.model_file.model_key for i in ctx.manager.loaded_instances()}
+        ids += [m.model_key for m in ctx.manager.client.list_downloaded_models() if m.model_key not in loaded_keys]
+    return JSONResponse({"object": "list", "data": [openai_record(i) for i in ids]})
+
+
+# -- chat completions ----------------------------------------------------------------------------
+
+async def chat_completions(request: Request) -> Response:
+    ctx = ctx_of(request)
+    req: ChatCompletionRequest = await body_of(request, ChatCompletionRequest)
+    handle = await ctx.manager.get(req.model, "llm", req.ttl)
+    log_info(request)["model"] = handle.identifier
+    chat = to_chat(req.messages)
+    cfg = sampling_config(req, req.max_completion_tokens or req.max_tokens, handle.get_context_length())
+    tools = tools_config(req)
+    if tools is not None:
+        cfg["rawTools"] = tools
+    structured = response_format_config(req)
+    if structured is not None:
+        if tools is not None:
+            raise bad_request("response_format cannot be combined with tools", param="response_format")
+        cfg["structured"] = structured
+    if ctx.settings.log_prompts:
+        log.info("prompt: %s", json.dumps(chat.to_dict(), ensure_ascii=False))
+    run = await start(ctx, handle, req.model, req.ttl,
+                      lambda h: (lambda: h.respond_stream(chat, config=cfg)))
+    cid = to_openai.new_id("chatcmpl")
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return StreamingResponse(_chat_sse(ctx, request, run, cid, include_usage),
+                                 media_type="text/event-stream", headers=sse.HEADERS)
+    try:
+        _, stream = await wait_result(request, run)
+        record(ctx, request, run, stream)
+        return JSONResponse(to_openai.chat_completion(stream, run.gen, run.handle, cid))
+    finally:
+        run.close()
+
+
+async def _chat_sse(ctx: AppContext, request: Request, run: Running, cid: str,
+                    include_usage: bool) -> AsyncIterator[bytes]:
+    model, created = run.handle.identifier, int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return sse.data(to_openai.chat_chunk(cid, model, created, delta, finish, include_usage))
+
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        async for kind, value in sse.events(run.gen, ctx.settings.ping_interval, ctx.state.abort_event()):
+            if kind == "text":
+                yield chunk({"content": value})
+            elif kind == "ping":
+                yield sse.PING
+            elif kind == "done":
+                run.finished = True
+                for delta in to_openai.tool_call_deltas(value):
+                    yield chunk(delta)
+                yield chunk({}, to_openai.finish_reason(value))
+                if include_usage:
+                    yield sse.data({"id": cid, "object": "chat.completion.chunk", "created": created,
+                                    "model": model, "system_fingerprint": "lmfast", "choices": [],
+                                    "usage": to_openai.usage(value)})
+                record(ctx, request, run, value)
+            else:
+                yield sse.data(_stream_error(kind, value))
+        yield sse.DONE
+    finally:
+        run.close()
+
+
+def _stream_error(kind: str, value: Any) -> dict[str, Any]:
+    """The final error event of a stream that could not finish."""
+    if kind == "abort":
+        return error_body(503, "the server is shutting down: the stream was stopped", code="shutting_down")
+    err = from_lmfast(value)
+    if err.status >= 500 and err.code == "internal_error":
+        log.error("prediction failed", exc_info=value)
+    return err.body()
+
+
+# -- completions ----------------------------------------------------------------------------------
+
+async def completions(request: Request) -> Response:
+    ctx = ctx_of(request)
+    req: CompletionRequest = await body_of(request, CompletionRequest)
+    prompt = req.prompt
+    if isinstance(prompt, list):
+        if len(prompt) != 1:
+            raise bad_request("prompt: give one string (a list of prompts is not supported)", param="prompt")
+        prompt = prompt[0]
+    if req.echo:
+        raise bad_request("echo is not supported", param="echo", code="unsupported_value")
+    if req.suffix:
+        raise bad_request("suffix is not supported", param="suffix", code="unsupported_value")
+    if req.best_of not in (None, 1):
+        raise bad_request("only best_of=1 is supported", param="best_of", code="unsupported_value")
+    if not prompt:
+        raise bad_request("prompt must not be empty", param="prompt")
+    handle = await ctx.manager.get(req.model, "llm", req.ttl)
+    log_info(request)["model"] = handle.identifier
+    cfg = sampling_config(req, req.max_tokens if req.max_tokens is not None else 16, handle.get_context_length())
+    if ctx.settings.log_prompts:
+        log.info("prompt: %s", json.dumps(prompt, ensure_ascii=False))
+    run = await start(ctx, handle, req.model, req.ttl, lambda h: (lambda: h.complete_stream(prompt, config=cfg)))
+    cid = to_openai.new_id("cmpl")
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return StreamingResponse(_completion_sse(ctx, request, run, cid, include_usage),
+                                 media_type="text/event-stream", headers=sse.HEADERS)
+    try:
+        _, stream = await wait_result(request, run)
+        record(ctx, request, run, stream)
+        return JSONResponse(to_openai.completion(stream, run.gen, run.handle, cid))
+    finally:
+        run.close()
+
+
+async def _completion_sse(ctx: AppContext, request: Request, run: Running, cid: str,
+                          include_usage: bool) -> AsyncIterator[bytes]:
+    model, created = run.handle.identifier, int(time.time())
+    try:
+        async for kind, value in sse.events(run.gen, ctx.settings.ping_interval, ctx.state.abort_event()):
+            if kind == "text":
+                yield sse.data(to_openai.completion_chunk(cid, model, created, value, None, include_usage))
+            elif kind == "ping":
+                yield sse.PING
+            elif kind == "done":
+                run.finished = True
+                yield sse.data(to_openai.completion_chunk(cid, model, created, "", to_openai.finish_reason(value),
+                                                          include_usage))
+                if include_usage:
+                    yield sse.data({"id": cid, "object": "text_completion", "created": created, "model": model,
+                                    "choices": [], "usage": to_openai.usage(value)})
+                record(ctx, request, run, value)
+            else:
+                yield sse.data(_stream_error(kind, value))
+        yield sse.DONE
+    finally:
+        run.close()
+
+
+# -- embeddings -----------------------------------------------------------------------------------
+
+async def embeddings(request: Request) -> Response:
+    ctx = ctx_of(request)
+    req: EmbeddingRequest = await body_of(request, EmbeddingRequest)
+    texts = [req.input] if isinstance(req.input, str) else list(req.input)
+    if not texts or any(not t for t in texts):
+        raise bad_request("input must be a non-empty string or a list of non-empty strings", param="input")
+    if len(texts) > 2048:
+        raise bad_request("at most 2048 inputs per request", param="input")
+    handle = await ctx.manager.get(req.model, "embedding", req.ttl)
+    log_info(request)["model"] = handle.identifier
+
+    def work() -> tuple[list[list[float]], int]:
+        vectors = handle.embed(texts)
+        return vectors, sum(len(t) for t in handle.tokenize(texts))
+
+    vectors, n_tokens = await asyncio.to_thread(work)
+    if req.dimensions is not None and vectors and req.dimensions != len(vectors[0]):
+        raise bad_request(f"this model's embeddings have {len(vectors[0])} dimensions", param="dimensions",
+                          code="unsupported_value")
+    data = [{"object": "embedding", "index": i, "embedding": _encode(v, req.encoding_format)}
+            for i, v in enumerate(vectors)]
+    log_info(request)["prompt_tokens"] = n_tokens
+    return JSONResponse({"object": "list", "data": data, "model": handle.identifier,
+                         "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}})
+
+
+def _encode(vector: list[float], encoding: str) -> Any:
+    if encoding == "base64":  # little-endian float32, as OpenAI sends it
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+    return vector

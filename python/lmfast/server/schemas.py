@@ -1,0 +1,157 @@
+"""Request bodies, validated with pydantic. Unknown fields are ignored, as OpenAI's API does;
+wrong types and out-of-range values become 400s that name the field."""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import APIError, bad_request
+
+INT32_MAX = 2**31 - 1
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ContentPart(_Body):
+    type: str
+    text: Optional[str] = None
+
+
+class FunctionCall(_Body):
+    name: str
+    arguments: Union[str, dict[str, Any]] = "{}"
+
+
+class ToolCall(_Body):
+    id: Optional[str] = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class Message(_Body):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Union[str, list[ContentPart], None] = None
+    name: Optional[str] = None
+    tool_calls: Optional[list[ToolCall]] = None
+    tool_call_id: Optional[str] = None
+
+
+class FunctionDef(_Body):
+    name: str = Field(min_length=1, max_length=256)
+    description: Optional[str] = None
+    parameters: Optional[dict[str, Any]] = None
+    strict: Optional[bool] = None
+
+
+class Tool(_Body):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"]
+    function: dict[str, str]
+
+
+class JsonSchemaFormat(_Body):
+    name: Optional[str] = None
+    schema_: Optional[dict[str, Any]] = Field(default=None, alias="schema")
+    strict: Optional[bool] = None
+
+
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: Optional[JsonSchemaFormat] = None
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class SamplingFields(_Body):
+    """What chat completions, completions and responses share."""
+    model: Optional[str] = None
+    temperature: Optional[float] = Field(default=None, ge=0.0, le=2.0)
+    top_p: Optional[float] = Field(default=None, ge=0.0, le=1.0)
+    top_k: Optional[int] = Field(default=None, ge=0)            # LM Studio / llama.cpp extension
+    min_p: Optional[float] = Field(default=None, ge=0.0, le=1.0)
+    repeat_penalty: Optional[float] = Field(default=None, gt=0.0)
+    seed: Optional[int] = None
+    stop: Union[str, list[str], None] = None
+    stream: bool = False
+    stream_options: Optional[StreamOptions] = None
+    n: Optional[int] = Field(default=None, ge=1, le=128)
+    frequency_penalty: Optional[float] = Field(default=None, ge=-2.0, le=2.0)
+    presence_penalty: Optional[float] = Field(default=None, ge=-2.0, le=2.0)
+    logprobs: Union[bool, int, None] = None
+    ttl: Optional[float] = Field(default=None, gt=0)            # LM Studio: TTL of a JIT load
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: Optional[int] = Field(default=None, ge=1, le=INT32_MAX)
+    max_completion_tokens: Optional[int] = Field(default=None, ge=1, le=INT32_MAX)
+    tools: Optional[list[Tool]] = None
+    tool_choice: Union[Literal["none", "auto", "required"], NamedToolChoice, None] = None
+    parallel_tool_calls: Optional[bool] = None
+    response_format: Optional[ResponseFormat] = None
+
+
+class CompletionRequest(SamplingFields):
+    prompt: Union[str, list[str]]
+    max_tokens: Optional[int] = Field(default=None, ge=1, le=INT32_MAX)
+    echo: Optional[bool] = None
+    suffix: Optional[str] = None
+    best_of: Optional[int] = None
+
+
+class EmbeddingRequest(_Body):
+    model: Optional[str] = None
+    input: Union[str, list[str]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Optional[int] = Field(default=None, ge=1)
+    ttl: Optional[float] = Field(default=None, gt=0)
+
+
+class ResponsesRequest(SamplingFields):
+    input: Union[str, list[dict[str, Any]]]
+    instructions: Optional[str] = None
+    previous_response_id: Optional[str] = None
+    max_output_tokens: Optional[int] = Field(default=None, ge=1, le=INT32_MAX)
+    store: bool = True
+    tools: Optional[list[dict[str, Any]]] = None
+
+
+class LoadRequest(_Body):
+    model: str = Field(min_length=1)
+    identifier: Optional[str] = Field(default=None, min_length=1, max_length=256)
+    ttl: Optional[float] = Field(default=None, gt=0)
+    context_length: Optional[int] = Field(default=None, ge=16, le=INT32_MAX)
+    gpu: Union[Literal["max", "off"], float, None] = None
+
+
+class UnloadRequest(_Body):
+    identifier: Optional[str] = None
+    all: bool = False
+
+
+def parse(model: type[BaseModel], data: Any) -> Any:
+    """``data`` validated as ``model``; a 400 naming the first bad field otherwise."""
+    if not isinstance(data, dict):
+        raise bad_request(f"the request body must be a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as e:
+        raise _as_api_error(e) from None
+
+
+def _as_api_error(e: pydantic.ValidationError) -> APIError:
+    first = e.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and p[:1].isupper()))
+    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    return bad_request(f"invalid value for '{loc}': {first['msg']}{more}", param=loc or None,
+                       code="invalid_value")

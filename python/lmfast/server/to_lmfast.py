@@ -1,0 +1,135 @@
+"""OpenAI request -> lmfast: messages to an ``lms.Chat``, sampling fields to a prediction config."""
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from ..chat import Chat
+from .errors import bad_request
+from .schemas import ChatCompletionRequest, ContentPart, Message, SamplingFields
+
+_SEED_RANGE = 2**32 - 1  # lmfast seeds are 0 .. 2**32-2
+
+
+def content_text(content: str | list[ContentPart] | None, where: str) -> str:
+    """A message's text: a string, or the text parts of a list joined together."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts = []
+    for i, part in enumerate(content):
+        if part.type not in ("text", "input_text", "output_text") or part.text is None:
+            raise bad_request(f"{where}.content[{i}]: only text parts are supported, got type {part.type!r}",
+                              param=f"{where}.content", code="unsupported_content")
+        texts.append(part.text)
+    return "".join(texts)
+
+
+def _call_dict(call: Any, where: str) -> dict[str, Any]:
+    args = call.function.arguments
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except ValueError:
+            raise bad_request(f"{where}: tool call arguments are not valid JSON", param=where) from None
+    if not isinstance(args, dict):
+        raise bad_request(f"{where}: tool call arguments must be a JSON object", param=where)
+    return {"type": "function", "id": call.id or "", "name": call.function.name, "arguments": args}
+
+
+def to_chat(messages: list[Message]) -> Chat:
+    """The OpenAI message list as a Chat; the template renders it (tool calls and results
+    through llama.cpp's JSON chat path)."""
+    chat = Chat()
+    pending_system: list[str] = []
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        text = content_text(m.content, where)
+        if m.role in ("system", "developer"):
+            pending_system.append(text)  # consecutive system turns merge: Chat keeps one at a time
+            continue
+        if pending_system:
+            chat.add_system_prompt("\n\n".join(pending_system))
+            pending_system = []
+        if m.role == "user":
+            if not text:
+                raise bad_request(f"{where}: a user message must not be empty", param=where)
+            chat.add_user_message(text)
+        elif m.role == "assistant":
+            calls = [_call_dict(c, f"{where}.tool_calls[{k}]") for k, c in enumerate(m.tool_calls or [])]
+            chat.add_assistant_response(text, calls)
+        else:  # tool
+            if m.tool_call_id is None:
+                raise bad_request(f"{where}: a tool message needs 'tool_call_id'", param=f"{where}.tool_call_id")
+            chat.add_tool_results([{"toolCallId": m.tool_call_id, "content": text}])
+    if pending_system:
+        chat.add_system_prompt("\n\n".join(pending_system))
+    if not any(m.role in ("user", "tool") for m in chat.messages):
+        raise bad_request("the messages need at least one user (or tool) message", param="messages")
+    return chat
+
+
+def sampling_config(req: SamplingFields, max_tokens: Optional[int], context_length: int) -> dict[str, Any]:
+    """The lmfast prediction config of the request's sampling fields. max_tokens is capped at
+    the context length (nothing longer can be generated)."""
+    if req.n not in (None, 1):
+        raise bad_request("only n=1 is supported", param="n", code="unsupported_value")
+    for name in ("frequency_penalty", "presence_penalty"):
+        if getattr(req, name):
+            raise bad_request(f"{name} is not supported (use repeat_penalty)", param=name, code="unsupported_value")
+    if req.logprobs:
+        raise bad_request("logprobs are not supported", param="logprobs", code="unsupported_value")
+    cfg: dict[str, Any] = {}
+    if req.temperature is not None:
+        cfg["temperature"] = req.temperature
+    if req.top_p is not None:
+        cfg["topPSampling"] = req.top_p
+    if req.top_k is not None:
+        cfg["topKSampling"] = req.top_k
+    if req.min_p is not None:
+        cfg["minPSampling"] = req.min_p
+    if req.repeat_penalty is not None:
+        cfg["repeatPenalty"] = req.repeat_penalty
+    if req.seed is not None:
+        cfg["seed"] = req.seed % _SEED_RANGE
+    if req.stop is not None:
+        stops = [req.stop] if isinstance(req.stop, str) else list(req.stop)
+        if len(stops) > 16 or any(not s for s in stops):
+            raise bad_request("stop: at most 16 non-empty strings", param="stop")
+        cfg["stopStrings"] = stops
+    if max_tokens is not None:
+        cfg["maxTokens"] = min(max_tokens, context_length)
+    return cfg
+
+
+def tools_config(req: ChatCompletionRequest) -> dict[str, Any] | None:
+    """``rawTools`` for the request's tools and tool_choice (None: no tools offered).
+    A named function offers only that one and forces a call."""
+    if not req.tools or req.tool_choice == "none":
+        return None
+    tools = [{"type": "function", "function": t.function.model_dump(exclude_none=True, by_alias=True)}
+             for t in req.tools]
+    for t in tools:
+        t["function"].pop("strict", None)
+        t["function"].setdefault("parameters", {"type": "object", "properties": {}})
+    force = req.tool_choice == "required"
+    if req.tool_choice is not None and not isinstance(req.tool_choice, str):
+        name = req.tool_choice.function.get("name")
+        tools = [t for t in tools if t["function"]["name"] == name]
+        if not tools:
+            raise bad_request(f"tool_choice names {name!r}, which is not among the tools", param="tool_choice")
+        force = True
+    return {"type": "toolArray", "tools": tools, "force": force}
+
+
+def response_format_config(req: ChatCompletionRequest) -> dict[str, Any] | None:
+    """``structured`` for response_format: json_object is any JSON object, json_schema its schema."""
+    rf = req.response_format
+    if rf is None or rf.type == "text":
+        return None
+    if rf.type == "json_object":
+        return {"type": "json", "jsonSchema": {"type": "object"}}
+    if rf.json_schema is None or rf.json_schema.schema_ is None:
+        raise bad_request("response_format json_schema needs json_schema.schema", param="response_format")
+    return {"type": "json", "jsonSchema": rf.json_schema.schema_}
