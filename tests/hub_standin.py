@@ -68,6 +68,8 @@ class Fault:
     fail_after_drop: bool = False   # then answer 503 to every later GET of the file
     dropped: bool = False
     corrupt: bool = False           # flip one byte in the middle (same size)
+    stall_after: int | None = None  # send this many body bytes, then wait for `resume` (at most 60 s)
+    resume: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -99,10 +101,17 @@ class HubStandin:
     def drop(self, path: str, after: int, *, then_fail: bool = False) -> None:
         self.faults[path] = Fault(drop_after=after, fail_after_drop=then_fail)
 
+    def stall(self, path: str, after: int) -> Fault:
+        """The next transfers of the file stop after ``after`` bytes until ``.resume`` is set."""
+        self.faults[path] = Fault(stall_after=after)
+        return self.faults[path]
+
     def corrupt(self, path: str) -> None:
         self.faults[path] = Fault(corrupt=True)
 
     def clear_faults(self) -> None:
+        for fault in self.faults.values():
+            fault.resume.set()  # let a stalled transfer go on (to a client that may be gone)
         self.faults.clear()
 
     def start(self) -> str:
@@ -277,6 +286,9 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(block)
                     req.sent += len(block)
                     pos += len(block)
+                if fault is not None and fault.stall_after is not None and pos >= fault.stall_after:
+                    self.wfile.flush()
+                    fault.resume.wait(60)
                 if limit is not None and req.sent >= limit:
                     assert fault is not None
                     fault.dropped = True

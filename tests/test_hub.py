@@ -144,6 +144,40 @@ def test_dropped_transfer_resumes_across_calls(hub_env, standin, smollm2_path):
     assert not list(folder.glob("*.part"))
 
 
+def test_killed_download_continues_in_the_next_process(hub_env, standin, smollm2_path):
+    """'lmfast get' killed (SIGKILL) half-way leaves its partial file and no whole-looking
+    file; the next 'lmfast get' asks only for the rest and ends with the right sha256."""
+    import time
+
+    size = standin.repos[SMOL_REPO].files[SMOL_FILE].size
+    standin.stall(SMOL_FILE, size // 2)
+    folder = hub_env / SMOL_REPO
+    cmd = [sys.executable, "-m", "lmfast", "get", SMOL_REPO, "--yes", "--quiet"]
+    proc = subprocess.Popen(cmd, env=subprocess_env(standin, hub_env.parent), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not [p for p in folder.glob("*.part") if p.stat().st_size > 0]:
+            assert proc.poll() is None and time.monotonic() < deadline, "no partial file appeared"
+            time.sleep(0.1)
+        while standin.gets_of(SMOL_FILE)[-1].sent < size // 2:  # the stand-in is at its stall
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(0.5)  # the client has written what it received
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    standin.clear_faults()
+    kept = [p.stat().st_size for p in folder.glob("*.part")]
+    assert len(kept) == 1 and 0 < kept[0] < size and not (folder / SMOL_FILE).exists()
+    before = len(standin.gets_of(SMOL_FILE))
+    res = subprocess.run(cmd, env=subprocess_env(standin, hub_env.parent), capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert [(g.range, g.sent) for g in standin.gets_of(SMOL_FILE)[before:]] == [(f"bytes={kept[0]}-", size - kept[0])]
+    assert sha256_of(folder / SMOL_FILE) == sha256_of(smollm2_path) and not list(folder.glob("*.part"))
+
+
 def test_dropped_transfer_resumes_within_a_call(hub_env, standin, smollm2_path):
     size = standin.repos[SMOL_REPO].files[SMOL_FILE].size
     standin.drop(SMOL_FILE, size // 2)
