@@ -70,8 +70,10 @@ def test_first_use_downloads_loads_and_answers(hub_env, standin, smollm2_path):
         folder = hub_env / SMOL_REPO
         assert gguf_files(folder) == sorted([SMOL_FILE, SMOL_PROJECTOR])  # no README, no partial files
         assert sha256_of(folder / SMOL_FILE) == sha256_of(smollm2_path)
-        info = client.llm.model(f"hf:{SMOL_REPO}").get_info()
-        assert info.model_key == "smollm2-135m-instruct"
+        loaded = len(client.llm.list_loaded())
+        same = client.llm.model(f"hf:{SMOL_REPO}")  # the loaded instance, not a new one
+        assert len(client.llm.list_loaded()) == loaded
+        assert same.get_info().model_key == "smollm2-135m-instruct"
         before = len(standin.requests)
         assert resolve(f"hf:{SMOL_REPO}:q4_1").path == folder / SMOL_FILE
         assert resolve("smollm2-135m-instruct").path == folder / SMOL_FILE  # the file's key works afterwards

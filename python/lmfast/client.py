@@ -232,6 +232,10 @@ class Client:
     def _find(self, model_key: str | os.PathLike[str], kind: str = "llm") -> Any:
         """The loaded instance of ``kind`` with this identifier, model key or path."""
         text = os.fspath(model_key)
+        if text[:3].lower() == "hf:":  # a Hub reference: the instance of its file on disk, if loaded
+            from .hub import local_path
+
+            text = local_path(text) or text
         live = [i for i in self._instances.values() if i is not None and _kind_of(i) == kind]
         inst = self._instances.get(text)
         if inst is not None and _kind_of(inst) == kind:

@@ -208,6 +208,16 @@ def find_local(ref: HubRef) -> ModelFile | None:
     return None
 
 
+def local_path(text: str) -> str | None:
+    """The file on disk an ``hf:`` reference names (no network), for finding its loaded
+    instance; None when it is not downloaded or not a valid reference."""
+    try:
+        found = find_local(parse_ref(text))
+    except LMStudioModelNotFoundError:
+        return None
+    return str(found.path) if found is not None else None
+
+
 def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
