@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from .hub_standin import (QUANTS_REPO, SMOL_FILE, SMOL_PROJECTOR, SMOL_REPO, sha256_of, standin,  # noqa: F401
-                          subprocess_env)
+from .hub_standin import (QUANTS_REPO, SMOL_FILE, SMOL_PROJECTOR, SMOL_REPO, SPLIT_REPO, sha256_of,  # noqa: F401
+                          standin, subprocess_env)
 
 pytest.importorskip("huggingface_hub")
 
@@ -135,6 +135,20 @@ def test_import_then_rm(standin, home, smollm2_path, tmp_path):
     assert "no downloaded model" in one_line_error(lmfast(standin, home, "rm", "mymodel"))
     (tmp_path / "x.gguf").write_text("not a model")
     assert "not a GGUF model" in one_line_error(lmfast(standin, home, "import", str(tmp_path / "x.gguf")))
+
+
+def test_split_model_in_ls_and_rm(standin, tmp_path):
+    """A split model is one entry of ls (its shards' total size) and rm deletes every shard."""
+    res = lmfast(standin, tmp_path, "get", SPLIT_REPO, "--yes", "--quiet")
+    assert res.returncode == 0, res.stderr
+    key = res.stdout.strip()
+    rows = {r["modelKey"]: r for r in json.loads(lmfast(standin, tmp_path, "ls", "--json").stdout)}
+    shards = sorted((tmp_path / "models" / SPLIT_REPO).glob("*.gguf"))
+    assert rows[key]["path"] == f"{SPLIT_REPO}/{shards[0].name}"
+    assert rows[key]["files"] == 3 == len(shards) and rows[key]["sizeBytes"] == sum(p.stat().st_size for p in shards)
+    res = lmfast(standin, tmp_path, "rm", key, "--yes")
+    assert res.returncode == 0, res.stderr
+    assert not (tmp_path / "models" / SPLIT_REPO).exists() and (tmp_path / "models").is_dir()
 
 
 def test_user_mistakes_are_one_line_errors(standin, home):

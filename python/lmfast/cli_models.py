@@ -78,15 +78,6 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 # -- ls ----------------------------------------------------------------------------------------
 
-def _shards(path: Path) -> list[Path]:
-    """A split model's files (the first shard names them), else the file itself."""
-    m = hub._SPLIT.match(path.name)
-    if not m:
-        return [path]
-    count = int(m.group("count"))
-    return [path.with_name(f"{m.group('stem')}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
-
-
 def describe_model(mf: ModelFile) -> dict[str, Any] | None:
     """What ``ls`` shows of a model file; None for a file that is not a readable GGUF model."""
     from .errors import ModelLoadError
@@ -96,7 +87,7 @@ def describe_model(mf: ModelFile) -> dict[str, Any] | None:
         meta = read_metadata(mf.path)
     except (ModelLoadError, OSError):
         return None
-    files = _shards(mf.path)
+    files = hub.split_set(mf.path)
     return {"modelKey": mf.model_key, "type": model_type(meta),
             "architecture": str(meta.get("general.architecture", "")) or None,
             "quantization": hub.quant_of(mf.path.name), "paramsString": params_string(meta),
@@ -137,7 +128,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     except ModelLoadError as e:
         raise UserError(f"{src} is not a GGUF model lmfast can read: {e}") from None
     user_repo = args.user_repo or f"imported-models/{model_key_for(src)}"
-    if not hub._REPO_ID.match(user_repo):
+    if not hub.is_repo_id(user_repo):
         raise UserError(f"--user-repo must look like ORG/REPO, got {user_repo!r}")
     dest = models_dir() / user_repo / src.name
     if dest.exists():
@@ -182,7 +173,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
     mf = _find_for_rm(args.key)
     if mf.root is None:
         raise LMStudioValueError(f"{mf.path} is not in a models folder; lmfast removes only what is in one")
-    files = [f for f in _shards(mf.path) if f.is_file() or f.is_symlink()]
+    files = [f for f in hub.split_set(mf.path) if f.is_file() or f.is_symlink()]
     folder = mf.path.parent
     if not _confirm(f"Delete {', '.join(str(f) for f in files)}?", args.yes):
         print("cancelled", file=sys.stderr)

@@ -130,6 +130,20 @@ def quant_of(path: str) -> str | None:
     return found[-1].upper() if found else None
 
 
+def is_repo_id(text: str) -> bool:
+    """Whether text is a repository id, ORG/REPO."""
+    return bool(_REPO_ID.match(text))
+
+
+def split_set(path: Path) -> list[Path]:
+    """All files of a split model, named from any one of them; a single file alone."""
+    m = _SPLIT.match(path.name)
+    if not m:
+        return [path]
+    count = int(m.group("count"))
+    return [path.with_name(f"{m.group('stem')}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+
+
 def is_projector(path: str) -> bool:
     return Path(path).name.lower().startswith("mmproj")
 
