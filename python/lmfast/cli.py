@@ -178,5 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader of a pipe went away
+        return 1
+    except OSError as e:  # the machine's side (a folder, the disk, the network): still one line
+        print(f"lmfast {args.command}: error: {e}", file=sys.stderr)
         return 1

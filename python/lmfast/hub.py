@@ -451,10 +451,13 @@ def _download_file(p: DownloadPlan, f: RepoFile, progress: _Progress) -> None:
         raise hub_error(e, f"{p.repo_id}/{f.path}") from None
     sha = meta.etag if meta.etag and _SHA256.match(meta.etag) else f.sha256
     size = meta.size if meta.size is not None else f.size
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = partial_path(dest, sha, p.commit)
     locks = cache_dir() / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
+    for folder in (dest.parent, locks):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LMStudioOSError(f"cannot create the folder {folder}: {e.strerror or e}") from None
     # One process at a time continues a partial file; the others wait and then find it whole.
     with FileLock(str(locks / f"{part.name}.lock")):
         if dest.is_file():
