@@ -550,6 +550,13 @@ def test_disconnect_cancels_the_generation(server):
     # The stopped prediction counts only what was generated before the disconnect.
     assert wait_until(lambda: metric(server.url, "lmfast_generated_tokens_total", SMOL) > before, timeout=5)
     assert metric(server.url, "lmfast_generated_tokens_total", SMOL) - before < 200
+    # Not streamed: a client that gives up waiting cancels the prediction too.
+    before = metric(server.url, "lmfast_generated_tokens_total", SMOL)
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(server.url + "/v1/chat/completions", json={**body, "stream": False}, timeout=1.0)
+    assert wait_until(lambda: metric(server.url, "lmfast_busy_sequences", SMOL) == 0, timeout=5)
+    assert wait_until(lambda: metric(server.url, "lmfast_generated_tokens_total", SMOL) > before, timeout=5)
+    assert metric(server.url, "lmfast_generated_tokens_total", SMOL) - before < 200
 
 
 def test_load_and_unload_endpoints(server, oai):

@@ -149,9 +149,14 @@ def parse(model: type[BaseModel], data: Any) -> Any:
         raise _as_api_error(e) from None
 
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "function-after", "function-before"})
+
+
 def _as_api_error(e: pydantic.ValidationError) -> APIError:
     first = e.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and p[:1].isupper()))
+    # A union's errors carry the member type in their location ("content.str"): leave it out.
+    loc = ".".join(str(p) for p in first["loc"]
+                   if not (isinstance(p, str) and (p in _TYPE_TAGS or "[" in p or p.startswith("literal"))))
     more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
     return bad_request(f"invalid value for '{loc}': {first['msg']}{more}", param=loc or None,
                        code="invalid_value")

@@ -5,6 +5,7 @@ import json
 from typing import Any, Optional
 
 from ..chat import Chat
+from ..errors import LMStudioError
 from .errors import bad_request
 from .schemas import ChatCompletionRequest, ContentPart, Message, SamplingFields
 
@@ -40,7 +41,14 @@ def _call_dict(call: Any, where: str) -> dict[str, Any]:
 
 def to_chat(messages: list[Message]) -> Chat:
     """The OpenAI message list as a Chat; the template renders it (tool calls and results
-    through llama.cpp's JSON chat path)."""
+    through llama.cpp's JSON chat path). Whatever Chat refuses (its ordering rules) is a 400."""
+    try:
+        return _to_chat(messages)
+    except LMStudioError as e:
+        raise bad_request(f"messages: {e}", param="messages") from None
+
+
+def _to_chat(messages: list[Message]) -> Chat:
     chat = Chat()
     pending_system: list[str] = []
     for i, m in enumerate(messages):
