@@ -21,7 +21,6 @@ there through ``huggingface_hub`` (the optional extra ``lmfast[hub]``):
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .errors import LMStudioClientError, LMStudioModelNotFoundError, LMStudioOSError
-from .registry import ModelFile, cache_dir, model_key_for, models_dir, search_dirs
+from .registry import ModelFile, _sha256, cache_dir, model_key_for, models_dir, search_dirs
 
 HF_PREFIX = "hf:"
 DEFAULT_QUANT = "Q4_K_M"
@@ -314,13 +313,16 @@ def list_repo(repo_id: str) -> RepoListing:
     return RepoListing(repo_id, info.sha or "main", files)
 
 
+SEARCH_LIMIT = 20  # without a limit the Hub would page through every match
+
+
 def search(term: str | None, limit: int | None) -> list[str]:
-    """Repository ids of GGUF models matching a search term."""
+    """Repository ids of GGUF models matching a search term (at most ``limit``, default 20)."""
     if offline():
         raise LMStudioModelNotFoundError("cannot search the Hub: HF_HUB_OFFLINE is set")
     api = _hf().HfApi(endpoint=endpoint(), token=token())
     try:
-        return [m.id for m in api.list_models(search=term or None, filter="gguf", limit=limit)]
+        return [m.id for m in api.list_models(search=term or None, filter="gguf", limit=limit or SEARCH_LIMIT)]
     except _network_errors() as e:
         raise hub_error(e, f"search for {term!r}") from None
 
@@ -358,14 +360,6 @@ class _Progress:
     # tqdm's interface, as far as http_get uses it
     def close(self) -> None:
         pass
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def partial_path(dest: Path, sha256: str | None, commit: str) -> Path:
