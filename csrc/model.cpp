@@ -1,27 +1,13 @@
 #include "model.h"
 
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
+#include <algorithm>
 
-#include "chat.h"
-#include "chat_render.h"
 #include "errors.h"
 #include "gguf_check.h"
 #include "sandbox.h"
 #include "template_host.h"
 
 namespace lmfast {
-
-namespace {
-
-std::string meta_str(const llama_model * model, const char * key) {
-    char buf[512];
-    int32_t n = llama_model_meta_val_str(model, key, buf, sizeof buf);
-    return n < 0 ? std::string() : std::string(buf, std::min<size_t>(n, sizeof buf - 1));
-}
-
-}  // namespace
 
 std::shared_ptr<Model> Model::load(const ModelParams & params) {
     // The whole header is validated first: llama.cpp aborts on some malformed files.
@@ -49,10 +35,14 @@ std::shared_ptr<Model> Model::load(const ModelParams & params) {
     m->path_ = params.path;
     // The template worker reads the vocabulary while the weights load here (see below).
     const SandboxLimits limits = template_limits();
-    if (const std::string worker = TemplateHost::worker_path(); !worker.empty()) {
-        m->templates_ = std::make_unique<TemplateHost>(worker, params.path, limits);
-        if (m->templates_->launch().status != SandboxResult::Ok) m->templates_.reset();
+    const std::string worker = TemplateHost::worker_path();
+    if (worker.empty()) {
+        throw ModelLoadError("the template worker " + TemplateHost::expected_worker_path() +
+                             " is missing or not executable, so the model's chat template cannot be run safely: "
+                             "reinstall lmfast (or set LMFAST_TEMPLATE_WORKER to the worker's path)");
     }
+    m->templates_ = std::make_unique<TemplateHost>(worker, params.path, limits);
+    m->templates_->launch();  // a failure here is reported by start() below
     m->model_ = llama_model_load_from_file(params.path.c_str(), mp);
     if (!m->model_) {
         throw ModelLoadError("llama.cpp could not load " + params.path +
@@ -86,23 +76,13 @@ std::shared_ptr<Model> Model::load(const ModelParams & params) {
         }
     }
     // The chat template comes from the file, so it is untrusted: parsing it (which also runs it on
-    // sample conversations, to find its capabilities) and every render happen in another process.
-    // That is the template worker (template_host.h), launched before the weights were loaded and
-    // kept for the model's life, or, where the worker executable is missing, a child forked per
-    // parse and render (sandbox.h). The parent never runs template code itself.
-    SandboxResult probe;
-    if (m->templates_) {
-        probe = m->templates_->start();
-        if (probe.status == SandboxResult::Unavailable) m->templates_.reset();
-    }
-    if (!m->templates_) {
-        const llama_model * raw_model = m->model_;
-        probe = run_sandboxed(
-            [raw_model] { return std::string(common_chat_templates_source(init_chat_templates(raw_model).get())); },
-            limits);
-    }
+    // sample conversations, to find its capabilities) and every render happen in the template
+    // worker (template_host.h), launched before the weights were loaded and kept for the model's
+    // life. The parent never runs template code itself.
+    const SandboxResult probe = m->templates_->start();
     if (probe.status != SandboxResult::Ok) {
-        throw ModelLoadError("the model's chat template is unusable (parsed and tried on sample chats in a sandbox process): " + describe(probe, limits));
+        throw ModelLoadError("the model's chat template is unusable (parsed and tried on sample chats in the template "
+                             "worker): " + describe(probe, limits));
     }
     m->template_source_ = probe.output;
     return m;
@@ -143,10 +123,6 @@ std::string Model::description() const {
     char buf[256];
     int32_t n = llama_model_desc(model_, buf, sizeof buf);
     return n < 0 ? std::string() : std::string(buf);
-}
-
-bool Model::has_chat_template() const {
-    return !meta_str(model_, "tokenizer.chat_template").empty();
 }
 
 std::string Model::chat_template_source() const {
@@ -236,36 +212,21 @@ std::string Model::detokenize(const std::vector<llama_token> & tokens, bool rend
     return vocab_guard(*this, [&] { return detokenize_raw(tokens, render_special); });
 }
 
-template <typename Worker, typename Render>
-std::string Model::render_template(Worker && worker, Render && render) const {
-    if (templates_) {
-        const SandboxResult r = worker(*templates_);
-        if (r.status != SandboxResult::Ok) {
-            throw TemplateError("chat template rendering failed: " + describe(r, templates_->limits()));
-        }
-        return r.output;
-    }
-    const llama_model * raw_model = model_;
-    const SandboxLimits limits = template_limits();
-    // Parsed anew in the child each time (a few ms): a parsed template kept in this process would
-    // have been run here by its capability probe (see load()).
-    const SandboxResult r = run_sandboxed([raw_model, &render] { return render(init_chat_templates(raw_model).get()); },
-                                          limits);
+template <typename Request>
+std::string Model::render_template(Request && request) const {
+    const SandboxResult r = request(*templates_);
     if (r.status != SandboxResult::Ok) {
-        throw TemplateError("chat template rendering failed: " + describe(r, limits));
+        throw TemplateError("chat template rendering failed: " + describe(r, templates_->limits()));
     }
     return r.output;
 }
 
 std::string Model::apply_chat_template(const std::vector<ChatMessage> & messages, bool add_generation_prompt) const {
-    return render_template(
-        [&](TemplateHost & host) { return host.render(messages, add_generation_prompt); },
-        [&](const common_chat_templates * t) { return render_chat(t, messages, add_generation_prompt); });
+    return render_template([&](TemplateHost & host) { return host.render(messages, add_generation_prompt); });
 }
 
 std::string Model::apply_chat_template_json(const std::string & request) const {
-    return render_template([&](TemplateHost & host) { return host.render_json(request); },
-                           [&](const common_chat_templates * t) { return render_chat_json(t, request); });
+    return render_template([&](TemplateHost & host) { return host.render_json(request); });
 }
 
 }  // namespace lmfast

@@ -50,7 +50,6 @@ public:
     uint64_t n_params() const;
     uint64_t size() const;
     std::string description() const;
-    bool has_chat_template() const;
     std::string chat_template_source() const;
 
     // add_special: add BOS/EOS as the vocabulary asks; parse_special: turn
@@ -64,10 +63,10 @@ public:
     // Renders messages with the model's own (Jinja) chat template.
     std::string apply_chat_template(const std::vector<ChatMessage> & messages, bool add_generation_prompt) const;
     // Renders a chat with tool definitions and tool calls: chat_render.h's render_chat_json, in
-    // the same sandbox; returns its JSON answer (prompt, tool-call grammar, output parser).
+    // the template worker too; returns its JSON answer (prompt, tool-call grammar, output parser).
     std::string apply_chat_template_json(const std::string & request) const;
-    // The process id of the template worker (template_host.h), -1 when none runs (templates then
-    // run in a child forked per render); for tests.
+    // The process id of the template worker (template_host.h), -1 while none runs (after a
+    // failure, until the next render starts one); for tests.
     int template_worker_pid() const;
 
 private:
@@ -75,12 +74,12 @@ private:
     std::vector<llama_token> tokenize_raw(const std::string & text, bool add_special, bool parse_special) const;
     std::string detokenize_raw(const std::vector<llama_token> & tokens, bool render_special) const;
     std::string token_to_piece_raw(llama_token token, bool render_special) const;
-    template <typename Worker, typename Render> std::string render_template(Worker && worker, Render && render) const;
+    template <typename Request> std::string render_template(Request && request) const;
     llama_model * model_ = nullptr;
     const llama_vocab * vocab_ = nullptr;
     std::string path_;
     std::string template_source_;  // the template as llama.cpp resolved it (rendered in a sandbox)
-    std::unique_ptr<TemplateHost> templates_;  // null: a forked child per render
+    std::unique_ptr<TemplateHost> templates_;  // the template worker: every parse and render
 };
 
 }  // namespace lmfast

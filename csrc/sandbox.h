@@ -1,25 +1,24 @@
-// Running untrusted work (chat templates from model files) in a forked child process.
+// The limits and outcomes of untrusted work (chat templates from model files).
 //
 // llama.cpp's Jinja engine cannot reach Python objects, files or the environment (it only knows
 // the values passed in and its own built-ins), but it has no limits: a template can loop for
 // hours (nested range() loops), build gigabyte strings ('a' * 10**9), or recurse until the stack
 // overflows (a recursive macro, or thousands of nested brackets for the parser) -- and a stack
-// overflow kills the whole process. So every parse and render of a template runs in a child
-// forked for it: the child gets an address-space limit and a CPU limit, the parent waits with a
-// deadline and a cap on the output, and whatever happens to the child (exception, signal,
-// timeout, memory) comes back as an exception in the parent. The child only runs C++ (no
-// Python), writes its result to a pipe and leaves with _exit().
+// overflow kills the whole process. So every parse and render runs in the template worker, a
+// process of its own (template_host.h, template_worker.cpp) with an address-space limit, a
+// deadline and a cap on its output; whatever happens to it (exception, signal, timeout, memory)
+// comes back to the parent as one of the outcomes below. There is no in-process fallback: a
+// build without the worker fails the load (model.cpp).
 #pragma once
 
 #include <cstddef>
-#include <functional>
 #include <new>
 #include <stdexcept>
 #include <string>
 
 namespace lmfast {
 
-// Runs untrusted work in the process that isolates it (forked child or template worker) and
+// Runs untrusted work inside the template worker and
 // sorts its outcome: 'O' with fn's result, 'M' when it ran out of memory, 'E' with the message
 // of anything else it threw.
 template <typename F> char run_capturing(F && fn, std::string & out) {
@@ -46,7 +45,7 @@ template <typename F> char run_capturing(F && fn, std::string & out) {
 
 struct SandboxLimits {
     double timeout_s = 10.0;              // wall clock, measured by the parent
-    size_t memory_bytes = 1ull << 30;     // extra address space the child may map
+    size_t memory_bytes = 1ull << 30;     // extra address space the worker may map
     size_t max_output_bytes = 64u << 20;  // larger results are cut off with an error
 };
 
@@ -55,9 +54,6 @@ struct SandboxResult {
     std::string output;  // fn's result (Ok) or the exception's message (Error)
     std::string detail;  // for Crashed / Unavailable: what happened
 };
-
-// Runs fn in a forked child under the limits. fn must not touch Python.
-SandboxResult run_sandboxed(const std::function<std::string()> & fn, const SandboxLimits & limits);
 
 // Limits from the environment: LMFAST_TEMPLATE_TIMEOUT (seconds), LMFAST_TEMPLATE_MEMORY_MB,
 // LMFAST_TEMPLATE_MAX_OUTPUT_MB; defaults as above.

@@ -6,7 +6,6 @@
 #include <cstdlib>
 #include <cstring>
 
-#if defined(__unix__) || defined(__APPLE__)
 #include "template_protocol.h"
 
 #include <cerrno>
@@ -18,13 +17,9 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#define LMFAST_HAVE_WORKER 1
 extern char ** environ;
-#endif
 
 namespace lmfast {
-
-#ifdef LMFAST_HAVE_WORKER
 
 namespace {
 
@@ -73,18 +68,19 @@ SandboxResult make(SandboxResult::Status status, std::string output = {}, std::s
 
 }  // namespace
 
-std::string TemplateHost::worker_path() {
-    if (const char * env = std::getenv("LMFAST_TEMPLATE_WORKER"); env && *env) {
-        if (std::strcmp(env, "fork") == 0) return {};
-        return access(env, X_OK) == 0 ? std::string(env) : std::string();
-    }
+std::string TemplateHost::expected_worker_path() {
+    if (const char * env = std::getenv("LMFAST_TEMPLATE_WORKER"); env && *env) return env;
     // Installed beside the extension module.
     Dl_info info {};
-    if (!dladdr(reinterpret_cast<void *>(&TemplateHost::worker_path), &info) || !info.dli_fname) return {};
+    if (!dladdr(reinterpret_cast<void *>(&TemplateHost::worker_path), &info) || !info.dli_fname) return kWorkerName;
     std::string dir(info.dli_fname);
     const size_t slash = dir.rfind('/');
     dir = slash == std::string::npos ? std::string(".") : dir.substr(0, slash);
-    std::string path = dir + "/" + kWorkerName;
+    return dir + "/" + kWorkerName;
+}
+
+std::string TemplateHost::worker_path() {
+    const std::string path = expected_worker_path();
     return access(path.c_str(), X_OK) == 0 ? path : std::string();
 }
 
@@ -277,24 +273,5 @@ void TemplateHost::stop_locked(bool kill_first, SandboxResult * why) {
         why->detail = "exit status " + std::to_string(WEXITSTATUS(status));
     }
 }
-
-#else  // no POSIX processes: templates run in-process (sandbox.cpp's fallback)
-
-std::string TemplateHost::worker_path() { return {}; }
-TemplateHost::TemplateHost(std::string worker, std::string model_path, SandboxLimits limits)
-    : worker_(std::move(worker)), model_path_(std::move(model_path)), limits_(limits) {}
-TemplateHost::~TemplateHost() = default;
-int TemplateHost::pid() { return -1; }
-SandboxResult TemplateHost::launch() { return {}; }
-SandboxResult TemplateHost::start() { return {}; }
-SandboxResult TemplateHost::spawn_locked() { return {}; }
-SandboxResult TemplateHost::render(const std::vector<ChatMessage> &, bool) { return {}; }
-SandboxResult TemplateHost::render_json(const std::string &) { return {}; }
-SandboxResult TemplateHost::request_locked(const std::string &) { return {}; }
-SandboxResult TemplateHost::start_locked() { return {}; }
-SandboxResult TemplateHost::exchange_locked(const std::string &, bool) { return {}; }
-void TemplateHost::stop_locked(bool, SandboxResult *) {}
-
-#endif
 
 }  // namespace lmfast

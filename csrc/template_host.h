@@ -22,10 +22,12 @@ struct ChatMessage;
 
 class TemplateHost {
 public:
-    // The worker executable to use for models loaded from now on, or "" when there is none and
-    // templates are to run in a forked child per render (sandbox.h). LMFAST_TEMPLATE_WORKER
-    // overrides: a path, or "fork".
+    // The worker executable to use for models loaded from now on, or "" when it is missing or
+    // not executable. LMFAST_TEMPLATE_WORKER, when set, names it instead of the file installed
+    // beside the extension module.
     static std::string worker_path();
+    // Where worker_path() looks (for error messages).
+    static std::string expected_worker_path();
 
     TemplateHost(std::string worker, std::string model_path, SandboxLimits limits);
     ~TemplateHost();

@@ -3,8 +3,7 @@
 Templates are run by llama.cpp's C++ Jinja engine, which knows only the values lmfast passes in
 (messages, flags, bos/eos) and its own built-ins: no Python objects, attributes, modules, files or
 environment. On top of that every parse and render runs in another process with a time, memory
-and output limit: the template worker kept per loaded model (csrc/template_host.h), or a child
-forked per render where there is no worker (csrc/sandbox.h). Loops, explosions and stack
+and output limit: the template worker kept per loaded model (csrc/template_host.h, sandbox.h). Loops, explosions and stack
 overflows end in an exception. Each template here either renders harmlessly or fails with an lmfast exception
 (ModelLoadError when it already fails at load, where it is parsed and probed; TemplateError at chat
 time); none executes anything, and the process survives.
@@ -215,22 +214,35 @@ def test_template_worker_killed_from_outside_is_replaced(client, smollm2_path):
         model.unload()
 
 
-def test_fork_fallback_renders_the_same(client, smollm2_path, monkeypatch):
-    """Without the worker (LMFAST_TEMPLATE_WORKER=fork: a child forked per render, as where the
-    executable is missing) prompts are byte for byte those of the worker."""
+def test_missing_template_worker_fails_the_load(client, smollm2_path, monkeypatch, tmp_path):
+    """Without its worker a model's template cannot run sandboxed, and there is no in-process
+    fallback: the load fails with ModelLoadError naming the missing file, and nothing is left
+    loaded."""
+    missing = tmp_path / "lmfast-template-worker"
+    monkeypatch.setenv("LMFAST_TEMPLATE_WORKER", str(missing))
+    with pytest.raises(lms.ModelLoadError, match="template worker .*lmfast-template-worker.* is missing"):
+        client.llm.load_new_instance(str(smollm2_path), "no-worker")
+    assert "no-worker" not in [m.identifier for m in client.llm.list_loaded()]
+
+
+def test_template_worker_named_by_the_environment_renders_the_same(client, smollm2_path, monkeypatch):
+    """LMFAST_TEMPLATE_WORKER names the worker to run (a copy installed elsewhere): prompts are
+    byte for byte those of the worker installed beside the extension."""
+    from pathlib import Path
+
     with_worker = client.llm.load_new_instance(str(smollm2_path), "render-worker")
     try:
         expected = _render_all(with_worker)
     finally:
         with_worker.unload()
-    monkeypatch.setenv("LMFAST_TEMPLATE_WORKER", "fork")
-    forked = client.llm.load_new_instance(str(smollm2_path), "render-fork")
+    monkeypatch.setenv("LMFAST_TEMPLATE_WORKER", str(Path(lms._core.__file__).with_name("lmfast-template-worker")))
+    named = client.llm.load_new_instance(str(smollm2_path), "render-named")
     try:
-        assert _worker_pid(forked) == -1
-        assert _render_all(forked) == expected
+        assert _worker_pid(named) > 0
+        assert _render_all(named) == expected
         assert expected[1].count("<|im_start|>") == 5 and expected[2].count("long ") == 2000
     finally:
-        forked.unload()
+        named.unload()
 
 
 def test_template_worker_outlives_the_thread_that_loaded_the_model(client, smollm2_path):
