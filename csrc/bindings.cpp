@@ -2,50 +2,23 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <atomic>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 
-#include <dlfcn.h>
-
+#include "backends.h"
 #include "common.h"
 #include "embedding.h"
-#include "json-schema-to-grammar.h"
-#include "ggml-backend.h"
 #include "engine.h"
-#include "gguf_check.h"
 #include "errors.h"
+#include "gguf_check.h"
+#include "json-schema-to-grammar.h"
+#include "log_filter.h"
 #include "model.h"
 #include "tool_calls.h"
-
-#ifdef LMFAST_HUGEPAGES_BUILT
-extern "C" const char * lmfast_hugepages_status();  // csrc/hugepages.cpp (in _core or libggml-base)
-#endif
 
 namespace py = pybind11;
 using namespace lmfast;
 
 namespace {
-
-// llama.cpp's log output: errors only unless LMFAST_LOG asks for more.
-std::atomic<int> g_log_level{GGML_LOG_LEVEL_ERROR};
-
-void log_callback(ggml_log_level level, const char * text, void *) {
-    static thread_local ggml_log_level last = GGML_LOG_LEVEL_INFO;
-    if (level == GGML_LOG_LEVEL_CONT) level = last;  // continuation of the previous line
-    last = level;
-    if (static_cast<int>(level) >= g_log_level.load()) std::fputs(text, stderr);
-}
-
-int parse_log_level(const std::string & s) {
-    if (s == "debug") return GGML_LOG_LEVEL_DEBUG;
-    if (s == "info") return GGML_LOG_LEVEL_INFO;
-    if (s == "warn" || s == "warning") return GGML_LOG_LEVEL_WARN;
-    if (s == "error") return GGML_LOG_LEVEL_ERROR;
-    if (s == "none" || s == "off") return GGML_LOG_LEVEL_ERROR + 1;
-    throw InvalidArgument("unknown log level '" + s + "' (debug, info, warn, error, none)");
-}
 
 [[noreturn]] void raise_as(const char * cls_name, const char * msg) {
     py::object cls = py::module_::import("lmfast.errors").attr(cls_name);
@@ -87,6 +60,7 @@ py::dict stats_to_dict(const RequestStats & s) {
     py::dict d;
     d["prompt_tokens"] = s.prompt_tokens;
     d["cached_tokens"] = s.cached_tokens;
+    d["restored_tokens"] = s.restored_tokens;
     d["predicted_tokens"] = s.predicted_tokens;
     d["time_to_first_token"] = s.time_to_first_token;
     d["prompt_eval_time"] = s.prompt_eval_time;
@@ -130,16 +104,6 @@ void bind_embedding(py::module_ & m) {
                  return out;
              },
              py::arg("texts"), "Unit-length pooled embeddings, one per text.")
-        .def("embed_tokens",
-             [](EmbeddingContext & self, const std::vector<std::vector<llama_token>> & seqs) {
-                 std::vector<std::vector<float>> out;
-                 {
-                     py::gil_scoped_release nogil;
-                     out = self.embed_tokens(seqs);
-                 }
-                 return out;
-             },
-             py::arg("token_lists"))
         .def("close", &EmbeddingContext::close, py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("n_ctx", &EmbeddingContext::n_ctx)
         .def_property_readonly("n_batch", &EmbeddingContext::n_batch)
@@ -151,67 +115,30 @@ void bind_embedding(py::module_ & m) {
         .def_property_readonly("model", &EmbeddingContext::model);
 }
 
-// The folder this extension module was loaded from (empty if unknown).
-std::string module_dir() {
-    Dl_info info{};
-    if (dladdr(reinterpret_cast<void *>(&module_dir), &info) == 0 || !info.dli_fname) return std::string();
-    std::string path(info.dli_fname);
-    const size_t slash = path.find_last_of('/');
-    return slash == std::string::npos ? std::string(".") : path.substr(0, slash);
-}
-
-// Shared object that holds a function pointer (a backend module's file), or "".
-std::string object_file_of(void * fn) {
-    Dl_info info{};
-    if (!fn || dladdr(fn, &info) == 0 || !info.dli_fname) return std::string();
-    return info.dli_fname;
-}
-
-const char * dev_type_name(enum ggml_backend_dev_type t) {
-    switch (t) {
-        case GGML_BACKEND_DEVICE_TYPE_CPU: return "cpu";
-        case GGML_BACKEND_DEVICE_TYPE_GPU: return "gpu";
-        case GGML_BACKEND_DEVICE_TYPE_IGPU: return "igpu";
-        case GGML_BACKEND_DEVICE_TYPE_ACCEL: return "accel";
-        default: return "unknown";
-    }
-}
-
-// Registered backends and their devices, as ggml sees them now.
+// Registered backends and their devices, as ggml sees them now (backends.h).
 py::dict backends_now() {
     py::list regs;
-    for (size_t i = 0; i < ggml_backend_reg_count(); ++i) {
-        ggml_backend_reg_t reg = ggml_backend_reg_get(i);
-        py::dict r;
-        r["name"] = ggml_backend_reg_name(reg);
-        r["n_devices"] = ggml_backend_reg_dev_count(reg);
+    for (const BackendInfo & b : list_backends()) {
         py::dict feats;
-        auto get_features = reinterpret_cast<ggml_backend_get_features_t>(
-            ggml_backend_reg_get_proc_address(reg, "ggml_backend_get_features"));
-        if (get_features) {
-            for (ggml_backend_feature * f = get_features(reg); f && f->name; ++f) {
-                feats[f->name] = f->value ? f->value : "";
-            }
-        }
+        for (const auto & [name, value] : b.features) feats[name.c_str()] = value;
+        py::dict r;
+        r["name"] = b.name;
+        r["n_devices"] = b.n_devices;
         r["features"] = feats;
-        // In a GGML_BACKEND_DL build each backend lives in its own module file.
-        r["library"] = object_file_of(reinterpret_cast<void *>(get_features));
+        r["library"] = b.library;
         regs.append(r);
     }
     py::list devs;
-    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
-        ggml_backend_dev_t dev = ggml_backend_dev_get(i);
-        size_t free = 0, total = 0;
-        ggml_backend_dev_memory(dev, &free, &total);
-        py::dict d;
-        d["index"] = i;
-        d["name"] = ggml_backend_dev_name(dev);
-        d["description"] = ggml_backend_dev_description(dev);
-        d["type"] = dev_type_name(ggml_backend_dev_type(dev));
-        d["backend"] = ggml_backend_reg_name(ggml_backend_dev_backend_reg(dev));
-        d["memory_free"] = free;
-        d["memory_total"] = total;
-        devs.append(d);
+    for (const DeviceInfo & d : list_devices()) {
+        py::dict o;
+        o["index"] = d.index;
+        o["name"] = d.name;
+        o["description"] = d.description;
+        o["type"] = d.type;
+        o["backend"] = d.backend;
+        o["memory_free"] = d.memory_free;
+        o["memory_total"] = d.memory_total;
+        devs.append(o);
     }
     py::dict out;
     out["backends"] = regs;
@@ -219,28 +146,26 @@ py::dict backends_now() {
     return out;
 }
 
+// A GGUF value as the Python type that holds it; arrays as (element type name, count).
+py::object gguf_value(const GgufKv & kv) {
+    switch (kv.kind()) {
+        case GgufKv::Kind::Unsigned: return py::int_(kv.u);
+        case GgufKv::Kind::Signed: return py::int_(kv.i);
+        case GgufKv::Kind::Float: return py::float_(kv.f);
+        case GgufKv::Kind::Bool: return py::bool_(kv.i != 0);
+        case GgufKv::Kind::String: return to_py_str(kv.s);
+        case GgufKv::Kind::Array: break;
+    }
+    return py::make_tuple(gguf_type_name(kv.array_type), kv.array_len);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "lmfast native core: llama.cpp model loading, engine, sampling";
 
-    if (const char * lvl = std::getenv("LMFAST_LOG")) {
-        try {
-            g_log_level = parse_log_level(lvl);
-        } catch (...) {
-        }
-    }
-    llama_log_set(log_callback, nullptr);
-#ifdef GGML_BACKEND_DL
-    // Portable build: the backends are modules beside this file; ggml loads the best
-    // CPU variant for this machine (and any GPU backend whose driver is present).
-    // Before llama_backend_init, which would otherwise search only the folders of
-    // the Python executable and the working directory.
-    {
-        const std::string dir = module_dir();
-        ggml_backend_load_all_from_path(dir.empty() ? nullptr : dir.c_str());
-    }
-#endif
+    install_log_filter();
+    load_backend_modules();  // before llama_backend_init (backends.h)
     llama_backend_init();
 
     py::register_exception_translator([](std::exception_ptr p) {
@@ -266,13 +191,12 @@ PYBIND11_MODULE(_core, m) {
         }
     });
 
-    m.def("set_log_level", [](const std::string & s) { g_log_level = parse_log_level(s); },
+    m.def("set_log_level", &set_log_level,
           "Sets how much of llama.cpp's log reaches stderr: debug, info, warn, error or none.");
     m.def("system_info", [] { return std::string(llama_print_system_info()); });
     m.def("default_threads", [] { return common_cpu_get_num_math(); },
           "Threads lmfast decodes with by default (physical cores, as llama.cpp counts them).");
     m.def("supports_gpu_offload", [] { return llama_supports_gpu_offload(); });
-    m.def("supports_mmap", [] { return llama_supports_mmap(); });
     m.def("json_schema_to_grammar", [](const std::string & schema) {
         // llama.cpp's converter: a GBNF grammar whose root accepts exactly the JSON
         // documents the schema describes (the subset of JSON Schema it supports).
@@ -308,15 +232,12 @@ PYBIND11_MODULE(_core, m) {
           "Content, reasoning and tool calls of generated text, by render_chat_json's parser (tool_calls.h).");
     m.def("backends", &backends_now,
           "Registered ggml backends (name, features, module file) and devices (name, type, memory).");
-    m.def("max_devices", [] { return llama_max_devices(); });
-    m.def("hugepages_status",
-          [] {
-#ifdef LMFAST_HUGEPAGES_BUILT
-              return std::string(lmfast_hugepages_status());
-#else
-              return std::string("off (not built: Linux only, -DLMFAST_HUGEPAGES=ON)");
-#endif
-          },
+    m.def("kv_cache_types", [] {
+        py::dict d;
+        for (const auto & [name, id] : kv_cache_types()) d[name.c_str()] = id;
+        return d;
+    }, "KV cache type names llama.cpp accepts -> ggml_type ids.");
+    m.def("hugepages_status", &hugepages_status,
           "Whether large ggml buffers are advised onto transparent huge pages (csrc/hugepages.cpp), and why not.");
     m.attr("version") = LMFAST_VERSION;
     m.def("validate_gguf",
@@ -341,18 +262,7 @@ PYBIND11_MODULE(_core, m) {
                 validate_gguf_file(path, &kvs);
             }
             py::dict d;
-            for (const GgufKv & kv : kvs) {
-                py::object v;
-                switch (kv.type) {
-                    case 0: case 2: case 4: case 10: v = py::int_(kv.u); break;   // unsigned
-                    case 1: case 3: case 5: case 11: v = py::int_(kv.i); break;   // signed
-                    case 6: case 12: v = py::float_(kv.f); break;
-                    case 7: v = py::bool_(kv.i != 0); break;
-                    case 8: v = to_py_str(kv.s); break;
-                    default: v = py::make_tuple(gguf_type_name(kv.array_type), kv.array_len); break;  // array
-                }
-                d[to_py_str(kv.key)] = v;
-            }
+            for (const GgufKv & kv : kvs) d[to_py_str(kv.key)] = gguf_value(kv);
             return d;
         },
         py::arg("path"),
@@ -382,7 +292,6 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("n_params", &Model::n_params)
         .def_property_readonly("size", &Model::size)
         .def_property_readonly("description", &Model::description)
-        .def_property_readonly("has_chat_template", &Model::has_chat_template)
         .def_property_readonly("chat_template", [](const Model & self) { return to_py_str(self.chat_template_source()); })
         .def("metadata", [](const Model & self) {
             // Keys and values come from the file and need not be valid UTF-8.
@@ -410,9 +319,8 @@ PYBIND11_MODULE(_core, m) {
              },
              py::arg("token"), py::arg("render_special") = false,
              "The bytes of one token (possibly part of a UTF-8 character).")
-        .def("is_eog", &Model::is_eog)
         .def_property_readonly("_template_worker_pid", &Model::template_worker_pid,
-                               "Process id of the template worker; -1 when templates run in a child forked per render.")
+                               "Process id of the template worker; -1 while none runs (after a failure, until the next render).")
         .def("apply_chat_template",
              [](const Model & self, const std::vector<std::pair<std::string, std::string>> & messages,
                 bool add_generation_prompt) {
@@ -470,7 +378,7 @@ PYBIND11_MODULE(_core, m) {
     py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
         .def(py::init([](std::shared_ptr<Model> model, int n_ctx, int n_batch, int n_ubatch, int n_seq,
                          int n_threads, int n_threads_batch, int flash_attn, int type_k, int type_v,
-                         bool offload_kqv, float rope_freq_base, float rope_freq_scale) {
+                         bool offload_kqv, float rope_freq_base, float rope_freq_scale, int64_t spill_bytes) {
                  EngineParams p;
                  p.n_ctx = n_ctx;
                  p.n_batch = n_batch;
@@ -484,13 +392,14 @@ PYBIND11_MODULE(_core, m) {
                  p.offload_kqv = offload_kqv;
                  p.rope_freq_base = rope_freq_base;
                  p.rope_freq_scale = rope_freq_scale;
+                 p.spill_bytes = spill_bytes;
                  return std::make_shared<Engine>(std::move(model), p);
              }),
              py::arg("model"), py::arg("n_ctx") = 4096, py::arg("n_batch") = 2048, py::arg("n_ubatch") = 512,
              py::arg("n_seq") = 4, py::arg("n_threads") = -1, py::arg("n_threads_batch") = -1,
              py::arg("flash_attn") = -1, py::arg("type_k") = -1, py::arg("type_v") = -1,
              py::arg("offload_kqv") = true, py::arg("rope_freq_base") = 0.0f, py::arg("rope_freq_scale") = 0.0f,
-             py::call_guard<py::gil_scoped_release>())
+             py::arg("spill_bytes") = -1, py::call_guard<py::gil_scoped_release>())
         .def("submit",
              [](Engine & self, std::vector<llama_token> prompt, bool stream, float temperature, int top_k,
                 float top_p, float min_p, float repeat_penalty, int repeat_last_n, float frequency_penalty,
@@ -514,10 +423,8 @@ PYBIND11_MODULE(_core, m) {
                  g.ignore_eos = ignore_eos;
                  g.overflow = parse_context_overflow(context_overflow);
                  py::gil_scoped_release nogil;
-                 if (grammar_lazy || !grammar_triggers.empty() || !preserved_tokens.empty() || !generation_prompt.empty()) {
-                     set_tool_call_sampling(*self.model(), grammar_lazy, grammar_triggers, preserved_tokens,
-                                            generation_prompt, g);
-                 }
+                 set_tool_call_sampling(*self.model(), grammar_lazy, grammar_triggers, preserved_tokens,
+                                        generation_prompt, g);
                  return self.submit(std::move(prompt), std::move(g), stream);
              },
              py::arg("prompt"), py::kw_only(), py::arg("stream") = false, py::arg("temperature") = 0.8f,
@@ -547,7 +454,6 @@ PYBIND11_MODULE(_core, m) {
              "Tests and debugging: the logits of teacher-forced token sequences evaluated together (see "
              "engine.h), as float32 bytes per sequence: (len - n_prefix + 1) rows of n_vocab each.")
         .def("shutdown", &Engine::shutdown, py::call_guard<py::gil_scoped_release>())
-        .def_property_readonly("running", &Engine::running)
         .def("idle_seconds", &Engine::idle_seconds)
         .def_property_readonly("n_ctx", &Engine::n_ctx)
         .def_property_readonly("n_seq", &Engine::n_seq)
@@ -564,6 +470,10 @@ PYBIND11_MODULE(_core, m) {
             d["generation_steps"] = c.generation_steps;
             d["generation_seq_runs"] = c.generation_seq_runs;
             d["shared_prefix_waits"] = c.shared_prefix_waits;
+            d["spills"] = c.spills;
+            d["restores"] = c.restores;
+            d["prompt_tokens_restored"] = c.prompt_tokens_restored;
+            d["spill_bytes"] = c.spill_bytes;
             return d;
         });
 

@@ -345,6 +345,17 @@ void check_relations(const Reader & r, const Meta & m) {
 
 }  // namespace
 
+GgufKv::Kind GgufKv::kind() const {
+    switch (type) {
+        case T_UINT8: case T_UINT16: case T_UINT32: case T_UINT64: return Kind::Unsigned;
+        case T_INT8: case T_INT16: case T_INT32: case T_INT64: return Kind::Signed;
+        case T_FLOAT32: case T_FLOAT64: return Kind::Float;
+        case T_BOOL: return Kind::Bool;
+        case T_STRING: return Kind::String;
+        default: return Kind::Array;  // the checker admits no other type
+    }
+}
+
 const char * gguf_type_name(uint32_t t) {
     static const char * names[] = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32",
                                    "bool", "string", "array", "uint64", "int64", "float64"};

@@ -35,6 +35,10 @@ struct GgufKv {
     std::string s;            // string (raw bytes from the file)
     uint32_t array_type = 0;  // arrays: element type and count
     uint64_t array_len = 0;
+
+    // Which of the fields above holds the value.
+    enum class Kind { Unsigned, Signed, Float, Bool, String, Array };
+    Kind kind() const;
 };
 
 // "uint8" ... "float64" for a GGUF value type id (gguf.h's enum gguf_type), "invalid" otherwise.

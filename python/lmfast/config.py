@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from . import _core
 from .errors import InvalidConfigError
 
 _UNSET = object()
@@ -92,7 +93,8 @@ def _one_of(*choices: str):
     return check
 
 
-_KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30}
+# The cache types llama.cpp accepts, with ggml's own type ids (csrc/engine.cpp kv_cache_types).
+_KV_TYPES: dict[str, int] = _core.kv_cache_types()
 
 
 def _kv_type(key: str, v: Any) -> Any:
@@ -214,6 +216,10 @@ LOAD_KEYS: tuple[Key, ...] = (
     Key("maxParallelPredictions", _int(1, 256), 4,
         "lmfast: KV-cache sequences, i.e. predictions served at once and conversations kept cached; "
         "each has its own contextLength of KV cache (memory grows with it)."),
+    Key("promptCacheRamBytes", _int(0, allow_false=True), False,
+        "lmfast: host-memory budget for conversations evicted from their KV sequence, restored from "
+        "there instead of evaluated again when they return; False: an eighth of the free memory at "
+        "load, at most 4 GiB; 0: off."),
 )
 
 # The SDK's EmbeddingLoadModelConfig (6 keys). The entries are LOAD_KEYS' own where

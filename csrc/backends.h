@@ -1,0 +1,37 @@
+// What ggml runs on: its registered backends and devices, the backend modules of a portable
+// build, and whether large buffers go on huge pages. Read by lmfast.backend_info().
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace lmfast {
+
+struct BackendInfo {
+    std::string name;
+    size_t n_devices = 0;
+    std::vector<std::pair<std::string, std::string>> features;  // e.g. ("AVX2", "1")
+    std::string library;  // the module file in a GGML_BACKEND_DL build, else the extension's
+};
+
+struct DeviceInfo {
+    size_t index = 0;
+    std::string name, description, type, backend;  // type: cpu, gpu, igpu, accel
+    size_t memory_free = 0, memory_total = 0;
+};
+
+// A portable (GGML_BACKEND_DL) build: loads the backend modules installed beside this extension,
+// the best CPU variant for this machine among them. Must run before llama_backend_init(), which
+// would otherwise search only the Python executable's folder and the working directory.
+// Does nothing in a build with the backends linked in.
+void load_backend_modules();
+
+std::vector<BackendInfo> list_backends();
+std::vector<DeviceInfo> list_devices();
+
+// Whether ggml's large buffers are advised onto transparent huge pages, and why not.
+std::string hugepages_status();
+
+}  // namespace lmfast
