@@ -1,8 +1,7 @@
 #include "engine.h"
 
 #include <algorithm>
-#include <array>
-#include <future>
+#include <optional>
 #include <cstdio>
 
 #include "common.h"
@@ -30,6 +29,14 @@ const char * stop_reason_name(StopReason r) {
         case StopReason::None: break;
     }
     return "none";
+}
+
+std::vector<std::pair<std::string, int>> kv_cache_types() {
+    static const ggml_type types[] = {GGML_TYPE_F32,  GGML_TYPE_F16,  GGML_TYPE_BF16, GGML_TYPE_Q8_0,  GGML_TYPE_Q4_0,
+                                      GGML_TYPE_Q4_1, GGML_TYPE_IQ4_NL, GGML_TYPE_Q5_0, GGML_TYPE_Q5_1};
+    std::vector<std::pair<std::string, int>> out;
+    for (ggml_type t : types) out.emplace_back(ggml_type_name(t), static_cast<int>(t));
+    return out;
 }
 
 ContextOverflow parse_context_overflow(const std::string & name) {
@@ -191,8 +198,15 @@ void Engine::check_kv_memory(const llama_context_params & cp) const {
     }
 }
 
+// The host tier's default budget: an eighth of the memory available at load, at most 4 GiB.
+static size_t spill_budget(int64_t asked) {
+    if (asked >= 0) return static_cast<size_t>(asked);
+    return static_cast<size_t>(std::min<uint64_t>(mem_available_bytes() / 8, 4ull << 30));
+}
+
 Engine::Engine(std::shared_ptr<Model> model, const EngineParams & params)
-    : model_(std::move(model)), params_(params), cache_(std::max(1, params.n_seq)) {
+    : model_(std::move(model)), params_(params), cache_(std::max(1, params.n_seq)),
+      spill_(spill_budget(params.spill_bytes)) {
     if (params_.n_seq < 1 || params_.n_seq > 256) throw InvalidArgument("the number of parallel sequences must be 1..256");
     if (params_.n_ctx < 16) throw InvalidArgument("context length must be at least 16 tokens");
     if (params_.n_batch < 1 || params_.n_ubatch < 1) throw InvalidArgument("batch sizes must be positive");
@@ -255,11 +269,6 @@ Engine::~Engine() {
     free_threadpool(threadpool_);
 }
 
-bool Engine::running() const {
-    std::lock_guard<std::mutex> lk(mu_);
-    return !stop_;
-}
-
 EngineCounters Engine::counters() const {
     std::lock_guard<std::mutex> lk(mu_);
     return counters_;
@@ -301,11 +310,11 @@ std::shared_ptr<Request> Engine::submit(std::vector<llama_token> prompt, Generat
         prompt.erase(prompt.begin() + n_keep, prompt.begin() + n_keep + n_dropped);
     }
     validate(params.sampling);
-    if (!params.sampling.grammar.empty()) {
-        // Parse it here so that a bad grammar is the caller's error, not a failed request.
-        make_grammar(params.sampling, model_->vocab());
-    }
+    // Built here, so that a bad grammar is the caller's error rather than a failed request, and
+    // kept for admission, so that it is parsed once.
+    SamplerPtr grammar = make_grammar(params.sampling, model_->vocab());
     auto req = std::make_shared<Request>(std::move(prompt), std::move(params), stream);
+    req->grammar_ = std::move(grammar);
     req->n_keep_ = n_keep;
     req->stats_.prompt_tokens_dropped = n_dropped;
     {
@@ -336,44 +345,14 @@ void Engine::loop() {
             cv_.wait(lk, [&] { return stop_ || !queue_.empty() || !active_.empty() || !jobs_.empty(); });
             if (stop_) break;
         }
-        // Debug jobs run between requests: none is admitted while one waits.
-        bool jobs_waiting = false;
-        while (active_.empty()) {
-            std::function<void()> job;
-            {
-                std::lock_guard<std::mutex> lk(mu_);
-                if (jobs_.empty()) break;
-                job = std::move(jobs_.front());
-                jobs_.pop_front();
-            }
-            job();
-        }
-        {
-            std::lock_guard<std::mutex> lk(mu_);
-            jobs_waiting = !jobs_.empty();
-        }
-        // Admit queued requests while sequences are free, in arrival order, except those
-        // that wait for another request to evaluate the prefix they share (waits()).
-        for (size_t next = 0; !jobs_waiting;) {
-            std::shared_ptr<Request> req;
-            {
-                std::lock_guard<std::mutex> lk(mu_);
-                if (static_cast<int32_t>(active_.size()) >= cache_.n_seq()) break;
-                for (; next < queue_.size() && waits(*queue_[next]); ++next) {
-                    if (!queue_[next]->held_) counters_.shared_prefix_waits += 1;
-                    queue_[next]->held_ = true;
-                }
-                if (next >= queue_.size()) break;
-                req = queue_[next];
-                queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(next));
-            }
-            admit(std::move(req));
-        }
+        run_jobs();
+        admit_queued();
         try {
             step();
         } catch (const std::exception & e) {
             for (auto & a : active_) finish(*a, StopReason::Failed, e.what());
             active_.clear();
+            wake_finished();
         }
     }
     // Unloaded: nothing runs any more; tell every consumer.
@@ -389,87 +368,38 @@ void Engine::loop() {
     for (auto & job : jobs) job();  // each sees stop_ and reports the unload
 }
 
-std::vector<std::vector<float>> Engine::eval_logits(const std::vector<std::vector<llama_token>> & seqs,
-                                                    const std::vector<int32_t> & n_prefix) {
-    const int32_t k = static_cast<int32_t>(seqs.size());
-    if (k < 1 || k > params_.n_seq) {
-        throw InvalidArgument("eval_logits takes 1.." + std::to_string(params_.n_seq) + " sequences");
-    }
-    if (n_prefix.size() != seqs.size()) throw InvalidArgument("eval_logits: one prefix length per sequence");
-    int64_t n_first = 0;
-    for (int32_t s = 0; s < k; ++s) {
-        if (n_prefix[s] < 1 || n_prefix[s] > static_cast<int32_t>(seqs[s].size()) ||
-            static_cast<int32_t>(seqs[s].size()) > n_ctx_) {
-            throw InvalidArgument("eval_logits: each sequence needs 1 <= n_prefix <= size <= n_ctx");
-        }
-        model_->check_tokens(seqs[s]);
-        n_first += n_prefix[s];
-    }
-    if (n_first > params_.n_batch) throw InvalidArgument("eval_logits: all prefixes must fit one batch");
-    auto task = std::make_shared<std::packaged_task<std::vector<std::vector<float>>()>>([this, &seqs, &n_prefix, k] {
+// Debug jobs (eval_logits) run between requests: none is admitted while one waits.
+void Engine::run_jobs() {
+    while (active_.empty()) {
+        std::function<void()> job;
         {
             std::lock_guard<std::mutex> lk(mu_);
-            if (stop_) throw ModelUnloaded("the model has been unloaded");
+            if (jobs_.empty()) return;
+            job = std::move(jobs_.front());
+            jobs_.pop_front();
         }
-        const int32_t n_vocab = model_->n_vocab();
-        llama_memory_t mem = llama_get_memory(ctx_);
-        std::vector<std::vector<float>> out(k);
-        auto clear = [&] {
-            for (int32_t s = 0; s < k; ++s) {
-                llama_memory_seq_rm(mem, s, -1, -1);
-                cache_.tokens(s).clear();
-            }
-        };
-        clear();
-        auto run = [&](const std::vector<std::array<int32_t, 3>> & items) {
-            // items: (sequence, first position, tokens); logits after the last token of each.
-            batch_.n_tokens = 0;
-            std::vector<std::pair<int32_t, int32_t>> outs;
-            for (const auto & [s, p0, n_each] : items) {
-                for (int32_t j = 0; j < n_each; ++j) {
-                    const int32_t i = batch_.n_tokens++;
-                    batch_.token[i] = seqs[s][p0 + j];
-                    batch_.pos[i] = p0 + j;
-                    batch_.n_seq_id[i] = 1;
-                    batch_.seq_id[i][0] = s;
-                    batch_.logits[i] = j + 1 == n_each;
-                    if (j + 1 == n_each) outs.emplace_back(s, i);
-                }
-            }
-            if (llama_decode(ctx_, batch_) != 0) throw std::runtime_error("eval_logits: llama_decode failed");
-            for (const auto & [s, i] : outs) {
-                const float * l = llama_get_logits_ith(ctx_, i);
-                out[s].insert(out[s].end(), l, l + n_vocab);
-            }
-        };
-        try {
-            std::vector<std::array<int32_t, 3>> items;
-            for (int32_t s = 0; s < k; ++s) items.push_back({s, 0, n_prefix[s]});
-            run(items);
-            for (int32_t t = 0;; ++t) {
-                items.clear();
-                for (int32_t s = 0; s < k; ++s) {
-                    const int32_t p = n_prefix[s] + t;
-                    if (p < static_cast<int32_t>(seqs[s].size())) items.push_back({s, p, 1});
-                }
-                if (items.empty()) break;
-                run(items);
-            }
-        } catch (...) {
-            clear();
-            throw;
-        }
-        clear();
-        return out;
-    });
-    auto fut = task->get_future();
-    {
-        std::lock_guard<std::mutex> lk(mu_);
-        if (stop_) throw ModelUnloaded("the model has been unloaded");
-        jobs_.push_back([task] { (*task)(); });
+        job();
     }
-    cv_.notify_all();
-    return fut.get();
+}
+
+// Admits queued requests while sequences are free, in arrival order, except those that wait
+// for another request to evaluate the prefix they share (waits()).
+void Engine::admit_queued() {
+    for (size_t next = 0;;) {
+        std::shared_ptr<Request> req;
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            if (!jobs_.empty() || static_cast<int32_t>(active_.size()) >= cache_.n_seq()) return;
+            for (; next < queue_.size() && waits(*queue_[next]); ++next) {
+                if (!queue_[next]->held_) counters_.shared_prefix_waits += 1;
+                queue_[next]->held_ = true;
+            }
+            if (next >= queue_.size()) return;
+            req = queue_[next];
+            queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(next));
+        }
+        admit(std::move(req));
+    }
 }
 
 // Copying a sequence moves n_cells cells out to a host buffer and back in; evaluating the
@@ -478,6 +408,71 @@ std::vector<std::vector<float>> Engine::eval_logits(const std::vector<std::vecto
 bool Engine::copy_pays(size_t n_cells, size_t n_tokens) const {
     const double bytes = bytes_per_cell_ * static_cast<double>(n_cells);
     return 2.0 * bytes / 2e9 < static_cast<double>(n_tokens) * prompt_sec_per_token_;
+}
+
+// Copies sequence src's cells into dst (emptied first); false when that failed (dst is then
+// empty). Sequences live in separate KV streams: llama_memory_seq_cp would copy the whole
+// stream buffer, every cell, used or not; the sequence-state API copies only src's own cells.
+bool Engine::copy_prefix(llama_seq_id src, llama_seq_id dst) {
+    llama_memory_t mem = llama_get_memory(ctx_);
+    llama_memory_seq_rm(mem, dst, -1, -1);
+    const size_t size = llama_state_seq_get_size(ctx_, src);
+    state_buf_.resize(size);
+    auto & toks = cache_.tokens(dst);
+    if (llama_state_seq_get_data(ctx_, state_buf_.data(), size, src) == size &&
+        llama_state_seq_set_data(ctx_, state_buf_.data(), size, dst) == size) {
+        const auto & from = cache_.tokens(src);
+        toks.assign(from.begin(), from.end());
+        return true;
+    }
+    llama_memory_seq_rm(mem, dst, -1, -1);
+    toks.clear();
+    return false;
+}
+
+// Saves what sequence seq holds beyond its first n_kept tokens into the host tier, before the
+// sequence is given to another request. A tail shorter than PrefixCache::kKeepTail (the end of
+// a previous answer) is not worth an entry.
+void Engine::spill(llama_seq_id seq, size_t n_kept) {
+    const auto & toks = cache_.tokens(seq);
+    if (spill_.budget() == 0 || toks.size() < n_kept + PrefixCache::kKeepTail) return;
+    const size_t size = llama_state_seq_get_size(ctx_, seq);
+    std::vector<uint8_t> state(size);
+    if (llama_state_seq_get_data(ctx_, state.data(), size, seq) != size) return;
+    if (!spill_.put(toks, std::move(state))) return;
+    std::lock_guard<std::mutex> lk(mu_);
+    counters_.spills += 1;
+    counters_.spill_bytes = spill_.bytes();
+}
+
+// Takes out of the host tier the entry that shares the longest prefix with the prompt, when
+// it gives at least kKeepTail more tokens than the `keep` the sequences offer and reading it
+// back (one way, at the measured ~2 GB/s) is cheaper than evaluating those tokens.
+std::optional<SpillCache::Entry> Engine::take_spilled(const std::vector<llama_token> & prompt, size_t keep) {
+    if (spill_.size() == 0) return std::nullopt;
+    size_t n = 0;
+    const SpillCache::Iter it = spill_.best(prompt, n);
+    n = std::min(n, prompt.size() - 1);
+    if (it == spill_.end() || n < keep + PrefixCache::kKeepTail) return std::nullopt;
+    if (static_cast<double>(it->state.size()) / 2e9 >= static_cast<double>(n - keep) * prompt_sec_per_token_) {
+        return std::nullopt;
+    }
+    return spill_.take(it);
+}
+
+// Puts a host-tier entry into seq (emptied first); returns how many prompt tokens it now holds
+// (0 when llama.cpp refused the state: the sequence is then empty).
+size_t Engine::restore(llama_seq_id seq, SpillCache::Entry & e, const std::vector<llama_token> & prompt) {
+    llama_memory_t mem = llama_get_memory(ctx_);
+    llama_memory_seq_rm(mem, seq, -1, -1);
+    auto & toks = cache_.tokens(seq);
+    if (llama_state_seq_set_data(ctx_, e.state.data(), e.state.size(), seq) != e.state.size()) {
+        llama_memory_seq_rm(mem, seq, -1, -1);
+        toks.clear();
+        return 0;
+    }
+    toks = std::move(e.tokens);
+    return std::min(common_prefix(toks, prompt), prompt.size() - 1);
 }
 
 // A shared prefix shorter than this is evaluated with the rest of the prompt rather than waited for.
@@ -516,7 +511,7 @@ void Engine::admit(std::shared_ptr<Request> req) {
     a->t_admit = Clock::now();
     try {
         a->sampler = make_sampler(req->params_.sampling, model_->vocab());
-        a->grammar = make_grammar(req->params_.sampling, model_->vocab());
+        a->grammar = std::move(req->grammar_);
         prime_penalties(a->sampler.get(), req->prompt_);
     } catch (const std::exception & e) {
         req->finish(StopReason::Failed, e.what());
@@ -530,37 +525,37 @@ void Engine::admit(std::shared_ptr<Request> req) {
     a->seq = m.seq;
     // At least the last prompt token is evaluated again: its logits give the first token.
     size_t keep = std::min(m.n_common, prompt.size() - 1);
+    // A conversation coming back from the host tier leaves it first, so that the one this
+    // request displaces cannot push it out; what the sequence holds beyond what this request
+    // keeps of it then goes to the tier.
+    std::optional<SpillCache::Entry> back = take_spilled(prompt, keep);
+    spill(a->seq, back || m.copy_from >= 0 ? 0 : keep);
+    size_t n_restored = 0;
+    if (back) {
+        keep = n_restored = restore(a->seq, *back, prompt);
+    } else if (m.copy_from >= 0 && !copy_prefix(m.copy_from, a->seq)) {
+        keep = 0;
+    }
     llama_memory_t mem = llama_get_memory(ctx_);
     auto & toks = cache_.tokens(a->seq);
-    if (m.copy_from >= 0) {
-        // Sequences live in separate KV streams. llama_memory_seq_cp would copy the whole
-        // stream buffer, every cell, used or not; the sequence-state API copies only the
-        // source's own cells. Then the tail beyond the shared prefix goes.
-        llama_memory_seq_rm(mem, a->seq, -1, -1);
-        const size_t size = llama_state_seq_get_size(ctx_, m.copy_from);
-        state_buf_.resize(size);
-        const auto & src = cache_.tokens(m.copy_from);
-        if (llama_state_seq_get_data(ctx_, state_buf_.data(), size, m.copy_from) == size &&
-            llama_state_seq_set_data(ctx_, state_buf_.data(), size, a->seq) == size) {
-            toks.assign(src.begin(), src.end());
-        } else {
-            llama_memory_seq_rm(mem, a->seq, -1, -1);
-            keep = 0;
-        }
-    }
     if (!llama_memory_seq_rm(mem, a->seq, static_cast<llama_pos>(keep), -1)) {
         // Some memories (recurrent, SWA) cannot drop a tail: start the sequence over.
         llama_memory_seq_rm(mem, a->seq, -1, -1);
         keep = 0;
+        n_restored = 0;
     }
     toks.resize(keep);
     a->n_prompt_done = keep;
     req->stats_.prompt_tokens = static_cast<int32_t>(prompt.size());
-    req->stats_.cached_tokens = static_cast<int32_t>(keep);
+    req->stats_.restored_tokens = static_cast<int32_t>(n_restored);
+    req->stats_.cached_tokens = static_cast<int32_t>(keep - n_restored);
     req->stats_.queue_time = seconds(req->t_submit_, a->t_admit);
     {
         std::lock_guard<std::mutex> lk(mu_);
-        counters_.prompt_tokens_cached += keep;
+        counters_.prompt_tokens_cached += keep - n_restored;
+        counters_.prompt_tokens_restored += n_restored;
+        counters_.restores += n_restored > 0;
+        counters_.spill_bytes = spill_.bytes();
     }
     active_.push_back(std::move(a));
 }
@@ -593,8 +588,15 @@ void Engine::finish(Active & a, StopReason reason, const std::string & error) {
         }
     }
     cache_.release(a.seq);
-    a.req->finish(reason, error);
-    request_done();
+    finished_.push_back({a.req, reason, error});  // woken at the end of the step (wake_finished)
+}
+
+void Engine::wake_finished() {
+    for (Finished & f : finished_) {
+        f.req->finish(f.reason, f.error);
+        request_done();
+    }
+    finished_.clear();
 }
 
 void Engine::request_done() {
@@ -673,7 +675,14 @@ bool Engine::shift(Active & a) {
 }
 
 void Engine::step() {
-    // Cancelled requests leave before any work is spent on them.
+    drop_cancelled();
+    if (!active_.empty() && decode_batch()) commit_and_sample();
+    publish();
+    wake_finished();
+}
+
+// Cancelled requests leave before any work is spent on them.
+void Engine::drop_cancelled() {
     for (auto it = active_.begin(); it != active_.end();) {
         if ((*it)->req->cancelled()) {
             finish(**it, StopReason::UserStopped);
@@ -682,101 +691,110 @@ void Engine::step() {
             ++it;
         }
     }
-    if (active_.empty()) return;
+}
 
-    Clock::time_point t_decode;
+int32_t Engine::batch_add(llama_token t, llama_pos pos, llama_seq_id seq, bool logits) {
+    const int32_t i = batch_.n_tokens++;
+    batch_.token[i] = t;
+    batch_.pos[i] = pos;
+    batch_.n_seq_id[i] = 1;
+    batch_.seq_id[i][0] = seq;
+    batch_.logits[i] = logits;
+    return i;
+}
+
+// Builds one batch: first the next token of every generating request (their latency matters
+// most), then prompt chunks in arrival order. Requests whose window is full and cannot shift
+// finish here. False when there is nothing to decode.
+bool Engine::build_batch() {
+    batch_.n_tokens = 0;
+    decoding_.clear();
+    for (auto it = active_.begin(); it != active_.end();) {
+        Active & a = **it;
+        a.i_logits = -1;
+        a.n_in_batch = 0;
+        if (!a.in_prompt()) {
+            const auto & toks = cache_.tokens(a.seq);
+            if (static_cast<int32_t>(toks.size()) + 1 > n_ctx_ &&
+                (a.req->params_.overflow == ContextOverflow::StopAtLimit || !shift(a))) {
+                finish(a, StopReason::ContextLength);
+                it = active_.erase(it);
+                continue;
+            }
+            decoding_.push_back(&a);
+        }
+        ++it;
+    }
+    // In ascending sequence order: llama.cpp puts a run of consecutive sequence ids into
+    // one micro-batch when each sequence has its own KV stream (llama_batch_allocr::
+    // split_equal), and every micro-batch is another pass over all the weights. In arrival
+    // order, 4 requests took 93 micro-batches for 25 steps, and 8 streams decoded at
+    // 142 tok/s instead of 176 (SmolLM2, 2 cores).
+    std::sort(decoding_.begin(), decoding_.end(), [](const Active * x, const Active * y) { return x->seq < y->seq; });
+    seq_runs_ = 0;
+    for (size_t k = 0; k < decoding_.size(); ++k) {
+        Active * a = decoding_[k];
+        a->i_logits = batch_add(a->next, static_cast<llama_pos>(cache_.tokens(a->seq).size()), a->seq, true);
+        a->n_in_batch = 1;
+        if (k == 0 || decoding_[k - 1]->seq + 1 != a->seq) ++seq_runs_;
+    }
+    for (auto & ap : active_) {
+        Active & a = *ap;
+        if (!a.in_prompt()) continue;
+        const int32_t room = params_.n_batch - batch_.n_tokens;
+        if (room <= 0) break;
+        const auto & prompt = a.req->prompt_;
+        const size_t take = std::min<size_t>(room, prompt.size() - a.n_prompt_done);
+        for (size_t j = 0; j < take; ++j) {
+            const size_t k = a.n_prompt_done + j;
+            const bool last = k + 1 == prompt.size();
+            const int32_t i = batch_add(prompt[k], static_cast<llama_pos>(k), a.seq, last);
+            if (last) a.i_logits = i;
+        }
+        a.n_in_batch = static_cast<int32_t>(take);
+    }
+    return batch_.n_tokens > 0;
+}
+
+// Builds and decodes the step's batch. False when nothing was decoded (nothing to do, or the
+// requests in the batch failed).
+bool Engine::decode_batch() {
     for (;;) {
-        // Build one batch: first the next token of every generating request (their
-        // latency matters most), then prompt chunks in arrival order.
-        batch_.n_tokens = 0;
-        auto add = [&](llama_token t, llama_pos pos, llama_seq_id seq, bool logits) {
-            const int32_t i = batch_.n_tokens++;
-            batch_.token[i] = t;
-            batch_.pos[i] = pos;
-            batch_.n_seq_id[i] = 1;
-            batch_.seq_id[i][0] = seq;
-            batch_.logits[i] = logits;
-            return i;
-        };
-        decoding_.clear();
-        for (auto it = active_.begin(); it != active_.end();) {
-            Active & a = **it;
-            a.i_logits = -1;
-            a.n_in_batch = 0;
-            if (!a.in_prompt()) {
-                const auto & toks = cache_.tokens(a.seq);
-                if (static_cast<int32_t>(toks.size()) + 1 > n_ctx_ &&
-                    (a.req->params_.overflow == ContextOverflow::StopAtLimit || !shift(a))) {
-                    finish(a, StopReason::ContextLength);
-                    it = active_.erase(it);
-                    continue;
-                }
-                decoding_.push_back(&a);
-            }
-            ++it;
-        }
-        // In ascending sequence order: llama.cpp puts a run of consecutive sequence ids into
-        // one micro-batch when each sequence has its own KV stream (llama_batch_allocr::
-        // split_equal), and every micro-batch is another pass over all the weights. In arrival
-        // order, 4 requests took 93 micro-batches for 25 steps, and 8 streams decoded at
-        // 142 tok/s instead of 176 (SmolLM2, 2 cores).
-        std::sort(decoding_.begin(), decoding_.end(), [](const Active * x, const Active * y) { return x->seq < y->seq; });
-        seq_runs_ = 0;
-        for (size_t k = 0; k < decoding_.size(); ++k) {
-            Active * a = decoding_[k];
-            a->i_logits = add(a->next, static_cast<llama_pos>(cache_.tokens(a->seq).size()), a->seq, true);
-            a->n_in_batch = 1;
-            if (k == 0 || decoding_[k - 1]->seq + 1 != a->seq) ++seq_runs_;
-        }
-        for (auto & ap : active_) {
-            Active & a = *ap;
-            if (!a.in_prompt()) continue;
-            const int32_t room = params_.n_batch - batch_.n_tokens;
-            if (room <= 0) break;
-            const auto & prompt = a.req->prompt_;
-            const size_t take = std::min<size_t>(room, prompt.size() - a.n_prompt_done);
-            for (size_t j = 0; j < take; ++j) {
-                const size_t k = a.n_prompt_done + j;
-                const bool last = k + 1 == prompt.size();
-                const int32_t i = add(prompt[k], static_cast<llama_pos>(k), a.seq, last);
-                if (last) a.i_logits = i;
-            }
-            a.n_in_batch = static_cast<int32_t>(take);
-        }
-        if (batch_.n_tokens == 0) return;
-
-        t_decode = Clock::now();
+        if (!build_batch()) return false;
+        const Clock::time_point t_decode = Clock::now();
         const int32_t ret = llama_decode(ctx_, batch_);
+        if (ret == 0) {
+            update_prompt_cost(t_decode);
+            return true;
+        }
         if (ret == 1) {
             // No KV slot for the batch. Each sequence has its own stream and no request
             // exceeds it, so evicting other conversations would not help: stop the newest
             // request (llama.cpp restored the memory) and retry the others.
-            Active & newest = *active_.back();
-            finish(newest, StopReason::Failed, "no room in the KV cache for this request");
+            finish(*active_.back(), StopReason::Failed, "no room in the KV cache for this request");
             active_.pop_back();
-            if (active_.empty()) return;
-            continue;  // rebuild and retry
+            if (active_.empty()) return false;
+            continue;
         }
-        if (ret != 0) {
-            const std::string msg = "llama_decode failed with code " + std::to_string(ret);
-            for (auto & a : active_) {
-                if (a->n_in_batch > 0) finish(*a, StopReason::Failed, msg);
-            }
-            active_.remove_if([](const std::unique_ptr<Active> & a) { return a->n_in_batch > 0; });
-            return;
+        const std::string msg = "llama_decode failed with code " + std::to_string(ret);
+        for (auto & a : active_) {
+            if (a->n_in_batch > 0) finish(*a, StopReason::Failed, msg);
         }
-        break;
+        active_.remove_if([](const std::unique_ptr<Active> & a) { return a->n_in_batch > 0; });
+        return false;
     }
+}
 
-    if (batch_.n_tokens >= 16) {
-        // Prompt-sized batch: update the per-token cost estimate used by admit().
-        llama_synchronize(ctx_);
-        const double per_token = seconds(t_decode, Clock::now()) / batch_.n_tokens;
-        prompt_sec_per_token_ = 0.8 * prompt_sec_per_token_ + 0.2 * per_token;
-    }
+// A prompt-sized batch updates the per-token cost estimate that admit() weighs copies by.
+void Engine::update_prompt_cost(Clock::time_point t_decode) {
+    if (batch_.n_tokens < 16) return;
+    llama_synchronize(ctx_);
+    const double per_token = seconds(t_decode, Clock::now()) / batch_.n_tokens;
+    prompt_sec_per_token_ = 0.8 * prompt_sec_per_token_ + 0.2 * per_token;
+}
 
-    // The batch is in the KV cache now: record it, then sample where logits were asked for.
-    uint64_t n_prompt_eval = 0, n_gen = 0;
+// The batch is in the KV cache now: record it, then sample where logits were asked for.
+void Engine::commit_and_sample() {
     for (auto it = active_.begin(); it != active_.end();) {
         Active & a = **it;
         auto & toks = cache_.tokens(a.seq);
@@ -784,7 +802,7 @@ void Engine::step() {
             const auto & prompt = a.req->prompt_;
             toks.insert(toks.end(), prompt.begin() + a.n_prompt_done, prompt.begin() + a.n_prompt_done + a.n_in_batch);
             a.n_prompt_done += a.n_in_batch;
-            n_prompt_eval += a.n_in_batch;
+            step_prompt_tokens_ += a.n_in_batch;
         } else if (a.n_in_batch > 0) {
             toks.push_back(a.next);
         }
@@ -799,18 +817,25 @@ void Engine::step() {
                 finish(a, StopReason::Failed, e.what());
                 keep = false;
             }
-            n_gen += a.req->stats_.predicted_tokens - before;
+            step_generated_ += a.req->stats_.predicted_tokens - before;
         }
         it = keep ? std::next(it) : active_.erase(it);
     }
+    ++step_decodes_;
+}
+
+// Adds the step's work to the counters (a step that decoded nothing adds nothing).
+void Engine::publish() {
+    if (step_decodes_ == 0) return;
     std::lock_guard<std::mutex> lk(mu_);
-    counters_.prompt_tokens_evaluated += n_prompt_eval;
-    counters_.tokens_generated += n_gen;
-    counters_.decode_calls += 1;
+    counters_.prompt_tokens_evaluated += step_prompt_tokens_;
+    counters_.tokens_generated += step_generated_;
+    counters_.decode_calls += step_decodes_;
     if (seq_runs_ > 0) {
         counters_.generation_steps += 1;
         counters_.generation_seq_runs += seq_runs_;
     }
+    step_prompt_tokens_ = step_generated_ = step_decodes_ = 0;
 }
 
 }  // namespace lmfast

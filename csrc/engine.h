@@ -14,6 +14,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "model.h"
 #include "prefix_cache.h"
 #include "sampling.h"
+#include "spill_cache.h"
 
 namespace lmfast {
 
@@ -47,6 +49,7 @@ struct GenerationParams {
 struct RequestStats {
     int32_t prompt_tokens = 0;     // tokens in the prompt
     int32_t cached_tokens = 0;     // of those, taken from the KV cache (not evaluated)
+    int32_t restored_tokens = 0;   // of those, restored from the host tier (spill_cache.h; not evaluated)
     int32_t predicted_tokens = 0;  // sampled tokens, the end-of-generation token excluded
     double time_to_first_token = 0;  // seconds from submission to the first sampled token
     double prompt_eval_time = 0;     // seconds spent from admission to the first token
@@ -84,6 +87,7 @@ private:
     const GenerationParams params_;
     int32_t n_keep_ = 0;  // head tokens a context shift keeps (set by Engine::submit)
     bool held_ = false;   // held back at admission for a shared prefix (engine thread, under its lock)
+    SamplerPtr grammar_;  // built (and so checked) at submit; moved to the sequence at admission
     const bool stream_;
     const std::chrono::steady_clock::time_point t_submit_;
     std::atomic<bool> cancelled_{false};
@@ -96,6 +100,10 @@ private:
     bool done_ = false;
     RequestStats stats_;
 };
+
+// The KV cache types llama.cpp's context takes (those its own --cache-type-k/-v accept),
+// by ggml's name for each ("f16", "q8_0", ...) -> ggml_type id.
+std::vector<std::pair<std::string, int>> kv_cache_types();
 
 struct EngineParams {
     int32_t n_ctx = 4096;
@@ -110,6 +118,8 @@ struct EngineParams {
     bool offload_kqv = true;
     float rope_freq_base = 0.0f;   // 0: from the model
     float rope_freq_scale = 0.0f;
+    int64_t spill_bytes = -1;      // host tier for evicted conversations: -1 auto (MemAvailable / 8,
+                                   // at most 4 GiB), 0 off
 };
 
 struct EngineCounters {
@@ -125,6 +135,12 @@ struct EngineCounters {
     // Requests held back at admission until another request had evaluated the prompt prefix
     // they share, which they then copied instead of evaluating it again (Engine::waits).
     uint64_t shared_prefix_waits = 0;
+    // The host tier (spill_cache.h): conversations saved there when their sequence was taken,
+    // restored from it, and the prompt tokens those restores gave back.
+    uint64_t spills = 0;
+    uint64_t restores = 0;
+    uint64_t prompt_tokens_restored = 0;
+    uint64_t spill_bytes = 0;  // held in the tier now
 };
 
 class Engine {
@@ -138,7 +154,6 @@ public:
     std::shared_ptr<Request> submit(std::vector<llama_token> prompt, GenerationParams params, bool stream);
     // Ends the scheduler: running and queued requests finish as "modelUnloaded".
     void shutdown();
-    bool running() const;
     // Seconds since the last request ended (or since the engine started) when nothing is
     // queued or running; 0 while busy. For idle-time (TTL) unloading.
     double idle_seconds() const;
@@ -164,8 +179,27 @@ private:
     void admit(std::shared_ptr<Request> req);
     bool waits(const Request & req) const;
     bool copy_pays(size_t n_cells, size_t n_tokens) const;
+    bool copy_prefix(llama_seq_id src, llama_seq_id dst);
+    void spill(llama_seq_id seq, size_t n_kept);
+    std::optional<SpillCache::Entry> take_spilled(const std::vector<llama_token> & prompt, size_t keep);
+    size_t restore(llama_seq_id seq, SpillCache::Entry & e, const std::vector<llama_token> & prompt);
     void finish(Active & a, StopReason reason, const std::string & error = std::string());
+    void run_jobs();
+    void admit_queued();
+    // One scheduler step, in phases: drop_cancelled, decode_batch (build_batch, then decode,
+    // retrying without the newest request when the KV cache has no room), commit_and_sample,
+    // publish (counters), wake_finished. Counters are published before the requests that
+    // finished in the step are woken, so a consumer that returns sees its step counted.
     void step();
+    void drop_cancelled();
+    bool build_batch();
+    bool decode_batch();
+    void update_prompt_cost(std::chrono::steady_clock::time_point t_decode);
+    // Appends one token of one sequence to batch_; returns its index in the batch.
+    int32_t batch_add(llama_token t, llama_pos pos, llama_seq_id seq, bool logits);
+    void commit_and_sample();
+    void publish();
+    void wake_finished();
     bool sample(Active & a, int32_t i_batch);
     bool shift(Active & a);
     int32_t keep_for(ContextOverflow policy, const std::vector<llama_token> & prompt) const;
@@ -195,9 +229,17 @@ private:
 
     // Engine thread only.
     PrefixCache cache_;
+    SpillCache spill_;
     std::list<std::unique_ptr<Active>> active_;
     std::vector<Active *> decoding_;  // step(): the generating requests, in sequence order
     uint64_t seq_runs_ = 0;           // step(): runs of consecutive sequence ids in decoding_
+    uint64_t step_prompt_tokens_ = 0, step_generated_ = 0, step_decodes_ = 0;  // step(): its work, for publish()
+    struct Finished {
+        std::shared_ptr<Request> req;
+        StopReason reason;
+        std::string error;
+    };
+    std::vector<Finished> finished_;  // ended in this step, woken after publish()
     std::thread thread_;
 };
 

@@ -36,7 +36,9 @@ def _run_threads(fn, n, timeout=300):
 
 
 def _check_stats(st):
-    assert st.cached_prompt_tokens_count + st.evaluated_prompt_tokens_count == st.prompt_tokens_count, st
+    # Every prompt token was in a sequence already, came back from the host tier, or was evaluated.
+    assert (st.cached_prompt_tokens_count + st.restored_prompt_tokens_count + st.evaluated_prompt_tokens_count
+            == st.prompt_tokens_count), st
 
 
 # -- context overflow ------------------------------------------------------------------------

@@ -170,7 +170,8 @@ class PredictionStream:
             predicted_tokens_count=predicted,
             total_tokens_count=stats["prompt_tokens"] + predicted,
             cached_prompt_tokens_count=stats["cached_tokens"],
-            evaluated_prompt_tokens_count=stats["prompt_tokens"] - stats["cached_tokens"],
+            evaluated_prompt_tokens_count=stats["prompt_tokens"] - stats["cached_tokens"] - stats["restored_tokens"],
+            restored_prompt_tokens_count=stats["restored_tokens"],
         )
         parsed = content if reason == "userStopped" else structured.parse(self._pcfg["structured"], content)
         self._result = PredictionResult(

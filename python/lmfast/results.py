@@ -75,10 +75,12 @@ class LlmPredictionStats(_Record):
     accepted_draft_tokens_count: int | None = None
     rejected_draft_tokens_count: int | None = None
     ignored_draft_tokens_count: int | None = None
-    # lmfast: of prompt_tokens_count, how many came from the KV cache and how many
-    # were evaluated for this request.
+    # lmfast: of prompt_tokens_count, how many came from the KV cache, how many were restored
+    # from its host-memory tier (a conversation evicted from its sequence) and how many were
+    # evaluated for this request.
     cached_prompt_tokens_count: int | None = None
     evaluated_prompt_tokens_count: int | None = None
+    restored_prompt_tokens_count: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
