@@ -9,17 +9,19 @@ from lmfast.registry import DEFAULT_MODEL, fetch_packaged
 GREEDY = {"temperature": 0}
 
 # LMFAST_TEST_GPU=max (or a ratio such as 0.5): every model the tests load without a
-# gpu setting of their own is offloaded that much (a GPU session runs the suite so).
+# gpu setting of their own, LLM or embedding model, is offloaded that much (a GPU session
+# runs the suite so).
 if os.environ.get("LMFAST_TEST_GPU"):
     import dataclasses
 
-    import lmfast.instance
-    from lmfast.config import LOAD_KEYS, load_config
+    from lmfast.config import load_config
+    from lmfast.embedding import EmbeddingInstance
+    from lmfast.instance import ModelInstance
 
     _gpu = load_config({"gpu": {"ratio": os.environ["LMFAST_TEST_GPU"] if os.environ["LMFAST_TEST_GPU"] in
                                 ("max", "off") else float(os.environ["LMFAST_TEST_GPU"])}})["gpu"]
-    lmfast.instance.LOAD_KEYS = tuple(dataclasses.replace(k, default=_gpu) if k.name == "gpu" else k
-                                      for k in LOAD_KEYS)
+    for _kind in (ModelInstance, EmbeddingInstance):
+        _kind.KEYS = tuple(dataclasses.replace(k, default=_gpu) if k.name == "gpu" else k for k in _kind.KEYS)
 
 
 def rss_bytes() -> int:

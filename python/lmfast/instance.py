@@ -1,5 +1,7 @@
-"""One loaded model instance: the native model and its engine, the load config
-it was loaded with, its info record, and its idle clock (for TTL)."""
+"""Loaded model instances: the native model and what runs on it (an LLM's engine, an
+embedding model's context), the load config it was loaded with, its info record, and its
+idle clock (for TTL). ``LoadedInstance`` holds what both kinds share, so that GPU offload,
+unloading and TTL behave the same for each."""
 from __future__ import annotations
 
 import os
@@ -7,11 +9,11 @@ import secrets
 import string
 import threading
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from . import _core
 from .backends import plan_offload
-from .config import LOAD_KEYS, kv_type_id, with_defaults
+from .config import LOAD_KEYS, Key, kv_type_id, with_defaults
 from .errors import ModelUnloadedError
 from .registry import ModelFile, params_string
 from .results import LlmInstanceInfo
@@ -19,8 +21,14 @@ from .results import LlmInstanceInfo
 _REF_ALPHABET = string.ascii_letters + string.digits
 
 
-class ModelInstance:
-    """Owns the native objects of one loaded instance. Thread-safe."""
+class LoadedInstance:
+    """Owns the native objects of one loaded instance. Thread-safe.
+
+    ``_model`` is the native model and ``_runner`` what runs on it; both are None once
+    unloaded. Subclasses say how to build the runner, when it is busy, and how to stop it."""
+
+    kind: ClassVar[str]
+    KEYS: ClassVar[tuple[Key, ...]]  # the load-config table (tests may swap a default)
 
     def __init__(self, model_file: ModelFile, identifier: str, load_config: dict[str, Any], ttl: float | None):
         self.model_file = model_file
@@ -28,22 +36,108 @@ class ModelInstance:
         self.instance_reference = "".join(secrets.choice(_REF_ALPHABET) for _ in range(24))
         self.ttl = ttl
         self._given_config = dict(load_config)
-        cfg = with_defaults(load_config, LOAD_KEYS)
-
-        # GPU offload (backends.plan_offload): on a machine or build without a GPU a
-        # request for offload warns and runs on the CPU.
+        cfg = with_defaults(load_config, self.KEYS)
+        # GPU offload (backends.plan_offload): on a machine or build without a GPU a request
+        # for offload warns and runs on the CPU.
         n_layer = _block_count(model_file) if cfg["gpu"].get("ratio", 0.0) > 0 else 0
-        plan = plan_offload(cfg["gpu"], n_layer, stacklevel=4)
+        plan = plan_offload(cfg["gpu"], n_layer, stacklevel=5)
         self.n_gpu_layers = plan.n_gpu_layers
-
         self._model = _core.Model.load(str(model_file.path), n_gpu_layers=plan.n_gpu_layers,
                                        use_mmap=cfg["tryMmap"], use_mlock=cfg["keepModelInMemory"],
-                                       main_gpu=plan.main_gpu, split_mode=plan.split_mode,
-                                       devices=plan.devices)
-        n_ctx = cfg["contextLength"] if "contextLength" in load_config else min(4096, self._model.n_ctx_train)
+                                       main_gpu=plan.main_gpu, split_mode=plan.split_mode, devices=plan.devices)
+        self._runner = self._start(self._model, cfg, load_config)
+        cfg["gpu"] = plan.applied  # what was applied: ratio 0.0 after a CPU fallback
+        self._load_config = cfg
+        self.metadata = self._model.metadata()
+        self.info = self._make_info()
+        self._lock = threading.Lock()
+        self.last_used = time.monotonic()
+
+    # -- what a kind supplies -----------------------------------------------------------------
+    def _start(self, model: Any, cfg: dict[str, Any], given: dict[str, Any]) -> Any:
+        """Builds what runs on the model; may record applied values in ``cfg``."""
+        raise NotImplementedError
+
+    def _busy(self, runner: Any) -> bool:
+        """Whether the runner has work that a TTL unload must wait for (under the lock)."""
+        raise NotImplementedError
+
+    def _stop(self, runner: Any) -> None:
+        """Stops the runner; running work ends as the kind reports an unload."""
+        raise NotImplementedError
+
+    def _make_info(self) -> Any:
+        raise NotImplementedError
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self._runner is not None
+
+    def native(self) -> tuple[Any, Any]:
+        """(model, runner), or ModelUnloadedError."""
+        model, runner = self._model, self._runner
+        if model is None or runner is None:
+            what = "embedding model instance" if self.kind == "embedding" else "model instance"
+            raise ModelUnloadedError(f"{what} {self.identifier!r} has been unloaded")
+        return model, runner
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+    def unload(self) -> None:
+        """Stops the runner and frees the weights once nothing else refers to them."""
+        with self._lock:
+            runner = self._runner
+            self._runner = None
+            self._model = None
+        if runner is not None:
+            self._stop(runner)
+
+    def unload_if_expired(self, now: float) -> bool:
+        """Unloads the instance if it has a TTL, nothing is running, and TTL seconds have
+        passed since it was last used."""
+        with self._lock:
+            runner = self._runner
+            if runner is None or self.ttl is None or now - self.last_used < self.ttl or self._busy(runner):
+                return False
+            self._runner = None
+            self._model = None
+        self._stop(runner)
+        return True
+
+    def load_config(self) -> dict[str, Any]:
+        return dict(self._load_config)
+
+    def _info_fields(self, context_length: int) -> dict[str, Any]:
+        """The fields of the info record that every kind has."""
+        meta, model = self.metadata, self._model
+        return dict(
+            architecture=meta.get("general.architecture"),
+            context_length=context_length,
+            display_name=meta.get("general.name") or self.model_file.path.stem,
+            format="gguf",
+            identifier=self.identifier,
+            instance_reference=self.instance_reference,
+            max_context_length=model.n_ctx_train,
+            model_key=self.model_file.model_key,
+            params_string=params_string(meta, model.n_params),
+            path=self.model_file.display_path,
+            size_bytes=os.path.getsize(self.model_file.path),
+        )
+
+
+class ModelInstance(LoadedInstance):
+    """An LLM: the native model and its engine (continuous batching, prefix cache)."""
+
+    kind = "llm"
+    KEYS = LOAD_KEYS
+
+    def _start(self, model: Any, cfg: dict[str, Any], given: dict[str, Any]) -> Any:
+        n_ctx = cfg["contextLength"] if "contextLength" in given else min(4096, model.n_ctx_train)
         flash = cfg["flashAttention"]
-        self._engine = _core.Engine(
-            self._model,
+        engine = _core.Engine(
+            model,
             n_ctx=n_ctx,
             n_batch=cfg["evalBatchSize"],
             n_ubatch=min(512, cfg["evalBatchSize"]),
@@ -55,31 +149,24 @@ class ModelInstance:
             offload_kqv=cfg["offloadKVCacheToGpu"],
             rope_freq_base=cfg["ropeFrequencyBase"] or 0.0,
             rope_freq_scale=cfg["ropeFrequencyScale"] or 0.0,
+            spill_bytes=-1 if cfg["promptCacheRamBytes"] is False else cfg["promptCacheRamBytes"],
         )
         self.seed = cfg["seed"]
-        self._load_config = cfg
-        self._load_config["contextLength"] = self._engine.n_ctx
-        self._load_config["cpuThreads"] = self._engine.n_threads
-        self._load_config["gpu"] = plan.applied  # what was applied: ratio 0.0 after a CPU fallback
-        self.metadata = self._model.metadata()
-        self.info = self._make_info()
-        self._lock = threading.Lock()
-        self.last_used = time.monotonic()
+        cfg["contextLength"] = engine.n_ctx
+        cfg["cpuThreads"] = engine.n_threads
+        return engine
 
-    # -- state ------------------------------------------------------------------------------
+    def _busy(self, engine: Any) -> bool:
+        # idle_seconds() is 0 while anything is queued or running, and counts from the end of
+        # the last request: a TTL runs from when the instance was last used *and* last busy.
+        return engine.idle_seconds() < self.ttl
+
+    def _stop(self, engine: Any) -> None:
+        engine.shutdown()  # running predictions end as 'modelUnloaded'
+
     @property
-    def loaded(self) -> bool:
-        return self._engine is not None
-
-    def native(self) -> tuple[Any, Any]:
-        """(model, engine), or ModelUnloadedError."""
-        model, engine = self._model, self._engine
-        if model is None or engine is None:
-            raise ModelUnloadedError(f"model instance {self.identifier!r} has been unloaded")
-        return model, engine
-
-    def touch(self) -> None:
-        self.last_used = time.monotonic()
+    def _engine(self) -> Any:
+        return self._runner
 
     def submit(self, prompt: list[int], **kwargs: Any) -> Any:
         """Queues a request on the engine. Under the same lock as the TTL check, so an
@@ -89,51 +176,10 @@ class ModelInstance:
             self.touch()
             return engine.submit(prompt, **kwargs)
 
-    def unload(self) -> None:
-        """Stops the engine (running predictions end as 'modelUnloaded') and frees the
-        context and the weights once nothing else refers to them."""
-        with self._lock:
-            engine = self._engine
-            self._engine = None
-            self._model = None
-        if engine is not None:
-            engine.shutdown()
-
-    def unload_if_expired(self, now: float) -> bool:
-        """Unloads the instance if it has a TTL, nothing is queued or running, and TTL
-        seconds have passed since its last request started and since it ended."""
-        with self._lock:
-            engine = self._engine
-            if (engine is None or self.ttl is None or now - self.last_used < self.ttl
-                    or engine.idle_seconds() < self.ttl):
-                return False
-            self._engine = None
-            self._model = None
-        engine.shutdown()
-        return True
-
-    def load_config(self) -> dict[str, Any]:
-        return dict(self._load_config)
-
-    # -- info -------------------------------------------------------------------------------
     def _make_info(self) -> LlmInstanceInfo:
-        meta, model = self.metadata, self._model
-        template = meta.get("tokenizer.chat_template", "")
-        return LlmInstanceInfo(
-            architecture=meta.get("general.architecture"),
-            context_length=self._engine.n_ctx,
-            display_name=meta.get("general.name") or self.model_file.path.stem,
-            format="gguf",
-            identifier=self.identifier,
-            instance_reference=self.instance_reference,
-            max_context_length=model.n_ctx_train,
-            model_key=self.model_file.model_key,
-            params_string=params_string(meta, model.n_params),
-            path=self.model_file.display_path,
-            size_bytes=os.path.getsize(self.model_file.path),
-            trained_for_tool_use="tools" in template,
-            vision=False,
-        )
+        template = self.metadata.get("tokenizer.chat_template", "")
+        return LlmInstanceInfo(**self._info_fields(self._runner.n_ctx), trained_for_tool_use="tools" in template,
+                               vision=False)
 
 
 def _block_count(model_file: ModelFile) -> int:
