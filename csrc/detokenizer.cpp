@@ -15,6 +15,21 @@ int utf8_len(unsigned char c) {
     return 0;
 }
 
+// Whether byte b may follow lead byte `lead` at position k (1..3) of its sequence. The second
+// byte's range is narrower after four leads: E0 and F0 would otherwise allow overlong forms,
+// ED the UTF-16 surrogates U+D800..DFFF, F4 code points above U+10FFFF.
+bool continues(unsigned char lead, unsigned char b, size_t k) {
+    if ((b & 0xC0) != 0x80) return false;
+    if (k != 1) return true;
+    switch (lead) {
+        case 0xE0: return b >= 0xA0;
+        case 0xED: return b <= 0x9F;
+        case 0xF0: return b >= 0x90;
+        case 0xF4: return b <= 0x8F;
+        default: return true;
+    }
+}
+
 const char kReplacement[] = "\xEF\xBF\xBD";
 
 }  // namespace
@@ -35,14 +50,14 @@ std::string Utf8Stream::push(const std::string & bytes) {
         if (i + len > n) {
             // Incomplete: keep it if the bytes so far are valid continuations.
             bool ok = true;
-            for (size_t j = i + 1; j < n; ++j) ok &= (static_cast<unsigned char>(pending_[j]) & 0xC0) == 0x80;
+            for (size_t j = i + 1; j < n; ++j) ok &= continues(c, static_cast<unsigned char>(pending_[j]), j - i);
             if (ok) break;
             out += kReplacement;
             ++i;
             continue;
         }
         bool ok = true;
-        for (int j = 1; j < len; ++j) ok &= (static_cast<unsigned char>(pending_[i + j]) & 0xC0) == 0x80;
+        for (int j = 1; j < len; ++j) ok &= continues(c, static_cast<unsigned char>(pending_[i + j]), j);
         if (!ok) {
             out += kReplacement;
             ++i;
