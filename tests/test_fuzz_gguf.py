@@ -139,6 +139,7 @@ def run_fuzz(n_cases: int, seed: int, work: Path, smollm2_path: Path | None, smo
             **counts, "errors_by_class": by_class, "failures": failures}
 
 
+@pytest.mark.slow
 def test_fuzz_gguf_loader(smollm2_path, tmp_path):
     n_cases = int(os.environ.get("LMFAST_FUZZ_CASES", "10000"))
     seed = int(os.environ.get("LMFAST_FUZZ_SEED", str(random.SystemRandom().randrange(2**32))))

@@ -8,8 +8,12 @@ from __future__ import annotations
 import gc
 import time
 
+import pytest
+
 from .conftest import GREEDY, rss_bytes
 from .gguf_mutate import seed_bytes
+
+pytestmark = pytest.mark.slow  # the fast tier (pytest -m "not slow") leaves this file out
 
 
 def test_200_load_unload_cycles(client, smollm2_path, tmp_path):

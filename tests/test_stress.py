@@ -13,6 +13,8 @@ import lmfast as lms
 
 from .conftest import GREEDY
 
+pytestmark = pytest.mark.slow  # the fast tier (pytest -m "not slow") leaves this file out
+
 QUESTIONS = [
     ("What is the capital of France?", "paris"),
     ("What is the capital of Germany?", "berlin"),
