@@ -26,6 +26,16 @@ from .results import (ActResult, EmbeddingModelInfo, EmbeddingModelInstanceInfo,
                       LlmPredictionFragment, LlmPredictionStats, PredictionResult, PredictionRoundResult)
 from .structured import BaseModel, ModelSchema
 from .tools import ToolCallRequest, ToolFunctionDef, ToolFunctionDefDict
+# SDK parity: typed records, content types, the rest of the SDK's run-time names.
+from . import type_aliases as _type_aliases
+from .async_api import AsyncDownloadedEmbeddingModel, AsyncDownloadedLlm
+from .chat import ChatHistoryData, FileHandle, FileType, TextData, ToolCallRequestData, ToolCallResultData
+from .config_types import *  # noqa: F401,F403 - LlmLoadModelConfig, GpuSetting, ... and their Dicts
+from .config_types import __all__ as _config_types_all
+from .errors import sdk_public_api, sdk_public_class as _sdk_public_class
+from .handle import ModelHandle as SyncModelHandle
+from .results import ModelLoadResult, ModelQuery, ModelQueryDict, ModelSpecifier, ModelSpecifierDict
+from .type_aliases import *  # noqa: F401,F403
 
 __version__ = _core.version
 
@@ -85,3 +95,20 @@ __all__ = [
     "EmbeddingModel", "EmbeddingModelInfo", "EmbeddingModelInstanceInfo", "EmbeddingNamespace", "embedding_model",
     "AvailableModel", "DownloadProgressUpdate", "ModelDownloadOption",
 ]
+
+__all__ += [
+    "AsyncDownloadedEmbeddingModel", "AsyncDownloadedLlm", "ChatHistoryData", "FileHandle", "FileType",
+    "ModelLoadResult", "ModelQuery", "ModelQueryDict", "ModelSpecifier", "ModelSpecifierDict", "SyncModelHandle",
+    "TextData", "ToolCallRequestData", "ToolCallResultData", *_config_types_all, *_type_aliases.__all__,
+]
+
+# As in the SDK, an error's traceback ends at the public call that raised it (errors.sdk_public_api).
+from . import async_api as _async_api, client as _client_mod, handle as _handle  # noqa: E402
+
+for _cls in (Client, _client_mod._ModelNamespace, _handle.ModelHandle, LLM, PredictionStream, EmbeddingModel,
+             Chat, DownloadedLlm.__mro__[1], AsyncLLM, AsyncEmbeddingModel, AsyncPredictionStream,
+             AsyncClient, _async_api._AsyncNamespace, _async_api.AsyncDownloadedModel):
+    _sdk_public_class(_cls)
+for _name in ("llm", "embedding_model", "list_loaded_models", "list_downloaded_models", "set_sync_api_timeout"):
+    globals()[_name] = sdk_public_api(globals()[_name])
+del _cls, _name

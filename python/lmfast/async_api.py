@@ -80,6 +80,7 @@ class AsyncPredictionStream:
         self._queue: asyncio.Queue[Any] | None = None
         self._finished = False
         self._seen_first = False
+        self._cancelled = False
 
     async def start(self) -> None:
         """Sends the request (iteration does this on its own)."""
@@ -112,11 +113,16 @@ class AsyncPredictionStream:
         if self._queue is None:
             await self.start()
         assert self._queue is not None
-        try:
-            item = await self._queue.get()
-        except asyncio.CancelledError:
-            self._stream.close()
-            raise
+        while True:
+            try:
+                item = await self._queue.get()
+            except asyncio.CancelledError:
+                self._stream.close()
+                raise
+            # After cancel(), fragments the pump thread had already queued are dropped, as the
+            # sync stream drops them: the loop ends at once.
+            if not self._cancelled or item is _DONE or isinstance(item, BaseException):
+                break
         if item is _DONE or isinstance(item, BaseException):
             self._finished = True
             if isinstance(item, BaseException):
@@ -131,12 +137,12 @@ class AsyncPredictionStream:
         return item
 
     def _message(self) -> Any:
-        from .chat import AssistantResponse
-
-        return AssistantResponse(self._stream.result().content)
+        return self._stream._message()  # the sync stream's: text and tool call requests
 
     async def cancel(self) -> None:
-        """Stops generation; the stream then ends with stop reason 'userStopped'."""
+        """Stops generation; the stream then ends with stop reason 'userStopped', and no
+        fragment comes after this call."""
+        self._cancelled = True
         self._stream.cancel()
 
     async def aclose(self) -> None:
@@ -187,23 +193,28 @@ class AsyncLLM:
         return hash(self._llm)
 
     async def respond_stream(self, history: Any, *, response_format: Any = None, config: Any = None,
-                             **callbacks: Any) -> AsyncPredictionStream:
-        return AsyncPredictionStream(
-            self._llm.respond_stream(history, response_format=response_format, config=config), **callbacks)
+                             preset: str | None = None, **callbacks: Any) -> AsyncPredictionStream:
+        # Rendering the chat and tokenizing the prompt run in a thread, not on the event loop.
+        stream = await _in_thread(lambda: self._llm.respond_stream(
+            history, response_format=response_format, config=config, preset=preset))
+        return AsyncPredictionStream(stream, **callbacks)
 
     async def respond(self, history: Any, *, response_format: Any = None, config: Any = None,
-                      **callbacks: Any) -> PredictionResult:
-        stream = await self.respond_stream(history, response_format=response_format, config=config, **callbacks)
+                      preset: str | None = None, **callbacks: Any) -> PredictionResult:
+        stream = await self.respond_stream(history, response_format=response_format, config=config,
+                                           preset=preset, **callbacks)
         return await stream.wait_for_result()
 
     async def complete_stream(self, prompt: str, *, response_format: Any = None, config: Any = None,
-                              **callbacks: Any) -> AsyncPredictionStream:
-        return AsyncPredictionStream(
-            self._llm.complete_stream(prompt, response_format=response_format, config=config), **callbacks)
+                              preset: str | None = None, **callbacks: Any) -> AsyncPredictionStream:
+        stream = await _in_thread(lambda: self._llm.complete_stream(
+            prompt, response_format=response_format, config=config, preset=preset))
+        return AsyncPredictionStream(stream, **callbacks)
 
     async def complete(self, prompt: str, *, response_format: Any = None, config: Any = None,
-                       **callbacks: Any) -> PredictionResult:
-        stream = await self.complete_stream(prompt, response_format=response_format, config=config, **callbacks)
+                       preset: str | None = None, **callbacks: Any) -> PredictionResult:
+        stream = await self.complete_stream(prompt, response_format=response_format, config=config,
+                                            preset=preset, **callbacks)
         return await stream.wait_for_result()
 
     async def act(self, chat: Any, tools: Any, **kwargs: Any) -> ActResult:
@@ -215,13 +226,14 @@ class AsyncLLM:
         return await asyncio.to_thread(self._llm.act, chat, list(defs.values()), **kwargs)
 
     async def apply_prompt_template(self, history: Any, opts: Any = None) -> str:
-        return self._llm.apply_prompt_template(history, opts)
+        return await _in_thread(lambda: self._llm.apply_prompt_template(history, opts))
 
     async def tokenize(self, input: str | Iterable[str]) -> list[int] | list[list[int]]:
-        return self._llm.tokenize(input)
+        texts = input if isinstance(input, str) else list(input)
+        return await _in_thread(lambda: self._llm.tokenize(texts))
 
     async def count_tokens(self, input: str) -> int:
-        return self._llm.count_tokens(input)
+        return await _in_thread(lambda: self._llm.count_tokens(input))
 
     async def get_context_length(self) -> int:
         return self._llm.get_context_length()
@@ -229,7 +241,7 @@ class AsyncLLM:
     async def get_info(self) -> LlmInstanceInfo:
         return self._llm.get_info()
 
-    async def get_load_config(self) -> dict[str, Any]:
+    async def get_load_config(self) -> Any:
         return self._llm.get_load_config()
 
     async def unload(self) -> None:
@@ -260,10 +272,11 @@ class AsyncEmbeddingModel:
         return await _in_thread(lambda: self._model.embed(texts))
 
     async def tokenize(self, input: str | Iterable[str]) -> list[int] | list[list[int]]:
-        return self._model.tokenize(input)
+        texts = input if isinstance(input, str) else list(input)
+        return await _in_thread(lambda: self._model.tokenize(texts))
 
     async def count_tokens(self, input: str) -> int:
-        return self._model.count_tokens(input)
+        return await _in_thread(lambda: self._model.count_tokens(input))
 
     async def get_context_length(self) -> int:
         return self._model.get_context_length()
@@ -271,11 +284,50 @@ class AsyncEmbeddingModel:
     async def get_info(self) -> Any:
         return self._model.get_info()
 
-    async def get_load_config(self) -> dict[str, Any]:
+    async def get_load_config(self) -> Any:
         return self._model.get_load_config()
 
     async def unload(self) -> None:
         await _in_thread(self._model.unload)
+
+
+class AsyncDownloadedModel:
+    """A downloaded model in the async API: the sync entry's ``info``, ``type``, ``path`` and
+    ``model_key``, with ``model()`` and ``load_new_instance()`` as coroutines."""
+
+    def __init__(self, entry: Any, wrap: Callable[[Any], Any]):
+        self._entry = entry
+        self._wrap = wrap
+
+    info = property(lambda self: self._entry.info)
+    type = property(lambda self: self._entry.type)
+    path = property(lambda self: self._entry.path)
+    model_key = property(lambda self: self._entry.model_key)
+
+    def __repr__(self) -> str:
+        return "Async" + repr(self._entry)
+
+    async def model(self, *, ttl: float | None = 3600, config: Any = None) -> Any:
+        return self._wrap(await _in_thread(lambda: self._entry.model(ttl=ttl, config=config)))
+
+    async def load_new_instance(self, *, ttl: float | None = 3600, instance_identifier: str | None = None,
+                                config: Any = None) -> Any:
+        return self._wrap(await _in_thread(lambda: self._entry.load_new_instance(
+            ttl=ttl, instance_identifier=instance_identifier, config=config)))
+
+
+class AsyncDownloadedLlm(AsyncDownloadedModel):
+    """An LLM in ``await client.llm.list_downloaded()``."""
+
+
+class AsyncDownloadedEmbeddingModel(AsyncDownloadedModel):
+    """An embedding model in ``await client.embedding.list_downloaded()``."""
+
+
+def _async_downloaded(entry: Any) -> AsyncDownloadedModel:
+    if entry.type == "embedding":
+        return AsyncDownloadedEmbeddingModel(entry, AsyncEmbeddingModel)
+    return AsyncDownloadedLlm(entry, AsyncLLM)
 
 
 class _AsyncNamespace:
@@ -302,7 +354,7 @@ class _AsyncNamespace:
         return [self._wrap(m) for m in self._ns.list_loaded()]
 
     async def list_downloaded(self) -> list[Any]:
-        return await _in_thread(self._ns.list_downloaded)
+        return [_async_downloaded(e) for e in await _in_thread(self._ns.list_downloaded)]
 
     async def get_model_info(self, model_specifier: Any) -> Any:
         return self._ns.get_model_info(model_specifier)
@@ -318,8 +370,13 @@ class AsyncClient:
         self.embedding = _AsyncNamespace(self._client.embedding, AsyncEmbeddingModel)
         self.repository = AsyncRepository(self._client.repository)
 
+    @property
+    def system(self) -> "AsyncClient":
+        """The SDK's ``client.system`` (``await client.system.list_downloaded_models()``)."""
+        return self
+
     async def list_downloaded_models(self, namespace: str | None = None) -> list[Any]:
-        return await _in_thread(lambda: self._client.list_downloaded_models(namespace))
+        return [_async_downloaded(e) for e in await _in_thread(lambda: self._client.list_downloaded_models(namespace))]
 
     async def list_loaded_models(self, namespace: str | None = None) -> list[Any]:
         return [AsyncLLM(m) if isinstance(m, LLM) else AsyncEmbeddingModel(m)

@@ -4,37 +4,159 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Iterable, Literal, Mapping, Union
 
 from .errors import LMStudioRuntimeError, LMStudioValueError
+from .results import DictRecord
+from .tools import ToolCallRequest
 
 _ROLES = ("system", "user", "assistant", "tool")
 
 
-def _text_parts(content: Any, role: str) -> list[dict[str, Any]]:
-    """Normalise message content to a list of part dicts ({"type": "text", "text": ...})."""
+FileType = Literal["image", "text/plain", "application/pdf", "application/word", "text/other", "unknown"]
+_FILE_TYPES = ("image", "text/plain", "application/pdf", "application/word", "text/other", "unknown")
+
+
+class _Part(DictRecord):
+    """A content part: a dict with the SDK's camelCase keys and a fixed ``type``."""
+    __slots__ = ()
+    _type = ""
+
+    @classmethod
+    def _normalize(cls, given: dict[str, Any]) -> dict[str, Any]:
+        out = super()._normalize(given)
+        if out.pop("type", cls._type) != cls._type:
+            raise LMStudioValueError(f"{cls.__name__} must have type {cls._type!r}, got {given.get('type')!r}")
+        return {"type": cls._type, **out}
+
+
+class TextData(_Part):
+    """Text in a message: ``{"type": "text", "text": ...}``."""
+    __slots__ = ()
+    _names = ("type", "text")
+    _type = "text"
+
+    @classmethod
+    def _normalize(cls, given: dict[str, Any]) -> dict[str, Any]:
+        out = super()._normalize(given)
+        if not isinstance(out.get("text"), str):
+            raise LMStudioValueError(f"TextData needs a str 'text', got {out.get('text')!r}")
+        return out
+
+
+class FileHandle(_Part):
+    """A file in a message (an image from ``prepare_image``): name, identifier, size_bytes
+    and file_type; written with the SDK's camelCase keys."""
+    __slots__ = ()
+    _names = ("type", "name", "identifier", "sizeBytes", "fileType")
+    _type = "file"
+
+    @classmethod
+    def _normalize(cls, given: dict[str, Any]) -> dict[str, Any]:
+        out = super()._normalize(given)
+        for k in ("name", "identifier"):
+            if not isinstance(out.get(k), str):
+                raise LMStudioValueError(f"FileHandle needs a str {k!r}, got {out.get(k)!r}")
+        out.setdefault("sizeBytes", 0)
+        out.setdefault("fileType", "unknown")
+        if out["fileType"] not in _FILE_TYPES:
+            raise LMStudioValueError(f"FileHandle fileType must be one of {_FILE_TYPES}, got {out['fileType']!r}")
+        return out
+
+
+class ToolCallRequestData(_Part):
+    """An assistant's tool call: ``{"type": "toolCallRequest", "toolCallRequest": {"type":
+    "function", "id", "name", "arguments"}}``."""
+    __slots__ = ()
+    _names = ("type", "toolCallRequest")
+    _type = "toolCallRequest"
+
+    @classmethod
+    def _normalize(cls, given: dict[str, Any]) -> dict[str, Any]:
+        out = super()._normalize(given)
+        req = out.get("toolCallRequest")
+        if hasattr(req, "to_dict") and not isinstance(req, Mapping):
+            req = req.to_dict()
+        if not isinstance(req, Mapping) or not isinstance(req.get("name"), str):
+            raise LMStudioValueError(f"a tool call request needs a name: {req!r}")
+        out["toolCallRequest"] = {"type": "function", **{k: v for k, v in req.items() if k != "type"}}
+        return out
+
+    @property
+    def tool_call_request(self) -> ToolCallRequest:
+        """The request as the SDK's ``ToolCallRequest`` (``.id``, ``.name``, ``.arguments``)."""
+        req = dict.__getitem__(self, "toolCallRequest")
+        return ToolCallRequest(id=req.get("id") or "", name=req["name"], arguments=req.get("arguments") or {})
+
+
+class ToolCallResultData(_Part):
+    """A tool's result: ``{"type": "toolCallResult", "toolCallId", "content"}``."""
+    __slots__ = ()
+    _names = ("type", "toolCallId", "content")
+    _type = "toolCallResult"
+
+    @classmethod
+    def _normalize(cls, given: dict[str, Any]) -> dict[str, Any]:
+        out = super()._normalize(given)
+        if "content" not in out:
+            raise LMStudioValueError(f"a tool result needs 'content': {given!r}")
+        out.setdefault("toolCallId", None)
+        return out
+
+
+class ChatHistoryData(DictRecord):
+    """A whole history: ``{"messages": [{"role", "content"}, ...]}`` (``Chat.from_history`` takes it)."""
+    __slots__ = ()
+    _names = ("messages",)
+
+
+_PART_TYPES: dict[str, type[_Part]] = {"text": TextData, "file": FileHandle,
+                                       "toolCallRequest": ToolCallRequestData, "toolCallResult": ToolCallResultData}
+# Which parts a message of each role may hold (as in the SDK's history types).
+_ALLOWED = {"system": ("text",), "user": ("text", "file"), "assistant": ("text", "file", "toolCallRequest"),
+            "tool": ("toolCallResult",)}
+
+
+def _part(content: Any, role: str) -> _Part:
+    """One content part as its record (a str is text; a PredictionResult gives its text)."""
     if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    if hasattr(content, "content") and hasattr(content, "stats"):  # a PredictionResult
-        return [{"type": "text", "text": content.content}]
-    if isinstance(content, Mapping):
-        if content.get("type", "text") == "text" and "text" in content:
-            return [{"type": "text", "text": str(content["text"])}]
-        if content.get("type") in ("file", "toolCallRequest", "toolCallResult"):
-            return [dict(content)]
-        raise LMStudioValueError(f"unsupported {role} message content part: {content!r}")
+        part: _Part = TextData(text=content)
+    elif hasattr(content, "content") and hasattr(content, "stats"):  # a PredictionResult
+        part = TextData(text=content.content)
+    elif isinstance(content, Mapping):
+        kind = content.get("type", "text" if "text" in content else
+                           "toolCallResult" if role == "tool" and "content" in content else None)
+        if kind not in _PART_TYPES:
+            raise LMStudioValueError(f"unsupported {role} message content part: {content!r}")
+        part = _PART_TYPES[kind](content)
+    else:
+        raise LMStudioValueError(f"unsupported {role} message content: {content!r}")
+    if part["type"] not in _ALLOWED[role]:
+        raise LMStudioValueError(f"{role} messages cannot hold a {part['type']!r} part: {content!r}")
+    return part
+
+
+def _text_parts(content: Any, role: str) -> list[_Part]:
+    """Message content (one part, or an iterable of parts) as a list of part records."""
+    if isinstance(content, (str, Mapping)) or hasattr(content, "stats"):
+        return [_part(content, role)]
     if isinstance(content, Iterable):
-        parts: list[dict[str, Any]] = []
-        for item in content:
-            parts.extend(_text_parts(item, role))
-        return parts
+        return [_part(item, role) for item in content]
     raise LMStudioValueError(f"unsupported {role} message content: {content!r}")
+
+
+def _single(content: Any, role: str) -> list[_Part]:
+    """Content that must be one part (a system prompt, an assistant response): a str, a part
+    or a PredictionResult, never a tuple or list of parts, as in the SDK."""
+    if not isinstance(content, (str, Mapping)) and not hasattr(content, "stats"):
+        raise LMStudioValueError(f"{role} message content must be one str or content part, got {content!r}")
+    return [_part(content, role)]
 
 
 @dataclasses.dataclass
 class ChatMessage:
     role: str
-    content: list[dict[str, Any]]
+    content: list[Any]
 
     @property
     def text(self) -> str:
@@ -42,28 +164,37 @@ class ChatMessage:
         return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"role": self.role, "content": copy.deepcopy(self.content)}
+        return {"role": self.role, "content": [p.to_dict() if hasattr(p, "to_dict") else copy.deepcopy(p)
+                                               for p in self.content]}
 
     def __str__(self) -> str:
         return self.text
 
 
 class SystemPrompt(ChatMessage):
+    """A system prompt: text parts only."""
+
     def __init__(self, content: Any):
         super().__init__("system", _text_parts(content, "system"))
 
 
 class UserMessage(ChatMessage):
+    """A user turn: text and file-handle parts."""
+
     def __init__(self, content: Any):
         super().__init__("user", _text_parts(content, "user"))
 
 
 class AssistantResponse(ChatMessage):
+    """An assistant turn: its text (or a file handle), then any tool call requests."""
+
     def __init__(self, content: Any):
         super().__init__("assistant", _text_parts(content, "assistant"))
 
 
 class ToolResultMessage(ChatMessage):
+    """The results of the tool calls of the assistant turn before it."""
+
     def __init__(self, content: Any):
         super().__init__("tool", _text_parts(content, "tool"))
 
@@ -77,6 +208,14 @@ def _message(role: str, content: Any) -> ChatMessage:
     if role not in _BY_ROLE:
         raise LMStudioValueError(f"Unknown history role {role!r} (expected one of {', '.join(_ROLES)})")
     return _BY_ROLE[role](content)
+
+
+def _request_part(req: Any) -> ToolCallRequestData:
+    """A tool call request (a ToolCallRequest, a request dict, or an already wrapped
+    ``{"type": "toolCallRequest", ...}`` part) as one part, wrapped once."""
+    if isinstance(req, Mapping) and req.get("type") == "toolCallRequest":
+        return ToolCallRequestData(req)
+    return ToolCallRequestData(toolCallRequest=req)
 
 
 class Chat:
@@ -134,16 +273,17 @@ class Chat:
         return self._messages[-1].role if self._messages else None
 
     def add_system_prompt(self, prompt: Any) -> SystemPrompt:
+        """A system prompt: a str, a TextData or ``{"text": ...}`` (not a file, not several parts)."""
         if self._last_role() == "system":
             raise LMStudioRuntimeError("Consecutive system prompts are not supported.")
-        msg = SystemPrompt(prompt)
+        msg = SystemPrompt(_single(prompt, "system"))
         self._messages.append(msg)
         return msg
 
     def add_user_message(self, content: Any, *, images: Iterable[Any] = ()) -> UserMessage:
         msg = UserMessage(content)
         for image in images:
-            msg.content.extend(_text_parts(image, "user"))
+            msg.content.append(FileHandle(image))
         if not msg.content or (not msg.text and all(p.get("type") == "text" for p in msg.content)):
             raise LMStudioValueError("a user message must not be empty")
         if self._last_role() == "user":
@@ -154,12 +294,12 @@ class Chat:
         return msg
 
     def add_assistant_response(self, response: Any, tool_call_requests: Iterable[Any] = ()) -> AssistantResponse:
+        """The assistant's turn: a str, TextData, FileHandle, ``{"text": ...}`` or a PredictionResult,
+        and the tool calls it made (ToolCallRequest objects, request dicts, or toolCallRequest parts)."""
         if self._last_role() == "assistant":
             raise LMStudioRuntimeError("Multi-part or consecutive assistant responses are not supported.")
-        msg = AssistantResponse(response)
-        for req in tool_call_requests:
-            data = req.to_dict() if hasattr(req, "to_dict") else dict(req)
-            msg.content.append({"type": "toolCallRequest", "toolCallRequest": data})
+        msg = AssistantResponse(_single(response, "assistant"))
+        msg.content.extend(_request_part(req) for req in tool_call_requests)
         self._messages.append(msg)
         return msg
 
@@ -168,12 +308,8 @@ class Chat:
 
     def add_tool_results(self, results: Iterable[Mapping[str, Any]]) -> ToolResultMessage:
         """One tool message holding the results of the calls of the assistant turn before it."""
-        parts = []
-        for result in results:
-            if "content" not in result:
-                raise LMStudioValueError(f"a tool result needs 'content': {result!r}")
-            call_id = result.get("toolCallId", result.get("tool_call_id"))
-            parts.append({"type": "toolCallResult", "toolCallId": call_id, "content": result["content"]})
+        parts = [ToolCallResultData({k: v for k, v in result.items() if k != "type"}) if isinstance(result, Mapping)
+                 else _part(result, "tool") for result in results]
         if not parts:
             raise LMStudioValueError("add_tool_results() needs at least one result")
         msg = ToolResultMessage(parts)
@@ -181,12 +317,22 @@ class Chat:
         return msg
 
     def add_entry(self, role: str, content: Any) -> ChatMessage:
+        """Adds a message by role. Content read from a history may be a list of parts: a
+        system prompt's holds one text part; an assistant's is its text, then tool requests."""
+        many = isinstance(content, (list, tuple))
         if role == "system":
-            return self.add_system_prompt(content)
+            if many and len(content) != 1:
+                raise LMStudioValueError(f"a system prompt holds one text part, got {content!r}")
+            return self.add_system_prompt(content[0] if many else content)
         if role == "user":
             return self.add_user_message(content)
         if role == "assistant":
-            return self.add_assistant_response(content)
+            if not many:
+                return self.add_assistant_response(content)
+            parts = [_part(p, "assistant") for p in content]
+            if not parts or parts[0]["type"] == "toolCallRequest":
+                parts.insert(0, TextData(text=""))
+            return self.add_assistant_response(parts[0], parts[1:])
         if role == "tool":
             msg = _message(role, content)
             self._messages.append(msg)

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 from .config import embedding_load_config, load_config
 from .downloaded import DownloadedModel, list_downloaded
 from .embedding import EmbeddingInstance, EmbeddingModel
-from .errors import LMStudioClientError, LMStudioModelNotFoundError, LMStudioValueError, ModelLoadError
+from .errors import (LMStudioClientError, LMStudioDuplicateIdentifierError, LMStudioModelNotFoundError,
+                     LMStudioValueError, ModelLoadError)
 from .instance import ModelInstance
 from .llm import LLM
 from .repository import Repository
-from .registry import ModelFile, model_type_of, resolve
+from .registry import ModelFile, model_type_of, resolve, same_key
 
 
 class _ModelNamespace:
@@ -85,7 +86,8 @@ class _ModelNamespace:
         with self._client._lock:
             identifier = instance_identifier or self._client._new_identifier(model_file.model_key)
             if identifier in self._client._instances:
-                raise LMStudioValueError(f"an instance with identifier {identifier!r} is already loaded")
+                raise LMStudioDuplicateIdentifierError(
+                    f"Model load error: an instance with identifier {identifier!r} is already loaded")
             # Reserve the identifier while loading (without holding the lock).
             self._client._instances[identifier] = None
         try:
@@ -198,6 +200,7 @@ class Client:
 
     def __init__(self, api_host: str | None = None):
         # api_host is accepted for source compatibility with the SDK; lmfast has no server.
+        self._api_host = api_host or "in-process"
         self._lock = threading.RLock()
         self._instances: dict[str, ModelInstance | None] = {}
         self._closed = threading.Event()
@@ -241,7 +244,7 @@ class Client:
         if inst is not None and _kind_of(inst) == kind:
             return inst
         for inst in live:
-            if inst.model_file.model_key == text.lower() or str(inst.model_file.path) == text:
+            if same_key(inst.model_file.model_key, text) or str(inst.model_file.path) == text:
                 return inst
         if os.path.isfile(text):
             real = os.path.realpath(text)
@@ -261,6 +264,11 @@ class Client:
     def list_downloaded_models(self, namespace: str | None = None) -> list[DownloadedModel]:
         """Every model in the model folders: DownloadedLlm entries, then DownloadedEmbeddingModel."""
         return list_downloaded(self, namespace)
+
+    @property
+    def api_host(self) -> str:
+        """The SDK's "host:port": the one given, else "in-process" (lmfast has no server)."""
+        return self._api_host
 
     @property
     def system(self) -> "Client":

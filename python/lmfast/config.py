@@ -8,12 +8,13 @@ keys named), not silently dropped: a typo should not change nothing quietly.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from . import _core
-from .errors import InvalidConfigError
+from .errors import InvalidConfigError, LMStudioUnsupportedConfigError
 
 _UNSET = object()
 
@@ -158,6 +159,44 @@ def _structured(key: str, v: Any) -> dict[str, Any]:
     return check_setting(key, v)
 
 
+def _reasoning_parsing(key: str, v: Any) -> dict[str, Any]:
+    if not isinstance(v, Mapping):
+        raise _bad(key, v, "{'enabled': bool, 'startString': str, 'endString': str}")
+    names = {"enabled": "enabled", "startString": "startString", "start_string": "startString",
+             "endString": "endString", "end_string": "endString"}
+    unknown = set(v) - set(names)
+    if unknown:
+        raise InvalidConfigError(f"config key {key!r}: unknown field(s) {sorted(unknown)} "
+                                 "(enabled, startString, endString)")
+    out = {"enabled": True, "startString": "<think>", "endString": "</think>"}
+    for k, x in v.items():
+        out[names[k]] = x
+    _bool(f"{key}.enabled", out["enabled"])
+    for k in ("startString", "endString"):
+        if not isinstance(out[k], str) or not out[k]:
+            raise _bad(f"{key}.{k}", out[k], "a non-empty string")
+    return out
+
+
+def _unsupported(why: str):
+    """A key of the SDK that lmfast cannot honour: its unset values pass (so a config read back
+    from get_load_config() loads again), any other value is an error that says why."""
+    def check(key: str, v: Any) -> Any:
+        if v is None or v is False:
+            return None
+        raise LMStudioUnsupportedConfigError(f"config key {key!r} is not supported by lmfast: {why}")
+    return check
+
+
+def _strict_vram_cap(key: str, v: Any) -> bool:
+    v = _bool(key, v)
+    if v and os.environ.get("GGML_CUDA_ENABLE_UNIFIED_MEMORY"):
+        raise LMStudioUnsupportedConfigError(
+            f"config key {key!r}: GGML_CUDA_ENABLE_UNIFIED_MEMORY is set, so llama.cpp may place GPU buffers "
+            "outside dedicated VRAM; unset it to keep the cap")
+    return v
+
+
 # -- the tables ----------------------------------------------------------------------------
 
 PREDICTION_KEYS: tuple[Key, ...] = (
@@ -173,6 +212,20 @@ PREDICTION_KEYS: tuple[Key, ...] = (
         "Penalty for repeating recent tokens; 1 or False turns it off."),
     Key("repeatLastN", _int(-1), 64, "lmfast: how many recent tokens repeatPenalty looks at (-1: the context)."),
     Key("stopStrings", _str_list, [], "Stop when any of these strings is generated (not included in the text)."),
+    Key("toolCallStopStrings", _str_list, [],
+        "Stop when any of these strings is generated, with stop reason 'toolCalls' (not included in the text)."),
+    Key("reasoningParsing", _reasoning_parsing, {"enabled": False, "startString": "<think>", "endString": "</think>"},
+        "Mark 'thinking' spans in streamed fragments: {'enabled': True, 'startString': '<think>', 'endString': "
+        "'</think>'}; fragments then carry reasoning_type 'reasoningStartTag', 'reasoning', 'reasoningEndTag' or "
+        "'none' (the text itself is unchanged)."),
+    Key("promptTemplate", _unsupported(
+        "the chat template is the model's own, rendered in the sandboxed template worker, which cannot take "
+        "another template per prediction yet (a C++ change); apply_prompt_template() and complete() give "
+        "control of the prompt text"), None,
+        "Not supported: an error names it (the model's own template is always used)."),
+    Key("cpuThreads", _unsupported(
+        "threads are fixed per loaded instance (the engine's thread pool); set cpuThreads in the load config "
+        "instead"), None, "Not supported per prediction: set cpuThreads in the load config."),
     Key("seed", _int(0, 2**32 - 2, allow_false=True), False,
         "lmfast: sampling seed for this request; False uses the load config's seed, or a random one."),
     Key("structured", _structured, {"type": "none"},
@@ -200,6 +253,16 @@ LOAD_KEYS: tuple[Key, ...] = (
         "a request warns and runs on the CPU; get_load_config() shows what was applied."),
     Key("offloadKVCacheToGpu", _bool, True, "Keep the KV cache on the GPU when layers are offloaded.",
         snake="offload_kv_cache_to_gpu"),
+    Key("gpuStrictVramCap", _strict_vram_cap, False,
+        "Keep GPU allocations within dedicated VRAM. llama.cpp always does (an offload that does not fit "
+        "fails to load) unless GGML_CUDA_ENABLE_UNIFIED_MEMORY is set, which True then refuses."),
+    Key("useFp16ForKVCache", _bool_or_auto, None,
+        "True: f16 K and V caches; False: f32 (None: llamaK/VCacheQuantizationType decide).",
+        snake="use_fp16_for_kv_cache"),
+    Key("numExperts", _unsupported(
+        "changing the number of active experts needs a GGUF key override at load, which lmfast's native "
+        "core does not expose yet"), None, "Not supported: an error names it (the model's own expert count "
+        "is used)."),
     Key("flashAttention", _bool_or_auto, None, "Use flash attention; None (unset): llama.cpp decides (auto)."),
     Key("seed", _int(0, 2**32 - 2, allow_false=True), False, "Default sampling seed; False: random."),
     Key("evalBatchSize", _int(1), 2048, "Most tokens per llama_decode call during prompt evaluation."),
@@ -276,7 +339,17 @@ def prediction_config(config: Any) -> dict[str, Any]:
 
 
 def load_config(config: Any) -> dict[str, Any]:
-    return _normalize(config, LOAD_KEYS, _LOAD_INDEX, "load")
+    out = _normalize(config, LOAD_KEYS, _LOAD_INDEX, "load")
+    fp16 = out.get("useFp16ForKVCache")
+    if fp16 is not None:
+        # The SDK's switch between f16 and f32 KV caches, as the two cache-type keys.
+        wanted = "f16" if fp16 else "f32"
+        for k in ("llamaKCacheQuantizationType", "llamaVCacheQuantizationType"):
+            if out.get(k) not in (None, False, wanted):
+                raise InvalidConfigError(f"config keys 'useFp16ForKVCache' ({fp16}) and {k!r} ({out[k]!r}) "
+                                         "disagree: give one of them")
+            out[k] = wanted
+    return out
 
 
 def embedding_load_config(config: Any) -> dict[str, Any]:

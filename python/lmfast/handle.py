@@ -61,9 +61,14 @@ class ModelHandle:
         self._instance.native()
         return self._instance.info
 
-    def get_load_config(self) -> dict[str, Any]:
+    def get_load_config(self) -> Any:
+        """The config the instance was loaded with, as applied: an ``LlmLoadModelConfig`` (an
+        ``EmbeddingLoadModelConfig`` for an embedding model), which is also a camelCase dict."""
+        from .config_types import EmbeddingLoadModelConfig, LlmLoadModelConfig
+
         self._instance.native()
-        return self._instance.load_config()
+        cls = EmbeddingLoadModelConfig if getattr(self._instance, "kind", "llm") == "embedding" else LlmLoadModelConfig
+        return cls._trusted(self._instance.load_config())
 
     def unload(self) -> None:
         """Unloads this instance; later calls on the handle raise ModelUnloadedError."""

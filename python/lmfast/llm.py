@@ -9,8 +9,9 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import _core, structured
-from .chat import AssistantResponse, Chat
+from . import _core, presets, structured
+from .chat import AssistantResponse, Chat, SystemPrompt, ToolCallRequestData
+from .config_types import LlmLoadModelConfig, LlmPredictionConfig
 from .handle import ModelHandle
 from .config import PREDICTION_KEYS, prediction_config, with_defaults
 from .errors import (LMStudioCancelledError, LMStudioPredictionError, LMStudioRuntimeError,
@@ -50,8 +51,8 @@ def _submit_kwargs(pcfg: dict[str, Any], load_seed: Any, chat_format: dict[str, 
                      generation_prompt=chat_format["generation_prompt"])
     else:
         tools = {}
-    stops = pcfg["stopStrings"] + [s for s in (chat_format or {}).get("additional_stops", [])
-                                   if s not in pcfg["stopStrings"]]
+    stops = list(dict.fromkeys(pcfg["stopStrings"] + pcfg["toolCallStopStrings"]
+                               + (chat_format or {}).get("additional_stops", [])))
     return dict(
         temperature=pcfg["temperature"],
         top_k=pcfg["topKSampling"],
@@ -66,6 +67,45 @@ def _submit_kwargs(pcfg: dict[str, Any], load_seed: Any, chat_format: dict[str, 
         grammar=structured.grammar(pcfg["structured"]),
         context_overflow=pcfg["contextOverflowPolicy"],
     ) | tools
+
+
+class ReasoningSplitter:
+    """Splits streamed text at the reasoning markers of ``reasoningParsing`` into pieces with
+    the SDK's reasoning types; a tail that could be the start of a marker waits for the next text."""
+
+    def __init__(self, start: str, end: str):
+        self._tags = (start, end)
+        self._inside = False
+        self._held = ""
+
+    def push(self, text: str) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        buf, self._held = self._held + text, ""
+        while buf:
+            tag = self._tags[self._inside]
+            i = buf.find(tag)
+            if i < 0:
+                keep = max((k for k in range(1, len(tag)) if buf.endswith(tag[:k])), default=0)
+                if len(buf) > keep:
+                    out.append((buf[:len(buf) - keep], "reasoning" if self._inside else "none"))
+                self._held = buf[len(buf) - keep:]
+                break
+            if i:
+                out.append((buf[:i], "reasoning" if self._inside else "none"))
+            out.append((tag, "reasoningEndTag" if self._inside else "reasoningStartTag"))
+            self._inside = not self._inside
+            buf = buf[i + len(tag):]
+        return out
+
+    def flush(self) -> list[tuple[str, str]]:
+        held, self._held = self._held, ""
+        return [(held, "reasoning" if self._inside else "none")] if held else []
+
+
+def _stop_string_hit(full_text: str, stops: list[str]) -> str | None:
+    """Which stop string ended a prediction: the one that occurs first in its whole output."""
+    hits = [(full_text.find(s), -len(s), s) for s in stops if s in full_text]
+    return min(hits)[2] if hits else None
 
 
 class PredictionStream:
@@ -99,6 +139,12 @@ class PredictionStream:
         self._result: PredictionResult | None = None
         self._error: BaseException | None = None
         self._seen_first = False
+        self._pending: list[LlmPredictionFragment] = []  # pieces of one text, not yet yielded
+        self._ended = False      # the engine has no more text
+        self._held_tokens = 0    # tokens of text held back (a marker's possible start), counted later
+        self._cancelled = False
+        rp = pcfg.get("reasoningParsing") or {}
+        self._reasoning = ReasoningSplitter(rp["startString"], rp["endString"]) if rp.get("enabled") else None
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, *, _stream: bool = True) -> None:
@@ -114,11 +160,15 @@ class PredictionStream:
     def __next__(self) -> LlmPredictionFragment:
         # The stream is its own iterator (no generator holding a reference back to it):
         # iterating again after a `break` resumes, and dropping the stream cancels at once.
+        if self._cancelled:
+            self._pending.clear()  # as in the SDK: fragments after cancel() are dropped
+        if self._pending:
+            return self._emit(self._pending.pop(0))
         if self._result is not None or self._error is not None:
             raise StopIteration
         if self._request is None:
             self.start()
-        while True:
+        while not self._pending and not self._ended:
             try:
                 item = self._request.next_text()
             except BaseException:
@@ -126,22 +176,37 @@ class PredictionStream:
                 self.close()
                 raise
             if item is None:
-                tail = self._call_filter.flush() if self._call_filter else ""
-                if not tail:
-                    self._finish()
-                    raise StopIteration
-                text, n_tokens = tail, 0
+                self._ended = True
+                self._queue(self._call_filter.flush() if self._call_filter else "", 0, final=True)
                 break
             text, n_tokens = item
             if self._call_filter is not None:
                 text = self._call_filter.push(text)
-            if text:
-                break
+            self._queue(text, n_tokens)
+        if self._cancelled:
+            self._pending.clear()
+        if not self._pending:
+            self._finish()
+            raise StopIteration
+        return self._emit(self._pending.pop(0))
+
+    def _queue(self, text: str, n_tokens: int, final: bool = False) -> None:
+        """Text from the engine -> fragments to yield (split at reasoning markers when asked)."""
+        if self._reasoning is None:
+            pieces = [(text, "none")] if text else []
+        else:
+            pieces = self._reasoning.push(text) + (self._reasoning.flush() if final else [])
+        self._held_tokens += n_tokens
+        for piece, kind in pieces:
+            self._pending.append(LlmPredictionFragment(content=piece, tokens_count=self._held_tokens,
+                                                       reasoning_type=kind))  # type: ignore[arg-type]
+            self._held_tokens = 0
+
+    def _emit(self, fragment: LlmPredictionFragment) -> LlmPredictionFragment:
         if not self._seen_first:
             self._seen_first = True
             _call(self._on_progress, 1.0)
             _call(self._on_first_token)
-        fragment = LlmPredictionFragment(content=text, tokens_count=n_tokens)
         _call(self._on_fragment, fragment)
         return fragment
 
@@ -159,6 +224,12 @@ class PredictionStream:
         content = self._request.text
         if self._chat_format is not None and reason != "userStopped":
             content, reason = self._parse_tool_calls(content, reason)
+        if reason == "stopStringFound" and self._pcfg["toolCallStopStrings"]:
+            model, _ = self._instance.native()
+            hit = _stop_string_hit(model.detokenize(list(stats["tokens"])),
+                                   self._pcfg["stopStrings"] + self._pcfg["toolCallStopStrings"])
+            if hit in self._pcfg["toolCallStopStrings"]:
+                reason = "toolCalls"
         gen_time = stats["generation_time"]
         predicted = stats["predicted_tokens"]
         result_stats = LlmPredictionStats(
@@ -177,13 +248,17 @@ class PredictionStream:
         self._result = PredictionResult(
             content=content, parsed=parsed, stats=result_stats,
             model_info=self._instance.info.model_info(),
-            load_config=self._instance.load_config(), prediction_config=dict(self._pcfg))
+            load_config=LlmLoadModelConfig._trusted(self._instance.load_config()),
+            prediction_config=LlmPredictionConfig._trusted(self._pcfg))
         self._token_ids = list(stats["tokens"])
         self._instance.touch()
-        message = AssistantResponse(content)
-        for call in self.tool_calls:
-            message.content.append({"type": "toolCallRequest", "toolCallRequest": call.to_dict()})
-        _call(self._on_message, message)
+        _call(self._on_message, self._message())
+
+    def _message(self) -> AssistantResponse:
+        """The assistant's message for ``on_message``: the text, then the tool calls it made."""
+        message = AssistantResponse(self.result().content)
+        message.content.extend(ToolCallRequestData(toolCallRequest=call) for call in self.tool_calls)
+        return message
 
     def _parse_tool_calls(self, text: str, reason: str) -> tuple[str, str]:
         """The content without the tool calls, and the stop reason ("toolCalls" when the model
@@ -198,7 +273,9 @@ class PredictionStream:
         return out["content"], ("toolCalls" if self.tool_calls else reason)
 
     def cancel(self) -> None:
-        """Stops generation; the stream then ends with stop reason 'userStopped'."""
+        """Stops generation; the stream then ends with stop reason 'userStopped', and no
+        fragment comes after this call."""
+        self._cancelled = True
         if self._request is not None:
             self._request.cancel()
 
@@ -263,6 +340,16 @@ class PredictionStream:
         return list(self._token_ids)
 
 
+def _with_system_prompt(history: Any, system_prompt: str | None) -> Any:
+    """A preset's system prompt goes first in a chat that has none (the history is copied)."""
+    if not system_prompt:
+        return history
+    chat = Chat.from_history(history)
+    if not any(m.role == "system" for m in chat.messages):
+        chat._messages.insert(0, SystemPrompt(system_prompt))
+    return chat
+
+
 class LLM(ModelHandle):
     """A handle to a loaded LLM instance (``lms.llm(...)``)."""
 
@@ -312,11 +399,15 @@ class LLM(ModelHandle):
         return PredictionStream(self._instance, tokens, pcfg, chat_format=chat_format, **callbacks)
 
     def respond_stream(self, history: Any, *, response_format: Any = None, config: Any = None,
+                       preset: str | None = None,
                        on_message: MessageCallback | None = None,
                        on_first_token: Callable[[], Any] | None = None,
                        on_prediction_fragment: FragmentCallback | None = None,
                        on_prompt_processing_progress: Callable[[float], Any] | None = None) -> PredictionStream:
-        """Streams the assistant's reply to a chat (a Chat, a str, or a history dict)."""
+        """Streams the assistant's reply to a chat (a Chat, a str, or a history dict). ``preset``:
+        the name of a config preset (lmfast.presets), under ``config``."""
+        config, system_prompt = presets.apply(preset, config)
+        history = _with_system_prompt(history, system_prompt)
         raw_tools = prediction_config(config).get("rawTools", {"type": "none"})
         tools = raw_tools["tools"] if raw_tools["type"] == "toolArray" else None
         prompt, chat_format = self._render_with_tools(history, tools, "required" if raw_tools.get("force") else "auto")
@@ -326,17 +417,19 @@ class LLM(ModelHandle):
             on_prompt_processing_progress=on_prompt_processing_progress), chat_format=chat_format)
 
     def respond(self, history: Any, *, response_format: Any = None, config: Any = None,
+                preset: str | None = None,
                 on_message: MessageCallback | None = None,
                 on_first_token: Callable[[], Any] | None = None,
                 on_prediction_fragment: FragmentCallback | None = None,
                 on_prompt_processing_progress: Callable[[float], Any] | None = None) -> PredictionResult:
         """The assistant's reply to a chat. ``str(result)`` is the text."""
         return self.respond_stream(
-            history, response_format=response_format, config=config, on_message=on_message,
+            history, response_format=response_format, config=config, preset=preset, on_message=on_message,
             on_first_token=on_first_token, on_prediction_fragment=on_prediction_fragment,
             on_prompt_processing_progress=on_prompt_processing_progress).wait_for_result()
 
     def complete_stream(self, prompt: str, *, response_format: Any = None, config: Any = None,
+                        preset: str | None = None,
                         on_message: MessageCallback | None = None,
                         on_first_token: Callable[[], Any] | None = None,
                         on_prediction_fragment: FragmentCallback | None = None,
@@ -344,6 +437,7 @@ class LLM(ModelHandle):
         """Streams a raw text completion: the model sees ``prompt`` exactly as given."""
         if not isinstance(prompt, str):
             raise LMStudioValueError(f"complete() takes a str prompt, got {type(prompt).__name__}")
+        config, _ = presets.apply(preset, config)  # a raw completion has no system prompt
         return self._stream(self._tokens(prompt), config, response_format, dict(
             on_message=on_message, on_first_token=on_first_token,
             on_prediction_fragment=on_prediction_fragment,
@@ -355,7 +449,7 @@ class LLM(ModelHandle):
 
     # -- tools --------------------------------------------------------------------------------
     def act(self, chat: Any, tools: Any, *, max_prediction_rounds: int | None = None,
-            max_parallel_tool_calls: int | None = 1, config: Any = None,
+            max_parallel_tool_calls: int | None = 1, config: Any = None, preset: str | None = None,
             on_message: Callable[[Any], Any] | None = None,
             on_first_token: Callable[[int], Any] | None = None,
             on_prediction_fragment: Callable[[LlmPredictionFragment, int], Any] | None = None,
@@ -376,6 +470,8 @@ class LLM(ModelHandle):
         ``handle_invalid_tool_request(error, request)`` may return other text, or raise to stop."""
         t0 = time.perf_counter()
         defs = tool_definitions(tools)
+        config, system_prompt = presets.apply(preset, config)
+        chat = _with_system_prompt(chat, system_prompt)
         if max_prediction_rounds is not None and (isinstance(max_prediction_rounds, bool) or
                                                   not isinstance(max_prediction_rounds, int) or max_prediction_rounds < 1):
             raise LMStudioValueError(f"max_prediction_rounds must be at least 1 (or None), got {max_prediction_rounds!r}")

@@ -148,7 +148,7 @@ def known_models() -> dict[str, ModelFile]:
         if mf.path.is_absolute():
             found[key] = mf
         else:
-            target = found.get(mf.path.as_posix().lower())
+            target = found.get(split_publisher(mf.path.as_posix().lower())[1])
             if target is not None:
                 found[key] = ModelFile(key, target.path, target.root)
     return found
@@ -345,6 +345,35 @@ def model_type_of(path: str | os.PathLike[str]) -> str:
 
 # -- resolution ---------------------------------------------------------------------------
 
+_PUBLISHER_KEY = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def split_publisher(text: str) -> tuple[str | None, str]:
+    """LM Studio's ``publisher/name`` model key -> (publisher, name), lower-cased; any other
+    text -> (None, text). A key has exactly one ``/`` and no ``.gguf`` ending."""
+    if _PUBLISHER_KEY.match(text) and not text.lower().endswith(".gguf") and not text.startswith("."):
+        publisher, name = text.lower().split("/")
+        return publisher, name
+    return None, text
+
+
+def same_key(model_key: str, text: str) -> bool:
+    """Whether ``text`` names a model of this key, with or without LM Studio's publisher part."""
+    text = text.lower()
+    return model_key == text or model_key == split_publisher(text)[1]
+
+
+def _by_publisher(publisher: str, name: str) -> ModelFile | None:
+    """The file of key ``name`` in a models folder's ``publisher/`` folder, if there is one."""
+    for root in search_dirs():
+        folders = [d for d in root.iterdir() if d.is_dir() and d.name.lower() == publisher] if root.is_dir() else []
+        for folder in folders:
+            for path in sorted(folder.rglob("*.gguf")):
+                if not path.name.startswith("mmproj") and model_key_for(path) == name:
+                    return ModelFile(name, path, root)
+    return None
+
+
 def resolve(model: str | os.PathLike[str]) -> ModelFile:
     """A model key or a path to a GGUF file -> the file. Raises LMStudioModelNotFoundError."""
     text = os.fspath(model)
@@ -356,10 +385,14 @@ def resolve(model: str | os.PathLike[str]) -> ModelFile:
     if path.is_file():
         path = path.resolve()
         return ModelFile(model_key_for(path), path, None)
-    if text.lower().endswith(".gguf") or os.sep in text and path.suffix:
+    publisher, name = split_publisher(text)
+    if text.lower().endswith(".gguf") or os.sep in text and path.suffix and publisher is None:
         raise LMStudioModelNotFoundError(f"model file not found: {text}")
     key = text.lower()
     defined = aliases()  # read the aliases.json files once per resolution
+    if publisher is not None and key not in defined:
+        # LM Studio's "publisher/name" key: a file of that publisher's folder, else the name alone.
+        return _by_publisher(publisher, name) or resolve(name)
     alias = defined.get(key)
     if alias is not None:
         if alias.path.is_absolute():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypedDict
 
 from .errors import LMStudioValueError
 
@@ -171,13 +171,15 @@ class EmbeddingModelInstanceInfo(_Record):
 
 @dataclasses.dataclass(frozen=True)
 class PredictionResult:
-    """The outcome of a prediction. ``str(result)`` is the text."""
+    """The outcome of a prediction. ``str(result)`` is the text. ``load_config`` is an
+    ``LlmLoadModelConfig`` and ``prediction_config`` an ``LlmPredictionConfig`` (both also
+    camelCase dicts)."""
     content: str
     parsed: Any
     stats: LlmPredictionStats
     model_info: LlmInfo
-    load_config: dict[str, Any]
-    prediction_config: dict[str, Any]
+    load_config: Any
+    prediction_config: Any
 
     @property
     def structured(self) -> bool:
@@ -199,7 +201,148 @@ class PredictionRoundResult(PredictionResult):
 
 
 @dataclasses.dataclass(frozen=True)
+class ModelLoadResult(_Record):
+    """What a load produced: the instance's identifier and reference, and the model's path."""
+    identifier: str
+    instance_reference: str
+    path: str
+
+
+@dataclasses.dataclass(frozen=True)
 class ActResult:
     """What ``act()`` returns: how many prediction rounds it took, and how long in all."""
     rounds: int
     total_time_seconds: float
+
+
+class DictRecord(dict):
+    """A record that is also a plain dict keyed by the SDK's camelCase names, so code that
+    treats it as a dict (``cfg["gpu"]["ratio"]``, ``== {...}``, ``json.dumps``) keeps working,
+    while attributes (snake_case or camelCase: ``cfg.context_length``, ``cfg.contextLength``)
+    and ``from_dict``/``to_dict`` work as on the SDK's structs. A field that is not set reads as
+    None. Subclasses list their fields in ``_names`` (camelCase) and check values in
+    ``_normalize``."""
+
+    __slots__ = ()
+    _names: ClassVar[tuple[str, ...]] = ()
+    _index: ClassVar[dict[str, str]] = {}
+    _snake_overrides: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        index = {}
+        for name in cls._names:
+            index[name] = name
+            index[cls._snake_overrides.get(name, _snake(name))] = name
+        cls._index = index
+
+    def __init__(self, data: Any = None, /, **fields: Any):
+        given = dict(data.items() if hasattr(data, "items") else (data or {}))
+        given.update(fields)
+        super().__init__(self._normalize(given))
+
+    @classmethod
+    def _normalize(cls, given: dict[str, Any]) -> dict[str, Any]:
+        """Checked camelCase fields (subclasses validate here)."""
+        out = {}
+        for key, value in given.items():
+            name = cls._index.get(key)
+            if name is None:
+                raise LMStudioValueError(f"{cls.__name__}: unknown field {key!r} (fields: {', '.join(cls._names)})")
+            out[name] = value
+        return out
+
+    @classmethod
+    def _trusted(cls, data: dict[str, Any]) -> "DictRecord":
+        """A record of values lmfast has already checked (no second validation)."""
+        obj = dict.__new__(cls)
+        dict.update(obj, data)
+        return obj
+
+    def _key(self, key: Any) -> Any:
+        return self._index.get(key, key) if isinstance(key, str) else key
+
+    def __getattr__(self, name: str) -> Any:
+        camel = self._index.get(name)
+        if camel is None:
+            raise AttributeError(f"{type(self).__name__!r} has no field {name!r}")
+        return dict.get(self, camel)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in self._index:
+            raise AttributeError(f"{type(self).__name__!r} has no field {name!r}")
+        self[name] = value
+
+    def __getitem__(self, key: Any) -> Any:
+        return dict.__getitem__(self, self._key(key))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        # The whole record is checked again: a field may depend on the others.
+        new = self._normalize({**dict(self), self._key(key): value})
+        dict.clear(self)
+        dict.update(self, new)
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, self._key(key))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return dict.get(self, self._key(key), default)
+
+    def copy(self) -> "DictRecord":
+        return type(self)._trusted(dict(self))
+
+    def __reduce__(self) -> Any:
+        return (type(self)._trusted, (dict(self),))
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(self._index))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "DictRecord":
+        return cls(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict with camelCase keys (nested records too)."""
+        return _plain(dict(self))
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}.from_dict({json.dumps(self.to_dict(), indent=2, default=str)})"
+
+    def __repr__(self) -> str:
+        snake = {v: k for k, v in self._index.items() if k != v}
+        return f"{type(self).__name__}({', '.join(f'{snake.get(k, k)}={v!r}' for k, v in self.items())})"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class ModelQuery(DictRecord):
+    """Which model a call means: any of ``domain`` ("llm" or "embedding"), ``identifier``,
+    ``path`` and ``vision`` (``client.llm.get_model_info()`` takes one)."""
+    __slots__ = ()
+    _names = ("domain", "identifier", "path", "vision")
+
+
+class ModelQueryDict(TypedDict, total=False):
+    domain: Literal["llm", "embedding"]
+    identifier: str
+    path: str
+    vision: bool
+
+
+class ModelSpecifier(DictRecord):
+    """The SDK's ``{"type": "query", "query": ModelQuery}`` or ``{"type": "instanceReference",
+    "instanceReference": str}``."""
+    __slots__ = ()
+    _names = ("type", "query", "instanceReference")
+
+
+class ModelSpecifierDict(TypedDict, total=False):
+    type: Literal["query", "instanceReference"]
+    query: ModelQueryDict
+    instanceReference: str
