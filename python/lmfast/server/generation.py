@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from ..errors import LMStudioError
 from ..llm import PredictionStream
 
 _STARTED, _TEXT, _DONE, _ERROR = "started", "text", "done", "error"
@@ -57,6 +58,11 @@ class Generation:
             if self._on_finish is not None:
                 self._on_finish(stream, self)
             self._put(_DONE, stream)
+        except LMStudioError as e:
+            # Expected errors (a bad request, an unloaded model) travel without their traceback:
+            # its frames would hold this generation, and so the model, in a reference cycle.
+            self.t_end = time.perf_counter()
+            self._put(_ERROR, e.with_traceback(None))
         except BaseException as e:  # noqa: BLE001 - handed to the request's task
             self.t_end = time.perf_counter()
             self._put(_ERROR, e)
@@ -76,6 +82,13 @@ class Generation:
         if request is None:
             return self._thread.is_alive()
         return not request.done
+
+    def pending(self) -> tuple[str, Any] | None:
+        """The next event if one is already queued (no waiting, no task)."""
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
 
     async def next_event(self, timeout: float | None = None) -> tuple[str, Any] | None:
         """The next event, or None after ``timeout`` seconds without one."""

@@ -4,6 +4,7 @@ engine's parallel sequences a bounded number of requests may wait, the rest get 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -157,7 +158,16 @@ class ModelManager:
             except LMStudioError:
                 continue  # unloaded meanwhile (TTL, another request)
             done.append(inst.identifier)
+        self._collect_soon()
         return done
+
+    def _collect_soon(self) -> None:
+        """Runs the cycle collector shortly after an unload: predictions that the unload ended
+        leave errors whose tracebacks hold them (and the native model) in cycles, which Python's
+        collector may otherwise leave for a long time."""
+        loop = asyncio.get_running_loop()
+        for delay in (0.5, 3.0):
+            loop.call_later(delay, gc.collect)
 
     def close(self) -> None:
         self.client.close()

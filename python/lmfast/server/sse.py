@@ -25,25 +25,46 @@ def event(name: str, obj: Any) -> bytes:
 async def events(gen: Generation, ping_interval: float, abort: asyncio.Event) -> AsyncIterator[tuple[str, Any]]:
     """The generation's events after "started": ("text", str) ..., then ("done", stream) or
     ("error", exc); ("ping", None) after ``ping_interval`` quiet seconds; ("abort", None) when the
-    server's shutdown grace period is over (the generation is cancelled then)."""
+    server's shutdown grace period is over (the generation is cancelled then). Fragments that
+    queued up while the client was being written to go out as one text event."""
+    held: tuple[str, Any] | None = None
     while True:
-        getter = asyncio.ensure_future(gen.next_event())
-        stopper = asyncio.ensure_future(abort.wait())
-        try:
-            done, _ = await asyncio.wait({getter, stopper}, timeout=ping_interval,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-            if not getter.done():
-                getter.cancel()
-        if getter in done:
-            kind, value = getter.result()
-            yield kind, value
-            if kind in ("done", "error"):
-                return
-        elif stopper in done:
+        if abort.is_set():
             gen.cancel()
             yield "abort", None
             return
-        else:
-            yield "ping", None
+        item = held or gen.pending()
+        held = None
+        if item is None:
+            item = await _wait(gen, ping_interval, abort)
+        kind, value = item
+        if kind == "text":
+            parts = [value]
+            while (more := gen.pending()) is not None:
+                if more[0] != "text":
+                    held = more
+                    break
+                parts.append(more[1])
+            yield "text", "".join(parts)
+            continue
+        yield kind, value
+        if kind in ("done", "error", "abort"):
+            return
+
+
+async def _wait(gen: Generation, ping_interval: float, abort: asyncio.Event) -> tuple[str, Any]:
+    """The next event, ("ping", None) after a quiet interval, or ("abort", None)."""
+    getter = asyncio.ensure_future(gen.next_event())
+    stopper = asyncio.ensure_future(abort.wait())
+    try:
+        done, _ = await asyncio.wait({getter, stopper}, timeout=ping_interval, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not getter.done():
+            getter.cancel()
+    if getter in done:
+        return getter.result()
+    if stopper in done:
+        gen.cancel()
+        return "abort", None
+    return "ping", None
