@@ -22,6 +22,16 @@ from .test_tools import TOOL_TEMPLATE, _few_shot, add, greet
 GREEDY = {"temperature": 0, "maxTokens": 16}
 
 
+@pytest.fixture(scope="module")
+def small(client, smollm2_path):
+    """SmolLM2 with one decode thread (the session's shared model uses the default count, which
+    a loaded 2-core machine makes slow)."""
+    model = client.llm.load_new_instance(str(smollm2_path), "parity-small",
+                                         config={"contextLength": 1024, "cpuThreads": 1})
+    yield model
+    model.unload()
+
+
 # -- 1. publisher/name model keys ------------------------------------------------------------------
 
 @pytest.fixture
@@ -134,9 +144,9 @@ def test_async_tracebacks_end_at_the_public_api(llm, monkeypatch):
 
 # -- 3. behaviour -----------------------------------------------------------------------------------
 
-def test_async_cancel_on_the_first_fragment_stops_at_once(llm):
+def test_async_cancel_on_the_first_fragment_stops_at_once(small):
     async def one_run():
-        model = lms.AsyncLLM(llm)
+        model = lms.AsyncLLM(small)
         stream = await model.respond_stream("Tell me a long story about the sea.",
                                             config={"temperature": 0, "maxTokens": 64})
         fragments = []
@@ -151,8 +161,8 @@ def test_async_cancel_on_the_first_fragment_stops_at_once(llm):
         assert result.stats.stop_reason == "userStopped"
 
 
-def test_sync_cancel_on_the_first_fragment_stops_at_once(llm):
-    stream = llm.respond_stream("Tell me a long story about the sea.", config={"temperature": 0, "maxTokens": 64})
+def test_sync_cancel_on_the_first_fragment_stops_at_once(small):
+    stream = small.respond_stream("Tell me a long story about the sea.", config={"temperature": 0, "maxTokens": 64})
     fragments = []
     for fragment in stream:
         fragments.append(fragment)
@@ -160,7 +170,7 @@ def test_sync_cancel_on_the_first_fragment_stops_at_once(llm):
     assert len(fragments) == 1 and stream.result().stats.stop_reason == "userStopped"
 
 
-def test_async_llm_renders_and_tokenizes_off_the_event_loop(llm):
+def test_async_llm_renders_and_tokenizes_off_the_event_loop(small):
     seen = []
 
     class Recording(lms.LLM):
@@ -177,13 +187,13 @@ def test_async_llm_renders_and_tokenizes_off_the_event_loop(llm):
             return super().tokenize(input)
 
     async def main():
-        model = lms.AsyncLLM(Recording(llm._instance))
+        model = lms.AsyncLLM(Recording(small._instance))
         loop_thread = threading.get_ident()
         await model.respond("Hi", config=GREEDY)
         await model.complete("Hi", config=GREEDY)
         await model.apply_prompt_template("Hi")
-        assert await model.tokenize("Hello") == llm.tokenize("Hello")
-        assert await model.count_tokens("Hello") == len(llm.tokenize("Hello"))
+        assert await model.tokenize("Hello") == small.tokenize("Hello")
+        assert await model.count_tokens("Hello") == len(small.tokenize("Hello"))
         return loop_thread
     loop_thread = asyncio.run(main())
     assert {what for what, _ in seen} == {"render", "tokens", "tokenize"}
@@ -223,18 +233,18 @@ def test_async_on_message_carries_the_tool_calls_as_the_sync_one_does(tool_llm):
     assert strip == [{k: v for k, v in p.items() if k != "toolCallRequest"} for p in sync_messages[0].content]
 
 
-def test_tool_call_stop_strings_stop_with_reason_tool_calls(llm):
+def test_tool_call_stop_strings_stop_with_reason_tool_calls(small):
     prompt = "Counting: 1, 2, 3, 4,"
-    plain = llm.complete(prompt, config={"temperature": 0, "maxTokens": 14}).content
+    plain = small.complete(prompt, config={"temperature": 0, "maxTokens": 14}).content
     first, second = " 6", " 8"
     assert 0 <= plain.find(first) < plain.find(second)  # the reference: greedy counting goes on
-    result = llm.complete(prompt, config={"temperature": 0, "maxTokens": 14, "toolCallStopStrings": [first]})
+    result = small.complete(prompt, config={"temperature": 0, "maxTokens": 14, "toolCallStopStrings": [first]})
     assert (result.content, result.stats.stop_reason) == (plain[:plain.find(first)], "toolCalls")
     # With both kinds, the string generated first decides the stop reason.
-    both = llm.complete(prompt, config={"temperature": 0, "maxTokens": 14, "stopStrings": [first],
+    both = small.complete(prompt, config={"temperature": 0, "maxTokens": 14, "stopStrings": [first],
                                         "toolCallStopStrings": [second]})
     assert both.stats.stop_reason == "stopStringFound"
-    both = llm.complete(prompt, config={"temperature": 0, "maxTokens": 14, "stopStrings": [second],
+    both = small.complete(prompt, config={"temperature": 0, "maxTokens": 14, "stopStrings": [second],
                                         "toolCallStopStrings": [first]})
     assert both.stats.stop_reason == "toolCalls"
 
@@ -246,13 +256,13 @@ def test_reasoning_splitter_across_fragments():
                       (" more", "reasoning"), ("</think>", "reasoningEndTag"), ("Answer", "none")]
 
 
-def test_reasoning_parsing_marks_fragments(llm):
+def test_reasoning_parsing_marks_fragments(small):
     """SmolLM2 does not think in tags, so the markers are two numbers of a greedy count: the
     fragments between them are 'reasoning', and the text is what the plain prediction gives."""
     prompt = "Counting: 1, 2,"
-    plain = llm.complete(prompt, config={"temperature": 0, "maxTokens": 14}).content
+    plain = small.complete(prompt, config={"temperature": 0, "maxTokens": 14}).content
     assert " 3" in plain and " 6" in plain
-    stream = llm.complete_stream(prompt, config={"temperature": 0, "maxTokens": 14, "reasoningParsing": {
+    stream = small.complete_stream(prompt, config={"temperature": 0, "maxTokens": 14, "reasoningParsing": {
         "enabled": True, "startString": " 3", "endString": " 6"}})
     fragments = list(stream)
     assert "".join(f.content for f in fragments) == plain == stream.result().content
@@ -262,7 +272,7 @@ def test_reasoning_parsing_marks_fragments(llm):
     assert set(kinds[:start]) <= {"none"} and set(kinds[start + 1:end]) == {"reasoning"}
     assert "".join(f.content for f in fragments[start:end + 1]) == plain[plain.find(" 3"):plain.find(" 6") + 2]
     assert sum(f.tokens_count for f in fragments) == stream.result().stats.predicted_tokens_count
-    off = list(llm.complete_stream(prompt, config={"temperature": 0, "maxTokens": 14}))
+    off = list(small.complete_stream(prompt, config={"temperature": 0, "maxTokens": 14}))
     assert {f.reasoning_type for f in off} == {"none"}
 
 
@@ -390,40 +400,40 @@ def presets(tmp_path, monkeypatch):
     return own, studio
 
 
-def test_presets_configure_predictions(llm, presets):
-    result = llm.respond("Tell me about ships.", preset="terse")
+def test_presets_configure_predictions(small, presets):
+    result = small.respond("Tell me about ships.", preset="terse")
     assert result.prediction_config.max_tokens == 6 and result.stats.predicted_tokens_count <= 6
     # The request's own config goes over the preset's.
-    longer = llm.respond("Tell me about ships.", preset="Terse", config={"maxTokens": 9})
+    longer = small.respond("Tell me about ships.", preset="Terse", config={"maxTokens": 9})
     assert longer.prediction_config.max_tokens == 9 and longer.prediction_config.temperature == 0
-    assert llm.complete("Ships are", preset="terse").prediction_config.max_tokens == 6
+    assert small.complete("Ships are", preset="terse").prediction_config.max_tokens == 6
 
 
-def test_lm_studio_presets_with_a_system_prompt(llm, presets):
+def test_lm_studio_presets_with_a_system_prompt(small, presets):
     with pytest.warns(UserWarning, match="llm.load.contextLength"):
-        result = llm.respond("Who are you?", preset="@local:pirate-captain")
+        result = small.respond("Who are you?", preset="@local:pirate-captain")
     reference = lms.Chat("You are a pirate. Answer like one.")
     reference.add_user_message("Who are you?")
     # What the model saw is that chat (texts are not compared: a cached prefix may change greedy output).
-    assert result.stats.prompt_tokens_count == len(llm._tokens(llm.apply_prompt_template(reference)))
+    assert result.stats.prompt_tokens_count == len(small._tokens(small.apply_prompt_template(reference)))
     assert result.stats.predicted_tokens_count <= 12
     assert result.prediction_config.top_p_sampling is False
     # A chat with its own system prompt keeps it.
     own = lms.Chat("You are a librarian.")
     own.add_user_message("Who are you?")
     with pytest.warns(UserWarning):
-        kept = llm.respond(own, preset="Pirate Captain")
+        kept = small.respond(own, preset="Pirate Captain")
     assert kept.stats.prompt_tokens_count != result.stats.prompt_tokens_count
 
 
-def test_an_unknown_preset_is_the_sdks_error(llm, presets):
+def test_an_unknown_preset_is_the_sdks_error(small, presets):
     with pytest.raises(lms.LMStudioPresetNotFoundError, match="(?i)no-such-preset.*terse"):
-        llm.respond("hi", preset="no-such-preset")
+        small.respond("hi", preset="no-such-preset")
     with pytest.raises(lms.LMStudioPresetNotFoundError):
-        llm.act("hi", [add], preset="no-such-preset")
+        small.act("hi", [add], preset="no-such-preset")
 
     async def main():
-        model = lms.AsyncLLM(llm)
+        model = lms.AsyncLLM(small)
         with pytest.raises(lms.LMStudioPresetNotFoundError):
             await model.respond("hi", preset="no-such-preset")
         return await model.respond("Tell me about ships.", preset="terse")
