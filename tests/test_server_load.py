@@ -241,3 +241,42 @@ def test_readme_section_runs(smollm2_path, tmp_path):
         if "OpenAI(" in command:
             assert r.stdout.strip()
     assert not (tmp_path / "cache" / "server.json").exists()
+
+
+def test_a_full_queue_is_503_with_retry_after(smollm2_path, tmp_path):
+    """One sequence and no queue: while one stream runs, the next request gets 503 at once, and
+    the openai client raises its class for it."""
+    server = ServerProcess(["--model", str(smollm2_path), "--context-length", "512", "--parallel", "1",
+                            "--max-queue", "0"], tmp_path / "server.log")
+    try:
+        server.wait_healthy()
+        body = {"model": SMOL, "stream": True, "temperature": 0, "max_tokens": 300,
+                "messages": chat("Count from one to three hundred in words.")}
+        with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60) as r:
+            lines = r.iter_lines()
+            next(lines)
+            busy = httpx.post(server.url + "/v1/chat/completions", timeout=10,
+                              json={"model": SMOL, "messages": chat("hi"), "max_tokens": 4})
+            assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+            assert busy.json()["error"]["code"] == "queue_full"
+            oai = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+            with pytest.raises(openai.InternalServerError) as e:
+                oai.chat.completions.create(model=SMOL, messages=chat("hi"), max_tokens=4)
+            assert e.value.status_code == 503
+        assert wait_until(lambda: metric(server.url, "lmfast_busy_sequences") == 0, timeout=5)
+        ok = httpx.post(server.url + "/v1/chat/completions", json={"model": SMOL, "messages": chat("hi"),
+                                                                  "max_tokens": 4}, timeout=60)
+        assert ok.status_code == 200
+    finally:
+        assert server.stop() == 0, server.log()
+
+
+def test_serve_without_the_server_extra_says_how_to_install_it():
+    code = ("import sys; sys.modules['uvicorn'] = None; sys.modules['starlette'] = None\n"
+            "from lmfast.server.__main__ import main\n"
+            "raise SystemExit(main(['serve', '--port', '1']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "pip install 'lmfast[server]'" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-c", "import sys; sys.modules['starlette'] = None; import lmfast; "
+                        "print(lmfast.__version__)"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr  # the library itself needs none of it
