@@ -457,6 +457,7 @@ PYBIND11_MODULE(_core, m) {
         .def("idle_seconds", &Engine::idle_seconds)
         .def_property_readonly("n_ctx", &Engine::n_ctx)
         .def_property_readonly("n_seq", &Engine::n_seq)
+        .def_property_readonly("n_streams", &Engine::n_streams)
         .def_property_readonly("n_threads", &Engine::n_threads)
         .def_property_readonly("model", &Engine::model)
         .def("counters", [](const Engine & self) {
@@ -474,6 +475,7 @@ PYBIND11_MODULE(_core, m) {
             d["restores"] = c.restores;
             d["prompt_tokens_restored"] = c.prompt_tokens_restored;
             d["spill_bytes"] = c.spill_bytes;
+            d["kv_streams"] = c.kv_streams;
             return d;
         });
 

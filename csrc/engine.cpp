@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "errors.h"
+#include "seq_state.h"
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 
@@ -193,7 +194,7 @@ void Engine::check_kv_memory(const llama_context_params & cp) const {
         std::snprintf(msg, sizeof msg,
                       "a context of %d tokens x %d sequence(s) needs about %.1f GiB for its KV cache, but only "
                       "%.1f GiB of memory is available: lower contextLength or maxParallelPredictions",
-                      params_.n_ctx, params_.n_seq, kv / (1u << 30), static_cast<double>(avail) / (1u << 30));
+                      params_.n_ctx, static_cast<int>(cp.n_seq_max), kv / (1u << 30), static_cast<double>(avail) / (1u << 30));
         throw ModelLoadError(msg);
     }
 }
@@ -205,26 +206,52 @@ static size_t spill_budget(int64_t asked) {
 }
 
 Engine::Engine(std::shared_ptr<Model> model, const EngineParams & params)
-    : model_(std::move(model)), params_(params), cache_(std::max(1, params.n_seq)),
-      spill_(spill_budget(params.spill_bytes)) {
+    : model_(std::move(model)), params_(params), cache_(1), spill_(spill_budget(params.spill_bytes)) {
     if (params_.n_seq < 1 || params_.n_seq > 256) throw InvalidArgument("the number of parallel sequences must be 1..256");
     if (params_.n_ctx < 16) throw InvalidArgument("context length must be at least 16 tokens");
     if (params_.n_batch < 1 || params_.n_ubatch < 1) throw InvalidArgument("batch sizes must be positive");
-
-    n_threads_ = params_.n_threads > 0 ? params_.n_threads : std::max(1, common_cpu_get_num_math());
-    llama_context_params cp = llama_context_default_params();
-    // One KV stream per sequence, each of the full context length: a token attends only
-    // to its own conversation's cells. (A unified cache shares cells between sequences,
-    // but then every token pays attention over every cached conversation: decoding was
-    // 25-30 % slower with a few long conversations cached.) Memory: n_ctx x n_seq cells.
     if (static_cast<uint64_t>(params_.n_ctx) * static_cast<uint64_t>(params_.n_seq) > (1ull << 31)) {
         throw InvalidArgument("context length " + std::to_string(params_.n_ctx) + " x " + std::to_string(params_.n_seq) +
                               " parallel sequences is too large (at most 2^31 cells)");
     }
-    cp.n_ctx = static_cast<uint32_t>(params_.n_ctx) * static_cast<uint32_t>(params_.n_seq);
+    n_threads_ = params_.n_threads > 0 ? params_.n_threads : std::max(1, common_cpu_get_num_math());
+    const int32_t n_threads_batch = params_.n_threads_batch > 0 ? params_.n_threads_batch : n_threads_;
+    // KV memory by use: one stream to start with; grow() adds streams, up to n_seq, when
+    // concurrent requests or more cached conversations need them. Only a plain KV cache can
+    // move its sequences to a larger context (seq_state.h); other memories get every stream
+    // at load, as before.
+    const llama_model * mdl = model_->get();
+    growable_ = !llama_model_is_recurrent(mdl) && !llama_model_is_hybrid(mdl) && llama_model_n_swa(mdl) == 0;
+    const int32_t n_initial = growable_ ? 1 : params_.n_seq;
+    ctx_ = create_context(n_initial);
+    n_streams_ = n_initial;
+    cache_.grow(n_initial);
+    // llama.cpp pads each stream (to 256 cells); the window a request may use is
+    // still the context length that was asked for.
+    n_ctx_ = std::min<int32_t>(params_.n_ctx, static_cast<int32_t>(llama_n_ctx_seq(ctx_)));
+    {
+        const double head_dim = static_cast<double>(llama_model_n_embd(mdl)) / std::max(1, llama_model_n_head(mdl));
+        bytes_per_cell_ = 2.0 * llama_model_n_layer(mdl) * llama_model_n_head_kv(mdl) * head_dim * 2.0;
+    }
+    threadpool_ = new_threadpool(n_threads_);
+    if (n_threads_batch != n_threads_) threadpool_batch_ = new_threadpool(n_threads_batch);
+    if (threadpool_) llama_attach_threadpool(ctx_, threadpool_, threadpool_batch_);
+    counters_.kv_streams = static_cast<uint64_t>(n_initial);
+    batch_ = llama_batch_init(params_.n_batch, 0, 1);
+    last_done_ns_.store(Clock::now().time_since_epoch().count());
+    thread_ = std::thread([this] { loop(); });
+}
+
+// A context with n_streams KV streams of n_ctx cells each. One stream per sequence: a token
+// attends only to its own conversation's cells. (A unified cache shares cells between
+// sequences, but then every token pays attention over every cached conversation: decoding was
+// 25-30 % slower with a few long conversations cached.)
+llama_context * Engine::create_context(int32_t n_streams) const {
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = static_cast<uint32_t>(params_.n_ctx) * static_cast<uint32_t>(n_streams);
     cp.n_batch = params_.n_batch;
     cp.n_ubatch = std::min(params_.n_ubatch, params_.n_batch);
-    cp.n_seq_max = params_.n_seq;
+    cp.n_seq_max = n_streams;
     cp.n_threads = n_threads_;
     cp.n_threads_batch = params_.n_threads_batch > 0 ? params_.n_threads_batch : n_threads_;
     cp.flash_attn_type = params_.flash_attn < 0 ? LLAMA_FLASH_ATTN_TYPE_AUTO
@@ -237,28 +264,63 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams & params)
     cp.rope_freq_scale = params_.rope_freq_scale;
     cp.kv_unified = false;
     cp.no_perf = true;
-
     check_kv_memory(cp);
-    ctx_ = llama_init_from_model(model_->get(), cp);
-    if (!ctx_) {
-        throw ModelLoadError("could not create a llama.cpp context of " + std::to_string(params_.n_ctx) +
-                             " tokens (out of memory, or an unsupported setting such as a quantized V cache "
-                             "without flash attention)");
+    llama_context * ctx = llama_init_from_model(model_->get(), cp);
+    if (!ctx) {
+        throw ModelLoadError("could not create a llama.cpp context of " + std::to_string(params_.n_ctx) + " tokens x " +
+                             std::to_string(n_streams) + " sequence(s) (out of memory, or an unsupported setting "
+                             "such as a quantized V cache without flash attention)");
     }
-    // llama.cpp pads each stream (to 256 cells); the window a request may use is
-    // still the context length that was asked for.
-    n_ctx_ = std::min<int32_t>(params_.n_ctx, static_cast<int32_t>(llama_n_ctx_seq(ctx_)));
-    {
-        const llama_model * mdl = model_->get();
-        const double head_dim = static_cast<double>(llama_model_n_embd(mdl)) / std::max(1, llama_model_n_head(mdl));
-        bytes_per_cell_ = 2.0 * llama_model_n_layer(mdl) * llama_model_n_head_kv(mdl) * head_dim * 2.0;
+    return ctx;
+}
+
+// Gives the engine `want` KV streams (at most n_seq): a context with more streams is made,
+// every cached sequence's cells are copied into it with the sequence-state API (busy ones too:
+// this runs between steps, where no logits are pending) and the old context is freed. False
+// when nothing changed: at the limit, or no memory for a larger context (requests then wait
+// or displace a conversation, as before).
+bool Engine::grow(int32_t want) {
+    want = std::min(want, params_.n_seq);
+    if (!growable_ || want <= n_streams_) return false;
+    llama_context * next = nullptr;
+    try {
+        next = create_context(want);
+    } catch (const std::exception &) {
+        return false;
     }
-    threadpool_ = new_threadpool(cp.n_threads);
-    if (cp.n_threads_batch != cp.n_threads) threadpool_batch_ = new_threadpool(cp.n_threads_batch);
-    if (threadpool_) llama_attach_threadpool(ctx_, threadpool_, threadpool_batch_);
-    batch_ = llama_batch_init(params_.n_batch, 0, 1);
-    last_done_ns_.store(Clock::now().time_since_epoch().count());
-    thread_ = std::thread([this] { loop(); });
+    for (llama_seq_id s = 0; s < n_streams_; ++s) {
+        if (cache_.tokens(s).empty()) continue;
+        const size_t size = llama_state_seq_get_size(ctx_, s);
+        state_buf_.resize(size);
+        std::vector<uint8_t> moved;
+        if (llama_state_seq_get_data(ctx_, state_buf_.data(), size, s) == size &&
+            restream_seq_state(state_buf_, static_cast<uint32_t>(want), moved) &&
+            llama_state_seq_set_data(next, moved.data(), moved.size(), s) == moved.size()) {
+            continue;
+        }
+        lose_sequence(s);
+    }
+    if (threadpool_) llama_attach_threadpool(next, threadpool_, threadpool_batch_);
+    llama_free(ctx_);
+    ctx_ = next;
+    n_streams_ = want;
+    cache_.grow(want);
+    std::lock_guard<std::mutex> lk(mu_);
+    counters_.kv_streams = static_cast<uint64_t>(want);
+    return true;
+}
+
+// A sequence whose cells could not be moved: its cache is forgotten, and a request running on
+// it fails (alone).
+void Engine::lose_sequence(llama_seq_id s) {
+    cache_.tokens(s).clear();
+    for (auto it = active_.begin(); it != active_.end(); ++it) {
+        if ((*it)->seq != s) continue;
+        finish(**it, StopReason::Failed, "the KV cache could not be moved to a larger context");
+        active_.erase(it);
+        wake_finished();
+        return;
+    }
 }
 
 Engine::~Engine() {
@@ -389,13 +451,20 @@ void Engine::admit_queued() {
         std::shared_ptr<Request> req;
         {
             std::lock_guard<std::mutex> lk(mu_);
-            if (!jobs_.empty() || static_cast<int32_t>(active_.size()) >= cache_.n_seq()) return;
+            if (!jobs_.empty()) return;
             for (; next < queue_.size() && waits(*queue_[next]); ++next) {
                 if (!queue_[next]->held_) counters_.shared_prefix_waits += 1;
                 queue_[next]->held_ = true;
             }
             if (next >= queue_.size()) return;
             req = queue_[next];
+        }
+        // More streams when every sequence is busy, or when this request would otherwise
+        // displace another conversation (which could come back): memory grows with use.
+        const bool full = static_cast<int32_t>(active_.size()) >= n_streams_;
+        if ((full || cache_.would_displace(req->prompt_)) && !grow(n_streams_ * 2) && full) return;
+        {
+            std::lock_guard<std::mutex> lk(mu_);
             queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(next));
         }
         admit(std::move(req));
@@ -466,7 +535,13 @@ size_t Engine::restore(llama_seq_id seq, SpillCache::Entry & e, const std::vecto
     llama_memory_t mem = llama_get_memory(ctx_);
     llama_memory_seq_rm(mem, seq, -1, -1);
     auto & toks = cache_.tokens(seq);
-    if (llama_state_seq_set_data(ctx_, e.state.data(), e.state.size(), seq) != e.state.size()) {
+    // Saved before the context grew: rewritten for the current stream count (seq_state.h).
+    if (seq_state_streams(e.state) != static_cast<uint32_t>(n_streams_)) {
+        std::vector<uint8_t> now;
+        if (!restream_seq_state(e.state, static_cast<uint32_t>(n_streams_), now)) now.clear();
+        e.state.swap(now);
+    }
+    if (e.state.empty() || llama_state_seq_set_data(ctx_, e.state.data(), e.state.size(), seq) != e.state.size()) {
         llama_memory_seq_rm(mem, seq, -1, -1);
         toks.clear();
         return 0;

@@ -141,6 +141,7 @@ struct EngineCounters {
     uint64_t restores = 0;
     uint64_t prompt_tokens_restored = 0;
     uint64_t spill_bytes = 0;  // held in the tier now
+    uint64_t kv_streams = 0;   // KV streams allocated (one context's worth of cells each)
 };
 
 class Engine {
@@ -159,7 +160,8 @@ public:
     double idle_seconds() const;
 
     int32_t n_ctx() const { return n_ctx_; }
-    int32_t n_seq() const { return params_.n_seq; }
+    int32_t n_seq() const { return params_.n_seq; }            // the limit
+    int32_t n_streams() const { return n_streams_.load(); }    // KV streams allocated now (grow())
     int32_t n_threads() const { return n_threads_; }
     EngineCounters counters() const;
     // For tests and debugging (teacher forcing). Waits until no request runs, then evaluates
@@ -176,6 +178,9 @@ private:
     struct Active;
     void loop();
     void check_kv_memory(const llama_context_params & cp) const;
+    llama_context * create_context(int32_t n_streams) const;
+    bool grow(int32_t want);
+    void lose_sequence(llama_seq_id s);
     void admit(std::shared_ptr<Request> req);
     bool waits(const Request & req) const;
     bool copy_pays(size_t n_cells, size_t n_tokens) const;
@@ -212,6 +217,8 @@ private:
     llama_batch batch_{};
     int32_t n_ctx_ = 0;
     int32_t n_threads_ = 0;
+    bool growable_ = false;              // a plain KV cache: grow() may add streams
+    std::atomic<int32_t> n_streams_{0};  // KV streams of ctx_ (sequences 0..n_streams_-1); engine thread writes
     double bytes_per_cell_ = 0;          // K and V of one token, all layers (f16 estimate)
     std::vector<uint8_t> state_buf_;     // scratch for copying a sequence's cells
     std::vector<llama_token_data> sample_buf_;  // scratch for constrained sampling

@@ -32,6 +32,8 @@ std::vector<std::vector<float>> Engine::eval_logits(const std::vector<std::vecto
             std::lock_guard<std::mutex> lk(mu_);
             if (stop_) throw ModelUnloaded("the model has been unloaded");
         }
+        grow(k);  // sequences 0..k-1 must exist
+        if (n_streams_ < k) throw std::runtime_error("eval_logits: no memory for " + std::to_string(k) + " KV streams");
         const int32_t n_vocab = model_->n_vocab();
         llama_memory_t mem = llama_get_memory(ctx_);
         std::vector<std::vector<float>> out(k);

@@ -19,7 +19,7 @@ size_t PrefixCache::longest_cached(const std::vector<llama_token> & prompt) cons
     return best;
 }
 
-PrefixCache::Match PrefixCache::pick(const std::vector<llama_token> & prompt, bool & branch) {
+PrefixCache::Match PrefixCache::pick(const std::vector<llama_token> & prompt, bool & branch) const {
     Match m;
     for (size_t i = 0; i < entries_.size(); ++i) {
         const Entry & e = entries_[i];
@@ -43,6 +43,16 @@ PrefixCache::Match PrefixCache::pick(const std::vector<llama_token> & prompt, bo
         branch = entries_[m.seq].busy || entries_[m.seq].tokens.size() >= m.n_common + kKeepTail;
     }
     return m;
+}
+
+bool PrefixCache::would_displace(const std::vector<llama_token> & prompt) const {
+    bool branch = false;
+    const Match m = pick(prompt, branch);
+    if (m.seq >= 0 && m.n_common > 0 && !branch) return false;  // it continues in its own sequence
+    for (const Entry & e : entries_) {
+        if (!e.busy && e.tokens.empty()) return false;
+    }
+    return true;
 }
 
 // The idle sequence to give a request that brings no cached prefix of its own, other than

@@ -35,6 +35,10 @@ public:
     Match acquire(const std::vector<llama_token> & prompt, CopyPays && copy_pays);
 
     static constexpr size_t kKeepTail = 16;  // tokens beyond the shared prefix worth keeping
+    // Whether acquire(prompt) would now give the request a sequence that holds another
+    // conversation: no idle sequence continues this one and no sequence is empty.
+    bool would_displace(const std::vector<llama_token> & prompt) const;
+    void grow(int32_t n_seq) { entries_.resize(static_cast<size_t>(n_seq)); }  // new sequences are empty
     void release(llama_seq_id seq);  // idle again; its tokens stay cached
     // A busy sequence's cells from n on are not what evaluating its tokens from scratch
     // gives (after a context shift): never copy them. Lifted at release, when the engine
@@ -48,7 +52,7 @@ public:
     int32_t n_seq() const { return static_cast<int32_t>(entries_.size()); }
 
 private:
-    Match pick(const std::vector<llama_token> & prompt, bool & branch);
+    Match pick(const std::vector<llama_token> & prompt, bool & branch) const;
     llama_seq_id spare(llama_seq_id except) const;
     void take(Match & m);
 

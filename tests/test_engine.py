@@ -253,8 +253,11 @@ def test_eviction_under_a_small_limit(client, smollm2_path):
     """Three chats and two sequences (maxParallelPredictions 2). The least recently used
     chat is evicted: every answer is still right, a chat whose history is still cached
     evaluates only its new message, and an evicted one evaluates its history again."""
+    # The host tier is off: this is the sequences' own eviction policy (tests/test_spill.py has
+    # evicted chats coming back from host memory instead).
     model = client.llm.load_new_instance(str(smollm2_path), "evict",
-                                         config={"contextLength": 1024, "maxParallelPredictions": 2})
+                                         config={"contextLength": 1024, "maxParallelPredictions": 2,
+                                                 "promptCacheRamBytes": 0})
     try:
         systems = {"A": "You are a helpful assistant.", "B": "You are a knowledgeable assistant.",
                    "C": "You answer questions about the world briefly."}

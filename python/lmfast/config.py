@@ -277,8 +277,8 @@ LOAD_KEYS: tuple[Key, ...] = (
     Key("cpuThreads", _int(1, 1024, allow_false=True), False,
         "lmfast: CPU threads for decoding; False: the number of physical cores."),
     Key("maxParallelPredictions", _int(1, 256), 4,
-        "lmfast: KV-cache sequences, i.e. predictions served at once and conversations kept cached; "
-        "each has its own contextLength of KV cache (memory grows with it)."),
+        "lmfast: the most KV-cache sequences, i.e. predictions served at once and conversations kept "
+        "cached; each has its own contextLength of KV cache, allocated when first needed."),
     Key("promptCacheRamBytes", _int(0, allow_false=True), False,
         "lmfast: host-memory budget for conversations evicted from their KV sequence, restored from "
         "there instead of evaluated again when they return; False: an eighth of the free memory at "

@@ -1,0 +1,113 @@
+"""KV memory by use: an engine starts with one KV stream (one context's worth of cells) and
+adds streams, up to maxParallelPredictions, when concurrent requests or more cached
+conversations need them; cached conversations move to the larger context intact."""
+from __future__ import annotations
+
+import threading
+
+import lmfast as lms
+
+from .conftest import GREEDY
+
+LOAD = {"contextLength": 1024, "cpuThreads": 1}
+PREDICT = {**GREEDY, "maxTokens": 12}
+
+
+def _engine(model):
+    return model._instance.native()[1]
+
+
+def test_one_conversation_costs_one_stream(client, smollm2_path):
+    model = client.llm.load_new_instance(str(smollm2_path), "grow-one", config=LOAD)
+    try:
+        engine = _engine(model)
+        assert engine.n_seq == 4 and engine.n_streams == 1
+        chat = lms.Chat("You are brief.")
+        for q in ("What is the capital of France?", "And of Italy?"):
+            chat.add_user_message(q)
+            r = model.respond(chat, config=PREDICT, on_message=chat.append)
+        assert r.stats.cached_prompt_tokens_count > 0
+        assert engine.n_streams == 1 and engine.counters()["kv_streams"] == 1
+    finally:
+        model.unload()
+
+
+def test_concurrent_requests_grow_to_the_limit_and_batch(client, smollm2_path):
+    model = client.llm.load_new_instance(str(smollm2_path), "grow-four", config=LOAD)
+    try:
+        engine = _engine(model)
+        results: dict[int, lms.PredictionResult] = {}
+        barrier = threading.Barrier(4)
+
+        def ask(i: int) -> None:
+            barrier.wait()
+            results[i] = model.respond(f"Count from {i} to {i + 20}.",
+                                       config={**GREEDY, "maxTokens": 24, "ignoreEos": True})
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert sorted(results) == [0, 1, 2, 3]
+        assert all(r.stats.predicted_tokens_count == 24 for r in results.values())
+        counters = engine.counters()
+        assert engine.n_streams == 4 and counters["kv_streams"] == 4
+        # Batched: steps that decoded generated tokens carried several requests' tokens each.
+        assert counters["tokens_generated"] > counters["generation_steps"] * 1.5, counters
+    finally:
+        model.unload()
+
+
+def test_growth_keeps_cached_conversations_exact(client, smollm2_path):
+    """A conversation cached before the context grew continues from its cells afterwards and
+    answers as it does on an instance that never grew."""
+    questions = ["What is the capital of France?", "What river runs through it?"]
+
+    def converse(model, before_second=None) -> tuple[list[str], lms.PredictionResult]:
+        chat = lms.Chat("You are a geography tutor.")
+        chat.add_user_message(questions[0])
+        model.respond(chat, config=PREDICT, on_message=chat.append)
+        if before_second:
+            before_second()
+        chat.add_user_message(questions[1])
+        second = model.respond(chat, config=PREDICT, on_message=chat.append)
+        return [m.text for m in chat.messages], second
+
+    reference = client.llm.load_new_instance(str(smollm2_path), "grow-ref", config=LOAD)
+    try:
+        expected, _ = converse(reference)
+        assert _engine(reference).n_streams == 1
+    finally:
+        reference.unload()
+
+    model = client.llm.load_new_instance(str(smollm2_path), "grow-move", config=LOAD)
+    try:
+        engine = _engine(model)
+
+        def other_conversations() -> None:
+            # Two unrelated chats: each needs a sequence of its own, so the context grows.
+            for system in ("You are a chef.", "You are an astronomer."):
+                model.respond(lms.Chat.from_history({"messages": [{"role": "system", "content": system},
+                                                                   {"role": "user", "content": "Hello!"}]}),
+                              config=PREDICT)
+            assert engine.n_streams >= 2
+
+        got, second = converse(model, other_conversations)
+        assert got == expected
+        assert second.stats.restored_prompt_tokens_count == 0
+        assert second.stats.cached_prompt_tokens_count >= second.stats.prompt_tokens_count - 24, second.stats
+    finally:
+        model.unload()
+
+
+def test_a_limit_beyond_memory_loads_with_one_stream(client, smollm2_path):
+    """256 sequences of 2048 tokens would be ~12 GiB of KV cache allocated at load; by use, the
+    model loads with one stream and answers."""
+    model = client.llm.load_new_instance(str(smollm2_path), "grow-limit",
+                                         config={**LOAD, "contextLength": 2048, "maxParallelPredictions": 256})
+    try:
+        assert _engine(model).n_streams == 1
+        assert model.complete("The sky is", config={**GREEDY, "maxTokens": 2}).stats.predicted_tokens_count == 2
+    finally:
+        model.unload()
