@@ -8,7 +8,7 @@ import json
 import logging
 import struct
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -61,15 +61,21 @@ async def chat_completions(request: Request) -> Response:
         log.info("prompt: %s", json.dumps(chat.to_dict(), ensure_ascii=False))
     run = await start(ctx, handle, req.model, req.ttl,
                       lambda h: (lambda: h.respond_stream(chat, config=cfg)))
-    cid = to_openai.new_id("chatcmpl")
+    return await _answer(ctx, request, run, req, "chatcmpl", _chat_sse, to_openai.chat_completion)
+
+
+async def _answer(ctx: AppContext, request: Request, run: Running, req: Any, id_prefix: str,
+                  events: Callable[..., AsyncIterator[bytes]], body: Callable[..., dict[str, Any]]) -> Response:
+    """A started prediction's answer: an SSE stream of ``events``, or once it ends, ``body``."""
+    cid = to_openai.new_id(id_prefix)
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return StreamingResponse(_chat_sse(ctx, request, run, cid, include_usage),
+        return StreamingResponse(events(ctx, request, run, cid, include_usage),
                                  media_type="text/event-stream", headers=sse.HEADERS)
     try:
         _, stream = await wait_result(request, run)
         record(ctx, request, run, stream)
-        return JSONResponse(to_openai.chat_completion(stream, run.gen, run.handle, cid))
+        return JSONResponse(body(stream, run.gen, run.handle, cid))
     finally:
         run.close()
 
@@ -139,17 +145,7 @@ async def completions(request: Request) -> Response:
     if ctx.settings.log_prompts:
         log.info("prompt: %s", json.dumps(prompt, ensure_ascii=False))
     run = await start(ctx, handle, req.model, req.ttl, lambda h: (lambda: h.complete_stream(prompt, config=cfg)))
-    cid = to_openai.new_id("cmpl")
-    if req.stream:
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return StreamingResponse(_completion_sse(ctx, request, run, cid, include_usage),
-                                 media_type="text/event-stream", headers=sse.HEADERS)
-    try:
-        _, stream = await wait_result(request, run)
-        record(ctx, request, run, stream)
-        return JSONResponse(to_openai.completion(stream, run.gen, run.handle, cid))
-    finally:
-        run.close()
+    return await _answer(ctx, request, run, req, "cmpl", _completion_sse, to_openai.completion)
 
 
 async def _completion_sse(ctx: AppContext, request: Request, run: Running, cid: str,
