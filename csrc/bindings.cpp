@@ -272,8 +272,20 @@ PYBIND11_MODULE(_core, m) {
     py::class_<Model, std::shared_ptr<Model>>(m, "Model")
         .def_static("load",
             [](const std::string & path, int n_gpu_layers, bool use_mmap, bool use_mlock, int main_gpu,
-               int split_mode, const std::vector<int> & devices) {
+               int split_mode, const std::vector<int> & devices, const py::object & progress) {
                 ModelParams p;
+                if (!progress.is_none()) {
+                    // Called on this (loading) thread with the GIL released: take it for the call.
+                    // The callable is lmfast's own reporter, which never raises.
+                    p.progress = [&progress](float f) {
+                        py::gil_scoped_acquire gil;
+                        try {
+                            progress(f);
+                        } catch (py::error_already_set & e) {
+                            e.discard_as_unraisable("on_load_progress");  // never through llama.cpp's loader
+                        }
+                    };
+                }
                 p.path = path;
                 p.n_gpu_layers = n_gpu_layers;
                 p.main_gpu = main_gpu;
@@ -281,11 +293,12 @@ PYBIND11_MODULE(_core, m) {
                 p.devices = devices;
                 p.use_mmap = use_mmap;
                 p.use_mlock = use_mlock;
+                py::gil_scoped_release nogil;
                 return Model::load(p);
             },
             py::arg("path"), py::arg("n_gpu_layers") = 0, py::arg("use_mmap") = true, py::arg("use_mlock") = false,
             py::arg("main_gpu") = 0, py::arg("split_mode") = 1, py::arg("devices") = std::vector<int>(),
-            py::call_guard<py::gil_scoped_release>())
+            py::arg("progress") = py::none())
         .def_property_readonly("path", &Model::path)
         .def_property_readonly("n_ctx_train", &Model::n_ctx_train)
         .def_property_readonly("n_vocab", &Model::n_vocab)

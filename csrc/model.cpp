@@ -28,6 +28,14 @@ std::shared_ptr<Model> Model::load(const ModelParams & params) {
         devices.push_back(nullptr);
         mp.devices = devices.data();
     }
+    if (params.progress) {
+        // llama.cpp reports the share of tensor data read; returning false would cancel the load.
+        mp.progress_callback = [](float progress, void * user) {
+            (*static_cast<const std::function<void(float)> *>(user))(progress);
+            return true;
+        };
+        mp.progress_callback_user_data = const_cast<std::function<void(float)> *>(&params.progress);
+    }
     mp.load_mode = params.use_mmap ? (params.use_mlock ? LLAMA_LOAD_MODE_MMAP_MLOCK : LLAMA_LOAD_MODE_MMAP)
                                    : (params.use_mlock ? LLAMA_LOAD_MODE_MLOCK : LLAMA_LOAD_MODE_NONE);
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -24,6 +25,7 @@ struct ModelParams {
     std::vector<int> devices;   // ggml device indices to offload to; empty: every GPU
     bool use_mmap = true;
     bool use_mlock = false;
+    std::function<void(float)> progress;  // load progress 0..1 from llama.cpp's loader; may be empty
 };
 
 struct ChatMessage {

@@ -307,13 +307,15 @@ class AsyncDownloadedModel:
     def __repr__(self) -> str:
         return "Async" + repr(self._entry)
 
-    async def model(self, *, ttl: float | None = 3600, config: Any = None) -> Any:
-        return self._wrap(await _in_thread(lambda: self._entry.model(ttl=ttl, config=config)))
+    async def model(self, *, ttl: float | None = 3600, config: Any = None,
+                    on_load_progress: Callable[[float], Any] | None = None) -> Any:
+        return self._wrap(await _in_thread(lambda: self._entry.model(ttl=ttl, config=config,
+                                                                     on_load_progress=on_load_progress)))
 
     async def load_new_instance(self, *, ttl: float | None = 3600, instance_identifier: str | None = None,
-                                config: Any = None) -> Any:
+                                config: Any = None, on_load_progress: Callable[[float], Any] | None = None) -> Any:
         return self._wrap(await _in_thread(lambda: self._entry.load_new_instance(
-            ttl=ttl, instance_identifier=instance_identifier, config=config)))
+            ttl=ttl, instance_identifier=instance_identifier, config=config, on_load_progress=on_load_progress)))
 
 
 class AsyncDownloadedLlm(AsyncDownloadedModel):
@@ -339,13 +341,16 @@ class _AsyncNamespace:
         self._wrap = wrap
 
     async def model(self, model_key: str | os.PathLike[str] | None = None, /, *, ttl: float | None = 3600,
-                    config: Any = None) -> Any:
-        return self._wrap(await _in_thread(lambda: self._ns.model(model_key, ttl=ttl, config=config)))
+                    config: Any = None, on_load_progress: Callable[[float], Any] | None = None) -> Any:
+        """``on_load_progress`` is called from the loading thread, not the event loop."""
+        return self._wrap(await _in_thread(lambda: self._ns.model(model_key, ttl=ttl, config=config,
+                                                                  on_load_progress=on_load_progress)))
 
     async def load_new_instance(self, model_key: str | os.PathLike[str], instance_identifier: str | None = None,
-                                *, ttl: float | None = 3600, config: Any = None) -> Any:
-        return self._wrap(await _in_thread(
-            lambda: self._ns.load_new_instance(model_key, instance_identifier, ttl=ttl, config=config)))
+                                *, ttl: float | None = 3600, config: Any = None,
+                                on_load_progress: Callable[[float], Any] | None = None) -> Any:
+        return self._wrap(await _in_thread(lambda: self._ns.load_new_instance(
+            model_key, instance_identifier, ttl=ttl, config=config, on_load_progress=on_load_progress)))
 
     async def unload(self, model_identifier: str) -> None:
         await _in_thread(lambda: self._ns.unload(model_identifier))

@@ -4,14 +4,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .config import embedding_load_config, load_config
 from .downloaded import DownloadedModel, list_downloaded
 from .embedding import EmbeddingInstance, EmbeddingModel
 from .errors import (LMStudioClientError, LMStudioDuplicateIdentifierError, LMStudioModelNotFoundError,
                      LMStudioValueError, ModelLoadError)
-from .instance import ModelInstance
+from .instance import LoadProgress, ModelInstance
 from .llm import LLM
 from .repository import Repository
 from .registry import ModelFile, model_type_of, resolve, same_key
@@ -31,7 +31,8 @@ class _ModelNamespace:
     def _load_config(self, config: Any) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _new_instance(self, model_file: ModelFile, identifier: str, cfg: dict[str, Any], ttl: float | None) -> Any:
+    def _new_instance(self, model_file: ModelFile, identifier: str, cfg: dict[str, Any], ttl: float | None,
+                      progress: LoadProgress) -> Any:
         raise NotImplementedError
 
     def _handle(self, inst: Any) -> Any:
@@ -55,9 +56,11 @@ class _ModelNamespace:
         raise LMStudioValueError(f"cannot load {model_file.path.name} in namespace {self._kind}: {hint}")
 
     def model(self, model_key: str | os.PathLike[str] | None = None, /, *, ttl: float | None = 3600,
-              config: Any = None) -> Any:
+              config: Any = None, on_load_progress: Callable[[float], Any] | None = None) -> Any:
         """Without a key: the first loaded instance. With a key (or a path): the loaded
-        instance of that model, or a new one loaded with ``config`` and ``ttl``."""
+        instance of that model, or a new one loaded with ``config`` and ``ttl``.
+        ``on_load_progress(progress)`` gets 0.0 .. 1.0 while a load runs (only 1.0 when the
+        model is loaded already)."""
         if model_key is None:
             loaded = self.list_loaded()
             if not loaded:
@@ -69,12 +72,14 @@ class _ModelNamespace:
             return loaded[0]
         with self._client._lock:
             inst = self._client._find(model_key, self._kind)
-            if inst is not None:
-                return self._handle(inst)
-        return self.load_new_instance(model_key, ttl=ttl, config=config)
+        if inst is not None:
+            LoadProgress(on_load_progress).done()
+            return self._handle(inst)
+        return self.load_new_instance(model_key, ttl=ttl, config=config, on_load_progress=on_load_progress)
 
     def load_new_instance(self, model_key: str | os.PathLike[str], instance_identifier: str | None = None, *,
-                          ttl: float | None = 3600, config: Any = None) -> Any:
+                          ttl: float | None = 3600, config: Any = None,
+                          on_load_progress: Callable[[float], Any] | None = None) -> Any:
         """Loads another instance, even if one of this model is loaded already. ``ttl``: idle
         seconds (since the last request started or ended) after which it unloads itself;
         None keeps it loaded."""
@@ -90,8 +95,9 @@ class _ModelNamespace:
                     f"Model load error: an instance with identifier {identifier!r} is already loaded")
             # Reserve the identifier while loading (without holding the lock).
             self._client._instances[identifier] = None
+        progress = LoadProgress(on_load_progress)
         try:
-            inst = self._new_instance(model_file, identifier, cfg, ttl)
+            inst = self._new_instance(model_file, identifier, cfg, ttl, progress)
         except BaseException:
             with self._client._lock:
                 self._client._instances.pop(identifier, None)
@@ -100,6 +106,7 @@ class _ModelNamespace:
             self._client._instances[identifier] = inst
         if ttl is not None:
             self._client._start_reaper()
+        progress.done()
         return self._handle(inst)
 
     def unload(self, model_identifier: str) -> None:
@@ -150,18 +157,19 @@ class LlmNamespace(_ModelNamespace):
         return load_config(config)
 
     def _new_instance(self, model_file: ModelFile, identifier: str, cfg: dict[str, Any],
-                      ttl: float | None) -> ModelInstance:
-        return ModelInstance(model_file, identifier, cfg, ttl)
+                      ttl: float | None, progress: LoadProgress) -> ModelInstance:
+        return ModelInstance(model_file, identifier, cfg, ttl, progress)
 
     def _handle(self, inst: Any) -> LLM:
         return LLM(inst, self)
 
     if TYPE_CHECKING:
         def model(self, model_key: str | os.PathLike[str] | None = None, /, *, ttl: float | None = 3600,
-                  config: Any = None) -> LLM: ...
+                  config: Any = None, on_load_progress: Callable[[float], Any] | None = None) -> LLM: ...
 
         def load_new_instance(self, model_key: str | os.PathLike[str], instance_identifier: str | None = None, *,
-                              ttl: float | None = 3600, config: Any = None) -> LLM: ...
+                              ttl: float | None = 3600, config: Any = None,
+                              on_load_progress: Callable[[float], Any] | None = None) -> LLM: ...
 
         def list_loaded(self) -> list[LLM]: ...
 
@@ -175,18 +183,19 @@ class EmbeddingNamespace(_ModelNamespace):
         return embedding_load_config(config)
 
     def _new_instance(self, model_file: ModelFile, identifier: str, cfg: dict[str, Any],
-                      ttl: float | None) -> EmbeddingInstance:
-        return EmbeddingInstance(model_file, identifier, cfg, ttl)
+                      ttl: float | None, progress: LoadProgress) -> EmbeddingInstance:
+        return EmbeddingInstance(model_file, identifier, cfg, ttl, progress)
 
     def _handle(self, inst: Any) -> EmbeddingModel:
         return EmbeddingModel(inst, self)
 
     if TYPE_CHECKING:
         def model(self, model_key: str | os.PathLike[str] | None = None, /, *, ttl: float | None = 3600,
-                  config: Any = None) -> EmbeddingModel: ...
+                  config: Any = None, on_load_progress: Callable[[float], Any] | None = None) -> EmbeddingModel: ...
 
         def load_new_instance(self, model_key: str | os.PathLike[str], instance_identifier: str | None = None, *,
-                              ttl: float | None = 3600, config: Any = None) -> EmbeddingModel: ...
+                              ttl: float | None = 3600, config: Any = None,
+                              on_load_progress: Callable[[float], Any] | None = None) -> EmbeddingModel: ...
 
         def list_loaded(self) -> list[EmbeddingModel]: ...
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .gguf import model_type, read_metadata
 from .registry import ModelFile, known_models, params_string
@@ -63,13 +63,15 @@ class DownloadedModel:
     def _ns(self) -> Any:
         return getattr(self._client, self._namespace)
 
-    def model(self, *, ttl: float | None = 3600, config: Any = None) -> Any:
+    def model(self, *, ttl: float | None = 3600, config: Any = None,
+              on_load_progress: Callable[[float], Any] | None = None) -> Any:
         """The loaded instance of this model, loading it if there is none."""
-        return self._ns().model(self.model_key, ttl=ttl, config=config)
+        return self._ns().model(self.model_key, ttl=ttl, config=config, on_load_progress=on_load_progress)
 
     def load_new_instance(self, *, ttl: float | None = 3600, instance_identifier: str | None = None,
-                          config: Any = None) -> Any:
-        return self._ns().load_new_instance(self.model_key, instance_identifier, ttl=ttl, config=config)
+                          config: Any = None, on_load_progress: Callable[[float], Any] | None = None) -> Any:
+        return self._ns().load_new_instance(self.model_key, instance_identifier, ttl=ttl, config=config,
+                                            on_load_progress=on_load_progress)
 
 
 class DownloadedLlm(DownloadedModel):

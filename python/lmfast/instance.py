@@ -8,8 +8,9 @@ import os
 import secrets
 import string
 import threading
+import logging
 import time
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from . import _core
 from .backends import plan_offload
@@ -19,6 +20,31 @@ from .registry import ModelFile, params_string
 from .results import LlmInstanceInfo
 
 _REF_ALPHABET = string.ascii_letters + string.digits
+log = logging.getLogger("lmfast")
+
+
+class LoadProgress:
+    """The SDK's ``on_load_progress``: values from 0.0 to 1.0, strictly increasing (repeats and
+    steps back are dropped), 1.0 always sent on success; an exception in the callback is
+    logged, never raised. Called by the native loader with llama.cpp's share of tensor data
+    read."""
+
+    def __init__(self, callback: Callable[[float], Any] | None):
+        self._callback = callback
+        self._last = -1.0
+
+    def __call__(self, progress: float) -> None:
+        progress = min(1.0, max(0.0, float(progress)))
+        if self._callback is None or progress <= self._last:
+            return
+        self._last = progress
+        try:
+            self._callback(progress)
+        except Exception:  # noqa: BLE001 - user code, as in the SDK
+            log.exception("exception in on_load_progress callback %r (ignored)", self._callback)
+
+    def done(self) -> None:
+        self(1.0)
 
 
 class LoadedInstance:
@@ -30,7 +56,8 @@ class LoadedInstance:
     kind: ClassVar[str]
     KEYS: ClassVar[tuple[Key, ...]]  # the load-config table (tests may swap a default)
 
-    def __init__(self, model_file: ModelFile, identifier: str, load_config: dict[str, Any], ttl: float | None):
+    def __init__(self, model_file: ModelFile, identifier: str, load_config: dict[str, Any], ttl: float | None,
+                 progress: LoadProgress | None = None):
         self.model_file = model_file
         self.identifier = identifier
         self.instance_reference = "".join(secrets.choice(_REF_ALPHABET) for _ in range(24))
@@ -42,9 +69,12 @@ class LoadedInstance:
         n_layer = _block_count(model_file) if cfg["gpu"].get("ratio", 0.0) > 0 else 0
         plan = plan_offload(cfg["gpu"], n_layer, stacklevel=5)
         self.n_gpu_layers = plan.n_gpu_layers
+        if progress is not None:
+            progress(0.0)
         self._model = _core.Model.load(str(model_file.path), n_gpu_layers=plan.n_gpu_layers,
                                        use_mmap=cfg["tryMmap"], use_mlock=cfg["keepModelInMemory"],
-                                       main_gpu=plan.main_gpu, split_mode=plan.split_mode, devices=plan.devices)
+                                       main_gpu=plan.main_gpu, split_mode=plan.split_mode, devices=plan.devices,
+                                       progress=progress)
         self._runner = self._start(self._model, cfg, load_config)
         cfg["gpu"] = plan.applied  # what was applied: ratio 0.0 after a CPU fallback
         self._load_config = cfg
