@@ -82,3 +82,18 @@ def test_repeat_penalty_matches_llama_completion(llama_completion, oracle_llm, s
     _compare(oracle_llm, stream, expected)
     plain = oracle_llm.complete(prompt, config={**cfg, "repeatPenalty": False})
     assert plain.content != stream.result().content, "the penalty changed nothing: the case tests nothing"
+
+
+def test_frequency_and_presence_penalties_match_llama_completion(llama_completion, oracle_llm, smollm2_path):
+    """OpenAI's frequency and presence penalties (frequencyPenalty, presencePenalty) against
+    llama.cpp's sampler chain with the same values and window."""
+    prompt = "List the colours of the rainbow, again and again: red, orange, yellow, green, blue,"
+    threads = oracle_llm.get_load_config()["cpuThreads"]
+    expected = _run_completion(llama_completion, smollm2_path, prompt, threads,
+                               "--repeat-penalty", "1.0", "--frequency-penalty", "0.8", "--presence-penalty", "0.4",
+                               "--repeat-last-n", "64", ngl=oracle_llm._instance.n_gpu_layers)
+    cfg = {**GREEDY, "maxTokens": N_PREDICT, "repeatLastN": 64, "repeatPenalty": False}
+    stream = oracle_llm.complete_stream(prompt, config={**cfg, "frequencyPenalty": 0.8, "presencePenalty": 0.4})
+    _compare(oracle_llm, stream, expected)
+    plain = oracle_llm.complete(prompt, config=cfg)
+    assert plain.content != stream.result().content, "the penalties changed nothing: the case tests nothing"

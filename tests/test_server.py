@@ -277,6 +277,17 @@ def test_completions_stream_and_not(oai):
     assert "".join(p.choices[0].text for p in parts if p.choices) == full.choices[0].text
 
 
+def test_frequency_and_presence_penalties_reach_the_sampler(oai):
+    """OpenAI's penalties map to frequencyPenalty / presencePenalty (their sampling itself is
+    checked against llama.cpp in tests/test_oracle.py): a repetitive prompt continues
+    differently with them."""
+    prompt = "red, red, red, red, red, red, red, red,"
+    plain = oai.completions.create(model=SMOL, prompt=prompt, **SHORT).choices[0].text
+    penalized = oai.completions.create(model=SMOL, prompt=prompt, frequency_penalty=2.0, presence_penalty=1.0,
+                                       **SHORT).choices[0].text
+    assert penalized != plain and plain.count("red") > penalized.count("red"), (plain, penalized)
+
+
 def test_embeddings_equal_in_process(oai, server, minilm_gguf):
     texts = ["The cat sat on the mat.", "Quantum chromodynamics", "héllo wörld"]
     via_client = oai.embeddings.create(model=MINILM, input=texts)  # the client asks for base64
@@ -405,7 +416,7 @@ def test_named_tool_choice_forces_that_tool(oai):
     ({"max_tokens": 10**12}, "invalid_value"),
     ({"n": 2}, "unsupported_value"),
     ({"temperature": "hot"}, "invalid_value"),
-    ({"frequency_penalty": 0.5}, "unsupported_value"),
+    ({"frequency_penalty": 3.0}, "invalid_value"),  # OpenAI's range is -2..2
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "banana"}}}},
      "invalid_response_format"),
     ({"messages": [{"role": "user", "content": "word " * 3000}]}, "context_length_exceeded"),

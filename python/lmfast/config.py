@@ -211,6 +211,12 @@ PREDICTION_KEYS: tuple[Key, ...] = (
     Key("repeatPenalty", _float(0.0, lo_open=True, allow_false=True), 1.1,
         "Penalty for repeating recent tokens; 1 or False turns it off."),
     Key("repeatLastN", _int(-1), 64, "lmfast: how many recent tokens repeatPenalty looks at (-1: the context)."),
+    Key("frequencyPenalty", _float(-2.0, 2.0), 0.0,
+        "lmfast: subtract this times a token's count among the last repeatLastN tokens from its logit "
+        "(OpenAI's frequency_penalty; 0 turns it off)."),
+    Key("presencePenalty", _float(-2.0, 2.0), 0.0,
+        "lmfast: subtract this from the logit of every token among the last repeatLastN tokens "
+        "(OpenAI's presence_penalty; 0 turns it off)."),
     Key("stopStrings", _str_list, [], "Stop when any of these strings is generated (not included in the text)."),
     Key("toolCallStopStrings", _str_list, [],
         "Stop when any of these strings is generated, with stop reason 'toolCalls' (not included in the text)."),

@@ -83,9 +83,6 @@ def sampling_config(req: SamplingFields, max_tokens: Optional[int], context_leng
     the context length (nothing longer can be generated)."""
     if req.n not in (None, 1):
         raise bad_request("only n=1 is supported", param="n", code="unsupported_value")
-    for name in ("frequency_penalty", "presence_penalty"):
-        if getattr(req, name):
-            raise bad_request(f"{name} is not supported (use repeat_penalty)", param=name, code="unsupported_value")
     if req.logprobs:
         raise bad_request("logprobs are not supported", param="logprobs", code="unsupported_value")
     cfg: dict[str, Any] = {}
@@ -99,6 +96,10 @@ def sampling_config(req: SamplingFields, max_tokens: Optional[int], context_leng
         cfg["minPSampling"] = req.min_p
     if req.repeat_penalty is not None:
         cfg["repeatPenalty"] = req.repeat_penalty
+    if req.frequency_penalty is not None:
+        cfg["frequencyPenalty"] = req.frequency_penalty
+    if req.presence_penalty is not None:
+        cfg["presencePenalty"] = req.presence_penalty
     if req.seed is not None:
         cfg["seed"] = req.seed % _SEED_RANGE
     if req.stop is not None:
