@@ -40,8 +40,16 @@ def _chat(args: argparse.Namespace) -> int:
         model_key = words.pop(0)
     if args.user_prompt is not None:
         words = [args.user_prompt]
-    model = lms.llm(model_key or DEFAULT_MODEL, ttl=args.ttl,
-                    config={"contextLength": args.context_length} if args.context_length else None)
+    from .cli_progress import LoadBar
+
+    key = model_key or DEFAULT_MODEL
+    bar = LoadBar(f"lmfast: loading {key}", enabled=False if args.quiet else None)
+    try:
+        model = lms.get_default_client().llm.model(
+            key, ttl=args.ttl, config={"contextLength": args.context_length} if args.context_length else None,
+            on_load_progress=bar)
+    finally:
+        bar.close()
     config = {"temperature": args.temperature}
     if args.max_tokens:
         config["maxTokens"] = args.max_tokens
@@ -144,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", "-n", type=int, default=0)
     p.add_argument("--context-length", "-c", type=int, default=0)
     p.add_argument("--stats", action="store_true", help="print prediction stats to stderr")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     p.set_defaults(func=_chat)
     p = sub.add_parser("models", help="list the models lmfast can find")
     p.set_defaults(func=_models)
