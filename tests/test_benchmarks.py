@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 pytestmark = pytest.mark.slow  # the fast tier (pytest -m "not slow") leaves this file out
 
 ROOT = Path(__file__).resolve().parents[1]
