@@ -39,9 +39,11 @@ py::str to_py_str(const std::string & s) {
 }
 
 // Blocks with the GIL released, waking every 50 ms to let Python deliver signals:
-// a KeyboardInterrupt cancels the request and propagates.
+// a KeyboardInterrupt cancels the request and propagates. While the prompt is being
+// evaluated, each wake-up also passes its progress to `on_progress` (when given) if it moved.
 template <typename F>
-bool wait_interruptibly(Request & req, F && wait_once) {
+bool wait_interruptibly(Request & req, F && wait_once, const py::object & on_progress = py::none()) {
+    float last = 0.0f;  // the caller sent 0.0 itself
     for (;;) {
         bool ready;
         {
@@ -52,6 +54,13 @@ bool wait_interruptibly(Request & req, F && wait_once) {
         if (PyErr_CheckSignals() != 0) {
             req.cancel();
             throw py::error_already_set();
+        }
+        if (!on_progress.is_none()) {
+            const float p = req.prompt_progress();
+            if (p > last && p < 1.0f) {
+                last = p;
+                on_progress(p);
+            }
         }
     }
 }
@@ -362,20 +371,22 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<Request, std::shared_ptr<Request>>(m, "Request")
         .def("next_text",
-             [](Request & self) -> py::object {
+             [](Request & self, const py::object & on_progress) -> py::object {
                  std::string out;
                  int32_t n_tokens = 0;
-                 wait_interruptibly(self, [&] { return self.wait_text(out, n_tokens, std::chrono::milliseconds(50)); });
+                 wait_interruptibly(
+                     self, [&] { return self.wait_text(out, n_tokens, std::chrono::milliseconds(50)); }, on_progress);
                  if (!out.empty()) return py::make_tuple(to_py_str(out), n_tokens);
                  return py::none();
              },
+             py::arg("on_progress") = py::none(),
              "Blocks until streamed text is available, returned as (text, n_tokens), or the request is done "
-             "(returns None).")
+             "(returns None). on_progress(share of the prompt evaluated) while the prompt is evaluated.")
         .def("wait",
-             [](Request & self) {
-                 wait_interruptibly(self, [&] { return self.wait_done(std::chrono::milliseconds(50)); });
+             [](Request & self, const py::object & on_progress) {
+                 wait_interruptibly(self, [&] { return self.wait_done(std::chrono::milliseconds(50)); }, on_progress);
              },
-             "Blocks until the request is done. KeyboardInterrupt cancels it.")
+             py::arg("on_progress") = py::none(), "Blocks until the request is done. KeyboardInterrupt cancels it.")
         .def("cancel", &Request::cancel)
         .def_property_readonly("cancelled", &Request::cancelled)
         .def_property_readonly("done", &Request::done)

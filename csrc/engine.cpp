@@ -621,6 +621,7 @@ void Engine::admit(std::shared_ptr<Request> req) {
     }
     toks.resize(keep);
     a->n_prompt_done = keep;
+    req->prompt_done_.store(static_cast<int32_t>(keep));
     req->stats_.prompt_tokens = static_cast<int32_t>(prompt.size());
     req->stats_.restored_tokens = static_cast<int32_t>(n_restored);
     req->stats_.cached_tokens = static_cast<int32_t>(keep - n_restored);
@@ -877,6 +878,7 @@ void Engine::commit_and_sample() {
             const auto & prompt = a.req->prompt_;
             toks.insert(toks.end(), prompt.begin() + a.n_prompt_done, prompt.begin() + a.n_prompt_done + a.n_in_batch);
             a.n_prompt_done += a.n_in_batch;
+            a.req->prompt_done_.store(static_cast<int32_t>(a.n_prompt_done));
             step_prompt_tokens_ += a.n_in_batch;
         } else if (a.n_in_batch > 0) {
             toks.push_back(a.next);

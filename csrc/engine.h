@@ -6,6 +6,7 @@
 // only ever called from that thread.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -74,6 +75,10 @@ public:
     bool done() const;
     void cancel() { cancelled_.store(true); }
     bool cancelled() const { return cancelled_.load(); }
+    // Share of the prompt in the KV cache (taken from it, or evaluated so far): 0 .. 1.
+    float prompt_progress() const {
+        return static_cast<float>(prompt_done_.load()) / static_cast<float>(std::max<size_t>(1, prompt_.size()));
+    }
     // Valid once done().
     const RequestStats & stats() const { return stats_; }
     const std::string & text() const { return text_; }
@@ -91,6 +96,7 @@ private:
     const bool stream_;
     const std::chrono::steady_clock::time_point t_submit_;
     std::atomic<bool> cancelled_{false};
+    std::atomic<int32_t> prompt_done_{0};  // prompt tokens in the KV cache (engine thread writes)
 
     mutable std::mutex mu_;
     std::condition_variable cv_;

@@ -69,11 +69,16 @@ def _chat(args: argparse.Namespace) -> int:
             if not user:
                 return 0
         chat.add_user_message(user)
-        stream = model.respond_stream(chat, config=config, on_message=chat.append)
-        if prompts is None:
-            print("Bot: ", end="", flush=True)
-        for fragment in stream:
+        reading = LoadBar("lmfast: reading the prompt", enabled=False if args.quiet else None)
+        stream = model.respond_stream(chat, config=config, on_message=chat.append,
+                                      on_prompt_processing_progress=reading)
+        for i, fragment in enumerate(stream):
+            if i == 0:
+                reading.close()  # the progress line goes before the answer starts on that line
+                if prompts is None:
+                    print("Bot: ", end="")
             print(fragment.content, end="", flush=True)
+        reading.close()
         print()
         if args.stats:
             print(json.dumps(stream.result().stats.to_dict(), indent=2), file=sys.stderr)

@@ -172,7 +172,7 @@ class PredictionStream:
             self.start()
         while not self._pending and not self._ended:
             try:
-                item = self._request.next_text()
+                item = self._request.next_text(on_progress=self._prompt_progress())
             except BaseException:
                 # KeyboardInterrupt while waiting (the request is already cancelled natively).
                 self.close()
@@ -203,6 +203,13 @@ class PredictionStream:
             self._pending.append(LlmPredictionFragment(content=piece, tokens_count=self._held_tokens,
                                                        reasoning_type=kind))  # type: ignore[arg-type]
             self._held_tokens = 0
+
+    def _prompt_progress(self) -> Callable[[float], None] | None:
+        """What the native wait calls with the share of the prompt evaluated, until the first
+        token (the engine updates it once per batch of up to evalBatchSize tokens)."""
+        if self._on_progress is None or self._seen_first:
+            return None
+        return lambda progress: _call(self._on_progress, progress)
 
     def _emit(self, fragment: LlmPredictionFragment) -> LlmPredictionFragment:
         if not self._seen_first:
@@ -316,7 +323,7 @@ class PredictionStream:
                 # Python work per fragment.
                 self.start(_stream=False)
                 try:
-                    self._request.wait()
+                    self._request.wait(on_progress=self._prompt_progress())
                 except BaseException:
                     self._request.cancel()
                     raise
