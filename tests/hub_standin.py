@@ -15,6 +15,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -314,32 +315,21 @@ def write_projector(path: Path) -> Path:
 
 
 def split_gguf(src: Path, out_dir: Path, stem: str, shards: int) -> list[Path]:
-    """Splits a GGUF model into ``shards`` files named ``STEM-0000k-of-0000N.gguf`` with the
-    ``gguf`` package's writer (llama.cpp's split layout: the metadata in the first shard, the
-    ``split.*`` keys in every shard)."""
+    """Splits a GGUF model into ``shards`` files named ``STEM-0000k-of-0000N.gguf`` with
+    llama.cpp's own llama-gguf-split, built from the same objects as lmfast (the tool that
+    published split models are made with)."""
     import math
 
     import gguf
 
-    reader = gguf.GGUFReader(str(src))
-    arch = str(reader.get_field("general.architecture").contents())
-    per_shard = math.ceil(len(reader.tensors) / shards)
+    from lmfast import _reference
+
+    n_tensors = len(gguf.GGUFReader(str(src)).tensors)
     out_dir.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(out_dir / f"{stem}.gguf"), arch, split_max_tensors=per_shard)
-    for fld in reader.fields.values():
-        if fld.name == "general.architecture" or fld.name.startswith("GGUF."):
-            continue
-        value_type = fld.types[0]
-        sub_type = fld.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(fld.name, fld.contents(), value_type, sub_type=sub_type)
-    for t in reader.tensors:
-        writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for t in reader.tensors:
-        writer.write_tensor_data(t.data)
-    writer.close()
+    exe = _reference.program("llama-gguf-split")
+    res = subprocess.run([str(exe), "--split", "--split-max-tensors", str(math.ceil(n_tensors / shards)),
+                          str(src), str(out_dir / stem)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     made = sorted(out_dir.glob(f"{stem}-*-of-*.gguf"))
     assert len(made) == shards, made
     return made

@@ -239,7 +239,7 @@ def test_offline_mode_makes_no_request(hub_env, standin, monkeypatch):
 
 
 def test_split_model_downloads_as_a_set_and_loads(hub_env, standin, smollm2_path):
-    """Three shards (the SmolLM2 file split with the gguf package's writer) arrive under their
+    """Three shards (the SmolLM2 file split by llama.cpp's llama-gguf-split) arrive under their
     real names and load from the first; the answer is the single file's."""
     model = resolve(f"hf:{SPLIT_REPO}")
     names = [f"{SPLIT_STEM}-0000{i}-of-00003.gguf" for i in (1, 2, 3)]

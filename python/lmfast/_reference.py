@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 _SUBDIR = {"llama-simple": "ref/simple", "llama-bench": "ref/llama-bench", "llama-completion": "ref/completion",
-           "llama-batched-bench": "ref/batched-bench"}
+           "llama-batched-bench": "ref/batched-bench", "llama-gguf-split": "ref/gguf-split"}
 
 
 def _build_info():
