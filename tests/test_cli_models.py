@@ -118,6 +118,18 @@ def test_chat_model_with_prompt_flag(standin, home):
     assert stats["predictedTokensCount"] > 0
 
 
+def test_chat_names_a_downloaded_repository(standin, home):
+    """After 'lmfast get ORG/REPO', 'lmfast chat ORG/REPO' (any case, with or without the quant)
+    finds it on disk: the stand-in sees no request for it."""
+    before = len(standin.requests)
+    for name in (SMOL_REPO, SMOL_REPO.lower() + ":q4_1"):
+        res = lmfast(standin, home, "chat", name, "-p", "What is the capital of France?",
+                     "--temperature", "0", "--max-tokens", "24")
+        assert res.returncode == 0, res.stderr
+        assert "paris" in res.stdout.lower()
+    assert len(standin.requests) == before
+
+
 def test_import_then_rm(standin, home, smollm2_path, tmp_path):
     src = tmp_path / "MyModel-Q4_1.gguf"
     src.write_bytes(smollm2_path.read_bytes())

@@ -211,13 +211,28 @@ def _local_files(folder: Path) -> list[RepoFile]:
 def find_local(ref: HubRef) -> ModelFile | None:
     """The model a reference names, if it is complete on disk in one of the models folders."""
     for root in search_dirs():
-        folder = root / ref.repo_id
-        if not folder.is_dir():
+        folder = _repo_folder(root, ref.repo_id)
+        if folder is None:
             continue
         choice = choose(ref, choices(_local_files(folder)))
         if choice is not None:
             path = folder / choice.name
             return ModelFile(model_key_for(path), path, root)
+    return None
+
+
+def _repo_folder(root: Path, repo_id: str) -> Path | None:
+    """``root/ORG/REPO``, matched without regard to case as the Hub matches repository ids."""
+    exact = root / repo_id
+    if exact.is_dir():
+        return exact
+    org, repo = repo_id.lower().split("/")
+    try:
+        for o in (p for p in root.iterdir() if p.is_dir() and p.name.lower() == org):
+            for r in (p for p in o.iterdir() if p.is_dir() and p.name.lower() == repo):
+                return r
+    except OSError:
+        pass
     return None
 
 

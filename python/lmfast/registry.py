@@ -336,6 +336,20 @@ def model_type_of(path: str | os.PathLike[str]) -> str:
 _PUBLISHER_KEY = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
+def _downloaded_repo(text: str) -> ModelFile | None:
+    """A repository downloaded into LM Studio's layout, named as ``ORG/REPO[:QUANT]`` (what
+    ``lmfast get`` was given): its model, chosen as for ``hf:``, from disk only; None when
+    the text is not such a name or the folder is not there."""
+    if text.count("/") != 1 or text.lower().endswith(".gguf"):
+        return None
+    from .hub import find_local, parse_ref
+
+    try:
+        return find_local(parse_ref(text))
+    except LMStudioModelNotFoundError:
+        return None
+
+
 def split_publisher(text: str) -> tuple[str | None, str]:
     """LM Studio's ``publisher/name`` model key -> (publisher, name), lower-cased; any other
     text -> (None, text). A key has exactly one ``/`` and no ``.gguf`` ending."""
@@ -373,6 +387,9 @@ def resolve(model: str | os.PathLike[str]) -> ModelFile:
     if path.is_file():
         path = path.resolve()
         return ModelFile(model_key_for(path), path, None)
+    repo = _downloaded_repo(text)
+    if repo is not None:
+        return repo
     publisher, name = split_publisher(text)
     if text.lower().endswith(".gguf") or os.sep in text and path.suffix and publisher is None:
         raise LMStudioModelNotFoundError(f"model file not found: {text}")
