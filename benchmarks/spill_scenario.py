@@ -37,27 +37,26 @@ def system_prompt(k: int) -> str:
 def run(path: str, load: dict, chats: int, turns: int, lone: bool) -> list[float]:
     """TTFTs (seconds) of returning turns, all chats."""
     out: list[float] = []
-    cfg = {"temperature": 0, "maxTokens": 16}
+    def turn(model, chat: lms.Chat, t: int) -> None:
+        chat.add_user_message(f"Question {t}: tell me one thing about it.")
+        r = model.respond(chat, config={"temperature": 0, "maxTokens": 16}, on_message=chat.append)
+        if t > 0:
+            out.append(r.stats.time_to_first_token_sec)
+
     with lms.Client() as client:
         if lone:
             for k in range(chats):
                 model = client.llm.load_new_instance(path, f"lone-{k}", config={**load, "maxParallelPredictions": 1})
                 chat = lms.Chat(system_prompt(k))
                 for t in range(turns):
-                    chat.add_user_message(f"Question {t}: tell me one thing about it.")
-                    r = model.respond(chat, config=cfg, on_message=chat.append)
-                    if t > 0:
-                        out.append(r.stats.time_to_first_token_sec)
+                    turn(model, chat, t)
                 model.unload()
             return out
         model = client.llm.load_new_instance(path, "interleaved", config=load)
         history = [lms.Chat(system_prompt(k)) for k in range(chats)]
         for t in range(turns):
             for chat in history:
-                chat.add_user_message(f"Question {t}: tell me one thing about it.")
-                r = model.respond(chat, config=cfg, on_message=chat.append)
-                if t > 0:
-                    out.append(r.stats.time_to_first_token_sec)
+                turn(model, chat, t)
         model.unload()
     return out
 

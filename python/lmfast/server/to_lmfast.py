@@ -78,6 +78,12 @@ def _to_chat(messages: list[Message]) -> Chat:
     return chat
 
 
+# OpenAI's (and LM Studio's extra) sampling fields -> lmfast prediction keys, taken as they are.
+_SAMPLING_KEYS = {"temperature": "temperature", "top_p": "topPSampling", "top_k": "topKSampling",
+                  "min_p": "minPSampling", "repeat_penalty": "repeatPenalty",
+                  "frequency_penalty": "frequencyPenalty", "presence_penalty": "presencePenalty"}
+
+
 def sampling_config(req: SamplingFields, max_tokens: Optional[int], context_length: int) -> dict[str, Any]:
     """The lmfast prediction config of the request's sampling fields. max_tokens is capped at
     the context length (nothing longer can be generated)."""
@@ -85,21 +91,8 @@ def sampling_config(req: SamplingFields, max_tokens: Optional[int], context_leng
         raise bad_request("only n=1 is supported", param="n", code="unsupported_value")
     if req.logprobs:
         raise bad_request("logprobs are not supported", param="logprobs", code="unsupported_value")
-    cfg: dict[str, Any] = {}
-    if req.temperature is not None:
-        cfg["temperature"] = req.temperature
-    if req.top_p is not None:
-        cfg["topPSampling"] = req.top_p
-    if req.top_k is not None:
-        cfg["topKSampling"] = req.top_k
-    if req.min_p is not None:
-        cfg["minPSampling"] = req.min_p
-    if req.repeat_penalty is not None:
-        cfg["repeatPenalty"] = req.repeat_penalty
-    if req.frequency_penalty is not None:
-        cfg["frequencyPenalty"] = req.frequency_penalty
-    if req.presence_penalty is not None:
-        cfg["presencePenalty"] = req.presence_penalty
+    cfg: dict[str, Any] = {key: getattr(req, field) for field, key in _SAMPLING_KEYS.items()
+                           if getattr(req, field) is not None}
     if req.seed is not None:
         cfg["seed"] = req.seed % _SEED_RANGE
     if req.stop is not None:
