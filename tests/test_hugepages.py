@@ -37,9 +37,10 @@ assert m.complete("The capital of France is", config={"maxTokens": 4, "temperatu
 print(json.dumps({"huge": after - before, "status": lms.backend_info()["hugepages"]}))
 """
 
-# SmolLM2: 30 layers x 3 KV heads x 64 dims, K and V in f16 -> 23,040 bytes a token;
-# 4 sequences x 4096 tokens = 377 MB of KV cache, cleared (touched) at load.
-KV_BYTES = 30 * 3 * 64 * 2 * 2 * 4096 * 4
+# SmolLM2: 30 layers x 3 KV heads x 64 dims, K and V in f16 -> 23,040 bytes a token; the
+# engine allocates one sequence's stream at load (KV memory by use): 4096 tokens = 94 MB of
+# KV cache, cleared (touched) at load.
+KV_BYTES = 30 * 3 * 64 * 2 * 2 * 4096
 
 
 def _load(path: Path, setting: str | None) -> dict:
