@@ -100,9 +100,7 @@ async def _chat_sse(ctx: AppContext, request: Request, run: Running, cid: str,
                     yield chunk(delta)
                 yield chunk({}, to_openai.finish_reason(value))
                 if include_usage:
-                    yield sse.data({"id": cid, "object": "chat.completion.chunk", "created": created,
-                                    "model": model, "system_fingerprint": "lmfast", "choices": [],
-                                    "usage": to_openai.usage(value)})
+                    yield sse.data(to_openai.usage_chunk("chat.completion.chunk", cid, model, created, value))
                 record(ctx, request, run, value)
             else:
                 yield sse.data(_stream_error(kind, value))
@@ -162,8 +160,7 @@ async def _completion_sse(ctx: AppContext, request: Request, run: Running, cid: 
                 yield sse.data(to_openai.completion_chunk(cid, model, created, "", to_openai.finish_reason(value),
                                                           include_usage))
                 if include_usage:
-                    yield sse.data({"id": cid, "object": "text_completion", "created": created, "model": model,
-                                    "choices": [], "usage": to_openai.usage(value)})
+                    yield sse.data(to_openai.usage_chunk("text_completion", cid, model, created, value))
                 record(ctx, request, run, value)
             else:
                 yield sse.data(_stream_error(kind, value))

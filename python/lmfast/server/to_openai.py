@@ -68,14 +68,25 @@ def chat_completion(stream: PredictionStream, gen: Generation, handle: Any, cid:
             "usage": usage(stream), "system_fingerprint": "lmfast", **lmstudio_extras(stream, gen, handle)}
 
 
-def chat_chunk(cid: str, model: str, created: int, delta: dict[str, Any], finish: str | None = None,
-               with_usage_field: bool = False) -> dict[str, Any]:
-    chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-             "system_fingerprint": "lmfast",
-             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+def _chunk(obj: str, cid: str, model: str, created: int, choices: list[dict[str, Any]],
+           with_usage_field: bool) -> dict[str, Any]:
+    """One streamed chunk; with include_usage every chunk but the last says ``usage: null``."""
+    chunk = {"id": cid, "object": obj, "created": created, "model": model, "system_fingerprint": "lmfast",
+             "choices": choices}
     if with_usage_field:
         chunk["usage"] = None
     return chunk
+
+
+def usage_chunk(obj: str, cid: str, model: str, created: int, stream: PredictionStream) -> dict[str, Any]:
+    """The last chunk of a stream asked for with include_usage: no choices, the usage."""
+    return {**_chunk(obj, cid, model, created, [], False), "usage": usage(stream)}
+
+
+def chat_chunk(cid: str, model: str, created: int, delta: dict[str, Any], finish: str | None = None,
+               with_usage_field: bool = False) -> dict[str, Any]:
+    return _chunk("chat.completion.chunk", cid, model, created,
+                  [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], with_usage_field)
 
 
 def tool_call_deltas(stream: PredictionStream, slice_len: int = 24) -> list[dict[str, Any]]:
@@ -100,9 +111,5 @@ def completion(stream: PredictionStream, gen: Generation, handle: Any, cid: str)
 
 def completion_chunk(cid: str, model: str, created: int, text: str, finish: str | None = None,
                      with_usage_field: bool = False) -> dict[str, Any]:
-    chunk = {"id": cid, "object": "text_completion", "created": created, "model": model,
-             "system_fingerprint": "lmfast",
-             "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
-    if with_usage_field:
-        chunk["usage"] = None
-    return chunk
+    return _chunk("text_completion", cid, model, created,
+                  [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}], with_usage_field)
