@@ -62,7 +62,6 @@ class LoadedInstance:
         self.identifier = identifier
         self.instance_reference = "".join(secrets.choice(_REF_ALPHABET) for _ in range(24))
         self.ttl = ttl
-        self._given_config = dict(load_config)
         cfg = with_defaults(load_config, self.KEYS)
         # GPU offload (backends.plan_offload): on a machine or build without a GPU a request
         # for offload warns and runs on the CPU.
