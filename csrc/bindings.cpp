@@ -402,7 +402,8 @@ PYBIND11_MODULE(_core, m) {
     py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
         .def(py::init([](std::shared_ptr<Model> model, int n_ctx, int n_batch, int n_ubatch, int n_seq,
                          int n_threads, int n_threads_batch, int flash_attn, int type_k, int type_v,
-                         bool offload_kqv, float rope_freq_base, float rope_freq_scale, int64_t spill_bytes) {
+                         bool offload_kqv, float rope_freq_base, float rope_freq_scale, int64_t spill_bytes,
+                         std::string disk_dir, std::string disk_identity, int64_t disk_bytes) {
                  EngineParams p;
                  p.n_ctx = n_ctx;
                  p.n_batch = n_batch;
@@ -417,13 +418,18 @@ PYBIND11_MODULE(_core, m) {
                  p.rope_freq_base = rope_freq_base;
                  p.rope_freq_scale = rope_freq_scale;
                  p.spill_bytes = spill_bytes;
+                 p.disk_dir = std::move(disk_dir);
+                 p.disk_identity = std::move(disk_identity);
+                 p.disk_bytes = disk_bytes;
                  return std::make_shared<Engine>(std::move(model), p);
              }),
              py::arg("model"), py::arg("n_ctx") = 4096, py::arg("n_batch") = 2048, py::arg("n_ubatch") = 512,
              py::arg("n_seq") = 4, py::arg("n_threads") = -1, py::arg("n_threads_batch") = -1,
              py::arg("flash_attn") = -1, py::arg("type_k") = -1, py::arg("type_v") = -1,
              py::arg("offload_kqv") = true, py::arg("rope_freq_base") = 0.0f, py::arg("rope_freq_scale") = 0.0f,
-             py::arg("spill_bytes") = -1, py::call_guard<py::gil_scoped_release>())
+             py::arg("spill_bytes") = -1, py::arg("disk_dir") = std::string(),
+             py::arg("disk_identity") = std::string(), py::arg("disk_bytes") = int64_t{8} << 30,
+             py::call_guard<py::gil_scoped_release>())
         .def("submit",
              [](Engine & self, std::vector<llama_token> prompt, bool stream, float temperature, int top_k,
                 float top_p, float min_p, float repeat_penalty, int repeat_last_n, float frequency_penalty,
@@ -477,6 +483,10 @@ PYBIND11_MODULE(_core, m) {
              py::arg("sequences"), py::arg("n_prefix"),
              "Tests and debugging: the logits of teacher-forced token sequences evaluated together (see "
              "engine.h), as float32 bytes per sequence: (len - n_prefix + 1) rows of n_vocab each.")
+        .def("persist", &Engine::persist, py::arg("tokens"), py::call_guard<py::gil_scoped_release>(),
+             "Writes the sequence that holds these tokens to the disk tier; returns the tokens saved (0: none).")
+        .def("take_warnings", &Engine::take_warnings,
+             "Warnings from the cache tiers since the last call (a damaged cache file removed, ...).")
         .def("shutdown", &Engine::shutdown, py::call_guard<py::gil_scoped_release>())
         .def("idle_seconds", &Engine::idle_seconds)
         .def_property_readonly("n_ctx", &Engine::n_ctx)
@@ -500,6 +510,9 @@ PYBIND11_MODULE(_core, m) {
             d["prompt_tokens_restored"] = c.prompt_tokens_restored;
             d["spill_bytes"] = c.spill_bytes;
             d["kv_streams"] = c.kv_streams;
+            d["disk_writes"] = c.disk_writes;
+            d["disk_restores"] = c.disk_restores;
+            d["disk_bytes"] = c.disk_bytes;
             return d;
         });
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <optional>
 #include <cstdio>
+#include <utility>
 
 #include "common.h"
 #include "errors.h"
@@ -206,7 +207,12 @@ static size_t spill_budget(int64_t asked) {
 }
 
 Engine::Engine(std::shared_ptr<Model> model, const EngineParams & params)
-    : model_(std::move(model)), params_(params), cache_(1), spill_(spill_budget(params.spill_bytes)) {
+    : model_(std::move(model)),
+      params_(params),
+      cache_(1),
+      spill_(spill_budget(params.spill_bytes)),
+      disk_(params.disk_dir, params.disk_identity, static_cast<uint64_t>(std::max<int64_t>(0, params.disk_bytes)),
+            [this](const std::string & m) { warn(m); }) {
     if (params_.n_seq < 1 || params_.n_seq > 256) throw InvalidArgument("the number of parallel sequences must be 1..256");
     if (params_.n_ctx < 16) throw InvalidArgument("context length must be at least 16 tokens");
     if (params_.n_batch < 1 || params_.n_ubatch < 1) throw InvalidArgument("batch sizes must be positive");
@@ -237,6 +243,7 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams & params)
     if (n_threads_batch != n_threads_) threadpool_batch_ = new_threadpool(n_threads_batch);
     if (threadpool_) llama_attach_threadpool(ctx_, threadpool_, threadpool_batch_);
     counters_.kv_streams = static_cast<uint64_t>(n_initial);
+    counters_.disk_bytes = disk_.bytes();
     batch_ = llama_batch_init(params_.n_batch, 0, 1);
     last_done_ns_.store(Clock::now().time_since_epoch().count());
     thread_ = std::thread([this] { loop(); });
@@ -500,30 +507,54 @@ bool Engine::copy_prefix(llama_seq_id src, llama_seq_id dst) {
 }
 
 // Saves what sequence seq holds beyond its first n_kept tokens into the host tier, before the
-// sequence is given to another request. A tail shorter than PrefixCache::kKeepTail (the end of
-// a previous answer) is not worth an entry.
+// sequence is given to another request; what the host tier pushes out (its least recently used
+// entries, or this one when larger than its budget) goes to the disk tier when there is one. A
+// tail shorter than PrefixCache::kKeepTail (the end of a previous answer) is not worth an entry.
 void Engine::spill(llama_seq_id seq, size_t n_kept) {
     const auto & toks = cache_.tokens(seq);
-    if (spill_.budget() == 0 || toks.size() < n_kept + PrefixCache::kKeepTail) return;
+    if ((spill_.budget() == 0 && !disk_.enabled()) || toks.size() < n_kept + PrefixCache::kKeepTail) return;
     const size_t size = llama_state_seq_get_size(ctx_, seq);
-    std::vector<uint8_t> state(size);
-    if (llama_state_seq_get_data(ctx_, state.data(), size, seq) != size) return;
-    if (!spill_.put(toks, std::move(state))) return;
+    SpillCache::Entry e{toks, std::vector<uint8_t>(size)};
+    if (llama_state_seq_get_data(ctx_, e.state.data(), size, seq) != size) return;
+    std::vector<SpillCache::Entry> pushed_out;
+    spill_.put(std::move(e), pushed_out);
+    uint64_t written = 0;
+    for (const auto & p : pushed_out) written += disk_.put(p.tokens, p.state) ? 1 : 0;
     std::lock_guard<std::mutex> lk(mu_);
-    counters_.spills += 1;
+    counters_.spills += size <= spill_.budget();
     counters_.spill_bytes = spill_.bytes();
+    counters_.disk_writes += written;
+    counters_.disk_bytes = disk_.bytes();
 }
 
-// Takes out of the host tier the entry that shares the longest prefix with the prompt, when
-// it gives at least kKeepTail more tokens than the `keep` the sequences offer and reading it
-// back (one way, at the measured ~2 GB/s) is cheaper than evaluating those tokens.
+// Restoring n tokens' state of `bytes` pays when reading it (from a file at `file_rate`
+// bytes/s, 0 for the host tier; then into the cache at the measured ~2 GB/s) is faster than
+// evaluating the tokens at this engine's measured rate.
+bool Engine::restore_pays(size_t bytes, double file_rate, size_t n_tokens) const {
+    const double b = static_cast<double>(bytes);
+    const double t_read = (file_rate > 0 ? b / file_rate : 0.0) + b / 2e9;
+    return t_read < static_cast<double>(n_tokens) * prompt_sec_per_token_;
+}
+
+// Takes out of the cache tiers the entry that shares the longest prefix with the prompt, when
+// it gives at least kKeepTail more tokens than the `keep` the sequences offer and restoring it
+// pays. The host tier is read at memory speed (~2 GB/s, a copy); a file at a conservative
+// 1 GB/s (page cache or SSD). A file that fails its checks is removed and the host tier tried.
 std::optional<SpillCache::Entry> Engine::take_spilled(const std::vector<llama_token> & prompt, size_t keep) {
-    if (spill_.size() == 0) return std::nullopt;
-    size_t n = 0;
-    const SpillCache::Iter it = spill_.best(prompt, n);
-    n = std::min(n, prompt.size() - 1);
-    if (it == spill_.end() || n < keep + PrefixCache::kKeepTail) return std::nullopt;
-    if (static_cast<double>(it->state.size()) / 2e9 >= static_cast<double>(n - keep) * prompt_sec_per_token_) {
+    const size_t most = prompt.size() - 1;
+    size_t n_ram = 0, n_disk = 0;
+    const SpillCache::Iter it = spill_.best(prompt, n_ram);
+    const DiskCache::Indexed * d = disk_.best(prompt, n_disk);
+    n_ram = std::min(n_ram, most);
+    n_disk = std::min(n_disk, most);
+    if (d && n_disk > n_ram && n_disk >= keep + PrefixCache::kKeepTail && restore_pays(d->bytes, 1e9, n_disk - keep)) {
+        std::optional<SpillCache::Entry> e = disk_.read(d);
+        std::lock_guard<std::mutex> lk(mu_);
+        counters_.disk_restores += e.has_value();
+        counters_.disk_bytes = disk_.bytes();
+        if (e) return e;
+    }
+    if (it == spill_.end() || n_ram < keep + PrefixCache::kKeepTail || !restore_pays(it->state.size(), 0, n_ram - keep)) {
         return std::nullopt;
     }
     return spill_.take(it);
@@ -548,6 +579,40 @@ size_t Engine::restore(llama_seq_id seq, SpillCache::Entry & e, const std::vecto
     }
     toks = std::move(e.tokens);
     return std::min(common_prefix(toks, prompt), prompt.size() - 1);
+}
+
+void Engine::warn(const std::string & message) {
+    std::lock_guard<std::mutex> lk(mu_);
+    warnings_.push_back(message);
+}
+
+std::vector<std::string> Engine::take_warnings() {
+    std::lock_guard<std::mutex> lk(mu_);
+    return std::exchange(warnings_, {});
+}
+
+// The sequence to save is the shortest that starts with all of `tokens` but the last (a
+// request's last prompt token is in its sequence only once the next token is decoded).
+size_t Engine::persist(const std::vector<llama_token> & tokens) {
+    if (tokens.size() < 2) throw InvalidArgument("persist: at least 2 tokens");
+    return run_job([this, &tokens]() -> size_t {
+        llama_seq_id best = -1;
+        for (llama_seq_id s = 0; s < n_streams_; ++s) {
+            const auto & held = cache_.tokens(s);
+            const bool holds = common_prefix(held, tokens) >= tokens.size() - 1;
+            if (holds && (best < 0 || held.size() < cache_.tokens(best).size())) best = s;
+        }
+        if (best < 0 || !disk_.enabled()) return 0;
+        const size_t size = llama_state_seq_get_size(ctx_, best);
+        std::vector<uint8_t> state(size);
+        if (llama_state_seq_get_data(ctx_, state.data(), size, best) != size) return 0;
+        const auto & held = cache_.tokens(best);
+        const bool ok = disk_.put(held, state);
+        std::lock_guard<std::mutex> lk(mu_);
+        counters_.disk_writes += ok;
+        counters_.disk_bytes = disk_.bytes();
+        return ok ? held.size() : 0;
+    });
 }
 
 // A shared prefix shorter than this is evaluated with the rest of the prompt rather than waited for.

@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <future>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -21,6 +22,8 @@
 #include <vector>
 
 #include "detokenizer.h"
+#include "disk_cache.h"
+#include "errors.h"
 #include "model.h"
 #include "prefix_cache.h"
 #include "sampling.h"
@@ -126,6 +129,9 @@ struct EngineParams {
     float rope_freq_scale = 0.0f;
     int64_t spill_bytes = -1;      // host tier for evicted conversations: -1 auto (MemAvailable / 8,
                                    // at most 4 GiB), 0 off
+    std::string disk_dir;          // disk tier (disk_cache.h); empty: off
+    std::string disk_identity;     // the model file and KV layout its files must match
+    int64_t disk_bytes = 8ll << 30;  // the folder's budget
 };
 
 struct EngineCounters {
@@ -147,6 +153,11 @@ struct EngineCounters {
     uint64_t restores = 0;
     uint64_t prompt_tokens_restored = 0;
     uint64_t spill_bytes = 0;  // held in the tier now
+    // The disk tier (disk_cache.h): files written, conversations restored from files, and the
+    // bytes of the folder's cache files (all models').
+    uint64_t disk_writes = 0;
+    uint64_t disk_restores = 0;
+    uint64_t disk_bytes = 0;
     uint64_t kv_streams = 0;   // KV streams allocated (one context's worth of cells each)
 };
 
@@ -179,6 +190,13 @@ public:
     std::vector<std::vector<float>> eval_logits(const std::vector<std::vector<llama_token>> & seqs,
                                                 const std::vector<int32_t> & n_prefix);
     const std::shared_ptr<Model> & model() const { return model_; }
+    // Writes the conversation held by the sequence that starts with `tokens` (all but possibly
+    // the last) to the disk tier, waiting for the engine to be idle; returns how many tokens
+    // the file holds, 0 when no sequence holds them or there is no disk tier.
+    size_t persist(const std::vector<llama_token> & tokens);
+    // Warnings from the cache tiers (a damaged file removed, a folder that cannot be written),
+    // each returned once.
+    std::vector<std::string> take_warnings();
 
 private:
     struct Active;
@@ -190,11 +208,15 @@ private:
     void admit(std::shared_ptr<Request> req);
     bool waits(const Request & req) const;
     bool copy_pays(size_t n_cells, size_t n_tokens) const;
+    bool restore_pays(size_t bytes, double file_rate, size_t n_tokens) const;
     bool copy_prefix(llama_seq_id src, llama_seq_id dst);
     void spill(llama_seq_id seq, size_t n_kept);
     std::optional<SpillCache::Entry> take_spilled(const std::vector<llama_token> & prompt, size_t keep);
     size_t restore(llama_seq_id seq, SpillCache::Entry & e, const std::vector<llama_token> & prompt);
     void finish(Active & a, StopReason reason, const std::string & error = std::string());
+    void warn(const std::string & message);
+    // Runs f on the engine thread between requests and returns its result (or exception).
+    template <typename F> auto run_job(F f) -> decltype(f());
     void run_jobs();
     void admit_queued();
     // One scheduler step, in phases: drop_cancelled, decode_batch (build_batch, then decode,
@@ -236,6 +258,7 @@ private:
     std::deque<std::function<void()>> jobs_;  // run by the engine thread when no request is active
     bool stop_ = false;
     EngineCounters counters_;
+    std::vector<std::string> warnings_;
     std::atomic<int32_t> in_flight_{0};
     std::atomic<int64_t> last_done_ns_{0};  // steady_clock time of the last request's end
     void request_done();
@@ -243,6 +266,7 @@ private:
     // Engine thread only.
     PrefixCache cache_;
     SpillCache spill_;
+    DiskCache disk_;
     std::list<std::unique_ptr<Active>> active_;
     std::vector<Active *> decoding_;  // step(): the generating requests, in sequence order
     uint64_t seq_runs_ = 0;           // step(): runs of consecutive sequence ids in decoding_
@@ -255,5 +279,17 @@ private:
     std::vector<Finished> finished_;  // ended in this step, woken after publish()
     std::thread thread_;
 };
+
+template <typename F> auto Engine::run_job(F f) -> decltype(f()) {
+    auto task = std::make_shared<std::packaged_task<decltype(f())()>>(std::move(f));
+    auto fut = task->get_future();
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (stop_) throw ModelUnloaded("the model has been unloaded");
+        jobs_.push_back([task] { (*task)(); });
+    }
+    cv_.notify_all();
+    return fut.get();
+}
 
 }  // namespace lmfast

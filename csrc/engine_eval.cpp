@@ -27,7 +27,7 @@ std::vector<std::vector<float>> Engine::eval_logits(const std::vector<std::vecto
         n_first += n_prefix[s];
     }
     if (n_first > params_.n_batch) throw InvalidArgument("eval_logits: all prefixes must fit one batch");
-    auto task = std::make_shared<std::packaged_task<std::vector<std::vector<float>>()>>([this, &seqs, &n_prefix, k] {
+    return run_job([this, &seqs, &n_prefix, k] {
         {
             std::lock_guard<std::mutex> lk(mu_);
             if (stop_) throw ModelUnloaded("the model has been unloaded");
@@ -80,14 +80,6 @@ std::vector<std::vector<float>> Engine::eval_logits(const std::vector<std::vecto
         clear();
         return out;
     });
-    auto fut = task->get_future();
-    {
-        std::lock_guard<std::mutex> lk(mu_);
-        if (stop_) throw ModelUnloaded("the model has been unloaded");
-        jobs_.push_back([task] { (*task)(); });
-    }
-    cv_.notify_all();
-    return fut.get();
 }
 
 }  // namespace lmfast

@@ -4,8 +4,13 @@
 
 namespace lmfast {
 
-bool SpillCache::put(std::vector<llama_token> tokens, std::vector<uint8_t> state) {
-    if (tokens.empty() || state.size() > budget_) return false;
+void SpillCache::put(Entry e, std::vector<Entry> & pushed_out) {
+    if (e.tokens.empty()) return;
+    if (e.state.size() > budget_) {
+        pushed_out.push_back(std::move(e));
+        return;
+    }
+    const auto & tokens = e.tokens;
     for (auto it = entries_.begin(); it != entries_.end();) {
         const bool superseded = it->tokens.size() <= tokens.size() && common_prefix(it->tokens, tokens) == it->tokens.size();
         if (superseded) {
@@ -15,10 +20,9 @@ bool SpillCache::put(std::vector<llama_token> tokens, std::vector<uint8_t> state
             ++it;
         }
     }
-    evict_to(budget_ - state.size());
-    bytes_ += state.size();
-    entries_.push_front(Entry{std::move(tokens), std::move(state)});
-    return true;
+    evict_to(budget_ - e.state.size(), pushed_out);
+    bytes_ += e.state.size();
+    entries_.push_front(std::move(e));
 }
 
 SpillCache::Iter SpillCache::best(const std::vector<llama_token> & prompt, size_t & n_common) {
@@ -41,9 +45,10 @@ SpillCache::Entry SpillCache::take(Iter it) {
     return e;
 }
 
-void SpillCache::evict_to(size_t limit) {
+void SpillCache::evict_to(size_t limit, std::vector<Entry> & pushed_out) {
     while (bytes_ > limit && !entries_.empty()) {
         bytes_ -= entries_.back().state.size();
+        pushed_out.push_back(std::move(entries_.back()));
         entries_.pop_back();
     }
 }

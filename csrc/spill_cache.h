@@ -26,9 +26,10 @@ public:
     };
 
     // Keeps a conversation. Entries it extends (their tokens are a prefix of these) are
-    // superseded and dropped; then the least recently used go until it fits. False (nothing
-    // kept) when the entry alone is larger than the budget.
-    bool put(std::vector<llama_token> tokens, std::vector<uint8_t> state);
+    // superseded and dropped; then the least recently used go to `pushed_out` until it fits
+    // (the next tier, disk_cache.h, may take them). An entry larger than the whole budget goes
+    // to `pushed_out` itself.
+    void put(Entry e, std::vector<Entry> & pushed_out);
 
     // The entry that shares the longest prefix with `prompt`, with that length in n_common;
     // end() when none shares a token.
@@ -43,7 +44,7 @@ public:
     size_t budget() const { return budget_; }
 
 private:
-    void evict_to(size_t limit);
+    void evict_to(size_t limit, std::vector<Entry> & pushed_out);
 
     size_t budget_;
     size_t bytes_ = 0;

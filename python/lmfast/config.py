@@ -86,6 +86,16 @@ def _str_list(key: str, v: Any) -> list[str]:
     return list(v)
 
 
+def _folder_or_false(key: str, v: Any) -> Any:
+    if v is False or v is None:
+        return False
+    if isinstance(v, os.PathLike):
+        v = os.fspath(v)
+    if not isinstance(v, str) or not v:
+        raise _bad(key, v, "a folder path or False")
+    return os.path.abspath(os.path.expanduser(v))
+
+
 def _one_of(*choices: str):
     def check(key: str, v: Any) -> str:
         if v not in choices:
@@ -289,6 +299,11 @@ LOAD_KEYS: tuple[Key, ...] = (
         "lmfast: host-memory budget for conversations evicted from their KV sequence, restored from "
         "there instead of evaluated again when they return; False: an eighth of the free memory at "
         "load, at most 4 GiB; 0: off."),
+    Key("promptCacheDir", _folder_or_false, False,
+        "lmfast: a folder for the disk tier: conversations pushed out of the host-memory tier and prefixes "
+        "saved with LLM.prewarm() are written there and survive a restart; False: no disk tier."),
+    Key("promptCacheDiskBytes", _int(0), 8 << 30,
+        "lmfast: byte budget of promptCacheDir (all models' cache files in it); least recently used go first."),
 )
 
 # The SDK's EmbeddingLoadModelConfig (6 keys). The entries are LOAD_KEYS' own where

@@ -12,10 +12,11 @@ import logging
 import time
 from typing import Any, Callable, ClassVar
 
-from . import _core
+from . import _core, prompt_cache
 from .backends import plan_offload
 from .config import LOAD_KEYS, Key, kv_type_id, with_defaults
 from .errors import ModelUnloadedError
+from .gguf import expert_overrides
 from .registry import ModelFile, params_string
 from .results import LlmInstanceInfo
 
@@ -68,12 +69,13 @@ class LoadedInstance:
         n_layer = _block_count(model_file) if cfg["gpu"].get("ratio", 0.0) > 0 else 0
         plan = plan_offload(cfg["gpu"], n_layer, stacklevel=5)
         self.n_gpu_layers = plan.n_gpu_layers
+        overrides = expert_overrides(model_file.path, cfg.get("numExperts"))  # embedding models have no such key
         if progress is not None:
             progress(0.0)
         self._model = _core.Model.load(str(model_file.path), n_gpu_layers=plan.n_gpu_layers,
                                        use_mmap=cfg["tryMmap"], use_mlock=cfg["keepModelInMemory"],
                                        main_gpu=plan.main_gpu, split_mode=plan.split_mode, devices=plan.devices,
-                                       progress=progress)
+                                       progress=progress, int_overrides=overrides)
         self._runner = self._start(self._model, cfg, load_config)
         cfg["gpu"] = plan.applied  # what was applied: ratio 0.0 after a CPU fallback
         self._load_config = cfg
@@ -179,7 +181,11 @@ class ModelInstance(LoadedInstance):
             rope_freq_base=cfg["ropeFrequencyBase"] or 0.0,
             rope_freq_scale=cfg["ropeFrequencyScale"] or 0.0,
             spill_bytes=-1 if cfg["promptCacheRamBytes"] is False else cfg["promptCacheRamBytes"],
+            disk_dir=cfg["promptCacheDir"] or "",
+            disk_identity=prompt_cache.cache_identity(self.model_file.path, cfg) if cfg["promptCacheDir"] else "",
+            disk_bytes=cfg["promptCacheDiskBytes"],
         )
+        prompt_cache.warn_from(engine)  # a damaged file found at load, or a folder it cannot write
         self.seed = cfg["seed"]
         cfg["contextLength"] = engine.n_ctx
         cfg["cpuThreads"] = engine.n_threads
@@ -204,6 +210,19 @@ class ModelInstance(LoadedInstance):
             _, engine = self.native()
             self.touch()
             return engine.submit(prompt, **kwargs)
+
+    def warn_cache_problems(self) -> None:
+        """Raises the cache tiers' warnings since the last call (PromptCacheWarning)."""
+        runner = self._runner
+        if runner is not None:
+            prompt_cache.warn_from(runner)
+
+    def persist(self, tokens: list[int]) -> int:
+        """Writes the sequence holding ``tokens`` to the disk tier (Engine.persist)."""
+        _, engine = self.native()
+        n = engine.persist(tokens)
+        prompt_cache.warn_from(engine)
+        return n
 
     def _make_info(self) -> LlmInstanceInfo:
         template = self.metadata.get("tokenizer.chat_template", "")

@@ -222,6 +222,7 @@ class PredictionStream:
     def _finish(self) -> None:
         self._request.wait()
         stats = self._request.stats()
+        self._instance.warn_cache_problems()
         reason = stats["stop_reason"]
         if reason == "modelUnloaded":
             self._error = ModelUnloadedError(
@@ -534,6 +535,33 @@ class LLM(ModelHandle):
         ``opts={"toolDefinitions": [...]}`` (OpenAI-style function tools) as act() offers them."""
         tools = (opts or {}).get("toolDefinitions", (opts or {}).get("tool_definitions")) if isinstance(opts, dict) else None
         return self._render_with_tools(history, list(tools) if tools else None)[0]
+
+    def prewarm(self, prefix: Any, *, persist: bool | None = None) -> int:
+        """lmfast: evaluates a prompt prefix into the KV cache ahead of use, so that requests
+        that start with it evaluate only what follows. ``prefix`` is a chat (its rendering
+        without a generation prompt: a chat holding only a system prompt gives the prefix every
+        chat with that system prompt shares) or prompt text. With a disk tier
+        (``promptCacheDir``) the prefix is also written there and survives a restart;
+        ``persist=None`` does that when there is one, ``True`` requires one. Returns the
+        number of tokens cached."""
+        model, _ = self._instance.native()
+        if persist and not self._instance.load_config()["promptCacheDir"]:
+            raise LMStudioValueError("prewarm(persist=True) needs a disk tier: load with promptCacheDir")
+        if isinstance(prefix, str):
+            tokens = self._tokens(prefix)
+        else:
+            chat = prefix if isinstance(prefix, Chat) else Chat.from_history(prefix)
+            tokens = self._tokens(model.apply_chat_template(chat._role_text_pairs(), False))
+        if len(tokens) < 2:
+            raise LMStudioValueError("prewarm: the prefix is empty")
+        request = self._instance.submit(tokens, max_tokens=1, temperature=0.0)
+        request.wait()
+        stats = request.stats()
+        if stats["stop_reason"] in ("failed", "modelUnloaded"):
+            raise LMStudioPredictionError(f"prewarm failed: {stats['error'] or stats['stop_reason']}")
+        if persist is not False and self._instance.load_config()["promptCacheDir"]:
+            self._instance.persist(tokens)
+        return len(tokens)
 
     def get_info(self) -> LlmInstanceInfo:
         return super().get_info()
