@@ -78,6 +78,7 @@ py::dict stats_to_dict(const RequestStats & s) {
     d["stop_reason"] = stop_reason_name(s.stop_reason);
     d["prompt_tokens_dropped"] = s.prompt_tokens_dropped;
     d["context_shifts"] = s.context_shifts;
+    d["n_threads"] = s.n_threads;
     d["error"] = s.error;
     d["tokens"] = s.tokens;
     return d;
@@ -436,8 +437,10 @@ PYBIND11_MODULE(_core, m) {
                 float presence_penalty, int64_t seed, int max_tokens, std::vector<std::string> stop,
                 bool ignore_eos, std::string grammar, const std::string & context_overflow, bool grammar_lazy,
                 const std::vector<std::pair<int, std::string>> & grammar_triggers,
-                const std::vector<std::string> & preserved_tokens, const std::string & generation_prompt) {
+                const std::vector<std::string> & preserved_tokens, const std::string & generation_prompt,
+                int n_threads) {
                  GenerationParams g;
+                 g.n_threads = n_threads;
                  g.sampling.temperature = temperature;
                  g.sampling.top_k = top_k;
                  g.sampling.top_p = top_p;
@@ -466,7 +469,7 @@ PYBIND11_MODULE(_core, m) {
              py::arg("grammar_lazy") = false,
              py::arg("grammar_triggers") = std::vector<std::pair<int, std::string>>{},
              py::arg("preserved_tokens") = std::vector<std::string>{},
-             py::arg("generation_prompt") = std::string())
+             py::arg("generation_prompt") = std::string(), py::arg("n_threads") = 0)
         .def("eval_logits",
              [](Engine & self, const std::vector<std::vector<llama_token>> & seqs, const std::vector<int32_t> & n_prefix) {
                  std::vector<std::vector<float>> out;

@@ -379,6 +379,11 @@ std::shared_ptr<Request> Engine::submit(std::vector<llama_token> prompt, Generat
         prompt.erase(prompt.begin() + n_keep, prompt.begin() + n_keep + n_dropped);
     }
     validate(params.sampling);
+    if (params.n_threads < 0 || params.n_threads > n_threads_) {
+        throw InvalidArgument("cpuThreads " + std::to_string(params.n_threads) + " for a prediction: this instance's "
+                              "thread pool has " + std::to_string(n_threads_) +
+                              " threads (its load config's cpuThreads); ask for 1.." + std::to_string(n_threads_));
+    }
     // Built here, so that a bad grammar is the caller's error rather than a failed request, and
     // kept for admission, so that it is parsed once.
     SamplerPtr grammar = make_grammar(params.sampling, model_->vocab());
@@ -902,6 +907,7 @@ bool Engine::build_batch() {
 bool Engine::decode_batch() {
     for (;;) {
         if (!build_batch()) return false;
+        set_step_threads();
         const Clock::time_point t_decode = Clock::now();
         const int32_t ret = llama_decode(ctx_, batch_);
         if (ret == 0) {
@@ -923,6 +929,23 @@ bool Engine::decode_batch() {
         }
         active_.remove_if([](const std::unique_ptr<Active> & a) { return a->n_in_batch > 0; });
         return false;
+    }
+}
+
+// A step runs with the most threads that a request in its batch asked for (cpuThreads per
+// prediction; all of the pool by default): one decode serves every request in it, so the most
+// demanding one decides. The pool's other workers sit the step out. llama_set_n_threads only
+// sets the count the next graph is computed with.
+void Engine::set_step_threads() {
+    int32_t n = 0;
+    for (const auto & a : active_) {
+        if (a->n_in_batch > 0) n = std::max(n, a->req->params_.n_threads > 0 ? a->req->params_.n_threads : n_threads_);
+    }
+    if (n == 0) n = n_threads_;
+    const int32_t n_batch_pool = params_.n_threads_batch > 0 ? params_.n_threads_batch : n_threads_;
+    llama_set_n_threads(ctx_, n, std::min(n, n_batch_pool));
+    for (auto & a : active_) {
+        if (a->n_in_batch > 0) a->req->stats_.n_threads = std::max(a->req->stats_.n_threads, n);
     }
 }
 

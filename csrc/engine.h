@@ -48,6 +48,9 @@ struct GenerationParams {
     // Control tokens whose text goes into the output (a tool-call format's "<tool_call>"), where
     // other control tokens give none.
     std::vector<llama_token> preserved_tokens;
+    // CPU threads for the steps this request is in (the SDK's per-prediction cpuThreads);
+    // 0: the engine's. At most the engine's pool size (Engine::submit checks).
+    int32_t n_threads = 0;
 };
 
 struct RequestStats {
@@ -62,6 +65,7 @@ struct RequestStats {
     StopReason stop_reason = StopReason::None;
     int32_t prompt_tokens_dropped = 0;  // cut from an overlong prompt (truncateMiddle, rollingWindow)
     int32_t context_shifts = 0;         // times the window was shifted during generation
+    int32_t n_threads = 0;              // the most CPU threads a step of this request ran with
     std::string error;
     std::vector<llama_token> tokens;  // generated token ids
 };
@@ -227,6 +231,7 @@ private:
     void drop_cancelled();
     bool build_batch();
     bool decode_batch();
+    void set_step_threads();
     void update_prompt_cost(std::chrono::steady_clock::time_point t_decode);
     // Appends one token of one sequence to batch_; returns its index in the batch.
     int32_t batch_add(llama_token t, llama_pos pos, llama_seq_id seq, bool logits);

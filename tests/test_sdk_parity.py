@@ -329,8 +329,6 @@ def test_unsupported_keys_raise_errors_that_name_them(llm):
             lms.LlmLoadModelConfig(cfg)
     with pytest.raises(lms.LMStudioUnsupportedConfigError, match="promptTemplate"):
         llm.respond("hi", config={"promptTemplate": {"type": "jinja", "jinjaPromptTemplate": {"template": "x"}}})
-    with pytest.raises(lms.LMStudioUnsupportedConfigError, match="cpuThreads.*load config"):
-        llm.respond("hi", config={"cpuThreads": 2})
     assert lms.LlmLoadModelConfig(gpu_strict_vram_cap=True).gpuStrictVramCap is True
 
 

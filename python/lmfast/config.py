@@ -239,9 +239,9 @@ PREDICTION_KEYS: tuple[Key, ...] = (
         "another template per prediction yet (a C++ change); apply_prompt_template() and complete() give "
         "control of the prompt text"), None,
         "Not supported: an error names it (the model's own template is always used)."),
-    Key("cpuThreads", _unsupported(
-        "threads are fixed per loaded instance (the engine's thread pool); set cpuThreads in the load config "
-        "instead"), None, "Not supported per prediction: set cpuThreads in the load config."),
+    Key("cpuThreads", _int(1, 1024, allow_false=True), False,
+        "CPU threads for this prediction, at most the load config's cpuThreads (the instance's thread pool); "
+        "predictions decoded together in one step run with the most any of them asked for. False: all of the pool."),
     Key("seed", _int(0, 2**32 - 2, allow_false=True), False,
         "lmfast: sampling seed for this request; False uses the load config's seed, or a random one."),
     Key("structured", _structured, {"type": "none"},

@@ -68,6 +68,7 @@ def _submit_kwargs(pcfg: dict[str, Any], load_seed: Any, chat_format: dict[str, 
         ignore_eos=pcfg["ignoreEos"],
         grammar=structured.grammar(pcfg["structured"]),
         context_overflow=pcfg["contextOverflowPolicy"],
+        n_threads=pcfg["cpuThreads"] or 0,
     ) | tools
 
 

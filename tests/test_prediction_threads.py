@@ -1,0 +1,51 @@
+"""Per-prediction cpuThreads (the SDK's prediction key): a prediction runs its steps with the
+threads it asks for, up to the instance's pool (the load config's cpuThreads); predictions
+batched into one step run with the most any of them asked for; more than the pool is an error
+that names the key. The answer does not depend on the thread count."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import lmfast as lms
+
+from .conftest import GREEDY
+
+PREDICT = {**GREEDY, "maxTokens": 6}
+
+
+@pytest.fixture(scope="module")
+def two_threads(client, smollm2_path):
+    model = client.llm.load_new_instance(str(smollm2_path), "threads-2",
+                                         config={"contextLength": 512, "cpuThreads": 2})
+    yield model
+    model.unload()
+
+
+def test_a_prediction_runs_with_the_threads_it_asks_for(two_threads):
+    one = two_threads.respond_stream("Name a fruit.", config={**PREDICT, "cpuThreads": 1})
+    one.wait_for_result()
+    both = two_threads.respond_stream("Name a fruit.", config=PREDICT)
+    both.wait_for_result()
+    assert one._request.stats()["n_threads"] == 1
+    assert both._request.stats()["n_threads"] == 2
+    assert one.wait_for_result().content == both.result().content
+
+
+def test_batched_predictions_run_with_the_most_asked_for(two_threads):
+    streams = [two_threads.respond_stream(q, config={**PREDICT, "maxTokens": 8, "cpuThreads": n})
+               for q, n in (("Count to ten.", 1), ("Name three colours.", 2))]
+    done = [threading.Thread(target=s.wait_for_result) for s in streams]
+    for t in done:
+        t.start()
+    for t in done:
+        t.join(120)
+    # Both were decoded together for most of their steps, each step with 2 threads.
+    assert [s._request.stats()["n_threads"] for s in streams] == [2, 2]
+
+
+def test_more_than_the_pool_is_an_error_that_names_the_key(two_threads):
+    with pytest.raises(lms.LMStudioError, match="cpuThreads 3 .* 2 threads"):
+        two_threads.respond("hi", config={"cpuThreads": 3})
+    assert two_threads.respond("Name a fruit.", config={**PREDICT, "maxTokens": 4}).content
