@@ -89,3 +89,40 @@ def test_1000_requests(client, smollm2_path):
     print(f"1000 requests: +{grown / 2**20:.1f} MiB, {time.monotonic() - t0:.1f} s")
     llm.unload()
     assert grown < 16 * 2**20, grown
+
+
+def test_1000_spills_and_restores(client, smollm2_path, tmp_path):
+    """Two conversations over one sequence: each request takes the sequence from the other, which
+    is spilled, and restores its own (1,000 requests: 1,000 spills and 1,000 restores), then the
+    same through the disk tier (host tier off: each restore reads and checks a file)."""
+    prompts = [f"Conversation {k}: " + " ".join(f"line {j} of a note about topic {k}." for j in range(6))
+               for k in range(2)]
+
+    def loop(llm, n):
+        for i in range(n):
+            r = llm.complete(prompts[i % 2], config={**GREEDY, "maxTokens": 1})
+            assert r.stats.predicted_tokens_count == 1
+
+    def grown_over(cfg, ident, n):
+        llm = client.llm.load_new_instance(str(smollm2_path), ident, config=cfg)
+        try:
+            loop(llm, 100)
+            gc.collect()
+            base = rss_bytes()
+            loop(llm, n)
+            gc.collect()
+            counters = llm._instance.native()[1].counters()
+            return rss_bytes() - base, counters
+        finally:
+            llm.unload()
+
+    cfg = {"contextLength": 512, "cpuThreads": 1, "maxParallelPredictions": 1}
+    t0 = time.monotonic()
+    ram, c_ram = grown_over(cfg, "leak-spill", 1000)
+    disk, c_disk = grown_over({**cfg, "promptCacheRamBytes": 0, "promptCacheDir": str(tmp_path)}, "leak-disk", 300)
+    print(f"spill/restore: +{ram / 2**20:.1f} MiB after 1000 via host memory, +{disk / 2**20:.1f} MiB after "
+          f"300 via files, {time.monotonic() - t0:.1f} s")
+    assert c_ram["restores"] >= 1100 - 2 and c_ram["spills"] >= 1100 - 2, c_ram
+    assert c_disk["disk_restores"] >= 400 - 2, c_disk
+    assert ram < 16 * 2**20, ram
+    assert disk < 16 * 2**20, disk
