@@ -3,6 +3,7 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <optional>
 
 #include "backends.h"
 #include "common.h"
@@ -282,7 +283,8 @@ PYBIND11_MODULE(_core, m) {
     py::class_<Model, std::shared_ptr<Model>>(m, "Model")
         .def_static("load",
             [](const std::string & path, int n_gpu_layers, bool use_mmap, bool use_mlock, int main_gpu,
-               int split_mode, const std::vector<int> & devices, const py::object & progress) {
+               int split_mode, const std::vector<int> & devices, const py::object & progress,
+               const std::map<std::string, int64_t> & int_overrides) {
                 ModelParams p;
                 if (!progress.is_none()) {
                     // Called on this (loading) thread with the GIL released: take it for the call.
@@ -303,12 +305,13 @@ PYBIND11_MODULE(_core, m) {
                 p.devices = devices;
                 p.use_mmap = use_mmap;
                 p.use_mlock = use_mlock;
+                p.int_overrides.assign(int_overrides.begin(), int_overrides.end());
                 py::gil_scoped_release nogil;
                 return Model::load(p);
             },
             py::arg("path"), py::arg("n_gpu_layers") = 0, py::arg("use_mmap") = true, py::arg("use_mlock") = false,
             py::arg("main_gpu") = 0, py::arg("split_mode") = 1, py::arg("devices") = std::vector<int>(),
-            py::arg("progress") = py::none())
+            py::arg("progress") = py::none(), py::arg("int_overrides") = std::map<std::string, int64_t>())
         .def_property_readonly("path", &Model::path)
         .def_property_readonly("n_ctx_train", &Model::n_ctx_train)
         .def_property_readonly("n_vocab", &Model::n_vocab)
@@ -359,16 +362,21 @@ PYBIND11_MODULE(_core, m) {
              },
              py::arg("messages"), py::arg("add_generation_prompt") = true)
         .def("apply_chat_template_json",
-             [](const Model & self, const std::string & request) {
+             [](const Model & self, const std::string & request, const std::optional<std::string> & tmpl,
+                const std::string & bos_token, const std::string & eos_token) {
+                 const PromptTemplate override_tmpl {tmpl.value_or(std::string()), bos_token, eos_token};
                  std::string out;
                  {
                      py::gil_scoped_release nogil;
-                     out = self.apply_chat_template_json(request);
+                     out = self.apply_chat_template_json(request, tmpl ? &override_tmpl : nullptr);
                  }
                  return to_py_str(out);
              },
-             py::arg("request"),
-             "Renders a chat with tools and tool calls (chat_render.h's render_chat_json); returns its JSON answer.");
+             py::arg("request"), py::arg("template") = py::none(), py::arg("bos_token") = std::string(),
+             py::arg("eos_token") = std::string(),
+             "Renders a chat with tools and tool calls (chat_render.h's render_chat_json); returns its JSON answer. "
+             "template: a Jinja template used instead of the model's (bos_token/eos_token: its BOS/EOS text, \"\" "
+             "for the model's).");
 
     py::class_<Request, std::shared_ptr<Request>>(m, "Request")
         .def("next_text",

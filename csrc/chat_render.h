@@ -3,10 +3,12 @@
 // in a process of their own, never in the host.
 #pragma once
 
+#include <stdexcept>
 #include <string>
 #include <utility>
 
 #include "chat.h"
+#include "common.h"
 #include "llama.h"
 
 namespace lmfast {
@@ -26,6 +28,30 @@ inline common_chat_templates_ptr init_chat_templates(const llama_model * model) 
             src.resize(static_cast<size_t>(n));
             common_chat_template check(src, "", "");
         }
+        throw;
+    }
+}
+
+// The model's BOS or EOS token as text ("" when the vocabulary has none).
+inline std::string special_token_text(const llama_model * model, llama_token token) {
+    return token == LLAMA_TOKEN_NULL ? std::string() : common_token_to_piece(llama_model_get_vocab(model), token, true);
+}
+
+// Parses a template given in place of the model's (the promptTemplate prediction key) and tries
+// it on sample chats, as init_chat_templates does. bos/eos: the text the template sees as
+// bos_token/eos_token; "" keeps the model's.
+inline common_chat_templates_ptr init_override_templates(const llama_model * model, const std::string & source,
+                                                         const std::string & bos, const std::string & eos) {
+    if (source.empty()) throw std::invalid_argument("the prompt template is empty");
+    try {
+        if (bos.empty() && eos.empty()) return common_chat_templates_init(model, source);
+        // common_chat_templates_init reads BOS/EOS from the model when it has one, ignoring the
+        // overrides: give it none, and the model's text for whichever was not overridden.
+        const llama_vocab * vocab = llama_model_get_vocab(model);
+        return common_chat_templates_init(nullptr, source, bos.empty() ? special_token_text(model, llama_vocab_bos(vocab)) : bos,
+                                          eos.empty() ? special_token_text(model, llama_vocab_eos(vocab)) : eos);
+    } catch (const std::exception &) {
+        common_chat_template check(source, bos, eos);  // for the parser's own message (see above)
         throw;
     }
 }

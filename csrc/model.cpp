@@ -1,6 +1,7 @@
 #include "model.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "errors.h"
 #include "gguf_check.h"
@@ -8,6 +9,23 @@
 #include "template_host.h"
 
 namespace lmfast {
+
+// llama.cpp's override list: fixed-size keys, ended by an entry with an empty key.
+static std::vector<llama_model_kv_override> kv_overrides(const std::vector<std::pair<std::string, int64_t>> & ints) {
+    std::vector<llama_model_kv_override> out;
+    for (const auto & [key, value] : ints) {
+        llama_model_kv_override o {};
+        if (key.empty() || key.size() >= sizeof o.key) {
+            throw InvalidArgument("metadata override key '" + key + "' is empty or too long (127 bytes at most)");
+        }
+        o.tag = LLAMA_KV_OVERRIDE_TYPE_INT;
+        std::memcpy(o.key, key.data(), key.size());
+        o.val_i64 = value;
+        out.push_back(o);
+    }
+    out.push_back(llama_model_kv_override {});
+    return out;
+}
 
 std::shared_ptr<Model> Model::load(const ModelParams & params) {
     // The whole header is validated first: llama.cpp aborts on some malformed files.
@@ -28,6 +46,8 @@ std::shared_ptr<Model> Model::load(const ModelParams & params) {
         devices.push_back(nullptr);
         mp.devices = devices.data();
     }
+    const std::vector<llama_model_kv_override> overrides = kv_overrides(params.int_overrides);
+    if (!params.int_overrides.empty()) mp.kv_overrides = overrides.data();
     if (params.progress) {
         // llama.cpp reports the share of tensor data read; returning false would cancel the load.
         mp.progress_callback = [](float progress, void * user) {
@@ -233,8 +253,8 @@ std::string Model::apply_chat_template(const std::vector<ChatMessage> & messages
     return render_template([&](TemplateHost & host) { return host.render(messages, add_generation_prompt); });
 }
 
-std::string Model::apply_chat_template_json(const std::string & request) const {
-    return render_template([&](TemplateHost & host) { return host.render_json(request); });
+std::string Model::apply_chat_template_json(const std::string & request, const PromptTemplate * tmpl) const {
+    return render_template([&](TemplateHost & host) { return host.render_json(request, tmpl); });
 }
 
 }  // namespace lmfast

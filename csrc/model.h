@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "llama.h"
@@ -25,12 +26,24 @@ struct ModelParams {
     std::vector<int> devices;   // ggml device indices to offload to; empty: every GPU
     bool use_mmap = true;
     bool use_mlock = false;
+    // Integer metadata values that replace the file's at load (llama.cpp's kv_overrides), e.g.
+    // "<arch>.expert_used_count" for the numExperts load key. A key must name a scalar the file
+    // has: llama.cpp applies no override to an absent key.
+    std::vector<std::pair<std::string, int64_t>> int_overrides;
     std::function<void(float)> progress;  // load progress 0..1 from llama.cpp's loader; may be empty
 };
 
 struct ChatMessage {
     std::string role;
     std::string content;
+};
+
+// A Jinja chat template given in place of the model's (the promptTemplate prediction key); as
+// untrusted as the model's own, so it is parsed and run in the template worker too.
+struct PromptTemplate {
+    std::string source;
+    std::string bos_token;  // what the template sees as bos_token; "": the model's
+    std::string eos_token;  // likewise eos_token
 };
 
 class Model {
@@ -66,7 +79,8 @@ public:
     std::string apply_chat_template(const std::vector<ChatMessage> & messages, bool add_generation_prompt) const;
     // Renders a chat with tool definitions and tool calls: chat_render.h's render_chat_json, in
     // the template worker too; returns its JSON answer (prompt, tool-call grammar, output parser).
-    std::string apply_chat_template_json(const std::string & request) const;
+    // With `tmpl`, that template renders instead of the model's.
+    std::string apply_chat_template_json(const std::string & request, const PromptTemplate * tmpl = nullptr) const;
     // The process id of the template worker (template_host.h), -1 while none runs (after a
     // failure, until the next render starts one); for tests.
     int template_worker_pid() const;

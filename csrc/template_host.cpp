@@ -170,9 +170,17 @@ SandboxResult TemplateHost::render(const std::vector<ChatMessage> & messages, bo
     return request_locked(request);
 }
 
-SandboxResult TemplateHost::render_json(const std::string & json) {
+SandboxResult TemplateHost::render_json(const std::string & json, const PromptTemplate * tmpl) {
     if (json.size() > UINT32_MAX) return make(SandboxResult::Error, "the chat is too long for the chat template (4 GiB at most)");
-    std::string request(1, proto::kJsonRequest);
+    std::string request(1, tmpl ? proto::kTemplateJsonRequest : proto::kJsonRequest);
+    if (tmpl) {
+        if (tmpl->source.size() > UINT32_MAX || tmpl->bos_token.size() > UINT32_MAX || tmpl->eos_token.size() > UINT32_MAX) {
+            return make(SandboxResult::Error, "the prompt template is too long (4 GiB at most)");
+        }
+        proto::put_bytes(request, tmpl->source);
+        proto::put_bytes(request, tmpl->bos_token);
+        proto::put_bytes(request, tmpl->eos_token);
+    }
     proto::put_bytes(request, json);
     std::lock_guard<std::mutex> lock(mu_);
     return request_locked(request);

@@ -19,6 +19,7 @@
 namespace lmfast {
 
 struct ChatMessage;
+struct PromptTemplate;
 
 class TemplateHost {
 public:
@@ -42,8 +43,9 @@ public:
     SandboxResult start();
     // Renders the prompt; starts a worker first when the last one was killed.
     SandboxResult render(const std::vector<ChatMessage> & messages, bool add_generation_prompt);
-    // Answers a request of chat_render.h's render_chat_json (tools, tool calls) the same way.
-    SandboxResult render_json(const std::string & request);
+    // Answers a request of chat_render.h's render_chat_json (tools, tool calls) the same way;
+    // with `tmpl`, rendered with that template instead of the model's.
+    SandboxResult render_json(const std::string & request, const PromptTemplate * tmpl = nullptr);
     const SandboxLimits & limits() const { return limits_; }
     // The worker's process id (-1 when none runs); for tests.
     int pid();

@@ -13,6 +13,11 @@
 //          rendered prompt.
 //   JSON:  1 byte kJsonRequest, a uint32 length + a request of chat_render.h's render_chat_json
 //          (messages with tool calls, tool definitions); answered with its JSON answer.
+//   JSON with another template: 1 byte kTemplateJsonRequest, then uint32 length + bytes of the
+//          template's source, its BOS text and its EOS text (either may be empty: the model's),
+//          then the JSON request as above. The worker parses the template (keeping the parsed
+//          form for the next request with the same three strings) and renders with it instead
+//          of the model's; a template that fails to parse is answered with 'E'.
 // The worker answers the start with 'R' then 'O'/'E'/'M', and each request with one frame; it
 // exits when the socket is closed.
 #pragma once
@@ -35,6 +40,7 @@ constexpr int kSendFlags = 0;  // macOS: SO_NOSIGPIPE is set on the socket inste
 #endif
 
 constexpr char kJsonRequest = 'J';
+constexpr char kTemplateJsonRequest = 'T';
 
 inline void put_u32(std::string & out, uint32_t v) { out.append(reinterpret_cast<const char *>(&v), sizeof v); }
 inline void put_u64(std::string & out, uint64_t v) { out.append(reinterpret_cast<const char *>(&v), sizeof v); }

@@ -6,10 +6,11 @@
 // SmolLM2 under Python, on the time-to-first-token path) and re-parses the template each time.
 // This worker is started once per loaded model with a clean address space (posix_spawn, not
 // fork: nothing of the host's memory or threads comes along), reads only the model's vocabulary
-// and metadata, and keeps the parsed template. Its limits: an address-space cap (set after the
-// vocabulary is loaded) and a CPU-time cap renewed for each render; the host adds a wall-clock
-// deadline and an output cap, and kills and restarts the worker after anything but a clean
-// answer or a template error.
+// and metadata, and keeps the parsed template (and the last few templates that requests gave in
+// its place: the promptTemplate prediction key, as untrusted as the file's). Its limits: an
+// address-space cap (set after the vocabulary is loaded) and a CPU-time cap renewed for each
+// render; the host adds a wall-clock deadline and an output cap, and kills and restarts the
+// worker after anything but a clean answer or a template error.
 //
 // Usage: lmfast-template-worker MODEL.gguf MEMORY_BYTES TIMEOUT_S, with the socket on fd 0.
 
@@ -29,6 +30,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <sys/resource.h>
@@ -75,6 +77,28 @@ bool read_string(std::string & s) {
     return n == 0 || proto::recv_all(kFd, s.data(), n);
 }
 
+// Templates given in place of the model's (promptTemplate), parsed once per source: a chat sends
+// the same template with every turn. A handful is kept; the oldest goes first.
+class OverrideTemplates {
+public:
+    const common_chat_templates * get(const llama_model * model, const std::string & source, const std::string & bos,
+                                      const std::string & eos) {
+        std::string key = source;
+        key.append(1, '\0').append(bos).append(1, '\0').append(eos);
+        for (const auto & [k, t] : parsed_) {
+            if (k == key) return t.get();
+        }
+        common_chat_templates_ptr t = lmfast::init_override_templates(model, source, bos, eos);
+        if (parsed_.size() >= kKeep) parsed_.erase(parsed_.begin());
+        parsed_.emplace_back(std::move(key), std::move(t));
+        return parsed_.back().second.get();
+    }
+
+private:
+    static constexpr size_t kKeep = 8;
+    std::vector<std::pair<std::string, common_chat_templates_ptr>> parsed_;
+};
+
 }  // namespace
 
 int main(int argc, char ** argv) {
@@ -119,10 +143,18 @@ int main(int argc, char ** argv) {
         return std::string(common_chat_templates_source(templates.get()));
     });
     if (!templates) return 1;
+    OverrideTemplates overrides;
 
     for (;;) {
         char add_generation_prompt = 0;
         if (!proto::recv_all(kFd, &add_generation_prompt, 1)) break;  // host closed
+        if (add_generation_prompt == proto::kTemplateJsonRequest) {
+            std::string source, bos, eos, request;
+            if (!read_string(source) || !read_string(bos) || !read_string(eos) || !read_string(request)) break;
+            renew_cpu_limit(timeout_s);  // parsing runs the template on sample chats too
+            answer([&] { return lmfast::render_chat_json(overrides.get(model, source, bos, eos), request); });
+            continue;
+        }
         if (add_generation_prompt == proto::kJsonRequest) {
             std::string request;
             if (!read_string(request)) break;
@@ -140,6 +172,7 @@ int main(int argc, char ** argv) {
         answer([&] { return lmfast::render_chat(templates.get(), messages, add_generation_prompt != 0); });
     }
     templates.reset();
+    overrides = OverrideTemplates();
     llama_model_free(model);
     return 0;
 }
