@@ -76,8 +76,10 @@ def _gpt2_byte_chars() -> list[str]:
     return [out[b] for b in range(256)]
 
 
-def seed_bytes(kind: str = "spm", n_embd: int = 64, n_ff: int = 128, n_layer: int = 1, seed: int = 0) -> bytes:
-    """A valid, tiny llama model. kind: 'spm' (tokenizer.ggml.model 'llama') or 'bpe' ('gpt2')."""
+def seed_bytes(kind: str = "spm", n_embd: int = 64, n_ff: int = 128, n_layer: int = 1, seed: int = 0,
+               n_expert: int = 0, n_expert_used: int = 0) -> bytes:
+    """A valid, tiny llama model. kind: 'spm' (tokenizer.ggml.model 'llama') or 'bpe' ('gpt2').
+    With ``n_expert``, a mixture of experts (as Mixtral is laid out) using ``n_expert_used`` per token."""
     rng = random.Random(seed)
     if kind == "spm":
         tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + \
@@ -118,6 +120,8 @@ def seed_bytes(kind: str = "spm", n_embd: int = 64, n_ff: int = 128, n_layer: in
            ("llama.attention.layer_norm_rms_epsilon", F32, 1e-5),
            ("llama.rope.freq_base", F32, 10000.0),
            ("general.file_type", U32, 0)] + kvs + [("tokenizer.chat_template", STR, _TEMPLATE)]
+    if n_expert:
+        kvs += [("llama.expert_count", U32, n_expert), ("llama.expert_used_count", U32, n_expert_used)]
     kv_dim = n_embd // n_head * n_head_kv
     tensors = [Tensor("token_embd.weight", [n_embd, n_vocab], GGML_Q8_0),
                Tensor("output_norm.weight", [n_embd], GGML_F32),
@@ -128,10 +132,16 @@ def seed_bytes(kind: str = "spm", n_embd: int = 64, n_ff: int = 128, n_layer: in
                     Tensor(f"blk.{i}.attn_k.weight", [n_embd, kv_dim], GGML_F16),
                     Tensor(f"blk.{i}.attn_v.weight", [n_embd, kv_dim], GGML_F16),
                     Tensor(f"blk.{i}.attn_output.weight", [n_embd, n_embd], GGML_F16),
-                    Tensor(f"blk.{i}.ffn_norm.weight", [n_embd], GGML_F32),
-                    Tensor(f"blk.{i}.ffn_gate.weight", [n_embd, n_ff], GGML_F16),
-                    Tensor(f"blk.{i}.ffn_up.weight", [n_embd, n_ff], GGML_F16),
-                    Tensor(f"blk.{i}.ffn_down.weight", [n_ff, n_embd], GGML_F16)]
+                    Tensor(f"blk.{i}.ffn_norm.weight", [n_embd], GGML_F32)]
+        if n_expert:
+            tensors += [Tensor(f"blk.{i}.ffn_gate_inp.weight", [n_embd, n_expert], GGML_F16),
+                        Tensor(f"blk.{i}.ffn_gate_exps.weight", [n_embd, n_ff, n_expert], GGML_F16),
+                        Tensor(f"blk.{i}.ffn_up_exps.weight", [n_embd, n_ff, n_expert], GGML_F16),
+                        Tensor(f"blk.{i}.ffn_down_exps.weight", [n_ff, n_embd, n_expert], GGML_F16)]
+        else:
+            tensors += [Tensor(f"blk.{i}.ffn_gate.weight", [n_embd, n_ff], GGML_F16),
+                        Tensor(f"blk.{i}.ffn_up.weight", [n_embd, n_ff], GGML_F16),
+                        Tensor(f"blk.{i}.ffn_down.weight", [n_ff, n_embd], GGML_F16)]
     data = bytearray()
     for t in tensors:
         t.offset = len(data)
