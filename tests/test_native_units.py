@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 SOURCES = [ROOT / "tests" / "native" / "unit_tests.cpp",
-           CSRC / "prefix_cache.cpp", CSRC / "spill_cache.cpp", CSRC / "detokenizer.cpp"]
+           CSRC / "prefix_cache.cpp", CSRC / "spill_cache.cpp", CSRC / "disk_cache.cpp", CSRC / "detokenizer.cpp"]
 
 
 def _llama_tree() -> Path | None:

@@ -1,5 +1,5 @@
 // Model-free unit tests of the native core's bookkeeping: PrefixCache (which KV sequence a
-// prompt reuses), SpillCache (the host-memory tier), Utf8Stream and StopMatcher (what text may
+// prompt reuses), SpillCache and DiskCache (the host-memory and disk tiers), Utf8Stream and StopMatcher (what text may
 // be handed to Python). Built and run by tests/test_native_units.py with the system compiler;
 // no test framework, no llama library (llama.h is read for its typedefs only).
 //
@@ -7,14 +7,19 @@
 //   unit_tests --known-bugs  runs only the cases that show a known bug (they fail until fixed)
 //
 // Expected values are worked out from the contracts in the headers' comments.
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <functional>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "detokenizer.h"
+#include "disk_cache.h"
 #include "prefix_cache.h"
 #include "spill_cache.h"
 
@@ -509,6 +514,25 @@ size_t best_n(SpillCache & s, const Tokens & prompt) {
     s.best(prompt, n);
     return n;
 }
+// What the host tier pushed out at the last put() (to the disk tier, in the engine).
+std::vector<SpillCache::Entry> g_pushed;
+// put() as the engine calls it; true when the entry was kept (not itself pushed out).
+bool put(SpillCache & s, Tokens t, std::vector<uint8_t> state) {
+    g_pushed.clear();
+    const Tokens asked = t;
+    s.put(SpillCache::Entry{std::move(t), std::move(state)}, g_pushed);
+    if (asked.empty()) return false;
+    for (const auto & e : g_pushed) {
+        if (e.tokens == asked) return false;
+    }
+    return true;
+}
+bool pushed(const Tokens & t) {
+    for (const auto & e : g_pushed) {
+        if (e.tokens == t) return true;
+    }
+    return false;
+}
 bool holds(SpillCache & s, const Tokens & t) {
     size_t n = 0;
     SpillCache::Iter it = s.best(t, n);
@@ -519,22 +543,23 @@ bool holds(SpillCache & s, const Tokens & t) {
 TEST_CASE(spill_put_counts_bytes) {
     SpillCache s(1000);
     CHECK_EQ(s.budget(), size_t(1000));
-    CHECK(s.put(run(100, 10), bytes_of(100)));
-    CHECK(s.put(run(200, 10), bytes_of(250)));
+    CHECK(put(s, run(100, 10), bytes_of(100)));
+    CHECK(put(s, run(200, 10), bytes_of(250)));
     CHECK_EQ(s.size(), size_t(2));
     CHECK_EQ(s.bytes(), size_t(350));
 }
 
 TEST_CASE(spill_refuses_empty_tokens_and_oversized_entries) {
     SpillCache s(300);
-    CHECK(s.put(run(100, 10), bytes_of(100)));
-    CHECK(!s.put({}, bytes_of(10)));
-    CHECK(!s.put(run(200, 10), bytes_of(301)));  // alone larger than the budget
+    CHECK(put(s, run(100, 10), bytes_of(100)));
+    CHECK(!put(s, {}, bytes_of(10)));
+    CHECK(!put(s, run(200, 10), bytes_of(301)));  // alone larger than the budget: pushed out itself
+    CHECK(pushed(run(200, 10)) && g_pushed.size() == 1);
     CHECK_EQ(s.size(), size_t(1));                // nothing kept, nothing evicted
     CHECK_EQ(s.bytes(), size_t(100));
     CHECK(holds(s, run(100, 10)));
     // Exactly the budget fits, and pushes the rest out.
-    CHECK(s.put(run(300, 10), bytes_of(300)));
+    CHECK(put(s, run(300, 10), bytes_of(300)));
     CHECK_EQ(s.size(), size_t(1));
     CHECK_EQ(s.bytes(), size_t(300));
     CHECK(holds(s, run(300, 10)));
@@ -543,21 +568,22 @@ TEST_CASE(spill_refuses_empty_tokens_and_oversized_entries) {
 TEST_CASE(spill_put_supersedes_prefixes_of_itself) {
     SpillCache s(10000);
     const Tokens a = run(100, 10);
-    CHECK(s.put(a, bytes_of(100)));
-    CHECK(s.put(run(5000, 4), bytes_of(40)));                   // unrelated: stays
-    CHECK(s.put(cat(head(a, 6), run(700, 6)), bytes_of(120)));  // a branch of a, not an extension: both stay
+    CHECK(put(s, a, bytes_of(100)));
+    CHECK(put(s, run(5000, 4), bytes_of(40)));                   // unrelated: stays
+    CHECK(put(s, cat(head(a, 6), run(700, 6)), bytes_of(120)));  // a branch of a, not an extension: both stay
     CHECK_EQ(s.size(), size_t(3));
-    CHECK(s.put(cat(a, run(900, 10)), bytes_of(200)));          // extends a: a goes
+    CHECK(put(s, cat(a, run(900, 10)), bytes_of(200)));          // extends a: a goes
+    CHECK(g_pushed.empty());  // dropped, not pushed out: the new entry serves what it served
     CHECK_EQ(s.size(), size_t(3));
     CHECK_EQ(s.bytes(), size_t(40 + 120 + 200));
     CHECK(!holds(s, a));
     CHECK(holds(s, cat(a, run(900, 10))));
     // The same tokens again replace the entry.
-    CHECK(s.put(cat(a, run(900, 10)), bytes_of(210)));
+    CHECK(put(s, cat(a, run(900, 10)), bytes_of(210)));
     CHECK_EQ(s.size(), size_t(3));
     CHECK_EQ(s.bytes(), size_t(40 + 120 + 210));
     // A prefix of an entry does not supersede it.
-    CHECK(s.put(head(a, 5), bytes_of(50)));
+    CHECK(put(s, head(a, 5), bytes_of(50)));
     CHECK_EQ(s.size(), size_t(4));
     CHECK(holds(s, cat(a, run(900, 10))));
 }
@@ -565,16 +591,18 @@ TEST_CASE(spill_put_supersedes_prefixes_of_itself) {
 TEST_CASE(spill_evicts_least_recently_used_within_budget) {
     SpillCache s(300);
     const Tokens x = run(100, 5), y = run(200, 5), z = run(300, 5), w = run(400, 5), v = run(500, 5);
-    CHECK(s.put(x, bytes_of(100)));
-    CHECK(s.put(y, bytes_of(100)));
-    CHECK(s.put(z, bytes_of(100)));
+    CHECK(put(s, x, bytes_of(100)));
+    CHECK(put(s, y, bytes_of(100)));
+    CHECK(put(s, z, bytes_of(100)));
     CHECK_EQ(s.bytes(), size_t(300));
-    CHECK(s.put(w, bytes_of(100)));  // x, the oldest, goes
+    CHECK(put(s, w, bytes_of(100)));  // x, the oldest, goes to the next tier
+    CHECK(pushed(x) && g_pushed.size() == 1);
     CHECK_EQ(s.size(), size_t(3));
     CHECK_EQ(s.bytes(), size_t(300));
     CHECK(!holds(s, x));
     CHECK(holds(s, y) && holds(s, z) && holds(s, w));
-    CHECK(s.put(v, bytes_of(150)));  // y and z go (300 -> 100 <= 150 left), w stays
+    CHECK(put(s, v, bytes_of(150)));  // y and z go (300 -> 100 <= 150 left), w stays
+    CHECK(pushed(y) && pushed(z) && g_pushed.size() == 2);
     CHECK_EQ(s.size(), size_t(2));
     CHECK_EQ(s.bytes(), size_t(250));
     CHECK(!holds(s, y) && !holds(s, z));
@@ -585,9 +613,9 @@ TEST_CASE(spill_supersede_frees_room_before_evicting) {
     // The superseded entry's bytes count as free: the unrelated older entry survives.
     SpillCache s(300);
     const Tokens x = run(100, 5), a = run(200, 10);
-    CHECK(s.put(x, bytes_of(100)));
-    CHECK(s.put(a, bytes_of(150)));
-    CHECK(s.put(cat(a, run(900, 5)), bytes_of(200)));
+    CHECK(put(s, x, bytes_of(100)));
+    CHECK(put(s, a, bytes_of(150)));
+    CHECK(put(s, cat(a, run(900, 5)), bytes_of(200)));
     CHECK_EQ(s.size(), size_t(2));
     CHECK_EQ(s.bytes(), size_t(300));
     CHECK(holds(s, x));
@@ -598,9 +626,9 @@ TEST_CASE(spill_best_picks_longest_common_prefix) {
     const Tokens a = run(1, 10);                   // 1..10
     const Tokens b = cat(run(1, 5), run(50, 6));   // 1..5, 50..55
     const Tokens c = run(90, 8);
-    CHECK(s.put(a, bytes_of(10, 1)));
-    CHECK(s.put(b, bytes_of(10, 2)));
-    CHECK(s.put(c, bytes_of(10, 3)));
+    CHECK(put(s, a, bytes_of(10, 1)));
+    CHECK(put(s, b, bytes_of(10, 2)));
+    CHECK(put(s, c, bytes_of(10, 3)));
     size_t n = 0;
     SpillCache::Iter it = s.best(cat(run(1, 8), {99}), n);
     CHECK(it != s.end() && it->tokens == a);
@@ -621,8 +649,8 @@ TEST_CASE(spill_best_picks_longest_common_prefix) {
 TEST_CASE(spill_take_removes_the_entry) {
     SpillCache s(10000);
     const Tokens a = run(1, 10), b = run(100, 10);
-    CHECK(s.put(a, bytes_of(100, 7)));
-    CHECK(s.put(b, bytes_of(60, 9)));
+    CHECK(put(s, a, bytes_of(100, 7)));
+    CHECK(put(s, b, bytes_of(60, 9)));
     size_t n = 0;
     SpillCache::Iter it = s.best(a, n);
     CHECK(it != s.end());
@@ -633,6 +661,171 @@ TEST_CASE(spill_take_removes_the_entry) {
     CHECK_EQ(s.bytes(), size_t(60));
     CHECK(s.best(a, n) == s.end());
     CHECK(holds(s, b));
+}
+
+// ---------------------------------------------------------------- DiskCache
+
+namespace {
+namespace fs = std::filesystem;
+
+// A fresh folder under the system's temporary folder, removed at the end of the case.
+struct TempDir {
+    fs::path path;
+    TempDir() {
+        std::string tmpl = (fs::temp_directory_path() / "lmfast-unit-XXXXXX").string();
+        path = ::mkdtemp(tmpl.data());
+    }
+    ~TempDir() {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+};
+
+struct Warnings {
+    std::vector<std::string> got;
+    DiskCache::Warn sink() {
+        return [this](const std::string & m) { got.push_back(m); };
+    }
+    bool any(const char * part) const {
+        for (const auto & m : got) {
+            if (m.find(part) != std::string::npos) return true;
+        }
+        return false;
+    }
+};
+
+std::vector<fs::path> cache_files(const fs::path & dir) {
+    std::vector<fs::path> out;
+    for (const auto & e : fs::directory_iterator(dir)) {
+        if (e.path().extension() == ".lmkv") out.push_back(e.path());
+    }
+    return out;
+}
+
+std::vector<uint8_t> state_of(size_t n, uint8_t seed) {
+    std::vector<uint8_t> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(seed + i * 7);
+    return v;
+}
+}  // namespace
+
+TEST_CASE(hash_bytes_sees_every_single_bit_flip) {
+    std::vector<uint8_t> buf = state_of(37, 3);  // not a multiple of 8: the tail counts too
+    const uint64_t h = hash_bytes(buf.data(), buf.size());
+    int unchanged = 0;
+    for (size_t i = 0; i < buf.size() * 8; ++i) {
+        buf[i / 8] ^= static_cast<uint8_t>(1u << (i % 8));
+        unchanged += hash_bytes(buf.data(), buf.size()) == h;
+        buf[i / 8] ^= static_cast<uint8_t>(1u << (i % 8));
+    }
+    CHECK_EQ(unchanged, 0);
+    buf.push_back(0);  // a trailing zero byte changes the length, and so the hash
+    CHECK(hash_bytes(buf.data(), buf.size()) != h);
+}
+
+TEST_CASE(disk_put_then_read_back) {
+    TempDir dir;
+    Warnings w;
+    DiskCache d(dir.path.string(), "model A", 1 << 20, w.sink());
+    CHECK(d.enabled());
+    const Tokens a = run(1, 20), b = run(100, 30);
+    CHECK(d.put(a, state_of(500, 1)));
+    CHECK(d.put(b, state_of(700, 2)));
+    CHECK(d.put(a, state_of(500, 1)));  // already there: not written again
+    CHECK_EQ(d.size(), size_t(2));
+    CHECK_EQ(cache_files(dir.path).size(), size_t(2));
+    size_t n = 0;
+    const DiskCache::Indexed * e = d.best(cat(run(1, 12), {999}), n);
+    CHECK(e != nullptr && e->tokens == a);
+    CHECK_EQ(n, size_t(12));
+    std::optional<SpillCache::Entry> got = d.read(e);
+    CHECK(got.has_value() && got->tokens == a && got->state == state_of(500, 1));
+    CHECK_EQ(d.size(), size_t(2));  // a file that is read stays
+    CHECK(w.got.empty());
+}
+
+TEST_CASE(disk_files_survive_and_are_keyed_by_identity) {
+    TempDir dir;
+    Warnings w;
+    const Tokens a = run(1, 20);
+    { DiskCache(dir.path.string(), "model A", 1 << 20, w.sink()).put(a, state_of(500, 1)); }
+    DiskCache again(dir.path.string(), "model A", 1 << 20, w.sink());
+    CHECK_EQ(again.size(), size_t(1));
+    size_t n = 0;
+    CHECK(again.best(a, n) != nullptr && n == a.size());
+    DiskCache other(dir.path.string(), "model B", 1 << 20, w.sink());
+    CHECK_EQ(other.size(), size_t(0));      // another model's file is not offered ...
+    CHECK(other.bytes() > 500);             // ... but counts against the folder's budget
+    CHECK_EQ(cache_files(dir.path).size(), size_t(1));  // ... and is left alone
+    CHECK(w.got.empty());
+}
+
+TEST_CASE(disk_damaged_file_is_removed_not_loaded) {
+    TempDir dir;
+    Warnings w;
+    const Tokens a = run(1, 20);
+    { DiskCache(dir.path.string(), "model A", 1 << 20, w.sink()).put(a, state_of(500, 1)); }
+    const fs::path f = cache_files(dir.path).at(0);
+    {
+        std::vector<char> bytes(fs::file_size(f));
+        std::FILE * in = std::fopen(f.c_str(), "rb");
+        CHECK(std::fread(bytes.data(), 1, bytes.size(), in) == bytes.size());
+        std::fclose(in);
+        bytes[bytes.size() - 100] ^= 0x04;  // one bit of the state
+        std::FILE * out = std::fopen(f.c_str(), "wb");
+        std::fwrite(bytes.data(), 1, bytes.size(), out);
+        std::fclose(out);
+    }
+    DiskCache d(dir.path.string(), "model A", 1 << 20, w.sink());
+    CHECK_EQ(d.size(), size_t(1));  // the header is intact: indexed ...
+    size_t n = 0;
+    CHECK(!d.read(d.best(a, n)).has_value());  // ... but the checksum fails at use
+    CHECK(w.any("failed its checks"));
+    CHECK(!fs::exists(f));
+    CHECK_EQ(d.size(), size_t(0));
+}
+
+TEST_CASE(disk_truncated_file_is_removed_at_scan) {
+    TempDir dir;
+    Warnings w;
+    { DiskCache(dir.path.string(), "model A", 1 << 20, w.sink()).put(run(1, 20), state_of(500, 1)); }
+    const fs::path f = cache_files(dir.path).at(0);
+    fs::resize_file(f, fs::file_size(f) - 1);
+    DiskCache d(dir.path.string(), "model A", 1 << 20, w.sink());
+    CHECK_EQ(d.size(), size_t(0));
+    CHECK(w.any("truncated"));
+    CHECK(!fs::exists(f));
+}
+
+TEST_CASE(disk_budget_removes_least_recently_used) {
+    TempDir dir;
+    Warnings w;
+    const Tokens a = run(1, 20), b = run(100, 20), c = run(200, 20);
+    // Each file: a 40-byte header, the identity, 80 bytes of tokens and 1,000 of state.
+    DiskCache d(dir.path.string(), "model A", 2400, w.sink());
+    CHECK(d.put(a, state_of(1000, 1)));
+    CHECK(d.put(b, state_of(1000, 2)));
+    CHECK(d.put(c, state_of(1000, 3)));  // a, the oldest, goes
+    CHECK_EQ(d.size(), size_t(2));
+    CHECK_EQ(cache_files(dir.path).size(), size_t(2));
+    size_t n = 0;
+    CHECK(d.best(a, n) == nullptr || n < a.size());
+    CHECK(d.bytes() <= d.budget());
+    CHECK(!d.put(run(300, 5), state_of(5000, 4)));  // alone larger than the budget
+    CHECK(w.got.empty());
+}
+
+TEST_CASE(disk_unwritable_folder_turns_the_tier_off) {
+    TempDir dir;
+    Warnings w;
+    const fs::path file = dir.path / "a-file";
+    std::fclose(std::fopen(file.c_str(), "wb"));
+    DiskCache d((file / "cache").string(), "model A", 1 << 20, w.sink());
+    CHECK(!d.enabled());
+    CHECK(w.any("disk tier is off"));
+    CHECK(!d.put(run(1, 20), state_of(100, 1)));
+    size_t n = 0;
+    CHECK(d.best(run(1, 20), n) == nullptr);
 }
 
 // ---------------------------------------------------------------- Utf8Stream
