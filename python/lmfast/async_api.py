@@ -225,8 +225,8 @@ class AsyncLLM:
         defs = tool_definitions(tools, awaiter=lambda coro: asyncio.run_coroutine_threadsafe(coro, loop).result())
         return await asyncio.to_thread(self._llm.act, chat, list(defs.values()), **kwargs)
 
-    async def apply_prompt_template(self, history: Any, opts: Any = None) -> str:
-        return await _in_thread(lambda: self._llm.apply_prompt_template(history, opts))
+    async def apply_prompt_template(self, history: Any, opts: Any = None, *, config: Any = None) -> str:
+        return await _in_thread(lambda: self._llm.apply_prompt_template(history, opts, config=config))
 
     async def tokenize(self, input: str | Iterable[str]) -> list[int] | list[list[int]]:
         texts = input if isinstance(input, str) else list(input)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from . import _core
+from . import _core, prompt_template
 from .errors import InvalidConfigError, LMStudioUnsupportedConfigError
 
 _UNSET = object()
@@ -188,14 +188,11 @@ def _reasoning_parsing(key: str, v: Any) -> dict[str, Any]:
     return out
 
 
-def _unsupported(why: str):
-    """A key of the SDK that lmfast cannot honour: its unset values pass (so a config read back
-    from get_load_config() loads again), any other value is an error that says why."""
-    def check(key: str, v: Any) -> Any:
-        if v is None or v is False:
-            return None
-        raise LMStudioUnsupportedConfigError(f"config key {key!r} is not supported by lmfast: {why}")
-    return check
+def _optional(check: Callable[[str, Any], Any]):
+    """A value that may be left unset: None (or False, as the SDK's records spell it) is None."""
+    def optional(key: str, v: Any) -> Any:
+        return None if v is None or v is False else check(key, v)
+    return optional
 
 
 def _strict_vram_cap(key: str, v: Any) -> bool:
@@ -234,11 +231,12 @@ PREDICTION_KEYS: tuple[Key, ...] = (
         "Mark 'thinking' spans in streamed fragments: {'enabled': True, 'startString': '<think>', 'endString': "
         "'</think>'}; fragments then carry reasoning_type 'reasoningStartTag', 'reasoning', 'reasoningEndTag' or "
         "'none' (the text itself is unchanged)."),
-    Key("promptTemplate", _unsupported(
-        "the chat template is the model's own, rendered in the sandboxed template worker, which cannot take "
-        "another template per prediction yet (a C++ change); apply_prompt_template() and complete() give "
-        "control of the prompt text"), None,
-        "Not supported: an error names it (the model's own template is always used)."),
+    Key("promptTemplate", prompt_template.check, None,
+        "A chat template in place of the model's: {'type': 'jinja', 'jinjaPromptTemplate': {'template': '...'}, "
+        "'stopStrings': [...]} (run in the sandboxed template worker; it gets tools as the model's would) or "
+        "{'type': 'manual', 'manualPromptTemplate': {'beforeSystem', 'afterSystem', 'beforeUser', 'afterUser', "
+        "'beforeAssistant', 'afterAssistant'}, 'stopStrings': [...]} (no tools). Its stopStrings add to the "
+        "prediction's. Chats only (respond, act), not complete()."),
     Key("cpuThreads", _int(1, 1024, allow_false=True), False,
         "CPU threads for this prediction, at most the load config's cpuThreads (the instance's thread pool); "
         "predictions decoded together in one step run with the most any of them asked for. False: all of the pool."),
@@ -275,10 +273,10 @@ LOAD_KEYS: tuple[Key, ...] = (
     Key("useFp16ForKVCache", _bool_or_auto, None,
         "True: f16 K and V caches; False: f32 (None: llamaK/VCacheQuantizationType decide).",
         snake="use_fp16_for_kv_cache"),
-    Key("numExperts", _unsupported(
-        "changing the number of active experts needs a GGUF key override at load, which lmfast's native "
-        "core does not expose yet"), None, "Not supported: an error names it (the model's own expert count "
-        "is used)."),
+    Key("numExperts", _optional(_int(1)), None,
+        "Experts active per token in a mixture-of-experts model (overrides the file's "
+        "<arch>.expert_used_count at load); None: the model's own. A model without experts, or a count "
+        "above its expert count, is an error."),
     Key("flashAttention", _bool_or_auto, None, "Use flash attention; None (unset): llama.cpp decides (auto)."),
     Key("seed", _int(0, 2**32 - 2, allow_false=True), False, "Default sampling seed; False: random."),
     Key("evalBatchSize", _int(1), 2048, "Most tokens per llama_decode call during prompt evaluation."),

@@ -15,7 +15,8 @@ from .config_types import LlmLoadModelConfig, LlmPredictionConfig
 from .handle import ModelHandle
 from .config import PREDICTION_KEYS, prediction_config, with_defaults
 from .errors import (LMStudioCancelledError, LMStudioPredictionError, LMStudioRuntimeError,
-                     LMStudioValueError, ModelUnloadedError)
+                     LMStudioUnsupportedConfigError, LMStudioValueError, ModelUnloadedError, TemplateError)
+from .prompt_template import render_manual
 from .results import (ActResult, LlmInstanceInfo, LlmPredictionFragment, LlmPredictionStats, PredictionResult,
                       PredictionRoundResult)
 from .tools import CallTextFilter, ToolCallRequest, parse_tool_calls, run_tool_call, tool_definitions
@@ -51,7 +52,8 @@ def _submit_kwargs(pcfg: dict[str, Any], load_seed: Any, chat_format: dict[str, 
                      generation_prompt=chat_format["generation_prompt"])
     else:
         tools = {}
-    stops = list(dict.fromkeys(pcfg["stopStrings"] + pcfg["toolCallStopStrings"]
+    template_stops = (pcfg["promptTemplate"] or {}).get("stopStrings", [])
+    stops = list(dict.fromkeys(pcfg["stopStrings"] + pcfg["toolCallStopStrings"] + template_stops
                                + (chat_format or {}).get("additional_stops", [])))
     return dict(
         temperature=pcfg["temperature"],
@@ -351,6 +353,18 @@ class PredictionStream:
         return list(self._token_ids)
 
 
+def _render_json(model: Any, request: str, jinja: dict[str, Any] | None) -> str:
+    """The template worker's answer to a render request, with a promptTemplate's Jinja template
+    instead of the model's when given (its failures name it: the caller wrote it)."""
+    if jinja is None:
+        return model.apply_chat_template_json(request)
+    try:
+        return model.apply_chat_template_json(request, template=jinja["template"], bos_token=jinja.get("bosToken", ""),
+                                              eos_token=jinja.get("eosToken", ""))
+    except TemplateError as e:
+        raise TemplateError(f"promptTemplate: {e}") from None
+
+
 def _with_system_prompt(history: Any, system_prompt: str | None) -> Any:
     """A preset's system prompt goes first in a chat that has none (the history is copied)."""
     if not system_prompt:
@@ -370,23 +384,32 @@ class LLM(ModelHandle):
     def _render(self, history: Any) -> str:
         return self._render_with_tools(history, None)[0]
 
-    def _render_with_tools(self, history: Any, tools: list[dict[str, Any]] | None,
-                           tool_choice: str = "auto") -> tuple[str, dict[str, Any] | None]:
+    def _render_with_tools(self, history: Any, tools: list[dict[str, Any]] | None, tool_choice: str = "auto",
+                           template: dict[str, Any] | None = None) -> tuple[str, dict[str, Any] | None]:
         """The prompt for a chat, and with ``tools`` (OpenAI-style definitions) the template's
-        tool-call format: its grammar, triggers and output parser (chat_render.h)."""
+        tool-call format: its grammar, triggers and output parser (chat_render.h). ``template``:
+        a promptTemplate value (lmfast.prompt_template) used instead of the model's template."""
         chat = history if isinstance(history, Chat) else Chat.from_history(history)
         if len(chat) == 0:
             raise LMStudioValueError("the chat history is empty")
         model, _ = self._instance.native()
-        if tools is None and not chat._has_tool_parts():
+        if template is not None and template["type"] == "manual":
+            if tools or chat._has_tool_parts():
+                raise LMStudioUnsupportedConfigError(
+                    "a manual promptTemplate cannot describe tools or tool calls: use a Jinja promptTemplate (it gets "
+                    "them as the model's own template would) or none")
+            return render_manual(template["manualPromptTemplate"], chat._role_text_pairs()), None
+        jinja = template["jinjaPromptTemplate"] if template is not None else None
+        if tools is None and jinja is None and not chat._has_tool_parts():
             return model.apply_chat_template(chat._role_text_pairs(), True), None
         request: dict[str, Any] = {"messages": chat._openai_messages(), "add_generation_prompt": True}
         if tools:
             request.update(tools=tools, tool_choice=tool_choice, parallel_tool_calls=True)
-        answer = json.loads(model.apply_chat_template_json(json.dumps(request, ensure_ascii=False)))
+        answer = json.loads(_render_json(model, json.dumps(request, ensure_ascii=False), jinja))
         if tools and not answer["grammar"]:
-            warnings.warn(f"the chat template of {self.identifier!r} does not describe tools: the model is not "
-                          "told about them, and no tool call can be recognised", UserWarning, stacklevel=3)
+            whose = "the promptTemplate" if jinja else f"the chat template of {self.identifier!r}"
+            warnings.warn(f"{whose} does not describe tools: the model is not told about them, and no tool call "
+                          "can be recognised", UserWarning, stacklevel=3)
         return answer["prompt"], (answer if tools else None)
 
     def _tokens(self, text: str) -> list[int]:
@@ -419,9 +442,11 @@ class LLM(ModelHandle):
         the name of a config preset (lmfast.presets), under ``config``."""
         config, system_prompt = presets.apply(preset, config)
         history = _with_system_prompt(history, system_prompt)
-        raw_tools = prediction_config(config).get("rawTools", {"type": "none"})
+        given = prediction_config(config)
+        raw_tools = given.get("rawTools", {"type": "none"})
         tools = raw_tools["tools"] if raw_tools["type"] == "toolArray" else None
-        prompt, chat_format = self._render_with_tools(history, tools, "required" if raw_tools.get("force") else "auto")
+        prompt, chat_format = self._render_with_tools(history, tools, "required" if raw_tools.get("force") else "auto",
+                                                      given.get("promptTemplate"))
         return self._stream(self._tokens(prompt), config, response_format, dict(
             on_message=on_message, on_first_token=on_first_token,
             on_prediction_fragment=on_prediction_fragment,
@@ -449,6 +474,9 @@ class LLM(ModelHandle):
         if not isinstance(prompt, str):
             raise LMStudioValueError(f"complete() takes a str prompt, got {type(prompt).__name__}")
         config, _ = presets.apply(preset, config)  # a raw completion has no system prompt
+        if prediction_config(config).get("promptTemplate") is not None:
+            raise LMStudioValueError("promptTemplate applies to chats (respond, act), not to raw completions: "
+                                     "complete() sends its prompt as given")
         return self._stream(self._tokens(prompt), config, response_format, dict(
             on_message=on_message, on_first_token=on_first_token,
             on_prediction_fragment=on_prediction_fragment,
@@ -489,7 +517,8 @@ class LLM(ModelHandle):
         workers = 1 if max_parallel_tool_calls is None else max_parallel_tool_calls
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise LMStudioValueError(f"max_parallel_tool_calls must be at least 1, got {max_parallel_tool_calls!r}")
-        if prediction_config(config).get("rawTools", {"type": "none"})["type"] != "none":
+        given = prediction_config(config)
+        if given.get("rawTools", {"type": "none"})["type"] != "none":
             raise LMStudioValueError("act() takes its tools as an argument, not as config['rawTools']")
         history = Chat.from_history(chat)  # a copy: the caller's chat is never changed
         definitions = [d.to_openai() for d in defs.values()]
@@ -502,7 +531,8 @@ class LLM(ModelHandle):
             while True:
                 last = max_prediction_rounds is not None and round_index == max_prediction_rounds - 1
                 _call(on_round_start, round_index)
-                prompt, chat_format = self._render_with_tools(history, None if last else definitions)
+                prompt, chat_format = self._render_with_tools(history, None if last else definitions, "auto",
+                                                              given.get("promptTemplate"))
                 stream = self._stream(self._tokens(prompt), config, None, dict(
                     on_first_token=per_round(on_first_token, round_index),
                     on_prediction_fragment=per_round(on_prediction_fragment, round_index),
@@ -531,11 +561,13 @@ class LLM(ModelHandle):
         return ActResult(rounds=round_index + 1, total_time_seconds=time.perf_counter() - t0)
 
     # -- the rest of the handle --------------------------------------------------------------
-    def apply_prompt_template(self, history: Any, opts: Any = None) -> str:
+    def apply_prompt_template(self, history: Any, opts: Any = None, *, config: Any = None) -> str:
         """The prompt text the model sees for a chat, rendered with its own template; with
-        ``opts={"toolDefinitions": [...]}`` (OpenAI-style function tools) as act() offers them."""
+        ``opts={"toolDefinitions": [...]}`` (OpenAI-style function tools) as act() offers them.
+        lmfast: ``config`` is a prediction config whose promptTemplate, if any, renders instead."""
         tools = (opts or {}).get("toolDefinitions", (opts or {}).get("tool_definitions")) if isinstance(opts, dict) else None
-        return self._render_with_tools(history, list(tools) if tools else None)[0]
+        template = prediction_config(config).get("promptTemplate")
+        return self._render_with_tools(history, list(tools) if tools else None, "auto", template)[0]
 
     def prewarm(self, prefix: Any, *, persist: bool | None = None) -> int:
         """lmfast: evaluates a prompt prefix into the KV cache ahead of use, so that requests
