@@ -240,6 +240,7 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams & params)
         bytes_per_cell_ = 2.0 * llama_model_n_layer(mdl) * llama_model_n_head_kv(mdl) * head_dim * 2.0;
     }
     threadpool_ = new_threadpool(n_threads_);
+    if (params_.n_threads <= 0) cpu_share_ = std::make_unique<CpuShare>(n_threads_);
     if (n_threads_batch != n_threads_) threadpool_batch_ = new_threadpool(n_threads_batch);
     if (threadpool_) llama_attach_threadpool(ctx_, threadpool_, threadpool_batch_);
     counters_.kv_streams = static_cast<uint64_t>(n_initial);
@@ -934,14 +935,16 @@ bool Engine::decode_batch() {
 
 // A step runs with the most threads that a request in its batch asked for (cpuThreads per
 // prediction; all of the pool by default): one decode serves every request in it, so the most
-// demanding one decides. The pool's other workers sit the step out. llama_set_n_threads only
-// sets the count the next graph is computed with.
+// demanding one decides. When the load config left cpuThreads to lmfast, no more than other
+// work leaves free (cpu_share.h). The pool's other workers sit the step out.
+// llama_set_n_threads only sets the count the next graph is computed with.
 void Engine::set_step_threads() {
     int32_t n = 0;
     for (const auto & a : active_) {
         if (a->n_in_batch > 0) n = std::max(n, a->req->params_.n_threads > 0 ? a->req->params_.n_threads : n_threads_);
     }
     if (n == 0) n = n_threads_;
+    if (cpu_share_) n = std::min(n, cpu_share_->threads());
     const int32_t n_batch_pool = params_.n_threads_batch > 0 ? params_.n_threads_batch : n_threads_;
     llama_set_n_threads(ctx_, n, std::min(n, n_batch_pool));
     for (auto & a : active_) {

@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "cpu_share.h"
 #include "detokenizer.h"
 #include "disk_cache.h"
 #include "errors.h"
@@ -250,6 +251,7 @@ private:
     llama_batch batch_{};
     int32_t n_ctx_ = 0;
     int32_t n_threads_ = 0;
+    std::unique_ptr<CpuShare> cpu_share_;  // cpuThreads left to lmfast: what other work leaves free
     bool growable_ = false;              // a plain KV cache: grow() may add streams
     std::atomic<int32_t> n_streams_{0};  // KV streams of ctx_ (sequences 0..n_streams_-1); engine thread writes
     double bytes_per_cell_ = 0;          // K and V of one token, all layers (f16 estimate)

@@ -1,10 +1,15 @@
 """Per-prediction cpuThreads (the SDK's prediction key): a prediction runs its steps with the
 threads it asks for, up to the instance's pool (the load config's cpuThreads); predictions
 batched into one step run with the most any of them asked for; more than the pool is an error
-that names the key. The answer does not depend on the thread count."""
+that names the key. The answer does not depend on the thread count. Left to lmfast, the thread
+count gives way to other processes' load."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
@@ -49,3 +54,36 @@ def test_more_than_the_pool_is_an_error_that_names_the_key(two_threads):
     with pytest.raises(lms.LMStudioError, match="cpuThreads 3 .* 2 threads"):
         two_threads.respond("hi", config={"cpuThreads": 3})
     assert two_threads.respond("Name a fruit.", config={**PREDICT, "maxTokens": 4}).content
+
+
+def _spinners(n: int) -> list[subprocess.Popen]:
+    """n processes that keep a CPU busy each (at most 60 s)."""
+    code = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass"
+    return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
+
+
+def test_default_threads_give_way_to_other_processes(client, smollm2_path):
+    """cpuThreads left to lmfast: with every CPU busy in other processes, steps run with one
+    thread (ggml's spinning barriers made 2 threads 100x slower there, csrc/cpu_share.h); an
+    explicit cpuThreads is kept."""
+    auto = client.llm.load_new_instance(str(smollm2_path), "threads-auto", config={"contextLength": 512})
+    pool = auto.get_load_config()["cpuThreads"]
+    fixed = client.llm.load_new_instance(str(smollm2_path), "threads-fixed",
+                                         config={"contextLength": 512, "cpuThreads": pool})
+    spinners = _spinners(os.cpu_count() or 1)
+    try:
+        if pool < 2:
+            pytest.skip("a pool of one thread has nothing to give way")
+        time.sleep(1.0)  # the load shows in /proc/stat
+        seen = []
+        for model in (auto, fixed):
+            s = model.respond_stream("Name a fruit.", config={**PREDICT, "maxTokens": 3})
+            s.wait_for_result()
+            seen.append(s._request.stats()["n_threads"])
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait(10)
+        auto.unload()
+        fixed.unload()
+    assert seen == [1, pool], seen
