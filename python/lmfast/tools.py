@@ -55,15 +55,33 @@ def _schema(hint: Any) -> dict[str, Any]:
     return {}
 
 
+def _json_default(value: Any) -> dict[str, Any]:
+    """A parameter's default as schema (as the SDK sends it); one that JSON cannot carry (an
+    object, a function) is left out of the schema, the call still gets it."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return {}
+    return {"default": value}
+
+
+def _is_declaration(spec: Any) -> bool:
+    """``{"type": <Python type>, "default": ...}`` (the SDK's form for an optional parameter), as
+    opposed to a JSON schema such as ``{"type": "string"}``."""
+    return isinstance(spec, Mapping) and "type" in spec and not isinstance(spec["type"], str)
+
+
 def _parameters_schema(parameters: Mapping[str, Any]) -> dict[str, Any]:
     """``{name: type or {"type": ..., "default": ...}}`` -> an object schema; parameters with a
-    default are not required."""
+    default are not required, and their schema gives the default."""
     props: dict[str, Any] = {}
     required: list[str] = []
     for name, spec in parameters.items():
-        if isinstance(spec, Mapping) and "type" in spec and not isinstance(spec["type"], str):
+        if _is_declaration(spec):
             props[name] = _schema(spec["type"])
-            if "default" not in spec:
+            if "default" in spec:
+                props[name].update(_json_default(spec["default"]))
+            else:
                 required.append(name)
         else:
             props[name] = _schema(spec)
@@ -200,6 +218,14 @@ def _check_arguments(tool: ToolFunctionDef, args: dict[str, Any]) -> None:
             raise ValueError(f"argument {name!r} should be of type {expected}, got {value!r}")
 
 
+def _with_defaults(tool: ToolFunctionDef, args: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments with the declared default of each one left out: an implementation
+    given separately from its parameters (a ToolFunctionDef, a tool dict) need not repeat them."""
+    defaults = {name: spec["default"] for name, spec in tool.parameters.items()
+                if _is_declaration(spec) and "default" in spec}
+    return defaults | args
+
+
 def run_tool_call(tools: Mapping[str, ToolFunctionDef], request: ToolCallRequest,
                   on_invalid: Callable[[LMStudioPredictionError, ToolCallRequest | None], str | None] | None
                   ) -> str:
@@ -216,7 +242,7 @@ def run_tool_call(tools: Mapping[str, ToolFunctionDef], request: ToolCallRequest
         except ValueError as e:
             raise LMStudioPredictionError(f"Failed to parse arguments for tool {request.name}: {e}") from e
         try:
-            value = tool.implementation(**request.arguments)
+            value = tool.implementation(**_with_defaults(tool, request.arguments))
         except Exception as e:  # noqa: BLE001 - the model is told, as in the SDK
             raise LMStudioPredictionError(f"Unhandled Python exception: {type(e).__name__}: {e}") from e
     except LMStudioPredictionError as err:
