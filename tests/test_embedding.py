@@ -86,7 +86,7 @@ def test_batch_is_encoded_in_few_calls(emb):
     assert ctx.decode_calls - before == 1  # 40 short texts fit one batch
     before = ctx.decode_calls
     long_text = REFERENCE["sentences"][-1]["text"]
-    n = emb.count_tokens(long_text) + 2
+    n = emb.count_tokens(long_text)
     texts = [long_text] * (ctx.n_batch // n + 2)
     vectors = emb.embed(texts)  # more tokens than one batch holds: several calls, same vectors
     assert ctx.decode_calls - before >= 2
@@ -107,12 +107,26 @@ def test_similar_texts_are_closer(emb):
 
 
 def test_tokenize_matches_hf_tokenizer(emb):
+    # As LM Studio counts them: the ids the model encodes, begin and end tokens included.
     for entry in REFERENCE["sentences"]:
         ids = entry["token_ids"]
         assert ids[0] == 101 and ids[-1] == 102  # [CLS] ... [SEP]
-        assert emb.tokenize(entry["text"]) == ids[1:-1], entry["text"]
-        assert emb.count_tokens(entry["text"]) == len(ids) - 2
+        assert emb.tokenize(entry["text"]) == ids, entry["text"]
+        assert emb.count_tokens(entry["text"]) == len(ids)
     assert emb.tokenize(["Hello, world!", "Hi"]) == [emb.tokenize("Hello, world!"), emb.tokenize("Hi")]
+
+
+def test_the_context_length_counts_what_tokenize_counts(client, minilm_path):
+    """A text of exactly contextLength tokens by count_tokens() embeds; one more token is refused."""
+    emb = client.embedding.load_new_instance(str(minilm_path), "minilm-ctx-16", config={"contextLength": 16})
+    try:
+        text = " ".join(["word"] * 14)
+        assert emb.count_tokens(text) == 16
+        assert len(emb.embed(text)) == 384
+        with pytest.raises(lms.LMStudioValueError, match="17 tokens long.*context of 16 tokens"):
+            emb.embed(text + " word")
+    finally:
+        emb.unload()
 
 
 def test_info_and_load_config(emb, minilm_path):

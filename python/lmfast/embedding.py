@@ -58,6 +58,7 @@ class EmbeddingModel(ModelHandle):
     """A handle to a loaded embedding model instance (``lms.embedding_model(...)``)."""
 
     _instance: EmbeddingInstance
+    _ADD_SPECIAL = True  # tokenize() gives the ids embed() encodes, [CLS] and [SEP] included
 
     def embed(self, input: str | Iterable[str]) -> list[float] | list[list[float]]:
         """The unit-length embedding of a text, or a list of them for an iterable of texts

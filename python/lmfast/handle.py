@@ -42,11 +42,17 @@ class ModelHandle:
     def __hash__(self) -> int:
         return hash(id(self._instance))
 
+    # Whether tokenize() includes the begin/end tokens the model adds around a text. An LLM's
+    # text is usually part of a longer prompt, so it does not; an embedding model encodes each
+    # text alone with them ([CLS] ... [SEP]), and LM Studio counts them, as the context-length
+    # check of embed() does.
+    _ADD_SPECIAL = False
+
     def tokenize(self, input: str | Iterable[str]) -> list[int] | list[list[int]]:
-        """Token ids of a text (no special tokens added), or of each text of an iterable."""
+        """Token ids of a text, or of each text of an iterable."""
         texts, single = texts_of(input, "tokenize")
         model, _ = self._instance.native()
-        out = [model.tokenize(t, add_special=False, parse_special=False) for t in texts]
+        out = [model.tokenize(t, add_special=self._ADD_SPECIAL, parse_special=False) for t in texts]
         return out[0] if single else out
 
     def count_tokens(self, input: str) -> int:
