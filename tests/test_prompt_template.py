@@ -2,6 +2,7 @@
 instead of the model's, or a manual (concatenation) template; its stop strings."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -152,3 +153,22 @@ def test_prompt_template_config_is_checked(small):
     # snake_case and the typed record are accepted.
     cfg = lms.LlmPredictionConfig(prompt_template={"type": "manual", "manual_prompt_template": MANUAL})
     assert cfg.prompt_template == {"type": "manual", "stopStrings": [], "manualPromptTemplate": MANUAL}
+
+
+def test_a_presets_prompt_template_applies(small, tmp_path, monkeypatch):
+    studio = tmp_path / "home" / ".lmstudio" / "config-presets"
+    studio.mkdir(parents=True)
+    template = manual()["promptTemplate"]
+    (studio / "manual-chatml.preset.json").write_text(json.dumps({
+        "identifier": "@local:manual-chatml", "name": "Manual ChatML",
+        "operation": {"fields": [{"key": "llm.prediction.promptTemplate", "value": template}]}}))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LMFAST_PRESETS_DIR", str(tmp_path / "none"))
+    result = small.respond("Hi", preset="manual-chatml", config={**GREEDY, "maxTokens": 2})
+    assert result.prediction_config.prompt_template == template
+    prompt = small.apply_prompt_template("Hi", config=manual())
+    assert result.stats.prompt_tokens_count == len(small._tokens(prompt))
+    # A raw completion has no chat to render: the preset's template does not apply to it.
+    completion = small.complete("Hi", preset="manual-chatml", config={**GREEDY, "maxTokens": 2})
+    assert completion.prediction_config.prompt_template is None
+    assert completion.stats.prompt_tokens_count == len(small._tokens("Hi"))

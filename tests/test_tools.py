@@ -395,3 +395,19 @@ def test_a_template_that_fails_on_tools_raises_and_nothing_else_breaks(llm, clie
         finally:
             model.unload()
     assert "paris" in llm.respond("What is the capital of France?", config=GREEDY).content.lower()
+
+
+def test_act_with_a_jinja_prompt_template_gets_tools(client, smollm2_path):
+    """SmolLM2's own template knows no tools; the tool template given as promptTemplate instead
+    is rendered with the tools, and its call format (grammar, parser) is the one act() uses."""
+    model = client.llm.load_new_instance(str(smollm2_path), "smollm2-prompt-template-tools",
+                                         config={"contextLength": 2048, "cpuThreads": 1})
+    try:
+        template = {"type": "jinja", "jinjaPromptTemplate": {"template": TOOL_TEMPLATE}, "stopStrings": []}
+        messages = []
+        result = model.act(_few_shot("What is 17 + 25?"), [add, greet], config=GREEDY | {"promptTemplate": template},
+                           on_message=messages.append)
+        assert result.rounds == 2
+        assert messages[1].content[0]["content"] == "42"
+    finally:
+        model.unload()

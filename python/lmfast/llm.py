@@ -473,10 +473,13 @@ class LLM(ModelHandle):
         """Streams a raw text completion: the model sees ``prompt`` exactly as given."""
         if not isinstance(prompt, str):
             raise LMStudioValueError(f"complete() takes a str prompt, got {type(prompt).__name__}")
-        config, _ = presets.apply(preset, config)  # a raw completion has no system prompt
         if prediction_config(config).get("promptTemplate") is not None:
             raise LMStudioValueError("promptTemplate applies to chats (respond, act), not to raw completions: "
                                      "complete() sends its prompt as given")
+        # A raw completion has no chat: a preset's system prompt and prompt template do not apply.
+        config, _ = presets.apply(preset, config)
+        if preset is not None:
+            config.pop("promptTemplate", None)
         return self._stream(self._tokens(prompt), config, response_format, dict(
             on_message=on_message, on_first_token=on_first_token,
             on_prediction_fragment=on_prediction_fragment,

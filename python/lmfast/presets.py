@@ -42,6 +42,7 @@ _KV_KEYS = {
     "llm.prediction.minPSampling": "minPSampling",
     "llm.prediction.repeatPenalty": "repeatPenalty",
     "llm.prediction.reasoning.parsing": "reasoningParsing",
+    "llm.prediction.promptTemplate": "promptTemplate",
 }
 # Fields LM Studio writes as {"checked": bool, "value": x}; unchecked turns the setting off.
 _CHECKBOX = {"maxTokens", "topPSampling", "minPSampling", "repeatPenalty"}
