@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <optional>
 #include <cstdio>
+#include <limits>
 #include <utility>
 
 #include "common.h"
@@ -47,29 +48,6 @@ ContextOverflow parse_context_overflow(const std::string & name) {
     if (name == "rollingWindow") return ContextOverflow::RollingWindow;
     throw InvalidArgument("unknown context overflow policy '" + name +
                           "' (stopAtLimit, truncateMiddle or rollingWindow)");
-}
-
-// A persistent pool of compute threads for the CPU backend. Without one, ggml
-// starts and joins its worker threads on every llama_decode call. Looked up through
-// the backend registry, as llama-bench does, so that it also works when the CPU
-// backend is a dynamically loaded variant.
-template <typename F>
-static F * cpu_proc(const char * name) {
-    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
-    if (!dev) return nullptr;
-    return reinterpret_cast<F *>(ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(dev), name));
-}
-
-static ggml_threadpool * new_threadpool(int32_t n_threads) {
-    auto * fn = cpu_proc<decltype(ggml_threadpool_new)>("ggml_threadpool_new");
-    if (!fn) return nullptr;
-    ggml_threadpool_params tpp = ggml_threadpool_params_default(n_threads);
-    return fn(&tpp);
-}
-
-static void free_threadpool(ggml_threadpool * tp) {
-    if (!tp) return;
-    if (auto * fn = cpu_proc<decltype(ggml_threadpool_free)>("ggml_threadpool_free")) fn(tp);
 }
 
 // ---------------------------------------------------------------------------
@@ -239,10 +217,8 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams & params)
         const double head_dim = static_cast<double>(llama_model_n_embd(mdl)) / std::max(1, llama_model_n_head(mdl));
         bytes_per_cell_ = 2.0 * llama_model_n_layer(mdl) * llama_model_n_head_kv(mdl) * head_dim * 2.0;
     }
-    threadpool_ = new_threadpool(n_threads_);
+    pools_.use(ctx_, n_threads_, n_threads_batch);
     if (params_.n_threads <= 0) cpu_share_ = std::make_unique<CpuShare>(n_threads_);
-    if (n_threads_batch != n_threads_) threadpool_batch_ = new_threadpool(n_threads_batch);
-    if (threadpool_) llama_attach_threadpool(ctx_, threadpool_, threadpool_batch_);
     counters_.kv_streams = static_cast<uint64_t>(n_initial);
     counters_.disk_bytes = disk_.bytes();
     batch_ = llama_batch_init(params_.n_batch, 0, 1);
@@ -308,7 +284,7 @@ bool Engine::grow(int32_t want) {
         }
         lose_sequence(s);
     }
-    if (threadpool_) llama_attach_threadpool(next, threadpool_, threadpool_batch_);
+    pools_.attach(next);
     llama_free(ctx_);
     ctx_ = next;
     n_streams_ = want;
@@ -335,8 +311,6 @@ Engine::~Engine() {
     shutdown();
     llama_batch_free(batch_);
     if (ctx_) llama_free(ctx_);
-    free_threadpool(threadpool_batch_);
-    free_threadpool(threadpool_);
 }
 
 EngineCounters Engine::counters() const {
@@ -944,9 +918,11 @@ void Engine::set_step_threads() {
         if (a->n_in_batch > 0) n = std::max(n, a->req->params_.n_threads > 0 ? a->req->params_.n_threads : n_threads_);
     }
     if (n == 0) n = n_threads_;
-    if (cpu_share_) n = std::min(n, cpu_share_->threads());
-    const int32_t n_batch_pool = params_.n_threads_batch > 0 ? params_.n_threads_batch : n_threads_;
-    llama_set_n_threads(ctx_, n, std::min(n, n_batch_pool));
+    const int32_t limit = cpu_share_ ? cpu_share_->threads() : std::numeric_limits<int32_t>::max();
+    // A separate batch thread count (EngineParams) applies when no request asked for fewer.
+    const int32_t n_batch = params_.n_threads_batch > 0 && n == n_threads_ ? params_.n_threads_batch : n;
+    n = std::min(n, limit);
+    pools_.use(ctx_, n, std::min(n_batch, limit));
     for (auto & a : active_) {
         if (a->n_in_batch > 0) a->req->stats_.n_threads = std::max(a->req->stats_.n_threads, n);
     }

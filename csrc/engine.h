@@ -29,6 +29,7 @@
 #include "prefix_cache.h"
 #include "sampling.h"
 #include "spill_cache.h"
+#include "thread_pools.h"
 
 namespace lmfast {
 
@@ -246,8 +247,7 @@ private:
     std::shared_ptr<Model> model_;
     EngineParams params_;
     llama_context * ctx_ = nullptr;
-    ggml_threadpool * threadpool_ = nullptr;        // one pool of compute threads per engine
-    ggml_threadpool * threadpool_batch_ = nullptr;  // only when n_threads_batch differs
+    ThreadPools pools_;  // compute threads, a pool per thread count in use
     llama_batch batch_{};
     int32_t n_ctx_ = 0;
     int32_t n_threads_ = 0;
