@@ -37,14 +37,16 @@ bool system_busy(double & seconds) {
     return true;
 }
 
-// Before a first interval is measured: what the 1-minute load average leaves (it counts
-// niced and this process's threads too, and lags; measurements replace it within ~0.5 s).
+// Before a first interval is measured: the CPUs not taken by the threads runnable right now
+// (/proc/loadavg's fourth field counts them, the reader included). The load averages would lag
+// by a minute, counting this process's own earlier work as competition.
 double initial_free(int32_t n_cpus) {
-    double load = 0;
+    double l1 = 0, l5 = 0, l15 = 0;
+    int running = 0, total = 0;
     std::FILE * f = std::fopen("/proc/loadavg", "r");
-    const bool ok = f && std::fscanf(f, "%lf", &load) == 1;
+    const bool ok = f && std::fscanf(f, "%lf %lf %lf %d/%d", &l1, &l5, &l15, &running, &total) == 5;
     if (f) std::fclose(f);
-    return ok ? std::max(0.0, n_cpus - load) : n_cpus;
+    return ok ? std::max(0.0, static_cast<double>(n_cpus) - std::max(0, running - 1)) : n_cpus;
 }
 
 double process_cpu_seconds() {
