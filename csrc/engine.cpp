@@ -389,6 +389,10 @@ void Engine::shutdown() {
 
 void Engine::loop() {
     for (;;) {
+        if (grow_when_idle_ && active_.empty()) {
+            grow_when_idle_ = false;
+            grow(n_streams_ * 2);
+        }
         {
             std::unique_lock<std::mutex> lk(mu_);
             cv_.wait(lk, [&] { return stop_ || !queue_.empty() || !active_.empty() || !jobs_.empty(); });
@@ -446,10 +450,16 @@ void Engine::admit_queued() {
             if (next >= queue_.size()) return;
             req = queue_[next];
         }
-        // More streams when every sequence is busy, or when this request would otherwise
-        // displace another conversation (which could come back): memory grows with use.
+        // More streams when every sequence is busy: memory grows with use. A request that would
+        // displace another conversation spills it to the host tier instead (a few ms for a
+        // typical chat), since a prompt that never comes back (a script's one-off questions)
+        // would otherwise pay for a larger context: 150-280 ms of TTFT at SmolLM2's 4096 tokens
+        // (measured). A conversation that does come back shows chats interleave: the engine
+        // then grows once it is idle (grow_when_idle_). Without a host tier, displacing loses
+        // the conversation, so it grows at once.
         const bool full = static_cast<int32_t>(active_.size()) >= n_streams_;
-        if ((full || cache_.would_displace(req->prompt_)) && !grow(n_streams_ * 2) && full) return;
+        const bool displaces = spill_.budget() == 0 && cache_.would_displace(req->prompt_);
+        if ((full || displaces) && !grow(n_streams_ * 2) && full) return;
         {
             std::lock_guard<std::mutex> lk(mu_);
             queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(next));
@@ -653,6 +663,7 @@ void Engine::admit(std::shared_ptr<Request> req) {
     size_t n_restored = 0;
     if (back) {
         keep = n_restored = restore(a->seq, *back, prompt);
+        grow_when_idle_ = grow_when_idle_ || (n_restored > 0 && n_streams_ < params_.n_seq);
     } else if (m.copy_from >= 0 && !copy_prefix(m.copy_from, a->seq)) {
         keep = 0;
     }

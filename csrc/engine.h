@@ -276,6 +276,7 @@ private:
     DiskCache disk_;
     std::list<std::unique_ptr<Active>> active_;
     std::vector<Active *> decoding_;  // step(): the generating requests, in sequence order
+    bool grow_when_idle_ = false;     // a conversation came back from a tier: chats interleave
     uint64_t seq_runs_ = 0;           // step(): runs of consecutive sequence ids in decoding_
     uint64_t step_prompt_tokens_ = 0, step_generated_ = 0, step_decodes_ = 0;  // step(): its work, for publish()
     struct Finished {

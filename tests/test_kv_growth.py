@@ -1,9 +1,11 @@
 """KV memory by use: an engine starts with one KV stream (one context's worth of cells) and
-adds streams, up to maxParallelPredictions, when concurrent requests or more cached
-conversations need them; cached conversations move to the larger context intact."""
+adds streams, up to maxParallelPredictions, when concurrent requests need them, or when
+conversations interleave (one came back from the host tier; without a host tier, as soon as one
+would be displaced); cached conversations move to the larger context intact."""
 from __future__ import annotations
 
 import threading
+import time
 
 import lmfast as lms
 
@@ -81,7 +83,9 @@ def test_growth_keeps_cached_conversations_exact(client, smollm2_path):
     finally:
         reference.unload()
 
-    model = client.llm.load_new_instance(str(smollm2_path), "grow-move", config=LOAD)
+    # No host tier: a conversation about to be displaced would be lost, so the context grows
+    # at once, moving the tutor's conversation.
+    model = client.llm.load_new_instance(str(smollm2_path), "grow-move", config={**LOAD, "promptCacheRamBytes": 0})
     try:
         engine = _engine(model)
 
@@ -109,5 +113,38 @@ def test_a_limit_beyond_memory_loads_with_one_stream(client, smollm2_path):
     try:
         assert _engine(model).n_streams == 1
         assert model.complete("The sky is", config={**GREEDY, "maxTokens": 2}).stats.predicted_tokens_count == 2
+    finally:
+        model.unload()
+
+
+def test_one_off_prompts_spill_and_returning_chats_grow_when_idle(client, smollm2_path):
+    """With the host tier, a prompt that would displace a cached conversation spills it rather
+    than grow the context (a one-off question does not pay for a larger one); when a spilled
+    conversation comes back, it is restored, and the engine grows once idle, so the chats that
+    interleave keep their own sequences from then on."""
+    model = client.llm.load_new_instance(str(smollm2_path), "grow-idle", config=LOAD)
+    try:
+        engine = _engine(model)
+        chats = [lms.Chat(s) for s in ("You are a chef. Answer briefly, naming one dish in every reply.",
+                                       "You are an astronomer. Answer briefly, naming one planet in every reply.")]
+        for chat in chats:
+            chat.add_user_message("Hello! What do you do?")
+            model.respond(chat, config=PREDICT, on_message=chat.append)
+        assert engine.n_streams == 1 and engine.counters()["spills"] == 1
+        chats[0].add_user_message("Tell me more.")
+        back = model.respond(chats[0], config=PREDICT, on_message=chats[0].append)
+        assert back.stats.restored_prompt_tokens_count > 0, back.stats
+        deadline = time.monotonic() + 30
+        while engine.n_streams < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.n_streams == 2
+        # The astronomer now gets a sequence of its own: restored once more, then resident.
+        chats[1].add_user_message("Tell me more.")
+        model.respond(chats[1], config=PREDICT, on_message=chats[1].append)
+        for chat in chats:
+            chat.add_user_message("And one more thing?")
+            again = model.respond(chat, config=PREDICT, on_message=chat.append)
+            assert again.stats.restored_prompt_tokens_count == 0, again.stats
+            assert again.stats.evaluated_prompt_tokens_count <= 24, again.stats
     finally:
         model.unload()
