@@ -1,4 +1,4 @@
-"""KV memory by use: RSS after a default load, after one request, and after 4 concurrent
+"""KV memory by use: RSS (and the peak so far) after a default load, after one request, and after 4 concurrent
 requests (which grow the engine to 4 KV streams).
 
     python benchmarks/kv_memory.py [--model PATH] [--threads 1]
@@ -13,9 +13,10 @@ import lmfast as lms
 from lmfast.registry import DEFAULT_MODEL, fetch_packaged
 
 
-def rss_mib() -> float:
+def rss_mib(field: str = "VmRSS") -> float:
+    """The process's resident memory now (VmRSS) or at its peak so far (VmHWM), in MiB."""
     with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(field + ":"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,9 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     with lms.Client() as client:
         model = client.llm.model(path, config={"cpuThreads": args.threads})
         engine = model._instance.native()[1]
-        rows.append(("loaded", engine.n_streams, rss_mib()))
+        rows.append(("loaded", engine.n_streams, rss_mib(), rss_mib("VmHWM")))
         model.respond("Hi", config={"temperature": 0, "maxTokens": 4})
-        rows.append(("after one request", engine.n_streams, rss_mib()))
+        rows.append(("after one request", engine.n_streams, rss_mib(), rss_mib("VmHWM")))
         barrier = threading.Barrier(4)
 
         def ask(i: int) -> None:
@@ -42,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
             t.start()
         for t in threads:
             t.join()
-        rows.append(("after 4 concurrent requests", engine.n_streams, rss_mib()))
-    print(json.dumps([{"state": s, "kv_streams": n, "rss_mib": round(r)} for s, n, r in rows], indent=2))
+        rows.append(("after 4 concurrent requests", engine.n_streams, rss_mib(), rss_mib("VmHWM")))
+    print(json.dumps([{"state": s, "kv_streams": n, "rss_mib": round(r), "peak_rss_mib": round(p)}
+                      for s, n, r, p in rows], indent=2))
     return 0
 
 
