@@ -684,8 +684,12 @@ void Engine::admit(std::shared_ptr<Request> req) {
     spill(a->seq, back || m.copy_from >= 0 ? 0 : keep);
     size_t n_restored = 0;
     if (back) {
+        const size_t n_saved = back->tokens.size();
         keep = n_restored = restore(a->seq, *back, prompt);
-        grow_when_idle_ = grow_when_idle_ || (n_restored > 0 && n_streams_ < params_.n_seq);
+        // The conversation itself came back (not a prompt sharing its first tokens, such as a
+        // system prompt): chats interleave, so more sequences will pay.
+        const bool returned = n_restored > 0 && n_restored + PrefixCache::kKeepTail >= n_saved;
+        grow_when_idle_ = grow_when_idle_ || (returned && n_streams_ < params_.n_seq);
     } else if (m.copy_from >= 0 && !copy_prefix(m.copy_from, a->seq)) {
         keep = 0;
     }
