@@ -120,8 +120,8 @@ def test_a_limit_beyond_memory_loads_with_one_stream(client, smollm2_path):
 def test_one_off_prompts_spill_and_returning_chats_grow_when_idle(client, smollm2_path):
     """With the host tier, a prompt that would displace a cached conversation spills it rather
     than grow the context (a one-off question does not pay for a larger one); when a spilled
-    conversation comes back, it is restored, and the engine grows once idle, so the chats that
-    interleave keep their own sequences from then on."""
+    conversation comes back, it is restored, and the engine grows once idle (to the limit, in one
+    step), so the chats that interleave keep their own sequences from then on."""
     model = client.llm.load_new_instance(str(smollm2_path), "grow-idle", config=LOAD)
     try:
         engine = _engine(model)
@@ -135,9 +135,9 @@ def test_one_off_prompts_spill_and_returning_chats_grow_when_idle(client, smollm
         back = model.respond(chats[0], config=PREDICT, on_message=chats[0].append)
         assert back.stats.restored_prompt_tokens_count > 0, back.stats
         deadline = time.monotonic() + 30
-        while engine.n_streams < 2 and time.monotonic() < deadline:
+        while engine.n_streams < engine.n_seq and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert engine.n_streams == 2
+        assert engine.n_streams == engine.n_seq == 4  # straight to the limit: one growth, not two
         # The astronomer now gets a sequence of its own: restored once more, then resident.
         chats[1].add_user_message("Tell me more.")
         model.respond(chats[1], config=PREDICT, on_message=chats[1].append)
