@@ -5,6 +5,7 @@ cannot be written turns the tier off with a warning; conversations pushed out of
 come back from files."""
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
@@ -218,3 +219,18 @@ def test_conversations_pushed_out_of_memory_come_back_from_files(client, smollm2
     for r in second:
         assert r.stats.restored_prompt_tokens_count > 200 and r.stats.evaluated_prompt_tokens_count <= 24, r.stats
     assert counters["disk_writes"] >= 3 and counters["disk_restores"] == 3
+
+
+def test_async_prewarm(smollm2_path, tmp_path):
+    async def main():
+        async with lms.AsyncClient() as client:
+            model = await client.llm.load_new_instance(str(smollm2_path), "disk-async",
+                                                       config={**LOAD, "promptCacheDir": str(tmp_path)})
+            n = await model.prewarm(lms.Chat(SYSTEM))
+            chat = lms.Chat(SYSTEM)
+            chat.add_user_message("What do you sell?")
+            return n, await model.respond(chat, config=PREDICT)
+
+    n, result = asyncio.run(main())
+    assert len(list(tmp_path.glob("*.lmkv"))) == 1
+    assert result.stats.cached_prompt_tokens_count >= n - 1, (n, result.stats)

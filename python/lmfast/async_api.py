@@ -228,6 +228,10 @@ class AsyncLLM:
     async def apply_prompt_template(self, history: Any, opts: Any = None, *, config: Any = None) -> str:
         return await _in_thread(lambda: self._llm.apply_prompt_template(history, opts, config=config))
 
+    async def prewarm(self, prefix: Any, *, persist: bool | None = None) -> int:
+        """lmfast: LLM.prewarm, in a worker thread."""
+        return await _in_thread(lambda: self._llm.prewarm(prefix, persist=persist))
+
     async def tokenize(self, input: str | Iterable[str]) -> list[int] | list[list[int]]:
         texts = input if isinstance(input, str) else list(input)
         return await _in_thread(lambda: self._llm.tokenize(texts))
