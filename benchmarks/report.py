@@ -49,6 +49,12 @@ def markdown(results: dict[str, Any]) -> str:
     for label, path, unit, _ in ROWS:
         a, b, c = _get(lm, path), _get(lb, path) if path[0] in ("prefill_tps", "decode_tps") else None, _get(lp, path)
         out.append(f"| {label} | {_fmt(a, unit)} | {_fmt(b, unit)} | {_fmt(c, unit)} | {_ratio(a, b)} | {_ratio(a, c)} |")
+    lo = results.get("llama-bench-openmp")
+    for label, key in (("prefill", "prefill_tps"), ("decode", "decode_tps")):
+        if lo and lm:  # the same tree built with OpenMP threading, as llama-cpp-python's is
+            a, b = _get(lm, (key,)), _get(lo, (key,))
+            out.append(f"| {label}, llama-bench built with OpenMP | {_fmt(a, 'tok/s')} | {_fmt(b, 'tok/s')} | – | "
+                       f"{_ratio(a, b)} | – |")
     if lm and "chat_ttft_per_turn_s" in lm:
         a = lm["chat_ttft_per_turn_s"]
         b = lp["chat_ttft_per_turn_s"] if lp else None

@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 import workload  # noqa: E402
 
 LCPP_VERSION = "0.3.36"
-PEERS = ("llama-bench", "llama-cpp-python")
+PEERS = ("llama-bench", "llama-cpp-python", "llama-bench-openmp")
 
 
 def log(msg: str) -> None:
@@ -47,10 +47,12 @@ def cache_dir() -> Path:
 # -- peers --------------------------------------------------------------------------------
 
 def run_llama_bench(model: str, threads: int, n_prompt: int, n_gen: int, reps: int,
-                    ngl: int = 0) -> dict[str, Any]:
+                    ngl: int = 0, openmp: bool | None = None) -> dict[str, Any]:
+    """llama-bench from lmfast's build; ``openmp``: from a build of the same tree with the
+    other threading (llama-cpp-python's wheels use OpenMP, lmfast ggml's own pool)."""
     from lmfast import _reference
 
-    exe = _reference.program("llama-bench")
+    exe = _reference.program("llama-bench", openmp=openmp)
     cmd = [str(exe), "-m", model, "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen), "-fa", "1",
            "-r", str(reps), "-o", "json", "-ngl", str(ngl)]
     log("llama-bench: " + " ".join(cmd))
@@ -177,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             **{k: {"mean": (first_bench[k]["mean"] + second[k]["mean"]) / 2,
                    "samples": first_bench[k]["samples"] + second[k]["samples"]}
                for k in ("prefill_tps", "decode_tps")}}
+    if "llama-bench-openmp" in peers and bench_args is not None:
+        results["llama-bench-openmp"] = run_llama_bench(*bench_args, openmp=True)
     results["elapsed_s"] = time.perf_counter() - started
 
     from report import write_report

@@ -19,11 +19,15 @@ def _build_info():
     return info
 
 
-def program(name: str) -> Path:
-    """Path to a reference program, building it first if needed."""
+def program(name: str, openmp: bool | None = None) -> Path:
+    """Path to a reference program, building it first if needed. ``openmp``: with ggml's
+    threading other than lmfast's (OpenMP against its own pool), from a separate build of the
+    same tree (the benchmark suite shows both builds' ceilings)."""
     if name not in _SUBDIR:
         raise ValueError(f"unknown reference program {name!r}")
     info = _build_info()
+    if openmp is not None and ("ON" if openmp else "OFF") != str(info.ggml_openmp).upper():
+        return _separate_build(Path(info.llama_cpp_dir), info, name, "ON" if openmp else "OFF")
     build = Path(info.build_dir)
     exe = build / _SUBDIR[name] / name
     if exe.is_file():
@@ -40,16 +44,18 @@ def program(name: str) -> Path:
     return _separate_build(Path(info.llama_cpp_dir), info, name)
 
 
-def _separate_build(src: Path, info, name: str) -> Path:
-    """Configures a build of the same llama.cpp tree, with the same threading and
-    without AMX, in the lmfast cache."""
-    key = hashlib.sha256(str(src).encode()).hexdigest()[:12]
+def _separate_build(src: Path, info, name: str, openmp: str | None = None) -> Path:
+    """Configures a build of the same llama.cpp tree, with the same threading (or ``openmp``:
+    "ON"/"OFF") and without AMX, in the lmfast cache."""
+    same = openmp is None or openmp == str(info.ggml_openmp)
+    openmp = str(info.ggml_openmp) if same else openmp
+    key = hashlib.sha256((str(src) if same else f"{src}|openmp={openmp}").encode()).hexdigest()[:12]
     cache = Path(os.environ.get("LMFAST_CACHE_DIR", Path.home() / ".cache" / "lmfast"))
     build = cache / f"refbuild-{key}"
     if not (build / "CMakeCache.txt").is_file():
         flags = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" if os.uname().machine == "x86_64" else ""
         _run(["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-              f"-DGGML_OPENMP={info.ggml_openmp}", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
+              f"-DGGML_OPENMP={openmp}", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
               "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=OFF",
               f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}"]
              + (["-G", "Ninja"] if shutil.which("ninja") else []))
