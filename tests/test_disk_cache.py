@@ -98,18 +98,23 @@ def test_bit_flipped_file_is_removed_not_loaded(client, smollm2_path, tmp_path, 
     assert r.stats.restored_prompt_tokens_count == 0
 
 
-def test_truncated_file_is_removed_at_load(client, smollm2_path, tmp_path, cold):
-    _prewarm_in_subprocess(smollm2_path, tmp_path)
-    [f] = tmp_path.glob("*.lmkv")
-    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
-    with pytest.warns(PromptCacheWarning, match="truncated"):
-        model = _load(client, smollm2_path, "disk-truncated", tmp_path)
+def _rejected_at_load(client, model_path, folder: Path, why: str, bad: Path, cold) -> None:
+    """A load over a bad file warns (why) and removes it; the answer is the one with no cache."""
+    with pytest.warns(PromptCacheWarning, match=why):
+        model = _load(client, model_path, "disk-rejected", folder)
     try:
         r = _ask(model)
     finally:
         model.unload()
-    assert not f.exists()
+    assert not bad.exists()
     assert r.content == cold.content and r.stats.restored_prompt_tokens_count == 0
+
+
+def test_truncated_file_is_removed_at_load(client, smollm2_path, tmp_path, cold):
+    _prewarm_in_subprocess(smollm2_path, tmp_path)
+    [f] = tmp_path.glob("*.lmkv")
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    _rejected_at_load(client, smollm2_path, tmp_path, "truncated", f, cold)
 
 
 def test_other_models_file_is_removed_not_loaded(client, smollm2_path, tmp_path, cold):
@@ -123,14 +128,7 @@ def test_other_models_file_is_removed_not_loaded(client, smollm2_path, tmp_path,
     [own] = own_dir.glob("*.lmkv")
     target = tmp_path / own.name
     foreign.rename(target)
-    with pytest.warns(PromptCacheWarning, match="another model or KV cache layout"):
-        model = _load(client, smollm2_path, "disk-foreign", tmp_path)
-    try:
-        r = _ask(model)
-    finally:
-        model.unload()
-    assert not target.exists()
-    assert r.content == cold.content and r.stats.restored_prompt_tokens_count == 0
+    _rejected_at_load(client, smollm2_path, tmp_path, "another model or KV cache layout", target, cold)
 
 
 def test_unwritable_folder_turns_the_tier_off(client, smollm2_path, tmp_path, cold):
