@@ -162,6 +162,8 @@ std::optional<SpillCache::Entry> DiskCache::read(const Indexed * e) {
     const std::vector<llama_token> tokens = e->tokens;
     index_.erase(index_.begin() + (e - index_.data()));  // back in below when the file is good
     File f(std::fopen(path.c_str(), "rb"));
+    std::error_code ec;
+    if (!f && !fs::exists(path, ec)) return std::nullopt;  // evicted meanwhile (another process sharing the folder)
     FileHeader h{};
     std::string identity;
     SpillCache::Entry out;
@@ -179,7 +181,6 @@ std::optional<SpillCache::Entry> DiskCache::read(const Indexed * e) {
         reject(path, "failed its checks (changed since it was indexed, or damaged)");
         return std::nullopt;
     }
-    std::error_code ec;
     fs::last_write_time(path, fs::file_time_type::clock::now(), ec);
     index_.push_back(Indexed{path, tokens, static_cast<uint64_t>(sizeof h + h.identity_len) +
                                                tokens.size() * sizeof(llama_token) + h.state_len});

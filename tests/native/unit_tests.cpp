@@ -785,6 +785,19 @@ TEST_CASE(disk_damaged_file_is_removed_not_loaded) {
     CHECK_EQ(d.size(), size_t(0));
 }
 
+TEST_CASE(disk_file_removed_by_another_process_is_dropped_quietly) {
+    TempDir dir;
+    Warnings w;
+    const Tokens a = run(1, 20);
+    DiskCache d(dir.path.string(), "model A", 1 << 20, w.sink());
+    CHECK(d.put(a, state_of(500, 1)));
+    fs::remove(cache_files(dir.path).at(0));  // evicted by another process sharing the folder
+    size_t n = 0;
+    CHECK(!d.read(d.best(a, n)).has_value());
+    CHECK_EQ(d.size(), size_t(0));
+    CHECK(w.got.empty());  // nothing was wrong with the file: no warning
+}
+
 TEST_CASE(disk_truncated_file_is_removed_at_scan) {
     TempDir dir;
     Warnings w;
