@@ -170,9 +170,76 @@ py::object gguf_value(const GgufKv & kv) {
     return py::make_tuple(gguf_type_name(kv.array_type), kv.array_len);
 }
 
+// One request's parameters as Python passes them to Engine.submit: the engine's own
+// GenerationParams, and a template's tool-call format, which becomes sampling fields only with
+// the model's vocabulary (set_tool_call_sampling, at submit). lmfast.llm fills every field from
+// the prediction config; config.py holds the defaults.
+struct SubmitParams {
+    GenerationParams g;
+    bool grammar_lazy = false;
+    std::vector<std::pair<int, std::string>> grammar_triggers;  // (llama.cpp trigger type, value)
+    std::vector<std::string> preserved_tokens;
+    std::string generation_prompt;
+};
+
+template <typename T>
+void sampling_field(py::class_<SubmitParams> & c, const char * name, T SamplingParams::*field) {
+    c.def_property(
+        name, [field](const SubmitParams & p) { return p.g.sampling.*field; },
+        [field](SubmitParams & p, T v) { p.g.sampling.*field = v; });
+}
+
+void bind_submit_params(py::module_ & m) {
+    py::class_<SubmitParams> c(m, "GenerationParams",
+                               "One request's generation parameters for Engine.submit; keyword arguments set fields.");
+    c.def(py::init([](const py::kwargs & fields) {
+        SubmitParams p;
+        py::object self = py::cast(p);
+        for (const auto & [k, v] : fields) {
+            const std::string key = py::str(k);
+            if (!py::hasattr(self, key.c_str())) throw py::type_error("GenerationParams has no field '" + key + "'");
+            py::setattr(self, k, v);
+        }
+        return self.cast<SubmitParams>();
+    }));
+    sampling_field(c, "temperature", &SamplingParams::temperature);
+    sampling_field(c, "top_k", &SamplingParams::top_k);
+    sampling_field(c, "top_p", &SamplingParams::top_p);
+    sampling_field(c, "min_p", &SamplingParams::min_p);
+    sampling_field(c, "repeat_penalty", &SamplingParams::repeat_penalty);
+    sampling_field(c, "repeat_last_n", &SamplingParams::repeat_last_n);
+    sampling_field(c, "frequency_penalty", &SamplingParams::frequency_penalty);
+    sampling_field(c, "presence_penalty", &SamplingParams::presence_penalty);
+    sampling_field(c, "grammar", &SamplingParams::grammar);
+    c.def_property(
+        "seed", [](const SubmitParams & p) { return p.g.sampling.seed == LLAMA_DEFAULT_SEED ? -1LL : p.g.sampling.seed; },
+        [](SubmitParams & p, int64_t v) { p.g.sampling.seed = v < 0 ? LLAMA_DEFAULT_SEED : static_cast<uint32_t>(v); },
+        "-1: a random seed");
+    c.def_property(
+        "max_tokens", [](const SubmitParams & p) { return p.g.max_tokens; },
+        [](SubmitParams & p, int32_t v) { p.g.max_tokens = v; }, "< 0: until EOS or the context is full");
+    c.def_property(
+        "stop", [](const SubmitParams & p) { return p.g.stop_strings; },
+        [](SubmitParams & p, std::vector<std::string> v) { p.g.stop_strings = std::move(v); });
+    c.def_property(
+        "ignore_eos", [](const SubmitParams & p) { return p.g.ignore_eos; },
+        [](SubmitParams & p, bool v) { p.g.ignore_eos = v; });
+    c.def_property(
+        "context_overflow", [](const SubmitParams & p) { return context_overflow_name(p.g.overflow); },
+        [](SubmitParams & p, const std::string & v) { p.g.overflow = parse_context_overflow(v); });
+    c.def_property(
+        "n_threads", [](const SubmitParams & p) { return p.g.n_threads; },
+        [](SubmitParams & p, int32_t v) { p.g.n_threads = v; }, "0: the engine's");
+    c.def_readwrite("grammar_lazy", &SubmitParams::grammar_lazy);
+    c.def_readwrite("grammar_triggers", &SubmitParams::grammar_triggers);
+    c.def_readwrite("preserved_tokens", &SubmitParams::preserved_tokens);
+    c.def_readwrite("generation_prompt", &SubmitParams::generation_prompt);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
+    bind_submit_params(m);  // before Engine, whose submit() defaults to one
     m.doc() = "lmfast native core: llama.cpp model loading, engine, sampling";
 
     install_log_filter();
@@ -440,44 +507,15 @@ PYBIND11_MODULE(_core, m) {
              py::arg("disk_identity") = std::string(), py::arg("disk_bytes") = int64_t{8} << 30,
              py::call_guard<py::gil_scoped_release>())
         .def("submit",
-             [](Engine & self, std::vector<llama_token> prompt, bool stream, float temperature, int top_k,
-                float top_p, float min_p, float repeat_penalty, int repeat_last_n, float frequency_penalty,
-                float presence_penalty, int64_t seed, int max_tokens, std::vector<std::string> stop,
-                bool ignore_eos, std::string grammar, const std::string & context_overflow, bool grammar_lazy,
-                const std::vector<std::pair<int, std::string>> & grammar_triggers,
-                const std::vector<std::string> & preserved_tokens, const std::string & generation_prompt,
-                int n_threads) {
-                 GenerationParams g;
-                 g.n_threads = n_threads;
-                 g.sampling.temperature = temperature;
-                 g.sampling.top_k = top_k;
-                 g.sampling.top_p = top_p;
-                 g.sampling.min_p = min_p;
-                 g.sampling.repeat_penalty = repeat_penalty;
-                 g.sampling.repeat_last_n = repeat_last_n;
-                 g.sampling.frequency_penalty = frequency_penalty;
-                 g.sampling.presence_penalty = presence_penalty;
-                 g.sampling.seed = seed < 0 ? LLAMA_DEFAULT_SEED : static_cast<uint32_t>(seed);
-                 g.sampling.grammar = std::move(grammar);
-                 g.max_tokens = max_tokens;
-                 g.stop_strings = std::move(stop);
-                 g.ignore_eos = ignore_eos;
-                 g.overflow = parse_context_overflow(context_overflow);
+             [](Engine & self, std::vector<llama_token> prompt, const SubmitParams & p, bool stream) {
+                 GenerationParams g = p.g;
                  py::gil_scoped_release nogil;
-                 set_tool_call_sampling(*self.model(), grammar_lazy, grammar_triggers, preserved_tokens,
-                                        generation_prompt, g);
+                 set_tool_call_sampling(*self.model(), p.grammar_lazy, p.grammar_triggers, p.preserved_tokens,
+                                        p.generation_prompt, g);
                  return self.submit(std::move(prompt), std::move(g), stream);
              },
-             py::arg("prompt"), py::kw_only(), py::arg("stream") = false, py::arg("temperature") = 0.8f,
-             py::arg("top_k") = 40, py::arg("top_p") = 0.95f, py::arg("min_p") = 0.05f,
-             py::arg("repeat_penalty") = 1.1f, py::arg("repeat_last_n") = 64, py::arg("frequency_penalty") = 0.0f,
-             py::arg("presence_penalty") = 0.0f, py::arg("seed") = -1, py::arg("max_tokens") = -1,
-             py::arg("stop") = std::vector<std::string>{}, py::arg("ignore_eos") = false,
-             py::arg("grammar") = std::string(), py::arg("context_overflow") = std::string("stopAtLimit"),
-             py::arg("grammar_lazy") = false,
-             py::arg("grammar_triggers") = std::vector<std::pair<int, std::string>>{},
-             py::arg("preserved_tokens") = std::vector<std::string>{},
-             py::arg("generation_prompt") = std::string(), py::arg("n_threads") = 0)
+             py::arg("prompt"), py::arg("params") = SubmitParams(), py::kw_only(), py::arg("stream") = false,
+             "Queues a request (GenerationParams: the prediction's fields, lmfast.llm fills them).")
         .def("eval_logits",
              [](Engine & self, const std::vector<std::vector<llama_token>> & seqs, const std::vector<int32_t> & n_prefix) {
                  std::vector<std::vector<float>> out;

@@ -42,6 +42,14 @@ std::vector<std::pair<std::string, int>> kv_cache_types() {
     return out;
 }
 
+const char * context_overflow_name(ContextOverflow policy) {
+    switch (policy) {
+        case ContextOverflow::TruncateMiddle: return "truncateMiddle";
+        case ContextOverflow::RollingWindow: return "rollingWindow";
+        default: return "stopAtLimit";
+    }
+}
+
 ContextOverflow parse_context_overflow(const std::string & name) {
     if (name == "stopAtLimit") return ContextOverflow::StopAtLimit;
     if (name == "truncateMiddle") return ContextOverflow::TruncateMiddle;

@@ -40,6 +40,7 @@ const char * stop_reason_name(StopReason r);  // LM Studio's names, e.g. "eosFou
 // contextOverflowPolicy). See Engine::submit and Engine::shift for the rules.
 enum class ContextOverflow { StopAtLimit, TruncateMiddle, RollingWindow };
 ContextOverflow parse_context_overflow(const std::string & name);  // "stopAtLimit", ...
+const char * context_overflow_name(ContextOverflow policy);
 
 struct GenerationParams {
     SamplingParams sampling;

@@ -33,7 +33,7 @@ def run_case(_core, errors, path: str) -> dict:
         engine = _core.Engine(model, n_ctx=64, n_batch=64, n_ubatch=64, n_seq=1, n_threads=1, n_threads_batch=1)
         try:
             stage = "generate"
-            req = engine.submit(tokens or [0], temperature=0.0, max_tokens=2, ignore_eos=True)
+            req = engine.submit(tokens or [0], _core.GenerationParams(temperature=0.0, max_tokens=2, ignore_eos=True))
             req.wait()
             req.stats()
         finally:

@@ -10,6 +10,7 @@ import time
 import pytest
 
 import lmfast as lms
+from lmfast import _core
 
 from .conftest import GREEDY, rss_bytes
 
@@ -175,9 +176,10 @@ def test_a_failing_sampler_fails_only_its_own_request(model1):
     with a clear error; the request batched beside it finishes normally, and the engine goes on."""
     native, engine = model1._instance.native()
     prompt = native.tokenize(LONG, add_special=True, parse_special=True)
-    plain = engine.submit(prompt, temperature=0, max_tokens=48, ignore_eos=True, repeat_penalty=1.0)
-    bad = engine.submit(prompt, temperature=0, max_tokens=48, ignore_eos=True, repeat_penalty=1.0,
-                        grammar='root ::= "x"', grammar_lazy=True, grammar_triggers=[(2, "[a-z]")])
+    params = dict(temperature=0, max_tokens=48, ignore_eos=True, repeat_penalty=1.0)
+    plain = engine.submit(prompt, _core.GenerationParams(**params))
+    bad = engine.submit(prompt, _core.GenerationParams(**params, grammar='root ::= "x"', grammar_lazy=True,
+                                                       grammar_triggers=[(2, "[a-z]")]))
     bad.wait()
     plain.wait()
     assert bad.stats()["stop_reason"] == "failed"
@@ -187,11 +189,12 @@ def test_a_failing_sampler_fails_only_its_own_request(model1):
     again = model1.complete(LONG, config={**GREEDY, "maxTokens": 8, "repeatPenalty": False, "ignoreEos": True})
     assert again.stats.predicted_tokens_count == 8
     # C++ errors that have no lmfast class of their own still arrive as lmfast errors.
-    running = engine.submit(prompt, max_tokens=400, ignore_eos=True)
+    running = engine.submit(prompt, _core.GenerationParams(max_tokens=400, ignore_eos=True))
     with pytest.raises(lms.LMStudioRuntimeError, match="not finished"):
         running.text
     running.cancel()
     running.wait()
     # A trigger pattern that is not a regular expression is the caller's error, before queueing.
     with pytest.raises(lms.LMStudioValueError, match="trigger"):
-        engine.submit(prompt, max_tokens=4, grammar='root ::= "x"', grammar_lazy=True, grammar_triggers=[(2, "([")])
+        engine.submit(prompt, _core.GenerationParams(max_tokens=4, grammar='root ::= "x"', grammar_lazy=True,
+                                                     grammar_triggers=[(2, "([")]))

@@ -203,13 +203,14 @@ class ModelInstance(LoadedInstance):
     def _engine(self) -> Any:
         return self._runner
 
-    def submit(self, prompt: list[int], **kwargs: Any) -> Any:
-        """Queues a request on the engine. Under the same lock as the TTL check, so an
-        instance is never unloaded between the check and a new request."""
+    def submit(self, prompt: list[int], params: Any, *, stream: bool = False) -> Any:
+        """Queues a request (params: a _core.GenerationParams) on the engine. Under the same
+        lock as the TTL check, so an instance is never unloaded between the check and a new
+        request."""
         with self._lock:
             _, engine = self.native()
             self.touch()
-            return engine.submit(prompt, **kwargs)
+            return engine.submit(prompt, params, stream=stream)
 
     def warn_cache_problems(self) -> None:
         """Raises the cache tiers' warnings since the last call (PromptCacheWarning)."""

@@ -40,22 +40,15 @@ def _call(cb: Callable[..., Any] | None, *args: Any) -> None:
         log.exception("exception in prediction callback %r (ignored)", cb)
 
 
-def _submit_kwargs(pcfg: dict[str, Any], load_seed: Any, chat_format: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Prediction config (camelCase, defaults filled) -> keyword arguments of Engine.submit.
-    ``chat_format``: the template's tool-call format (a render with tools), whose grammar and
-    stop strings apply."""
+def _generation_params(pcfg: dict[str, Any], load_seed: Any, chat_format: dict[str, Any] | None = None) -> Any:
+    """Prediction config (camelCase, defaults filled from config.py, the one table of them) ->
+    the engine's GenerationParams. ``chat_format``: the template's tool-call format (a render
+    with tools), whose grammar and stop strings apply."""
     seed = pcfg["seed"] if pcfg["seed"] is not False else load_seed
-    if chat_format is not None and chat_format["grammar"]:
-        tools = dict(grammar=chat_format["grammar"], grammar_lazy=chat_format["grammar_lazy"],
-                     grammar_triggers=[(t["type"], t["value"]) for t in chat_format["grammar_triggers"]],
-                     preserved_tokens=chat_format["preserved_tokens"],
-                     generation_prompt=chat_format["generation_prompt"])
-    else:
-        tools = {}
     template_stops = (pcfg["promptTemplate"] or {}).get("stopStrings", [])
     stops = list(dict.fromkeys(pcfg["stopStrings"] + pcfg["toolCallStopStrings"] + template_stops
                                + (chat_format or {}).get("additional_stops", [])))
-    return dict(
+    g = _core.GenerationParams(
         temperature=pcfg["temperature"],
         top_k=pcfg["topKSampling"],
         top_p=1.0 if pcfg["topPSampling"] is False else pcfg["topPSampling"],
@@ -71,7 +64,14 @@ def _submit_kwargs(pcfg: dict[str, Any], load_seed: Any, chat_format: dict[str, 
         grammar=structured.grammar(pcfg["structured"]),
         context_overflow=pcfg["contextOverflowPolicy"],
         n_threads=pcfg["cpuThreads"] or 0,
-    ) | tools
+    )
+    if chat_format is not None and chat_format["grammar"]:
+        g.grammar = chat_format["grammar"]
+        g.grammar_lazy = chat_format["grammar_lazy"]
+        g.grammar_triggers = [(t["type"], t["value"]) for t in chat_format["grammar_triggers"]]
+        g.preserved_tokens = chat_format["preserved_tokens"]
+        g.generation_prompt = chat_format["generation_prompt"]
+    return g
 
 
 class ReasoningSplitter:
@@ -155,8 +155,8 @@ class PredictionStream:
     def start(self, *, _stream: bool = True) -> None:
         if self._request is not None:
             raise LMStudioRuntimeError("the prediction stream has already been started")
-        self._request = self._instance.submit(self._prompt, stream=_stream,
-                                              **_submit_kwargs(self._pcfg, self._instance.seed, self._chat_format))
+        params = _generation_params(self._pcfg, self._instance.seed, self._chat_format)
+        self._request = self._instance.submit(self._prompt, params, stream=_stream)
         _call(self._on_progress, 0.0)
 
     def __iter__(self) -> "PredictionStream":
@@ -590,7 +590,7 @@ class LLM(ModelHandle):
             tokens = self._tokens(model.apply_chat_template(chat._role_text_pairs(), False))
         if len(tokens) < 2:
             raise LMStudioValueError("prewarm: the prefix is empty")
-        request = self._instance.submit(tokens, max_tokens=1, temperature=0.0)
+        request = self._instance.submit(tokens, _core.GenerationParams(max_tokens=1, temperature=0.0))
         request.wait()
         stats = request.stats()
         if stats["stop_reason"] in ("failed", "modelUnloaded"):
