@@ -121,7 +121,10 @@ def test_interleaved_chats_keep_their_own_cache(client, smollm2_path):
                 r = model.respond(chats[k], config={**GREEDY, "maxTokens": 24}, on_message=chats[k].append)
                 st = r.stats
                 if previous[k] is not None:
-                    assert st.cached_prompt_tokens_count >= previous[k] - 2, (turn, k, st)
+                    # In its sequence, or back from the host tier (spilled when the other
+                    # chat took the sequence, before the engine grew).
+                    reused = st.cached_prompt_tokens_count + st.restored_prompt_tokens_count
+                    assert reused >= previous[k] - 2, (turn, k, st)
                     assert st.evaluated_prompt_tokens_count <= len(model.tokenize(questions[k][turn])) + 12, st
                 previous[k] = st.prompt_tokens_count + st.predicted_tokens_count
     finally:
