@@ -181,6 +181,57 @@ def test_health_and_model_listings(server, oai):
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
 
 
+
+def test_health_is_503_until_the_startup_models_load(smollm2_path):
+    """/health answers 503 "loading" while a --model is still loading and 200 once it is; a
+    --model that cannot load leaves it at 503 with the reason. In process (Starlette's test
+    client), with the real load held behind a gate so that the loading state is certain."""
+    import threading
+
+    from starlette.testclient import TestClient
+
+    from lmfast.server.app import create_app
+    from lmfast.server.models import ModelManager
+    from lmfast.server.settings import ServerSettings
+
+    settings = ServerSettings(models=[str(smollm2_path)], load_config={"cpuThreads": 1, "contextLength": 256})
+    manager = ModelManager(settings)
+    gate = threading.Event()
+    real_load = manager.load_startup
+
+    async def gated_load(spec: str) -> None:
+        await asyncio.to_thread(gate.wait, 60)
+        await real_load(spec)
+
+    manager.load_startup = gated_load  # type: ignore[method-assign]
+    try:
+        with TestClient(create_app(settings, manager), base_url="http://127.0.0.1") as client:
+            r = client.get("/health")
+            assert (r.status_code, r.json()) == (503, {"status": "loading"})
+            gate.set()
+            deadline = time.monotonic() + 60
+            while client.get("/health").status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert client.get("/health").json() == {"status": "ok"}
+            loaded = [m["id"] for m in client.get("/api/v0/models").json()["data"] if m["state"] == "loaded"]
+            assert loaded == [SMOL]
+    finally:
+        gate.set()
+        manager.close()
+
+    broken = ServerSettings(models=["no-such-model-anywhere"])
+    manager = ModelManager(broken)
+    try:
+        with TestClient(create_app(broken, manager), base_url="http://127.0.0.1") as client:
+            deadline = time.monotonic() + 30
+            while client.get("/health").json()["status"] == "loading" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            r = client.get("/health")
+            assert r.status_code == 503 and r.json()["status"] == "error"
+            assert "no-such-model-anywhere" in r.json()["error"]
+    finally:
+        manager.close()
+
 # -- chat completions ---------------------------------------------------------------------------------
 
 def test_streamed_chat_concatenates_to_the_non_streamed_answer(oai):
