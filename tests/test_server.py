@@ -9,6 +9,7 @@ import asyncio
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -260,6 +261,31 @@ def test_cached_tokens_on_the_second_turn(oai):
     assert cached >= first.usage.prompt_tokens - 1, (cached, first.usage.prompt_tokens)
     assert cached < second.usage.prompt_tokens
 
+
+
+def restored_total(server) -> float:
+    text = httpx.get(server.url + "/metrics").text
+    m = re.search(r'^lmfast_restored_prompt_tokens_total\{model="%s"\} (\S+)$' % SMOL, text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_a_conversation_back_from_the_host_tier_counts_as_cached(server, oai):
+    """Four other chats take the server's four sequences, so the first one's KV goes to the
+    host tier; its second turn is copied back, and clients see those tokens as cached_tokens
+    (they were not computed again), with /metrics counting them as restored."""
+    messages = chat("Name a colour.", "You answer in one word. Tier test, first conversation of five.")
+    first = oai.chat.completions.create(model=SMOL, messages=messages, **SHORT)
+    for k in range(4):
+        oai.chat.completions.create(model=SMOL, messages=chat(f"Count to {k + 3}.", f"Other chat {k}: be brief."),
+                                    **SHORT)
+    before = restored_total(server)
+    messages += [{"role": "assistant", "content": first.choices[0].message.content},
+                 {"role": "user", "content": "Another one?"}]
+    second = oai.chat.completions.create(model=SMOL, messages=messages, **SHORT)
+    restored = restored_total(server) - before
+    assert restored >= first.usage.prompt_tokens - 1, (restored, first.usage.prompt_tokens)
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert first.usage.prompt_tokens - 1 <= cached < second.usage.prompt_tokens, (cached, first.usage)
 
 def test_lmstudio_stats_and_api_v0_route(server):
     r = httpx.post(server.url + "/api/v0/chat/completions", timeout=60,

@@ -45,6 +45,9 @@ class Metrics:
         self.prompt_tokens = Counter("lmfast_prompt_tokens", "Prompt tokens", ["model"], registry=r)
         self.cached_tokens = Counter("lmfast_cached_prompt_tokens", "Prompt tokens taken from the KV cache",
                                      ["model"], registry=r)
+        self.restored_tokens = Counter("lmfast_restored_prompt_tokens",
+                                       "Prompt tokens copied back from the host-memory or disk cache tier",
+                                       ["model"], registry=r)
         self.generated_tokens = Counter("lmfast_generated_tokens", "Generated tokens", ["model"], registry=r)
         self.ttft = Histogram("lmfast_time_to_first_token_seconds", "Time to first token", ["model"],
                               buckets=_TTFT_BUCKETS, registry=r)
@@ -55,6 +58,7 @@ class Metrics:
     def record_prediction(self, model: str, stats: Any, ttft: float | None) -> None:
         self.prompt_tokens.labels(model).inc(stats.prompt_tokens_count or 0)
         self.cached_tokens.labels(model).inc(stats.cached_prompt_tokens_count or 0)
+        self.restored_tokens.labels(model).inc(stats.restored_prompt_tokens_count or 0)
         self.generated_tokens.labels(model).inc(stats.predicted_tokens_count or 0)
         if ttft is not None:
             self.ttft.labels(model).observe(ttft)

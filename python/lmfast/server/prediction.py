@@ -81,5 +81,6 @@ def record(ctx: AppContext, request: Request, run: Running, stream: PredictionSt
     stats = stream.result().stats
     info = log_info(request)
     info.update(prompt_tokens=stats.prompt_tokens_count, cached_tokens=stats.cached_prompt_tokens_count,
+                restored_tokens=stats.restored_prompt_tokens_count,
                 completion_tokens=stats.predicted_tokens_count,
                 ttft=None if run.gen.ttft is None else f"{run.gen.ttft:.3f}s", stop=stats.stop_reason)

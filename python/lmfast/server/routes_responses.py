@@ -65,7 +65,7 @@ def _response_object(rid: str, model: str, req: ResponsesRequest, status: str, t
     if stream is not None:
         s = stream.result().stats
         usage = {"input_tokens": s.prompt_tokens_count or 0,
-                 "input_tokens_details": {"cached_tokens": s.cached_prompt_tokens_count or 0},
+                 "input_tokens_details": {"cached_tokens": to_openai.cached_tokens(s)},
                  "output_tokens": s.predicted_tokens_count or 0, "output_tokens_details": {"reasoning_tokens": 0},
                  "total_tokens": (s.prompt_tokens_count or 0) + (s.predicted_tokens_count or 0)}
     incomplete = None

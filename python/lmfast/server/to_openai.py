@@ -22,11 +22,18 @@ def finish_reason(stream: PredictionStream) -> str:
     return _FINISH.get(stream.result().stats.stop_reason, "stop")
 
 
+def cached_tokens(stats: Any) -> int:
+    """OpenAI's ``cached_tokens``: prompt tokens that were not computed again. The engine counts
+    those it found in a sequence apart from those it copied back from the host or disk tier
+    (restored); a client sees both as cached, as llama-server reports its RAM cache's."""
+    return (stats.cached_prompt_tokens_count or 0) + (stats.restored_prompt_tokens_count or 0)
+
+
 def usage(stream: PredictionStream) -> dict[str, Any]:
     s = stream.result().stats
     prompt, completion = s.prompt_tokens_count or 0, s.predicted_tokens_count or 0
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": s.cached_prompt_tokens_count or 0}}
+            "prompt_tokens_details": {"cached_tokens": cached_tokens(s)}}
 
 
 def lmstudio_extras(stream: PredictionStream, gen: Generation, handle: Any) -> dict[str, Any]:
