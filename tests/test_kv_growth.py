@@ -148,3 +148,49 @@ def test_one_off_prompts_spill_and_returning_chats_grow_when_idle(client, smollm
             assert again.stats.evaluated_prompt_tokens_count <= 24, again.stats
     finally:
         model.unload()
+
+
+def test_clients_displacing_each_other_grow_when_idle(client, smollm2_path):
+    """Two clients ask new questions under one system prompt, two at a time. Each request shares
+    the system prompt with a cached conversation, keeps that one and branches into the other
+    sequence, displacing the other client's conversation to the host tier: more prefixes are
+    alive than streams. After as many such displacements as streams, the engine grows (once
+    idle, to the limit), and from then on branches go to empty sequences."""
+    model = client.llm.load_new_instance(str(smollm2_path), "grow-clients",
+                                         config={**LOAD, "maxParallelPredictions": 8})
+    system = "You are a helpful assistant. Answer every question in one short sentence."
+    questions = ["Name a fruit.", "Name a colour.", "Name a city.", "Name a river.", "Name a tree.",
+                 "Name a bird.", "Name a metal.", "Name a sport.", "Name a planet.", "Name a flower."]
+
+    def round_of_two(k: int) -> None:
+        barrier = threading.Barrier(2)
+
+        def ask(i: int) -> None:
+            chat = lms.Chat(system)
+            chat.add_user_message(f"Client {i}: {questions[(2 * k + i) % len(questions)]}")
+            barrier.wait()
+            model.respond(chat, config=PREDICT)
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+
+    try:
+        engine = _engine(model)
+        round_of_two(0)
+        assert engine.n_streams == 2  # two at once: grown because all were busy
+        rounds = 1
+        deadline = time.monotonic() + 120
+        while engine.n_streams < engine.n_seq and rounds < 5 and time.monotonic() < deadline:
+            round_of_two(rounds)
+            rounds += 1
+            time.sleep(0.05)  # the engine grows when idle, between rounds
+        assert engine.n_streams == engine.n_seq == 8, (rounds, engine.counters())
+        assert engine.counters()["spills"] >= 2  # the displacements that showed it
+        spills = engine.counters()["spills"]
+        round_of_two(rounds)
+        assert engine.counters()["spills"] == spills  # empty sequences now: nobody displaced
+    finally:
+        model.unload()
