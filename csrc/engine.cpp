@@ -317,7 +317,6 @@ bool Engine::grow(int32_t want) {
     }
     if (got == n_streams_) return false;
     n_streams_ = got;
-    branch_displacements_ = 0;
     cache_.grow(got);
     std::lock_guard<std::mutex> lk(mu_);
     counters_.kv_streams = static_cast<uint64_t>(got);
@@ -499,20 +498,6 @@ void Engine::admit_queued() {
         }
         admit(std::move(req));
     }
-}
-
-// A request that branched off a sequence it shares a prefix with (keeping that conversation)
-// into one that held yet another conversation: more prefixes are alive than there are streams.
-// Requests from several clients sharing a system prompt do this on every request: with 4
-// clients on 4 streams each branch displaced another client's conversation, so the next
-// request from that client kept only the system prompt (26 tokens cached of 41 instead of 33;
-// TTFT 384-396 ms a round, against 246 ms once grown to 16 streams; SmolLM2, 1 thread). After
-// as many such displacements as there are streams, the engine grows once it is idle, as when a
-// spilled conversation returns (that growth cost the next round ~480 ms, once). A script's one-off questions never count: on one stream there is no
-// other sequence to branch into, so they continue in place.
-void Engine::note_branch_displacement(bool displaced) {
-    if (!displaced || spill_.budget() == 0 || n_streams_ >= params_.n_seq) return;
-    if (++branch_displacements_ >= n_streams_) grow_when_idle_ = true;
 }
 
 // Copying a sequence moves n_cells cells out to a host buffer and back in; evaluating the
@@ -706,7 +691,6 @@ void Engine::admit(std::shared_ptr<Request> req) {
     // request displaces cannot push it out; what the sequence holds beyond what this request
     // keeps of it then goes to the tier.
     std::optional<SpillCache::Entry> back = take_spilled(prompt, keep);
-    note_branch_displacement(m.copy_from >= 0 && cache_.tokens(a->seq).size() >= PrefixCache::kKeepTail);
     spill(a->seq, back || m.copy_from >= 0 ? 0 : keep);
     size_t n_restored = 0;
     if (back) {

@@ -215,7 +215,6 @@ private:
     void admit(std::shared_ptr<Request> req);
     bool waits(const Request & req) const;
     bool copy_pays(size_t n_cells, size_t n_tokens) const;
-    void note_branch_displacement(bool displaced);
     bool restore_pays(size_t bytes, double file_rate, size_t n_tokens) const;
     bool copy_prefix(llama_seq_id src, llama_seq_id dst);
     void spill(llama_seq_id seq, size_t n_kept);
@@ -279,7 +278,6 @@ private:
     std::list<std::unique_ptr<Active>> active_;
     std::vector<Active *> decoding_;  // step(): the generating requests, in sequence order
     bool grow_when_idle_ = false;     // a conversation came back from a tier: chats interleave
-    int32_t branch_displacements_ = 0;  // since the last growth; see admit()
     uint64_t seq_runs_ = 0;           // step(): runs of consecutive sequence ids in decoding_
     uint64_t step_prompt_tokens_ = 0, step_generated_ = 0, step_decodes_ = 0;  // step(): its work, for publish()
     struct Finished {
