@@ -40,7 +40,21 @@ PrefixCache::Match PrefixCache::pick(const std::vector<llama_token> & prompt, bo
     if (m.n_common == 0) {
         m.seq = spare(-1);
     } else {
-        branch = entries_[m.seq].busy || entries_[m.seq].tokens.size() >= m.n_common + kKeepTail;
+        // An idle match with a tail worth keeping (another conversation's, or an earlier
+        // question's) is kept by branching into a spare sequence, which loses what that one
+        // holds. Keep whichever loses fewer cached tokens; an empty spare loses nothing. With a
+        // full cache, clients asking new questions under one system prompt each lose only the
+        // previous question's tail in place, where branching displaced another client's whole
+        // conversation: 16 clients on 16 streams then kept 26-27 tokens of 41 where 33 were
+        // cached (llama-server, too, reuses the slot with the longest common prefix in place).
+        const Entry & e = entries_[m.seq];
+        const size_t tail = e.tokens.size() - std::min(e.tokens.size(), m.n_common);
+        if (e.busy) {
+            branch = true;
+        } else if (tail >= kKeepTail) {
+            const llama_seq_id other = spare(m.seq);
+            branch = other < 0 || tail > entries_[other].tokens.size();
+        }
     }
     return m;
 }
@@ -48,7 +62,10 @@ PrefixCache::Match PrefixCache::pick(const std::vector<llama_token> & prompt, bo
 bool PrefixCache::would_displace(const std::vector<llama_token> & prompt) const {
     bool branch = false;
     const Match m = pick(prompt, branch);
-    if (m.seq >= 0 && m.n_common > 0 && !branch) return false;  // it continues in its own sequence
+    if (m.seq >= 0 && m.n_common > 0 && !branch &&
+        entries_[m.seq].tokens.size() < m.n_common + kKeepTail) {
+        return false;  // it continues its own conversation
+    }
     for (const Entry & e : entries_) {
         if (!e.busy && e.tokens.empty()) return false;
     }

@@ -148,3 +148,45 @@ def test_one_off_prompts_spill_and_returning_chats_grow_when_idle(client, smollm
             assert again.stats.evaluated_prompt_tokens_count <= 24, again.stats
     finally:
         model.unload()
+
+
+def test_clients_keep_their_own_prefix_without_growing(client, smollm2_path):
+    """Two clients ask new questions under one system prompt, two at a time, on two streams.
+    Each question shares more with its client's previous question than with the other
+    client's; with no empty sequence, keeping the previous one's tail would displace the other
+    client's, so each continues in place: it keeps its own prefix, the other client's stays,
+    and the engine has no reason to grow."""
+    model = client.llm.load_new_instance(str(smollm2_path), "clients-in-place",
+                                         config={**LOAD, "maxParallelPredictions": 8})
+    system = "You are a helpful assistant. Answer every question in one short sentence."
+    questions = ["Name a fruit.", "Name a colour.", "Name a city.", "Name a river.", "Name a tree.", "Name a bird."]
+
+    def round_of_two(k: int) -> list[int]:
+        barrier = threading.Barrier(2)
+        cached = [0, 0]
+
+        def ask(i: int) -> None:
+            chat = lms.Chat(system)
+            chat.add_user_message(f"Client {i}, question {k}: {questions[(2 * k + i) % len(questions)]}")
+            barrier.wait()
+            cached[i] = model.respond(chat, config=PREDICT).stats.cached_prompt_tokens_count
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        return cached
+
+    try:
+        engine = _engine(model)
+        first = round_of_two(0)
+        assert engine.n_streams == 2  # two at once: grown because both were busy
+        shared_by_both = max(first)  # the system prompt and "Client": what the two have in common
+        for k in (1, 2, 3):
+            cached = round_of_two(k)
+            # Each kept its own "..., Client i, question " too: longer than what the two share.
+            assert min(cached) > shared_by_both, (k, cached, shared_by_both)
+        assert engine.n_streams == 2, engine.counters()
+    finally:
+        model.unload()

@@ -306,6 +306,35 @@ TEST_CASE(prefix_long_tail_without_spare_is_reused) {
     CHECK_EQ(pays2.calls, 0);
 }
 
+TEST_CASE(prefix_long_tail_is_kept_only_when_that_loses_less) {
+    // The only spare holds a conversation longer than the matched one's tail: branching would
+    // lose more cached tokens than it keeps, so the request continues in place (no copy).
+    PrefixCache c(2);
+    const Tokens sys = run(100, 20);
+    admit(c, cat(sys, run(500, 40)));  // seq 0: client A's question and answer
+    admit(c, cat(sys, run(600, 40)));  // seq 1: client B's
+    c.release(0);
+    c.release(1);
+    CopyPays pays;
+    EXPECT_MATCH(c.acquire(cat(cat(sys, run(500, 8)), run(900, 4)), pays), 0, -1, 28);  // A's next question
+    CHECK_EQ(pays.calls, 0);
+    CHECK_EQ(c.tokens(1), cat(sys, run(600, 40)));  // B's stays for B
+    CHECK(c.would_displace(cat(sys, run(700, 4))));  // a third client displaces one of them
+}
+
+TEST_CASE(prefix_long_tail_beats_a_shorter_spare) {
+    // The matched conversation's tail is longer than what the spare holds: branch, lose the spare.
+    PrefixCache c(2);
+    const Tokens sys = run(100, 8);
+    admit(c, cat(sys, run(500, 70)));  // seq 0: a long conversation sharing 8 tokens
+    admit(c, cat(sys, run(600, 30)));  // seq 1: a short one
+    c.release(1);
+    c.release(0);
+    CopyPays pays;
+    EXPECT_MATCH(c.acquire(cat(sys, run(900, 4)), pays), 1, 0, 8);
+    CHECK_EQ(c.tokens(0), cat(sys, run(500, 70)));
+}
+
 TEST_CASE(prefix_busy_match_is_only_a_copy_source) {
     // Two chats with one system prompt at once: the second copies from the busy first one,
     // even though the busy sequence holds no tail at all.
