@@ -559,6 +559,7 @@ PYBIND11_MODULE(_core, m) {
             d["prompt_tokens_restored"] = c.prompt_tokens_restored;
             d["spill_bytes"] = c.spill_bytes;
             d["kv_streams"] = c.kv_streams;
+            d["kv_growths"] = c.kv_growths;
             d["disk_writes"] = c.disk_writes;
             d["disk_restores"] = c.disk_restores;
             d["disk_bytes"] = c.disk_bytes;

@@ -320,6 +320,7 @@ bool Engine::grow(int32_t want) {
     cache_.grow(got);
     std::lock_guard<std::mutex> lk(mu_);
     counters_.kv_streams = static_cast<uint64_t>(got);
+    counters_.kv_growths += 1;
     return true;
 }
 
@@ -472,6 +473,7 @@ void Engine::run_jobs() {
 void Engine::admit_queued() {
     for (size_t next = 0;;) {
         std::shared_ptr<Request> req;
+        size_t waiting = 0;
         {
             std::lock_guard<std::mutex> lk(mu_);
             if (!jobs_.empty()) return;
@@ -481,6 +483,7 @@ void Engine::admit_queued() {
             }
             if (next >= queue_.size()) return;
             req = queue_[next];
+            waiting = queue_.size() - next;
         }
         // More streams when every sequence is busy: memory grows with use. A request that would
         // displace another conversation spills it to the host tier instead (a few ms for a
@@ -491,13 +494,22 @@ void Engine::admit_queued() {
         // the conversation, so it grows at once.
         const bool full = static_cast<int32_t>(active_.size()) >= n_streams_;
         const bool displaces = spill_.budget() == 0 && cache_.would_displace(req->prompt_);
-        if ((full || displaces) && !grow(n_streams_ * 2) && (full || !ctx_)) return;
+        if ((full || displaces) && !grow(streams_for(active_.size() + waiting)) && (full || !ctx_)) return;
         {
             std::lock_guard<std::mutex> lk(mu_);
             queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(next));
         }
         admit(std::move(req));
     }
+}
+
+// The stream count to grow to when n_wanted requests want a sequence at once: the current
+// count doubled until they fit. Each growth is a whole new context (150-280 ms at SmolLM2's
+// 4096 tokens), so 4 requests arriving together on one stream grow once (to 4), not twice.
+int32_t Engine::streams_for(size_t n_wanted) const {
+    int32_t want = n_streams_ * 2;
+    while (want < params_.n_seq && static_cast<size_t>(want) < n_wanted) want *= 2;
+    return want;
 }
 
 // Copying a sequence moves n_cells cells out to a host buffer and back in; evaluating the

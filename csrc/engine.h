@@ -166,6 +166,7 @@ struct EngineCounters {
     uint64_t disk_restores = 0;
     uint64_t disk_bytes = 0;
     uint64_t kv_streams = 0;   // KV streams allocated (one context's worth of cells each)
+    uint64_t kv_growths = 0;   // contexts made larger since load (each one a new context)
 };
 
 class Engine {
@@ -215,6 +216,7 @@ private:
     void admit(std::shared_ptr<Request> req);
     bool waits(const Request & req) const;
     bool copy_pays(size_t n_cells, size_t n_tokens) const;
+    int32_t streams_for(size_t n_wanted) const;
     bool restore_pays(size_t bytes, double file_rate, size_t n_tokens) const;
     bool copy_prefix(llama_seq_id src, llama_seq_id dst);
     void spill(llama_seq_id seq, size_t n_kept);

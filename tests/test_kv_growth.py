@@ -55,6 +55,8 @@ def test_concurrent_requests_grow_to_the_limit_and_batch(client, smollm2_path):
         assert all(r.stats.predicted_tokens_count == 24 for r in results.values())
         counters = engine.counters()
         assert engine.n_streams == 4 and counters["kv_streams"] == 4
+        # One growth for the three that arrived while the first ran, not 1 -> 2 -> 4.
+        assert counters["kv_growths"] == 1, counters
         # Batched: steps that decoded generated tokens carried several requests' tokens each.
         assert counters["tokens_generated"] > counters["generation_steps"] * 1.5, counters
     finally:
