@@ -33,6 +33,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parallel", type=int, default=None,
                    help="maxParallelPredictions of the LLMs the server loads (engine sequences)")
     p.add_argument("--cpu-threads", type=int, default=None, help="cpuThreads of the LLMs the server loads")
+    p.add_argument("--prompt-cache-ram-mb", type=int, default=None, metavar="MIB",
+                   help="host-memory tier for conversations moved out of the KV cache, per LLM "
+                        "(promptCacheRamBytes; default an eighth of free memory, at most 4 GiB; 0 turns it off)")
     p.add_argument("--grace", type=float, default=10.0,
                    help="seconds running requests get to finish at shutdown (default 10)")
     p.add_argument("--ping-interval", type=float, default=15.0,
@@ -49,6 +52,8 @@ def settings_from(args: argparse.Namespace) -> Any:
         load["maxParallelPredictions"] = args.parallel
     if args.cpu_threads:
         load["cpuThreads"] = args.cpu_threads
+    if args.prompt_cache_ram_mb is not None:
+        load["promptCacheRamBytes"] = args.prompt_cache_ram_mb << 20
     return ServerSettings(
         models=list(args.model), host=args.host, port=args.port,
         api_key=args.api_key or os.environ.get("LMFAST_API_KEY") or None, jit=not args.no_jit, ttl=args.ttl,
@@ -60,6 +65,8 @@ def settings_from(args: argparse.Namespace) -> Any:
 def _check_args(args: argparse.Namespace) -> str | None:
     if not 0 < args.port < 65536:
         return f"--port must be 1..65535, got {args.port}"
+    if args.prompt_cache_ram_mb is not None and args.prompt_cache_ram_mb < 0:
+        return "--prompt-cache-ram-mb must be 0 or more"
     if args.max_queue < 0 or args.max_body_mb <= 0 or args.ttl <= 0 or args.grace < 0 or args.ping_interval <= 0:
         return "--max-queue, --max-body-mb, --ttl, --grace and --ping-interval must be positive"
     return None
