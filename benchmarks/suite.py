@@ -88,6 +88,22 @@ def llama_cpp_python_venv() -> Path:
     return python
 
 
+# llama-cpp-python's `server` extra, as its pyproject lists it; installed beside the built
+# library rather than through the extra, which would rebuild llama-cpp-python from source.
+LCPP_SERVER_REQUIREMENTS = ["uvicorn>=0.22.0", "fastapi>=0.100.0", "pydantic-settings>=2.0.1",
+                            "sse-starlette>=1.6.1", "starlette-context>=0.3.6,<0.4", "PyYAML>=5.1"]
+
+
+def llama_cpp_python_server() -> Path:
+    """The suite's llama-cpp-python venv with its server's dependencies; its python."""
+    python = llama_cpp_python_venv()
+    probe = [str(python), "-c", "import llama_cpp.server.app"]
+    if subprocess.run(probe, capture_output=True).returncode != 0:
+        log("installing llama-cpp-python's server dependencies into its venv (one time)")
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *LCPP_SERVER_REQUIREMENTS], check=True)
+    return python
+
+
 # -- the run ------------------------------------------------------------------------------
 
 def run_runner(cmd: list[str], out_file: Path) -> dict[str, Any]:

@@ -31,3 +31,22 @@ def test_quick_benchmark_writes_reports(tmp_path):
     assert "| decode |" in table and "lmfast / llama-bench" in table
     for png in ("ttft_per_turn.png", "throughput_vs_concurrency.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_server_benchmark_runs_lmfast_end_to_end(tmp_path):
+    """The server scenario against lmfast alone, tiny: every request answered, the tables
+    printed, the JSON written. Its peers (llama-server, a 6-minute build, and llama-cpp-python's
+    server) run only when the benchmark is run by hand."""
+    out = tmp_path / "server.json"
+    res = subprocess.run([sys.executable, "benchmarks/server_bench.py", "--peers", "", "--clients", "1,2",
+                          "--requests", "1", "--max-tokens", "4", "--reps", "1", "--chats", "2", "--turns", "2",
+                          "--context-length", "512", "--parallel", "2", "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lm = json.loads(out.read_text())["servers"]["lmfast"]
+    assert [(lv["clients"], lv["answered"], lv["requests"]) for lv in lm["http"]] == [(1, 1, 1), (2, 2, 2)]
+    assert all(lv["aggregate_tps"] > 0 and lv["ttft_p50"] > 0 for lv in lm["http"])
+    assert lm["in_process"]["http_decode_tps"] > 0
+    # turn 2 of each chat finds its first turn cached
+    assert lm["multi_turn"]["mean_cached_prompt_tokens"] > 20
+    assert "| lmfast | 2 | 2/2 |" in res.stdout

@@ -1,5 +1,5 @@
-"""llama.cpp's own programs (llama-simple, llama-bench, llama-completion), built from
-the same pinned tree and the same compiled objects as lmfast, for the tests' oracle
+"""llama.cpp's own programs (llama-simple, llama-bench, llama-completion, llama-server), built
+from the same pinned tree and the same compiled objects as lmfast, for the tests' oracle
 and the benchmark suite. Not part of the public API."""
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ from pathlib import Path
 
 _SUBDIR = {"llama-simple": "ref/simple", "llama-bench": "ref/llama-bench", "llama-completion": "ref/completion",
            "llama-batched-bench": "ref/batched-bench", "llama-gguf-split": "ref/gguf-split"}
+# Built only in the separate build: llama-server compiles for minutes, and only the server
+# benchmark needs it, so lmfast's own build does not carry it.
+_SEPARATE_ONLY = {"llama-server"}
+# llama-server's web UI: never provisioned. Its build would otherwise fetch prebuilt assets
+# from a model hub; the benchmark talks to the API alone.
+_SERVER_FLAGS = ["-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_BUILD_UI=OFF"]
 
 
 def _build_info():
@@ -23,9 +29,11 @@ def program(name: str, openmp: bool | None = None) -> Path:
     """Path to a reference program, building it first if needed. ``openmp``: with ggml's
     threading other than lmfast's (OpenMP against its own pool), from a separate build of the
     same tree (the benchmark suite shows both builds' ceilings)."""
-    if name not in _SUBDIR:
+    if name not in _SUBDIR and name not in _SEPARATE_ONLY:
         raise ValueError(f"unknown reference program {name!r}")
     info = _build_info()
+    if name in _SEPARATE_ONLY:
+        return _separate_build(Path(info.llama_cpp_dir), info, name)
     if openmp is not None and ("ON" if openmp else "OFF") != str(info.ggml_openmp).upper():
         return _separate_build(Path(info.llama_cpp_dir), info, name, "ON" if openmp else "OFF")
     build = Path(info.build_dir)
@@ -52,11 +60,13 @@ def _separate_build(src: Path, info, name: str, openmp: str | None = None) -> Pa
     key = hashlib.sha256((str(src) if same else f"{src}|openmp={openmp}").encode()).hexdigest()[:12]
     cache = Path(os.environ.get("LMFAST_CACHE_DIR", Path.home() / ".cache" / "lmfast"))
     build = cache / f"refbuild-{key}"
-    if not (build / "CMakeCache.txt").is_file():
+    cache_file = build / "CMakeCache.txt"
+    server = name in _SEPARATE_ONLY
+    if not cache_file.is_file() or (server and "LLAMA_BUILD_SERVER:BOOL=ON" not in cache_file.read_text()):
         flags = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" if os.uname().machine == "x86_64" else ""
         _run(["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
               f"-DGGML_OPENMP={openmp}", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-              "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=OFF",
+              *(_SERVER_FLAGS if server else ["-DLLAMA_BUILD_SERVER=OFF"]), "-DBUILD_SHARED_LIBS=OFF",
               f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}"]
              + (["-G", "Ninja"] if shutil.which("ninja") else []))
     _run(["cmake", "--build", str(build), "--target", name])
