@@ -1,6 +1,6 @@
-// Parsing and rendering a model's chat template with llama.cpp's common chat code. Shared by the
-// template worker (template_worker.cpp) and the fork-per-render fallback (model.cpp); both run it
-// in a process of their own, never in the host.
+// Parsing and rendering a model's chat template with llama.cpp's common chat code. Only the
+// template worker (template_worker.cpp) includes it: templates run in that process of their own,
+// never in the host.
 #pragma once
 
 #include <stdexcept>
