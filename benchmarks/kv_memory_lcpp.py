@@ -1,0 +1,37 @@
+"""kv_memory.py's llama-cpp-python side, inside the suite's llama-cpp-python venv (lmfast is
+not installed there): RSS after loading with one context of --context-length tokens and after
+one short request. Prints one JSON list.
+
+    python benchmarks/kv_memory_lcpp.py --model PATH --context-length 32768 [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import llama_cpp
+
+
+def rss_mib(field: str = "VmRSS") -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(field + ":"))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--context-length", type=int, required=True)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    # flash attention on, as lmfast's auto resolves it on a CPU (it changes the V cache layout only)
+    llm = llama_cpp.Llama(model_path=args.model, n_ctx=args.context_length, n_threads=args.threads,
+                          n_threads_batch=args.threads, flash_attn=True, verbose=False)
+    rows = [{"state": "loaded", "rss_mib": round(rss_mib()), "peak_rss_mib": round(rss_mib("VmHWM"))}]
+    llm.create_chat_completion(messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0.0)
+    rows.append({"state": "after one request", "rss_mib": round(rss_mib()), "peak_rss_mib": round(rss_mib("VmHWM"))})
+    print(json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
