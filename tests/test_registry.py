@@ -114,3 +114,20 @@ def test_sync_api_timeout_round_trip():
             lms.set_sync_api_timeout(-1)
     finally:
         lms.set_sync_api_timeout(old)
+
+
+def test_model_kind_is_read_again_when_the_file_changes(smollm2_path, tmp_path):
+    """model_type_of remembers a file's kind by its identity (device, inode, size, mtime): a
+    file replaced under the same name, as a download or a copy does, is read again."""
+    from lmfast.registry import fetch_converted, model_type_of
+
+    path = tmp_path / "model.gguf"
+    shutil.copyfile(smollm2_path, path)
+    assert model_type_of(path) == "llm"
+    assert model_type_of(path) == "llm"  # from the cache
+    staged = tmp_path / "staged.gguf"
+    shutil.copyfile(fetch_converted("all-minilm-l6-v2").path, staged)
+    os.replace(staged, path)
+    assert model_type_of(path) == "embedding"
+    with pytest.raises(lms.LMStudioValueError, match="it is an embedding model"):
+        lms.llm(str(path))

@@ -324,11 +324,26 @@ def fetch_converted(key: str, *, quiet: bool = False) -> ModelFile:
     return ModelFile(key, dest, root)
 
 
+# model_type_of's answers by file identity: reading a GGUF header to learn the kind costs ~5 ms
+# for SmolLM2 (its 49,152 token strings are walked), 3 % of a load, paid again by every load of
+# the same file (a server's JIT reloads, a script's load/unload loop). A changed or replaced file
+# has another size, mtime or inode and is read again.
+_KIND_CACHE: dict[tuple[int, int, int, int], str] = {}
+
+
 def model_type_of(path: str | os.PathLike[str]) -> str:
     """'llm', 'embedding' or 'reranker', from a GGUF file's metadata (read without loading it)."""
     from .gguf import model_type, read_metadata
 
-    return model_type(read_metadata(path))
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    kind = _KIND_CACHE.get(key)
+    if kind is None:
+        kind = model_type(read_metadata(path))
+        if len(_KIND_CACHE) >= 256:
+            _KIND_CACHE.clear()
+        _KIND_CACHE[key] = kind
+    return kind
 
 
 # -- resolution ---------------------------------------------------------------------------
