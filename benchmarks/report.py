@@ -80,6 +80,10 @@ def markdown(results: dict[str, Any]) -> str:
             q = p["aggregate_tps"] if p else None
             out.append(f"| {n} concurrent streams, aggregate | {_fmt(v['aggregate_tps'], 'tok/s')} | – | "
                        f"{_fmt(q, 'tok/s')} | – | {_ratio(v['aggregate_tps'], q)} |")
+    if lm and "peak_rss_serial_mib" in lm:
+        p = lp.get("peak_rss_serial_mib") if lp else None
+        out.append(f"| peak RSS before the concurrent streams | {lm['peak_rss_serial_mib']:.0f} MiB | – | "
+                   f"{_fmt(p, 'MiB')} | – | {_ratio(lm['peak_rss_serial_mib'], p)} |")
     if lm:
         p = lp["peak_rss_mib"] if lp else None
         out.append(f"| peak RSS | {lm['peak_rss_mib']:.0f} MiB | – | {_fmt(p, 'MiB')} | – | "

@@ -168,6 +168,10 @@ def run(adapter: Adapter, *, quick: bool, log: Callable[[str], None] = print) ->
     a, b = _chat(adapter, [CHAT_QUESTIONS, OTHER_QUESTIONS], 3 if quick else 5, system=SYSTEM + " Be precise.")
     out["interleaved_ttft_per_turn_s"] = {"chat_a": a, "chat_b": b}
 
+    # Peak RSS before the concurrency scenario: one conversation at a time, the work both
+    # libraries do alike (lmfast then grows its KV to run 4 and 8 streams at once, which
+    # llama-cpp-python runs one after another).
+    out["peak_rss_serial_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     log(f"[{adapter.name}] concurrent streams")
     conc = {}
     for n in ([1, 4] if quick else [1, 2, 4, 8]):

@@ -24,11 +24,13 @@ def test_quick_benchmark_writes_reports(tmp_path):
     assert lm["decode_tps"]["tokens"] == [64, 64]  # the counting prompt runs to the asked length
     assert len(lm["chat_ttft_per_turn_s"]) == 4
     assert set(lm["concurrency"]) == {"1", "4"}
+    assert 0 < lm["peak_rss_serial_mib"] <= lm["peak_rss_mib"]
     assert results["llama-bench"]["decode_tps"]["mean"] > 0
     assert results["llama-bench"]["prefill_tps"]["mean"] > 0
     assert len(results["llama-bench"]["runs"]) == 2
     table = (tmp_path / "results.md").read_text()
     assert "| decode |" in table and "lmfast / llama-bench" in table
+    assert "| peak RSS before the concurrent streams |" in table
     for png in ("ttft_per_turn.png", "throughput_vs_concurrency.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
