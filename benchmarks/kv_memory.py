@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -59,13 +58,11 @@ def main(argv: list[str] | None = None) -> int:
 def llama_cpp_python(path: str, args: argparse.Namespace) -> list[dict]:
     here = Path(__file__).resolve().parent
     sys.path.insert(0, str(here))
-    from suite import llama_cpp_python_venv
+    from suite import run_in_llama_cpp_python
 
     ctx = args.context_length or 4096  # lmfast's default contextLength
-    res = subprocess.run([str(llama_cpp_python_venv()), str(here / "kv_memory_lcpp.py"), "--model", path,
-                          "--context-length", str(ctx), "--threads", str(args.threads)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return run_in_llama_cpp_python(here / "kv_memory_lcpp.py", ["--model", path, "--context-length", str(ctx),
+                                                                "--threads", str(args.threads)])
 
 
 def concurrent_four(model, engine) -> tuple:

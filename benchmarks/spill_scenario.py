@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,12 +33,10 @@ from spill_chats import MAX_TOKENS, question, system_prompt  # noqa: E402
 
 
 def run_llama_cpp_python(path: str, chats: int, turns: int, threads: int) -> list[float]:
-    from suite import llama_cpp_python_venv
+    from suite import run_in_llama_cpp_python
 
-    cmd = [str(llama_cpp_python_venv()), str(HERE / "spill_lcpp.py"), "--model", path, "--chats", str(chats),
-           "--turns", str(turns), "--threads", str(threads)]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])["ttfts"]
+    return run_in_llama_cpp_python(HERE / "spill_lcpp.py", ["--model", path, "--chats", str(chats), "--turns",
+                                                            str(turns), "--threads", str(threads)])["ttfts"]
 
 
 def run(path: str, load: dict, chats: int, turns: int, lone: bool) -> list[float]:

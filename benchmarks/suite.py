@@ -88,6 +88,14 @@ def llama_cpp_python_venv() -> Path:
     return python
 
 
+def run_in_llama_cpp_python(script: Path, args: list[str]) -> Any:
+    """Runs one of the benchmarks' scripts in the llama-cpp-python venv (lmfast is not installed
+    there) and returns the JSON it prints as its last line."""
+    res = subprocess.run([str(llama_cpp_python_venv()), str(script), *args], capture_output=True, text=True,
+                         check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 # llama-cpp-python's `server` extra, as its pyproject lists it; installed beside the built
 # library rather than through the extra, which would rebuild llama-cpp-python from source.
 LCPP_SERVER_REQUIREMENTS = ["uvicorn>=0.22.0", "fastapi>=0.100.0", "pydantic-settings>=2.0.1",

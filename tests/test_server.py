@@ -182,7 +182,6 @@ def test_health_and_model_listings(server, oai):
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
 
 
-
 def test_health_is_503_until_the_startup_models_load(smollm2_path):
     """/health answers 503 "loading" while a --model is still loading and 200 once it is; a
     --model that cannot load leaves it at 503 with the reason. In process (Starlette's test
@@ -233,6 +232,7 @@ def test_health_is_503_until_the_startup_models_load(smollm2_path):
     finally:
         manager.close()
 
+
 # -- chat completions ---------------------------------------------------------------------------------
 
 def test_streamed_chat_concatenates_to_the_non_streamed_answer(oai):
@@ -262,7 +262,6 @@ def test_cached_tokens_on_the_second_turn(oai):
     assert cached < second.usage.prompt_tokens
 
 
-
 def restored_total(server) -> float:
     text = httpx.get(server.url + "/metrics").text
     m = re.search(r'^lmfast_restored_prompt_tokens_total\{model="%s"\} (\S+)$' % SMOL, text, re.M)
@@ -286,6 +285,7 @@ def test_a_conversation_back_from_the_host_tier_counts_as_cached(server, oai):
     assert restored >= first.usage.prompt_tokens - 1, (restored, first.usage.prompt_tokens)
     cached = second.usage.prompt_tokens_details.cached_tokens
     assert first.usage.prompt_tokens - 1 <= cached < second.usage.prompt_tokens, (cached, first.usage)
+
 
 def test_lmstudio_stats_and_api_v0_route(server):
     r = httpx.post(server.url + "/api/v0/chat/completions", timeout=60,
