@@ -419,8 +419,10 @@ void Engine::shutdown() {
 
 void Engine::loop() {
     for (;;) {
-        // Straight to the limit: each growth makes a whole new context (150-280 ms at
-        // SmolLM2's 4096 tokens, measured), paid by whichever request comes next.
+        // Straight to the limit: each growth makes a whole new context (55 ms from 1 to 2
+        // streams, 90 ms from 2 to 4 at SmolLM2's 4096 tokens, measured), paid by whichever
+        // request comes next. In host memory the streams cost address space until cells are
+        // written (csrc/lazy_clear.cpp), so the limit costs no more than the conversations.
         if (grow_when_idle_ && active_.empty()) {
             grow_when_idle_ = false;
             grow(params_.n_seq);
@@ -488,7 +490,7 @@ void Engine::admit_queued() {
         // More streams when every sequence is busy: memory grows with use. A request that would
         // displace another conversation spills it to the host tier instead (a few ms for a
         // typical chat), since a prompt that never comes back (a script's one-off questions)
-        // would otherwise pay for a larger context: 150-280 ms of TTFT at SmolLM2's 4096 tokens
+        // would otherwise pay for a larger context: 55-90 ms of TTFT at SmolLM2's 4096 tokens
         // (measured). A conversation that does come back shows chats interleave: the engine
         // then grows once it is idle (grow_when_idle_). Without a host tier, displacing loses
         // the conversation, so it grows at once.
@@ -504,7 +506,7 @@ void Engine::admit_queued() {
 }
 
 // The stream count to grow to when n_wanted requests want a sequence at once: the current
-// count doubled until they fit. Each growth is a whole new context (150-280 ms at SmolLM2's
+// count doubled until they fit. Each growth is a whole new context (55-90 ms at SmolLM2's
 // 4096 tokens), so 4 requests arriving together on one stream grow once (to 4), not twice.
 int32_t Engine::streams_for(size_t n_wanted) const {
     int32_t want = n_streams_ * 2;

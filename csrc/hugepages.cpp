@@ -7,6 +7,11 @@
 // them; advised before the clear, the same buffer takes ~190 faults of 2 MiB (Engine
 // construction 160 -> 60 ms on the 2-core CI machine).
 //
+// Since csrc/lazy_clear.cpp that clear drops the KV cache's pages instead of writing them, and
+// advises them off huge pages (a 2 MiB page would make a small model's whole cache resident
+// again). The advice here still reaches the large buffers that are written whole (repacked
+// weights, compute buffers) and, with LMFAST_LAZY_CLEAR=0, the KV cache as before.
+//
 // Not where the guest kernel reports free memory to its hypervisor (free page reporting:
 // virtio-balloon with VIRTIO_BALLOON_F_REPORTING, as on Firecracker, or Hyper-V's
 // hv_balloon, as in WSL2). It reports free 2 MiB blocks, the host drops their backing, and a

@@ -1,7 +1,11 @@
 """The KV cache on transparent huge pages (csrc/hugepages.cpp): LMFAST_HUGEPAGES=1 puts it
 there, =0 keeps it off, and the default follows whether the guest reports free pages to a
 hypervisor (checked here from sysfs independently). Each case loads SmolLM2 in a fresh
-interpreter, so the process's huge-page count before and after the load is its own."""
+interpreter, so the process's huge-page count before and after the load is its own.
+
+The KV cache is the buffer these cases watch, so they run with LMFAST_LAZY_CLEAR=0: by default
+its pages are dropped instead of written at load (csrc/lazy_clear.cpp, tests/test_lazy_clear.py)
+and taken on small pages as cells fill, and nothing of it would be resident to count."""
 import json
 import os
 import subprocess
@@ -39,12 +43,13 @@ print(json.dumps({"huge": after - before, "status": lms.backend_info()["hugepage
 
 # SmolLM2: 30 layers x 3 KV heads x 64 dims, K and V in f16 -> 23,040 bytes a token; the
 # engine allocates one sequence's stream at load (KV memory by use): 4096 tokens = 94 MB of
-# KV cache, cleared (touched) at load.
+# KV cache, cleared (touched) at load when the lazy clear is off.
 KV_BYTES = 30 * 3 * 64 * 2 * 2 * 4096
 
 
 def _load(path: Path, setting: str | None) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "LMFAST_HUGEPAGES"}
+    env["LMFAST_LAZY_CLEAR"] = "0"
     if setting is not None:
         env["LMFAST_HUGEPAGES"] = setting
     out = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, timeout=120,

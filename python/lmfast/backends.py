@@ -49,8 +49,9 @@ def backend_info() -> dict[str, Any]:
     - ``gpus``: the GPU devices only (what ``gpu.mainGpu`` and ``gpu.disabledGpus`` count);
     - ``gpu_offload``: whether a load config's ``gpu.ratio`` > 0 can offload here;
     - ``build``: the build's flags (native tuning, portable, CPU variants, CUDA architectures, ...);
-    - ``hugepages``: whether large host buffers (the KV cache) are advised onto transparent huge
-      pages in this process: ``"on"``, or ``"off (<why>)"`` (``LMFAST_HUGEPAGES``, a hypervisor
+    - ``hugepages``: whether large host buffers are advised onto transparent huge pages in this
+      process (the KV cache only with ``LMFAST_LAZY_CLEAR=0``: by default its pages are taken as
+      conversations fill it): ``"on"``, or ``"off (<why>)"`` (``LMFAST_HUGEPAGES``, a hypervisor
       balloon that reports free pages, or a build without it).
     """
     now = _core.backends()
