@@ -42,7 +42,8 @@ def markdown(results: dict[str, Any]) -> str:
     s = results["settings"]
     out = [f"Model `{Path(s['model']).name}`, {s['threads']} threads, context {s['n_ctx']}, flash attention on"
            f"{', quick run' if s['quick'] else ''}. Medians (llama-bench: the mean of a run after lmfast "
-           "and one after llama-cpp-python); ratios are lmfast / peer "
+           "and one after llama-cpp-python; it decodes after as many tokens of context as the decode "
+           "prompt has); ratios are lmfast / peer "
            "(above 1 is better for lmfast on speeds, below 1 on times).", "",
            "| scenario | lmfast | llama-bench | llama-cpp-python | lmfast / llama-bench | lmfast / llama-cpp-python |",
            "|---|---|---|---|---|---|"]

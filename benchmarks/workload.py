@@ -156,7 +156,7 @@ def run(adapter: Adapter, *, quick: bool, log: Callable[[str], None] = print) ->
     log(f"[{adapter.name}] decode: {n_decode} tokens, greedy")
     dec = [adapter.complete(COUNTING, n_decode) for _ in range(reps)]
     out["decode_tps"] = {"samples": [s.decode_tps for s in dec], "median": median([s.decode_tps for s in dec]),
-                         "tokens": [s.n_tokens for s in dec]}
+                         "tokens": [s.n_tokens for s in dec], "prompt_tokens": adapter.count_tokens(COUNTING)}
 
     log(f"[{adapter.name}] 10-turn chat")
     turns = 4 if quick else 10
