@@ -419,10 +419,10 @@ void Engine::shutdown() {
 
 void Engine::loop() {
     for (;;) {
-        // Straight to the limit: each growth makes a whole new context (55 ms from 1 to 2
-        // streams, 90 ms from 2 to 4 at SmolLM2's 4096 tokens, measured), paid by whichever
-        // request comes next. In host memory the streams cost address space until cells are
-        // written (csrc/lazy_clear.cpp), so the limit costs no more than the conversations.
+        // Straight to the limit: each growth makes a whole new context (3-15 ms at SmolLM2's
+        // 4096 tokens, benchmarks/kv_growth.py), paid by whichever request comes next. In host
+        // memory the streams cost address space until cells are written (csrc/lazy_clear.cpp),
+        // so the limit costs no more than the conversations.
         if (grow_when_idle_ && active_.empty()) {
             grow_when_idle_ = false;
             grow(params_.n_seq);
@@ -490,8 +490,8 @@ void Engine::admit_queued() {
         // More streams when every sequence is busy: memory grows with use. A request that would
         // displace another conversation spills it to the host tier instead (a few ms for a
         // typical chat), since a prompt that never comes back (a script's one-off questions)
-        // would otherwise pay for a larger context: 55-90 ms of TTFT at SmolLM2's 4096 tokens
-        // (measured). A conversation that does come back shows chats interleave: the engine
+        // would otherwise pay for a larger context: 3-15 ms of TTFT at SmolLM2's 4096 tokens
+        // on a CPU (benchmarks/kv_growth.py), 130-260 ms where the new cache is written whole. A conversation that does come back shows chats interleave: the engine
         // then grows once it is idle (grow_when_idle_). Without a host tier, displacing loses
         // the conversation, so it grows at once.
         const bool full = static_cast<int32_t>(active_.size()) >= n_streams_;
@@ -506,8 +506,8 @@ void Engine::admit_queued() {
 }
 
 // The stream count to grow to when n_wanted requests want a sequence at once: the current
-// count doubled until they fit. Each growth is a whole new context (55-90 ms at SmolLM2's
-// 4096 tokens), so 4 requests arriving together on one stream grow once (to 4), not twice.
+// count doubled until they fit. Each growth is a whole new context (3-15 ms at SmolLM2's
+// 4096 tokens on a CPU, 130-260 ms where the new cache is written whole), so 4 requests arriving together on one stream grow once (to 4), not twice.
 int32_t Engine::streams_for(size_t n_wanted) const {
     int32_t want = n_streams_ * 2;
     while (want < params_.n_seq && static_cast<size_t>(want) < n_wanted) want *= 2;

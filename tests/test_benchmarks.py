@@ -52,3 +52,18 @@ def test_server_benchmark_runs_lmfast_end_to_end(tmp_path):
     # turn 2 of each chat finds its first turn cached
     assert lm["multi_turn"]["mean_cached_prompt_tokens"] > 20
     assert "| lmfast | 2 | 2/2 |" in res.stdout
+
+
+def test_kv_growth_benchmark_runs(tmp_path):
+    """benchmarks/kv_growth.py, one run each way: the requests grow the engine to 2 and then 4
+    streams with the cache's zeroes written and with its pages dropped."""
+    out = tmp_path / "growth.json"
+    res = subprocess.run([sys.executable, "benchmarks/kv_growth.py", "--runs", "1", "--threads", "1", "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    for label in ("zeroes written", "pages dropped"):
+        (run,) = rows[label]
+        assert [r["kv_streams"] for r in run] == [2, 2, 4, 4], rows
+        assert all(r["max_ttft_ms"] > 0 for r in run)
+    assert "| pages dropped |" in res.stdout
