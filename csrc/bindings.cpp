@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "backends.h"
+#include "chat_prompt.h"
 #include "common.h"
 #include "embedding.h"
 #include "engine.h"
@@ -171,36 +172,27 @@ py::object gguf_value(const GgufKv & kv) {
 }
 
 // One request's parameters as Python passes them to Engine.submit: the engine's own
-// GenerationParams, and a template's tool-call format, which becomes sampling fields only with
-// the model's vocabulary (set_tool_call_sampling, at submit). lmfast.llm fills every field from
-// the prediction config; config.py holds the defaults.
-struct SubmitParams {
-    GenerationParams g;
-    bool grammar_lazy = false;
-    std::vector<std::pair<int, std::string>> grammar_triggers;  // (llama.cpp trigger type, value)
-    std::vector<std::string> preserved_tokens;
-    std::string generation_prompt;
-};
-
+// GenerationParams. lmfast.llm fills every field from the prediction config (config.py holds
+// the defaults); a chat's tool-call format comes with its ChatPrompt, not through these fields.
 template <typename T>
-void sampling_field(py::class_<SubmitParams> & c, const char * name, T SamplingParams::*field) {
+void sampling_field(py::class_<GenerationParams> & c, const char * name, T SamplingParams::*field) {
     c.def_property(
-        name, [field](const SubmitParams & p) { return p.g.sampling.*field; },
-        [field](SubmitParams & p, T v) { p.g.sampling.*field = v; });
+        name, [field](const GenerationParams & p) { return p.sampling.*field; },
+        [field](GenerationParams & p, T v) { p.sampling.*field = v; });
 }
 
 void bind_submit_params(py::module_ & m) {
-    py::class_<SubmitParams> c(m, "GenerationParams",
+    py::class_<GenerationParams> c(m, "GenerationParams",
                                "One request's generation parameters for Engine.submit; keyword arguments set fields.");
     c.def(py::init([](const py::kwargs & fields) {
-        SubmitParams p;
+        GenerationParams p;
         py::object self = py::cast(p);
         for (const auto & [k, v] : fields) {
             const std::string key = py::str(k);
             if (!py::hasattr(self, key.c_str())) throw py::type_error("GenerationParams has no field '" + key + "'");
             py::setattr(self, k, v);
         }
-        return self.cast<SubmitParams>();
+        return self.cast<GenerationParams>();
     }));
     sampling_field(c, "temperature", &SamplingParams::temperature);
     sampling_field(c, "top_k", &SamplingParams::top_k);
@@ -212,34 +204,81 @@ void bind_submit_params(py::module_ & m) {
     sampling_field(c, "presence_penalty", &SamplingParams::presence_penalty);
     sampling_field(c, "grammar", &SamplingParams::grammar);
     c.def_property(
-        "seed", [](const SubmitParams & p) { return p.g.sampling.seed == LLAMA_DEFAULT_SEED ? -1LL : p.g.sampling.seed; },
-        [](SubmitParams & p, int64_t v) { p.g.sampling.seed = v < 0 ? LLAMA_DEFAULT_SEED : static_cast<uint32_t>(v); },
+        "seed", [](const GenerationParams & p) { return p.sampling.seed == LLAMA_DEFAULT_SEED ? -1LL : p.sampling.seed; },
+        [](GenerationParams & p, int64_t v) { p.sampling.seed = v < 0 ? LLAMA_DEFAULT_SEED : static_cast<uint32_t>(v); },
         "-1: a random seed");
     c.def_property(
-        "max_tokens", [](const SubmitParams & p) { return p.g.max_tokens; },
-        [](SubmitParams & p, int32_t v) { p.g.max_tokens = v; }, "< 0: until EOS or the context is full");
+        "max_tokens", [](const GenerationParams & p) { return p.max_tokens; },
+        [](GenerationParams & p, int32_t v) { p.max_tokens = v; }, "< 0: until EOS or the context is full");
     c.def_property(
-        "stop", [](const SubmitParams & p) { return p.g.stop_strings; },
-        [](SubmitParams & p, std::vector<std::string> v) { p.g.stop_strings = std::move(v); });
+        "stop", [](const GenerationParams & p) { return p.stop_strings; },
+        [](GenerationParams & p, std::vector<std::string> v) { p.stop_strings = std::move(v); });
     c.def_property(
-        "ignore_eos", [](const SubmitParams & p) { return p.g.ignore_eos; },
-        [](SubmitParams & p, bool v) { p.g.ignore_eos = v; });
+        "ignore_eos", [](const GenerationParams & p) { return p.ignore_eos; },
+        [](GenerationParams & p, bool v) { p.ignore_eos = v; });
     c.def_property(
-        "context_overflow", [](const SubmitParams & p) { return context_overflow_name(p.g.overflow); },
-        [](SubmitParams & p, const std::string & v) { p.g.overflow = parse_context_overflow(v); });
+        "context_overflow", [](const GenerationParams & p) { return context_overflow_name(p.overflow); },
+        [](GenerationParams & p, const std::string & v) { p.overflow = parse_context_overflow(v); });
     c.def_property(
-        "n_threads", [](const SubmitParams & p) { return p.g.n_threads; },
-        [](SubmitParams & p, int32_t v) { p.g.n_threads = v; }, "0: the engine's");
-    c.def_readwrite("grammar_lazy", &SubmitParams::grammar_lazy);
-    c.def_readwrite("grammar_triggers", &SubmitParams::grammar_triggers);
-    c.def_readwrite("preserved_tokens", &SubmitParams::preserved_tokens);
-    c.def_readwrite("generation_prompt", &SubmitParams::generation_prompt);
+        "n_threads", [](const GenerationParams & p) { return p.n_threads; },
+        [](GenerationParams & p, int32_t v) { p.n_threads = v; }, "0: the engine's");
+    sampling_field(c, "grammar_lazy", &SamplingParams::grammar_lazy);
+    sampling_field(c, "grammar_trigger_patterns", &SamplingParams::grammar_trigger_patterns);
+}
+
+// Content, reasoning and tool calls of generated text by a format's parser (tool_calls.h).
+py::dict parse_to_dict(const ChatFormat & f, const std::string & text) {
+    ParsedChatOutput r;
+    {
+        py::gil_scoped_release nogil;
+        r = parse_chat_output(text, f.parser, f.format, f.generation_prompt);
+    }
+    py::list calls;
+    for (const auto & c : r.tool_calls) {
+        py::dict d;
+        d["name"] = to_py_str(c.name);
+        d["arguments"] = to_py_str(c.arguments);
+        d["id"] = to_py_str(c.id);
+        calls.append(d);
+    }
+    py::dict d;
+    d["content"] = to_py_str(r.content);
+    d["reasoning"] = to_py_str(r.reasoning);
+    d["tool_calls"] = calls;
+    d["error"] = r.error.empty() ? py::object(py::none()) : py::object(to_py_str(r.error));
+    return d;
+}
+
+void bind_chat_prompt(py::module_ & m) {
+    py::class_<ChatFormat, std::shared_ptr<ChatFormat>>(m, "ChatFormat",
+                                                        "A template's tool-call format, resolved against the vocabulary.")
+        .def_readonly("format", &ChatFormat::format)
+        .def_readonly("parser", &ChatFormat::parser)
+        .def_readonly("generation_prompt", &ChatFormat::generation_prompt)
+        .def_readonly("grammar", &ChatFormat::grammar)
+        .def_readonly("grammar_lazy", &ChatFormat::grammar_lazy)
+        .def_readonly("grammar_triggers", &ChatFormat::triggers)
+        .def_readonly("preserved", &ChatFormat::preserved)
+        .def_readonly("additional_stops", &ChatFormat::additional_stops)
+        .def_readonly("call_markers", &ChatFormat::call_markers)
+        .def("parse", &parse_to_dict, py::arg("text"), "Content, reasoning and tool calls of generated text.");
+    py::class_<ChatPrompt>(m, "ChatPrompt", "A rendered, tokenized chat (chat_prompt.h); Engine.submit takes it.")
+        .def_property_readonly("text", [](const ChatPrompt & p) { return to_py_str(p.text); })
+        .def_readonly("tokens", &ChatPrompt::tokens)
+        .def_property_readonly("format", [](const ChatPrompt & p) {
+            return std::const_pointer_cast<ChatFormat>(p.format);  // read-only fields only
+        });
+    py::class_<CallFilter>(m, "CallFilter", "Keeps tool-call syntax out of streamed text (detokenizer.h).")
+        .def(py::init<std::vector<std::string>>(), py::arg("markers"))
+        .def("push", [](CallFilter & f, const std::string & text) { return to_py_str(f.push(text)); }, py::arg("text"))
+        .def("flush", [](CallFilter & f) { return to_py_str(f.flush()); });
 }
 
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
     bind_submit_params(m);  // before Engine, whose submit() defaults to one
+    bind_chat_prompt(m);
     m.doc() = "lmfast native core: llama.cpp model loading, engine, sampling";
 
     install_log_filter();
@@ -284,30 +323,6 @@ PYBIND11_MODULE(_core, m) {
             throw InvalidArgument(std::string("the JSON schema cannot be turned into a grammar: ") + e.what());
         }
     }, py::arg("schema"), "GBNF grammar for a JSON schema (given as JSON text).");
-    m.def("parse_chat_output",
-          [](const std::string & text, const std::string & parser, int format, const std::string & generation_prompt) {
-              ParsedChatOutput r;
-              {
-                  py::gil_scoped_release nogil;
-                  r = parse_chat_output(text, parser, format, generation_prompt);
-              }
-              py::list calls;
-              for (const auto & c : r.tool_calls) {
-                  py::dict d;
-                  d["name"] = to_py_str(c.name);
-                  d["arguments"] = to_py_str(c.arguments);
-                  d["id"] = to_py_str(c.id);
-                  calls.append(d);
-              }
-              py::dict d;
-              d["content"] = to_py_str(r.content);
-              d["reasoning"] = to_py_str(r.reasoning);
-              d["tool_calls"] = calls;
-              d["error"] = r.error.empty() ? py::object(py::none()) : py::object(to_py_str(r.error));
-              return d;
-          },
-          py::arg("text"), py::arg("parser"), py::arg("format"), py::arg("generation_prompt") = std::string(),
-          "Content, reasoning and tool calls of generated text, by render_chat_json's parser (tool_calls.h).");
     m.def("backends", &backends_now,
           "Registered ggml backends (name, features, module file) and devices (name, type, memory).");
     m.def("kv_cache_types", [] {
@@ -428,22 +443,33 @@ PYBIND11_MODULE(_core, m) {
                  return to_py_str(out);  // a template may emit bytes that are not UTF-8
              },
              py::arg("messages"), py::arg("add_generation_prompt") = true)
-        .def("apply_chat_template_json",
-             [](const Model & self, const std::string & request, const std::optional<std::string> & tmpl,
+        .def("render_prompt",
+             [](const Model & self, const std::vector<std::pair<std::string, std::string>> & messages) {
+                 std::vector<ChatMessage> msgs;
+                 msgs.reserve(messages.size());
+                 for (const auto & rc : messages) msgs.push_back({rc.first, rc.second});
+                 py::gil_scoped_release nogil;
+                 return render_chat_prompt(self, msgs);
+             },
+             py::arg("messages"), "A chat of (role, content) pairs rendered with a generation prompt and tokenized.")
+        .def("render_prompt_json",
+             [](const Model & self, const std::string & request, bool with_tools, const std::optional<std::string> & tmpl,
                 const std::string & bos_token, const std::string & eos_token) {
                  const PromptTemplate override_tmpl {tmpl.value_or(std::string()), bos_token, eos_token};
-                 std::string out;
-                 {
-                     py::gil_scoped_release nogil;
-                     out = self.apply_chat_template_json(request, tmpl ? &override_tmpl : nullptr);
-                 }
-                 return to_py_str(out);
+                 py::gil_scoped_release nogil;
+                 return render_chat_prompt_json(self, request, tmpl ? &override_tmpl : nullptr, with_tools);
              },
-             py::arg("request"), py::arg("template") = py::none(), py::arg("bos_token") = std::string(),
-             py::arg("eos_token") = std::string(),
-             "Renders a chat with tools and tool calls (chat_render.h's render_chat_json); returns its JSON answer. "
-             "template: a Jinja template used instead of the model's (bos_token/eos_token: its BOS/EOS text, \"\" "
-             "for the model's).");
+             py::arg("request"), py::arg("with_tools"), py::arg("template") = py::none(),
+             py::arg("bos_token") = std::string(), py::arg("eos_token") = std::string(),
+             "A chat with tools and tool calls (chat_render.h's render_chat_json request) rendered and tokenized; "
+             "with_tools keeps the template's tool-call format. template: a Jinja template used instead of the "
+             "model's (bos_token/eos_token: its BOS/EOS text, \"\" for the model's).")
+        .def("prompt_from_text",
+             [](const Model & self, std::string text) {
+                 py::gil_scoped_release nogil;
+                 return chat_prompt_from_text(self, std::move(text));
+             },
+             py::arg("text"), "Prompt text rendered elsewhere (a manual prompt template), tokenized as a chat prompt.");
 
     py::class_<Request, std::shared_ptr<Request>>(m, "Request")
         .def("next_text",
@@ -473,7 +499,12 @@ PYBIND11_MODULE(_core, m) {
         .def("stats", [](Request & self) {
             if (!self.done()) throw std::logic_error("the request has not finished");
             return stats_to_dict(self.stats());
-        });
+        })
+        .def("chat_output", [](Request & self) -> py::object {
+            if (!self.done()) throw std::logic_error("the request has not finished");
+            if (!self.chat_format()) return py::none();
+            return parse_to_dict(*self.chat_format(), self.text());
+        }, "Content and tool calls of the output, by its chat's format (None without tools).");
 
     py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
         .def(py::init([](std::shared_ptr<Model> model, int n_ctx, int n_batch, int n_ubatch, int n_seq,
@@ -507,15 +538,20 @@ PYBIND11_MODULE(_core, m) {
              py::arg("disk_identity") = std::string(), py::arg("disk_bytes") = int64_t{8} << 30,
              py::call_guard<py::gil_scoped_release>())
         .def("submit",
-             [](Engine & self, std::vector<llama_token> prompt, const SubmitParams & p, bool stream) {
-                 GenerationParams g = p.g;
+             [](Engine & self, std::vector<llama_token> prompt, GenerationParams p, bool stream) {
                  py::gil_scoped_release nogil;
-                 set_tool_call_sampling(*self.model(), p.grammar_lazy, p.grammar_triggers, p.preserved_tokens,
-                                        p.generation_prompt, g);
-                 return self.submit(std::move(prompt), std::move(g), stream);
+                 return self.submit(std::move(prompt), std::move(p), stream);
              },
-             py::arg("prompt"), py::arg("params") = SubmitParams(), py::kw_only(), py::arg("stream") = false,
-             "Queues a request (GenerationParams: the prediction's fields, lmfast.llm fills them).")
+             py::arg("prompt"), py::arg("params") = GenerationParams(), py::kw_only(), py::arg("stream") = false,
+             "Queues a request for prompt tokens (GenerationParams: the prediction's fields, lmfast.llm fills them).")
+        .def("submit",
+             [](Engine & self, const ChatPrompt & prompt, GenerationParams p, bool stream) {
+                 py::gil_scoped_release nogil;
+                 apply_chat_format(prompt.format, p);
+                 return self.submit(prompt.tokens, std::move(p), stream);
+             },
+             py::arg("prompt"), py::arg("params") = GenerationParams(), py::kw_only(), py::arg("stream") = false,
+             "Queues a request for a rendered chat: its tool-call format, if any, applies.")
         .def("eval_logits",
              [](Engine & self, const std::vector<std::vector<llama_token>> & seqs, const std::vector<int32_t> & n_prefix) {
                  std::vector<std::vector<float>> out;

@@ -124,4 +124,15 @@ std::string StopMatcher::flush() {
     return out;
 }
 
+std::string CallFilter::push(const std::string & text) {
+    if (in_call_) return std::string();
+    StopMatcher::Result r = markers_.push(text);
+    in_call_ = r.stopped;
+    return r.emit;
+}
+
+std::string CallFilter::flush() {
+    return in_call_ ? std::string() : markers_.flush();
+}
+
 }  // namespace lmfast

@@ -1,5 +1,6 @@
 // Token bytes to text that is safe to hand to Python: never half a UTF-8
-// character, and never text that may turn out to be the start of a stop string.
+// character, never text that may turn out to be the start of a stop string, and no tool-call
+// syntax in streamed text.
 #pragma once
 
 #include <string>
@@ -33,6 +34,21 @@ public:
 private:
     std::vector<std::string> stops_;
     std::string held_;
+};
+
+// Keeps tool-call syntax out of streamed text: text passes until one of a chat format's call
+// markers (its trigger words, such as "<tool_call>") shows up, and nothing passes after it; a
+// tail that could start a marker is held until the next text decides, as for stop strings.
+// Generation goes on: the calls are parsed from the whole text when the request ends.
+class CallFilter {
+public:
+    explicit CallFilter(std::vector<std::string> markers) : markers_(std::move(markers)) {}
+    std::string push(const std::string & text);
+    std::string flush();  // end of generation: held text that started no call is final
+
+private:
+    StopMatcher markers_;
+    bool in_call_ = false;
 };
 
 }  // namespace lmfast

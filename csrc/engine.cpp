@@ -63,7 +63,9 @@ ContextOverflow parse_context_overflow(const std::string & name) {
 // ---------------------------------------------------------------------------
 
 Request::Request(std::vector<llama_token> prompt, GenerationParams params, bool stream)
-    : prompt_(std::move(prompt)), params_(std::move(params)), stream_(stream), t_submit_(Clock::now()) {}
+    : prompt_(std::move(prompt)), params_(std::move(params)), stream_(stream), t_submit_(Clock::now()) {
+    if (stream_ && !params_.call_markers.empty()) calls_.emplace(params_.call_markers);
+}
 
 bool Request::wait_text(std::string & out, int32_t & n_tokens, std::chrono::milliseconds timeout) {
     std::unique_lock<std::mutex> lk(mu_);
@@ -94,7 +96,7 @@ void Request::emit(const std::string & text, int32_t n_tokens) {
         std::lock_guard<std::mutex> lk(mu_);
         text_ += text;
         if (stream_) {
-            pending_ += text;
+            pending_ += calls_ ? calls_->push(text) : text;
             pending_tokens_ += n_tokens;
         }
     }
@@ -105,6 +107,7 @@ void Request::finish(StopReason reason, const std::string & error) {
     {
         std::lock_guard<std::mutex> lk(mu_);
         if (done_) return;
+        if (calls_) pending_ += calls_->flush();
         stats_.stop_reason = reason;
         stats_.error = error;
         done_ = true;

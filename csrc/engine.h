@@ -42,6 +42,8 @@ enum class ContextOverflow { StopAtLimit, TruncateMiddle, RollingWindow };
 ContextOverflow parse_context_overflow(const std::string & name);  // "stopAtLimit", ...
 const char * context_overflow_name(ContextOverflow policy);
 
+struct ChatFormat;  // chat_prompt.h
+
 struct GenerationParams {
     SamplingParams sampling;
     int32_t max_tokens = -1;  // < 0: until EOS or the context is full
@@ -54,6 +56,10 @@ struct GenerationParams {
     // CPU threads for the steps this request is in (the SDK's per-prediction cpuThreads);
     // 0: the engine's. At most the engine's pool size (Engine::submit checks).
     int32_t n_threads = 0;
+    // A chat's tool-call format (apply_chat_format): the request's output is parsed with it,
+    // and its call markers are kept out of the streamed text (CallFilter).
+    std::shared_ptr<const ChatFormat> chat_format;
+    std::vector<std::string> call_markers;
 };
 
 struct RequestStats {
@@ -91,7 +97,8 @@ public:
     }
     // Valid once done().
     const RequestStats & stats() const { return stats_; }
-    const std::string & text() const { return text_; }
+    const std::string & text() const { return text_; }  // all text, tool calls included
+    const std::shared_ptr<const ChatFormat> & chat_format() const { return params_.chat_format; }
 
 private:
     friend class Engine;
@@ -110,6 +117,7 @@ private:
 
     mutable std::mutex mu_;
     std::condition_variable cv_;
+    std::optional<CallFilter> calls_;  // streamed requests with call markers
     std::string pending_;  // streamed text not yet taken by the consumer
     int32_t pending_tokens_ = 0;
     std::string text_;     // all text

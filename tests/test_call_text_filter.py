@@ -1,4 +1,5 @@
-"""Model-free tests of CallTextFilter, which keeps tool-call syntax out of streamed fragments:
+"""Model-free tests of the native CallFilter (csrc/detokenizer.h), which keeps tool-call syntax
+out of a request's streamed text:
 text passes until a call marker shows up and nothing passes after it; a fragment's tail that
 could start a marker is held until the next fragment decides. Expected texts are worked out from
 that contract (the markers below are real formats' trigger words)."""
@@ -8,7 +9,7 @@ import itertools
 
 import pytest
 
-from lmfast.tools import CallTextFilter
+from lmfast._core import CallFilter as CallTextFilter
 
 HERMES = "<tool_call>"
 LLAMA3 = "<|python_tag|>"
@@ -105,13 +106,3 @@ def test_any_split_with_several_markers() -> None:
     text = "x [TOOL_CALL <|python <tool_call>{} [TOOL_CALLS]"
     for fragments in splits(text):
         assert stream(CallTextFilter([HERMES, MISTRAL, LLAMA3]), fragments) == "x [TOOL_CALL <|python ", fragments
-
-
-def test_for_format_takes_word_and_token_triggers_only() -> None:
-    fmt = {"grammar_triggers": [{"type": 0, "value": HERMES}, {"type": 1, "value": LLAMA3},
-                                {"type": 2, "value": r"\{\s*\"name\""}]}  # a pattern is not literal text
-    f = CallTextFilter.for_format(fmt)
-    assert f is not None
-    assert f.push(r'{"name" \{\s*\"name\" <|python_tag|>rest') == r'{"name" \{\s*\"name\" '
-    assert CallTextFilter.for_format({"grammar_triggers": [{"type": 3, "value": "^x"}]}) is None
-    assert CallTextFilter.for_format({}) is None

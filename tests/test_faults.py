@@ -179,7 +179,7 @@ def test_a_failing_sampler_fails_only_its_own_request(model1):
     params = dict(temperature=0, max_tokens=48, ignore_eos=True, repeat_penalty=1.0)
     plain = engine.submit(prompt, _core.GenerationParams(**params))
     bad = engine.submit(prompt, _core.GenerationParams(**params, grammar='root ::= "x"', grammar_lazy=True,
-                                                       grammar_triggers=[(2, "[a-z]")]))
+                                                       grammar_trigger_patterns=["[a-z]"]))
     bad.wait()
     plain.wait()
     assert bad.stats()["stop_reason"] == "failed"
@@ -197,4 +197,4 @@ def test_a_failing_sampler_fails_only_its_own_request(model1):
     # A trigger pattern that is not a regular expression is the caller's error, before queueing.
     with pytest.raises(lms.LMStudioValueError, match="trigger"):
         engine.submit(prompt, _core.GenerationParams(max_tokens=4, grammar='root ::= "x"', grammar_lazy=True,
-                                                     grammar_triggers=[(2, "([")]))
+                                                     grammar_trigger_patterns=["(["]))

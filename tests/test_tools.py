@@ -194,24 +194,36 @@ def test_a_chat_with_tool_calls_and_results_renders_through_the_template(tool_ll
 
 def test_tools_are_rendered_into_the_prompt_and_give_a_call_grammar(tool_llm):
     defs = [d.to_openai() for d in tool_definitions([add]).values()]
-    prompt, fmt = tool_llm._render_with_tools("What is 2 + 3?", defs)
+    rendered = tool_llm._render_with_tools("What is 2 + 3?", defs)
+    prompt, fmt = rendered.text, rendered.format
     assert '"name": "add"' in prompt and "Adds two integers." in prompt
     assert tool_llm.apply_prompt_template("What is 2 + 3?", {"toolDefinitions": defs}) == prompt
     assert "Adds two integers." not in tool_llm.apply_prompt_template("What is 2 + 3?")
-    assert fmt["grammar"] and fmt["parser"]
-    assert fmt["grammar_lazy"] and fmt["grammar_triggers"]  # free text until a call starts
+    assert fmt.grammar and fmt.parser
+    assert fmt.grammar_lazy and fmt.grammar_triggers  # free text until a call starts
+    # The prompt is tokenized natively, as the text would be.
+    assert rendered.tokens == tool_llm._tokens(prompt)
+
+
+def test_call_markers_are_the_word_and_token_triggers_only(tool_llm):
+    """The streamed text is held back at a call marker: a literal trigger (word or token types, 0
+    and 1), never a pattern trigger, which is not text."""
+    defs = [d.to_openai() for d in tool_definitions([add]).values()]
+    fmt = tool_llm._render_with_tools("hi", defs).format
+    literal = [value for kind, value in fmt.grammar_triggers if kind in (0, 1)]
+    assert literal and fmt.call_markers == literal
 
 
 def test_generated_tool_calls_are_parsed(tool_llm):
     defs = [d.to_openai() for d in tool_definitions([add, greet]).values()]
-    _, fmt = tool_llm._render_with_tools("hi", defs)
+    fmt = tool_llm._render_with_tools("hi", defs).format
     text = ('<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 3}}\n</tool_call>\n'
             '<tool_call>\n{"name": "greet", "arguments": {"name": "Ada"}}\n</tool_call>')
-    out = lms._core.parse_chat_output(text, fmt["parser"], fmt["format"], fmt["generation_prompt"])
+    out = fmt.parse(text)
     assert out["error"] is None
     assert [(c["name"], json.loads(c["arguments"])) for c in out["tool_calls"]] == [
         ("add", {"a": 2, "b": 3}), ("greet", {"name": "Ada"})]
-    plain = lms._core.parse_chat_output("Just text.", fmt["parser"], fmt["format"], fmt["generation_prompt"])
+    plain = fmt.parse("Just text.")
     assert plain["tool_calls"] == [] and plain["content"] == "Just text."
 
 
@@ -377,7 +389,10 @@ def test_a_template_that_fails_on_tools_raises_and_nothing_else_breaks(llm, clie
                                                                        monkeypatch, name, payload, fails_at):
     """Rendering with tools runs in the template worker like every render: a template that
     raises or loops when given tools is an lmfast error, and the process and its models go on."""
-    monkeypatch.setenv("LMFAST_TEMPLATE_TIMEOUT", "3")
+    # The loop's range() also fills the worker's memory: its 1 GiB limit ended the load-time
+    # probe (which treats a failure as "no tools") after ~2.9 s on the 2-core CI machine, a race
+    # with a 3 s time limit. 1 s leaves the time limit first by a wide margin.
+    monkeypatch.setenv("LMFAST_TEMPLATE_TIMEOUT", "1")
     g = GgufFile.parse(smollm2_path.read_bytes())
     kvs = [make_kv(kv.key, STR, payload + TOOL_TEMPLATE) if kv.key == "tokenizer.chat_template" else kv
            for kv in g.kvs]

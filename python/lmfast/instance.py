@@ -203,8 +203,9 @@ class ModelInstance(LoadedInstance):
     def _engine(self) -> Any:
         return self._runner
 
-    def submit(self, prompt: list[int], params: Any, *, stream: bool = False) -> Any:
-        """Queues a request (params: a _core.GenerationParams) on the engine. Under the same
+    def submit(self, prompt: Any, params: Any, *, stream: bool = False) -> Any:
+        """Queues a request (prompt: token ids or a _core.ChatPrompt; params: a
+        _core.GenerationParams) on the engine. Under the same
         lock as the TTL check, so an instance is never unloaded between the check and a new
         request."""
         with self._lock:

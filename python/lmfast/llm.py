@@ -19,7 +19,7 @@ from .errors import (LMStudioCancelledError, LMStudioPredictionError, LMStudioRu
 from .prompt_template import render_manual
 from .results import (ActResult, LlmInstanceInfo, LlmPredictionFragment, LlmPredictionStats, PredictionResult,
                       PredictionRoundResult)
-from .tools import CallTextFilter, ToolCallRequest, parse_tool_calls, run_tool_call, tool_definitions
+from .tools import ToolCallRequest, parse_tool_calls, run_tool_call, tool_definitions
 
 if TYPE_CHECKING:
     from .instance import ModelInstance
@@ -40,14 +40,13 @@ def _call(cb: Callable[..., Any] | None, *args: Any) -> None:
         log.exception("exception in prediction callback %r (ignored)", cb)
 
 
-def _generation_params(pcfg: dict[str, Any], load_seed: Any, chat_format: dict[str, Any] | None = None) -> Any:
+def _generation_params(pcfg: dict[str, Any], load_seed: Any) -> Any:
     """Prediction config (camelCase, defaults filled from config.py, the one table of them) ->
-    the engine's GenerationParams. ``chat_format``: the template's tool-call format (a render
-    with tools), whose grammar and stop strings apply."""
+    the engine's GenerationParams. A chat's tool-call format (grammar, triggers, its stop
+    strings) comes with its _core.ChatPrompt and is applied natively at submit."""
     seed = pcfg["seed"] if pcfg["seed"] is not False else load_seed
     template_stops = (pcfg["promptTemplate"] or {}).get("stopStrings", [])
-    stops = list(dict.fromkeys(pcfg["stopStrings"] + pcfg["toolCallStopStrings"] + template_stops
-                               + (chat_format or {}).get("additional_stops", [])))
+    stops = list(dict.fromkeys(pcfg["stopStrings"] + pcfg["toolCallStopStrings"] + template_stops))
     g = _core.GenerationParams(
         temperature=pcfg["temperature"],
         top_k=pcfg["topKSampling"],
@@ -65,12 +64,6 @@ def _generation_params(pcfg: dict[str, Any], load_seed: Any, chat_format: dict[s
         context_overflow=pcfg["contextOverflowPolicy"],
         n_threads=pcfg["cpuThreads"] or 0,
     )
-    if chat_format is not None and chat_format["grammar"]:
-        g.grammar = chat_format["grammar"]
-        g.grammar_lazy = chat_format["grammar_lazy"]
-        g.grammar_triggers = [(t["type"], t["value"]) for t in chat_format["grammar_triggers"]]
-        g.preserved_tokens = chat_format["preserved_tokens"]
-        g.generation_prompt = chat_format["generation_prompt"]
     return g
 
 
@@ -123,18 +116,18 @@ class PredictionStream:
     the request.
     """
 
-    def __init__(self, instance: "ModelInstance", prompt_tokens: list[int], pcfg: dict[str, Any], *,
+    def __init__(self, instance: "ModelInstance", prompt: "_core.ChatPrompt | list[int]", pcfg: dict[str, Any], *,
                  on_message: MessageCallback | None = None,
                  on_first_token: Callable[[], Any] | None = None,
                  on_prediction_fragment: FragmentCallback | None = None,
-                 on_prompt_processing_progress: Callable[[float], Any] | None = None,
-                 chat_format: dict[str, Any] | None = None):
+                 on_prompt_processing_progress: Callable[[float], Any] | None = None):
         self._instance = instance
-        self._chat_format = chat_format
-        self._call_filter = CallTextFilter.for_format(chat_format) if chat_format else None
+        # A rendered chat with tools carries its tool-call format: the engine keeps call syntax
+        # out of the streamed text and the request parses the calls (chat_prompt.h).
+        self._has_tools = isinstance(prompt, _core.ChatPrompt) and prompt.format is not None
         self.tool_calls: list[ToolCallRequest] = []  # lmfast: the calls parsed from the output (tools given)
         self.tool_call_error: str | None = None      # lmfast: why the output's tool calls could not be read
-        self._prompt = prompt_tokens
+        self._prompt = prompt
         self._pcfg = pcfg
         self._on_message = on_message
         self._on_first_token = on_first_token
@@ -155,7 +148,7 @@ class PredictionStream:
     def start(self, *, _stream: bool = True) -> None:
         if self._request is not None:
             raise LMStudioRuntimeError("the prediction stream has already been started")
-        params = _generation_params(self._pcfg, self._instance.seed, self._chat_format)
+        params = _generation_params(self._pcfg, self._instance.seed)
         self._request = self._instance.submit(self._prompt, params, stream=_stream)
         _call(self._on_progress, 0.0)
 
@@ -182,12 +175,9 @@ class PredictionStream:
                 raise
             if item is None:
                 self._ended = True
-                self._queue(self._call_filter.flush() if self._call_filter else "", 0, final=True)
+                self._queue("", 0, final=True)
                 break
-            text, n_tokens = item
-            if self._call_filter is not None:
-                text = self._call_filter.push(text)
-            self._queue(text, n_tokens)
+            self._queue(*item)
         if self._cancelled:
             self._pending.clear()
         if not self._pending:
@@ -235,7 +225,7 @@ class PredictionStream:
             self._error = LMStudioPredictionError(f"prediction failed: {stats['error']}")
             raise self._error
         content = self._request.text
-        if self._chat_format is not None and reason != "userStopped":
+        if self._has_tools and reason != "userStopped":
             content, reason = self._parse_tool_calls(content, reason)
         if reason == "stopStringFound" and self._pcfg["toolCallStopStrings"]:
             model, _ = self._instance.native()
@@ -276,9 +266,7 @@ class PredictionStream:
     def _parse_tool_calls(self, text: str, reason: str) -> tuple[str, str]:
         """The content without the tool calls, and the stop reason ("toolCalls" when the model
         made some); the calls go to ``self.tool_calls``, a parse failure to ``tool_call_error``."""
-        cf = self._chat_format
-        assert cf is not None
-        out = _core.parse_chat_output(text, cf["parser"], cf["format"], cf["generation_prompt"])
+        out = self._request.chat_output()
         if out["error"] is not None:
             self.tool_call_error = out["error"]
             return text, reason
@@ -353,14 +341,15 @@ class PredictionStream:
         return list(self._token_ids)
 
 
-def _render_json(model: Any, request: str, jinja: dict[str, Any] | None) -> str:
-    """The template worker's answer to a render request, with a promptTemplate's Jinja template
-    instead of the model's when given (its failures name it: the caller wrote it)."""
+def _render_json(model: Any, request: str, with_tools: bool, jinja: dict[str, Any] | None) -> "_core.ChatPrompt":
+    """A render request's prompt (with its tool-call format when ``with_tools``), with a
+    promptTemplate's Jinja template instead of the model's when given (its failures name it:
+    the caller wrote it)."""
     if jinja is None:
-        return model.apply_chat_template_json(request)
+        return model.render_prompt_json(request, with_tools)
     try:
-        return model.apply_chat_template_json(request, template=jinja["template"], bos_token=jinja.get("bosToken", ""),
-                                              eos_token=jinja.get("eosToken", ""))
+        return model.render_prompt_json(request, with_tools, template=jinja["template"],
+                                         bos_token=jinja.get("bosToken", ""), eos_token=jinja.get("eosToken", ""))
     except TemplateError as e:
         raise TemplateError(f"promptTemplate: {e}") from None
 
@@ -382,13 +371,14 @@ class LLM(ModelHandle):
 
     # -- prompts ----------------------------------------------------------------------------
     def _render(self, history: Any) -> str:
-        return self._render_with_tools(history, None)[0]
+        return self._render_with_tools(history, None).text
 
     def _render_with_tools(self, history: Any, tools: list[dict[str, Any]] | None, tool_choice: str = "auto",
-                           template: dict[str, Any] | None = None) -> tuple[str, dict[str, Any] | None]:
-        """The prompt for a chat, and with ``tools`` (OpenAI-style definitions) the template's
-        tool-call format: its grammar, triggers and output parser (chat_render.h). ``template``:
-        a promptTemplate value (lmfast.prompt_template) used instead of the model's template."""
+                           template: dict[str, Any] | None = None) -> "_core.ChatPrompt":
+        """The prompt for a chat, rendered and tokenized natively, and with ``tools``
+        (OpenAI-style definitions) the template's tool-call format: its grammar, triggers and
+        output parser (chat_prompt.h). ``template``: a promptTemplate value
+        (lmfast.prompt_template) used instead of the model's template."""
         chat = history if isinstance(history, Chat) else Chat.from_history(history)
         if len(chat) == 0:
             raise LMStudioValueError("the chat history is empty")
@@ -398,26 +388,26 @@ class LLM(ModelHandle):
                 raise LMStudioUnsupportedConfigError(
                     "a manual promptTemplate cannot describe tools or tool calls: use a Jinja promptTemplate (it gets "
                     "them as the model's own template would) or none")
-            return render_manual(template["manualPromptTemplate"], chat._role_text_pairs()), None
+            return model.prompt_from_text(render_manual(template["manualPromptTemplate"], chat._role_text_pairs()))
         jinja = template["jinjaPromptTemplate"] if template is not None else None
         if tools is None and jinja is None and not chat._has_tool_parts():
-            return model.apply_chat_template(chat._role_text_pairs(), True), None
+            return model.render_prompt(chat._role_text_pairs())
         request: dict[str, Any] = {"messages": chat._openai_messages(), "add_generation_prompt": True}
         if tools:
             request.update(tools=tools, tool_choice=tool_choice, parallel_tool_calls=True)
-        answer = json.loads(_render_json(model, json.dumps(request, ensure_ascii=False), jinja))
-        if tools and not answer["grammar"]:
+        prompt = _render_json(model, json.dumps(request, ensure_ascii=False), bool(tools), jinja)
+        if tools and not prompt.format.grammar:
             whose = "the promptTemplate" if jinja else f"the chat template of {self.identifier!r}"
             warnings.warn(f"{whose} does not describe tools: the model is not told about them, and no tool call "
                           "can be recognised", UserWarning, stacklevel=3)
-        return answer["prompt"], (answer if tools else None)
+        return prompt
 
     def _tokens(self, text: str) -> list[int]:
         model, _ = self._instance.native()
         return model.tokenize(text, add_special=True, parse_special=True)
 
-    def _stream(self, tokens: list[int], config: Any, response_format: Any, callbacks: dict[str, Any],
-                chat_format: dict[str, Any] | None = None) -> PredictionStream:
+    def _stream(self, prompt: "_core.ChatPrompt | list[int]", config: Any, response_format: Any,
+                callbacks: dict[str, Any]) -> PredictionStream:
         given = prediction_config(config)
         if response_format is not None:
             if given.get("structured", {"type": "none"})["type"] != "none":
@@ -426,11 +416,12 @@ class LLM(ModelHandle):
             given["structured"] = structured.from_response_format(response_format)
         pcfg = with_defaults(given, PREDICTION_KEYS)
         structured.grammar(pcfg["structured"])  # a bad schema fails here, before anything is queued
-        if chat_format is not None and pcfg["structured"]["type"] != "none":
+        with_tools = isinstance(prompt, _core.ChatPrompt) and prompt.format is not None
+        if with_tools and pcfg["structured"]["type"] != "none":
             raise LMStudioValueError("structured output cannot be combined with tools")
-        if chat_format is None and pcfg["rawTools"]["type"] != "none":
+        if not with_tools and pcfg["rawTools"]["type"] != "none":
             raise LMStudioValueError("rawTools applies to chats (respond), not to raw completions")
-        return PredictionStream(self._instance, tokens, pcfg, chat_format=chat_format, **callbacks)
+        return PredictionStream(self._instance, prompt, pcfg, **callbacks)
 
     def respond_stream(self, history: Any, *, response_format: Any = None, config: Any = None,
                        preset: str | None = None,
@@ -445,12 +436,12 @@ class LLM(ModelHandle):
         given = prediction_config(config)
         raw_tools = given.get("rawTools", {"type": "none"})
         tools = raw_tools["tools"] if raw_tools["type"] == "toolArray" else None
-        prompt, chat_format = self._render_with_tools(history, tools, "required" if raw_tools.get("force") else "auto",
-                                                      given.get("promptTemplate"))
-        return self._stream(self._tokens(prompt), config, response_format, dict(
+        prompt = self._render_with_tools(history, tools, "required" if raw_tools.get("force") else "auto",
+                                         given.get("promptTemplate"))
+        return self._stream(prompt, config, response_format, dict(
             on_message=on_message, on_first_token=on_first_token,
             on_prediction_fragment=on_prediction_fragment,
-            on_prompt_processing_progress=on_prompt_processing_progress), chat_format=chat_format)
+            on_prompt_processing_progress=on_prompt_processing_progress))
 
     def respond(self, history: Any, *, response_format: Any = None, config: Any = None,
                 preset: str | None = None,
@@ -534,13 +525,12 @@ class LLM(ModelHandle):
             while True:
                 last = max_prediction_rounds is not None and round_index == max_prediction_rounds - 1
                 _call(on_round_start, round_index)
-                prompt, chat_format = self._render_with_tools(history, None if last else definitions, "auto",
-                                                              given.get("promptTemplate"))
-                stream = self._stream(self._tokens(prompt), config, None, dict(
+                prompt = self._render_with_tools(history, None if last else definitions, "auto",
+                                                 given.get("promptTemplate"))
+                stream = self._stream(prompt, config, None, dict(
                     on_first_token=per_round(on_first_token, round_index),
                     on_prediction_fragment=per_round(on_prediction_fragment, round_index),
-                    on_prompt_processing_progress=per_round(on_prompt_processing_progress, round_index)),
-                    chat_format=chat_format)
+                    on_prompt_processing_progress=per_round(on_prompt_processing_progress, round_index)))
                 result = stream.wait_for_result()
                 _call(on_prediction_completed, PredictionRoundResult(
                     **{f.name: getattr(result, f.name) for f in dataclasses.fields(result)}, round_index=round_index))
@@ -570,7 +560,7 @@ class LLM(ModelHandle):
         lmfast: ``config`` is a prediction config whose promptTemplate, if any, renders instead."""
         tools = (opts or {}).get("toolDefinitions", (opts or {}).get("tool_definitions")) if isinstance(opts, dict) else None
         template = prediction_config(config).get("promptTemplate")
-        return self._render_with_tools(history, list(tools) if tools else None, "auto", template)[0]
+        return self._render_with_tools(history, list(tools) if tools else None, "auto", template).text
 
     def prewarm(self, prefix: Any, *, persist: bool | None = None) -> int:
         """lmfast: evaluates a prompt prefix into the KV cache ahead of use, so that requests

@@ -252,38 +252,3 @@ def run_tool_call(tools: Mapping[str, ToolFunctionDef], request: ToolCallRequest
                 return str(replaced)
         return str(err)
     return json.dumps(value, ensure_ascii=False, default=str)
-
-
-class CallTextFilter:
-    """Keeps tool-call syntax out of streamed fragments: text is passed on until one of the
-    markers that start a call (the format's trigger words) shows up, and nothing after it; a
-    fragment's tail that could be the start of a marker is held back until the next one decides.
-    The calls themselves are parsed from the whole text when the prediction ends."""
-
-    def __init__(self, markers: Iterable[str]):
-        self._markers = [m for m in markers if m]
-        self._held = ""
-        self._in_call = False
-
-    @classmethod
-    def for_format(cls, chat_format: Mapping[str, Any]) -> "CallTextFilter | None":
-        # Word and token triggers are literal text (types 0 and 1); pattern triggers are not.
-        words = [t["value"] for t in chat_format.get("grammar_triggers", []) if t["type"] in (0, 1)]
-        return cls(words) if words else None
-
-    def push(self, text: str) -> str:
-        if self._in_call:
-            return ""
-        text = self._held + text
-        cut = min((i for i in (text.find(m) for m in self._markers) if i >= 0), default=-1)
-        if cut >= 0:
-            self._in_call, self._held = True, ""
-            return text[:cut]
-        keep = max((k for m in self._markers for k in range(1, min(len(m), len(text) + 1))
-                    if text.endswith(m[:k])), default=0)
-        self._held = text[len(text) - keep:] if keep else ""
-        return text[:len(text) - keep]
-
-    def flush(self) -> str:
-        out, self._held = ("" if self._in_call else self._held), ""
-        return out
