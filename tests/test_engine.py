@@ -311,9 +311,10 @@ def test_keyboard_interrupt_frees_the_slot(client, smollm2_path, sigint_raises):
     engine = model._instance.native()[1]
     try:
         other = {}
+        streaming = threading.Event()
 
         def background(_):
-            time.sleep(0.2)
+            streaming.wait(60)  # the stream to interrupt holds its sequence first
             other["r"] = model.respond("What is the capital of Germany?", config={**GREEDY, "maxTokens": 48})
 
         bg = threading.Thread(target=background, args=(0,))
@@ -324,6 +325,7 @@ def test_keyboard_interrupt_frees_the_slot(client, smollm2_path, sigint_raises):
             for _ in model.complete_stream(COUNTING, config={**GREEDY, "maxTokens": 1500, "ignoreEos": True,
                                                              "repeatPenalty": False}):
                 fragments += 1
+                streaming.set()
                 if timer is None:
                     # As if the user pressed Ctrl-C: SIGINT's handler raises in the main thread,
                     # mostly while it waits natively for the next fragment.
@@ -481,9 +483,11 @@ def test_a_new_request_takes_a_sequence_next_to_the_busy_ones(client, smollm2_pa
         long = {**short, "maxTokens": 64}
 
         def one_then_another() -> list:
+            generating = threading.Event()
             with ThreadPoolExecutor(2) as ex:
-                first = ex.submit(model.complete, "Question one: name a colour.", config=long)
-                time.sleep(0.3)  # the first is generating when the second arrives
+                first = ex.submit(model.complete, "Question one: name a colour.", config=long,
+                                  on_first_token=generating.set)
+                assert generating.wait(60)  # the first is generating when the second arrives
                 second = ex.submit(model.complete, "Question two: name a fruit.", config=long)
                 return [first.result(), second.result()]
 
