@@ -335,6 +335,19 @@ void check_relations(const Reader & r, const Meta & m) {
     } else if (n_groups != 0) {
         r.fail(arch + ".expert_group_count is set without experts", at_g);
     }
+    // Head counts multiply into tensor shapes as 32-bit values: a count near 2^31 wraps the
+    // K/V widths around to the shapes the tensors have, the load passes, and a reshape in the
+    // graph aborts when the first context is made (fuzz test: head_count_kv 2^31 + 2). Per-layer
+    // arrays are checked by their largest value.
+    uint64_t at_h = 0, at_hkv = 0;
+    const int64_t n_head = get(".attention.head_count", 0, &at_h);
+    const int64_t n_head_kv = get(".attention.head_count_kv", 0, &at_hkv);
+    if (n_head < 0 || n_head > 4096) r.fail(arch + ".attention.head_count " + std::to_string(n_head) + " is outside 0..4096", at_h);
+    if (n_head_kv < 0 || n_head_kv > 4096 || (n_head > 0 && n_head_kv > n_head)) {
+        r.fail(arch + ".attention.head_count_kv " + std::to_string(n_head_kv) + " is outside 0..head_count (" +
+                   std::to_string(n_head) + ")",
+               at_hkv);
+    }
     if (const auto * rs = str(arch + ".rope.scaling.type")) {
         const std::string & v = rs->first;
         if (v != "none" && v != "linear" && v != "yarn" && v != "longrope") {
@@ -483,8 +496,10 @@ GgufSummary validate_gguf_file(const std::string & path, std::vector<GgufKv> * m
                        n_at);
             }
             const bool is_types = key == "tokenizer.ggml.token_type";
-            if (is_types || ends_with(key, ".expert_used_count")) {
-                // read: byte tokens (type 6) and the largest per-layer expert count are checked below
+            if (is_types || ends_with(key, ".expert_used_count") || ends_with(key, ".attention.head_count") ||
+                ends_with(key, ".attention.head_count_kv")) {
+                // read: byte tokens (type 6) and the largest per-layer expert and head counts are
+                // checked below
                 int64_t mx = INT64_MIN;
                 for (uint64_t j = 0; j < n; ++j) {
                     const uint64_t at = r.pos();

@@ -78,6 +78,10 @@ def _cases(g: GgufFile):
     yield "duplicate token after NUL", _with_kv(g, "tokenizer.ggml.tokens", ARR, (STR, nul)), r"duplicate token at index 211"
     yield "block_count 0", _with_kv(g, "llama.block_count", U32, 0), r"'llama.block_count' is 0"
     yield "block_count huge", _with_kv(g, "llama.block_count", U32, 100000), r"'llama.block_count' is 100000"
+    # 2^31 + 2 KV heads wrap the K/V widths around to the tensors' shapes; the load passed and a
+    # reshape aborted at the first context (found by the fuzz test).
+    yield ("head_count_kv wraps", _with_kv(g, "llama.attention.head_count_kv", U32, 2**31 + 2),
+           r"head_count_kv 2147483650 is outside 0..head_count")
     yield "negative eps", _with_kv(g, "llama.attention.layer_norm_rms_epsilon", F32, -1.0), r"layer_norm_rms_epsilon' is -1"
     yield "nan eps", _with_kv(g, "llama.attention.layer_norm_rms_epsilon", F32, float("nan")), r"layer_norm_rms_epsilon' is -?nan"
     # A BPE vocabulary declared as SPM: llama.cpp's tokenizer throws std::out_of_range from inside.
