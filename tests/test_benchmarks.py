@@ -67,3 +67,13 @@ def test_kv_growth_benchmark_runs(tmp_path):
         assert [r["kv_streams"] for r in run] == [2, 2, 4, 4], rows
         assert all(r["max_ttft_ms"] > 0 for r in run)
     assert "| pages dropped |" in res.stdout
+
+
+def test_tool_round_trip_benchmark_runs():
+    """benchmarks/tool_round_trip.py, tiny: both rows printed with a time."""
+    res = subprocess.run([sys.executable, "benchmarks/tool_round_trip.py", "--requests", "2"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [line for line in res.stdout.splitlines() if line.startswith("maxTokens ")]
+    assert [r.split(":")[0] for r in rows] == ["maxTokens 1", "maxTokens 16"], res.stdout
+    assert all(float(r.split("median ")[1].split(" ms")[0]) > 0 for r in rows)
