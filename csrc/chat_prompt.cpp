@@ -13,10 +13,6 @@ namespace lmfast {
 
 namespace {
 
-std::vector<llama_token> tokenize_prompt(const Model & model, const std::string & text) {
-    return model.tokenize(text, /*add_special=*/true, /*parse_special=*/true);
-}
-
 llama_token single_token(const Model & model, const std::string & text) {
     const std::vector<llama_token> ids = model.tokenize(text, /*add_special=*/false, /*parse_special=*/true);
     return ids.size() == 1 ? ids[0] : LLAMA_TOKEN_NULL;
@@ -79,7 +75,7 @@ ChatPrompt render_chat_prompt_json(const Model & model, const std::string & requ
 
 ChatPrompt chat_prompt_from_text(const Model & model, std::string text) {
     ChatPrompt p;
-    p.tokens = tokenize_prompt(model, text);
+    p.tokens = model.tokenize(text, /*add_special=*/true, /*parse_special=*/true);
     p.text = std::move(text);
     return p;
 }
@@ -129,7 +125,6 @@ void apply_chat_format(const std::shared_ptr<const ChatFormat> & f, GenerationPa
     for (const auto & s : f->additional_stops) {
         if (std::find(g.stop_strings.begin(), g.stop_strings.end(), s) == g.stop_strings.end()) g.stop_strings.push_back(s);
     }
-    g.call_markers = f->call_markers;
     if (f->grammar.empty()) return;  // the template describes no tools: nothing to constrain
     SamplingParams & s = g.sampling;
     s.grammar = f->grammar;

@@ -59,7 +59,7 @@ ChatPrompt chat_prompt_from_text(const Model & model, std::string text);
 // patterns. Throws InvalidArgument for a trigger type it does not know.
 void resolve_chat_format(const Model & model, ChatFormat & f);
 // The sampling and output fields a request with this format needs (grammar, triggers, preserved
-// tokens, additional stop strings, call markers, the format itself for parsing).
+// tokens, additional stop strings, and the format itself: its parser and call markers).
 void apply_chat_format(const std::shared_ptr<const ChatFormat> & f, GenerationParams & g);
 
 }  // namespace lmfast

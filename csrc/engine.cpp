@@ -6,6 +6,7 @@
 #include <limits>
 #include <utility>
 
+#include "chat_prompt.h"
 #include "common.h"
 #include "errors.h"
 #include "seq_state.h"
@@ -64,7 +65,9 @@ ContextOverflow parse_context_overflow(const std::string & name) {
 
 Request::Request(std::vector<llama_token> prompt, GenerationParams params, bool stream)
     : prompt_(std::move(prompt)), params_(std::move(params)), stream_(stream), t_submit_(Clock::now()) {
-    if (stream_ && !params_.call_markers.empty()) calls_.emplace(params_.call_markers);
+    if (stream_ && params_.chat_format && !params_.chat_format->call_markers.empty()) {
+        calls_.emplace(params_.chat_format->call_markers);
+    }
 }
 
 bool Request::wait_text(std::string & out, int32_t & n_tokens, std::chrono::milliseconds timeout) {
@@ -494,8 +497,9 @@ void Engine::admit_queued() {
         // displace another conversation spills it to the host tier instead (a few ms for a
         // typical chat), since a prompt that never comes back (a script's one-off questions)
         // would otherwise pay for a larger context: 3-15 ms of TTFT at SmolLM2's 4096 tokens
-        // on a CPU (benchmarks/kv_growth.py), 130-260 ms where the new cache is written whole. A conversation that does come back shows chats interleave: the engine
-        // then grows once it is idle (grow_when_idle_). Without a host tier, displacing loses
+        // on a CPU (benchmarks/kv_growth.py), 130-260 ms where the new cache is written whole.
+        // A conversation that does come back shows chats interleave: the engine then grows
+        // once it is idle (grow_when_idle_). Without a host tier, displacing loses
         // the conversation, so it grows at once.
         const bool full = static_cast<int32_t>(active_.size()) >= n_streams_;
         const bool displaces = spill_.budget() == 0 && cache_.would_displace(req->prompt_);
@@ -510,7 +514,8 @@ void Engine::admit_queued() {
 
 // The stream count to grow to when n_wanted requests want a sequence at once: the current
 // count doubled until they fit. Each growth is a whole new context (3-15 ms at SmolLM2's
-// 4096 tokens on a CPU, 130-260 ms where the new cache is written whole), so 4 requests arriving together on one stream grow once (to 4), not twice.
+// 4096 tokens on a CPU, 130-260 ms where the new cache is written whole), so 4 requests
+// arriving together on one stream grow once (to 4), not twice.
 int32_t Engine::streams_for(size_t n_wanted) const {
     int32_t want = n_streams_ * 2;
     while (want < params_.n_seq && static_cast<size_t>(want) < n_wanted) want *= 2;

@@ -59,7 +59,6 @@ struct GenerationParams {
     // A chat's tool-call format (apply_chat_format): the request's output is parsed with it,
     // and its call markers are kept out of the streamed text (CallFilter).
     std::shared_ptr<const ChatFormat> chat_format;
-    std::vector<std::string> call_markers;
 };
 
 struct RequestStats {

@@ -40,6 +40,11 @@ def _call(cb: Callable[..., Any] | None, *args: Any) -> None:
         log.exception("exception in prediction callback %r (ignored)", cb)
 
 
+def _with_tools(prompt: Any) -> bool:
+    """Whether a prompt is a rendered chat that carries a tool-call format (tools were offered)."""
+    return isinstance(prompt, _core.ChatPrompt) and prompt.format is not None
+
+
 def _generation_params(pcfg: dict[str, Any], load_seed: Any) -> Any:
     """Prediction config (camelCase, defaults filled from config.py, the one table of them) ->
     the engine's GenerationParams. A chat's tool-call format (grammar, triggers, its stop
@@ -124,7 +129,7 @@ class PredictionStream:
         self._instance = instance
         # A rendered chat with tools carries its tool-call format: the engine keeps call syntax
         # out of the streamed text and the request parses the calls (chat_prompt.h).
-        self._has_tools = isinstance(prompt, _core.ChatPrompt) and prompt.format is not None
+        self._has_tools = _with_tools(prompt)
         self.tool_calls: list[ToolCallRequest] = []  # lmfast: the calls parsed from the output (tools given)
         self.tool_call_error: str | None = None      # lmfast: why the output's tool calls could not be read
         self._prompt = prompt
@@ -416,7 +421,7 @@ class LLM(ModelHandle):
             given["structured"] = structured.from_response_format(response_format)
         pcfg = with_defaults(given, PREDICTION_KEYS)
         structured.grammar(pcfg["structured"])  # a bad schema fails here, before anything is queued
-        with_tools = isinstance(prompt, _core.ChatPrompt) and prompt.format is not None
+        with_tools = _with_tools(prompt)
         if with_tools and pcfg["structured"]["type"] != "none":
             raise LMStudioValueError("structured output cannot be combined with tools")
         if not with_tools and pcfg["rawTools"]["type"] != "none":
