@@ -47,6 +47,9 @@ def test_async_stream_fragments_and_callbacks(llm):
     amodel = lms.AsyncLLM(llm)
     seen = {"first": 0, "fragments": [], "threads": set(), "message": None, "progress": []}
     loop_thread = threading.get_ident()
+    # The two answers compared below take one path, the prompt found cached: greedy text may
+    # depend on how a prompt was split into batches (DESIGN.md), with flash attention off more so.
+    llm.respond("What is the capital of France?", config=GREEDY)
 
     def on_fragment(f):
         seen["fragments"].append(f.content)

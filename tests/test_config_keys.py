@@ -51,12 +51,15 @@ def test_eval_batch_size_splits_prompt_evaluation(client, smollm2_path):
 
 
 def test_rope_frequency_base_changes_the_model(client, smollm2_path, small):
-    base = small.complete(PROMPT, config=GREEDY).content
+    # respond(), not complete(): without flash attention SmolLM2 ends the bare prompt at once
+    # (llama-completion -fa off too), and two empty answers would not tell the models apart.
+    base = small.respond(PROMPT, config=GREEDY).content
+    assert base
     model = client.llm.load_new_instance(str(smollm2_path), "rope", config={"contextLength": 512,
                                                                             "ropeFrequencyBase": 500.0})
     try:
         assert model.get_load_config()["ropeFrequencyBase"] == 500.0
-        assert model.complete(PROMPT, config=GREEDY).content != base
+        assert model.respond(PROMPT, config=GREEDY).content != base
     finally:
         model.unload()
 
@@ -64,6 +67,7 @@ def test_rope_frequency_base_changes_the_model(client, smollm2_path, small):
 @pytest.mark.parametrize("cfg", [
     {"llamaKCacheQuantizationType": "q8_0"},
     {"llamaKCacheQuantizationType": "q8_0", "llamaVCacheQuantizationType": "q8_0", "flashAttention": True},
+    {"llamaVCacheQuantizationType": "q8_0"},   # needs flash attention: the unset key keeps it on
     {"offloadKVCacheToGpu": False, "keepModelInMemory": True, "tryMmap": False},
 ])
 def test_kv_cache_and_memory_keys_load_and_answer(client, smollm2_path, cfg):
@@ -76,3 +80,24 @@ def test_kv_cache_and_memory_keys_load_and_answer(client, smollm2_path, cfg):
         assert "paris" in answer.content.lower(), answer.content
     finally:
         model.unload()
+
+
+def test_flash_attention_defaults_off_where_attention_runs_on_the_cpu(small):
+    # tests/test_oracle.py checks both settings token for token against llama-completion.
+    assert small.get_load_config()["flashAttention"] is False
+
+
+def test_flash_attention_default_rule():
+    from lmfast.backends import default_flash_attention as default
+
+    meta = {"general.architecture": "llama", "llama.attention.head_count": 32}
+    cpu = dict(n_ubatch=512, n_gpu_layers=0, kv_on_gpu=True, quantized_v=False)
+    assert default(meta, n_ctx=4096, **cpu) is False
+    assert default(meta, n_ctx=16384, **cpu) is None            # 1 GiB of scores per batch: kept on
+    assert default(meta, n_ctx=4096, **{**cpu, "quantized_v": True}) is None
+    gpu = {**cpu, "n_gpu_layers": 33}
+    assert default(meta, n_ctx=4096, **gpu) is None             # llama.cpp's auto
+    assert default(meta, n_ctx=4096, **{**gpu, "kv_on_gpu": False}) is False   # attention on the host
+    per_layer = {"general.architecture": "openelm", "openelm.attention.head_count": [12, 16, 20]}
+    assert default(per_layer, n_ctx=4096, **cpu) is False
+    assert default(per_layer, n_ctx=32768, **cpu) is None       # the widest layer counts

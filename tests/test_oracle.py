@@ -32,16 +32,21 @@ def llama_completion():
 @pytest.fixture(scope="module")
 def oracle_llm(client, smollm2_path):
     # One sequence, as llama-completion runs; its other settings are llama.cpp's defaults,
-    # which are lmfast's too (context 4096, batch 2048/512, flash attention auto).
+    # which are lmfast's too (context 4096, batch 2048/512), but for flash attention, which
+    # lmfast turns off on a CPU: _run_completion passes lmfast's applied value.
     llm = client.llm.load_new_instance(str(smollm2_path), "oracle", config={"maxParallelPredictions": 1})
     yield llm
     llm.unload()
 
 
-def _run_completion(exe, model_path, prompt, threads, *extra, ngl=0):
-    # ngl: the layers lmfast offloaded (0 unless the suite runs with LMFAST_TEST_GPU).
-    out = subprocess.run([str(exe), "-m", str(model_path), "-p", prompt, "-n", str(N_PREDICT), "-t", str(threads),
-                          "--temp", "0", "-no-cnv", "--no-display-prompt", "--simple-io", "-ngl", str(ngl), *extra],
+def _run_completion(exe, llm, model_path, prompt, *extra):
+    """llama-completion with the settings lmfast applied to ``llm``: threads, flash attention and
+    the layers offloaded (0 unless the suite runs with LMFAST_TEST_GPU)."""
+    cfg = llm.get_load_config()
+    flash = {True: "on", False: "off", None: "auto"}[cfg["flashAttention"]]
+    out = subprocess.run([str(exe), "-m", str(model_path), "-p", prompt, "-n", str(N_PREDICT),
+                          "-t", str(cfg["cpuThreads"]), "-fa", flash, "-ngl", str(llm._instance.n_gpu_layers),
+                          "--temp", "0", "-no-cnv", "--no-display-prompt", "--simple-io", *extra],
                          capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr.decode(errors="replace")[-2000:]
     return out.stdout
@@ -61,11 +66,25 @@ def _compare(llm, stream, expected_stdout):
 
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_greedy_matches_llama_completion(llama_completion, oracle_llm, smollm2_path, prompt):
-    threads = oracle_llm.get_load_config()["cpuThreads"]
-    expected = _run_completion(llama_completion, smollm2_path, prompt, threads,
-                               ngl=oracle_llm._instance.n_gpu_layers)
+    expected = _run_completion(llama_completion, oracle_llm, smollm2_path, prompt)
     stream = oracle_llm.complete_stream(prompt, config={**GREEDY, "maxTokens": N_PREDICT, "repeatPenalty": False})
     _compare(oracle_llm, stream, expected)
+
+
+def test_greedy_with_flash_attention_matches_llama_completion(llama_completion, client, smollm2_path):
+    """The other attention path, flash attention on (as on a GPU or with a quantized V cache),
+    is exact against llama-completion -fa on too: a ~500-token prompt in one batch, then one
+    row a step."""
+    llm = client.llm.load_new_instance(str(smollm2_path), "oracle-fa",
+                                       config={"maxParallelPredictions": 1, "flashAttention": True})
+    try:
+        assert llm.get_load_config()["flashAttention"] is True
+        prompt = " ".join(PROMPTS * 12)
+        expected = _run_completion(llama_completion, llm, smollm2_path, prompt)
+        stream = llm.complete_stream(prompt, config={**GREEDY, "maxTokens": N_PREDICT, "repeatPenalty": False})
+        _compare(llm, stream, expected)
+    finally:
+        llm.unload()
 
 
 @pytest.mark.parametrize("penalty", [1.3, 1.8])
@@ -73,10 +92,8 @@ def test_repeat_penalty_matches_llama_completion(llama_completion, oracle_llm, s
     """lmfast's own O(recent tokens) repetition penalty against llama.cpp's sampler chain
     (which also counts the end of the prompt)."""
     prompt = "List the colours of the rainbow, again and again: red, orange, yellow, green, blue,"
-    threads = oracle_llm.get_load_config()["cpuThreads"]
-    expected = _run_completion(llama_completion, smollm2_path, prompt, threads,
-                               "--repeat-penalty", str(penalty), "--repeat-last-n", "64",
-                               ngl=oracle_llm._instance.n_gpu_layers)
+    expected = _run_completion(llama_completion, oracle_llm, smollm2_path, prompt,
+                               "--repeat-penalty", str(penalty), "--repeat-last-n", "64")
     cfg = {**GREEDY, "maxTokens": N_PREDICT, "repeatLastN": 64}
     stream = oracle_llm.complete_stream(prompt, config={**cfg, "repeatPenalty": penalty})
     _compare(oracle_llm, stream, expected)
@@ -88,10 +105,9 @@ def test_frequency_and_presence_penalties_match_llama_completion(llama_completio
     """OpenAI's frequency and presence penalties (frequencyPenalty, presencePenalty) against
     llama.cpp's sampler chain with the same values and window."""
     prompt = "List the colours of the rainbow, again and again: red, orange, yellow, green, blue,"
-    threads = oracle_llm.get_load_config()["cpuThreads"]
-    expected = _run_completion(llama_completion, smollm2_path, prompt, threads,
+    expected = _run_completion(llama_completion, oracle_llm, smollm2_path, prompt,
                                "--repeat-penalty", "1.0", "--frequency-penalty", "0.8", "--presence-penalty", "0.4",
-                               "--repeat-last-n", "64", ngl=oracle_llm._instance.n_gpu_layers)
+                               "--repeat-last-n", "64")
     cfg = {**GREEDY, "maxTokens": N_PREDICT, "repeatLastN": 64, "repeatPenalty": False}
     stream = oracle_llm.complete_stream(prompt, config={**cfg, "frequencyPenalty": 0.8, "presencePenalty": 0.4})
     _compare(oracle_llm, stream, expected)

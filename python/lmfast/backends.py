@@ -135,3 +135,33 @@ def plan_offload(gpu: dict[str, Any], n_layer: int, *, stacklevel: int = 2) -> O
         devices=[gpus[i]["index"] for i in usable],
         applied=applied,
     )
+
+
+# The attention scores of one micro-batch at full context, above which a CPU load keeps flash
+# attention on: without it llama.cpp materialises them (f32, n_ctx x n_ubatch x heads). SmolLM2
+# (9 heads) at 4096 tokens needs 72 MiB, an 8B model (32 heads) 256 MiB at 4096 and 1 GiB at
+# 16384, where flash attention stays on. The buffer is resident only as deep as prompts reach.
+_SCORES_CAP = 512 << 20
+
+
+def default_flash_attention(meta: dict[str, Any], *, n_ctx: int, n_ubatch: int, n_gpu_layers: int,
+                            kv_on_gpu: bool, quantized_v: bool) -> bool | None:
+    """The ``flashAttention`` an unset key resolves to: False where attention runs on the CPU,
+    None (llama.cpp's ``auto``: on where supported) elsewhere.
+
+    ggml's CPU flash-attention kernel loses to the plain matrix products once a context holds
+    more than ~250 tokens, and chats pass that within a few turns. AVX2 EPYC, 2 threads
+    (benchmarks/RESULTS.md, "Flash attention off by default on a CPU"): a chat's later turns took
+    1.57x as long with it at depth 700-1000 (SmolLM2), and a synthetic Llama-3.2-1B decoded 1.5x
+    slower at depth 1024. It stays on where it is needed (a quantized V cache), where the scores
+    it avoids would be large (``_SCORES_CAP``), and on GPUs, where llama.cpp's kernels win. Off
+    costs memory (V is stored transposed) and makes results depend more on batch shape: README,
+    "Flash attention on a CPU"."""
+    if quantized_v or (n_gpu_layers != 0 and kv_on_gpu):
+        return None
+    arch = meta.get("general.architecture", "")
+    heads = meta.get(f"{arch}.attention.head_count", 0)
+    n_head = max(heads) if isinstance(heads, (list, tuple)) else int(heads or 0)
+    if n_head <= 0 or n_ctx * n_ubatch * n_head * 4 > _SCORES_CAP:
+        return None
+    return False

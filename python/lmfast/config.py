@@ -277,7 +277,11 @@ LOAD_KEYS: tuple[Key, ...] = (
         "Experts active per token in a mixture-of-experts model (overrides the file's "
         "<arch>.expert_used_count at load); None: the model's own. A model without experts, or a count "
         "above its expert count, is an error."),
-    Key("flashAttention", _bool_or_auto, None, "Use flash attention; None (unset): llama.cpp decides (auto)."),
+    Key("flashAttention", _bool_or_auto, None,
+        "Use flash attention. None (unset): off where attention runs on the CPU, whose kernel for it is "
+        "slower past ~250 tokens of context, unless the V cache is quantized or a batch's attention scores "
+        "at full context would pass 512 MiB; elsewhere llama.cpp decides (auto). get_load_config() gives "
+        "the applied value."),
     Key("seed", _int(0, 2**32 - 2, allow_false=True), False, "Default sampling seed; False: random."),
     Key("evalBatchSize", _int(1), 2048, "Most tokens per llama_decode call during prompt evaluation."),
     Key("tryMmap", _bool, True, "Memory-map the model file."),

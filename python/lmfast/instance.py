@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable, ClassVar
 
 from . import _core, prompt_cache
-from .backends import plan_offload
+from .backends import default_flash_attention, plan_offload
 from .config import LOAD_KEYS, Key, kv_type_id, with_defaults
 from .errors import ModelUnloadedError
 from .gguf import expert_overrides
@@ -166,12 +166,18 @@ class ModelInstance(LoadedInstance):
 
     def _start(self, model: Any, cfg: dict[str, Any], given: dict[str, Any]) -> Any:
         n_ctx = cfg["contextLength"] if "contextLength" in given else min(4096, model.n_ctx_train)
+        n_ubatch = min(512, cfg["evalBatchSize"])
+        if cfg["flashAttention"] is None:  # applied before the disk identity, which keys the V layout
+            cfg["flashAttention"] = default_flash_attention(
+                model.metadata(), n_ctx=n_ctx, n_ubatch=n_ubatch, n_gpu_layers=self.n_gpu_layers,
+                kv_on_gpu=cfg["offloadKVCacheToGpu"],
+                quantized_v=cfg["llamaVCacheQuantizationType"] not in (False, None, "f16", "bf16", "f32"))
         flash = cfg["flashAttention"]
         engine = _core.Engine(
             model,
             n_ctx=n_ctx,
             n_batch=cfg["evalBatchSize"],
-            n_ubatch=min(512, cfg["evalBatchSize"]),
+            n_ubatch=n_ubatch,
             n_seq=cfg["maxParallelPredictions"],
             n_threads=cfg["cpuThreads"] or -1,
             flash_attn=-1 if flash is None else int(flash),
