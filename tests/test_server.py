@@ -667,3 +667,22 @@ def test_load_and_unload_endpoints(server, oai):
     assert not any(m["id"] == "smol-b" for m in httpx.get(server.url + "/api/v0/models").json()["data"])
     r = httpx.post(server.url + "/api/v0/models/unload", json={"identifier": "smol-b"})
     assert r.status_code == 404
+
+
+def test_serve_flags_become_the_load_config():
+    """`serve` flags set the load config of the LLMs the server loads, and `server start` passes
+    them on to the server it spawns."""
+    import argparse
+
+    from lmfast.server.cli import add_serve_arguments, settings_from
+    from lmfast.server.daemon import _serve_argv
+
+    p = argparse.ArgumentParser()
+    add_serve_arguments(p)
+    args = p.parse_args(["--flash-attention", "on", "--context-length", "512"])
+    assert settings_from(args).load_config == {"contextLength": 512, "flashAttention": True}
+    assert settings_from(p.parse_args(["--flash-attention", "off"])).load_config == {"flashAttention": False}
+    assert settings_from(p.parse_args([])).load_config == {}
+    argv = _serve_argv(args)
+    assert argv[argv.index("--flash-attention") + 1] == "on"
+    assert p.parse_args(argv).flash_attention == "on"

@@ -33,6 +33,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parallel", type=int, default=None,
                    help="maxParallelPredictions of the LLMs the server loads (engine sequences)")
     p.add_argument("--cpu-threads", type=int, default=None, help="cpuThreads of the LLMs the server loads")
+    p.add_argument("--flash-attention", choices=("on", "off"), default=None,
+                   help="flashAttention of the LLMs the server loads (default: off where attention runs on "
+                        "the CPU, llama.cpp's auto elsewhere)")
     p.add_argument("--prompt-cache-ram-mb", type=int, default=None, metavar="MIB",
                    help="host-memory tier for conversations moved out of the KV cache, per LLM "
                         "(promptCacheRamBytes; default an eighth of free memory, at most 4 GiB; 0 turns it off)")
@@ -52,6 +55,8 @@ def settings_from(args: argparse.Namespace) -> Any:
         load["maxParallelPredictions"] = args.parallel
     if args.cpu_threads:
         load["cpuThreads"] = args.cpu_threads
+    if args.flash_attention:
+        load["flashAttention"] = args.flash_attention == "on"
     if args.prompt_cache_ram_mb is not None:
         load["promptCacheRamBytes"] = args.prompt_cache_ram_mb << 20
     return ServerSettings(

@@ -72,7 +72,7 @@ def _serve_argv(args: argparse.Namespace) -> list[str]:
     for flag in ("no_jit", "allow_unauthenticated", "log_prompts"):
         if getattr(args, flag):
             argv.append("--" + flag.replace("_", "-"))
-    for opt in ("context_length", "parallel", "cpu_threads"):
+    for opt in ("context_length", "parallel", "cpu_threads", "flash_attention"):
         if getattr(args, opt):
             argv += ["--" + opt.replace("_", "-"), str(getattr(args, opt))]
     return argv
