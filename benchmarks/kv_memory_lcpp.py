@@ -22,10 +22,11 @@ def main() -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--context-length", type=int, required=True)
     ap.add_argument("--threads", type=int, default=1)
+    # off by default: llama-cpp-python's default, and lmfast's on a CPU
+    ap.add_argument("--flash-attention", choices=("on", "off"), default="off")
     args = ap.parse_args()
-    # flash attention on, as lmfast's auto resolves it on a CPU (it changes the V cache layout only)
     llm = llama_cpp.Llama(model_path=args.model, n_ctx=args.context_length, n_threads=args.threads,
-                          n_threads_batch=args.threads, flash_attn=True, verbose=False)
+                          n_threads_batch=args.threads, flash_attn=args.flash_attention == "on", verbose=False)
     rows = [{"state": "loaded", "rss_mib": round(rss_mib()), "peak_rss_mib": round(rss_mib("VmHWM"))}]
     llm.create_chat_completion(messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0.0)
     rows.append({"state": "after one request", "rss_mib": round(rss_mib()), "peak_rss_mib": round(rss_mib("VmHWM"))})

@@ -40,7 +40,8 @@ def _ratio(a: float | None, b: float | None) -> str:
 def markdown(results: dict[str, Any]) -> str:
     lm, lb, lp = results.get("lmfast"), results.get("llama-bench"), results.get("llama-cpp-python")
     s = results["settings"]
-    out = [f"Model `{Path(s['model']).name}`, {s['threads']} threads, context {s['n_ctx']}, flash attention on"
+    flash = "on" if s.get("flash_attention", True) else "off"  # results before 2026-12-03 ran with it on
+    out = [f"Model `{Path(s['model']).name}`, {s['threads']} threads, context {s['n_ctx']}, flash attention {flash}"
            f"{', quick run' if s['quick'] else ''}. Medians (llama-bench: the mean of a run after lmfast "
            "and one after llama-cpp-python; it decodes after as many tokens of context as the decode "
            "prompt has); ratios are lmfast / peer "

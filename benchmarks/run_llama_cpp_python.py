@@ -23,18 +23,18 @@ from workload import Sample, runner_main, timed_stream  # noqa: E402
 class LlamaCppPythonAdapter:
     name = "llama-cpp-python"
 
-    def __init__(self, model: str, threads: int, n_ctx: int):
-        self.path, self.threads, self.n_ctx = model, threads, n_ctx
+    def __init__(self, model: str, threads: int, n_ctx: int, flash: bool):
+        self.path, self.threads, self.n_ctx, self.flash = model, threads, n_ctx, flash
         self.llm = None
         self.lock = threading.Lock()
 
     def load(self) -> float:
         start = time.perf_counter()
-        # n_threads defaults to half the cores and flash attention to off: both set
-        # explicitly, to the values lmfast and llama-bench use in the same run.
+        # n_threads defaults to half the cores: set, as flash attention is, to the values
+        # lmfast and llama-bench use in the same run.
         self.llm = llama_cpp.Llama(model_path=self.path, n_ctx=self.n_ctx, n_threads=self.threads,
                                    n_threads_batch=self.threads, n_batch=2048, n_ubatch=512,
-                                   flash_attn=True, verbose=False)
+                                   flash_attn=self.flash, verbose=False)
         return time.perf_counter() - start
 
     def unload(self) -> None:
@@ -61,4 +61,5 @@ class LlamaCppPythonAdapter:
 
 
 if __name__ == "__main__":
-    raise SystemExit(runner_main(lambda a: LlamaCppPythonAdapter(a.model, a.threads, a.ctx), llama_cpp.__version__))
+    raise SystemExit(runner_main(lambda a: LlamaCppPythonAdapter(a.model, a.threads, a.ctx, bool(a.flash)),
+                                 llama_cpp.__version__))

@@ -17,9 +17,12 @@ from workload import Sample, runner_main, timed_stream  # noqa: E402
 class LmfastAdapter:
     name = "lmfast"
 
-    def __init__(self, model: str, threads: int, n_ctx: int, parallel: int | None, gpu: str | None = None):
+    def __init__(self, model: str, threads: int, n_ctx: int, parallel: int | None, gpu: str | None = None,
+                 flash: bool | None = None):
         self.path = model
-        self.config = {"contextLength": n_ctx, "cpuThreads": threads, "flashAttention": True}
+        self.config = {"contextLength": n_ctx, "cpuThreads": threads}
+        if flash is not None:
+            self.config["flashAttention"] = flash
         if parallel:
             self.config["maxParallelPredictions"] = parallel
         if gpu:
@@ -59,5 +62,5 @@ def _parallel(ap) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(runner_main(lambda a: LmfastAdapter(a.model, a.threads, a.ctx, a.parallel, a.gpu),
+    raise SystemExit(runner_main(lambda a: LmfastAdapter(a.model, a.threads, a.ctx, a.parallel, a.gpu, a.flash),
                                  lms.__version__, _parallel))

@@ -9,8 +9,8 @@ tokens/s at each client count (streamed chat completions, greedy, distinct promp
 multi-turn scenario (8 chats of 5 turns, their turns interleaved) with its mean TTFT. For
 lmfast also single-client decode speed against in-process `respond_stream` on the same model
 and config. Every server gets the same model, threads, per-sequence context and parallel
-slots; the rest is each one's default, except flash attention, which is on for all three
-(lmfast and llama-server choose it on CPU; llama-cpp-python's default is off), and two of
+slots; the rest is each one's default, except flash attention, which is off for all three
+(lmfast's and llama-cpp-python's default on a CPU; llama-server's auto turns it on), and two of
 llama-cpp-python's: its RAM prompt cache, since its default keeps only the last prompt, and
 queueing instead of its default of ending a running stream when another request arrives
 (with that default most concurrent requests come back empty).
@@ -95,14 +95,14 @@ def server_command(name: str, port: int, model_path: str, args: argparse.Namespa
 
         # -c is the whole KV pool; split over -np slots it gives each one lmfast's per-sequence context.
         return [str(program("llama-server")), "-m", model_path, "--host", "127.0.0.1", "--port", str(port),
-                "-t", t, "-tb", t, "-c", str(ctx * par), "-np", str(par), "-fa", "on"]
+                "-t", t, "-tb", t, "-c", str(ctx * par), "-np", str(par), "-fa", "off"]
     if name == "llama-cpp-python":
         sys.path.insert(0, str(Path(__file__).parent))
         from suite import llama_cpp_python_server
 
         return [str(llama_cpp_python_server()), "-m", "llama_cpp.server", "--model", model_path, "--host",
                 "127.0.0.1", "--port", str(port), "--n_threads", t, "--n_threads_batch", t, "--n_ctx", str(ctx),
-                "--flash_attn", "true", "--cache", "true", "--interrupt_requests", "false"]
+                "--cache", "true", "--interrupt_requests", "false"]
     raise ValueError(f"unknown server {name!r}")
 
 

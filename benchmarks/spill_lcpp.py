@@ -31,7 +31,7 @@ def main() -> int:
     ap.add_argument("--cache-bytes", type=int, default=2 << 30, help="LlamaRAMCache capacity (its default)")
     args = ap.parse_args()
     llm = llama_cpp.Llama(model_path=args.model, n_ctx=2048, n_threads=args.threads, n_threads_batch=args.threads,
-                          flash_attn=True, verbose=False)
+                          verbose=False)
     llm.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=args.cache_bytes))
     histories = [[{"role": "system", "content": system_prompt(k)}] for k in range(args.chats)]
     ttfts: list[float] = []

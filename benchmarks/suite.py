@@ -2,6 +2,10 @@
 on the same model, threads and settings, in one run.
 
     python -m benchmarks [--quick] [--model KEY_OR_PATH] [--threads N] [--peers ...] [--out DIR]
+                         [--flash-attention on|off]
+
+Every runner gets the same flash-attention setting: lmfast's default on the device (off on a
+CPU, on with --gpu) unless --flash-attention says otherwise.
 
 Writes ``results.json`` (raw samples, machine and build info, settings), ``results.md``
 (the table) and PNG plots into the output folder. Figures are reported, never asserted.
@@ -46,7 +50,7 @@ def cache_dir() -> Path:
 
 # -- peers --------------------------------------------------------------------------------
 
-def run_llama_bench(model: str, threads: int, n_prompt: int, n_gen: int, reps: int,
+def run_llama_bench(model: str, threads: int, n_prompt: int, n_gen: int, reps: int, flash: bool,
                     ngl: int = 0, openmp: bool | None = None, n_depth: int = 0) -> dict[str, Any]:
     """llama-bench from lmfast's build; ``openmp``: from a build of the same tree with the
     other threading (llama-cpp-python's wheels use OpenMP, lmfast ggml's own pool).
@@ -54,11 +58,13 @@ def run_llama_bench(model: str, threads: int, n_prompt: int, n_gen: int, reps: i
     Prefill runs on an empty context, as the workload's cold long prompt does. Decode runs at
     ``n_depth`` tokens of context (``-d``), the workload's decode prompt: the runners decode after
     their prompt, and on an AVX2 CPU with flash attention 40 tokens of context already cost ~3 %
-    of decode speed against an empty one (tg128 95.3 -> 92.1 tok/s, 1 thread)."""
+    of decode speed against an empty one (tg128 95.3 -> 92.1 tok/s, 1 thread). ``flash``: the
+    run's flash-attention setting, as the runners have it."""
     from lmfast import _reference
 
     exe = _reference.program("llama-bench", openmp=openmp)
-    base = [str(exe), "-m", model, "-t", str(threads), "-fa", "1", "-r", str(reps), "-o", "json", "-ngl", str(ngl)]
+    base = [str(exe), "-m", model, "-t", str(threads), "-fa", str(int(flash)), "-r", str(reps), "-o", "json",
+            "-ngl", str(ngl)]
     cmds = [base + ["-p", str(n_prompt), "-n", "0"], base + ["-p", "0", "-n", str(n_gen), "-d", str(n_depth)]]
     out: dict[str, Any] = {"command": " && ".join(" ".join(c) for c in cmds)}
     for cmd in cmds:
@@ -71,10 +77,15 @@ def run_llama_bench(model: str, threads: int, n_prompt: int, n_gen: int, reps: i
     return out
 
 
+def llama_cpp_python_path() -> Path:
+    """The Python of the suite's llama-cpp-python venv (which may not be made yet)."""
+    return cache_dir() / "bench" / f"llama-cpp-python-{LCPP_VERSION}" / "bin" / "python"
+
+
 def llama_cpp_python_venv() -> Path:
     """A virtual environment with llama-cpp-python built from source; made once."""
-    venv = cache_dir() / "bench" / f"llama-cpp-python-{LCPP_VERSION}"
-    python = venv / "bin" / "python"
+    python = llama_cpp_python_path()
+    venv = python.parent.parent
     probe = [str(python), "-c", "import llama_cpp; print(llama_cpp.__version__)"]
     if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
         return python
@@ -157,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu", default=None,
                     help="GPU offload for lmfast (gpu.ratio: 0..1 or max) and llama-bench (-ngl, the same "
                          "layer count); llama-cpp-python stays a CPU build, so pass --peers llama-bench")
+    ap.add_argument("--flash-attention", choices=("on", "off"), default=None,
+                    help="flash attention for every runner (default: lmfast's default there: off on a CPU, "
+                         "on with --gpu)")
     args = ap.parse_args(argv)
+    flash = args.flash_attention == "on" if args.flash_attention else bool(args.gpu)
 
     peers = [p for p in args.peers.split(",") if p]
     unknown = set(peers) - set(PEERS)
@@ -167,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out) if args.out else HERE / "out" / time.strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {"model": model, "threads": args.threads, "quick": args.quick, "n_ctx": 4096,
-                "flash_attention": True, "peers": peers, "gpu": args.gpu}
+                "flash_attention": flash, "peers": peers, "gpu": args.gpu}
     ngl = 0
     if args.gpu:
         from lmfast.backends import plan_offload
@@ -187,20 +202,23 @@ def main(argv: list[str] | None = None) -> int:
     bench_args = None
     first_bench = None
     results["lmfast"] = run_runner([sys.executable, str(HERE / "run_lmfast.py"), "--model", model,
-                                    "--threads", str(args.threads), "--out", str(out_dir / "lmfast.json")]
+                                    "--threads", str(args.threads), "--out", str(out_dir / "lmfast.json"),
+                                    "--flash-attention", "on" if flash else "off"]
                                    + (["--quick"] if args.quick else []) + (["--gpu", args.gpu] if args.gpu else []),
                                    out_dir / "lmfast.json")
     if "llama-bench" in peers:
         lm = results["lmfast"]
         bench_args = {"model": model, "threads": args.threads, "n_prompt": lm["ttft_long_cold_s"]["prompt_tokens"],
                       "n_gen": max(lm["decode_tps"]["tokens"]), "reps": 2 if args.quick else 5, "ngl": ngl,
+                      "flash": flash,
                       "n_depth": lm["decode_tps"]["prompt_tokens"]}
         first_bench = run_llama_bench(**bench_args)
     if "llama-cpp-python" in peers:
         python = llama_cpp_python_venv()
         results["llama-cpp-python"] = run_runner(
             [str(python), str(HERE / "run_llama_cpp_python.py"), "--model", model, "--threads", str(args.threads),
-             "--out", str(out_dir / "llama-cpp-python.json")] + (["--quick"] if args.quick else []),
+             "--out", str(out_dir / "llama-cpp-python.json"), "--flash-attention", "on" if flash else "off"]
+            + (["--quick"] if args.quick else []),
             out_dir / "llama-cpp-python.json")
     if bench_args is not None:
         second = run_llama_bench(**bench_args)

@@ -208,10 +208,13 @@ def runner_main(make_adapter: Callable[[argparse.Namespace], Adapter], version: 
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--ctx", type=int, default=4096)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--flash-attention", dest="flash", choices=("on", "off"), default=None,
+                    help="flash attention (default: the library's own)")
     ap.add_argument("--out", required=True)
     if add_args:
         add_args(ap)
     args = ap.parse_args()
+    args.flash = None if args.flash is None else args.flash == "on"
     result = run(make_adapter(args), quick=args.quick, log=lambda m: print(m, file=sys.stderr, flush=True))
     result["version"] = version
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -28,6 +28,8 @@ def test_quick_benchmark_writes_reports(tmp_path):
     assert results["llama-bench"]["decode_tps"]["mean"] > 0
     assert results["llama-bench"]["prefill_tps"]["mean"] > 0
     assert len(results["llama-bench"]["runs"]) == 2
+    # every runner at lmfast's default on a CPU: flash attention off
+    assert results["settings"]["flash_attention"] is False and " -fa 0 " in results["llama-bench"]["command"]
     table = (tmp_path / "results.md").read_text()
     assert "| decode |" in table and "lmfast / llama-bench" in table
     assert "| peak RSS before the concurrent streams |" in table
@@ -77,3 +79,15 @@ def test_tool_round_trip_benchmark_runs():
     rows = [line for line in res.stdout.splitlines() if line.startswith("maxTokens ")]
     assert [r.split(":")[0] for r in rows] == ["maxTokens 1", "maxTokens 16"], res.stdout
     assert all(float(r.split("median ")[1].split(" ms")[0]) > 0 for r in rows)
+
+
+def test_flash_attention_benchmark_runs():
+    """benchmarks/flash_attention.py, tiny: a row per lmfast runner with its times (and one for
+    llama-cpp-python where the suite's venv exists)."""
+    res = subprocess.run([sys.executable, "benchmarks/flash_attention.py", "--paragraphs", "2", "--turns", "2",
+                          "--tokens", "4", "--reps", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in res.stdout.splitlines()
+            if line.startswith("| ") and " ms |" in line}
+    assert {"lmfast", "lmfast, FA on"} <= set(rows), res.stdout
+    assert all(float(r.split(" | ")[1].split(" ms")[0]) > 0 for r in rows.values())
