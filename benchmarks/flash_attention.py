@@ -100,8 +100,9 @@ def main() -> int:
     for runner, rs in runs.items():
         first = statistics.median(r["ttft_s"][0] for r in rs)
         later = statistics.median(statistics.median(r["ttft_s"][1:]) for r in rs)
-        dec = statistics.median(r["decode_tps"] for r in rs)
-        print(f"| {runner} | {first * 1000:.0f} ms | {later * 1000:.1f} ms | {dec:.1f} |")
+        decode = [r["decode_tps"] for r in rs if r["decode_tps"]]  # none when answers are one token
+        dec = f"{statistics.median(decode):.1f}" if decode else "–"
+        print(f"| {runner} | {first * 1000:.0f} ms | {later * 1000:.1f} ms | {dec} |")
     return 0
 
 
