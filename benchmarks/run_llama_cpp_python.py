@@ -41,6 +41,9 @@ class LlamaCppPythonAdapter:
         self.llm.close()
         self.llm = None
 
+    def flash_attention(self) -> bool:
+        return self.flash
+
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode(), add_bos=True, special=True))
 

@@ -38,6 +38,10 @@ class LmfastAdapter:
     def unload(self) -> None:
         self.llm.unload()
 
+    def flash_attention(self) -> bool:
+        # None is llama.cpp's auto, which turns it on where the backend has it (CPU and GPU alike)
+        return self.llm.get_load_config()["flashAttention"] is not False
+
     def count_tokens(self, text: str) -> int:
         return len(self.llm._instance.native()[0].tokenize(text, add_special=True, parse_special=True))
 

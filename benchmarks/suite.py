@@ -4,8 +4,8 @@ on the same model, threads and settings, in one run.
     python -m benchmarks [--quick] [--model KEY_OR_PATH] [--threads N] [--peers ...] [--out DIR]
                          [--flash-attention on|off]
 
-Every runner gets the same flash-attention setting: lmfast's default on the device (off on a
-CPU, on with --gpu) unless --flash-attention says otherwise.
+Every runner gets the same flash-attention setting: the one lmfast applied by default (off on
+a CPU, on with --gpu), unless --flash-attention says otherwise.
 
 Writes ``results.json`` (raw samples, machine and build info, settings), ``results.md``
 (the table) and PNG plots into the output folder. Figures are reported, never asserted.
@@ -169,10 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="GPU offload for lmfast (gpu.ratio: 0..1 or max) and llama-bench (-ngl, the same "
                          "layer count); llama-cpp-python stays a CPU build, so pass --peers llama-bench")
     ap.add_argument("--flash-attention", choices=("on", "off"), default=None,
-                    help="flash attention for every runner (default: lmfast's default there: off on a CPU, "
-                         "on with --gpu)")
+                    help="flash attention for every runner (default: what lmfast applies by default there: "
+                         "off on a CPU, on with --gpu)")
     args = ap.parse_args(argv)
-    flash = args.flash_attention == "on" if args.flash_attention else bool(args.gpu)
 
     peers = [p for p in args.peers.split(",") if p]
     unknown = set(peers) - set(PEERS)
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out) if args.out else HERE / "out" / time.strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {"model": model, "threads": args.threads, "quick": args.quick, "n_ctx": 4096,
-                "flash_attention": flash, "peers": peers, "gpu": args.gpu}
+                "peers": peers, "gpu": args.gpu}
     ngl = 0
     if args.gpu:
         from lmfast.backends import plan_offload
@@ -202,10 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     bench_args = None
     first_bench = None
     results["lmfast"] = run_runner([sys.executable, str(HERE / "run_lmfast.py"), "--model", model,
-                                    "--threads", str(args.threads), "--out", str(out_dir / "lmfast.json"),
-                                    "--flash-attention", "on" if flash else "off"]
-                                   + (["--quick"] if args.quick else []) + (["--gpu", args.gpu] if args.gpu else []),
+                                    "--threads", str(args.threads), "--out", str(out_dir / "lmfast.json")]
+                                   + (["--quick"] if args.quick else []) + (["--gpu", args.gpu] if args.gpu else [])
+                                   + (["--flash-attention", args.flash_attention] if args.flash_attention else []),
                                    out_dir / "lmfast.json")
+    # The peers get what lmfast ran with: its own default where none was given.
+    flash = settings["flash_attention"] = results["lmfast"]["flash_attention"]
     if "llama-bench" in peers:
         lm = results["lmfast"]
         bench_args = {"model": model, "threads": args.threads, "n_prompt": lm["ttft_long_cold_s"]["prompt_tokens"],

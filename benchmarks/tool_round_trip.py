@@ -22,14 +22,10 @@ sys.path.insert(0, str(ROOT))
 
 def tool_model(source: Path, folder: Path) -> Path:
     """The model file with the tests' tool-call chat template in place of its own."""
-    from tests.gguf_mutate import STR, GgufFile, make_kv
+    from tests.gguf_mutate import with_chat_template
     from tests.test_tools import TOOL_TEMPLATE
 
-    g = GgufFile.parse(source.read_bytes())
-    kvs = [make_kv(kv.key, STR, TOOL_TEMPLATE) if kv.key == "tokenizer.chat_template" else kv for kv in g.kvs]
-    path = folder / "tools.gguf"
-    path.write_bytes(g.serialize(kvs))
-    return path
+    return with_chat_template(source, TOOL_TEMPLATE, folder / "tools.gguf")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,6 +71,7 @@ class Adapter(Protocol):
     def count_tokens(self, text: str) -> int: ...
     def complete(self, prompt: str, max_tokens: int) -> Sample: ...
     def chat(self, messages: list[dict[str, str]], max_tokens: int) -> Sample: ...
+    def flash_attention(self) -> bool: ...             # whether the loaded model runs with it
 
 
 def timed_stream(start: float, pieces: Any) -> Sample:
@@ -130,6 +131,7 @@ def run(adapter: Adapter, *, quick: bool, log: Callable[[str], None] = print) ->
     load_s = adapter.load()
     loads.append(load_s)
     out["load_s"] = {"samples": loads, "median": median(loads)}
+    out["flash_attention"] = adapter.flash_attention()
 
     # Warm-up: first-call costs (graph allocation, page faults) are not what we measure.
     adapter.complete("Hello", 4)

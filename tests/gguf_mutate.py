@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import struct
 from dataclasses import dataclass, field
+from pathlib import Path
 
 U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)
 _SCALAR = {U8: "<B", I8: "<b", U16: "<H", I16: "<h", U32: "<I", I32: "<i", F32: "<f", BOOL: "<?",
@@ -265,6 +266,14 @@ class GgufFile:
 
 def make_kv(key: str, vtype: int, value) -> Kv:
     return Kv(key, vtype, value, encode_kv(key, vtype, value))
+
+
+def with_chat_template(source: Path, template: str, dest: Path) -> Path:
+    """Writes ``dest``: the GGUF file ``source`` with ``template`` as its chat template."""
+    g = GgufFile.parse(source.read_bytes())
+    kvs = [make_kv(kv.key, STR, template) if kv.key == "tokenizer.chat_template" else kv for kv in g.kvs]
+    dest.write_bytes(g.serialize(kvs))
+    return dest
 
 
 # -- mutations ----------------------------------------------------------------------------------

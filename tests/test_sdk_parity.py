@@ -16,7 +16,7 @@ from lmfast.llm import ReasoningSplitter
 from lmfast.registry import resolve
 from lmfast.tools import ToolCallRequest, tool_definitions
 
-from .gguf_mutate import STR, GgufFile, make_kv
+from .gguf_mutate import with_chat_template
 from .test_tools import TOOL_TEMPLATE, _few_shot, add, greet
 
 GREEDY = {"temperature": 0, "maxTokens": 16}
@@ -202,10 +202,8 @@ def test_async_llm_renders_and_tokenizes_off_the_event_loop(small):
 
 @pytest.fixture(scope="module")
 def tool_llm(client, smollm2_path, tmp_path_factory):
-    g = GgufFile.parse(smollm2_path.read_bytes())
-    kvs = [make_kv(kv.key, STR, TOOL_TEMPLATE) if kv.key == "tokenizer.chat_template" else kv for kv in g.kvs]
-    path = tmp_path_factory.mktemp("parity-tools") / "smollm2-tools.gguf"
-    path.write_bytes(g.serialize(kvs))
+    path = with_chat_template(smollm2_path, TOOL_TEMPLATE,
+                              tmp_path_factory.mktemp("parity-tools") / "smollm2-tools.gguf")
     model = client.llm.load_new_instance(str(path), "parity-tools", config={"contextLength": 2048, "cpuThreads": 1})
     yield model
     model.unload()

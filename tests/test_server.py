@@ -27,7 +27,7 @@ jsonschema = pytest.importorskip("jsonschema")
 
 import lmfast as lms  # noqa: E402
 
-from .gguf_mutate import STR, GgufFile, make_kv  # noqa: E402
+from .gguf_mutate import with_chat_template  # noqa: E402
 from .test_tools import TOOL_TEMPLATE  # noqa: E402
 
 SMOL = "smollm2-135m-instruct"
@@ -120,11 +120,8 @@ def sse_events(lines: list[str]) -> list[str]:
 
 @pytest.fixture(scope="session")
 def tool_gguf(smollm2_path, tmp_path_factory) -> Path:
-    g = GgufFile.parse(smollm2_path.read_bytes())
-    kvs = [make_kv(kv.key, STR, TOOL_TEMPLATE) if kv.key == "tokenizer.chat_template" else kv for kv in g.kvs]
-    path = tmp_path_factory.mktemp("server-tools") / "smollm2-tools.gguf"
-    path.write_bytes(g.serialize(kvs))
-    return path
+    return with_chat_template(smollm2_path, TOOL_TEMPLATE,
+                              tmp_path_factory.mktemp("server-tools") / "smollm2-tools.gguf")
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import pytest
 import lmfast as lms
 from lmfast.tools import ToolCallRequest, run_tool_call, tool_definitions
 
-from .gguf_mutate import STR, GgufFile, make_kv
+from .gguf_mutate import with_chat_template
 
 TOOL_TEMPLATE = (
     "{% if tools %}<|im_start|>system\n"
@@ -56,11 +56,7 @@ def greet(name: str, polite: bool) -> str:
 
 @pytest.fixture(scope="module")
 def tool_model_path(smollm2_path, tmp_path_factory):
-    g = GgufFile.parse(smollm2_path.read_bytes())
-    kvs = [make_kv(kv.key, STR, TOOL_TEMPLATE) if kv.key == "tokenizer.chat_template" else kv for kv in g.kvs]
-    path = tmp_path_factory.mktemp("tools") / "smollm2-tools.gguf"
-    path.write_bytes(g.serialize(kvs))
-    return path
+    return with_chat_template(smollm2_path, TOOL_TEMPLATE, tmp_path_factory.mktemp("tools") / "smollm2-tools.gguf")
 
 
 @pytest.fixture(scope="module")
@@ -393,11 +389,7 @@ def test_a_template_that_fails_on_tools_raises_and_nothing_else_breaks(llm, clie
     # probe (which treats a failure as "no tools") after ~2.9 s on the 2-core CI machine, a race
     # with a 3 s time limit. 1 s leaves the time limit first by a wide margin.
     monkeypatch.setenv("LMFAST_TEMPLATE_TIMEOUT", "1")
-    g = GgufFile.parse(smollm2_path.read_bytes())
-    kvs = [make_kv(kv.key, STR, payload + TOOL_TEMPLATE) if kv.key == "tokenizer.chat_template" else kv
-           for kv in g.kvs]
-    path = tmp_path / f"{name}.gguf"
-    path.write_bytes(g.serialize(kvs))
+    path = with_chat_template(smollm2_path, payload + TOOL_TEMPLATE, tmp_path / f"{name}.gguf")
     if fails_at == "load":
         with pytest.raises(lms.ModelLoadError, match="chat template"):
             client.llm.load_new_instance(str(path), f"tools-{name}", config={"contextLength": 512})
