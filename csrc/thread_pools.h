@@ -31,6 +31,9 @@ public:
     void use(llama_context * ctx, int32_t n, int32_t n_batch);
     // Attaches the pools in use to another context (the engine's, after it grows).
     void attach(llama_context * ctx) const;
+    // The engine has nothing to compute: the pools in use stop polling now. ggml resumes a
+    // paused pool itself when the next graph is computed on it.
+    void idle() const;
 
 private:
     ggml_threadpool * pool(int32_t n);
