@@ -42,9 +42,9 @@ def markdown(results: dict[str, Any]) -> str:
     s = results["settings"]
     flash = "on" if s.get("flash_attention", True) else "off"  # results before 2026-12-03 ran with it on
     out = [f"Model `{Path(s['model']).name}`, {s['threads']} threads, context {s['n_ctx']}, flash attention {flash}"
-           f"{', quick run' if s['quick'] else ''}. Medians (llama-bench: the mean of a run after lmfast "
-           "and one after llama-cpp-python; it decodes after as many tokens of context as the decode "
-           "prompt has); ratios are lmfast / peer "
+           f"{', quick run' if s['quick'] else ''}. The runners took turns step by step. Medians "
+           "(llama-bench decodes after as many tokens of context as the decode prompt has); ratios are "
+           "lmfast / peer "
            "(above 1 is better for lmfast on speeds, below 1 on times).", "",
            "| scenario | lmfast | llama-bench | llama-cpp-python | lmfast / llama-bench | lmfast / llama-cpp-python |",
            "|---|---|---|---|---|---|"]

@@ -11,10 +11,14 @@ Writes ``results.json`` (raw samples, machine and build info, settings), ``resul
 (the table) and PNG plots into the output folder. Figures are reported, never asserted.
 
 - llama-bench is built from the same tree and objects as lmfast (the engine's ceiling):
-  lmfast's prefill and decode speeds are reported as ratios to its pp and tg figures.
+  lmfast's prefill and decode speeds are reported as ratios to its pp and tg figures. It
+  measures at the workload's prefill and decode steps (run_llama_bench.py).
 - llama-cpp-python (the version whose llama.cpp lmfast pins) is built from source into a
   virtual environment of its own in the lmfast cache the first time (a few minutes), and
   runs the very same workload (``workload.py``) through its high-level API.
+- Every runner is a process of its own; they run side by side and take turns step by step
+  (``lockstep.py``): one request, chat turn or round each, so that a spell of a slower host
+  falls on all of them rather than on whichever ran then.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import workload  # noqa: E402
+import lockstep  # noqa: E402
 
 LCPP_VERSION = "0.3.36"
 PEERS = ("llama-bench", "llama-cpp-python", "llama-bench-openmp")
@@ -50,31 +54,24 @@ def cache_dir() -> Path:
 
 # -- peers --------------------------------------------------------------------------------
 
-def run_llama_bench(model: str, threads: int, n_prompt: int, n_gen: int, reps: int, flash: bool,
-                    ngl: int = 0, openmp: bool | None = None, n_depth: int = 0) -> dict[str, Any]:
-    """llama-bench from lmfast's build; ``openmp``: from a build of the same tree with the
-    other threading (llama-cpp-python's wheels use OpenMP, lmfast ggml's own pool).
+def llama_bench_runner(probe: dict[str, Any], model: str, threads: int, flash: bool, ngl: int,
+                       openmp: bool | None = None) -> list[str]:
+    """llama-bench from lmfast's build as a runner (run_llama_bench.py); ``openmp``: from a build
+    of the same tree with the other threading (llama-cpp-python's wheels use OpenMP, lmfast
+    ggml's own pool).
 
     Prefill runs on an empty context, as the workload's cold long prompt does. Decode runs at
-    ``n_depth`` tokens of context (``-d``), the workload's decode prompt: the runners decode after
-    their prompt, and on an AVX2 CPU with flash attention 40 tokens of context already cost ~3 %
-    of decode speed against an empty one (tg128 95.3 -> 92.1 tok/s, 1 thread). ``flash``: the
-    run's flash-attention setting, as the runners have it."""
+    the decode prompt's tokens of context (``-d``): the runners decode after their prompt, and on
+    an AVX2 CPU with flash attention 40 tokens of context already cost ~3 % of decode speed
+    against an empty one (tg128 95.3 -> 92.1 tok/s, 1 thread). ``flash``: the run's
+    flash-attention setting, as the runners have it."""
     from lmfast import _reference
 
     exe = _reference.program("llama-bench", openmp=openmp)
-    base = [str(exe), "-m", model, "-t", str(threads), "-fa", str(int(flash)), "-r", str(reps), "-o", "json",
-            "-ngl", str(ngl)]
-    cmds = [base + ["-p", str(n_prompt), "-n", "0"], base + ["-p", "0", "-n", str(n_gen), "-d", str(n_depth)]]
-    out: dict[str, Any] = {"command": " && ".join(" ".join(c) for c in cmds)}
-    for cmd in cmds:
-        log("llama-bench: " + " ".join(cmd))
-        rows = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-        for row in rows:
-            kind = "prefill_tps" if row["n_prompt"] > 0 else "decode_tps"
-            out[kind] = {"mean": row["avg_ts"], "stddev": row["stddev_ts"], "samples": row.get("samples_ts", [])}
-        out["build_commit"] = rows[0].get("build_commit") if rows else None
-    return out
+    return [sys.executable, str(HERE / "run_llama_bench.py"), "--exe", str(exe), "--model", model,
+            "--threads", str(threads), "--flash", str(int(flash)), "--ngl", str(ngl),
+            "--n-prompt", str(probe["long_prompt_tokens"]), "--n-gen", str(probe["decode_tokens"]),
+            "--n-depth", str(probe["decode_prompt_tokens"])]
 
 
 def llama_cpp_python_path() -> Path:
@@ -196,40 +193,27 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"machine": machine_info(), "settings": settings}
 
     started = time.perf_counter()
-    # llama-bench runs after lmfast and again after llama-cpp-python; its figures are the
-    # mean of the two runs, since this machine's speed drifts by ~10 % over minutes.
-    bench_args = None
-    first_bench = None
-    results["lmfast"] = run_runner([sys.executable, str(HERE / "run_lmfast.py"), "--model", model,
-                                    "--threads", str(args.threads), "--out", str(out_dir / "lmfast.json")]
-                                   + (["--quick"] if args.quick else []) + (["--gpu", args.gpu] if args.gpu else [])
-                                   + (["--flash-attention", args.flash_attention] if args.flash_attention else []),
-                                   out_dir / "lmfast.json")
-    # The peers get what lmfast ran with: its own default where none was given.
-    flash = settings["flash_attention"] = results["lmfast"]["flash_attention"]
-    if "llama-bench" in peers:
-        lm = results["lmfast"]
-        bench_args = {"model": model, "threads": args.threads, "n_prompt": lm["ttft_long_cold_s"]["prompt_tokens"],
-                      "n_gen": max(lm["decode_tps"]["tokens"]), "reps": 2 if args.quick else 5, "ngl": ngl,
-                      "flash": flash,
-                      "n_depth": lm["decode_tps"]["prompt_tokens"]}
-        first_bench = run_llama_bench(**bench_args)
+    lm_cmd = ([sys.executable, str(HERE / "run_lmfast.py"), "--model", model, "--threads", str(args.threads)]
+              + (["--quick"] if args.quick else []) + (["--gpu", args.gpu] if args.gpu else [])
+              + (["--flash-attention", args.flash_attention] if args.flash_attention else []))
+    # The peers get what lmfast applies: its own default where none was given.
+    probe = run_runner(lm_cmd + ["--probe", "--out", str(out_dir / "probe.json")], out_dir / "probe.json")
+    flash = settings["flash_attention"] = probe["flash_attention"]
+    runners = {"lmfast": lm_cmd}
     if "llama-cpp-python" in peers:
-        python = llama_cpp_python_venv()
-        results["llama-cpp-python"] = run_runner(
-            [str(python), str(HERE / "run_llama_cpp_python.py"), "--model", model, "--threads", str(args.threads),
-             "--out", str(out_dir / "llama-cpp-python.json"), "--flash-attention", "on" if flash else "off"]
-            + (["--quick"] if args.quick else []),
-            out_dir / "llama-cpp-python.json")
-    if bench_args is not None:
-        second = run_llama_bench(**bench_args)
-        results["llama-bench"] = {
-            "command": first_bench["command"], "build_commit": first_bench["build_commit"], "runs": [first_bench, second],
-            **{k: {"mean": (first_bench[k]["mean"] + second[k]["mean"]) / 2,
-                   "samples": first_bench[k]["samples"] + second[k]["samples"]}
-               for k in ("prefill_tps", "decode_tps")}}
-    if "llama-bench-openmp" in peers and bench_args is not None:
-        results["llama-bench-openmp"] = run_llama_bench(**bench_args, openmp=True)
+        runners["llama-cpp-python"] = (
+            [str(llama_cpp_python_venv()), str(HERE / "run_llama_cpp_python.py"), "--model", model,
+             "--threads", str(args.threads), "--flash-attention", "on" if flash else "off"]
+            + (["--quick"] if args.quick else []))
+    for name, openmp in (("llama-bench", None), ("llama-bench-openmp", True)):
+        if name in peers:
+            runners[name] = (llama_bench_runner(probe, model, args.threads, flash, ngl, openmp)
+                             + (["--quick"] if args.quick else []))
+    outs = {name: out_dir / f"{name}.json" for name in runners}
+    log("runners, taking turns step by step: " + ", ".join(runners))
+    lockstep.run_in_turns({name: cmd + ["--out", str(outs[name]), "--lockstep"] for name, cmd in runners.items()})
+    for name, path in outs.items():
+        results[name] = json.loads(path.read_text())
     results["elapsed_s"] = time.perf_counter() - started
 
     from report import write_report

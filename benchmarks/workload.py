@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+import lockstep
+
 # -- inputs -------------------------------------------------------------------------------
 
 SYSTEM = "You are a helpful assistant. Answer in one or two sentences."
@@ -117,89 +119,157 @@ def median(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
-def run(adapter: Adapter, *, quick: bool, log: Callable[[str], None] = print) -> dict[str, Any]:
+def plan(quick: bool) -> list[tuple[str, int]]:
+    """The workload as short steps, (scenario, k) each: one request, one chat turn or one
+    round, at most a few seconds. Runners that take turns step by step (lockstep.py) all follow
+    this plan; llama-bench's (run_llama_bench.py) measures at the prefill and decode steps only.
+
+    TTFT of a short prompt is ~100 ms on 2 cores and this host drifts by 10-30 % over minutes,
+    so the short chat has 15 samples and the lone 10-turn chat is held three times (its figure
+    per turn is the median of the three): 5 % differences need that many to show."""
     reps = 2 if quick else 5
-    n_decode = 64 if quick else 128
-    n_long = 6 if quick else 14   # paragraphs: ~280 / ~650 tokens
-    out: dict[str, Any] = {"adapter": adapter.name, "quick": quick}
+    chats, turns = 1 if quick else 3, sizes(quick)["turns"]
+    return [*(("load and unload", k) for k in range(1 if quick else 3)), ("load", 0),
+            *(("short chat", k) for k in range(reps if quick else 15)),
+            *(("long prompt", k) for k in range(reps)),
+            *(("decode", k) for k in range(reps)),
+            *(("one chat", k) for k in range(chats * turns)),
+            *(("two interleaved chats", k) for k in range(3 if quick else 5)),
+            *(("concurrent streams", n) for n in ([1, 4] if quick else [1, 2, 4, 8])),
+            ("unload", 0)]
 
-    log(f"[{adapter.name}] load time")
-    loads = []
-    for _ in range(1 if quick else 3):
-        loads.append(adapter.load())
-        adapter.unload()
-    load_s = adapter.load()
-    loads.append(load_s)
-    out["load_s"] = {"samples": loads, "median": median(loads)}
-    out["flash_attention"] = adapter.flash_attention()
 
-    # Warm-up: first-call costs (graph allocation, page faults) are not what we measure.
-    adapter.complete("Hello", 4)
+def sizes(quick: bool) -> dict[str, int]:
+    """Tokens decoded per decode step, paragraphs of the long prompt (~280 / ~650 tokens) and
+    turns of the lone chat."""
+    return {"n_decode": 64 if quick else 128, "n_long": 6 if quick else 14, "turns": 4 if quick else 10}
 
-    log(f"[{adapter.name}] TTFT: short chat prompt, long prompt cold, long prompt with cached prefix")
-    short = [adapter.chat([{"role": "system", "content": f"{SYSTEM} (session {i})"},
-                           {"role": "user", "content": SHORT_QUESTION}], 8) for i in range(reps)]
-    long_cold = []
-    long_warm = []
-    for i in range(reps):
-        doc = long_prompt(1000 + i, n_long)
-        long_cold.append(adapter.complete(doc, 8))
-        long_warm.append(adapter.complete(doc + f" Part {i}:", 8))
-    n_long_tokens = adapter.count_tokens(long_prompt(0, n_long))
-    out["ttft_short_chat_s"] = {"samples": [s.ttft for s in short], "median": median([s.ttft for s in short])}
-    out["ttft_long_cold_s"] = {"samples": [s.ttft for s in long_cold], "median": median([s.ttft for s in long_cold]),
-                               "prompt_tokens": n_long_tokens}
-    out["ttft_long_cached_prefix_s"] = {"samples": [s.ttft for s in long_warm],
-                                        "median": median([s.ttft for s in long_warm])}
-    # Prefill speed: the cold long prompt's tokens over its time to first token.
-    out["prefill_tps"] = {"samples": [n_long_tokens / s.ttft for s in long_cold],
-                          "median": median([n_long_tokens / s.ttft for s in long_cold])}
 
-    log(f"[{adapter.name}] decode: {n_decode} tokens, greedy")
-    dec = [adapter.complete(COUNTING, n_decode) for _ in range(reps)]
-    out["decode_tps"] = {"samples": [s.decode_tps for s in dec], "median": median([s.decode_tps for s in dec]),
-                         "tokens": [s.n_tokens for s in dec], "prompt_tokens": adapter.count_tokens(COUNTING)}
+class Workload:
+    """Runs the plan's steps on an adapter; ``result()`` gathers the samples into the results'
+    JSON. In order (``run``) the steps are the whole workload."""
 
-    log(f"[{adapter.name}] 10-turn chat")
-    turns = 4 if quick else 10
-    out["chat_ttft_per_turn_s"] = _chat(adapter, [CHAT_QUESTIONS], turns)[0]
+    def __init__(self, adapter: Adapter, *, quick: bool):
+        self.a, self.quick = adapter, quick
+        size = sizes(quick)
+        self.n_decode, self.n_long, self.turns = size["n_decode"], size["n_long"], size["turns"]
+        self.loads: list[float] = []
+        self.samples: dict[str, list[Sample]] = {"short": [], "cold": [], "warm": [], "decode": []}
+        self.out: dict[str, Any] = {"adapter": adapter.name, "quick": quick}
+        self.chat: list[dict[str, str]] = []
+        # Chat A asks the lone chat's questions, so its turns compare with the lone chat's; its
+        # system prompt differs at the end, so it is not a replay of the lone chat's cache.
+        self.pair = [[{"role": "system", "content": SYSTEM + " Be precise."}] for _ in range(2)]
+        self.chat_ttft: list[list[float]] = []
+        self.pair_ttft: list[list[float]] = [[], []]
+        self.concurrency: dict[str, Any] = {}
 
-    log(f"[{adapter.name}] two interleaved chats")
-    # Chat A asks the lone chat's questions, so its turns compare with the lone chat's; its
-    # system prompt differs at the end, so it is not a replay of the lone chat's cache.
-    a, b = _chat(adapter, [CHAT_QUESTIONS, OTHER_QUESTIONS], 3 if quick else 5, system=SYSTEM + " Be precise.")
-    out["interleaved_ttft_per_turn_s"] = {"chat_a": a, "chat_b": b}
+    def steps(self) -> list[tuple[str, Callable[[], None]]]:
+        actions: dict[str, Callable[[int], None]] = {
+            "load and unload": lambda _: self._load_unload(), "load": lambda _: self._load(),
+            "short chat": self._short, "long prompt": self._long, "decode": lambda _: self._decode(),
+            "one chat": self._chat_turn, "two interleaved chats": self._pair_round,
+            "concurrent streams": self._concurrent, "unload": lambda _: self._unload()}
+        return [(f"{scenario} {k}", lambda f=actions[scenario], k=k: f(k)) for scenario, k in plan(self.quick)]
 
-    # Peak RSS before the concurrency scenario: one conversation at a time, the work both
-    # libraries do alike (lmfast then grows its KV to run 4 and 8 streams at once, which
-    # llama-cpp-python runs one after another).
-    out["peak_rss_serial_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    log(f"[{adapter.name}] concurrent streams")
-    conc = {}
-    for n in ([1, 4] if quick else [1, 2, 4, 8]):
+    # -- steps ----------------------------------------------------------------------------
+    def _load_unload(self) -> None:
+        self.loads.append(self.a.load())
+        self.a.unload()
+
+    def _load(self) -> None:
+        self.loads.append(self.a.load())
+        self.out["flash_attention"] = self.a.flash_attention()
+        self.n_long_tokens = self.a.count_tokens(long_prompt(0, self.n_long))
+        self.n_counting_tokens = self.a.count_tokens(COUNTING)
+        # Warm-up: first-call costs (graph allocation, page faults) are not what we measure.
+        self.a.complete("Hello", 4)
+
+    def _short(self, i: int) -> None:
+        self.samples["short"].append(self.a.chat([{"role": "system", "content": f"{SYSTEM} (session {i})"},
+                                                  {"role": "user", "content": SHORT_QUESTION}], 8))
+
+    def _long(self, i: int) -> None:
+        doc = long_prompt(1000 + i, self.n_long)
+        self.samples["cold"].append(self.a.complete(doc, 8))
+        self.samples["warm"].append(self.a.complete(doc + f" Part {i}:", 8))
+
+    def _decode(self) -> None:
+        self.samples["decode"].append(self.a.complete(COUNTING, self.n_decode))
+
+    def _turn(self, history: list[dict[str, str]], question: str) -> float:
+        history.append({"role": "user", "content": question})
+        s = self.a.chat(history, 24)
+        history.append({"role": "assistant", "content": s.text})
+        return s.ttft
+
+    def _chat_turn(self, k: int) -> None:
+        """Turn k % turns of chat k // turns; each chat's system prompt is its own."""
+        chat, t = divmod(k, self.turns)
+        if t == 0:
+            self.chat = [{"role": "system", "content": SYSTEM + (f" (chat {chat + 1})" if chat else "")}]
+            self.chat_ttft.append([])
+        self.chat_ttft[-1].append(self._turn(self.chat, CHAT_QUESTIONS[t % len(CHAT_QUESTIONS)]))
+
+    def _pair_round(self, t: int) -> None:
+        """Turn t of chat A, then of chat B."""
+        for history, questions, times in zip(self.pair, (CHAT_QUESTIONS, OTHER_QUESTIONS), self.pair_ttft):
+            times.append(self._turn(history, questions[t % len(questions)]))
+
+    def _concurrent(self, n: int) -> None:
+        if not self.concurrency:
+            # Peak RSS before the concurrency scenario: one conversation at a time, the work both
+            # libraries do alike (lmfast then grows its KV to run 4 and 8 streams at once, which
+            # llama-cpp-python runs one after another).
+            self.out["peak_rss_serial_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         # n requests at once, each from its own Python thread.
-        wall, samples = run_threads(lambda i: adapter.complete(COUNTING, n_decode), n)
-        total_tokens = sum(s.n_tokens for s in samples)
-        conc[str(n)] = {"aggregate_tps": total_tokens / wall,
-                        "per_stream_tps": median([s.decode_tps for s in samples]),
-                        "ttft_s": median([s.ttft for s in samples]), "wall_s": wall}
-    out["concurrency"] = conc
-    adapter.unload()
-    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return out
+        wall, samples = run_threads(lambda i: self.a.complete(COUNTING, self.n_decode), n)
+        self.concurrency[str(n)] = {"aggregate_tps": sum(s.n_tokens for s in samples) / wall,
+                                    "per_stream_tps": median([s.decode_tps for s in samples]),
+                                    "ttft_s": median([s.ttft for s in samples]), "wall_s": wall}
+
+    def _unload(self) -> None:
+        self.a.unload()
+        self.out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def probe(self) -> dict[str, Any]:
+        """What a load applies and the workload's token counts, for the peers of a suite run."""
+        self._load()
+        self.a.unload()
+        return {"flash_attention": self.out["flash_attention"], "long_prompt_tokens": self.n_long_tokens,
+                "decode_prompt_tokens": self.n_counting_tokens, "decode_tokens": self.n_decode}
+
+    # -- the results ----------------------------------------------------------------------
+    def result(self) -> dict[str, Any]:
+        def ttft(kind: str) -> dict[str, Any]:
+            xs = [s.ttft for s in self.samples[kind]]
+            return {"samples": xs, "median": median(xs)}
+
+        prefill = [self.n_long_tokens / s.ttft for s in self.samples["cold"]]
+        dec = self.samples["decode"]
+        return {**self.out,
+                "load_s": {"samples": self.loads, "median": median(self.loads)},
+                "ttft_short_chat_s": ttft("short"),
+                "ttft_long_cold_s": {**ttft("cold"), "prompt_tokens": self.n_long_tokens},
+                "ttft_long_cached_prefix_s": ttft("warm"),
+                # Prefill speed: the cold long prompt's tokens over its time to first token.
+                "prefill_tps": {"samples": prefill, "median": median(prefill)},
+                "decode_tps": {"samples": [s.decode_tps for s in dec], "median": median([s.decode_tps for s in dec]),
+                               "tokens": [s.n_tokens for s in dec], "prompt_tokens": self.n_counting_tokens},
+                # per turn, the median over the chats
+                "chat_ttft_per_turn_s": [median(list(ts)) for ts in zip(*self.chat_ttft)],
+                "chat_ttft_per_chat_s": self.chat_ttft,
+                "interleaved_ttft_per_turn_s": {"chat_a": self.pair_ttft[0], "chat_b": self.pair_ttft[1]},
+                "concurrency": self.concurrency}
 
 
-def _chat(adapter: Adapter, question_lists: list[list[str]], turns: int, system: str = SYSTEM) -> list[list[float]]:
-    """Chats that take turns: A1, B1, A2, B2, ... Returns each chat's TTFT per turn."""
-    histories = [[{"role": "system", "content": system}] for _ in question_lists]
-    ttfts: list[list[float]] = [[] for _ in question_lists]
-    for t in range(turns):
-        for h, questions, times in zip(histories, question_lists, ttfts):
-            h.append({"role": "user", "content": questions[t % len(questions)]})
-            s = adapter.chat(h, 24)
-            h.append({"role": "assistant", "content": s.text})
-            times.append(s.ttft)
-    return ttfts
+def run(adapter: Adapter, *, quick: bool, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The whole workload, one step after the other."""
+    w = Workload(adapter, quick=quick)
+    for name, step in w.steps():
+        log(name)
+        step()
+    return w.result()
 
 
 def runner_main(make_adapter: Callable[[argparse.Namespace], Adapter], version: str,
@@ -213,11 +283,24 @@ def runner_main(make_adapter: Callable[[argparse.Namespace], Adapter], version: 
     ap.add_argument("--flash-attention", dest="flash", choices=("on", "off"), default=None,
                     help="flash attention (default: the library's own)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--probe", action="store_true",
+                    help="only load, and write the applied flash attention and the workload's token counts")
+    ap.add_argument("--lockstep", action="store_true",
+                    help="run each step when told to on stdin, taking turns with another runner (lockstep.py)")
     if add_args:
         add_args(ap)
     args = ap.parse_args()
     args.flash = None if args.flash is None else args.flash == "on"
-    result = run(make_adapter(args), quick=args.quick, log=lambda m: print(m, file=sys.stderr, flush=True))
+    adapter = make_adapter(args)
+    log = lambda m: print(f"[{adapter.name}] {m}", file=sys.stderr, flush=True)  # noqa: E731
+    if args.probe:
+        result = Workload(adapter, quick=args.quick).probe()
+    elif args.lockstep:
+        w = Workload(adapter, quick=args.quick)
+        lockstep.serve(w.steps(), log)
+        result = w.result()
+    else:
+        result = run(adapter, quick=args.quick, log=log)
     result["version"] = version
     Path(args.out).write_text(json.dumps(result, indent=2))
     return 0

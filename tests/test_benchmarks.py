@@ -27,7 +27,9 @@ def test_quick_benchmark_writes_reports(tmp_path):
     assert 0 < lm["peak_rss_serial_mib"] <= lm["peak_rss_mib"]
     assert results["llama-bench"]["decode_tps"]["mean"] > 0
     assert results["llama-bench"]["prefill_tps"]["mean"] > 0
-    assert len(results["llama-bench"]["runs"]) == 2
+    # llama-bench took its turns at the two long-prompt and two decode steps
+    assert len(results["llama-bench"]["prefill_tps"]["samples"]) == 2
+    assert len(results["llama-bench"]["decode_tps"]["samples"]) == 2
     # every runner at lmfast's default on a CPU: flash attention off
     assert results["settings"]["flash_attention"] is False and " -fa 0 " in results["llama-bench"]["command"]
     table = (tmp_path / "results.md").read_text()
