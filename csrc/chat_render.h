@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "chat.h"
+#include "chat-auto-parser.h"
 #include "common.h"
 #include "llama.h"
 
@@ -56,12 +57,35 @@ inline common_chat_templates_ptr init_override_templates(const llama_model * mod
     }
 }
 
+// Whether no model-specific handler of llama.cpp claims the template (common_chat_try_specialized_template
+// decides on the source text alone). For such a template common_chat_templates_apply builds a
+// prompt by applying the template to its parameters, with or without force_pure_content; without
+// it, each call also runs the differential autoparser (probe chats rendered and diffed) and builds
+// a tool-call parser, which a plain prompt does not use. A handler that claims the template, or
+// fails on the probe chat, keeps the full path.
+inline bool renders_generically(const common_chat_templates * templates) {
+    try {
+        const std::string src = common_chat_templates_source(templates);
+        const common_chat_template tmpl(src, "", "");
+        autoparser::generation_params probe;
+        probe.messages = common_json::array({{{"role", "user"}, {"content", "Hello"}}});
+        probe.add_generation_prompt = true;
+        probe.extra_context = common_json::object();
+        return !common_chat_try_specialized_template(tmpl, src, probe).has_value();
+    } catch (const std::exception &) {
+        return false;
+    }
+}
+
 // Renders (role, content) messages; Messages is any range of objects with .role and .content.
+// generic: renders_generically(templates), which skips the per-call format analysis.
 template <typename Messages>
-std::string render_chat(const common_chat_templates * templates, const Messages & messages, bool add_generation_prompt) {
+std::string render_chat(const common_chat_templates * templates, const Messages & messages, bool add_generation_prompt,
+                        bool generic = false) {
     common_chat_templates_inputs inputs;
     inputs.use_jinja = true;
     inputs.add_generation_prompt = add_generation_prompt;
+    inputs.force_pure_content = generic;
     for (const auto & m : messages) {
         common_chat_msg msg;
         msg.role = m.role;

@@ -138,8 +138,10 @@ int main(int argc, char ** argv) {
     }
     renew_cpu_limit(timeout_s);
     common_chat_templates_ptr templates;
+    bool generic = false;
     answer([&] {
         templates = lmfast::init_chat_templates(model);
+        generic = lmfast::renders_generically(templates.get());
         return std::string(common_chat_templates_source(templates.get()));
     });
     if (!templates) return 1;
@@ -169,7 +171,7 @@ int main(int argc, char ** argv) {
         for (uint32_t i = 0; i < count && ok; ++i) ok = read_string(messages[i].role) && read_string(messages[i].content);
         if (!ok) break;
         renew_cpu_limit(timeout_s);
-        answer([&] { return lmfast::render_chat(templates.get(), messages, add_generation_prompt != 0); });
+        answer([&] { return lmfast::render_chat(templates.get(), messages, add_generation_prompt != 0, generic); });
     }
     templates.reset();
     overrides = OverrideTemplates();
