@@ -20,9 +20,8 @@ F * cpu_proc(const char * name) {
     return reinterpret_cast<F *>(ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(dev), name));
 }
 
-// The registry lists ggml_threadpool_new and _free but not _pause and _resume, so through it
-// those two were no-ops. They are exported beside _new in the same module (this extension
-// when ggml is linked in, the loaded CPU variant in a portable build): found from there.
+// In the module that holds ggml_threadpool_new: this extension when ggml is linked in, the
+// loaded CPU variant in a portable build.
 template <typename F>
 F * cpu_module_symbol(const char * name) {
 #if defined(__unix__) || defined(__APPLE__)
@@ -40,25 +39,35 @@ F * cpu_module_symbol(const char * name) {
 #endif
 }
 
-void call(const char * name, ggml_threadpool * tp) {
-    if (!tp) return;
-    if (auto * fn = cpu_proc<void(ggml_threadpool *)>(name)) fn(tp);
+using PoolFn = void(ggml_threadpool *);
+
+// The registry lists ggml_threadpool_free but not _pause and _resume (through it alone, pausing
+// was a silent no-op): what it lacks is found beside ggml_threadpool_new. Looked up once, since
+// the engine pauses its pools every time it goes idle.
+PoolFn * pool_fn(const char * name) {
+    if (auto * fn = cpu_proc<PoolFn>(name)) return fn;
+    return cpu_module_symbol<PoolFn>(name);
 }
 
-void pause(ggml_threadpool * tp) {
-    static auto * fn = cpu_module_symbol<void(ggml_threadpool *)>("ggml_threadpool_pause");
-    if (tp && fn) fn(tp);
+struct PoolFns {
+    PoolFn * free = pool_fn("ggml_threadpool_free");
+    PoolFn * pause = pool_fn("ggml_threadpool_pause");
+    PoolFn * resume = pool_fn("ggml_threadpool_resume");
+};
+
+const PoolFns & pool_fns() {
+    static const PoolFns fns;
+    return fns;
 }
 
-void resume(ggml_threadpool * tp) {
-    static auto * fn = cpu_module_symbol<void(ggml_threadpool *)>("ggml_threadpool_resume");
-    if (tp && fn) fn(tp);
+void call(PoolFn * fn, ggml_threadpool * tp) {
+    if (fn && tp) fn(tp);
 }
 
 }  // namespace
 
 ThreadPools::~ThreadPools() {
-    for (auto & [n, tp] : pools_) call("ggml_threadpool_free", tp);
+    for (auto & [n, tp] : pools_) call(pool_fns().free, tp);
 }
 
 ggml_threadpool * ThreadPools::pool(int32_t n) {
@@ -79,10 +88,10 @@ void ThreadPools::use(llama_context * ctx, int32_t n, int32_t n_batch) {
     ggml_threadpool * tp = pool(n);
     ggml_threadpool * tp_batch = pool(n_batch);
     for (const int32_t old : {n_, n_batch_}) {
-        if (old != 0 && old != n && old != n_batch) pause(pools_[old]);
+        if (old != 0 && old != n && old != n_batch) call(pool_fns().pause, pools_[old]);
     }
-    resume(tp);
-    resume(tp_batch);
+    call(pool_fns().resume, tp);
+    call(pool_fns().resume, tp_batch);
     n_ = n;
     n_batch_ = n_batch;
     attach(ctx);
@@ -90,8 +99,8 @@ void ThreadPools::use(llama_context * ctx, int32_t n, int32_t n_batch) {
 
 void ThreadPools::idle() const {
     if (n_ == 0) return;
-    pause(pools_.at(n_));
-    if (n_batch_ != n_) pause(pools_.at(n_batch_));
+    call(pool_fns().pause, pools_.at(n_));
+    if (n_batch_ != n_) call(pool_fns().pause, pools_.at(n_batch_));
 }
 
 void ThreadPools::attach(llama_context * ctx) const {
