@@ -7,6 +7,9 @@
 #ifdef LMFAST_HUGEPAGES_BUILT
 extern "C" const char * lmfast_hugepages_status();  // csrc/hugepages.cpp (in _core or libggml-base)
 #endif
+#ifdef LMFAST_Q4_1_TILES_LINKED
+extern "C" uint64_t lmfast_q4_1_tiled_products();  // csrc/q4_1_gemm.cpp (in _core)
+#endif
 
 namespace lmfast {
 
@@ -87,6 +90,14 @@ std::string hugepages_status() {
     return lmfast_hugepages_status();
 #else
     return "off (not built: Linux only, -DLMFAST_HUGEPAGES=ON)";
+#endif
+}
+
+int64_t q4_1_tiled_products() {
+#ifdef LMFAST_Q4_1_TILES_LINKED
+    return int64_t(lmfast_q4_1_tiled_products());
+#else
+    return -1;
 #endif
 }
 

@@ -1,0 +1,274 @@
+// Prompt evaluation of Q4_1 weights on x86 AVX2 in register tiles, bit for bit ggml's result.
+//
+// For Q4_1 ggml has neither a llamafile tile kernel nor a repacked layout on x86, so a prompt's
+// matrix products fall to its generic loop: each weight row is dotted with one token's row at a
+// time (ggml_vec_dot_q4_1_q8_1). Every such dot unpacks the row's nibbles and converts its
+// half-precision scales again, for every token; of the ~22 instructions per 32-weight block on
+// AVX2, five multiply. SmolLM2's checkpoints (the project's test model) are Q4_1 in every
+// linear layer, so this loop is most of a prompt's time.
+//
+// Here a tile of 2 weight rows by 3 tokens is computed at once: a block of a weight row is
+// unpacked once for three tokens, a token's block is loaded once for both rows, and a job's
+// scales are converted to float once for all its tiles. Each result keeps ggml's own sequence of
+// floating-point operations: the same integer dot per block (exact), the same product of the two
+// scales, the same fused multiply-add into the same eight lanes, block after block, the same
+// horizontal sum, then the minimum's term (its own fused sum over the blocks, in order) added
+// last. A product of two half-precision numbers is exact in float, so the scale product and the
+// minimum's terms are the same fused or not; the order of the sums is what must match, and does.
+// So logits are identical to ggml's: tests/native/q4_1_gemm_test.cpp compares every output bit
+// with ggml's kernel on random matrices, and the oracle tests compare greedy output with
+// llama.cpp's programs, which keep ggml's loop.
+//
+// Measured on a 2-core EPYC (AVX2), one thread: SmolLM2's products take 0.50-0.57 of the time
+// of ggml's loop, at 27 tokens and at 512 (lmfast-q4_1-gemm-test bench M N K 1 30, which
+// alternates the two in one process; both include quantizing the tokens). A 742-token prompt
+// evaluates 1.45x faster end to end (2 threads, LMFAST_Q4_1_GEMM=1 against 0).
+//
+// ggml asks llamafile_sgemm for every matrix product before its generic loop; the link routes
+// that call here (-Wl,--wrap=llamafile_sgemm, CMakeLists.txt). Anything other than a Q4_1 by
+// Q8_1 product of two or more tokens goes on to llamafile as before: one token (a decode step)
+// has no weight block to share. LMFAST_Q4_1_GEMM=0 turns this off, for measuring it.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "ggml-cpu-impl.h"
+#include "ggml-quants.h"
+#include "ggml.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define LMFAST_Q4_1_TILES 1
+#endif
+
+extern "C" {
+bool __real_llamafile_sgemm(const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k,
+                            const void * A, int64_t lda, const void * B, int64_t ldb, void * C, int64_t ldc,
+                            int Atype, int Btype, int Ctype);
+}
+
+namespace {
+
+// Products computed here, for tests that must see this path taken (a wrap that is not linked
+// changes nothing a user could see but the speed).
+std::atomic<uint64_t> tiled_products{0};
+
+#ifdef LMFAST_Q4_1_TILES
+
+bool env_enabled() {
+    static const bool on = [] {
+        const char * v = std::getenv("LMFAST_Q4_1_GEMM");
+        return !(v && (std::strcmp(v, "0") == 0 || std::strcmp(v, "off") == 0));
+    }();
+    return on;
+}
+
+float half(ggml_half h) {
+    uint16_t bits;
+    std::memcpy(&bits, &h, sizeof bits);
+    return _cvtsh_ss(bits);
+}
+
+// ggml's hsum_float_8 (ggml-cpu/arch/x86/quants.c), in its order of additions.
+float hsum8(__m256 x) {
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+// The 32 weights of a block as bytes 0..15: low nibbles first, then high (ggml's order).
+__m256i unpack(const block_q4_1 & x) {
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i *>(x.qs));
+    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4), 1);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+// A tile of 2 weight rows by 3 tokens: six running sums, which with their operands fit x86's
+// sixteen vector registers (GCC 12 kept 4 x 2, 3 x 2 and 2 x 4 tiles' sums on the stack, and
+// they ran slower).
+constexpr int kRM = 2;
+constexpr int kRN = 3;
+
+// Jobs of kJobRows weight rows by kJobCols tokens, handed out through ggml's chunk counter as its
+// own loop does, so a thread that the OS delays leaves its share to the others. A job's tokens
+// (kJobCols x k blocks of 36 bytes: 52 KiB for SmolLM2's widest, k = 48) stay in L2 while its
+// weight rows go past.
+constexpr int64_t kJobRows = 16;  // a multiple of 8: sum_minimums sums 8 rows a vector
+constexpr int64_t kJobCols = 30;  // a multiple of kRN
+// A job goes through its blocks in slices, so its scratch (below) has a fixed size on the stack
+// whatever the model's width: no allocation in ggml's compute threads. SmolLM2's products are
+// one slice (k = 18 or 48 blocks).
+constexpr int64_t kSlice = 64;
+
+// A job's scratch: one slice's half-precision scales converted to float once for all the job's
+// tiles, and the running sums that carry each result from slice to slice (exact: a float stored
+// and loaded again is the same float). Block b's scales of the job's rows are contiguous, so
+// the minimums of sixteen rows are summed as two vectors; rows past the job's last are summed
+// too (from zeros) and never stored.
+struct Scratch {
+    float xd[kSlice * kJobRows];  // [b * kJobRows + r]
+    float xm[kSlice * kJobRows];
+    float yd[kSlice * kJobCols];  // [b * kJobCols + c]
+    float ys[kSlice * kJobCols];
+    alignas(32) float acc[kJobRows][kJobCols][8];  // ggml's eight lanes, per result
+    float mins[kJobCols][kJobRows];  // the minimum's term, per result
+};
+
+// One job: its operands, from its first weight row and first token, and its slice of blocks.
+struct Job {
+    const block_q4_1 * A;
+    int64_t lda;
+    const block_q8_1 * B;
+    int64_t ldb;
+    int64_t b0, b1;  // the slice: blocks [b0, b1)
+    Scratch * s;
+};
+
+// Blocks [b0, b1) into the running sums of the job's rows r0..r0+RM and tokens c0..c0+RN. One
+// pointer per row and per token: a version that indexed rows from one pointer ran out of
+// general registers, reloaded offsets from the stack and ran 20 % slower.
+template <int RM, int RN>
+void tile(const Job & job, int64_t r0, int64_t c0) {
+    Scratch & s = *job.s;
+    const int64_t nb = job.b1 - job.b0;
+    const block_q4_1 * x[RM];
+    const block_q8_1 * y[RN];
+    for (int r = 0; r < RM; ++r) x[r] = job.A + (r0 + r) * job.lda + job.b0;
+    for (int c = 0; c < RN; ++c) y[c] = job.B + (c0 + c) * job.ldb + job.b0;
+    const float * xd = s.xd + r0;
+    const float * yd = s.yd + c0;
+    __m256 acc[RM][RN];
+    if (job.b0 == 0) {
+        for (int r = 0; r < RM; ++r) {
+            for (int c = 0; c < RN; ++c) acc[r][c] = _mm256_setzero_ps();
+        }
+    } else {
+        for (int r = 0; r < RM; ++r) {
+            for (int c = 0; c < RN; ++c) acc[r][c] = _mm256_load_ps(s.acc[r0 + r][c0 + c]);
+        }
+    }
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t i = 0; i < nb; ++i, xd += kJobRows, yd += kJobCols) {
+        for (int r = 0; r < RM; ++r) {
+            const __m256i qx = unpack(x[r][i]);
+            const __m256 d = _mm256_broadcast_ss(xd + r);
+            for (int c = 0; c < RN; ++c) {
+                const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(y[c][i].qs));
+                const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), ones));
+                acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_broadcast_ss(yd + c)), dot, acc[r][c]);
+            }
+        }
+    }
+    for (int r = 0; r < RM; ++r) {
+        for (int c = 0; c < RN; ++c) _mm256_store_ps(s.acc[r0 + r][c0 + c], acc[r][c]);
+    }
+}
+
+// The minimum's term of every result of the job, for the slice: per token, a fused
+// multiply-add per block into sixteen rows' sums at once, block after block as ggml sums them.
+void sum_minimums(const Job & job, int64_t cols) {
+    Scratch & s = *job.s;
+    for (int64_t c = 0; c < cols; ++c) {
+        for (int64_t r = 0; r < kJobRows; r += 8) {
+            __m256 sum = job.b0 == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(&s.mins[c][r]);
+            for (int64_t sb = 0; sb < job.b1 - job.b0; ++sb) {
+                sum = _mm256_fmadd_ps(_mm256_loadu_ps(s.xm + sb * kJobRows + r), _mm256_broadcast_ss(s.ys + sb * kJobCols + c), sum);
+            }
+            _mm256_storeu_ps(&s.mins[c][r], sum);
+        }
+    }
+}
+
+// The slice for all of a job of `rows` x `cols`: whole tiles, then the edges a row or a token
+// at a time.
+void run_slice(const Job & job, int64_t rows, int64_t cols) {
+    const int64_t ct = cols / kRN * kRN;
+    int64_t r = 0;
+    for (; r + kRM <= rows; r += kRM) {
+        for (int64_t c = 0; c < ct; c += kRN) tile<kRM, kRN>(job, r, c);
+        for (int64_t c = ct; c < cols; ++c) tile<kRM, 1>(job, r, c);
+    }
+    for (; r < rows; ++r) {
+        for (int64_t c = 0; c < ct; c += kRN) tile<1, kRN>(job, r, c);
+        for (int64_t c = ct; c < cols; ++c) tile<1, 1>(job, r, c);
+    }
+}
+
+void convert_scales(const Job & job, int64_t rows, int64_t cols) {
+    Scratch & s = *job.s;
+    const int64_t n = job.b1 - job.b0;
+    if (rows < kJobRows) std::fill(s.xd, s.xd + n * kJobRows, 0.0f), std::fill(s.xm, s.xm + n * kJobRows, 0.0f);
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t b = 0; b < n; ++b) {
+            const block_q4_1 & x = job.A[r * job.lda + job.b0 + b];
+            s.xd[b * kJobRows + r] = half(x.d);
+            s.xm[b * kJobRows + r] = half(x.m);
+        }
+    }
+    for (int64_t c = 0; c < cols; ++c) {
+        for (int64_t b = 0; b < n; ++b) {
+            const block_q8_1 & y = job.B[c * job.ldb + job.b0 + b];
+            s.yd[b * kJobCols + c] = half(y.d);
+            s.ys[b * kJobCols + c] = half(y.s);
+        }
+    }
+}
+
+// Rows [i0, i0 + rows) by tokens [j0, j0 + cols) of C, all k blocks.
+void run_job(Scratch & s, const block_q4_1 * A, int64_t lda, const block_q8_1 * B, int64_t ldb, float * C,
+             int64_t ldc, int64_t k, int64_t rows, int64_t cols) {
+    for (int64_t b0 = 0; b0 < k; b0 += kSlice) {
+        const int64_t b1 = std::min(k, b0 + kSlice);
+        const Job job{A, lda, B, ldb, b0, b1, &s};
+        convert_scales(job, rows, cols);
+        sum_minimums(job, cols);
+        run_slice(job, rows, cols);
+    }
+    for (int64_t c = 0; c < cols; ++c) {
+        for (int64_t r = 0; r < rows; ++r) C[c * ldc + r] = hsum8(_mm256_load_ps(s.acc[r][c])) + s.mins[c][r];
+    }
+}
+
+void gemm(const ggml_compute_params * params, int64_t m, int64_t n, int64_t k, const block_q4_1 * A, int64_t lda,
+          const block_q8_1 * B, int64_t ldb, float * C, int64_t ldc) {
+    Scratch scratch;  // 40 KiB of this thread's stack
+    const int64_t row_jobs = (m + kJobRows - 1) / kJobRows;
+    const int64_t jobs = row_jobs * ((n + kJobCols - 1) / kJobCols);
+    if (params->ith == 0) {
+        ggml_threadpool_chunk_set(params->threadpool, params->nth);
+        tiled_products.fetch_add(1, std::memory_order_relaxed);
+    }
+    ggml_barrier(params->threadpool);
+    for (int64_t j = params->ith; j < jobs; j = ggml_threadpool_chunk_add(params->threadpool, 1)) {
+        const int64_t i0 = j % row_jobs * kJobRows, j0 = j / row_jobs * kJobCols;
+        run_job(scratch, A + i0 * lda, lda, B + j0 * ldb, ldb, C + j0 * ldc + i0, ldc, k,
+                std::min(kJobRows, m - i0), std::min(kJobCols, n - j0));
+    }
+    // ggml may call again for the next matrix of a batched product, and thread 0 then resets
+    // the counter: nobody may still be taking jobs from this one.
+    ggml_barrier(params->threadpool);
+}
+
+#endif  // LMFAST_Q4_1_TILES
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) uint64_t lmfast_q4_1_tiled_products() {
+    return tiled_products.load(std::memory_order_relaxed);
+}
+
+extern "C" __attribute__((visibility("default"))) bool __wrap_llamafile_sgemm(
+    const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k, const void * A, int64_t lda,
+    const void * B, int64_t ldb, void * C, int64_t ldc, int Atype, int Btype, int Ctype) {
+#ifdef LMFAST_Q4_1_TILES
+    if (Atype == GGML_TYPE_Q4_1 && Btype == GGML_TYPE_Q8_1 && Ctype == GGML_TYPE_F32 && n >= 2 && env_enabled()) {
+        gemm(params, m, n, k, static_cast<const block_q4_1 *>(A), lda, static_cast<const block_q8_1 *>(B), ldb,
+             static_cast<float *>(C), ldc);
+        return true;
+    }
+#endif
+    return __real_llamafile_sgemm(params, m, n, k, A, lda, B, ldb, C, ldc, Atype, Btype, Ctype);
+}

@@ -1,0 +1,175 @@
+// csrc/q4_1_gemm.cpp against ggml's own kernel, on random matrices.
+//
+// The subject is a ggml graph (one mul_mat of a Q4_1 matrix by F32 token rows) computed by
+// ggml's CPU backend in this program, which is linked as _core is (--wrap=llamafile_sgemm), so
+// the product takes whichever path the build gives it. The reference is what ggml's generic
+// loop computes for each output: ggml_vec_dot_q4_1_q8_1 of the weight row with the token row
+// quantized by ggml's from_float. The two must be equal bit for bit.
+//
+//   lmfast-q4_1-gemm-test                   check every shape below; prints "q4_1_gemm: ok", and
+//                                           fails where a product did not take the path expected
+//   lmfast-q4_1-gemm-test bench M N K T R   R products of M rows, N tokens, K weights a row,
+//                                           T threads; prints the median time a product takes
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "ggml-cpu.h"
+#include "ggml.h"
+
+extern "C" uint64_t lmfast_q4_1_tiled_products();
+
+namespace {
+
+// Whether this build's CPU backend has the tiles (csrc/q4_1_gemm.cpp needs AVX2, FMA and F16C),
+// and whether they are on: then every product of two or more tokens must take them.
+bool tiles_expected() {
+    const char * v = std::getenv("LMFAST_Q4_1_GEMM");
+    const bool off = v && (std::strcmp(v, "0") == 0 || std::strcmp(v, "off") == 0);
+    return !off && ggml_cpu_has_avx2() && ggml_cpu_has_fma() && ggml_cpu_has_f16c();
+}
+
+struct Product {
+    ggml_context * ctx = nullptr;
+    ggml_tensor * w = nullptr;
+    ggml_tensor * x = nullptr;
+    ggml_tensor * y = nullptr;
+    ggml_cgraph * graph = nullptr;
+    ~Product() { ggml_free(ctx); }
+};
+
+// W: m rows of k weights (Q4_1), X: n rows of k floats; both from seed.
+void make(Product & p, int64_t m, int64_t n, int64_t k, unsigned seed) {
+    const size_t bytes = ggml_row_size(GGML_TYPE_Q4_1, k) * m + sizeof(float) * (k * n + m * n) + (size_t(1) << 20);
+    ggml_init_params ip = {bytes, nullptr, false};
+    p.ctx = ggml_init(ip);
+    p.w = ggml_new_tensor_2d(p.ctx, GGML_TYPE_Q4_1, k, m);
+    p.x = ggml_new_tensor_2d(p.ctx, GGML_TYPE_F32, k, n);
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    std::vector<float> weights(k * m);
+    // Rows of different scales and offsets, so the minimum term and the scales both vary.
+    for (int64_t r = 0; r < m; ++r) {
+        const float scale = 0.02f + 0.05f * float(r % 7), shift = 0.01f * float(r % 5) - 0.02f;
+        for (int64_t i = 0; i < k; ++i) weights[r * k + i] = scale * dist(rng) + shift;
+    }
+    ggml_quantize_chunk(GGML_TYPE_Q4_1, weights.data(), p.w->data, 0, m, k, nullptr);
+    auto * xs = static_cast<float *>(p.x->data);
+    for (int64_t i = 0; i < k * n; ++i) xs[i] = dist(rng) * (i % 97 == 0 ? 8.0f : 1.0f);
+    p.y = ggml_mul_mat(p.ctx, p.w, p.x);
+    p.graph = ggml_new_graph(p.ctx);
+    ggml_build_forward_expand(p.graph, p.y);
+}
+
+// What ggml's generic loop computes: one vec_dot per output.
+std::vector<float> reference(const Product & p) {
+    const int64_t k = p.w->ne[0], m = p.w->ne[1], n = p.x->ne[1];
+    const auto * traits = ggml_get_type_traits_cpu(GGML_TYPE_Q4_1);
+    const auto * q8 = ggml_get_type_traits_cpu(traits->vec_dot_type);
+    const size_t qrow = ggml_row_size(traits->vec_dot_type, k);
+    std::vector<uint8_t> xq(qrow * n);
+    for (int64_t j = 0; j < n; ++j) q8->from_float(static_cast<const float *>(p.x->data) + j * k, xq.data() + j * qrow, k);
+    std::vector<float> out(m * n);
+    for (int64_t j = 0; j < n; ++j) {
+        for (int64_t i = 0; i < m; ++i) {
+            traits->vec_dot(int(k), &out[j * m + i], 0, static_cast<const char *>(p.w->data) + i * p.w->nb[1], 0,
+                            xq.data() + j * qrow, 0, 1);
+        }
+    }
+    return out;
+}
+
+int check(int64_t m, int64_t n, int64_t k, int threads, unsigned seed) {
+    Product p;
+    make(p, m, n, k, seed);
+    const uint64_t before = lmfast_q4_1_tiled_products();
+    if (ggml_graph_compute_with_ctx(p.ctx, p.graph, threads) != GGML_STATUS_SUCCESS) {
+        std::printf("FAIL m=%lld n=%lld k=%lld t=%d: compute failed\n", (long long)m, (long long)n, (long long)k, threads);
+        return 1;
+    }
+    const bool tiled = lmfast_q4_1_tiled_products() != before;
+    if (tiled != (tiles_expected() && n >= 2)) {
+        std::printf("FAIL m=%lld n=%lld k=%lld t=%d: took %s\n", (long long)m, (long long)n, (long long)k, threads,
+                    tiled ? "the tiles" : "ggml's loop");
+        return 1;
+    }
+    const std::vector<float> want = reference(p);
+    const auto * got = static_cast<const float *>(p.y->data);
+    int64_t differ = 0, first = -1;
+    for (int64_t i = 0; i < m * n; ++i) {
+        if (std::memcmp(&got[i], &want[i], sizeof(float)) != 0) {
+            if (first < 0) first = i;
+            ++differ;
+        }
+    }
+    if (differ) {
+        std::printf("FAIL m=%lld n=%lld k=%lld t=%d: %lld of %lld differ, first [%lld] %.9g != %.9g\n", (long long)m,
+                    (long long)n, (long long)k, threads, (long long)differ, (long long)(m * n), (long long)first,
+                    got[first], want[first]);
+        return 1;
+    }
+    std::printf("ok m=%lld n=%lld k=%lld t=%d (%s)\n", (long long)m, (long long)n, (long long)k, threads,
+                tiled ? "tiles" : "ggml's loop");
+    return 0;
+}
+
+// Alternates the graph (whichever path the build gives the product) with ggml's generic loop
+// (reference(), one thread, its token quantization included), so both see the same spells of
+// this host's speed; prints the medians and the median of the per-pair ratios.
+int bench(int64_t m, int64_t n, int64_t k, int threads, int reps) {
+    Product p;
+    make(p, m, n, k, 1);
+    ggml_cplan plan = ggml_graph_plan(p.graph, threads, nullptr);
+    std::vector<uint8_t> work(plan.work_size);
+    plan.work_data = work.data();
+    std::vector<double> graph_ms, loop_ms, ratio;
+    using clock = std::chrono::steady_clock;
+    for (int r = 0; r < reps + 2; ++r) {
+        const auto t0 = clock::now();
+        ggml_graph_compute(p.graph, &plan);
+        const auto t1 = clock::now();
+        const std::vector<float> want = reference(p);
+        const auto t2 = clock::now();
+        if (r < 2) continue;
+        graph_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+        loop_ms.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+        ratio.push_back(graph_ms.back() / loop_ms.back());
+    }
+    auto median = [](std::vector<double> v) { std::sort(v.begin(), v.end()); return v[v.size() / 2]; };
+    std::printf("graph %.3f ms, generic loop %.3f ms, ratio %.3f (median of %d; m=%lld n=%lld k=%lld t=%d)\n",
+                median(graph_ms), median(loop_ms), median(ratio), reps, (long long)m, (long long)n, (long long)k, threads);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char ** argv) {
+    ggml_cpu_init();
+    if (argc == 7 && std::strcmp(argv[1], "bench") == 0) {
+        return bench(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), std::atoi(argv[5]),
+                     std::atoi(argv[6]));
+    }
+    // Whole tiles, edge rows and edge tokens, one token (decode: ggml's own loop), a job
+    // boundary crossed, several threads taking jobs, rows of several slices (k > 64 blocks),
+    // and SmolLM2's own shapes.
+    const struct { int64_t m, n, k; int threads; } shapes[] = {
+        {4, 2, 32, 1},      {5, 3, 64, 1},     {7, 1, 96, 1},      {16, 32, 32, 1},   {17, 33, 160, 2},
+        {64, 5, 256, 3},    {576, 27, 576, 2}, {1536, 19, 576, 2}, {576, 64, 1536, 2}, {3, 70, 64, 2},
+        {192, 2, 576, 1},   {37, 11, 4160, 2}, {16, 30, 2048, 1}, {18, 31, 2080, 2},
+    };
+    int failed = 0;
+    unsigned seed = 1;
+    for (const auto & s : shapes) failed += check(s.m, s.n, s.k, s.threads, seed++);
+    if (failed) {
+        std::printf("q4_1_gemm: %d shapes differ\n", failed);
+        return 1;
+    }
+    std::printf("q4_1_gemm: ok\n");
+    return 0;
+}

@@ -1,0 +1,62 @@
+"""Q4_1 prompt evaluation in register tiles (csrc/q4_1_gemm.cpp): equal to ggml's own kernel bit
+for bit, and taken by the engine.
+
+Equality on random matrices is checked by tests/native/q4_1_gemm_test.cpp, built with lmfast
+(lmfast-q4_1-gemm-test). End to end, the oracle tests (test_oracle.py) compare lmfast's greedy
+output with llama-completion's, which keeps ggml's loop: SmolLM2's checkpoints are Q4_1 in every
+linear layer, so every prompt there goes through the tiles in lmfast and not in the reference."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lmfast import _build_info, _core
+
+TILES = getattr(_build_info, "q4_1_tiles", "OFF") == "ON" and _build_info.portable != "ON"
+needs_tiles = pytest.mark.skipif(not TILES, reason="the tiles are linked into _core only in Linux builds "
+                                                   "that are not portable")
+
+
+def _program() -> Path:
+    exe = Path(_build_info.build_dir) / "lmfast-q4_1-gemm-test"
+    if not exe.is_file():
+        subprocess.run(["cmake", "--build", _build_info.build_dir, "--target", exe.name], check=True,
+                       capture_output=True, timeout=600)
+    return exe
+
+
+@needs_tiles
+@pytest.mark.parametrize("switch", [None, "0"], ids=["tiles", "ggml-loop"])
+def test_products_equal_ggmls_kernel_bit_for_bit(switch):
+    # With LMFAST_Q4_1_GEMM=0 the program must see every product take ggml's loop instead: the
+    # switch that the benchmarks use to measure the tiles really switches.
+    env = {k: v for k, v in os.environ.items() if k != "LMFAST_Q4_1_GEMM"}
+    if switch is not None:
+        env["LMFAST_Q4_1_GEMM"] = switch
+    done = subprocess.run([str(_program())], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0 and done.stdout.rstrip().endswith("q4_1_gemm: ok"), done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("ok ")]
+    assert len(lines) >= 10
+    expected = "(tiles)" if switch is None else "(ggml's loop)"
+    multi = [line for line in lines if " n=1 " not in line]
+    assert multi and all(line.endswith(expected) for line in multi), done.stdout
+
+
+@needs_tiles
+def test_engine_prompts_go_through_the_tiles(llm, smollm2_path):
+    """A prompt's evaluation calls the tiles once per Q4_1 product; a decode step never does."""
+    layers = _core.gguf_metadata(str(smollm2_path))["llama.block_count"]
+    before = _core.q4_1_tiled_products()
+    stream = llm.respond_stream("Name three colours of the rainbow.", config={"maxTokens": 24, "temperature": 0})
+    first = None
+    for _ in stream:
+        if first is None:
+            first = _core.q4_1_tiled_products()
+    after = _core.q4_1_tiled_products()
+    # Seven Q4_1 products a layer (q, k, v, output, gate, up, down); llama.cpp evaluates the last
+    # layer's output side for the last token only, which is a one-token product.
+    assert first - before >= 7 * layers - 4
+    assert after == first, "decode steps (one token each) must keep ggml's loop"
