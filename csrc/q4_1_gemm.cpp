@@ -91,6 +91,7 @@ __m256i unpack(const block_q4_1 & x) {
 // they ran slower).
 constexpr int kRM = 2;
 constexpr int kRN = 3;
+static_assert(kRN == 3, "run_rows finishes a row group with one 2- or 1-token tile");
 
 // Jobs of kJobRows weight rows by kJobCols tokens, handed out through ggml's chunk counter as its
 // own loop does, so a thread that the OS delays leaves its share to the others. A job's tokens
@@ -182,19 +183,22 @@ void sum_minimums(const Job & job, int64_t cols) {
     }
 }
 
-// The slice for all of a job of `rows` x `cols`: whole tiles, then the edges a row or a token
-// at a time.
-void run_slice(const Job & job, int64_t rows, int64_t cols) {
+// The slice for one row group of the job: whole tiles, then the last one or two tokens (two
+// tokens as one tile: a batch of two streams decoding is all edge, and as two one-token tiles it
+// took 1.2x ggml's loop's time).
+template <int RM>
+void run_rows(const Job & job, int64_t r, int64_t cols) {
     const int64_t ct = cols / kRN * kRN;
+    for (int64_t c = 0; c < ct; c += kRN) tile<RM, kRN>(job, r, c);
+    if (cols - ct == 2) tile<RM, 2>(job, r, ct);
+    if (cols - ct == 1) tile<RM, 1>(job, r, ct);
+}
+
+// The slice for all of a job of `rows` x `cols`: rows in tiles' pairs, then a last odd row.
+void run_slice(const Job & job, int64_t rows, int64_t cols) {
     int64_t r = 0;
-    for (; r + kRM <= rows; r += kRM) {
-        for (int64_t c = 0; c < ct; c += kRN) tile<kRM, kRN>(job, r, c);
-        for (int64_t c = ct; c < cols; ++c) tile<kRM, 1>(job, r, c);
-    }
-    for (; r < rows; ++r) {
-        for (int64_t c = 0; c < ct; c += kRN) tile<1, kRN>(job, r, c);
-        for (int64_t c = ct; c < cols; ++c) tile<1, 1>(job, r, c);
-    }
+    for (; r + kRM <= rows; r += kRM) run_rows<kRM>(job, r, cols);
+    for (; r < rows; ++r) run_rows<1>(job, r, cols);
 }
 
 void convert_scales(const Job & job, int64_t rows, int64_t cols) {
