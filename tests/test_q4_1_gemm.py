@@ -1,10 +1,11 @@
-"""Q4_1 prompt evaluation in register tiles (csrc/q4_1_gemm.cpp): equal to ggml's own kernel bit
-for bit, and taken by the engine.
+"""lmfast's Q4_1 kernel (csrc/q4_1_gemm.cpp: register tiles for prompts, a row-wise product for
+decode steps): equal to ggml's own kernel bit for bit, and taken by the engine.
 
 Equality on random matrices is checked by tests/native/q4_1_gemm_test.cpp, built with lmfast
 (lmfast-q4_1-gemm-test). End to end, the oracle tests (test_oracle.py) compare lmfast's greedy
 output with llama-completion's, which keeps ggml's loop: SmolLM2's checkpoints are Q4_1 in every
-linear layer, so every prompt there goes through the tiles in lmfast and not in the reference."""
+linear layer, so every product there goes through lmfast's kernel in lmfast and not in the
+reference."""
 from __future__ import annotations
 
 import os
@@ -40,14 +41,14 @@ def test_products_equal_ggmls_kernel_bit_for_bit(switch):
     assert done.returncode == 0 and done.stdout.rstrip().endswith("q4_1_gemm: ok"), done.stdout + done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith("ok ")]
     assert len(lines) >= 10
-    expected = "(tiles)" if switch is None else "(ggml's loop)"
-    multi = [line for line in lines if " n=1 " not in line]
-    assert multi and all(line.endswith(expected) for line in multi), done.stdout
+    expected = "(lmfast)" if switch is None else "(ggml)"
+    assert all(line.endswith(expected) for line in lines), done.stdout
+    assert any(" n=1 " in line for line in lines) and any(" n=1 " not in line for line in lines)
 
 
 @needs_tiles
-def test_engine_prompts_go_through_the_tiles(llm, smollm2_path):
-    """A prompt's evaluation calls the tiles once per Q4_1 product; a decode step never does."""
+def test_engine_products_go_through_lmfasts_kernel(llm, smollm2_path):
+    """A prompt's evaluation and every decode step call the kernel once per Q4_1 product."""
     layers = _core.gguf_metadata(str(smollm2_path))["llama.block_count"]
     before = _core.q4_1_tiled_products()
     stream = llm.respond_stream("Name three colours of the rainbow.", config={"maxTokens": 24, "temperature": 0})
@@ -55,8 +56,11 @@ def test_engine_prompts_go_through_the_tiles(llm, smollm2_path):
     for _ in stream:
         if first is None:
             first = _core.q4_1_tiled_products()
+    result = stream.result()
     after = _core.q4_1_tiled_products()
-    # Seven Q4_1 products a layer (q, k, v, output, gate, up, down); llama.cpp evaluates the last
-    # layer's output side for the last token only, which is a one-token product.
-    assert first - before >= 7 * layers - 4
-    assert after == first, "decode steps (one token each) must keep ggml's loop"
+    # Seven Q4_1 products a layer (q, k, v, output, gate, up, down) per evaluation: the prompt's
+    # gives the first token, a decode step of one token each of the others.
+    assert first - before >= 7 * layers
+    generated = result.stats.predicted_tokens_count
+    assert generated >= 2
+    assert after - before >= 7 * layers * generated
