@@ -1,4 +1,5 @@
-// Prompt evaluation of Q4_1 weights on x86 AVX2 in register tiles, bit for bit ggml's result.
+// Products of Q4_1 weights on x86 AVX2: prompts in register tiles, decode steps row by row
+// without ggml's lookup table; bit for bit ggml's result.
 //
 // For Q4_1 ggml has neither a llamafile tile kernel nor a repacked layout on x86, so a prompt's
 // matrix products fall to its generic loop: each weight row is dotted with one token's row at a
@@ -24,10 +25,12 @@
 // alternates the two in one process; both include quantizing the tokens). A 742-token prompt
 // evaluates 1.45x faster end to end (2 threads, LMFAST_Q4_1_GEMM=1 against 0).
 //
+// Decode steps (one token) go row by row, as in ggml, but convert the scales without ggml's
+// lookup table (gemv_row, below): 1.19x the decode speed.
+//
 // ggml asks llamafile_sgemm for every matrix product before its generic loop; the link routes
 // that call here (-Wl,--wrap=llamafile_sgemm, CMakeLists.txt). Anything other than a Q4_1 by
-// Q8_1 product of two or more tokens goes on to llamafile as before: one token (a decode step)
-// has no weight block to share. LMFAST_Q4_1_GEMM=0 turns this off, for measuring it.
+// Q8_1 product goes on to llamafile as before. LMFAST_Q4_1_GEMM=0 turns this off, for measuring.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -310,7 +313,9 @@ extern "C" __attribute__((visibility("default"))) bool __wrap_llamafile_sgemm(
     const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k, const void * A, int64_t lda,
     const void * B, int64_t ldb, void * C, int64_t ldc, int Atype, int Btype, int Ctype) {
 #ifdef LMFAST_Q4_1_TILES
-    if (Atype == GGML_TYPE_Q4_1 && Btype == GGML_TYPE_Q8_1 && Ctype == GGML_TYPE_F32 && env_enabled()) {
+    // use_ref: a caller asked ggml's CPU backend for its reference kernels (ggml_backend_cpu_set_use_ref).
+    if (Atype == GGML_TYPE_Q4_1 && Btype == GGML_TYPE_Q8_1 && Ctype == GGML_TYPE_F32 && !params->use_ref &&
+        env_enabled()) {
         if (n == 1) {
             gemv(params, m, k, static_cast<const block_q4_1 *>(A), lda, static_cast<const block_q8_1 *>(B),
                  static_cast<float *>(C));
