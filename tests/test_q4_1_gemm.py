@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,36 @@ def test_engine_products_go_through_lmfasts_kernel(llm, smollm2_path):
     generated = result.stats.predicted_tokens_count
     assert generated >= 2
     assert after - before >= 7 * layers * generated
+
+
+_LOGITS = """
+import sys
+import lmfast as lms
+from lmfast import _core
+model = lms.llm(sys.argv[1], config={"cpuThreads": 2, "contextLength": 256})
+_, engine = model._instance.native()
+tokens = model.tokenize("The capital of France is Paris. The capital of Italy is Rome. The capital of Spain is")
+tokens += model.tokenize(" Madrid, and the capital of Portugal is Lisbon.")
+# The first 20 tokens as one batch (a prompt), the rest one token a step (decode steps).
+logits = engine.eval_logits([tokens], [20])[0]
+open(sys.argv[2], "wb").write(logits)
+print(_core.q4_1_tiled_products())
+"""
+
+
+@needs_tiles
+def test_logits_equal_ggmls_loop_end_to_end(smollm2_path, tmp_path):
+    """The whole model's teacher-forced logits, prompt and decode steps, with lmfast's kernel and
+    with ggml's loop (LMFAST_Q4_1_GEMM=0), each in a process of its own: the same bytes."""
+    out = {}
+    for switch in ("1", "0"):
+        env = {**os.environ, "LMFAST_Q4_1_GEMM": switch}
+        path = tmp_path / f"logits-{switch}.bin"
+        done = subprocess.run([sys.executable, "-c", _LOGITS, str(smollm2_path), str(path)], capture_output=True,
+                              text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        out[switch] = (path.read_bytes(), int(done.stdout.split()[-1]))
+    (with_kernel, products), (with_ggml, none) = out["1"], out["0"]
+    assert products > 0 and none == 0  # each run took the path it was meant to
+    assert len(with_kernel) > 0 and len(with_kernel) % 4 == 0
+    assert with_kernel == with_ggml
