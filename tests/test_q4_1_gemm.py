@@ -17,9 +17,13 @@ import pytest
 
 from lmfast import _build_info, _core
 
-TILES = getattr(_build_info, "q4_1_tiles", "OFF") == "ON" and _build_info.portable != "ON"
-needs_tiles = pytest.mark.skipif(not TILES, reason="the tiles are linked into _core only in Linux builds "
-                                                   "that are not portable")
+# The kernel is linked into _core in Linux builds that are not portable, and computes where the CPU
+# backend was compiled for AVX2, FMA and F16C (elsewhere the wrap passes every call on to ggml).
+_FEATURES = _core.system_info()
+TILES = (getattr(_build_info, "q4_1_tiles", "OFF") == "ON" and _build_info.portable != "ON"
+         and all(f"{flag} = 1" in _FEATURES for flag in ("AVX2", "FMA", "F16C")))
+needs_tiles = pytest.mark.skipif(not TILES, reason="lmfast's Q4_1 kernel is in _core only in non-portable Linux "
+                                                   "builds for AVX2 (x86)")
 
 
 def _program() -> Path:
