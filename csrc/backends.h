@@ -35,8 +35,9 @@ std::vector<DeviceInfo> list_devices();
 // Whether ggml's large buffers are advised onto transparent huge pages, and why not.
 std::string hugepages_status();
 
-// Matrix products computed by csrc/q4_1_gemm.cpp's tiles in this process so far; -1 where this
-// build cannot tell (the tiles are not linked into _core: portable builds, other systems).
+// Matrix products computed by csrc/q4_1_gemm.cpp in this process so far, prompts and decode
+// steps; -1 where this build cannot tell (the kernel is not linked into _core: portable builds,
+// other systems).
 int64_t q4_1_tiled_products();
 
 }  // namespace lmfast

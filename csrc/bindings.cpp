@@ -333,7 +333,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("hugepages_status", &hugepages_status,
           "Whether large ggml buffers are advised onto transparent huge pages (csrc/hugepages.cpp), and why not.");
     m.def("q4_1_tiled_products", &q4_1_tiled_products,
-          "Q4_1 matrix products computed by lmfast's tiles so far (csrc/q4_1_gemm.cpp); -1 where unknown.");
+          "Q4_1 matrix products computed by lmfast's kernel so far (csrc/q4_1_gemm.cpp); -1 where unknown.");
     m.attr("version") = LMFAST_VERSION;
     m.def("validate_gguf",
         [](const std::string & path) {

@@ -96,6 +96,13 @@ __m256i unpack(const block_q4_1 & x) {
     return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
 }
 
+// A block's integer dot as eight float lanes, each the sum of four products: ggml's
+// mul_sum_us8_pairs_float in its AVX2 form. Its VNNI forms give the same integers, since a pair
+// of products (at most 2 x 15 x 127) cannot saturate a 16-bit lane.
+__m256 block_dot(__m256i qx, __m256i qy) {
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), _mm256_set1_epi16(1)));
+}
+
 // A tile of 2 weight rows by 3 tokens: six running sums, which with their operands fit x86's
 // sixteen vector registers (GCC 12 kept 4 x 2, 3 x 2 and 2 x 4 tiles' sums on the stack, and
 // they ran slower).
@@ -161,15 +168,13 @@ void tile(const Job & job, int64_t r0, int64_t c0) {
             for (int c = 0; c < RN; ++c) acc[r][c] = _mm256_load_ps(s.acc[r0 + r][c0 + c]);
         }
     }
-    const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t i = 0; i < nb; ++i, xd += kJobRows, yd += kJobCols) {
         for (int r = 0; r < RM; ++r) {
             const __m256i qx = unpack(x[r][i]);
             const __m256 d = _mm256_broadcast_ss(xd + r);
             for (int c = 0; c < RN; ++c) {
                 const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(y[c][i].qs));
-                const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), ones));
-                acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_broadcast_ss(yd + c)), dot, acc[r][c]);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_broadcast_ss(yd + c)), block_dot(qx, qy), acc[r][c]);
             }
         }
     }
@@ -271,21 +276,19 @@ void gemm(const ggml_compute_params * params, int64_t m, int64_t n, int64_t k, c
 // both products exact, as above), where ggml's build converts each half through a 256 KiB
 // lookup table, four scattered loads per block. The minimum's term sums in lane 1 of a vector
 // with plain adds, which equal ggml's fused multiply-adds because the products are exact.
-// Decoding SmolLM2 with 2 threads: 94.4 against 82.6 tok/s, medians of 6 alternated
-// llama-bench runs linked with this file, LMFAST_Q4_1_GEMM=1 against 0. Rows taken 2 or 4 at a
-// time, sharing the token's block, ran at 79 tok/s: interleaved rows defeat the hardware
-// prefetcher where the weights come from memory (the lookup was faster in cache-resident
-// microbenchmarks only).
+// Decoding SmolLM2 with 2 threads: 94.4 against 79.3 tok/s (paired median ratio 1.19), 6
+// alternated llama-bench runs linked with this file, LMFAST_Q4_1_GEMM=1 against 0. Rows taken 2
+// or 4 at a time, sharing the token's block, were faster in cache-resident microbenchmarks but
+// ran the model at 79 tok/s: interleaved rows defeat the hardware prefetcher where the weights
+// come from memory.
 void gemv_row(const block_q4_1 * x, const block_q8_1 * y, float * out, int64_t k) {
     __m256 acc = _mm256_setzero_ps();
     __m128 mins = _mm_setzero_ps();  // lane 1: the minimum's term; lane 0 sums the scale products, unused
-    const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t b = 0; b < k; ++b) {
         const __m128 p = _mm_mul_ps(halves(&x[b]), halves(&y[b]));
         mins = _mm_add_ps(mins, p);
         const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(y[b].qs));
-        const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(unpack(x[b]), qy), ones));
-        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(p), dot, acc);
+        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(p), block_dot(unpack(x[b]), qy), acc);
     }
     *out = hsum8(acc) + _mm_cvtss_f32(_mm_movehdup_ps(mins));
 }
