@@ -249,54 +249,132 @@ def test_requests_admitted_together_evaluate_their_shared_prefix_once(client, sm
 
 # -- eviction --------------------------------------------------------------------------------
 
+EVICT_SYSTEMS = {"A": "You are a helpful assistant.", "B": "You are a knowledgeable assistant.",
+                 "C": "You answer questions about the world briefly."}
+EVICT_QUESTIONS = {"A": ["What is the capital of France?", "What is the capital of Italy?",
+                         "What is the capital of Spain?", "What is the capital of Germany?"],
+                   "B": ["What is the capital of Japan?", "What is the capital of Egypt?",
+                         "What is the capital of England?"],
+                   "C": ["What is the capital of England?", "What is the capital of Russia?",
+                         "What is the capital of France?"]}
+# Every answer runs exactly this many tokens (ignoreEos), so what each sequence holds, and so
+# which chat is evicted, is the same on every CPU (AVX2 and AVX-512 kernels make SmolLM2 end
+# its answers at different lengths). The lengths differ per chat so that each decision below is
+# far from a tie (the test checks the margin).
+EVICT_ANSWER_TOKENS = {"A": 4, "B": 40, "C": 12}
+EVICT_SCHEDULE = "ABACBABCA"
+
+
+class _SequenceModel:
+    """What two sequences hold, and which one a chat gets, by the rule of csrc/prefix_cache.cpp
+    for idle sequences: a chat continues its own sequence; otherwise the sequence sharing the
+    longest prefix with it (the template's opening; ties: the most recently used) is the match,
+    an empty sequence is taken first, and of the match and the other sequence the one that loses
+    fewer cached tokens is given up: the match's tail beyond the shared part, or all the other holds."""
+
+    MIN_MARGIN = 8  # tokens: far above the 1-2 that re-tokenizing an answer can shift a size
+
+    def __init__(self, shared):
+        self.shared = shared          # (chat, chat) -> tokens their prompts share
+        self.held = [None, None]      # per sequence: [chat, tokens, last used]
+        self.clock = 0
+        self.decisions = set()
+
+    def assign(self, name):
+        """(sequence, chat evicted or None)."""
+        for s, h in enumerate(self.held):
+            if h and h[0] == name:
+                return s, None
+        if None in self.held:
+            return self.held.index(None), None
+        match = max((0, 1), key=lambda s: (self.shared[name, self.held[s][0]], self.held[s][2]))
+        other = 1 - match
+        tail = self.held[match][1] - self.shared[name, self.held[match][0]]
+        assert tail >= 16, "the schedule assumed every tail worth keeping (PrefixCache::kKeepTail)"
+        assert abs(tail - self.held[other][1]) >= self.MIN_MARGIN, ("a near tie: change the schedule", tail,
+                                                                    self.held)
+        if tail > self.held[other][1]:
+            self.decisions.add("branch")
+            self.clock += 1
+            self.held[match][2] = self.clock
+            return other, self.held[other][0]
+        self.decisions.add("in place")
+        return match, self.held[match][0]
+
+    def record(self, seq, name, n_tokens):
+        self.clock += 1
+        self.held[seq] = [name, n_tokens, self.clock]
+
+
+def _run_eviction_schedule(model):
+    """Runs EVICT_SCHEDULE on ``model``; yields (chat, its turn, stats, answer) a turn."""
+    chats = {k: lms.Chat(v) for k, v in EVICT_SYSTEMS.items()}
+    turn = {k: 0 for k in chats}
+    for name in EVICT_SCHEDULE:
+        chats[name].add_user_message(EVICT_QUESTIONS[name][turn[name]])
+        turn[name] += 1
+        cfg = {**GREEDY, "maxTokens": EVICT_ANSWER_TOKENS[name], "ignoreEos": True}
+        r = model.respond(chats[name], config=cfg, on_message=chats[name].append)
+        yield name, turn[name], r.stats, r.content
+
+
+def _shared_prefixes(model):
+    native, _ = model._instance.native()
+    first = {}
+    for k, system in EVICT_SYSTEMS.items():
+        chat = lms.Chat(system)
+        chat.add_user_message(EVICT_QUESTIONS[k][0])
+        first[k] = native.tokenize(model.apply_prompt_template(chat), False, True)
+    return {(a, b): common_prefix(first[a], first[b]) for a in first for b in first}
+
+
+def common_prefix(a, b):
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
 def test_eviction_under_a_small_limit(client, smollm2_path):
-    """Three chats and two sequences (maxParallelPredictions 2). The least recently used
-    chat is evicted: every answer is still right, a chat whose history is still cached
-    evaluates only its new message, and an evicted one evaluates its history again."""
+    """Three chats and two sequences (maxParallelPredictions 2). A chat whose history is still
+    cached evaluates only its new message, an evicted one evaluates its history again, and the
+    chat evicted is the one the prefix cache's rule picks from what the sequences hold, measured
+    turn by turn (_SequenceModel). A chat never evicted answers exactly as it does on an instance
+    with room for all three: its sequence held its own tokens throughout."""
     # The host tier is off: this is the sequences' own eviction policy (tests/test_spill.py has
     # evicted chats coming back from host memory instead).
-    # Flash attention on: the answers checked are SmolLM2-135M's with it (without, it answers one
-    # of them in French); the policy under test does not depend on it.
-    model = client.llm.load_new_instance(str(smollm2_path), "evict",
-                                         config={"contextLength": 1024, "maxParallelPredictions": 2,
-                                                 "promptCacheRamBytes": 0, "flashAttention": True})
+    config = {"maxParallelPredictions": 2, "promptCacheRamBytes": 0, "flashAttention": True}
+    roomy = client.llm.load_new_instance(str(smollm2_path), "evict-roomy",
+                                         config={**config, "contextLength": 1536, "maxParallelPredictions": 3})
     try:
-        systems = {"A": "You are a helpful assistant.", "B": "You are a knowledgeable assistant.",
-                   "C": "You answer questions about the world briefly."}
-        questions = {"A": ["What is the capital of France?", "What is the capital of Italy?",
-                           "What is the capital of Spain?", "What is the capital of Germany?"],
-                     "B": ["What is the capital of Japan?", "What is the capital of Egypt?",
-                           "What is the capital of England?"],
-                     "C": ["What is the capital of England?", "What is the capital of Russia?",
-                           "What is the capital of France?"]}
-        answers = {"France": "paris", "Italy": "rome", "Spain": "madrid", "Germany": "berlin",
-                   "Japan": "tokyo", "Egypt": "cairo", "England": "london", "Russia": "moscow"}
-        chats = {k: lms.Chat(v) for k, v in systems.items()}
-        turn = {k: 0 for k in chats}
-        previous = {}
-        # (chat, its history still cached?) under the prefix cache's policy: a new or evicted
-        # chat takes the least recently used sequence, and the sequence it shares the most
-        # tokens with (here only the template's opening) counts as used too.
-        schedule = [("A", None), ("B", None), ("A", True), ("C", None),  # C evicts B
-                    ("B", False),  # B shares "You are a" with A: A stays, C is evicted
-                    ("A", True), ("B", True), ("C", False),  # C evicts A (least recently used)
-                    ("A", False)]
-        for name, cached in schedule:
-            chat, q = chats[name], questions[name][turn[name]]
-            turn[name] += 1
-            chat.add_user_message(q)
-            r = model.respond(chat, config={**GREEDY, "maxTokens": 24}, on_message=chat.append)
-            st = r.stats
+        reference = [answer for *_, answer in _run_eviction_schedule(roomy)]
+    finally:
+        roomy.unload()
+    model = client.llm.load_new_instance(str(smollm2_path), "evict", config={**config, "contextLength": 1024})
+    try:
+        seqs = _SequenceModel(_shared_prefixes(model))
+        previous, evicted_ever, compared = {}, set(), 0
+        for i, (name, n, st, answer) in enumerate(_run_eviction_schedule(model)):
+            seq, victim = seqs.assign(name)
+            cached = name in previous and victim is None and seqs.held[seq][0] == name
             _check_stats(st)
-            assert answers[q.split()[-1].rstrip("?")] in r.content.lower(), (name, q, r.content)
-            if cached is True:
-                assert st.cached_prompt_tokens_count >= previous[name] - 2, (name, st)
-                assert st.evaluated_prompt_tokens_count <= len(model.tokenize(q)) + 12, (name, st)
-            elif cached is False:
-                # Evicted: at most the template's opening tokens shared with another chat remain.
-                assert st.cached_prompt_tokens_count <= 8, (name, st)
-                assert st.evaluated_prompt_tokens_count >= previous[name], (name, st)
+            assert st.predicted_tokens_count == EVICT_ANSWER_TOKENS[name], st
+            if cached:
+                assert st.cached_prompt_tokens_count >= previous[name] - 2, (i, name, st)
+                assert st.evaluated_prompt_tokens_count <= len(model.tokenize(EVICT_QUESTIONS[name][n - 1])) + 12, st
+            elif name in previous:
+                # Evicted: at most the template's opening shared with another chat remains.
+                assert st.cached_prompt_tokens_count <= max(seqs.shared[name, o] for o in "ABC" if o != name), st
+                assert st.evaluated_prompt_tokens_count >= previous[name], (i, name, st)
+            if victim:
+                evicted_ever.add(victim)
+            if name not in evicted_ever:
+                assert answer == reference[i], (i, name, answer, reference[i])
+                compared += 1
+            seqs.record(seq, name, st.prompt_tokens_count + st.predicted_tokens_count)
             previous[name] = st.prompt_tokens_count + st.predicted_tokens_count
+        # The schedule exercised both of the rule's outcomes and compared kept chats' answers.
+        assert seqs.decisions == {"branch", "in place"} and compared >= 4, (seqs.decisions, compared)
     finally:
         model.unload()
 

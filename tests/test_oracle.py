@@ -1,19 +1,14 @@
-"""lmfast's greedy output equals llama.cpp's own llama-completion, token for token.
-
-llama-completion (built from the same pinned tree and objects) prints each generated
-token's text, then " [end of text]" if it stopped at end of generation, then a blank
-line. We rebuild those exact bytes from lmfast's generated token ids, so equal bytes
-mean equal token sequences and an equal stop.
+"""lmfast's greedy output equals llama.cpp's own llama-completion, token for token
+(tests/oracle.py runs it and compares the bytes).
 
 (llama-simple, the smaller example, cannot be told a thread count: it runs 4 threads,
 which on a 2-core machine with ggml's spinning thread pool takes minutes per prompt.)"""
-import subprocess
-
 import pytest
 
 from lmfast import _reference
 
 from .conftest import GREEDY
+from .oracle import N_PREDICT, compare as _compare, run_completion as _run_completion
 
 PROMPTS = [
     "The capital of France is",
@@ -21,7 +16,6 @@ PROMPTS = [
     "Once upon a time, in a small village at the edge of the forest,",
     "Water boils at a temperature of",
 ]
-N_PREDICT = 48
 
 
 @pytest.fixture(scope="module")
@@ -37,31 +31,6 @@ def oracle_llm(client, smollm2_path):
     llm = client.llm.load_new_instance(str(smollm2_path), "oracle", config={"maxParallelPredictions": 1})
     yield llm
     llm.unload()
-
-
-def _run_completion(exe, llm, model_path, prompt, *extra):
-    """llama-completion with the settings lmfast applied to ``llm``: threads, flash attention and
-    the layers offloaded (0 unless the suite runs with LMFAST_TEST_GPU)."""
-    cfg = llm.get_load_config()
-    flash = {True: "on", False: "off", None: "auto"}[cfg["flashAttention"]]
-    out = subprocess.run([str(exe), "-m", str(model_path), "-p", prompt, "-n", str(N_PREDICT),
-                          "-t", str(cfg["cpuThreads"]), "-fa", flash, "-ngl", str(llm._instance.n_gpu_layers),
-                          "--temp", "0", "-no-cnv", "--no-display-prompt", "--simple-io", *extra],
-                         capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert out.returncode == 0, out.stderr.decode(errors="replace")[-2000:]
-    return out.stdout
-
-
-def _compare(llm, stream, expected_stdout):
-    model, _ = llm._instance.native()
-    result = stream.wait_for_result()
-    generated = stream.token_ids
-    assert len(generated) > 0
-    if result.stats.stop_reason == "maxPredictedTokensReached":
-        assert len(generated) == N_PREDICT
-    text = b"".join(model.token_to_piece(t) for t in generated)
-    ending = b" [end of text]\n" if result.stats.stop_reason == "eosFound" else b""
-    assert expected_stdout == text + ending + b"\n\n", f"lmfast: {text!r}\nllama-completion: {expected_stdout!r}"
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
