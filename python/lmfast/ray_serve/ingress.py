@@ -1,0 +1,98 @@
+"""The ingress deployment: Serve's HTTP proxy hands it each request; it reads the body (capped),
+computes the routing key, and forwards the request through a handle to the model deployment,
+whose router places it. The answer streams back as the replica sends it.
+
+A replica that dies before it has answered is not the client's problem: the request goes to
+another replica (up to ``retries`` times; nothing of it reached the client yet). A replica lost in
+the middle of a stream ends that stream with an error event in OpenAI's shape."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, AsyncIterator
+
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from ..server.errors import APIError, error_body, unavailable
+from ..server.jsonbody import read_body
+from .affinity import BLOCK_CHARS, key_of
+from .forwarding import ForwardedRequest, Head
+
+log = logging.getLogger("lmfast.ray_serve")
+# Bodies above this size are parsed for their key off the event loop (json.loads of 8 MiB
+# takes tens of milliseconds).
+_PARSE_INLINE_BYTES = 64 * 1024
+
+
+def _lost(detail: str) -> APIError:
+    return unavailable(f"the model replica serving this request was lost ({detail}); retry the request",
+                       code="replica_unavailable", retry_after=1)
+
+
+class LMFastIngress:
+    def __init__(self, model: DeploymentHandle, max_body_mb: float = 8.0, retries: int = 2,
+                 block_chars: int = BLOCK_CHARS):
+        self._model = model.options(stream=True, method_name="forward")
+        self._limit = int(max_body_mb * 1024 * 1024)
+        self._retries = retries
+        self._block_chars = block_chars
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            body = await read_body(request, self._limit)
+        except APIError as e:
+            return e.response()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        path = request.url.path
+        if len(body) > _PARSE_INLINE_BYTES:
+            key = await asyncio.to_thread(key_of, path, headers, body, self._block_chars)
+        else:
+            key = key_of(path, headers, body, self._block_chars)
+        client = (request.client.host, request.client.port) if request.client else None
+        forwarded = ForwardedRequest(request.method, path, request.scope.get("query_string", b""),
+                                     list(request.scope.get("headers", ())), body, key, client)
+        return await self._send(forwarded)
+
+    async def _send(self, forwarded: ForwardedRequest) -> Response:
+        for attempt in range(self._retries + 1):
+            answer: DeploymentResponseGenerator = self._model.remote(forwarded)
+            try:
+                head = await answer.__anext__()
+            except RayActorError as e:
+                log.warning("replica lost before answering (attempt %d): %s", attempt + 1, e)
+                if attempt < self._retries:
+                    continue
+                return _lost(type(e).__name__).response()
+            except BackPressureError:
+                return unavailable("every model replica is busy; retry later", code="queue_full",
+                                   retry_after=1).response()
+            if not isinstance(head, Head):
+                answer.cancel()
+                return JSONResponse(error_body(500, "the model replica sent no response head", code="internal_error"),
+                                    status_code=500)
+            response = StreamingResponse(self._rest(answer, head))
+            response.status_code = head.status
+            response.raw_headers = list(head.headers)
+            return response
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _rest(answer: DeploymentResponseGenerator, head: Head) -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            async for chunk in answer:
+                yield chunk
+            finished = True
+        except RayActorError as e:
+            log.warning("replica lost during a response: %s", e)
+            if head.is_event_stream:
+                yield b"data: " + json.dumps(_lost(type(e).__name__).body()).encode() + b"\n\n"
+            finished = True  # a JSON body stays short: the client sees the connection end early
+        finally:
+            if not finished:
+                answer.cancel()  # the client went away: the replica stops the prediction
