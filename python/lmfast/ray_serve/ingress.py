@@ -34,6 +34,15 @@ def _lost(detail: str) -> APIError:
                        code="replica_unavailable", retry_after=1)
 
 
+def _app_path(scope: dict[str, Any]) -> str:
+    """The path below the application's route prefix (``route_prefix: /lmfast`` serves
+    ``/lmfast/v1/...`` as the server app's ``/v1/...``)."""
+    path, root = scope["path"], scope.get("root_path", "").rstrip("/")
+    if root and (path == root or path.startswith(root + "/")):
+        path = path[len(root):]
+    return path or "/"
+
+
 class LMFastIngress:
     def __init__(self, model: DeploymentHandle, max_body_mb: float = 8.0, retries: int = 2,
                  block_chars: int = BLOCK_CHARS):
@@ -48,7 +57,7 @@ class LMFastIngress:
         except APIError as e:
             return e.response()
         headers = {k.lower(): v for k, v in request.headers.items()}
-        path = request.url.path
+        path = _app_path(request.scope)
         if len(body) > _PARSE_INLINE_BYTES:
             key = await asyncio.to_thread(key_of, path, headers, body, self._block_chars)
         else:

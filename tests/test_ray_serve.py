@@ -1,0 +1,401 @@
+"""lmfast on Ray Serve (lmfast.ray_serve): the routing key, the cache-affine router and the
+engine health check on their own, then a local Ray cluster on 127.0.0.1 with replicas of SmolLM2
+behind Serve's HTTP proxy: the openai client through it, affinity against Serve's power-of-two
+routing on interleaved chats, and a replica killed under running streams.
+
+The cluster tests share one Ray instance (its start takes ~30 s on 2 cores); every replica gets
+half a logical CPU and one decode thread, and every wait is bounded."""
+from __future__ import annotations
+
+import concurrent.futures
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray Serve tests need the 'ray' extra (pip install 'lmfast[ray]')")
+serve = pytest.importorskip("ray.serve", reason="the Ray Serve tests need ray[serve]")
+openai = pytest.importorskip("openai")
+yaml = pytest.importorskip("yaml")
+
+import httpx  # noqa: E402
+from ray.serve._private.common import DeploymentHandleSource, DeploymentID, ReplicaID  # noqa: E402
+
+from lmfast.ray_serve import ServeArgs, build_app  # noqa: E402
+from lmfast.ray_serve.affinity import AffinityKey, key_of  # noqa: E402
+from lmfast.ray_serve.forwarding import ForwardedRequest  # noqa: E402
+from lmfast.ray_serve.health import EngineWatch  # noqa: E402
+from lmfast.ray_serve.router import CacheAffinityRouter  # noqa: E402
+
+CONFIG = Path(__file__).resolve().parents[1] / "docs" / "ray-serve-config.yaml"
+CHAT = "/v1/chat/completions"
+
+
+def body(messages: list[dict[str, Any]], **extra: Any) -> bytes:
+    import json
+    return json.dumps({"model": "m", "messages": messages, **extra}).encode()
+
+
+# -- the routing key ---------------------------------------------------------------------------
+
+def test_a_next_turn_extends_the_previous_turns_key():
+    turn1 = [{"role": "system", "content": "Be brief. " * 40}, {"role": "user", "content": "Name a colour."}]
+    turn2 = turn1 + [{"role": "assistant", "content": "Blue.", "refusal": None},  # clients echo extra fields
+                     {"role": "user", "content": "Another?"}]
+    k1, k2 = key_of(CHAT, {}, body(turn1)), key_of(CHAT, {}, body(turn2, temperature=0.3))
+    assert len(k1.hashes) >= 3  # a 400-character system message takes two blocks, the question one
+    assert k2.hashes[:len(k1.hashes)] == k1.hashes
+    assert len(k2.hashes) == len(k1.hashes) + 2
+    assert list(k2.chars) == sorted(k2.chars) and k2.chars[len(k1.chars) - 1] == k1.chars[-1]
+    other = key_of(CHAT, {}, body([turn1[0], {"role": "user", "content": "Name a fruit."}]))
+    assert other.hashes[0] == k1.hashes[0] and other.hashes[-1] != k1.hashes[-1]  # shared system prompt only
+    assert key_of(CHAT, {}, body(turn1, model="n")).hashes[0] != k1.hashes[0]  # per model
+    assert key_of("/v1/completions", {}, b'{"prompt": "abc"}').hashes
+
+
+def test_session_keys_and_requests_without_a_prompt():
+    msgs = [{"role": "user", "content": "hi"}]
+    assert key_of(CHAT, {"x-session-id": "s1"}, body(msgs, user="u")).session == "s1"
+    assert key_of(CHAT, {}, body(msgs, user="u")).session == "user:u"
+    assert key_of(CHAT, {}, body(msgs)).session is None
+    for raw in (b"", b"{bad json", b"[1, 2]", b'{"messages": "not a list"}', b"[" * 100_000):
+        assert not key_of(CHAT, {}, raw)
+    assert not key_of("/v1/embeddings", {}, b'{"input": "abc"}')
+    huge = key_of(CHAT, {}, body([{"role": "user", "content": "x" * 1_000_000}]))
+    assert len(huge.hashes) == 512  # bounded work per request
+
+
+# -- the router --------------------------------------------------------------------------------
+
+class FakeReplica:
+    def __init__(self, name: str, max_ongoing: int = 8, sequences: int | None = None):
+        self.replica_id = ReplicaID(name, DeploymentID(name="LMFastModel", app_name="t"))
+        self.max_ongoing_requests = max_ongoing
+        self.routing_stats = {"sequences": sequences} if sequences else {}
+
+
+class FakeMetadata:
+    def __init__(self, n: int):
+        self.internal_request_id = f"r{n}"
+
+
+class FakeContext:
+    should_backoff = False
+
+
+class FakePending:
+    count = 0
+
+    def __init__(self, key: AffinityKey):
+        FakePending.count += 1
+        self.args = [ForwardedRequest("POST", CHAT, b"", [], b"", key)]
+        self.metadata = FakeMetadata(FakePending.count)
+        self.routing_context = FakeContext()
+
+
+def router(**kwargs: Any) -> CacheAffinityRouter:
+    r = CacheAffinityRouter(deployment_id=DeploymentID(name="LMFastModel", app_name="t"),
+                            handle_source=DeploymentHandleSource.UNKNOWN)
+    r.initialize_state(**kwargs)
+    return r
+
+
+def choose(r: CacheAffinityRouter, replicas: list[FakeReplica], key: AffinityKey) -> tuple[FakePending, list]:
+    import asyncio
+    pending = FakePending(key)
+    ranks = asyncio.run(r.choose_replicas(replicas, pending))
+    assert pending.routing_context.should_backoff
+    return pending, ranks
+
+
+def test_router_follows_the_longest_prefix_and_gives_way_to_load():
+    a, b, c = FakeReplica("a"), FakeReplica("b"), FakeReplica("c")
+    r = router(sequences=2, imbalance=1)
+    shared = AffinityKey(hashes=(1, 2), chars=(10, 20))
+    pending, ranks = choose(r, [a, b, c], shared)
+    assert len(ranks) == 1 and len(ranks[0]) == 2  # nothing known: power of two by load
+    r.on_request_routed(pending, a.replica_id, None)
+    r.on_request_completed(a.replica_id, pending.metadata.internal_request_id)
+    longer = AffinityKey(hashes=(1, 2, 3), chars=(10, 20, 30))
+    pending, ranks = choose(r, [a, b, c], longer)
+    assert ranks[0] == [a] and a not in ranks[1]
+    r.on_request_routed(pending, b.replica_id, None)  # Serve put it elsewhere (a was full)
+    _, ranks = choose(r, [a, b, c], AffinityKey(hashes=(1, 2, 3, 4), chars=(10, 20, 30, 40)))
+    assert ranks[0] == [b]  # the longest prefix wins, even over a's older one
+    # Load: b holds one request; two more make it three, with two sequences and a at zero load.
+    for _ in range(2):
+        p, _ = choose(r, [a, b, c], AffinityKey())
+        r.on_request_routed(p, b.replica_id, None)
+    _, ranks = choose(r, [a, b, c], AffinityKey(hashes=(1, 2, 3, 4), chars=(10, 20, 30, 40)))
+    assert ranks[0] == [a]  # b is overloaded: the next-longest holder, a, takes it
+    # A replica that left the candidates (it died) no longer matches; its conversations move.
+    _, ranks = choose(r, [b, c], AffinityKey(hashes=(1, 2), chars=(10, 20)))
+    assert len(ranks) == 1 and set(x.replica_id for x in ranks[0]) == {b.replica_id, c.replica_id}
+
+
+def test_router_sessions_pin_and_are_placed_by_rendezvous_hashing():
+    replicas = [FakeReplica(n) for n in "abcd"]
+    r1, r2 = router(sequences=4), router(sequences=4)
+    key = AffinityKey(session="conversation-7")
+    _, first = choose(r1, replicas, key)
+    _, second = choose(r2, replicas, key)
+    assert first[0] == second[0] and len(first[0]) == 1  # two ingress replicas agree with no shared state
+    pinned = first[0][0]
+    others = [x for x in replicas if x is not pinned]
+    _, moved = choose(r1, others, key)  # its replica died: only this session moves
+    assert moved[0][0] in others
+    for name in ("s1", "s2", "s3", "s4", "s5", "s6"):  # where Serve actually put a session, it stays
+        p, _ = choose(r1, replicas, AffinityKey(session=name))
+        r1.on_request_routed(p, replicas[0].replica_id, None)
+        r1.on_request_completed(replicas[0].replica_id, p.metadata.internal_request_id)
+        _, again = choose(r1, replicas, AffinityKey(session=name))
+        assert again[0] == [replicas[0]]
+
+
+# -- the health check ----------------------------------------------------------------------------
+
+class FakeEngine:
+    def __init__(self):
+        self.decode_calls = 0
+        self.busy = False
+
+    def counters(self) -> dict[str, int]:
+        return {"decode_calls": self.decode_calls}
+
+    def idle_seconds(self) -> float:
+        return 0.0 if self.busy else 5.0
+
+
+def test_engine_watch_fails_only_a_busy_engine_that_stopped():
+    now = [0.0]
+    engine = FakeEngine()
+    watch = EngineWatch(lambda: [("m", engine)], stall_s=30, clock=lambda: now[0])
+    assert watch.problem() is None
+    now[0] = 100.0
+    assert watch.problem() is None  # idle for long: healthy
+    engine.busy = True
+    for _ in range(5):  # busy and moving
+        engine.decode_calls += 7
+        now[0] += 20
+        assert watch.problem() is None
+    now[0] += 20
+    assert watch.problem() is None  # 20 s without a decode call: within the limit
+    now[0] += 20
+    assert "no progress for 40 s" in watch.problem()
+    engine.decode_calls += 1
+    assert watch.problem() is None
+    assert "no model" in EngineWatch(lambda: []).problem()
+
+
+# -- the application's arguments and the documented config ----------------------------------------
+
+def test_documented_serve_config_is_valid_and_builds():
+    from ray.serve.schema import ServeDeploySchema
+
+    config = yaml.safe_load(CONFIG.read_text())
+    schema = ServeDeploySchema.model_validate(config)
+    app_cfg = schema.applications[0]
+    assert app_cfg.import_path == "lmfast.ray_serve:app"
+    names = {d.name for d in app_cfg.deployments}
+    assert names == {"LMFastModel", "LMFastIngress"}
+    app = build_app(app_cfg.args)
+    assert app is not None
+    args = ServeArgs.model_validate(app_cfg.args)
+    model_cfg = next(d for d in app_cfg.deployments if d.name == "LMFastModel")
+    assert model_cfg.max_ongoing_requests == args.ongoing  # the documented numbers agree with the defaults
+
+
+def test_serve_args_from_the_command_line_and_refusals():
+    args = ServeArgs.model_validate({"model": "m", "parallel": "3", "num_cpus": "0.5", "cors": "a,b",
+                                     "load_config": '{"seed": 1}'})
+    assert args.parallel == 3 and args.num_cpus == 0.5 and args.cors == ["a", "b"] and args.ongoing == 6
+    settings = args.server_settings()
+    assert settings["load_config"] == {"seed": 1, "maxParallelPredictions": 3}
+    assert settings["max_queue"] == 3
+    import pydantic
+    with pytest.raises(pydantic.ValidationError):
+        ServeArgs.model_validate({"model": "m", "paralel": 3})
+    with pytest.raises(pydantic.ValidationError):
+        ServeArgs.model_validate({"model": "m", "routing": "random"})
+    with pytest.raises(ValueError, match="api_key=KEY"):
+        build_app({"model": "m", "http_host": "0.0.0.0"})
+    assert build_app({"model": "m", "http_host": "0.0.0.0", "api_key": "k"}) is not None
+
+
+# -- on a local cluster --------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    port = free_port()
+    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=100 << 20, configure_logging=False,
+             log_to_driver=False, namespace="lmfast-tests")
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def deploy(model: Path, name: str, prefix: str, routing: str = "affinity", replicas: int = 2) -> None:
+    app = build_app({"model": str(model), "num_replicas": replicas, "num_cpus": 0.5, "cpu_threads": 1,
+                     "parallel": 4, "context_length": 2048, "prompt_cache_ram_mb": 64, "routing": routing,
+                     "graceful_shutdown_timeout_s": 5})
+    serve.run(app, name=name, route_prefix=prefix)
+
+
+@pytest.fixture(scope="module")
+def affinity_app(cluster, smollm2_path):
+    deploy(smollm2_path, "aff", "/")
+    return cluster
+
+
+def oai_client(url: str) -> Any:
+    return openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=120)
+
+
+def test_openai_client_through_serve(affinity_app, smollm2_path):
+    oai = oai_client(affinity_app)
+    model = str(smollm2_path)
+    seen = set()
+    for k in range(6):  # distinct chats spread over the replicas by load
+        raw = oai.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": f"Say a word about the number {k}."}],
+            max_tokens=6, temperature=0)
+        answer = raw.parse()
+        assert answer.choices[0].message.content and answer.usage.completion_tokens > 0
+        seen.add(raw.headers["x-lmfast-replica"])
+    raw = oai.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": "Count to five."}], max_tokens=12, temperature=0,
+        stream=True, stream_options={"include_usage": True})
+    seen.add(raw.headers["x-lmfast-replica"])
+    assert raw.headers["content-type"].startswith("text/event-stream")
+    chunks = list(raw.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text and chunks[-1].usage.completion_tokens == 12
+    assert any(c.choices and c.choices[0].finish_reason == "length" for c in chunks)
+    assert len(seen) == 2, seen  # both replicas served requests
+    # The server app's own answers, errors included, come through unchanged.
+    assert httpx.get(affinity_app + "/health", timeout=30).json() == {"status": "ok"}
+    bad = httpx.post(affinity_app + CHAT, content=b"{bad", headers={"content-type": "application/json"}, timeout=30)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_json"
+    assert httpx.get(affinity_app + "/v1/nowhere", timeout=30).status_code == 404
+    models = oai.models.list()
+    assert [m.id for m in models.data]
+
+
+def run_chats(url: str, model: str, tag: str, n_chats: int = 8, turns: int = 5) -> tuple[float, list[str]]:
+    """8 chats of 5 turns, interleaved: each round sends every chat's next turn at once. The share
+    of turns from turn 2 whose cached prompt tokens cover the whole previous turn's prompt, and
+    the replica per turn."""
+    oai = oai_client(url)
+    chats = [[{"role": "system", "content": f"You are assistant {tag}-{c}. Answer in a few words."},
+              {"role": "user", "content": f"Chat {c}: name an animal."}] for c in range(n_chats)]
+    previous: list[int | None] = [None] * n_chats
+    covered = total = 0
+    where: list[str] = []
+
+    def turn(c: int) -> tuple[Any, str]:
+        raw = oai.chat.completions.with_raw_response.create(model=model, messages=chats[c], max_tokens=8,
+                                                              temperature=0)
+        return raw.parse(), raw.headers["x-lmfast-replica"]
+
+    with concurrent.futures.ThreadPoolExecutor(n_chats) as pool:
+        for t in range(turns):
+            results = list(pool.map(turn, range(n_chats), timeout=300))
+            for c, (answer, replica) in enumerate(results):
+                where.append(replica)
+                if previous[c] is not None:
+                    total += 1
+                    covered += answer.usage.prompt_tokens_details.cached_tokens >= previous[c] - 1
+                previous[c] = answer.usage.prompt_tokens
+                chats[c] += [{"role": "assistant", "content": answer.choices[0].message.content},
+                             {"role": "user", "content": f"Turn {t + 2}: and another one?"}]
+    return covered / total, where
+
+
+def test_affinity_routing_keeps_conversations_cached(affinity_app, smollm2_path):
+    model = str(smollm2_path)
+    t0 = time.perf_counter()
+    affine, where = run_chats(affinity_app, model, "affinity")
+    t_affine = time.perf_counter() - t0
+    assert len(set(where)) == 2  # the chats spread over both replicas
+    deploy(smollm2_path, "p2c", "/p2c", routing="power_of_two")
+    try:
+        t0 = time.perf_counter()
+        p2c, _ = run_chats(affinity_app + "/p2c", model, "p2c")
+        t_p2c = time.perf_counter() - t0
+    finally:
+        serve.delete("p2c")
+    print(f"turns 2-5 whose previous turn was cached: affinity {affine:.0%} ({t_affine:.1f} s), "
+          f"power of two {p2c:.0%} ({t_p2c:.1f} s)")
+    assert affine >= 0.9
+    # Power of two places each turn on either replica by load: about half find their history.
+    assert p2c <= affine - 0.2
+
+
+def serve_replica_actor(replica: str) -> Any:
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["namespace"] == "serve" and actor["name"].endswith("#" + replica):
+            return ray.get_actor(actor["name"], namespace="serve")
+    raise AssertionError(f"no Serve actor for replica {replica}")
+
+
+def test_a_killed_replica_ends_its_streams_cleanly_and_is_replaced(affinity_app, smollm2_path):
+    model = str(smollm2_path)
+    oai = oai_client(affinity_app)
+    n = 16
+
+    heads: list[str] = []
+
+    def stream(k: int) -> tuple[str, str | None, str]:
+        raw = oai.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": f"Stream {k}: tell a long story about a cat."}],
+            max_tokens=64, temperature=0, stream=True)
+        replica = raw.headers["x-lmfast-replica"]
+        heads.append(replica)
+        finish, text = None, ""
+        try:
+            for chunk in raw.parse():
+                if chunk.choices:
+                    text += chunk.choices[0].delta.content or ""
+                    finish = chunk.choices[0].finish_reason or finish
+        except Exception as e:  # noqa: BLE001 - the assertions below say which endings are right
+            return replica, None, f"{type(e).__name__}: {e}"
+        return replica, finish, text
+
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(stream, k) for k in range(n)]
+        deadline = time.monotonic() + 60
+        while len(heads) < n and time.monotonic() < deadline:  # every stream is under way
+            time.sleep(0.05)
+        assert len(set(heads)) == 2, heads
+        victim = heads[0]
+        ray.kill(serve_replica_actor(victim), no_restart=True)
+        results = [f.result(timeout=240) for f in futures]  # nothing hangs
+    on_victim = [r for r in results if r[0] == victim]
+    survivors = [r for r in results if r[0] != victim]
+    assert survivors, results
+    for _, finish, text in survivors:
+        assert finish in ("length", "stop") and text, results
+    for _, finish, text in on_victim:  # finished before the kill, or ended with the replica error
+        assert finish in ("length", "stop") or "replica" in text, results
+    # New requests succeed at once (the live replica), and Serve brings the second one back.
+    answer = oai.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hello?"}], max_tokens=4)
+    assert answer.choices[0].message.content
+    deadline = time.monotonic() + 180
+    replicas: set[str] = set()
+    while time.monotonic() < deadline and len(replicas - {victim}) < 2:
+        raw = oai.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": f"Ping {time.monotonic()}"}], max_tokens=1)
+        replicas.add(raw.headers["x-lmfast-replica"])
+        time.sleep(0.5)
+    assert len(replicas - {victim}) == 2, replicas
