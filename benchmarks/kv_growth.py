@@ -36,7 +36,7 @@ print(json.dumps(rows))
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="a .gguf path (default: SmolLM2-135M-Instruct)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cpu-threads", "--threads", dest="threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", default=None, help="also write the raw rows to this JSON file")
     args = ap.parse_args(argv)

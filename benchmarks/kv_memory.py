@@ -31,7 +31,7 @@ def rss_mib(field: str = "VmRSS") -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="a .gguf path (default: SmolLM2-135M-Instruct)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cpu-threads", "--threads", dest="threads", type=int, default=1)
     ap.add_argument("--context-length", type=int, default=None, help="contextLength (default: lmfast's)")
     ap.add_argument("--no-concurrent", action="store_true", help="skip the 4 concurrent requests")
     ap.add_argument("--flash-attention", choices=("on", "off"), default=None,

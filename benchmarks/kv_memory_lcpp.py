@@ -21,7 +21,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
     ap.add_argument("--context-length", type=int, required=True)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cpu-threads", "--threads", dest="threads", type=int, default=1)
     # off by default: llama-cpp-python's default, and lmfast's on a CPU
     ap.add_argument("--flash-attention", choices=("on", "off"), default="off")
     args = ap.parse_args()

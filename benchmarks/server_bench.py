@@ -254,7 +254,7 @@ def print_tables(results: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cpu-threads", "--threads", dest="threads", type=int, default=1)
     ap.add_argument("--context-length", type=int, default=2048, help="per sequence, for every server")
     ap.add_argument("--parallel", type=int, default=16)
     ap.add_argument("--clients", default="1,4,16")

@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=DEFAULT_MODEL, help="model key or .gguf path")
-    ap.add_argument("--threads", type=int, default=lmfast._core.default_threads())
+    ap.add_argument("--cpu-threads", "--threads", dest="threads", type=int, default=lmfast._core.default_threads())
     ap.add_argument("--quick", action="store_true", help="fewer repetitions and shorter runs (minutes on 2 cores)")
     ap.add_argument("--peers", default=",".join(PEERS),
                     help=f"comma-separated peers to run beside lmfast ({', '.join(PEERS)}; '' for none)")

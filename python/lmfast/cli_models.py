@@ -12,18 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from . import hub
+from .cli_common import UserError
 from .errors import LMStudioModelNotFoundError, LMStudioValueError
-from .registry import ModelFile, known_models, model_key_for, models_dir, params_string, search_dirs
-
-
-class UserError(Exception):
-    """A mistake on the command line: one line on stderr, exit code 1."""
+from .registry import (ModelFile, aliases, known_models, model_key_for, models_dir, params_string, scan_all,
+                       search_dirs, split_publisher)
 
 
 def human_size(n: int) -> str:
+    """Binary units with their IEC names (MiB, GiB), the one convention of every listing."""
     value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} B"
@@ -79,24 +78,41 @@ def _say(args: argparse.Namespace, text: str) -> None:
 # -- ls ----------------------------------------------------------------------------------------
 
 def describe_model(mf: ModelFile) -> dict[str, Any] | None:
-    """What ``ls`` shows of a model file; None for a file that is not a readable GGUF model."""
+    """What ``ls`` shows of a model file; None for a file that is not a readable GGUF model.
+    Quantization and size come from the file's metadata, as ``get_info()`` reads them; the
+    file name is the fallback for a file that does not record its type."""
     from .errors import ModelLoadError
     from .gguf import model_type, read_metadata
+    from .gguf_summary import count_params, quantization
 
     try:
         meta = read_metadata(mf.path)
     except (ModelLoadError, OSError):
         return None
     files = hub.split_set(mf.path)
-    return {"modelKey": mf.model_key, "type": model_type(meta),
-            "architecture": str(meta.get("general.architecture", "")) or None,
-            "quantization": hub.quant_of(mf.path.name), "paramsString": params_string(meta),
+    n_params = 0 if meta.get("general.size_label") else count_params(mf.path) or 0
+    display = mf.display_path
+    return {"modelKey": mf.model_key, "publisher": display.split("/")[0] if "/" in display and mf.root else None,
+            "type": model_type(meta), "architecture": str(meta.get("general.architecture", "")) or None,
+            "quantization": quantization(meta) or hub.quant_of(mf.path.name),
+            "paramsString": params_string(meta, n_params),
             "sizeBytes": sum(f.stat().st_size for f in files if f.is_file()),
-            "path": mf.display_path, "absolutePath": str(mf.path), "files": len(files)}
+            "path": display, "absolutePath": str(mf.path), "files": len(files)}
+
+
+def listed_models() -> list[ModelFile]:
+    """What ``ls`` lists: every model file (two files of one key are two rows), then the
+    aliases of aliases.json under their own keys."""
+    files = scan_all()
+    defined = aliases()
+    rows = [mf for mf in files if mf.model_key not in defined]
+    known = known_models()
+    rows += [known[key] for key in sorted(defined) if key in known]
+    return sorted(rows, key=lambda mf: (mf.model_key, mf.display_path))
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    rows = [r for r in (describe_model(mf) for _, mf in sorted(known_models().items())) if r is not None]
+    rows = [r for r in (describe_model(mf) for mf in listed_models()) if r is not None]
     kind = "llm" if args.llm else "embedding" if args.embedding else None
     rows = [r for r in rows if kind is None or r["type"] == kind]
     if args.json:
@@ -111,6 +127,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    shared = sorted({r["modelKey"] for r in rows if sum(o["modelKey"] == r["modelKey"] for o in rows) > 1})
+    if shared:
+        print(f"\n{', '.join(shared)}: several files share the key; a load takes the first, "
+              "'lmfast rm PATH' names one", file=sys.stderr)
     return 0
 
 
@@ -156,24 +176,60 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 # -- rm ----------------------------------------------------------------------------------------
 
-def _find_for_rm(text: str) -> ModelFile:
+def _candidates(text: str) -> list[ModelFile]:
+    """The model files ``rm TEXT`` may mean: by Hub reference, by path inside a models folder
+    (as ``ls`` shows it), by ``publisher/key``, or by key (every file of that key)."""
     if hub.is_hub_ref(text):
         found = hub.find_local(hub.parse_ref(text))
         if found is None:
             raise UserError(f"{text} is not downloaded")
-        return found
-    known = known_models()
-    mf = known.get(text.lower())
-    if mf is None:
+        return [found]
+    if text.lower() in aliases():
+        target = known_models().get(text.lower())
+        raise UserError(f"{text!r} is an alias from aliases.json" + (f" of {target.path}" if target else "")
+                        + ": edit aliases.json to drop it; 'lmfast rm' deletes models by their own key or path")
+    files = scan_all()
+    by_path = [mf for mf in files if mf.display_path == text or str(mf.path) == text]
+    if by_path:
+        return by_path[:1]
+    publisher, name = split_publisher(text)
+    return [mf for mf in files if mf.model_key == name.lower()
+            and (publisher is None or mf.display_path.lower().split("/")[0] == publisher)]
+
+
+def _pick(text: str, found: list[ModelFile], yes: bool) -> ModelFile:
+    if not found:
         raise UserError(f"no downloaded model has the key {text!r}; 'lmfast ls' lists them")
-    return mf
+    if len(found) == 1:
+        return found[0]
+    paths = [mf.display_path for mf in found]
+    if yes or not sys.stdin.isatty():
+        raise UserError(f"{len(found)} files have the key {text!r}: {', '.join(paths)}; "
+                        f"name one by its path, e.g. 'lmfast rm {paths[0]}'")
+    for i, path in enumerate(paths, 1):
+        print(f"  {i}. {path}", file=sys.stderr)
+    answer = input(f"{len(found)} files have the key {text!r}; which one (1-{len(found)}, blank: none)? ").strip()
+    if not answer.isdigit() or not 1 <= int(answer) <= len(found):
+        raise UserError("cancelled: no file chosen")
+    return found[int(answer) - 1]
 
 
-def cmd_rm(args: argparse.Namespace) -> int:
-    mf = _find_for_rm(args.key)
+def _removable(mf: ModelFile) -> list[Path]:
+    """The files ``rm`` deletes: the model's shards, each checked to sit inside its models
+    folder (a symbolic link there is removed as a link; a file outside is never touched)."""
     if mf.root is None:
         raise LMStudioValueError(f"{mf.path} is not in a models folder; lmfast removes only what is in one")
     files = [f for f in hub.split_set(mf.path) if f.is_file() or f.is_symlink()]
+    outside = [f for f in files if not hub.inside(mf.root, f.parent)]
+    if outside or not files:
+        raise LMStudioValueError(f"{mf.path} is not inside the models folder {mf.root}; lmfast removes only "
+                                 "what is in one")
+    return files
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    mf = _pick(args.key, _candidates(args.key), args.yes)
+    files = _removable(mf)
     folder = mf.path.parent
     if not _confirm(f"Delete {', '.join(str(f) for f in files)}?", args.yes):
         print("cancelled", file=sys.stderr)
@@ -185,10 +241,12 @@ def cmd_rm(args: argparse.Namespace) -> int:
         for p in folder.glob("mmproj*.gguf"):
             p.unlink()
     d = folder
-    while d != mf.root and d.is_dir() and not any(d.iterdir()):
+    while d != mf.root and hub.inside(mf.root, d) and d.is_dir() and not any(d.iterdir()):
         d.rmdir()
         d = d.parent
-    print(f"removed {mf.model_key}: {', '.join(f.name for f in files)}")
+    others = [o.display_path for o in scan_all() if o.model_key == mf.model_key]
+    print(f"removed {mf.model_key}: {', '.join(f.name for f in files)}"
+          + (f" ({len(others)} other file(s) of that key remain: {', '.join(others)})" if others else ""))
     return 0
 
 
@@ -216,6 +274,7 @@ def register(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(func=cmd_import)
     p = sub.add_parser("rm", help="delete a downloaded model")
-    p.add_argument("key", help="model key (see 'lmfast ls') or hf:ORG/REPO[:QUANT]")
+    p.add_argument("key", help="model key (see 'lmfast ls'), PUBLISHER/KEY, its path as 'ls' shows it, "
+                                "or hf:ORG/REPO[:QUANT]")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=cmd_rm)

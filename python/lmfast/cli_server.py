@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from .cli_models import UserError
+from .cli_common import UsageError, UserError, add_api_key_flags, api_key
 
 DEFAULT_PORT = 1234
 
@@ -21,13 +21,20 @@ def call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] 
          timeout: float = 600) -> Any:
     """One JSON request to the server; its errors as UserError with the server's message."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(_base(args) + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"} if data else {})
+    headers = {"Content-Type": "application/json"} if data else {}
+    key = api_key(args)
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(_base(args) + path, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw = resp.read()
     except urllib.error.HTTPError as e:
-        raise UserError(f"server said {e.code}: {_message(e.read()) or e.reason}") from None
+        hint = ""
+        if e.code == 401:
+            hint = ("; give the server's key with --api-key-file FILE, --api-key KEY or $LMFAST_API_KEY"
+                    if not key else "; the key given is not the server's")
+        raise UserError(f"server said {e.code}: {_message(e.read()) or e.reason}{hint}") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise UserError(f"no lmfast server at {_base(args)} ({reason}); start one with 'lmfast serve'") from None
@@ -89,7 +96,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 def cmd_unload(args: argparse.Namespace) -> int:
     if args.all == bool(args.identifier):
-        raise UserError("unload: give one identifier (see 'lmfast ps') or --all")
+        raise UsageError("give one identifier (see 'lmfast ps') or --all")
     call(args, "POST", "/api/v0/models/unload", {"all": True} if args.all else {"identifier": args.identifier})
     print("unloaded " + ("all models" if args.all else args.identifier))
     return 0
@@ -111,6 +118,7 @@ def _gpu(text: str) -> str | float:
 def _server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="the server's host (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the server's port (default {DEFAULT_PORT})")
+    add_api_key_flags(p, serving=False)
 
 
 def register(sub: Any) -> None:

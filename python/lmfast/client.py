@@ -73,6 +73,8 @@ class _ModelNamespace:
         with self._client._lock:
             inst = self._client._find(model_key, self._kind)
         if inst is not None:
+            if config is not None:
+                _warn_if_config_differs(inst, self._load_config(config))
             LoadProgress(on_load_progress).done()
             return self._handle(inst)
         return self.load_new_instance(model_key, ttl=ttl, config=config, on_load_progress=on_load_progress)
@@ -332,3 +334,17 @@ def configure_default_client(api_host: str) -> None:
     with _default_lock:
         if _default_client is not None:
             raise LMStudioClientError("Default client is already created, cannot set its API host.")
+
+
+def _warn_if_config_differs(inst: Any, asked: dict[str, Any]) -> None:
+    """``model(key, config=...)`` returns the loaded instance as it is (as LM Studio does, also
+    for ``ttl``); a config that asked for something else is named, not silently dropped.
+    ``gpu`` is left out: its applied form (a ratio after a CPU fallback) differs from any request."""
+    applied = inst.load_config()
+    differ = [f"{k}={applied.get(k)!r} (asked {v!r})" for k, v in asked.items()
+              if k != "gpu" and k in applied and applied[k] != v]
+    if differ:
+        from .user_warnings import warn_user
+
+        warn_user(f"{inst.identifier!r} is loaded already, with {', '.join(differ)}: the config was not applied; "
+                  "unload it first, or use load_new_instance() for a second instance with this config")

@@ -6,6 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any, Callable
 
 from .gguf import model_type, read_metadata
+from .gguf_summary import count_params
 from .registry import ModelFile, known_models, params_string
 from .results import EmbeddingModelInfo, LlmInfo
 
@@ -27,7 +28,7 @@ def model_info(model_file: ModelFile, meta: dict[str, Any] | None = None) -> Llm
         path=model_file.display_path,
         size_bytes=os.path.getsize(model_file.path),
         max_context_length=int(meta.get(f"{arch}.context_length", 0) or 0),
-        params_string=params_string(meta),
+        params_string=params_string(meta, 0 if meta.get("general.size_label") else count_params(model_file.path) or 0),
         architecture=arch,
     )
     if kind == "embedding":

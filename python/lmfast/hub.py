@@ -85,7 +85,8 @@ def parse_ref(text: str) -> HubRef:
     else:
         repo_id, _, quant = body.partition(":")
         filename = None
-    if not _REPO_ID.match(repo_id) or (quant is not None and quant and not re.fullmatch(r"[\w.-]+", quant)):
+    if (not is_repo_id(repo_id) or (quant is not None and quant and not re.fullmatch(r"[\w.-]+", quant))
+            or (filename is not None and not is_safe_name(filename))):
         raise LMStudioModelNotFoundError(
             f"not a Hub model reference: {text!r}; write hf:ORG/REPO, hf:ORG/REPO:QUANT (e.g. :Q4_K_M) "
             f"or hf:ORG/REPO/FILE.gguf")
@@ -130,8 +131,27 @@ def quant_of(path: str) -> str | None:
 
 
 def is_repo_id(text: str) -> bool:
-    """Whether text is a repository id, ORG/REPO."""
-    return bool(_REPO_ID.match(text))
+    """Whether text is a repository id, ORG/REPO. Neither part may be or hold ``..`` nor start
+    with a dot (the Hub allows neither), so ``models_dir() / repo_id`` stays inside the folder."""
+    return bool(_REPO_ID.match(text)) and ".." not in text and not any(p.startswith(".") for p in text.split("/"))
+
+
+def is_safe_name(path: str) -> bool:
+    """Whether a file name from a repository listing (``rfilename``) or a reference can be joined
+    under a folder: a relative POSIX path of plain parts, no ``..``, ``.``, empty part,
+    backslash, drive or NUL. A listing comes from the network and is not trusted."""
+    if not path or len(path) > 1024 or "\\" in path or "\0" in path or path.startswith("/") or ":" in path:
+        return False
+    return all(part not in ("", ".", "..") for part in path.split("/"))
+
+
+def inside(folder: Path, path: Path) -> bool:
+    """Whether ``path`` (symbolic links followed) is ``folder`` or under it."""
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except (ValueError, OSError):
+        return False
+    return True
 
 
 def split_set(path: Path) -> list[Path]:
@@ -313,19 +333,46 @@ class RepoListing:
         return choices(self.files)
 
 
+def check_reachable(what: str, timeout: float = 5.0) -> None:
+    """Fails at once when the endpoint refuses connections or has no address: huggingface_hub
+    retries such a call with back-off for ~23 s before giving up (measured with a closed port),
+    which helps no one when nothing listens there. One TCP connection, closed at once."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint() or "https://huggingface.co")
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise LMStudioOSError(f"{what}: cannot reach {endpoint() or 'the Hugging Face Hub'}: {reason}") from None
+
+
 def list_repo(repo_id: str) -> RepoListing:
     """A repository's files, sizes and sha256 hashes at its current commit (one API call)."""
     if offline():
         raise LMStudioModelNotFoundError(f"cannot list {repo_id}: HF_HUB_OFFLINE is set")
+    if not is_repo_id(repo_id):
+        raise LMStudioModelNotFoundError(f"not a Hub repository id: {repo_id!r}; write ORG/REPO")
     hf = _hf()
+    check_reachable(f"repository {repo_id}")
     api = hf.HfApi(endpoint=endpoint(), token=token())
     try:
         info = api.model_info(repo_id, files_metadata=True)
     except _network_errors() as e:
         raise hub_error(e, f"repository {repo_id}") from None
-    files = tuple(RepoFile(s.rfilename, s.lfs.size if s.lfs else s.size, s.lfs.sha256 if s.lfs else None)
-                  for s in info.siblings or [])
-    return RepoListing(repo_id, info.sha or "main", files)
+    # A name that could leave the repository's folder (``..``, an absolute path, a backslash) is
+    # dropped here: no file of such a name is ever chosen, planned or written.
+    files = tuple(RepoFile(s.rfilename, s.lfs.size if s.lfs else s.size, _hash_or_none(s.lfs.sha256 if s.lfs else None))
+                  for s in info.siblings or [] if isinstance(s.rfilename, str) and is_safe_name(s.rfilename))
+    commit = info.sha if isinstance(info.sha, str) and re.fullmatch(r"[0-9a-f]{40}", info.sha) else "main"
+    return RepoListing(repo_id, commit, files)
+
+
+def _hash_or_none(value: object) -> str | None:
+    """A listing's sha256 (it names partial files): 64 hex digits, else unknown."""
+    return value if isinstance(value, str) and _SHA256.match(value) else None
 
 
 SEARCH_LIMIT = 20  # without a limit the Hub would page through every match
@@ -336,8 +383,10 @@ def search(term: str | None, limit: int | None) -> list[str]:
     if offline():
         raise LMStudioModelNotFoundError("cannot search the Hub: HF_HUB_OFFLINE is set")
     api = _hf().HfApi(endpoint=endpoint(), token=token())
+    check_reachable(f"search for {term!r}")
     try:
-        return [m.id for m in api.list_models(search=term or None, filter="gguf", limit=limit or SEARCH_LIMIT)]
+        return [m.id for m in api.list_models(search=term or None, filter="gguf", limit=limit or SEARCH_LIMIT)
+                if isinstance(m.id, str) and is_repo_id(m.id)]  # ids from the network name folders later
     except _network_errors() as e:
         raise hub_error(e, f"search for {term!r}") from None
 
@@ -447,6 +496,8 @@ def _check_writable(folder: Path, need: int) -> None:
 
 def _download_file(p: DownloadPlan, f: RepoFile, progress: _Progress) -> None:
     dest = p.folder / f.path
+    if not (is_safe_name(f.path) and inside(models_dir(), p.folder) and inside(p.folder, dest)):
+        raise LMStudioOSError(f"{p.repo_id}: refusing to write {f.path!r} outside the models folder {models_dir()}")
     if dest.is_file():
         progress.skip(dest.stat().st_size)
         return

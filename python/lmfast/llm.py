@@ -5,7 +5,6 @@ import dataclasses
 import json
 import logging
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -14,6 +13,7 @@ from .chat import AssistantResponse, Chat, SystemPrompt, ToolCallRequestData
 from .config_types import LlmLoadModelConfig, LlmPredictionConfig
 from .handle import ModelHandle
 from .config import PREDICTION_KEYS, prediction_config, with_defaults
+from .user_warnings import warn_user
 from .errors import (LMStudioCancelledError, LMStudioPredictionError, LMStudioRuntimeError,
                      LMStudioUnsupportedConfigError, LMStudioValueError, ModelUnloadedError, TemplateError)
 from .prompt_template import render_manual
@@ -403,8 +403,13 @@ class LLM(ModelHandle):
         prompt = _render_json(model, json.dumps(request, ensure_ascii=False), bool(tools), jinja)
         if tools and not prompt.format.grammar:
             whose = "the promptTemplate" if jinja else f"the chat template of {self.identifier!r}"
-            warnings.warn(f"{whose} does not describe tools: the model is not told about them, and no tool call "
-                          "can be recognised", UserWarning, stacklevel=3)
+            if tool_choice == "required":  # a call is demanded that cannot come: say so, not a plain answer
+                raise LMStudioUnsupportedConfigError(
+                    f"{whose} does not describe tools, so a required tool call (tool_choice 'required', a named "
+                    "function, or rawTools force) cannot be made: use a model whose template describes tools, or "
+                    "a Jinja promptTemplate that renders them")
+            warn_user(f"{whose} does not describe tools: the model is not told about them, and no tool call "
+                      "can be recognised")
         return prompt
 
     def _tokens(self, text: str) -> list[int]:

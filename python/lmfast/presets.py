@@ -21,12 +21,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import LMStudioPresetNotFoundError, LMStudioValueError
+from .user_warnings import warn_user
 
 # LM Studio's config-stack keys of prediction settings -> the SDK's client keys.
 _KV_KEYS = {
@@ -131,7 +131,7 @@ def _candidates() -> list[tuple[Path, Any]]:
             try:
                 found.append((path, json.loads(path.read_text(encoding="utf-8"))))
             except (OSError, ValueError) as e:
-                warnings.warn(f"lmfast: skipping unreadable preset file {path}: {e}", UserWarning, stacklevel=4)
+                warn_user(f"lmfast: skipping unreadable preset file {path}: {e}")
     return found
 
 
@@ -162,8 +162,8 @@ def apply(preset: str | None, config: Any) -> tuple[Any, str | None]:
 
     p = find(preset)
     if p.ignored:
-        warnings.warn(f"preset {p.name!r} ({p.path}): fields that do not configure an lmfast prediction "
-                      f"were left out: {', '.join(p.ignored)}", UserWarning, stacklevel=4)
+        warn_user(f"preset {p.name!r} ({p.path}): fields that do not configure an lmfast prediction "
+                  f"were left out: {', '.join(p.ignored)}")
     merged = prediction_config(p.config)       # the preset's own values are checked as a config is
     merged.update(prediction_config(config))
     return merged, p.system_prompt

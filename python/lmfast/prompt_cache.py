@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from pathlib import Path
 from typing import Any
+
+from .user_warnings import warn_user
 
 _HEAD = 4 << 20
 _TAIL = 1 << 20
@@ -41,4 +42,4 @@ class PromptCacheWarning(RuntimeWarning):
 def warn_from(engine: Any) -> None:
     """Raises the engine's pending cache-tier warnings as PromptCacheWarning."""
     for message in engine.take_warnings():
-        warnings.warn(message, PromptCacheWarning, stacklevel=3)
+        warn_user(message, PromptCacheWarning)

@@ -96,17 +96,28 @@ class ModelFile:
         return str(self.path)
 
 
-def scan() -> dict[str, ModelFile]:
-    """Every GGUF file in the model folders, by key (earlier folders win)."""
-    found: dict[str, ModelFile] = {}
+_LATER_SHARD = re.compile(r"-(?!00001)\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
+
+
+def scan_all() -> list[ModelFile]:
+    """Every GGUF model file in the model folders, in folder order, also files that share a
+    key (``me/a/x.gguf`` and ``me/b/x.gguf``): listings and ``rm`` must see each of them."""
+    found: list[ModelFile] = []
     for root in search_dirs():
         if not root.is_dir():
             continue
         for path in sorted(root.rglob("*.gguf")):
-            if path.name.startswith("mmproj"):
-                continue  # vision projectors are not models of their own
-            key = model_key_for(path)
-            found.setdefault(key, ModelFile(key, path, root))
+            if path.name.startswith("mmproj") or _LATER_SHARD.search(path.name):
+                continue  # vision projectors are not models; a split model is named by its first shard
+            found.append(ModelFile(model_key_for(path), path, root))
+    return found
+
+
+def scan() -> dict[str, ModelFile]:
+    """Every GGUF file in the model folders, by key (earlier folders, then earlier paths, win)."""
+    found: dict[str, ModelFile] = {}
+    for mf in scan_all():
+        found.setdefault(mf.model_key, mf)
     return found
 
 
@@ -412,7 +423,15 @@ def resolve(model: str | os.PathLike[str]) -> ModelFile:
     defined = aliases()  # read the aliases.json files once per resolution
     if publisher is not None and key not in defined:
         # LM Studio's "publisher/name" key: a file of that publisher's folder, else the name alone.
-        return _by_publisher(publisher, name) or resolve(name)
+        try:
+            return _by_publisher(publisher, name) or resolve(name)
+        except LMStudioModelNotFoundError:
+            # ORG/REPO is also how a Hub repository is named (README: 'lmfast get ORG/REPO'):
+            # say how to get it rather than only that the key is unknown.
+            raise LMStudioModelNotFoundError(
+                f"no model matches {text!r}: no file of key {name!r} is on disk. If {text!r} is a Hugging "
+                f"Face repository, it is not downloaded: run 'lmfast get {text}', or name it 'hf:{text}' "
+                "to download it on first use") from None
     alias = defined.get(key)
     if alias is not None:
         if alias.path.is_absolute():

@@ -12,8 +12,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lmfast.server")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    from ..cli_common import run
+
+    return run(parser, argv)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
 from typing import Any
 
-INSTALL_HINT = "the HTTP server needs the 'server' extra: pip install 'lmfast[server]'"
+from ..cli_common import UsageError, UserError, add_api_key_flags, add_threads_flag, api_key
+
+INSTALL_HINT = ("the HTTP server needs the 'server' extra: pip install 'lmfast[server]' "
+                "(from a source checkout: pip install '.[server]')")
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -16,8 +17,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="load this model at start (repeatable); /health is 503 until loaded")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=1234, help="port (default 1234)")
-    p.add_argument("--api-key", default=None,
-                   help="require 'Authorization: Bearer KEY' (default: $LMFAST_API_KEY)")
+    add_api_key_flags(p, serving=True)
     p.add_argument("--ttl", type=float, default=3600.0,
                    help="idle seconds before a JIT-loaded model unloads (default 3600)")
     p.add_argument("--cors", action="append", default=[], metavar="ORIGIN",
@@ -32,7 +32,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context-length", type=int, default=None, help="contextLength of the LLMs the server loads")
     p.add_argument("--parallel", type=int, default=None,
                    help="maxParallelPredictions of the LLMs the server loads (engine sequences)")
-    p.add_argument("--cpu-threads", type=int, default=None, help="cpuThreads of the LLMs the server loads")
+    add_threads_flag(p, "cpuThreads of the LLMs the server loads")
     p.add_argument("--flash-attention", choices=("on", "off"), default=None,
                    help="flashAttention of the LLMs the server loads (default: off where attention runs on "
                         "the CPU, llama.cpp's auto elsewhere)")
@@ -61,7 +61,7 @@ def settings_from(args: argparse.Namespace) -> Any:
         load["promptCacheRamBytes"] = args.prompt_cache_ram_mb << 20
     return ServerSettings(
         models=list(args.model), host=args.host, port=args.port,
-        api_key=args.api_key or os.environ.get("LMFAST_API_KEY") or None, jit=not args.no_jit, ttl=args.ttl,
+        api_key=api_key(args), jit=not args.no_jit, ttl=args.ttl,
         cors=list(args.cors), max_queue=args.max_queue, max_body_mb=args.max_body_mb,
         allow_unauthenticated=args.allow_unauthenticated, log_prompts=args.log_prompts,
         ping_interval=args.ping_interval, grace_period=args.grace, load_config=load)
@@ -82,17 +82,14 @@ def serve(args: argparse.Namespace) -> int:
         from .runner import serve as run
         from .settings import check_bind
     except ImportError as e:
-        print(f"{INSTALL_HINT} ({e})", file=sys.stderr)
-        return 2
+        raise UserError(f"{INSTALL_HINT} ({e})") from None
     problem = _check_args(args)
     if problem:
-        print(problem, file=sys.stderr)
-        return 2
+        raise UsageError(problem)
     settings = settings_from(args)
     refusal = check_bind(settings)
     if refusal:
-        print(refusal, file=sys.stderr)
-        return 2
+        raise UserError(refusal)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.loopback and not settings.api_key:
         logging.getLogger("lmfast.server").warning(
@@ -107,8 +104,7 @@ def _server_command(args: argparse.Namespace) -> int:
     if args.action == "start":
         problem = _check_args(args)
         if problem:
-            print(problem, file=sys.stderr)
-            return 2
+            raise UsageError(problem)
         return daemon.start(args)
     if args.action == "stop":
         return daemon.stop()
