@@ -26,6 +26,7 @@ class Key:
     default: Any
     doc: str
     snake: str = ""               # derived from name unless the SDK spells it differently
+    shown: str = ""               # the default as the docs say it, where its value does not ("random")
 
     @property
     def snake_name(self) -> str:
@@ -230,25 +231,28 @@ PREDICTION_KEYS: tuple[Key, ...] = (
     Key("reasoningParsing", _reasoning_parsing, {"enabled": False, "startString": "<think>", "endString": "</think>"},
         "Mark 'thinking' spans in streamed fragments: {'enabled': True, 'startString': '<think>', 'endString': "
         "'</think>'}; fragments then carry reasoning_type 'reasoningStartTag', 'reasoning', 'reasoningEndTag' or "
-        "'none' (the text itself is unchanged)."),
+        "'none' (the text itself is unchanged).", shown="off"),
     Key("promptTemplate", prompt_template.check, None,
         "A chat template in place of the model's: {'type': 'jinja', 'jinjaPromptTemplate': {'template': '...'}, "
         "'stopStrings': [...]} (run in the sandboxed template worker; it gets tools as the model's would) or "
         "{'type': 'manual', 'manualPromptTemplate': {'beforeSystem', 'afterSystem', 'beforeUser', 'afterUser', "
         "'beforeAssistant', 'afterAssistant'}, 'stopStrings': [...]} (no tools). Its stopStrings add to the "
-        "prediction's. Chats only (respond, act), not complete()."),
+        "prediction's. Chats only (respond, act), not complete().", shown="the model's"),
     Key("cpuThreads", _int(1, 1024, allow_false=True), False,
         "CPU threads for this prediction, at most the load config's cpuThreads (the instance's thread pool); "
-        "predictions decoded together in one step run with the most any of them asked for. False: all of the pool."),
+        "predictions decoded together in one step run with the most any of them asked for. False: all of the pool.",
+        shown="all of the pool"),
     Key("seed", _int(0, 2**32 - 2, allow_false=True), False,
-        "lmfast: sampling seed for this request; False uses the load config's seed, or a random one."),
+        "lmfast: sampling seed for this request; False uses the load config's seed, or a random one.",
+        shown="the load config's, else random"),
     Key("structured", _structured, {"type": "none"},
         "Constrained output: {'type': 'json', 'jsonSchema': {...}} or {'type': 'gbnf', 'gbnfGrammar': '...'} "
-        "(response_format= is the usual way to set it)."),
+        "(response_format= is the usual way to set it).", shown="none"),
     Key("rawTools", _raw_tools, {"type": "none"},
         "Tools the model may call in this prediction: {'type': 'toolArray', 'tools': [{'type': 'function', "
         "'function': {'name', 'description', 'parameters'}}], 'force': False}; force=True makes it call one. "
-        "The calls are parsed from the output (stop reason 'toolCalls'); act() is the usual way to use tools."),
+        "The calls are parsed from the output (stop reason 'toolCalls'); act() is the usual way to use tools.",
+        shown="none"),
     Key("ignoreEos", _bool, False,
         "lmfast: keep generating past the end-of-generation token (for fixed-length benchmarks)."),
     Key("contextOverflowPolicy", _one_of("stopAtLimit", "truncateMiddle", "rollingWindow"), "stopAtLimit",
@@ -261,7 +265,8 @@ PREDICTION_KEYS: tuple[Key, ...] = (
 
 LOAD_KEYS: tuple[Key, ...] = (
     Key("contextLength", _int(16), 4096,
-        "Context window in tokens (prompt and response), capped at the model's trained length."),
+        "Context window in tokens (prompt and response), capped at the model's trained length.",
+        shown="min(4096, trained length)"),
     Key("gpu", _gpu, {"ratio": 0.0}, "GPU offload: {'ratio': 0..1, 'max' or 'off', 'mainGpu', 'splitStrategy' ('evenly' or "
         "'favorMainGpu'), 'disabledGpus'}; ratio r offloads round(r*(layers+1)) layers. Without a GPU "
         "a request warns and runs on the CPU; get_load_config() shows what was applied."),
@@ -272,40 +277,44 @@ LOAD_KEYS: tuple[Key, ...] = (
         "fails to load) unless GGML_CUDA_ENABLE_UNIFIED_MEMORY is set, which True then refuses."),
     Key("useFp16ForKVCache", _bool_or_auto, None,
         "True: f16 K and V caches; False: f32 (None: llamaK/VCacheQuantizationType decide).",
-        snake="use_fp16_for_kv_cache"),
+        snake="use_fp16_for_kv_cache", shown="unset"),
     Key("numExperts", _optional(_int(1)), None,
         "Experts active per token in a mixture-of-experts model (overrides the file's "
         "<arch>.expert_used_count at load); None: the model's own. A model without experts, or a count "
-        "above its expert count, is an error."),
+        "above its expert count, is an error.", shown="the model's"),
     Key("flashAttention", _bool_or_auto, None,
         "Use flash attention. None (unset): off where attention runs on the CPU, whose kernel for it is "
         "slower past ~250 tokens of context, unless the V cache is quantized or a batch's attention scores "
         "at full context would pass 512 MiB; elsewhere llama.cpp decides (auto). get_load_config() gives "
-        "the applied value."),
-    Key("seed", _int(0, 2**32 - 2, allow_false=True), False, "Default sampling seed; False: random."),
+        "the applied value.", shown="off on a CPU, llama.cpp's auto on a GPU"),
+    Key("seed", _int(0, 2**32 - 2, allow_false=True), False, "Default sampling seed; False: random.", shown="random"),
     Key("evalBatchSize", _int(1), 2048, "Most tokens per llama_decode call during prompt evaluation."),
     Key("tryMmap", _bool, True, "Memory-map the model file."),
     Key("keepModelInMemory", _bool, False, "Lock the weights in RAM (mlock) so they are never swapped out."),
-    Key("llamaKCacheQuantizationType", _kv_type, False, "K cache type (f16 when False)."),
+    Key("llamaKCacheQuantizationType", _kv_type, False, "K cache type (f16 when False).", shown="f16"),
     Key("llamaVCacheQuantizationType", _kv_type, False,
-        "V cache type (f16 when False); a quantized V cache needs flash attention."),
-    Key("ropeFrequencyBase", _float(0.0, lo_open=True, allow_false=True), False, "Override the RoPE base frequency."),
+        "V cache type (f16 when False); a quantized V cache needs flash attention.", shown="f16"),
+    Key("ropeFrequencyBase", _float(0.0, lo_open=True, allow_false=True), False, "Override the RoPE base frequency.",
+        shown="the model's"),
     Key("ropeFrequencyScale", _float(0.0, lo_open=True, allow_false=True), False,
-        "Override the RoPE frequency scale."),
+        "Override the RoPE frequency scale.", shown="the model's"),
     Key("cpuThreads", _int(1, 1024, allow_false=True), False,
-        "lmfast: CPU threads for decoding; False: the number of physical cores."),
+        "lmfast: CPU threads for decoding (the instance's thread pool). False: each decode step runs with "
+        "the CPUs other processes leave free (read from /proc/stat every 250 ms), at least one and at "
+        "most the physical cores.", shown="the free CPUs, at most the physical cores"),
     Key("maxParallelPredictions", _int(1, 256), 4,
         "lmfast: the most KV-cache sequences, i.e. predictions served at once and conversations kept "
         "cached; each has its own contextLength of KV cache, allocated when first needed."),
     Key("promptCacheRamBytes", _int(0, allow_false=True), False,
         "lmfast: host-memory budget for conversations evicted from their KV sequence, restored from "
         "there instead of evaluated again when they return; False: an eighth of the free memory at "
-        "load, at most 4 GiB; 0: off."),
+        "load, at most 4 GiB; 0: off.", shown="1/8 of free RAM, at most 4 GiB"),
     Key("promptCacheDir", _folder_or_false, False,
         "lmfast: a folder for the disk tier: conversations pushed out of the host-memory tier and prefixes "
         "saved with LLM.prewarm() are written there and survive a restart; False: no disk tier."),
     Key("promptCacheDiskBytes", _int(0), 8 << 30,
-        "lmfast: byte budget of promptCacheDir (all models' cache files in it); least recently used go first."),
+        "lmfast: byte budget of promptCacheDir (all models' cache files in it); least recently used go first.",
+        shown="8 GiB"),
 )
 
 # The SDK's EmbeddingLoadModelConfig (6 keys). The entries are LOAD_KEYS' own where
@@ -313,7 +322,8 @@ LOAD_KEYS: tuple[Key, ...] = (
 _LOAD_BY_NAME = {k.name: k for k in LOAD_KEYS}
 EMBEDDING_LOAD_KEYS: tuple[Key, ...] = (
     Key("contextLength", _int(16), None,
-        "Longest text in tokens (special tokens included); default and cap: the model's trained length."),
+        "Longest text in tokens (special tokens included); default and cap: the model's trained length.",
+        shown="the trained length"),
     _LOAD_BY_NAME["gpu"],
     _LOAD_BY_NAME["keepModelInMemory"],
     _LOAD_BY_NAME["tryMmap"],
@@ -348,7 +358,11 @@ def _normalize(config: Any, table: tuple[Key, ...], index: dict[str, Key], what:
         key = index.get(raw_key)
         if key is None:
             names = sorted({k.name for k in table})
-            close = difflib.get_close_matches(str(raw_key), names + [k.snake_name for k in table], n=3)
+            # Both spellings are candidates, each standing for its key: 'temperature' is both, and
+            # a typo must not be offered the same key twice.
+            spelled = {**{k.snake_name: k.name for k in table}, **{k.name: k.name for k in table}}
+            close = difflib.get_close_matches(str(raw_key), sorted(spelled), n=6)
+            close = list(dict.fromkeys(spelled[c] for c in close))[:3]
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
             raise InvalidConfigError(f"unknown {what} config key {raw_key!r}{hint} (known keys: {', '.join(names)})")
         if key.name in out:
@@ -394,5 +408,6 @@ def describe(table: tuple[Key, ...]) -> str:
     """Markdown table of a config table (for the README and ``lmfast config``)."""
     rows = ["| key | snake_case | default | meaning |", "|---|---|---|---|"]
     for k in table:
-        rows.append(f"| `{k.name}` | `{k.snake_name}` | `{k.default!r}` | {k.doc} |")
+        default = k.shown or f"`{k.default!r}`"
+        rows.append(f"| `{k.name}` | `{k.snake_name}` | {default} | {k.doc} |")
     return "\n".join(rows)
