@@ -126,3 +126,20 @@ def test_http_tool_choice_required_on_a_template_without_tools_is_400(keyless_se
             assert "does not describe tools" in body["error"]["message"]
     status, body = post(keyless_server + "/v1/chat/completions", {**chat, "tool_choice": "auto"})
     assert status == 200 and body["choices"][0]["finish_reason"] in ("stop", "length"), body
+
+
+def test_hub_search_fails_fast_when_nothing_listens(monkeypatch):
+    """huggingface_hub retries a refused connection for ~23 s; lmfast asks once and says why."""
+    pytest.importorskip("huggingface_hub")
+    import time
+
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    t0 = time.monotonic()
+    with pytest.raises(lms.LMStudioError, match="cannot reach http://127.0.0.1"):
+        lms.Client().repository.search_models("qwen", limit=2)
+    with pytest.raises(lms.LMStudioError, match="cannot reach"):
+        from lmfast import hub
+
+        hub.list_repo("test-org/Any-GGUF")
+    assert time.monotonic() - t0 < 5
