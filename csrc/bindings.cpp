@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "backends.h"
+#include "link_wraps.h"
 #include "chat_prompt.h"
 #include "common.h"
 #include "embedding.h"
@@ -332,6 +333,14 @@ PYBIND11_MODULE(_core, m) {
     }, "KV cache type names llama.cpp accepts -> ggml_type ids.");
     m.def("hugepages_status", &hugepages_status,
           "Whether large ggml buffers are advised onto transparent huge pages (csrc/hugepages.cpp), and why not.");
+    m.def("link_wraps", [] {
+        py::list out;
+        for (const LinkWrap & w : link_wraps()) {
+            out.append(py::dict(py::arg("name") = w.name, py::arg("symbol") = w.symbol, py::arg("file") = w.file,
+                                py::arg("linked") = w.linked, py::arg("calls") = w.calls, py::arg("where") = w.where));
+        }
+        return out;
+    }, "Each -Wl,--wrap of a ggml symbol (csrc/link_wraps.h): whether it is linked, and its calls so far.");
     m.def("q4_1_tiled_products", &q4_1_tiled_products,
           "Q4_1 matrix products computed by lmfast's kernel so far (csrc/q4_1_gemm.cpp); -1 where unknown.");
     m.attr("version") = LMFAST_VERSION;

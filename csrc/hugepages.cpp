@@ -27,15 +27,29 @@
 #include <dirent.h>
 #include <cstddef>
 #include <cstdio>
+#include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <sys/mman.h>
+#include <type_traits>
 #include <unistd.h>
 
 extern "C" int __real_posix_memalign(void ** ptr, size_t alignment, size_t size);
+extern "C" int __wrap_posix_memalign(void ** ptr, size_t alignment, size_t size);
+
+// The C library's prototype, checked at compile time (glibc's is noexcept in C++: only that
+// may differ).
+static_assert(std::is_convertible_v<decltype(&::posix_memalign), decltype(&__real_posix_memalign)>,
+              "posix_memalign's prototype differs: update csrc/hugepages.cpp");
+static_assert(std::is_same_v<decltype(&__wrap_posix_memalign), decltype(&__real_posix_memalign)>);
 
 namespace {
+
+// Calls that came through the wrap (csrc/link_wraps.cpp reads it): zero after a load means the
+// link no longer routes ggml's allocations here.
+std::atomic<uint64_t> wrap_calls{0};
 
 constexpr size_t kHuge = size_t(2) << 20;
 constexpr size_t kMinSize = size_t(4) << 20;
@@ -106,8 +120,13 @@ extern "C" __attribute__((visibility("default"))) const char * lmfast_hugepages_
     return policy().why.c_str();
 }
 
+extern "C" __attribute__((visibility("default"))) uint64_t lmfast_wrap_calls_hugepages() {
+    return wrap_calls.load(std::memory_order_relaxed);
+}
+
 extern "C" __attribute__((visibility("default"))) int __wrap_posix_memalign(void ** ptr, size_t alignment,
                                                                              size_t size) {
+    wrap_calls.fetch_add(1, std::memory_order_relaxed);
     if (size < kMinSize || alignment > kHuge || !policy().on) {
         return __real_posix_memalign(ptr, alignment, size);
     }

@@ -22,21 +22,34 @@
 // buffer (GPU memory, pinned host memory, a multi-buffer), a non-zero value, a small buffer, or
 // a kernel that refuses the advice (locked memory: EINVAL) gets ggml's own clear.
 // LMFAST_LAZY_CLEAR=0 turns this off, for measuring it.
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <sys/mman.h>
+#include <type_traits>
 #include <unistd.h>
 
 #include "ggml-backend.h"
 
 extern "C" {
 void __real_ggml_backend_buffer_clear(ggml_backend_buffer_t buffer, uint8_t value);
+void __wrap_ggml_backend_buffer_clear(ggml_backend_buffer_t buffer, uint8_t value);
 // ggml-backend-impl.h, which is not among ggml's public headers.
 bool ggml_backend_buffer_is_multi_buffer(ggml_backend_buffer_t buffer);
 }
 
+// A llama.cpp bump that changes the wrapped function's prototype must stop the build here, not
+// misread its arguments at run time (only dropping noexcept converts between function pointers).
+static_assert(std::is_convertible_v<decltype(&ggml_backend_buffer_clear), decltype(&__real_ggml_backend_buffer_clear)>,
+              "ggml_backend_buffer_clear changed upstream: update csrc/lazy_clear.cpp");
+static_assert(std::is_same_v<decltype(&__wrap_ggml_backend_buffer_clear), decltype(&__real_ggml_backend_buffer_clear)>);
+
 namespace {
+
+// Calls that came through the wrap (csrc/link_wraps.cpp reads it): zero after a load means the
+// link no longer routes llama.cpp's clears here.
+std::atomic<uint64_t> wrap_calls{0};
 
 constexpr size_t kMinSize = size_t(4) << 20;
 
@@ -65,8 +78,13 @@ bool drop_pages(uint8_t * p, size_t n) {
 
 }  // namespace
 
+extern "C" __attribute__((visibility("default"))) uint64_t lmfast_wrap_calls_lazy_clear() {
+    return wrap_calls.load(std::memory_order_relaxed);
+}
+
 extern "C" __attribute__((visibility("default"))) void __wrap_ggml_backend_buffer_clear(ggml_backend_buffer_t buffer,
                                                                                         uint8_t value) {
+    wrap_calls.fetch_add(1, std::memory_order_relaxed);
     const size_t size = buffer ? ggml_backend_buffer_get_size(buffer) : 0;
     if (value == 0 && size >= kMinSize && enabled() && !ggml_backend_buffer_is_multi_buffer(buffer) &&
         ggml_backend_buffer_get_type(buffer) == ggml_backend_cpu_buffer_type() &&

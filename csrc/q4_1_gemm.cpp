@@ -37,9 +37,12 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <type_traits>
+
 #include "ggml-cpu-impl.h"
 #include "ggml-quants.h"
 #include "ggml.h"
+#include "llamafile/sgemm.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
@@ -50,9 +53,22 @@ extern "C" {
 bool __real_llamafile_sgemm(const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k,
                             const void * A, int64_t lda, const void * B, int64_t ldb, void * C, int64_t ldc,
                             int Atype, int Btype, int Ctype);
+bool __wrap_llamafile_sgemm(const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k,
+                            const void * A, int64_t lda, const void * B, int64_t ldb, void * C, int64_t ldc,
+                            int Atype, int Btype, int Ctype);
 }
 
+// llamafile_sgemm is internal to ggml-cpu: a bump that changes its parameters must stop the build
+// here rather than have the wrap misread them at run time.
+static_assert(std::is_same_v<decltype(&llamafile_sgemm), decltype(&__real_llamafile_sgemm)>,
+              "llamafile_sgemm changed upstream: update csrc/q4_1_gemm.cpp");
+static_assert(std::is_same_v<decltype(&__wrap_llamafile_sgemm), decltype(&__real_llamafile_sgemm)>);
+
 namespace {
+
+// Matrix products that came through the wrap, whatever their types (counted by the first
+// thread of each: every thread calls it): csrc/link_wraps.cpp reads it.
+std::atomic<uint64_t> wrap_calls{0};
 
 // Products computed here, for tests that must see this path taken (a wrap that is not linked
 // changes nothing a user could see but the speed).
@@ -312,9 +328,14 @@ extern "C" __attribute__((visibility("default"))) uint64_t lmfast_q4_1_tiled_pro
     return tiled_products.load(std::memory_order_relaxed);
 }
 
+extern "C" __attribute__((visibility("default"))) uint64_t lmfast_wrap_calls_q4_1_gemm() {
+    return wrap_calls.load(std::memory_order_relaxed);
+}
+
 extern "C" __attribute__((visibility("default"))) bool __wrap_llamafile_sgemm(
     const struct ggml_compute_params * params, int64_t m, int64_t n, int64_t k, const void * A, int64_t lda,
     const void * B, int64_t ldb, void * C, int64_t ldc, int Atype, int Btype, int Ctype) {
+    if (params->ith == 0) wrap_calls.fetch_add(1, std::memory_order_relaxed);
 #ifdef LMFAST_Q4_1_TILES
     // use_ref: a caller asked ggml's CPU backend for its reference kernels (ggml_backend_cpu_set_use_ref).
     if (Atype == GGML_TYPE_Q4_1 && Btype == GGML_TYPE_Q8_1 && Ctype == GGML_TYPE_F32 && !params->use_ref &&

