@@ -326,3 +326,25 @@ def lms_errors():
     import lmfast.errors
 
     return lmfast.errors
+
+
+def test_rm_on_a_terminal_asks_which_file(tmp_path, smollm2_path):
+    """On a terminal, 'rm KEY' of a key two files share lists them and deletes the one chosen."""
+    import pty
+
+    models = tmp_path / "models"
+    a = _link(models, "me/my-repo/x.gguf", smollm2_path)
+    b = _link(models, "me/hard/x.gguf", smollm2_path)
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "lmfast", "rm", "x"], stdin=slave, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env_for(tmp_path))
+        os.write(master, b"2\ny\n")  # the second file listed (sorted: me/my-repo/x.gguf), then confirm
+        out, err = proc.communicate(timeout=120)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert proc.returncode == 0, err
+    assert "1. me/hard/x.gguf" in err and "2. me/my-repo/x.gguf" in err
+    assert not a.is_symlink() and b.is_symlink() and smollm2_path.is_file()
+    assert "me/hard/x.gguf" in out  # the one left is named

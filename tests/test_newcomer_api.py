@@ -143,3 +143,21 @@ def test_hub_search_fails_fast_when_nothing_listens(monkeypatch):
 
         hub.list_repo("test-org/Any-GGUF")
     assert time.monotonic() - t0 < 5
+
+
+def test_gpu_fallback_warning_names_the_users_line(tmp_path, smollm2_path):
+    """A GPU offload asked for on a machine without one warns once, at the load call."""
+    from lmfast.backends import backend_info
+
+    if backend_info()["gpu_offload"]:
+        pytest.skip("this machine has a GPU: the offload is honoured and nothing warns")
+    res = run_script('''
+        import lmfast as lms
+
+        cfg = {"contextLength": 256, "gpu": {"ratio": "max"}}
+        with lms.Client() as client:
+            model = client.llm.load_new_instance("smollm2-135m-instruct", config=cfg)  # line 6
+            print(model.get_load_config()["gpu"]["ratio"])
+    ''', tmp_path, smollm2_path)
+    assert res.returncode == 0, res.stderr
+    assert warning_lines(res.stderr) == [("user_script.py", 6, "RuntimeWarning")], res.stderr
