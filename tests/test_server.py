@@ -578,7 +578,7 @@ def test_oversize_body_is_413(server):
         for _ in range(40):
             yield b" " * 65536
 
-    r = httpx.post(server.url + "/v1/chat/completions", content=chunks())
+    r = httpx.post(server.url + "/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413
 
 

@@ -1,5 +1,5 @@
-"""The ASGI app: routes, middleware (outermost first: access log, CORS, Host check, shutdown
-gate, API key) and the error handlers that keep every answer in OpenAI's error shape."""
+"""The ASGI app: routes, middleware (outermost first: access log, CORS, Host check, cross-site
+refusals, shutdown gate, API key) and the error handlers that keep every answer in OpenAI's error shape."""
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +22,8 @@ from .context import AppContext, RunState
 from .errors import APIError, from_lmfast
 from .metrics import Metrics
 from .models import ModelManager
-from .security import APIKeyMiddleware, HostCheckMiddleware, ShutdownGateMiddleware
+from .crosssite import CrossSiteMiddleware
+from .security import APIKeyMiddleware, HostCheckMiddleware, ShutdownGateMiddleware, host_allow_list
 from .settings import ServerSettings
 from .store import ResponseStore
 
@@ -111,7 +112,8 @@ def create_app(settings: ServerSettings, manager: ModelManager | None = None) ->
     if settings.cors:
         middleware.append(Middleware(CORSMiddleware, allow_origins=settings.cors, allow_methods=["*"],
                                      allow_headers=["*"], max_age=600))
-    middleware += [Middleware(HostCheckMiddleware, enabled=settings.loopback),
+    middleware += [Middleware(HostCheckMiddleware, allowed=host_allow_list(settings)),
+                   Middleware(CrossSiteMiddleware, cors=settings.cors),
                    Middleware(ShutdownGateMiddleware, state=state),
                    Middleware(APIKeyMiddleware, api_key=settings.api_key)]
     app = Starlette(routes=_routes(), middleware=middleware, lifespan=lifespan,

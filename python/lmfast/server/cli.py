@@ -28,6 +28,13 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body (default 8 MiB)")
     p.add_argument("--allow-unauthenticated", action="store_true",
                    help="allow a non-loopback bind without an API key")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests whose Host is NAME (repeatable; default: loopback names, "
+                        "and on an open bind this machine's names and IP addresses)")
+    p.add_argument("--max-loaded", type=int, default=8,
+                   help="most model instances loaded at once; a load beyond it is a 409 (default 8)")
+    p.add_argument("--max-connections", type=int, default=256,
+                   help="most open HTTP connections; more get 503 (default 256)")
     p.add_argument("--log-prompts", action="store_true", help="log prompt texts (off by default)")
     p.add_argument("--context-length", type=int, default=None, help="contextLength of the LLMs the server loads")
     p.add_argument("--parallel", type=int, default=None,
@@ -64,7 +71,8 @@ def settings_from(args: argparse.Namespace) -> Any:
         api_key=api_key(args), jit=not args.no_jit, ttl=args.ttl,
         cors=list(args.cors), max_queue=args.max_queue, max_body_mb=args.max_body_mb,
         allow_unauthenticated=args.allow_unauthenticated, log_prompts=args.log_prompts,
-        ping_interval=args.ping_interval, grace_period=args.grace, load_config=load)
+        ping_interval=args.ping_interval, grace_period=args.grace, load_config=load,
+        allowed_hosts=list(args.allowed_host), max_loaded=args.max_loaded, max_connections=args.max_connections)
 
 
 def _check_args(args: argparse.Namespace) -> str | None:
@@ -72,6 +80,8 @@ def _check_args(args: argparse.Namespace) -> str | None:
         return f"--port must be 1..65535, got {args.port}"
     if args.prompt_cache_ram_mb is not None and args.prompt_cache_ram_mb < 0:
         return "--prompt-cache-ram-mb must be 0 or more"
+    if args.max_loaded < 1 or args.max_connections < 1:
+        return "--max-loaded and --max-connections must be at least 1"
     if args.max_queue < 0 or args.max_body_mb <= 0 or args.ttl <= 0 or args.grace < 0 or args.ping_interval <= 0:
         return "--max-queue, --max-body-mb, --ttl, --grace and --ping-interval must be positive"
     return None

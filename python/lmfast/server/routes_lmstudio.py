@@ -14,12 +14,12 @@ from .schemas import LoadRequest, UnloadRequest
 
 
 async def list_models(request: Request) -> Response:
-    return JSONResponse({"object": "list", "data": ctx_of(request).manager.records()})
+    return JSONResponse({"object": "list", "data": await ctx_of(request).manager.records()})
 
 
 async def get_model(request: Request) -> Response:
     model_id = request.path_params["model_id"]
-    for rec in ctx_of(request).manager.records():
+    for rec in await ctx_of(request).manager.records():
         if rec["id"] == model_id or rec.get("model_key") == model_id:
             return JSONResponse(rec)
     raise ctx_of(request).manager.not_found(model_id)

@@ -26,9 +26,10 @@ log = logging.getLogger("lmfast.server")
 
 
 async def body_of(request: Request, model: type) -> Any:
-    ctx = ctx_of(request)
-    data = await read_json(request, ctx.settings.max_body_bytes, ctx.settings.max_json_depth)
-    return parse(model, data)
+    """The body validated as ``model`` (parsed and validated off the event loop when large)."""
+    s = ctx_of(request).settings
+    return await read_json(request, s.max_body_bytes, s.max_json_depth, s.body_timeout,
+                           convert=lambda data: parse(model, data))
 
 
 async def list_models(request: Request) -> Response:
@@ -36,7 +37,7 @@ async def list_models(request: Request) -> Response:
     ids = [i.identifier for i in ctx.manager.loaded_instances()]
     if ctx.settings.jit:  # with JIT every downloaded model can be named
         loaded_keys = {i.model_file.model_key for i in ctx.manager.loaded_instances()}
-        ids += [m.model_key for m in ctx.manager.client.list_downloaded_models() if m.model_key not in loaded_keys]
+        ids += [key for key in await ctx.manager.downloaded_keys() if key not in loaded_keys]
     return JSONResponse({"object": "list", "data": [openai_record(i) for i in ids]})
 
 
@@ -186,7 +187,11 @@ async def embeddings(request: Request) -> Response:
         vectors = handle.embed(texts)
         return vectors, sum(len(t) for t in handle.tokenize(texts))
 
-    vectors, n_tokens = await asyncio.to_thread(work)
+    ticket = ctx.manager.admit(handle)  # the same bounded queue as generation (503 when full)
+    try:
+        vectors, n_tokens = await asyncio.to_thread(work)
+    finally:
+        ticket.release()
     if req.dimensions is not None and vectors and req.dimensions != len(vectors[0]):
         raise bad_request(f"this model's embeddings have {len(vectors[0])} dimensions", param="dimensions",
                           code="unsupported_value")

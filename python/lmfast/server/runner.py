@@ -14,6 +14,7 @@ import uvicorn
 
 from .app import create_app
 from .context import AppContext
+from .http_protocol import protocol_class
 from .settings import ServerSettings
 
 log = logging.getLogger("lmfast.server")
@@ -46,12 +47,20 @@ async def _drain(ctx: AppContext, server: _Server) -> None:
     server.should_exit = True
 
 
+def uvicorn_config(app: Any, settings: ServerSettings) -> uvicorn.Config:
+    """uvicorn's settings: bounded connections (more get 503), a deadline for each request's
+    headers (http_protocol.py) and for idle keep-alive connections."""
+    return uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False,
+                          timeout_graceful_shutdown=3, lifespan="on", server_header=False,
+                          http=protocol_class(settings.header_timeout),
+                          limit_concurrency=settings.max_connections,
+                          timeout_keep_alive=settings.keep_alive_timeout)
+
+
 async def _serve(settings: ServerSettings) -> int:
     app = create_app(settings)
     ctx: AppContext = app.state.ctx
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False,
-                            timeout_graceful_shutdown=3, lifespan="on", server_header=False)
-    server = _Server(config)
+    server = _Server(uvicorn_config(app, settings))
     loop = asyncio.get_running_loop()
     draining: list[asyncio.Task[Any]] = []
 

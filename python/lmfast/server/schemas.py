@@ -2,14 +2,18 @@
 wrong types and out-of-range values become 400s that name the field."""
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import APIError, bad_request
 
+# Every number reaches C++ (int32 / float) or a timer: each field has a range, so that a value
+# out of it is a 400 naming the field, not a TypeError/OverflowError in a binding (a 500).
 INT32_MAX = 2**31 - 1
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1   # OpenAI's seed is a 64-bit integer; lmfast folds it
+TTL_MAX = float(INT32_MAX)                  # seconds (68 years)
 
 
 class _Body(BaseModel):
@@ -77,18 +81,18 @@ class SamplingFields(_Body):
     model: Optional[str] = None
     temperature: Optional[float] = Field(default=None, ge=0.0, le=2.0)
     top_p: Optional[float] = Field(default=None, ge=0.0, le=1.0)
-    top_k: Optional[int] = Field(default=None, ge=0)            # LM Studio / llama.cpp extension
+    top_k: Optional[int] = Field(default=None, ge=0, le=INT32_MAX)  # LM Studio / llama.cpp extension
     min_p: Optional[float] = Field(default=None, ge=0.0, le=1.0)
-    repeat_penalty: Optional[float] = Field(default=None, gt=0.0)
-    seed: Optional[int] = None
+    repeat_penalty: Optional[float] = Field(default=None, gt=0.0, le=100.0)  # 100 already forbids repeats
+    seed: Optional[int] = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     stop: Union[str, list[str], None] = None
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     n: Optional[int] = Field(default=None, ge=1, le=128)
     frequency_penalty: Optional[float] = Field(default=None, ge=-2.0, le=2.0)
     presence_penalty: Optional[float] = Field(default=None, ge=-2.0, le=2.0)
-    logprobs: Union[bool, int, None] = None
-    ttl: Optional[float] = Field(default=None, gt=0)            # LM Studio: TTL of a JIT load
+    logprobs: Union[bool, Annotated[int, Field(ge=0, le=INT32_MAX)], None] = None
+    ttl: Optional[float] = Field(default=None, gt=0, le=TTL_MAX)  # LM Studio: TTL of a JIT load
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -106,15 +110,15 @@ class CompletionRequest(SamplingFields):
     max_tokens: Optional[int] = Field(default=None, ge=1, le=INT32_MAX)
     echo: Optional[bool] = None
     suffix: Optional[str] = None
-    best_of: Optional[int] = None
+    best_of: Optional[int] = Field(default=None, ge=1, le=128)
 
 
 class EmbeddingRequest(_Body):
     model: Optional[str] = None
     input: Union[str, list[str]]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Optional[int] = Field(default=None, ge=1)
-    ttl: Optional[float] = Field(default=None, gt=0)
+    dimensions: Optional[int] = Field(default=None, ge=1, le=INT32_MAX)
+    ttl: Optional[float] = Field(default=None, gt=0, le=TTL_MAX)
 
 
 class ResponsesRequest(SamplingFields):
@@ -129,7 +133,7 @@ class ResponsesRequest(SamplingFields):
 class LoadRequest(_Body):
     model: str = Field(min_length=1)
     identifier: Optional[str] = Field(default=None, min_length=1, max_length=256)
-    ttl: Optional[float] = Field(default=None, gt=0)
+    ttl: Optional[float] = Field(default=None, gt=0, le=TTL_MAX)
     context_length: Optional[int] = Field(default=None, ge=16, le=INT32_MAX)
     gpu: Union[Literal["max", "off"], float, None] = None
 

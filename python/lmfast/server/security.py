@@ -1,12 +1,14 @@
 """ASGI middleware that guards every route: the API key (constant-time compare), the Host header
-on loopback binds (DNS rebinding), and 503 for new requests while shutting down."""
+(DNS rebinding), and 503 for new requests while shutting down."""
 from __future__ import annotations
 
 import hmac
-from typing import Any, Awaitable, Callable
+import ipaddress
+import socket
+from typing import Any, Awaitable, Callable, Iterable
 
 from .errors import APIError, unavailable
-from .settings import is_loopback
+from .settings import ServerSettings, is_loopback
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 OPEN_PATHS = frozenset({"/health"})
@@ -27,6 +29,29 @@ async def _no_receive() -> dict:
     return {"type": "http.disconnect"}
 
 
+def given_key(scope: dict) -> bytes | None:
+    """The key a request carries: ``Authorization: Bearer KEY`` or ``x-api-key: KEY``."""
+    auth = header(scope, b"authorization")
+    if auth is not None:
+        scheme, _, token = auth.partition(" ")
+        return token.strip().encode() if scheme.lower() == "bearer" else None
+    key = header(scope, b"x-api-key")
+    return key.encode() if key is not None else None
+
+
+def key_matches(given: bytes | None, key: bytes) -> bool:
+    # compare_digest takes the same time wherever the first difference is.
+    return given is not None and hmac.compare_digest(given, key)
+
+
+def trusted(scope: dict, settings: ServerSettings) -> bool:
+    """Whether a request may see the server's local details (paths in errors): it carries the
+    key, or there is no key and only this machine can connect (a loopback bind)."""
+    if settings.api_key:
+        return key_matches(given_key(scope), settings.api_key.encode())
+    return settings.loopback
+
+
 class APIKeyMiddleware:
     """With a key configured, every route but /health needs ``Authorization: Bearer KEY``
     (or ``x-api-key: KEY``)."""
@@ -35,46 +60,73 @@ class APIKeyMiddleware:
         self.app = app
         self.key = api_key.encode() if api_key else None
 
-    def _given(self, scope: dict) -> bytes | None:
-        auth = header(scope, b"authorization")
-        if auth is not None:
-            scheme, _, token = auth.partition(" ")
-            return token.strip().encode() if scheme.lower() == "bearer" else None
-        key = header(scope, b"x-api-key")
-        return key.encode() if key is not None else None
-
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if self.key is None or scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
-        given = self._given(scope)
-        # compare_digest takes the same time wherever the first difference is.
-        if given is None or not hmac.compare_digest(given, self.key):
+        given = given_key(scope)
+        if not key_matches(given, self.key):
             what = "missing API key" if given is None else "incorrect API key"
             return await send_error(send, APIError(
                 401, f"{what}: send 'Authorization: Bearer YOUR_KEY'", code="invalid_api_key"))
         await self.app(scope, receive, send)
 
 
+class HostAllowList:
+    """The Host names a server answers to. DNS rebinding gives an attacker's page a *name* that
+    resolves to this server, so names are what the list holds; a Host that is an IP literal (on a
+    non-loopback bind) names the address itself, which no attacker's page can be served from."""
+
+    def __init__(self, names: Iterable[str], ip_literals: bool):
+        self.names = frozenset(n.lower().rstrip(".") for n in names if n)
+        self.ip_literals = ip_literals
+
+    def allows(self, hostname: str) -> bool:
+        name = hostname.strip("[]").lower().rstrip(".")
+        if is_loopback(name) or name in self.names:
+            return True
+        if self.ip_literals:
+            try:
+                ipaddress.ip_address(name)
+                return True
+            except ValueError:
+                return False
+        return False
+
+
+def host_allow_list(settings: ServerSettings) -> HostAllowList | None:
+    """Loopback binds answer loopback names (and --allowed-host); a non-loopback bind without a
+    key (--allow-unauthenticated) answers also this machine's names and IP literals; with a key
+    the Host is not checked (a web page cannot send the key)."""
+    if settings.loopback:
+        return HostAllowList(settings.allowed_hosts, ip_literals=False)
+    if settings.api_key:
+        return None
+    names = [*settings.allowed_hosts, settings.host, socket.gethostname(), socket.getfqdn()]
+    return HostAllowList(names, ip_literals=True)
+
+
+def host_name(host: str) -> str:
+    """The name of a Host header value, without its port."""
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 class HostCheckMiddleware:
-    """On a loopback bind, only loopback Host names are served: a web page whose name resolves
-    to 127.0.0.1 (DNS rebinding) must not reach the API from a browser."""
+    """Answers only the Host names of ``allowed`` (None: every name): a web page whose name
+    resolves to this server (DNS rebinding) must not reach the API from a browser."""
 
-    def __init__(self, app: ASGIApp, enabled: bool):
+    def __init__(self, app: ASGIApp, allowed: HostAllowList | None):
         self.app = app
-        self.enabled = enabled
-
-    @staticmethod
-    def _hostname(host: str) -> str:
-        if host.startswith("["):
-            return host[1:host.find("]")] if "]" in host else host
-        return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        self.allowed = allowed
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if self.enabled and scope["type"] == "http":
+        if self.allowed is not None and scope["type"] == "http":
             host = header(scope, b"host")
-            if host is not None and not is_loopback(self._hostname(host)):
+            if host is not None and not self.allowed.allows(host_name(host)):
                 return await send_error(send, APIError(
-                    403, f"Host {host!r} is not allowed on a loopback server", code="host_not_allowed"))
+                    403, f"Host {host!r} is not allowed on this server (--allowed-host NAME adds one)",
+                    code="host_not_allowed"))
         await self.app(scope, receive, send)
 
 

@@ -27,6 +27,12 @@ class ServerSettings:
     grace_period: float = 10.0             # seconds running requests get to finish at shutdown
     responses_store_size: int = 256        # /v1/responses kept for previous_response_id
     load_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # for every model the server loads
+    max_loaded: int = 8                    # loaded instances at once; one load more is a 409
+    allowed_hosts: list[str] = dataclasses.field(default_factory=list)  # Host names served besides the defaults
+    max_connections: int = 256             # open connections (uvicorn's limit_concurrency); more get 503
+    header_timeout: float = 10.0           # seconds a client gets to send a request's headers
+    body_timeout: float = 60.0             # seconds a client gets to send a request's body
+    keep_alive_timeout: int = 5            # seconds an idle keep-alive connection stays open
 
     @property
     def max_body_bytes(self) -> int:

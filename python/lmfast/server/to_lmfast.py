@@ -1,15 +1,16 @@
 """OpenAI request -> lmfast: messages to an ``lms.Chat``, sampling fields to a prediction config."""
 from __future__ import annotations
 
-import json
 from typing import Any, Optional
 
 from ..chat import Chat
 from ..errors import LMStudioError
 from .errors import bad_request
+from .jsonbody import loads
 from .schemas import ChatCompletionRequest, ContentPart, Message, SamplingFields
 
 _SEED_RANGE = 2**32 - 1  # lmfast seeds are 0 .. 2**32-2
+_ARGUMENTS_DEPTH = 64    # a tool call's arguments string nests as deep as a request body may
 
 
 def content_text(content: str | list[ContentPart] | None, where: str) -> str:
@@ -30,10 +31,7 @@ def content_text(content: str | list[ContentPart] | None, where: str) -> str:
 def _call_dict(call: Any, where: str) -> dict[str, Any]:
     args = call.function.arguments
     if isinstance(args, str):
-        try:
-            args = json.loads(args) if args.strip() else {}
-        except ValueError:
-            raise bad_request(f"{where}: tool call arguments are not valid JSON", param=where) from None
+        args = loads(args, _ARGUMENTS_DEPTH, f"{where}: the tool call arguments", param=where) if args.strip() else {}
     if not isinstance(args, dict):
         raise bad_request(f"{where}: tool call arguments must be a JSON object", param=where)
     return {"type": "function", "id": call.id or "", "name": call.function.name, "arguments": args}
