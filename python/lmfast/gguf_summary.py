@@ -56,6 +56,8 @@ def _count(m: mmap.mmap) -> int | None:
     for _ in range(n_tensors):
         pos = _skip_string(m, pos)
         (n_dims,) = struct.unpack_from("<I", m, pos)
+        if n_dims > 8:  # GGML_MAX_DIMS is 4: not a file this reader should trust further
+            return None
         dims = struct.unpack_from(f"<{n_dims}Q", m, pos + 4)
         pos += 4 + 8 * n_dims + 4 + 8  # dims, then the type and the data offset
         n = 1
