@@ -35,6 +35,8 @@ class ServeArgs(BaseModel):
     num_replicas: int = Field(1, ge=1, description="replicas (a config file's autoscaling_config replaces it)")
     num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves per replica (a fraction shares a core)")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica")
+    resources: dict[str, float] = Field(default_factory=dict,
+                                        description="custom Ray resources per replica (pins replicas to nodes)")
     max_ongoing_requests: Optional[int] = Field(
         None, ge=1, description="requests a replica takes at once; default twice `parallel`")
     routing: Literal["affinity", "power_of_two"] = "affinity"
@@ -51,8 +53,10 @@ class ServeArgs(BaseModel):
     health_stall_s: float = Field(60.0, gt=0, description="seconds a busy engine may make no progress")
     graceful_shutdown_timeout_s: float = Field(60.0, ge=0, description="running streams get this long to finish")
     ingress_replicas: int = Field(1, ge=1)
+    ingress_resources: dict[str, float] = Field(default_factory=dict,
+                                                description="custom Ray resources per ingress replica")
 
-    @field_validator("load_config", mode="before")
+    @field_validator("load_config", "resources", "ingress_resources", mode="before")
     @classmethod
     def _json_object(cls, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
@@ -105,12 +109,13 @@ def build_app(args: ServeArgs | dict[str, Any]) -> Application:
                          .replace("--allow-unauthenticated", "allow_unauthenticated=true"))
     model = serve.deployment(name=MODEL_DEPLOYMENT)(LMFastModel).options(
         num_replicas=args.num_replicas, max_ongoing_requests=args.ongoing,
-        ray_actor_options={"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
+        ray_actor_options={"num_cpus": args.num_cpus, "num_gpus": args.num_gpus, "resources": args.resources},
         graceful_shutdown_timeout_s=args.graceful_shutdown_timeout_s,
         health_check_period_s=10.0, health_check_timeout_s=30.0,
         request_router_config=_router_config(args))
     ingress = serve.deployment(name=INGRESS_DEPLOYMENT)(LMFastIngress).options(
-        num_replicas=args.ingress_replicas, max_ongoing_requests=1024, ray_actor_options={"num_cpus": 0})
+        num_replicas=args.ingress_replicas, max_ongoing_requests=1024,
+        ray_actor_options={"num_cpus": 0, "resources": args.ingress_resources})
     return ingress.bind(model.bind(settings, args.health_stall_s), max_body_mb=args.max_body_mb,
                         block_chars=args.block_chars)
 

@@ -88,6 +88,10 @@ async def call_app(app: Callable[..., Any], req: ForwardedRequest, extra_headers
                     # The answer is complete: let the app finish its bookkeeping (access log,
                     # metrics) rather than cancel it.
                     await asyncio.wait({task}, timeout=5.0)
+                    if task.done() and not task.cancelled():
+                        # Starlette re-raises a handler's error after it has sent the 500 (and
+                        # logged it): the answer is out, nothing is left to report.
+                        task.exception()
                     return
     finally:
         disconnected.set()

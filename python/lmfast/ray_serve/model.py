@@ -7,6 +7,7 @@ import asyncio
 import logging
 from typing import Any, AsyncIterator
 
+import ray
 from ray import serve
 
 from ..server.app import create_app
@@ -18,6 +19,7 @@ from .replica_metrics import ReplicaMetrics
 
 log = logging.getLogger("lmfast.ray_serve")
 REPLICA_HEADER = b"x-lmfast-replica"
+NODE_HEADER = b"x-lmfast-node"
 
 
 class LMFastModel:
@@ -33,6 +35,8 @@ class LMFastModel:
             raise RuntimeError(f"lmfast replica could not load its model: {self._ctx.state.startup_error}")
         context = serve.get_replica_context()
         self._replica_id = context.replica_id.unique_id if context is not None else "local"
+        self._headers = [(REPLICA_HEADER, self._replica_id.encode()),
+                         (NODE_HEADER, ray.get_runtime_context().get_node_id().encode())]
         self._watch = EngineWatch(self._engines, stall_s=health_stall_s)
         self._metrics = ReplicaMetrics(self._replica_id)
 
@@ -46,7 +50,7 @@ class LMFastModel:
 
     async def forward(self, request: ForwardedRequest) -> AsyncIterator[Any]:
         """The answer to one forwarded HTTP request: a Head, then body chunks (a streaming call)."""
-        async for item in call_app(self._app, request, [(REPLICA_HEADER, self._replica_id.encode())]):
+        async for item in call_app(self._app, request, self._headers):
             yield item
 
     async def check_health(self) -> None:
