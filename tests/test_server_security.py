@@ -307,8 +307,10 @@ def test_embeddings_wait_in_the_same_bounded_queue(guarded):
 
 
 def test_large_bodies_are_parsed_off_the_event_loop(guarded):
-    """While 7 MiB bodies are parsed and validated, /health keeps answering: the parse runs
-    in a worker thread (it was on the event loop, stalling every request for its duration)."""
+    """While 7 MiB bodies (100,000 messages) are parsed and validated, /health keeps answering:
+    the work runs in a worker thread, the messages validated in short calls (it was one call on
+    the event loop: measured in process, /health waited up to 3.0 s of a 3.2 s request; now 0.2 s
+    of 4.3 s, the rest of json.loads holding the GIL)."""
     one = {"role": "user", "content": "word " * 8}
     body = json.dumps({"model": "no-such-model", "messages": [one] * (7 * 2**20 // len(json.dumps(one)))}).encode()
     latencies: list[float] = []
@@ -335,7 +337,7 @@ def test_large_bodies_are_parsed_off_the_event_loop(guarded):
         stop.set()
         pinger.join(60)
     assert len(latencies) > 5
-    assert max(latencies) < max(0.5 * big, 0.05), (max(latencies), big)
+    assert max(latencies) < max(0.3 * big, 0.05), (max(latencies), big)
 
 
 def test_a_flood_of_unknown_model_names_does_not_rescan_the_models_folders():
@@ -358,8 +360,10 @@ def test_a_flood_of_unknown_model_names_does_not_rescan_the_models_folders():
             elapsed = time.monotonic() - t0
     finally:
         manager.close()
-    # The catalog is re-read at most every 2 s.
-    assert 1 <= scans <= 1 + elapsed / 2 + 1, (scans, elapsed)
+    print(f"\n{scans} scans for 100 requests in {elapsed:.1f} s")
+    # The folders are read again at most twice a second (a miss refreshes a view older than 0.5 s).
+    assert 1 <= scans <= 2 + elapsed / 0.5, (scans, elapsed)
+    assert scans <= 50, (scans, elapsed)  # (one scan per request before the cache)
 
 
 class _InProcessServer:

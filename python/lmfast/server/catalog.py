@@ -16,6 +16,10 @@ T = TypeVar("T")
 
 # New downloads show up within this many seconds; every lookup between two scans is a dict read.
 REFRESH_SECONDS = 2.0
+# A name that is not found triggers a scan if the last one is older than this: a model fetched
+# a moment ago (`lmfast get`, then `lmfast load`) is found, and a flood of unknown names still
+# costs at most two scans a second.
+MISS_REFRESH_SECONDS = 0.5
 
 
 class _Cached(Generic[T]):
@@ -28,12 +32,17 @@ class _Cached(Generic[T]):
         self._value: T | None = None
         self._at = -float("inf")
 
-    def stale(self) -> bool:
-        return time.monotonic() - self._at > self._max_age
+    def age(self) -> float:
+        return time.monotonic() - self._at
 
-    def get(self) -> T:
+    def stale(self) -> bool:
+        return self.age() > self._max_age
+
+    def get(self, max_age: float | None = None) -> T:
+        """The value, recomputed first if older than ``max_age`` (default: the cache's own)."""
+        limit = self._max_age if max_age is None else max_age
         with self._lock:  # one scan at a time; those waiting take its result
-            if self._value is None or self.stale():
+            if self._value is None or self.age() > limit:
                 self._value = self._compute()
                 self._at = time.monotonic()
             return self._value
@@ -55,8 +64,14 @@ class Catalog:
         """Every model key that resolves without fetching anything (``registry.known_models``)."""
         return self._known.get()
 
-    def find(self, key: str) -> ModelFile | None:
-        return self.known().get(key.lower())
+    async def find(self, key: str) -> ModelFile | None:
+        """The file of a model key; a miss looks at the folders again (at most every 0.5 s)."""
+        found = (await self.known_async()).get(key.lower())
+        if found is None and self._known.age() > MISS_REFRESH_SECONDS:
+            # (checked again under the lock: of many misses at once, one scans)
+            known = await asyncio.to_thread(self._known.get, MISS_REFRESH_SECONDS)
+            found = known.get(key.lower())
+        return found
 
     def downloaded(self) -> list[tuple[Any, dict[str, Any]]]:
         """(DownloadedModel, its GGUF metadata) for every readable model in the folders."""

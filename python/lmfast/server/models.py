@@ -92,7 +92,7 @@ class ModelManager:
         return sorted({i.identifier for i in self._loaded()} | set(self.catalog.known()))
 
     async def model_file(self, name: str) -> ModelFile | None:
-        return (await self.catalog.known_async()).get(name.lower())
+        return await self.catalog.find(name)
 
     def not_found(self, name: str) -> APIError:
         return APIError(404, f"model {name!r} not found; available: {', '.join(self.available()) or 'none'}",
