@@ -207,6 +207,12 @@ def test_documented_serve_config_is_valid_and_builds():
     assert model_cfg.max_ongoing_requests == args.ongoing  # the documented numbers agree with the defaults
 
 
+def test_every_argument_is_documented():
+    doc = (CONFIG.parent / "scaling.md").read_text()
+    missing = [name for name in ServeArgs.model_fields if f"`{name}`" not in doc]
+    assert not missing, missing
+
+
 def test_serve_args_from_the_command_line_and_refusals():
     args = ServeArgs.model_validate({"model": "m", "parallel": "3", "num_cpus": "0.5", "cors": "a,b",
                                      "load_config": '{"seed": 1}'})
@@ -232,30 +238,57 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class LocalCluster:
+    """A head node (Serve's controller, proxy and the ingress) and two worker nodes of one
+    model-replica slot per application each, all on this host."""
+
+    def __init__(self) -> None:
+        from ray.cluster_utils import Cluster
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 2, "include_dashboard": False, "object_store_memory": 80 << 20,
+            "resources": {"lmfast_head": 1}})
+        self.workers = [self.add_worker() for _ in range(2)]
+
+    def add_worker(self) -> Any:
+        return self.cluster.add_node(num_cpus=1, object_store_memory=80 << 20,
+                                     resources={"lmfast_aff": 1, "lmfast_p2c": 1})
+
+    def node(self, node_id: str) -> Any:
+        return next(n for n in self.workers if n.node_id == node_id)
+
+
 @pytest.fixture(scope="module")
 def cluster():
-    port = free_port()
-    ray.init(num_cpus=4, include_dashboard=False, object_store_memory=100 << 20, configure_logging=False,
-             log_to_driver=False, namespace="lmfast-tests")
+    local = LocalCluster()
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        yield f"http://127.0.0.1:{port}"
+        ray.init(address=local.cluster.address, configure_logging=False, log_to_driver=False,
+                 namespace="lmfast-tests")
+        # One HTTP proxy, on the head: the nodes share this host's ports.
+        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": local.port})
+        yield local
     finally:
         serve.shutdown()
         ray.shutdown()
+        local.cluster.shutdown()
 
 
 def deploy(model: Path, name: str, prefix: str, routing: str = "affinity", replicas: int = 2) -> None:
+    """``replicas`` of SmolLM2, one per worker node (each node has one slot per application)."""
+    slot = "lmfast_aff" if routing == "affinity" else "lmfast_p2c"
     app = build_app({"model": str(model), "num_replicas": replicas, "num_cpus": 0.5, "cpu_threads": 1,
                      "parallel": 4, "context_length": 2048, "prompt_cache_ram_mb": 64, "routing": routing,
-                     "graceful_shutdown_timeout_s": 5})
+                     "graceful_shutdown_timeout_s": 60, "resources": {slot: 1},
+                     "ingress_resources": {"lmfast_head": 0.01}})
     serve.run(app, name=name, route_prefix=prefix)
 
 
 @pytest.fixture(scope="module")
 def affinity_app(cluster, smollm2_path):
     deploy(smollm2_path, "aff", "/")
-    return cluster
+    return cluster.url
 
 
 def oai_client(url: str) -> Any:
@@ -265,7 +298,7 @@ def oai_client(url: str) -> Any:
 def test_openai_client_through_serve(affinity_app, smollm2_path):
     oai = oai_client(affinity_app)
     model = str(smollm2_path)
-    seen = set()
+    seen, nodes = set(), set()
     for k in range(6):  # distinct chats spread over the replicas by load
         raw = oai.chat.completions.with_raw_response.create(
             model=model, messages=[{"role": "user", "content": f"Say a word about the number {k}."}],
@@ -273,6 +306,7 @@ def test_openai_client_through_serve(affinity_app, smollm2_path):
         answer = raw.parse()
         assert answer.choices[0].message.content and answer.usage.completion_tokens > 0
         seen.add(raw.headers["x-lmfast-replica"])
+        nodes.add(raw.headers["x-lmfast-node"])
     raw = oai.chat.completions.with_raw_response.create(
         model=model, messages=[{"role": "user", "content": "Count to five."}], max_tokens=12, temperature=0,
         stream=True, stream_options={"include_usage": True})
@@ -282,7 +316,7 @@ def test_openai_client_through_serve(affinity_app, smollm2_path):
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text and chunks[-1].usage.completion_tokens == 12
     assert any(c.choices and c.choices[0].finish_reason == "length" for c in chunks)
-    assert len(seen) == 2, seen  # both replicas served requests
+    assert len(seen) == 2 and len(nodes) == 2, (seen, nodes)  # both replicas, on their two nodes, served requests
     # The server app's own answers, errors included, come through unchanged.
     assert httpx.get(affinity_app + "/health", timeout=30).json() == {"status": "ok"}
     bad = httpx.post(affinity_app + CHAT, content=b"{bad", headers={"content-type": "application/json"}, timeout=30)
@@ -290,6 +324,11 @@ def test_openai_client_through_serve(affinity_app, smollm2_path):
     assert httpx.get(affinity_app + "/v1/nowhere", timeout=30).status_code == 404
     models = oai.models.list()
     assert [m.id for m in models.data]
+    # What the router reads from each replica, and the engine-backed health check.
+    model_handle = serve.get_deployment_handle("LMFastModel", app_name="aff")
+    stats = model_handle.record_routing_stats.remote().result(timeout_s=60)
+    assert stats["sequences"] == 4 and stats["busy"] == 0 and stats["queued"] == 0
+    assert model_handle.check_health.remote().result(timeout_s=60) is None
 
 
 def run_chats(url: str, model: str, tag: str, n_chats: int = 8, turns: int = 5) -> tuple[float, list[str], float]:
@@ -349,26 +388,26 @@ def serve_replica_actor(replica: str) -> Any:
     raise AssertionError(f"no Serve actor for replica {replica}")
 
 
-def test_a_killed_replica_ends_its_streams_cleanly_and_is_replaced(affinity_app, smollm2_path):
-    model = str(smollm2_path)
-    oai = oai_client(affinity_app)
-    n = 16
-
-    heads: list[str] = []
+def streams_through_a_failure(url: str, model: str, fail: Any, n: int = 16) -> tuple[str, list]:
+    """``n`` concurrent streams; once all are under way, ``fail(replica, node)`` takes away the
+    replica (and node) of the first one. Each stream's (replica, finish reason or None, text or
+    the error); nothing may hang."""
+    oai = oai_client(url)
+    heads: list[tuple[str, str]] = []
 
     def stream(k: int) -> tuple[str, str | None, str]:
         raw = oai.chat.completions.with_raw_response.create(
             model=model, messages=[{"role": "user", "content": f"Stream {k}: tell a long story about a cat."}],
             max_tokens=64, temperature=0, stream=True)
         replica = raw.headers["x-lmfast-replica"]
-        heads.append(replica)
+        heads.append((replica, raw.headers["x-lmfast-node"]))
         finish, text = None, ""
         try:
             for chunk in raw.parse():
                 if chunk.choices:
                     text += chunk.choices[0].delta.content or ""
                     finish = chunk.choices[0].finish_reason or finish
-        except Exception as e:  # noqa: BLE001 - the assertions below say which endings are right
+        except Exception as e:  # noqa: BLE001 - the callers' assertions say which endings are right
             return replica, None, f"{type(e).__name__}: {e}"
         return replica, finish, text
 
@@ -377,28 +416,95 @@ def test_a_killed_replica_ends_its_streams_cleanly_and_is_replaced(affinity_app,
         deadline = time.monotonic() + 60
         while len(heads) < n and time.monotonic() < deadline:  # every stream is under way
             time.sleep(0.05)
-        assert len(set(heads)) == 2, heads
-        victim = heads[0]
-        ray.kill(serve_replica_actor(victim), no_restart=True)
-        results = [f.result(timeout=240) for f in futures]  # nothing hangs
+        assert len({h[0] for h in heads}) == 2, heads
+        victim, node = heads[0]
+        fail(victim, node)
+        results = [f.result(timeout=240) for f in futures]
     on_victim = [r for r in results if r[0] == victim]
     survivors = [r for r in results if r[0] != victim]
-    print(f"\nkilled replica {victim}: {len(on_victim)} streams on it, "
+    print(f"\nlost replica {victim}: {len(on_victim)} streams on it, "
           f"{sum(r[1] is None for r in on_victim)} ended with an error: "
           f"{sorted(set(r[2][:90] for r in on_victim if r[1] is None))}; {len(survivors)} on the other finished")
     assert survivors, results
     for _, finish, text in survivors:
         assert finish in ("length", "stop") and text, results
-    for _, finish, text in on_victim:  # finished before the kill, or ended with the replica error
-        assert finish in ("length", "stop") or "replica" in text, results
-    # New requests succeed at once (the live replica), and Serve brings the second one back.
-    answer = oai.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hello?"}], max_tokens=4)
-    assert answer.choices[0].message.content
-    deadline = time.monotonic() + 180
+    for _, finish, text in on_victim:  # finished before the failure, or ended with the replica error
+        assert finish in ("length", "stop") or "replica serving this request was lost" in text, results
+    return victim, results
+
+
+def two_replicas_answer(url: str, model: str, lost: str, limit_s: float = 180) -> set[str]:
+    """Requests succeed at once (on the live replica) and, within ``limit_s``, on a replacement
+    for the lost one too. The replicas that answered."""
+    oai = oai_client(url)
+    deadline = time.monotonic() + limit_s
     replicas: set[str] = set()
-    while time.monotonic() < deadline and len(replicas - {victim}) < 2:
+    while time.monotonic() < deadline and len(replicas - {lost}) < 2:
         raw = oai.chat.completions.with_raw_response.create(
             model=model, messages=[{"role": "user", "content": f"Ping {time.monotonic()}"}], max_tokens=1)
+        assert raw.parse().choices[0].finish_reason in ("length", "stop")
         replicas.add(raw.headers["x-lmfast-replica"])
         time.sleep(0.5)
-    assert len(replicas - {victim}) == 2, replicas
+    return replicas - {lost}
+
+
+def test_a_killed_replica_ends_its_streams_cleanly_and_is_replaced(affinity_app, smollm2_path):
+    def kill(replica: str, node: str) -> None:
+        ray.kill(serve_replica_actor(replica), no_restart=True)
+
+    victim, _ = streams_through_a_failure(affinity_app, str(smollm2_path), kill)
+    assert len(two_replicas_answer(affinity_app, str(smollm2_path), victim)) == 2
+
+
+def test_a_removed_node_ends_its_streams_cleanly_and_a_new_node_gets_a_replica(cluster, affinity_app, smollm2_path):
+    removed: list[Any] = []
+
+    def remove(replica: str, node: str) -> None:
+        worker = cluster.node(node)
+        cluster.workers.remove(worker)
+        cluster.cluster.remove_node(worker, allow_graceful=False)
+        removed.append(worker)
+
+    victim, _ = streams_through_a_failure(affinity_app, str(smollm2_path), remove)
+    assert removed
+    oai = oai_client(affinity_app)
+    answer = oai.chat.completions.create(model=str(smollm2_path), messages=[{"role": "user", "content": "Hi"}],
+                                         max_tokens=2)
+    assert answer.choices[0].message.content is not None  # one node left: requests still succeed
+    cluster.workers.append(cluster.add_worker())  # Serve places the missing replica on the new node
+    assert len(two_replicas_answer(affinity_app, str(smollm2_path), victim)) == 2
+
+
+def test_scaling_down_drains_running_streams(affinity_app, smollm2_path):
+    """2 -> 1 replicas while 8 streams run on both: Serve stops routing to the replica it removes
+    and waits (graceful_shutdown_timeout_s, 60 s here) for its streams, which finish whole."""
+    model = str(smollm2_path)
+    oai = oai_client(affinity_app)
+    heads: list[str] = []
+
+    def stream(k: int) -> tuple[str, str | None, int]:
+        raw = oai.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": f"Drain {k}: describe a river."}],
+            max_tokens=48, temperature=0, stream=True, stream_options={"include_usage": True})
+        heads.append(raw.headers["x-lmfast-replica"])
+        finish, tokens = None, 0
+        for chunk in raw.parse():
+            if chunk.choices:
+                finish = chunk.choices[0].finish_reason or finish
+            if chunk.usage:
+                tokens = chunk.usage.completion_tokens
+        return raw.headers["x-lmfast-replica"], finish, tokens
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(stream, k) for k in range(8)]
+        deadline = time.monotonic() + 60
+        while len(heads) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(set(heads)) == 2, heads
+        deploy(smollm2_path, "aff", "/", replicas=1)  # returns once the app runs with one replica
+        results = [f.result(timeout=240) for f in futures]
+    assert all(finish in ("length", "stop") and tokens > 0 for _, finish, tokens in results), results
+    left = {oai.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": f"After {k}"}], max_tokens=1).headers["x-lmfast-replica"]
+        for k in range(4)}
+    assert len(left) == 1, left
