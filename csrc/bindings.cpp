@@ -16,6 +16,7 @@
 #include "json-schema-to-grammar.h"
 #include "log_filter.h"
 #include "model.h"
+#include "schema_budget.h"
 #include "tool_calls.h"
 
 namespace py = pybind11;
@@ -317,13 +318,17 @@ PYBIND11_MODULE(_core, m) {
     m.def("supports_gpu_offload", [] { return llama_supports_gpu_offload(); });
     m.def("json_schema_to_grammar", [](const std::string & schema) {
         // llama.cpp's converter: a GBNF grammar whose root accepts exactly the JSON
-        // documents the schema describes (the subset of JSON Schema it supports).
+        // documents the schema describes (the subset of JSON Schema it supports), within
+        // schema_budget.h's limits (checked first: the converter's time grows with the cube
+        // of an object's optional properties).
+        check_schema_budget(schema);
         try {
             return json_schema_to_grammar(common_json::parse(schema));
         } catch (const std::exception & e) {
             throw InvalidArgument(std::string("the JSON schema cannot be turned into a grammar: ") + e.what());
         }
-    }, py::arg("schema"), "GBNF grammar for a JSON schema (given as JSON text).");
+    }, py::arg("schema"), py::call_guard<py::gil_scoped_release>(),
+    "GBNF grammar for a JSON schema (given as JSON text); runs without the GIL.");
     m.def("backends", &backends_now,
           "Registered ggml backends (name, features, module file) and devices (name, type, memory).");
     m.def("kv_cache_types", [] {

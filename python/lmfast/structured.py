@@ -67,6 +67,10 @@ def from_response_format(response_format: Any) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=64)
 def _schema_grammar(schema_json: str) -> str:
+    # Runs without the GIL and within csrc/schema_budget.h's limits (schema size, nodes, nesting,
+    # optional properties): a schema past one raises LMStudioValueError naming it, in well under a
+    # second, where converting it could take minutes (time grows with the cube of an object's
+    # optional properties).
     return _core.json_schema_to_grammar(schema_json)
 
 
@@ -77,6 +81,9 @@ def grammar(setting: Mapping[str, Any]) -> str:
             text = json.dumps(setting["jsonSchema"], sort_keys=True)
         except (TypeError, ValueError) as e:
             raise LMStudioValueError(f"the JSON schema is not JSON-serialisable: {e}") from None
+        except RecursionError:
+            raise LMStudioValueError("the JSON schema is too large to turn into a grammar: "
+                                     "it nests too deeply") from None
         return _schema_grammar(text)
     if setting["type"] == "gbnf":
         return setting["gbnfGrammar"]
