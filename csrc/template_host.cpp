@@ -17,7 +17,6 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
-extern char ** environ;
 
 namespace lmfast {
 
@@ -143,8 +142,11 @@ SandboxResult TemplateHost::spawn_locked() {
     const std::string timeout = std::to_string(limits_.timeout_s);
     char * argv[] = {const_cast<char *>(worker_.c_str()), const_cast<char *>(model_path_.c_str()),
                      const_cast<char *>(memory.c_str()), const_cast<char *>(timeout.c_str()), nullptr};
+    // An empty environment: the worker needs none (its limits come in argv), and the host's may
+    // hold secrets (LMFAST_API_KEY, HF_TOKEN) that a template must not be able to reach.
+    char * envp[] = {nullptr};
     pid_t pid = -1;
-    const int rc = posix_spawn(&pid, worker_.c_str(), &actions, nullptr, argv, environ);
+    const int rc = posix_spawn(&pid, worker_.c_str(), &actions, nullptr, argv, envp);
     posix_spawn_file_actions_destroy(&actions);
     ::close(sv[1]);
     if (rc != 0) {

@@ -8,8 +8,9 @@
 // fork: nothing of the host's memory or threads comes along), reads only the model's vocabulary
 // and metadata, and keeps the parsed template (and the last few templates that requests gave in
 // its place: the promptTemplate prediction key, as untrusted as the file's). Its limits: an
-// address-space cap (set after the vocabulary is loaded) and a CPU-time cap renewed for each
-// render; the host adds a wall-clock deadline and an output cap, and kills and restarts the
+// address-space cap (set after the vocabulary is loaded), a CPU-time cap renewed for each
+// render, an empty environment and, once the vocabulary is read, no new files, processes or
+// sockets (worker_lockdown.h: rlimits, no_new_privs, a seccomp allowlist); the host adds a wall-clock deadline and an output cap, and kills and restarts the
 // worker after anything but a clean answer or a template error.
 //
 // Usage: lmfast-template-worker MODEL.gguf MEMORY_BYTES TIMEOUT_S, with the socket on fd 0.
@@ -17,6 +18,7 @@
 #include "sandbox.h"
 #include "template_protocol.h"
 #include "vm_size.h"
+#include "worker_lockdown.h"
 
 #include "chat_render.h"
 #include "model.h"  // ChatMessage
@@ -112,6 +114,7 @@ int main(int argc, char ** argv) {
     // in progress is bounded by the CPU limit.
     std::signal(SIGPIPE, SIG_IGN);
     std::signal(SIGINT, SIG_IGN);  // Ctrl-C reaches the whole process group; the host decides
+    lmfast::lockdown::close_inherited_fds();
     const size_t memory_bytes = std::strtoull(argv[2], nullptr, 10);
     const double timeout_s = std::strtod(argv[3], nullptr);
 
@@ -137,6 +140,9 @@ int main(int argc, char ** argv) {
         }
     }
     renew_cpu_limit(timeout_s);
+    // worker_lockdown.h: no files, processes, sockets or privileges from here on. Where the
+    // kernel refuses the filter (no seccomp) the worker still runs, with the limits above.
+    lmfast::lockdown::apply();
     common_chat_templates_ptr templates;
     bool generic = false;
     answer([&] {
