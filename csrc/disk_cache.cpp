@@ -1,6 +1,10 @@
 #include "disk_cache.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <cstdio>
@@ -62,6 +66,40 @@ uint64_t content_hash(const std::string & identity, const std::vector<llama_toke
     return hash_bytes(state.data(), state.size(), h);
 }
 
+// A new file, created for this process only: O_EXCL|O_NOFOLLOW so that a name planted in a
+// shared folder (a symlink to a file of the user's, a file of another user) is never written
+// through, and 0600 since the state holds the conversation. A leftover of this name (a crashed
+// process with the same pid, or a planted link) is unlinked -- the link itself, not its target --
+// and the create tried once more.
+File create_private(const std::string & path) {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            FILE * f = ::fdopen(fd, "wb");
+            if (!f) ::close(fd);
+            return File(f);
+        }
+        if (errno != EEXIST || ::unlink(path.c_str()) != 0) break;
+    }
+    return File(nullptr);
+}
+
+// An existing cache file for reading: a regular file, not followed through a symlink. `bytes`
+// gets its size as the open descriptor sees it (the lengths in its header are checked against it).
+File open_cache_file(const std::string & path, uint64_t & bytes) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return File(nullptr);
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ::close(fd);
+        return File(nullptr);
+    }
+    bytes = static_cast<uint64_t>(st.st_size);
+    FILE * f = ::fdopen(fd, "rb");
+    if (!f) ::close(fd);
+    return File(f);
+}
+
 bool read_exact(FILE * f, void * out, size_t n) { return n == 0 || std::fread(out, 1, n, f) == n; }
 
 bool is_cache_file(const fs::directory_entry & e) {
@@ -76,9 +114,12 @@ DiskCache::DiskCache(const std::string & dir, const std::string & identity, uint
     if (dir_.empty()) return;
     prefix_ = hex16(hash_bytes(identity_.data(), identity_.size())) + "-";
     std::error_code ec;
-    fs::create_directories(dir_, ec);
+    // A folder lmfast creates is the user's alone (it will hold conversations' state).
+    if (!fs::exists(dir_, ec) && fs::create_directories(dir_, ec)) {
+        fs::permissions(dir_, fs::perms::owner_all, fs::perm_options::replace, ec);
+    }
     const std::string probe = (fs::path(dir_) / (".probe-" + std::to_string(::getpid()))).string();
-    File f(std::fopen(probe.c_str(), "wb"));
+    File f = create_private(probe);
     if (!f) {
         disable("cannot write to it");
         return;
@@ -118,9 +159,10 @@ void DiskCache::scan() {
 
 // The header checks: magic, version, identity and lengths that add up to the file size.
 std::optional<DiskCache::Indexed> DiskCache::read_index(const std::string & path, uint64_t file_bytes) {
-    File f(std::fopen(path.c_str(), "rb"));
+    uint64_t opened_bytes = 0;
+    File f = open_cache_file(path, opened_bytes);
     FileHeader h{};
-    if (!f || !read_exact(f.get(), &h, sizeof h) || std::memcmp(h.magic, kMagic, sizeof kMagic) != 0 ||
+    if (!f || opened_bytes != file_bytes || !read_exact(f.get(), &h, sizeof h) || std::memcmp(h.magic, kMagic, sizeof kMagic) != 0 ||
         h.version != kVersion) {
         reject(path, "is not an lmfast prompt cache file of this version");
         return std::nullopt;
@@ -161,13 +203,18 @@ std::optional<SpillCache::Entry> DiskCache::read(const Indexed * e) {
     const std::string path = e->path;
     const std::vector<llama_token> tokens = e->tokens;
     index_.erase(index_.begin() + (e - index_.data()));  // back in below when the file is good
-    File f(std::fopen(path.c_str(), "rb"));
+    uint64_t file_bytes = 0;
+    File f = open_cache_file(path, file_bytes);
     std::error_code ec;
-    if (!f && !fs::exists(path, ec)) return std::nullopt;  // evicted meanwhile (another process sharing the folder)
+    if (!f && !fs::exists(fs::symlink_status(path, ec))) return std::nullopt;  // evicted meanwhile (another process sharing the folder)
     FileHeader h{};
     std::string identity;
     SpillCache::Entry out;
     bool ok = f && read_exact(f.get(), &h, sizeof h) && h.n_tokens == tokens.size() && h.identity_len == identity_.size();
+    // The file may have changed since it was indexed: its state length must fit the bytes the
+    // file has before anything is allocated for it (a header claiming a terabyte gets nothing).
+    const uint64_t fixed = sizeof h + static_cast<uint64_t>(h.identity_len) + tokens.size() * sizeof(llama_token);
+    ok = ok && file_bytes >= fixed && h.state_len == file_bytes - fixed;
     if (ok) {
         identity.resize(h.identity_len);
         out.tokens.resize(h.n_tokens);
@@ -232,7 +279,7 @@ bool DiskCache::put(const std::vector<llama_token> & tokens, const std::vector<u
     if (bytes > budget_) return false;
     make_room(bytes);
     const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-    File f(std::fopen(tmp.c_str(), "wb"));
+    File f = create_private(tmp);
     bool ok = f && std::fwrite(&h, sizeof h, 1, f.get()) == 1 &&
               std::fwrite(identity_.data(), 1, identity_.size(), f.get()) == identity_.size() &&
               std::fwrite(tokens.data(), sizeof(llama_token), tokens.size(), f.get()) == tokens.size() &&

@@ -12,7 +12,10 @@
 // against the index, and a checksum over all of it; a file that fails is removed with a
 // warning, never loaded. The folder's byte budget counts every .lmkv file in it (several
 // models may share a folder); the least recently used (file mtime, touched on use) go first.
-// A folder that cannot be created or written turns the tier off with a warning.
+// A folder that cannot be created or written turns the tier off with a warning. Files are
+// created O_EXCL|O_NOFOLLOW with mode 0600 (a folder lmfast creates gets 0700), opened for
+// reading without following symlinks, and a state length is checked against the file's size
+// before anything is allocated for it.
 // Owned and used by the engine thread only, after construction: no locking here.
 #pragma once
 

@@ -839,6 +839,51 @@ TEST_CASE(disk_truncated_file_is_removed_at_scan) {
     CHECK(!fs::exists(f));
 }
 
+TEST_CASE(disk_files_are_private_and_never_written_through_a_symlink) {
+    TempDir dir;
+    Warnings w;
+    const Tokens a = run(1, 20);
+    const fs::path folder = dir.path / "made-by-lmfast";
+    { DiskCache(folder.string(), "model A", 1 << 20, w.sink()).put(a, state_of(500, 1)); }
+    CHECK((fs::status(folder).permissions() & fs::perms::all) == fs::perms::owner_all);  // 0700
+    const fs::path f = cache_files(folder).at(0);
+    CHECK((fs::status(f).permissions() & fs::perms::all) == (fs::perms::owner_read | fs::perms::owner_write));
+    // Links planted at the file's name and at this process's temporary name, pointing at a
+    // file of the user's: the put writes neither through them.
+    fs::remove(f);
+    const fs::path victim = dir.path / "victim.txt";
+    { std::FILE * v = std::fopen(victim.c_str(), "wb"); std::fputs("precious", v); std::fclose(v); }
+    fs::create_symlink(victim, f);
+    fs::create_symlink(victim, f.string() + ".tmp-" + std::to_string(::getpid()));
+    DiskCache d(folder.string(), "model A", 1 << 20, w.sink());  // the planted link is not indexed
+    CHECK_EQ(d.size(), size_t(0));
+    CHECK(d.put(a, state_of(500, 1)));
+    CHECK_EQ(fs::file_size(victim), size_t(8));
+    CHECK(fs::is_regular_file(fs::symlink_status(f)));
+    CHECK((fs::status(f).permissions() & fs::perms::all) == (fs::perms::owner_read | fs::perms::owner_write));
+}
+
+TEST_CASE(disk_state_length_beyond_the_file_is_refused_before_allocating) {
+    TempDir dir;
+    Warnings w;
+    const Tokens a = run(1, 20);
+    DiskCache d(dir.path.string(), "model A", 1 << 20, w.sink());
+    CHECK(d.put(a, state_of(500, 1)));
+    const fs::path f = cache_files(dir.path).at(0);
+    {
+        // The header's state_len (offset 24) claims a terabyte; the file keeps its size.
+        std::FILE * io = std::fopen(f.c_str(), "r+b");
+        const uint64_t huge = 1ull << 40;
+        std::fseek(io, 24, SEEK_SET);
+        std::fwrite(&huge, sizeof huge, 1, io);
+        std::fclose(io);
+    }
+    size_t n = 0;
+    CHECK(!d.read(d.best(a, n)).has_value());  // no allocation of 1 TiB (that would throw bad_alloc)
+    CHECK(w.any("failed its checks"));
+    CHECK(!fs::exists(f));
+}
+
 TEST_CASE(disk_budget_removes_least_recently_used) {
     TempDir dir;
     Warnings w;
