@@ -460,23 +460,28 @@ PYBIND11_MODULE(_core, m) {
              },
              py::arg("messages"), py::arg("add_generation_prompt") = true)
         .def("render_prompt",
-             [](const Model & self, const std::vector<std::pair<std::string, std::string>> & messages) {
+             [](const Model & self, const std::vector<std::pair<std::string, std::string>> & messages,
+                bool parse_special_in_user_text) {
                  std::vector<ChatMessage> msgs;
                  msgs.reserve(messages.size());
                  for (const auto & rc : messages) msgs.push_back({rc.first, rc.second});
                  py::gil_scoped_release nogil;
-                 return render_chat_prompt(self, msgs);
+                 return render_chat_prompt(self, msgs, parse_special_in_user_text);
              },
-             py::arg("messages"), "A chat of (role, content) pairs rendered with a generation prompt and tokenized.")
+             py::arg("messages"), py::arg("parse_special_in_user_text") = false,
+             "A chat of (role, content) pairs rendered with a generation prompt and tokenized; message text that "
+             "spells a control token stays text unless parse_special_in_user_text.")
         .def("render_prompt_json",
              [](const Model & self, const std::string & request, bool with_tools, const std::optional<std::string> & tmpl,
-                const std::string & bos_token, const std::string & eos_token) {
+                const std::string & bos_token, const std::string & eos_token, bool parse_special_in_user_text) {
                  const PromptTemplate override_tmpl {tmpl.value_or(std::string()), bos_token, eos_token};
                  py::gil_scoped_release nogil;
-                 return render_chat_prompt_json(self, request, tmpl ? &override_tmpl : nullptr, with_tools);
+                 return render_chat_prompt_json(self, request, tmpl ? &override_tmpl : nullptr, with_tools,
+                                                parse_special_in_user_text);
              },
              py::arg("request"), py::arg("with_tools"), py::arg("template") = py::none(),
              py::arg("bos_token") = std::string(), py::arg("eos_token") = std::string(),
+             py::arg("parse_special_in_user_text") = false,
              "A chat with tools and tool calls (chat_render.h's render_chat_json request) rendered and tokenized; "
              "with_tools keeps the template's tool-call format. template: a Jinja template used instead of the "
              "model's (bos_token/eos_token: its BOS/EOS text, \"\" for the model's).")

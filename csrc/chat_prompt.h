@@ -45,12 +45,16 @@ struct ChatPrompt {
     std::shared_ptr<const ChatFormat> format;  // null: no tools offered
 };
 
-// A plain chat of (role, content) messages.
-ChatPrompt render_chat_prompt(const Model & model, const std::vector<ChatMessage> & messages);
+// A plain chat of (role, content) messages. Unless `parse_special_in_user_text`, text in the
+// messages that spells a control token ("<|im_start|>") is tokenized as ordinary text, never as
+// the control token (chat_prompt.cpp); the template's own markers are control tokens either way.
+ChatPrompt render_chat_prompt(const Model & model, const std::vector<ChatMessage> & messages,
+                              bool parse_special_in_user_text = false);
 // A chat given as render_chat_json's JSON request (tool calls, tool results, tools). The format
-// is kept when `with_tools`. `tmpl`: a Jinja template used instead of the model's.
+// is kept when `with_tools`. `tmpl`: a Jinja template used instead of the model's. Message text
+// is kept plain as above.
 ChatPrompt render_chat_prompt_json(const Model & model, const std::string & request, const PromptTemplate * tmpl,
-                                   bool with_tools);
+                                   bool with_tools, bool parse_special_in_user_text = false);
 // Text rendered elsewhere (a manual prompt template), tokenized as a chat prompt is.
 ChatPrompt chat_prompt_from_text(const Model & model, std::string text);
 

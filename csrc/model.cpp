@@ -103,6 +103,13 @@ std::shared_ptr<Model> Model::load(const ModelParams & params) {
                                  "): " + e.what());
         }
     }
+    // What parse_special matches besides user-defined tokens (llama-vocab.cpp's special-token
+    // cache: control and unknown tokens), for chat_prompt.cpp.
+    for (llama_token t = 0; t < llama_vocab_n_tokens(m->vocab_); ++t) {
+        if (!(llama_vocab_get_attr(m->vocab_, t) & (LLAMA_TOKEN_ATTR_CONTROL | LLAMA_TOKEN_ATTR_UNKNOWN))) continue;
+        const char * text = llama_vocab_get_text(m->vocab_, t);
+        if (text && *text) m->control_texts_.emplace_back(text);
+    }
     // The chat template comes from the file, so it is untrusted: parsing it (which also runs it on
     // sample conversations, to find its capabilities) and every render happen in the template
     // worker (template_host.h), launched before the weights were loaded and kept for the model's

@@ -73,6 +73,10 @@ public:
     std::string detokenize(const std::vector<llama_token> & tokens, bool render_special) const;
     std::string token_to_piece(llama_token token, bool render_special) const;
     void check_tokens(const std::vector<llama_token> & tokens) const;
+    // The texts that parse_special turns into control tokens ("<|im_start|>"), computed at load:
+    // chat_prompt.cpp keeps them plain where a message spells them.
+    const std::vector<std::string> & control_texts() const { return control_texts_; }
+    bool is_control(llama_token token) const { return llama_vocab_get_attr(vocab_, token) & LLAMA_TOKEN_ATTR_CONTROL; }
     bool is_eog(llama_token token) const { return llama_vocab_is_eog(vocab_, token); }
 
     // Renders messages with the model's own (Jinja) chat template.
@@ -94,6 +98,7 @@ private:
     llama_model * model_ = nullptr;
     const llama_vocab * vocab_ = nullptr;
     std::string path_;
+    std::vector<std::string> control_texts_;
     std::string template_source_;  // the template as llama.cpp resolved it (rendered in a sandbox)
     std::unique_ptr<TemplateHost> templates_;  // the template worker: every parse and render
 };

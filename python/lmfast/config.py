@@ -238,6 +238,11 @@ PREDICTION_KEYS: tuple[Key, ...] = (
         "{'type': 'manual', 'manualPromptTemplate': {'beforeSystem', 'afterSystem', 'beforeUser', 'afterUser', "
         "'beforeAssistant', 'afterAssistant'}, 'stopStrings': [...]} (no tools). Its stopStrings add to the "
         "prediction's. Chats only (respond, act), not complete().", shown="the model's"),
+    Key("parseSpecialTokensInUserText", _bool, False,
+        "lmfast: tokenize text from messages with special-token parsing, so that a message that spells a "
+        "control token (a role marker such as ChatML's im_start) gets that token. Off: such text stays ordinary "
+        "text and only the chat template's own markers are control tokens (llama-server parses them everywhere "
+        "in the rendered prompt)."),
     Key("cpuThreads", _int(1, 1024, allow_false=True), False,
         "CPU threads for this prediction, at most the load config's cpuThreads (the instance's thread pool); "
         "predictions decoded together in one step run with the most any of them asked for. False: all of the pool.",

@@ -346,15 +346,17 @@ class PredictionStream:
         return list(self._token_ids)
 
 
-def _render_json(model: Any, request: str, with_tools: bool, jinja: dict[str, Any] | None) -> "_core.ChatPrompt":
+def _render_json(model: Any, request: str, with_tools: bool, jinja: dict[str, Any] | None,
+                 parse_special: bool = False) -> "_core.ChatPrompt":
     """A render request's prompt (with its tool-call format when ``with_tools``), with a
     promptTemplate's Jinja template instead of the model's when given (its failures name it:
-    the caller wrote it)."""
+    the caller wrote it). ``parse_special``: parseSpecialTokensInUserText."""
     if jinja is None:
-        return model.render_prompt_json(request, with_tools)
+        return model.render_prompt_json(request, with_tools, parse_special_in_user_text=parse_special)
     try:
         return model.render_prompt_json(request, with_tools, template=jinja["template"],
-                                         bos_token=jinja.get("bosToken", ""), eos_token=jinja.get("eosToken", ""))
+                                         bos_token=jinja.get("bosToken", ""), eos_token=jinja.get("eosToken", ""),
+                                         parse_special_in_user_text=parse_special)
     except TemplateError as e:
         raise TemplateError(f"promptTemplate: {e}") from None
 
@@ -379,11 +381,13 @@ class LLM(ModelHandle):
         return self._render_with_tools(history, None).text
 
     def _render_with_tools(self, history: Any, tools: list[dict[str, Any]] | None, tool_choice: str = "auto",
-                           template: dict[str, Any] | None = None) -> "_core.ChatPrompt":
+                           template: dict[str, Any] | None = None,
+                           parse_special: bool = False) -> "_core.ChatPrompt":
         """The prompt for a chat, rendered and tokenized natively, and with ``tools``
         (OpenAI-style definitions) the template's tool-call format: its grammar, triggers and
         output parser (chat_prompt.h). ``template``: a promptTemplate value
-        (lmfast.prompt_template) used instead of the model's template."""
+        (lmfast.prompt_template) used instead of the model's template. ``parse_special``:
+        parseSpecialTokensInUserText (off: message text spelling a control token stays text)."""
         chat = history if isinstance(history, Chat) else Chat.from_history(history)
         if len(chat) == 0:
             raise LMStudioValueError("the chat history is empty")
@@ -396,11 +400,11 @@ class LLM(ModelHandle):
             return model.prompt_from_text(render_manual(template["manualPromptTemplate"], chat._role_text_pairs()))
         jinja = template["jinjaPromptTemplate"] if template is not None else None
         if tools is None and jinja is None and not chat._has_tool_parts():
-            return model.render_prompt(chat._role_text_pairs())
+            return model.render_prompt(chat._role_text_pairs(), parse_special_in_user_text=parse_special)
         request: dict[str, Any] = {"messages": chat._openai_messages(), "add_generation_prompt": True}
         if tools:
             request.update(tools=tools, tool_choice=tool_choice, parallel_tool_calls=True)
-        prompt = _render_json(model, json.dumps(request, ensure_ascii=False), bool(tools), jinja)
+        prompt = _render_json(model, json.dumps(request, ensure_ascii=False), bool(tools), jinja, parse_special)
         if tools and not prompt.format.grammar:
             whose = "the promptTemplate" if jinja else f"the chat template of {self.identifier!r}"
             if tool_choice == "required":  # a call is demanded that cannot come: say so, not a plain answer
@@ -447,7 +451,7 @@ class LLM(ModelHandle):
         raw_tools = given.get("rawTools", {"type": "none"})
         tools = raw_tools["tools"] if raw_tools["type"] == "toolArray" else None
         prompt = self._render_with_tools(history, tools, "required" if raw_tools.get("force") else "auto",
-                                         given.get("promptTemplate"))
+                                         given.get("promptTemplate"), given.get("parseSpecialTokensInUserText", False))
         return self._stream(prompt, config, response_format, dict(
             on_message=on_message, on_first_token=on_first_token,
             on_prediction_fragment=on_prediction_fragment,
@@ -536,7 +540,8 @@ class LLM(ModelHandle):
                 last = max_prediction_rounds is not None and round_index == max_prediction_rounds - 1
                 _call(on_round_start, round_index)
                 prompt = self._render_with_tools(history, None if last else definitions, "auto",
-                                                 given.get("promptTemplate"))
+                                                 given.get("promptTemplate"),
+                                                 given.get("parseSpecialTokensInUserText", False))
                 stream = self._stream(prompt, config, None, dict(
                     on_first_token=per_round(on_first_token, round_index),
                     on_prediction_fragment=per_round(on_prediction_fragment, round_index),
