@@ -73,6 +73,8 @@ def assert_error(r: Any, status: int, code: str, param: str | None = None) -> di
     return err
 
 
+_CHAT = {"model": SMOL, "messages": chat("hi"), "max_tokens": 2, "temperature": 0}
+
 # The three writes a web page would try: unload everything, load an instance, generate.
 WRITES = [
     ("/api/v0/models/unload", {"all": True}),
@@ -285,6 +287,28 @@ def test_max_loaded_caps_instances_and_a_load_without_identifier_reuses_one(guar
     r = httpx.post(guarded.url + "/api/v0/models/unload", json={"identifier": winner}, timeout=60)
     assert r.status_code == 200
     assert loaded_ids(guarded) == start
+    # A JIT load goes through the same count (and finds the model in the cached folders view).
+    assert httpx.post(guarded.url + "/api/v0/models/unload", json={"identifier": SMOL}, timeout=60).status_code == 200
+    r = httpx.post(guarded.url + "/v1/chat/completions", json=_CHAT, timeout=120)
+    assert r.status_code == 200, r.text
+    assert loaded_ids(guarded) == start
+
+
+def test_limit_flags_reach_the_settings_and_server_start():
+    import argparse
+
+    from lmfast.server.cli import add_serve_arguments, settings_from
+    from lmfast.server.daemon import _serve_argv
+
+    p = argparse.ArgumentParser()
+    add_serve_arguments(p)
+    defaults = settings_from(p.parse_args([]))
+    assert (defaults.max_loaded, defaults.max_connections, defaults.allowed_hosts) == (8, 256, [])
+    args = p.parse_args(["--max-loaded", "2", "--max-connections", "32", "--allowed-host", "llm.lan"])
+    s = settings_from(args)
+    assert (s.max_loaded, s.max_connections, s.allowed_hosts) == (2, 32, ["llm.lan"])
+    carried = p.parse_args(_serve_argv(args))  # `server start` passes them to the server it spawns
+    assert (carried.max_loaded, carried.max_connections, carried.allowed_host) == (2, 32, ["llm.lan"])
 
 
 def test_embeddings_wait_in_the_same_bounded_queue(guarded):
@@ -442,9 +466,6 @@ def test_header_and_body_deadlines_and_the_connection_limit():
 
 
 # -- 4. no 500 for client input ---------------------------------------------------------------------
-
-_CHAT = {"model": SMOL, "messages": chat("hi"), "max_tokens": 2, "temperature": 0}
-
 
 _COMPLETION = {"model": SMOL, "prompt": "hi", "max_tokens": 2}
 _RESPONSE = {"model": SMOL, "input": "hi", "max_output_tokens": 2}
