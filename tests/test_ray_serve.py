@@ -275,10 +275,11 @@ def cluster():
         local.cluster.shutdown()
 
 
-def deploy(model: Path, name: str, prefix: str, routing: str = "affinity", replicas: int = 2) -> None:
+def deploy(model: Path, name: str, prefix: str, routing: str = "affinity", replicas: int = 2,
+           slot: str | None = None, **extra: Any) -> None:
     """``replicas`` of SmolLM2, one per worker node (each node has one slot per application)."""
-    slot = "lmfast_aff" if routing == "affinity" else "lmfast_p2c"
-    app = build_app({"model": str(model), "num_replicas": replicas, "num_cpus": 0.5, "cpu_threads": 1,
+    slot = slot or ("lmfast_aff" if routing == "affinity" else "lmfast_p2c")
+    app = build_app({**extra, "model": str(model), "num_replicas": replicas, "num_cpus": 0.5, "cpu_threads": 1,
                      "parallel": 4, "context_length": 2048, "prompt_cache_ram_mb": 64, "routing": routing,
                      "graceful_shutdown_timeout_s": 60, "resources": {slot: 1},
                      "ingress_resources": {"lmfast_head": 0.01}})
@@ -508,3 +509,50 @@ def test_scaling_down_drains_running_streams(affinity_app, smollm2_path):
         model=model, messages=[{"role": "user", "content": f"After {k}"}], max_tokens=1).headers["x-lmfast-replica"]
         for k in range(4)}
     assert len(left) == 1, left
+
+
+def model_replicas(app: str) -> int:
+    status = serve.status().applications[app].deployments["LMFastModel"]
+    return status.replica_states.get("RUNNING", 0)
+
+
+@pytest.mark.slow  # ~65 s: a replica started and stopped; the rest of this file takes ~4 min
+def test_autoscaling_from_one_replica_to_two_and_back(cluster, smollm2_path):
+    """A burst of streams scales the model deployment from 1 replica to 2; idle, it goes back to
+    1; every stream of the bursts finishes whole."""
+    model = str(smollm2_path)
+    auto = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 2, "upscale_delay_s": 0,
+            "downscale_delay_s": 3}
+    deploy(smollm2_path, "auto", "/auto", slot="lmfast_p2c", autoscaling_config=auto)
+    try:
+        assert model_replicas("auto") == 1
+        oai = oai_client(cluster.url + "/auto")
+
+        def stream(k: int) -> tuple[str, str | None]:
+            raw = oai.chat.completions.with_raw_response.create(
+                model=model, messages=[{"role": "user", "content": f"Burst {k}: describe a mountain."}],
+                max_tokens=32, temperature=0, stream=True)
+            finish = None
+            for chunk in raw.parse():
+                if chunk.choices:
+                    finish = chunk.choices[0].finish_reason or finish
+            return raw.headers["x-lmfast-replica"], finish
+
+        seen: set[str] = set()
+        results: list[tuple[str, str | None]] = []
+        deadline = time.monotonic() + 150
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            while len(seen) < 2 and time.monotonic() < deadline:  # bursts of 8 until a second replica serves
+                burst = list(pool.map(stream, range(8), timeout=240))
+                results += burst
+                seen |= {replica for replica, _ in burst}
+        assert len(seen) == 2, seen
+        deadline = time.monotonic() + 120
+        while model_replicas("auto") > 1 and time.monotonic() < deadline:
+            time.sleep(1.0)
+        assert model_replicas("auto") == 1
+        assert all(finish in ("length", "stop") for _, finish in results), results
+        answer = oai.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+        assert answer.choices[0].message.content is not None
+    finally:
+        serve.delete("auto")

@@ -33,6 +33,8 @@ class ServeArgs(BaseModel):
     prompt_cache_ram_mb: Optional[int] = Field(None, ge=0, description="host-memory cache tier per replica, MiB")
     load_config: dict[str, Any] = Field(default_factory=dict, description="further load-config keys")
     num_replicas: int = Field(1, ge=1, description="replicas (a config file's autoscaling_config replaces it)")
+    autoscaling_config: Optional[dict[str, Any]] = Field(
+        None, description="Serve's autoscaling_config for the model deployment, in place of num_replicas")
     num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves per replica (a fraction shares a core)")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per replica")
     resources: dict[str, float] = Field(default_factory=dict,
@@ -45,6 +47,8 @@ class ServeArgs(BaseModel):
     api_key: Optional[str] = None
     allow_unauthenticated: bool = False
     http_host: str = Field("127.0.0.1", description="the address Serve's HTTP proxy binds (its Host check)")
+    allowed_hosts: list[str] = Field(default_factory=list,
+                                     description="Host names the replicas answer besides the defaults")
     cors: list[str] = Field(default_factory=list)
     jit: bool = Field(False, description="also load other downloaded models that requests name")
     ttl: float = Field(3600.0, gt=0, description="idle seconds before a JIT-loaded model unloads")
@@ -56,12 +60,12 @@ class ServeArgs(BaseModel):
     ingress_resources: dict[str, float] = Field(default_factory=dict,
                                                 description="custom Ray resources per ingress replica")
 
-    @field_validator("load_config", "resources", "ingress_resources", mode="before")
+    @field_validator("load_config", "resources", "ingress_resources", "autoscaling_config", mode="before")
     @classmethod
     def _json_object(cls, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
 
-    @field_validator("cors", mode="before")
+    @field_validator("cors", "allowed_hosts", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return [v for v in value.split(",") if v] if isinstance(value, str) else value
@@ -85,7 +89,7 @@ class ServeArgs(BaseModel):
         """ServerSettings for each replica's app. Its admission queue holds what Serve lets in
         beyond the engine's sequences, so Serve, not the app, decides when a replica is full."""
         return dict(models=[self.model], host=self.http_host, api_key=self.api_key, jit=self.jit, ttl=self.ttl,
-                    cors=self.cors, max_queue=max(0, self.ongoing - self.parallel), max_body_mb=self.max_body_mb,
+                    cors=self.cors, allowed_hosts=self.allowed_hosts, max_queue=max(0, self.ongoing - self.parallel), max_body_mb=self.max_body_mb,
                     allow_unauthenticated=self.allow_unauthenticated, log_prompts=self.log_prompts,
                     grace_period=self.graceful_shutdown_timeout_s, load_config=self.engine_config())
 
@@ -107,8 +111,10 @@ def build_app(args: ServeArgs | dict[str, Any]) -> Application:
     if refusal:
         raise ValueError(refusal.replace("--api-key KEY", "api_key=KEY")
                          .replace("--allow-unauthenticated", "allow_unauthenticated=true"))
+    scale: dict[str, Any] = ({"autoscaling_config": args.autoscaling_config} if args.autoscaling_config
+                             else {"num_replicas": args.num_replicas})
     model = serve.deployment(name=MODEL_DEPLOYMENT)(LMFastModel).options(
-        num_replicas=args.num_replicas, max_ongoing_requests=args.ongoing,
+        **scale, max_ongoing_requests=args.ongoing,
         ray_actor_options={"num_cpus": args.num_cpus, "num_gpus": args.num_gpus, "resources": args.resources},
         graceful_shutdown_timeout_s=args.graceful_shutdown_timeout_s,
         health_check_period_s=10.0, health_check_timeout_s=30.0,

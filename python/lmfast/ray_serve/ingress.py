@@ -80,6 +80,10 @@ class LMFastIngress:
             except BackPressureError:
                 return unavailable("every model replica is busy; retry later", code="queue_full",
                                    retry_after=1).response()
+            except Exception as e:  # noqa: BLE001 - the replica failed outside the server app
+                log.error("model replica failed: %s", e)
+                return JSONResponse(error_body(500, f"the model replica failed: {type(e).__name__}",
+                                               code="internal_error"), status_code=500)
             if not isinstance(head, Head):
                 answer.cancel()
                 return JSONResponse(error_body(500, "the model replica sent no response head", code="internal_error"),

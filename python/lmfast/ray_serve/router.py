@@ -54,7 +54,6 @@ class CacheAffinityRouter(RequestRouter):
         self._sessions: collections.OrderedDict[str, ReplicaID] = collections.OrderedDict()
         self._in_flight: dict[ReplicaID, int] = collections.defaultdict(int)
         self._routed: dict[str, ReplicaID] = {}
-        self.decisions: collections.Counter[str] = collections.Counter()  # how requests were placed
 
     # -- load ------------------------------------------------------------------------------------
     def _load(self, r: RunningReplica) -> int:
@@ -78,21 +77,21 @@ class CacheAffinityRouter(RequestRouter):
             pending_request.routing_context.should_backoff = True
         if not candidate_replicas:
             return []
-        chosen, how = self._affine(candidate_replicas, _key(pending_request))
-        self.decisions[how] += 1
+        chosen = self._affine(candidate_replicas, _key(pending_request))
         rest = [r for r in candidate_replicas if chosen is None or r.replica_id != chosen.replica_id]
         fallback = random.sample(rest, min(2, len(rest)))
         return [[chosen], fallback] if chosen is not None else [fallback]
 
-    def _affine(self, candidates: list[RunningReplica], key: AffinityKey | None) -> tuple[RunningReplica | None, str]:
+    def _affine(self, candidates: list[RunningReplica], key: AffinityKey | None) -> RunningReplica | None:
+        """The replica the key prefers, if it can take the request; None: route by load."""
         if not key:
-            return None, "load"
+            return None
         by_id = {r.replica_id: r for r in candidates}
         least = min(self._load(r) for r in candidates)
         if key.session is not None:
             pinned = by_id.get(self._sessions.get(key.session)) or _rendezvous(key.session, candidates)
             if self._acceptable(pinned, least):
-                return pinned, "session"
+                return pinned
         for h in reversed(key.hashes):
             holders = self._prefixes.get(h)
             if not holders:
@@ -100,8 +99,8 @@ class CacheAffinityRouter(RequestRouter):
             live = [by_id[rid] for rid in holders if rid in by_id and self._acceptable(by_id[rid], least)]
             if live:
                 self._prefixes.move_to_end(h)
-                return min(live, key=self._load), "prefix"
-        return None, "load"
+                return min(live, key=self._load)
+        return None
 
     # -- bookkeeping -----------------------------------------------------------------------------
     def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any) -> None:
