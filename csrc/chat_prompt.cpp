@@ -64,13 +64,10 @@ ChatFormat format_from_answer(const common_json & a) {
 // spellings takes the usual path, unchanged.
 class Defuser {
 public:
+    // Cheap per render: the set of spellings is built only once a message has a byte that
+    // starts one (most messages have none; some vocabularies have thousands of control tokens).
     explicit Defuser(const Model & model) : model_(model) {
-        for (const std::string & t : model.control_texts()) {
-            texts_.insert(t);
-            first_bytes_.set(static_cast<unsigned char>(t[0]));
-            if (std::find(lengths_.begin(), lengths_.end(), t.size()) == lengths_.end()) lengths_.push_back(t.size());
-        }
-        std::sort(lengths_.rbegin(), lengths_.rend());  // the longest spelling first, as llama.cpp matches
+        for (const std::string & t : model.control_texts()) first_bytes_.set(static_cast<unsigned char>(t[0]));
     }
 
     bool any() const { return !used_.empty(); }
@@ -126,7 +123,14 @@ public:
     }
 
 private:
-    size_t match_at(const std::string & s, size_t i) const {
+    size_t match_at(const std::string & s, size_t i) {
+        if (texts_.empty()) {
+            for (const std::string & t : model_.control_texts()) {
+                texts_.insert(t);
+                if (std::find(lengths_.begin(), lengths_.end(), t.size()) == lengths_.end()) lengths_.push_back(t.size());
+            }
+            std::sort(lengths_.rbegin(), lengths_.rend());  // the longest spelling first, as llama.cpp matches
+        }
         for (size_t len : lengths_) {
             if (i + len <= s.size() && texts_.count(s.substr(i, len))) return len;
         }
