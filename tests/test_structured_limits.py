@@ -184,3 +184,11 @@ def test_health_answers_quickly_while_grammar_bombs_are_refused(server):
             "response_format": {"type": "json_schema", "json_schema": {"name": "t", "schema": object_schema(20)}}}
     r = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=120)
     assert r.status_code == 200, r.text
+
+
+def test_an_oversized_gbnf_grammar_is_refused():
+    grammar = "root ::= " + " | ".join(f'"w{i}"' for i in range(120000))
+    assert len(grammar) > 1 << 20
+    with pytest.raises(lms.LMStudioValueError, match="GBNF grammar is too large"):
+        structured.grammar({"type": "gbnf", "gbnfGrammar": grammar})
+    assert structured.grammar({"type": "gbnf", "gbnfGrammar": 'root ::= "a"{2000}'}) == 'root ::= "a"{2000}'

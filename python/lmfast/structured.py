@@ -65,6 +65,9 @@ def from_response_format(response_format: Any) -> dict[str, Any]:
         f"(pydantic.BaseModel, lmfast.BaseModel), or {{'type': 'gbnf', 'gbnfGrammar': ...}}; got {response_format!r}")
 
 
+_MAX_GBNF_CHARS = 1 << 20
+
+
 @functools.lru_cache(maxsize=64)
 def _schema_grammar(schema_json: str) -> str:
     # Runs without the GIL and within csrc/schema_budget.h's limits (schema size, nodes, nesting,
@@ -86,7 +89,13 @@ def grammar(setting: Mapping[str, Any]) -> str:
                                      "it nests too deeply") from None
         return _schema_grammar(text)
     if setting["type"] == "gbnf":
-        return setting["gbnfGrammar"]
+        text = setting["gbnfGrammar"]
+        if len(text) > _MAX_GBNF_CHARS:
+            # The same text cap as a JSON schema's (csrc/schema_budget.h). llama.cpp parses GBNF at
+            # submit, without the GIL, and bounds each repetition itself (2,000 elements).
+            raise LMStudioValueError(f"the GBNF grammar is too large: {len(text)} characters, more than the "
+                                     f"{_MAX_GBNF_CHARS} allowed")
+        return text
     return ""
 
 
