@@ -6,7 +6,8 @@
 // overflows (a recursive macro, or thousands of nested brackets for the parser) -- and a stack
 // overflow kills the whole process. So every parse and render runs in the template worker, a
 // process of its own (template_host.h, template_worker.cpp) with an address-space limit, a
-// deadline and a cap on its output; whatever happens to it (exception, signal, timeout, memory)
+// deadline and a cap on its output, an empty environment, and no files, sockets or processes
+// once its vocabulary is read (worker_lockdown.h: seccomp, no_new_privs); whatever happens to it (exception, signal, timeout, memory)
 // comes back to the parent as one of the outcomes below. There is no in-process fallback: a
 // build without the worker fails the load (model.cpp).
 #pragma once
