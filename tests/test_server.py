@@ -388,15 +388,51 @@ def test_responses_with_previous_response_id(oai):
     assert second.output_text
     assert second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens - 2
     assert second.usage.input_tokens_details.cached_tokens >= first.usage.input_tokens - 1
-    deltas, final = [], None
-    with oai.responses.stream(model=SMOL, input="Say one word.", temperature=0, max_output_tokens=16) as s:
+    with pytest.raises(openai.BadRequestError):
+        oai.responses.create(model=SMOL, input="x", previous_response_id="resp_unknown")
+
+
+# Both of OpenAI's endings of a Responses stream, whatever the CPU makes of a 135M model's
+# words: a JSON schema bounds the answer (it must end), or makes it longer than max_output_tokens.
+BOUNDED = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+           "additionalProperties": False}
+LONG = {"type": "object", "properties": {"words": {"type": "array", "items": {"type": "string", "minLength": 4},
+                                                   "minItems": 8}}, "required": ["words"]}
+
+
+def test_responses_stream_completed(oai):
+    deltas = []
+    fmt = {"format": {"type": "json_schema", "name": "answer", "schema": BOUNDED, "strict": True}}
+    with oai.responses.stream(model=SMOL, input="Is the sea blue? Answer in JSON.", temperature=0,
+                              max_output_tokens=64, text=fmt) as s:
         for ev in s:
+            last = ev.type
             if ev.type == "response.output_text.delta":
                 deltas.append(ev.delta)
         final = s.get_final_response()
-    assert "".join(deltas) == final.output_text and final.output_text
-    with pytest.raises(openai.BadRequestError):
-        oai.responses.create(model=SMOL, input="x", previous_response_id="resp_unknown")
+    assert last == "response.completed" and final.status == "completed" and final.incomplete_details is None
+    assert "".join(deltas) == final.output_text and isinstance(json.loads(final.output_text)["ok"], bool)
+    assert final.output[0].status == "completed" and final.text.format.type == "json_schema"
+
+
+def test_responses_stream_incomplete(oai):
+    """Cut at max_output_tokens: OpenAI ends the stream with response.incomplete (not completed),
+    the message item and the response marked incomplete with the reason."""
+    fmt = {"format": {"type": "json_schema", "name": "words", "schema": LONG}}
+    events = list(oai.responses.create(model=SMOL, input="Name eight animals.", temperature=0,
+                                       max_output_tokens=4, text=fmt, stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[-1] == "response.incomplete" and "response.completed" not in kinds, kinds
+    final = events[-1].response
+    assert final.status == "incomplete" and final.incomplete_details.reason == "max_output_tokens"
+    assert final.usage.output_tokens == 4
+    item_done = next(e for e in events if e.type == "response.output_item.done")
+    assert item_done.item.status == "incomplete" == final.output[0].status
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == final.output_text and text.startswith("{")
+    plain = oai.responses.create(model=SMOL, input="Name eight animals.", temperature=0, max_output_tokens=4,
+                                 text=fmt)
+    assert plain.status == "incomplete" and plain.output_text == text
 
 
 # -- tools ------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from .errors import bad_request
 from .prediction import Running, record, start, wait_result
 from .routes_openai import _stream_error, body_of
 from .schemas import Message, ResponsesRequest
-from .to_lmfast import sampling_config, to_chat
+from .to_lmfast import sampling_config, text_format_config, to_chat
 
 log = logging.getLogger("lmfast.server")
 
@@ -57,10 +57,15 @@ def _messages(instructions: str | None, history: list[dict[str, Any]]) -> list[M
 
 def _response_object(rid: str, model: str, req: ResponsesRequest, status: str, text: str | None,
                      msg_id: str, stream: Any = None) -> dict[str, Any]:
+    """The response object; with a finished ``stream``, its usage, and ``incomplete`` as OpenAI
+    reports an answer cut at max_output_tokens (the message item too)."""
+    incomplete = None
+    if stream is not None and to_openai.finish_reason(stream) == "length":
+        status, incomplete = "incomplete", {"reason": "max_output_tokens"}
     output = []
     if text is not None:
-        output = [{"type": "message", "id": msg_id, "status": "completed", "role": "assistant",
-                   "content": [{"type": "output_text", "text": text, "annotations": []}]}]
+        output = [{"type": "message", "id": msg_id, "status": "incomplete" if incomplete else "completed",
+                   "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}]
     usage = None
     if stream is not None:
         s = stream.result().stats
@@ -68,15 +73,14 @@ def _response_object(rid: str, model: str, req: ResponsesRequest, status: str, t
                  "input_tokens_details": {"cached_tokens": to_openai.cached_tokens(s)},
                  "output_tokens": s.predicted_tokens_count or 0, "output_tokens_details": {"reasoning_tokens": 0},
                  "total_tokens": (s.prompt_tokens_count or 0) + (s.predicted_tokens_count or 0)}
-    incomplete = None
-    if stream is not None and to_openai.finish_reason(stream) == "length":
-        status, incomplete = "incomplete", {"reason": "max_output_tokens"}
+    fmt = req.text.format if req.text is not None and req.text.format is not None else None
     return {"id": rid, "object": "response", "created_at": int(time.time()), "status": status, "model": model,
             "output": output, "usage": usage, "error": None, "incomplete_details": incomplete,
             "instructions": req.instructions, "previous_response_id": req.previous_response_id,
             "max_output_tokens": req.max_output_tokens, "temperature": req.temperature, "top_p": req.top_p,
             "parallel_tool_calls": False, "tool_choice": "auto", "tools": [], "metadata": {},
-            "text": {"format": {"type": "text"}}, "store": req.store}
+            "text": {"format": fmt.model_dump(by_alias=True, exclude_none=True) if fmt else {"type": "text"}},
+            "store": req.store}
 
 
 async def responses(request: Request) -> Response:
@@ -99,6 +103,9 @@ async def responses(request: Request) -> Response:
     log_info(request)["model"] = handle.identifier
     chat = to_chat(_messages(req.instructions, history))
     cfg = sampling_config(req, req.max_output_tokens, handle.get_context_length())
+    structured = text_format_config(req)
+    if structured is not None:
+        cfg["structured"] = structured
     if ctx.settings.log_prompts:
         log.info("prompt: %s", json.dumps(chat.to_dict(), ensure_ascii=False))
     run = await start(ctx, handle, model_name, req.ttl, lambda h: (lambda: h.respond_stream(chat, config=cfg)))
@@ -147,9 +154,8 @@ async def _responses_sse(ctx: AppContext, request: Request, run: Running, req: R
                 part = {"type": "output_text", "text": text, "annotations": []}
                 yield ev("response.output_text.done", **where, text=text)
                 yield ev("response.content_part.done", **where, part=part)
-                yield ev("response.output_item.done", output_index=0,
-                         item={**item, "status": "completed", "content": [part]})
                 final = _response_object(rid, model, req, "completed", text, msg_id, value)
+                yield ev("response.output_item.done", output_index=0, item=final["output"][0])
                 if req.store:
                     ctx.store.put(rid, model, history + [{"role": "assistant", "content": text}])
                 record(ctx, request, run, value)

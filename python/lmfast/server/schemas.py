@@ -121,8 +121,21 @@ class EmbeddingRequest(_Body):
     ttl: Optional[float] = Field(default=None, gt=0, le=TTL_MAX)
 
 
+class TextFormat(_Body):
+    """The Responses API's ``text.format``: response_format's fields, flat."""
+    type: Literal["text", "json_object", "json_schema"]
+    name: Optional[str] = None
+    schema_: Optional[dict[str, Any]] = Field(default=None, alias="schema")
+    strict: Optional[bool] = None
+
+
+class ResponseText(_Body):
+    format: Optional[TextFormat] = None
+
+
 class ResponsesRequest(SamplingFields):
     input: Union[str, list[dict[str, Any]]]
+    text: Optional[ResponseText] = None
     instructions: Optional[str] = None
     previous_response_id: Optional[str] = None
     max_output_tokens: Optional[int] = Field(default=None, ge=1, le=INT32_MAX)

@@ -7,7 +7,7 @@ from ..chat import Chat
 from ..errors import LMStudioError
 from .errors import bad_request
 from .jsonbody import loads
-from .schemas import ChatCompletionRequest, ContentPart, Message, SamplingFields
+from .schemas import ChatCompletionRequest, ContentPart, Message, ResponsesRequest, SamplingFields
 
 _SEED_RANGE = 2**32 - 1  # lmfast seeds are 0 .. 2**32-2
 _ARGUMENTS_DEPTH = 64    # a tool call's arguments string nests as deep as a request body may
@@ -126,10 +126,23 @@ def tools_config(req: ChatCompletionRequest) -> dict[str, Any] | None:
 def response_format_config(req: ChatCompletionRequest) -> dict[str, Any] | None:
     """``structured`` for response_format: json_object is any JSON object, json_schema its schema."""
     rf = req.response_format
-    if rf is None or rf.type == "text":
+    if rf is None:
         return None
-    if rf.type == "json_object":
+    schema = rf.json_schema.schema_ if rf.json_schema is not None else None
+    return _structured(rf.type, schema, "response_format", "json_schema.schema")
+
+
+def text_format_config(req: ResponsesRequest) -> dict[str, Any] | None:
+    """``structured`` for the Responses API's ``text.format`` (the same choices, flat)."""
+    fmt = req.text.format if req.text is not None else None
+    return None if fmt is None else _structured(fmt.type, fmt.schema_, "text.format", "schema")
+
+
+def _structured(kind: str, schema: dict[str, Any] | None, param: str, field: str) -> dict[str, Any] | None:
+    if kind == "text":
+        return None
+    if kind == "json_object":
         return {"type": "json", "jsonSchema": {"type": "object"}}
-    if rf.json_schema is None or rf.json_schema.schema_ is None:
-        raise bad_request("response_format json_schema needs json_schema.schema", param="response_format")
-    return {"type": "json", "jsonSchema": rf.json_schema.schema_}
+    if schema is None:
+        raise bad_request(f"{param} json_schema needs {field}", param=param)
+    return {"type": "json", "jsonSchema": schema}
