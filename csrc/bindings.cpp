@@ -83,6 +83,10 @@ py::dict stats_to_dict(const RequestStats & s) {
     d["prompt_tokens_dropped"] = s.prompt_tokens_dropped;
     d["context_shifts"] = s.context_shifts;
     d["n_threads"] = s.n_threads;
+    d["draft_tokens"] = s.draft_tokens;
+    d["accepted_draft_tokens"] = s.accepted_draft_tokens;
+    d["rejected_draft_tokens"] = s.rejected_draft_tokens;
+    d["ignored_draft_tokens"] = s.ignored_draft_tokens;
     d["error"] = s.error;
     d["tokens"] = s.tokens;
     return d;
@@ -218,6 +222,8 @@ void bind_submit_params(py::module_ & m) {
     c.def_property(
         "ignore_eos", [](const GenerationParams & p) { return p.ignore_eos; },
         [](GenerationParams & p, bool v) { p.ignore_eos = v; });
+    c.def_readwrite("draft_max", &GenerationParams::draft_max, "n-gram drafts of at most this many tokens; 0: off");
+    c.def_readwrite("draft_min", &GenerationParams::draft_min, "shorter drafts are not used");
     c.def_property(
         "context_overflow", [](const GenerationParams & p) { return context_overflow_name(p.overflow); },
         [](GenerationParams & p, const std::string & v) { p.overflow = parse_context_overflow(v); });

@@ -140,6 +140,9 @@ struct Engine::Active {
     // cut off when the request ends, so that the prefix cache only ever reuses exact cells.
     size_t n_exact = SIZE_MAX;
     Clock::time_point t_admit, t_first;
+    std::unique_ptr<NgramDrafter> drafter;  // null unless the request speculates
+    std::vector<llama_token> draft;         // this step's draft, decoded after `next`
+    int32_t i_draft = -1;                   // batch index of the draft's first token
 
     explicit Active(std::vector<std::string> stop_strings) : stops(std::move(stop_strings)) {}
     bool in_prompt() const { return n_prompt_done < req->prompt_.size(); }
@@ -702,6 +705,9 @@ void Engine::admit(std::shared_ptr<Request> req) {
     a->t_admit = Clock::now();
     try {
         a->sampler = make_sampler(req->params_.sampling, model_->vocab());
+        if (req->params_.draft_max > 0) {
+            a->drafter = std::make_unique<NgramDrafter>(req->params_.draft_max, req->params_.draft_min);
+        }
         a->grammar = std::move(req->grammar_);
         prime_penalties(a->sampler.get(), req->prompt_);
     } catch (const std::exception & e) {
@@ -770,6 +776,9 @@ void Engine::finish(Active & a, StopReason reason, const std::string & error) {
     if (a.t_first != Clock::time_point{}) st.generation_time = seconds(a.t_first, now);
     else st.prompt_eval_time = seconds(a.t_admit, now);
     llama_memory_t mem = llama_get_memory(ctx_);
+    // Cells past the token list (a draft's, not verified when the request ended) leave, so that
+    // the prefix cache's account of the sequence stays exact.
+    llama_memory_seq_rm(mem, a.seq, static_cast<llama_pos>(cache_.tokens(a.seq).size()), -1);
     if (reason == StopReason::Failed) {
         // The sequence may hold a partial batch: forget it rather than trust it.
         llama_memory_seq_rm(mem, a.seq, -1, -1);
@@ -935,6 +944,11 @@ bool Engine::build_batch() {
         a->n_in_batch = 1;
         if (k == 0 || decoding_[k - 1]->seq + 1 != a->seq) ++seq_runs_;
     }
+    // Drafts only for a lone generating request: with one KV stream per sequence llama.cpp
+    // splits a batch into micro-batches that take as many tokens from each sequence
+    // (split_equal), so one request's draft would cost every other one an extra pass over the
+    // weights.
+    if (decoding_.size() == 1) add_draft(*decoding_.front());
     for (auto & ap : active_) {
         Active & a = *ap;
         if (!a.in_prompt()) continue;
@@ -951,6 +965,54 @@ bool Engine::build_batch() {
         a.n_in_batch = static_cast<int32_t>(take);
     }
     return batch_.n_tokens > 0;
+}
+
+// Puts the request's draft (speculation.h) into the batch after its next token, within what
+// the window, its maxTokens and the batch leave.
+void Engine::add_draft(Active & a) {
+    RequestStats & st = a.req->stats_;
+    st.ignored_draft_tokens += static_cast<int32_t>(a.draft.size());  // a retried batch's: never verified
+    a.draft.clear();
+    if (!a.drafter) return;
+    const auto & toks = cache_.tokens(a.seq);
+    // The window must keep room for the next token and the one sampled after the draft.
+    int32_t room = n_ctx_ - static_cast<int32_t>(toks.size()) - 2;
+    if (a.req->params_.max_tokens >= 0) room = std::min(room, a.req->params_.max_tokens - st.predicted_tokens - 1);
+    room = std::min(room, params_.n_batch - batch_.n_tokens);
+    int32_t ignored = 0;
+    a.draft = a.drafter->draft(toks, a.next, room, ignored);
+    st.draft_tokens += ignored + static_cast<int32_t>(a.draft.size());
+    st.ignored_draft_tokens += ignored;
+    const auto pos = static_cast<llama_pos>(toks.size() + 1);
+    for (size_t j = 0; j < a.draft.size(); ++j) {
+        const int32_t i = batch_add(a.draft[j], pos + static_cast<llama_pos>(j), a.seq, true);
+        if (j == 0) a.i_draft = i;
+    }
+    a.n_in_batch += static_cast<int32_t>(a.draft.size());
+}
+
+// The draft's tokens were decoded after `next`, whose successor sample() has just drawn. Each
+// draft token equal to the token drawn is kept, and the one after it drawn from its logits with
+// the request's own sampler chain (grammar, penalties, temperature, seed: one draw per token, as
+// without a draft); from the first that differs on, the cells leave. So the output is the one
+// the request would give without drafting, given the same logits. Returns whether it goes on.
+bool Engine::verify_draft(Active & a, bool keep) {
+    auto & toks = cache_.tokens(a.seq);
+    RequestStats & st = a.req->stats_;
+    size_t n_ok = 0;
+    while (keep && n_ok < a.draft.size() && a.next == a.draft[n_ok]) {
+        toks.push_back(a.draft[n_ok]);
+        keep = sample(a, a.i_draft + static_cast<int32_t>(n_ok));
+        ++n_ok;
+    }
+    const size_t n_rejected = keep && n_ok < a.draft.size() ? 1 : 0;
+    st.accepted_draft_tokens += static_cast<int32_t>(n_ok);
+    st.rejected_draft_tokens += static_cast<int32_t>(n_rejected);
+    st.ignored_draft_tokens += static_cast<int32_t>(a.draft.size() - n_ok - n_rejected);
+    a.drafter->verified(a.draft.size(), n_ok);
+    if (keep) llama_memory_seq_rm(llama_get_memory(ctx_), a.seq, static_cast<llama_pos>(toks.size()), -1);
+    a.draft.clear();
+    return keep;
 }
 
 // Builds and decodes the step's batch. False when nothing was decoded (nothing to do, or the
@@ -1031,6 +1093,7 @@ void Engine::commit_and_sample() {
             const int32_t before = a.req->stats_.predicted_tokens;
             try {
                 keep = sample(a, a.i_logits);
+                if (!a.draft.empty()) keep = verify_draft(a, keep);
             } catch (const std::exception & e) {
                 // This request's sampler failed (a grammar that rejects the text its trigger
                 // replays, say): it fails alone; the others in the batch go on.

@@ -27,6 +27,7 @@
 #include "errors.h"
 #include "model.h"
 #include "prefix_cache.h"
+#include "speculation.h"
 #include "sampling.h"
 #include "spill_cache.h"
 #include "thread_pools.h"
@@ -59,6 +60,10 @@ struct GenerationParams {
     // A chat's tool-call format (apply_chat_format): the request's output is parsed with it,
     // and its call markers are kept out of the streamed text (CallFilter).
     std::shared_ptr<const ChatFormat> chat_format;
+    // Speculative decoding by n-gram lookup (speculation.h): drafts of at most draft_max tokens
+    // a step, those shorter than draft_min not used. 0: off.
+    int32_t draft_max = 0;
+    int32_t draft_min = 0;
 };
 
 struct RequestStats {
@@ -74,6 +79,10 @@ struct RequestStats {
     int32_t prompt_tokens_dropped = 0;  // cut from an overlong prompt (truncateMiddle, rollingWindow)
     int32_t context_shifts = 0;         // times the window was shifted during generation
     int32_t n_threads = 0;              // the most CPU threads a step of this request ran with
+    // Speculative decoding: tokens drafted, of those verified equal to the target's choice,
+    // the first that was not (one per draft at most), and never verified (after a rejection
+    // or the end of the request, or dropped before decoding): drafted = the other three.
+    int32_t draft_tokens = 0, accepted_draft_tokens = 0, rejected_draft_tokens = 0, ignored_draft_tokens = 0;
     std::string error;
     std::vector<llama_token> tokens;  // generated token ids
 };
@@ -251,6 +260,8 @@ private:
     void publish();
     void wake_finished();
     bool sample(Active & a, int32_t i_batch);
+    void add_draft(Active & a);
+    bool verify_draft(Active & a, bool keep);
     bool shift(Active & a);
     int32_t keep_for(ContextOverflow policy, const std::vector<llama_token> & prompt) const;
 

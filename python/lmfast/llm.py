@@ -68,8 +68,21 @@ def _generation_params(pcfg: dict[str, Any], load_seed: Any) -> Any:
         grammar=structured.grammar(pcfg["structured"]),
         context_overflow=pcfg["contextOverflowPolicy"],
         n_threads=pcfg["cpuThreads"] or 0,
+        draft_max=pcfg["speculativeDecodingNumDraftTokensExact"] if pcfg["draftNgram"] else 0,
+        draft_min=pcfg["speculativeDecodingMinDraftLengthToConsider"],
     )
     return g
+
+
+def _draft_stats(pcfg: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    """The SDK's draft statistics of a speculating prediction (none otherwise); the draft
+    "model" of n-gram drafting is named "ngram"."""
+    if not pcfg["draftNgram"]:
+        return {}
+    return {"used_draft_model_key": "ngram", "total_draft_tokens_count": stats["draft_tokens"],
+            "accepted_draft_tokens_count": stats["accepted_draft_tokens"],
+            "rejected_draft_tokens_count": stats["rejected_draft_tokens"],
+            "ignored_draft_tokens_count": stats["ignored_draft_tokens"]}
 
 
 class ReasoningSplitter:
@@ -251,6 +264,7 @@ class PredictionStream:
             cached_prompt_tokens_count=stats["cached_tokens"],
             evaluated_prompt_tokens_count=stats["prompt_tokens"] - stats["cached_tokens"] - stats["restored_tokens"],
             restored_prompt_tokens_count=stats["restored_tokens"],
+            **_draft_stats(self._pcfg, stats),
         )
         parsed = content if reason == "userStopped" else structured.parse(self._pcfg["structured"], content)
         self._result = PredictionResult(

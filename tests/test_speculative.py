@@ -1,0 +1,146 @@
+"""Speculative decoding by n-gram lookup (draftNgram, csrc/speculation.h): the target verifies
+each draft with the request's own sampler chain, so the output is the one without drafting.
+
+"The one without drafting" holds up to float rounding: a draft is evaluated as several rows of
+one batch, and ggml's kernels for a batch and for a single row may add in another order (as
+llama.cpp's speculative decoding does). Where the two outputs part, the target's two candidate
+tokens must be a tie within rounding at that point: measured gaps were 0.02 and 0.0006 logits.
+A verification bug (a token kept that the target did not choose, a cell left behind) parts the
+outputs at a gap of whole logits, which these tests catch."""
+import json
+
+import numpy as np
+import pytest
+
+import lmfast as lms
+
+GREEDY = {"temperature": 0, "repeatPenalty": False}
+NGRAM = {"draftNgram": True}
+TIE = 0.1  # logits
+
+# Raw completions that repeat their context, so that drafts are accepted, and open-ended ones.
+COPYING = [
+    "red green blue yellow red green blue yellow red green blue yellow red green",
+    "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n\ndef mul(a, b):\n",
+    "Monday, Tuesday, Wednesday, Thursday, Friday. Monday, Tuesday, Wednesday,",
+    "<li>apple</li>\n<li>banana</li>\n<li>cherry</li>\n<li>apple</li>\n<li>banana</li>\n",
+]
+OPEN = ["Once upon a time, in a small village at the edge of the forest,", "The best way to learn to cook is"]
+
+
+@pytest.fixture(scope="module")
+def spec(client, smollm2_path):
+    model = client.llm.load_new_instance(str(smollm2_path), "speculative",
+                                         config={"contextLength": 1024, "maxParallelPredictions": 2})
+    yield model
+    model.unload()
+
+
+def _run(model, prompt, cfg):
+    stream = model.complete_stream(prompt, config=cfg)
+    for _ in stream:
+        pass
+    return list(stream.token_ids), stream.result()
+
+
+def _same_or_tie(model, prompt, plain, drafted):
+    """The two token lists are equal, or part where the target's logits for the two
+    candidates are within TIE (evaluated on the common prefix in one batch)."""
+    k = next((i for i in range(min(len(plain), len(drafted))) if plain[i] != drafted[i]), None)
+    if k is None:
+        assert len(plain) == len(drafted), (plain, drafted)
+        return True
+    native, engine = model._instance.native()
+    tokens = native.tokenize(prompt, True, False) + plain[:k]
+    rows = np.frombuffer(engine.eval_logits([tokens], [len(tokens) - 1])[0], dtype=np.float32)
+    last = rows.reshape(-1, native.n_vocab)[-1]
+    gap = abs(float(last[plain[k]]) - float(last[drafted[k]]))
+    assert gap < TIE, f"drafting changed token {k}: {plain[k]} -> {drafted[k]}, logit gap {gap:.3f}"
+    return False
+
+
+def _check_counts(stats):
+    assert stats.used_draft_model_key == "ngram"
+    assert (stats.accepted_draft_tokens_count + stats.rejected_draft_tokens_count
+            + stats.ignored_draft_tokens_count == stats.total_draft_tokens_count), stats
+
+
+def test_greedy_output_is_the_targets(spec):
+    accepted, identical = 0, 0
+    for prompt in COPYING + OPEN:
+        cfg = {**GREEDY, "maxTokens": 48}
+        plain, _ = _run(spec, prompt, cfg)
+        drafted, result = _run(spec, prompt, {**cfg, **NGRAM})
+        _check_counts(result.stats)
+        accepted += result.stats.accepted_draft_tokens_count
+        identical += _same_or_tie(spec, prompt, plain, drafted)
+    # Drafting really happened and was mostly right on the copying prompts; most outputs equal.
+    assert accepted >= 40, accepted
+    assert identical >= len(COPYING + OPEN) - 2, identical
+
+
+def test_a_prediction_without_the_key_reports_no_drafts(spec):
+    _, result = _run(spec, COPYING[0], {**GREEDY, "maxTokens": 8})
+    assert result.stats.used_draft_model_key is None and result.stats.total_draft_tokens_count is None
+
+
+def test_max_tokens_inside_a_draft_and_stop_strings(spec):
+    prompt = COPYING[0]
+    for n in (3, 5, 9):
+        tokens, result = _run(spec, prompt, {**GREEDY, **NGRAM, "maxTokens": n})
+        assert len(tokens) == n and result.stats.predicted_tokens_count == n
+        assert result.stats.stop_reason == "maxPredictedTokensReached"
+        _check_counts(result.stats)
+    # A stop string from the middle of the answer itself (whatever this CPU's kernels make it).
+    full = spec.complete(prompt, config={**GREEDY, **NGRAM, "maxTokens": 40}).content
+    stop = full[len(full) // 2:len(full) // 2 + 4]
+    drafted = spec.complete(prompt, config={**GREEDY, **NGRAM, "maxTokens": 40, "stopStrings": [stop]})
+    assert drafted.stats.stop_reason == "stopStringFound", (full, stop, drafted.content)
+    assert drafted.content == full[:full.index(stop)]
+    _check_counts(drafted.stats)
+
+
+def test_with_a_json_schema(spec):
+    schema = {"type": "object", "properties": {"colours": {"type": "array", "items": {"type": "string"},
+                                                           "minItems": 6, "maxItems": 6}},
+              "required": ["colours"]}
+    prompt = ("Colours: red, green, blue, red, green, blue. As JSON: {\"colours\": [\"red\", \"green\", "
+              "\"blue\", \"red\", \"green\", \"blue\"]}\nColours: red, green, blue, red, green, blue. As JSON:")
+    cfg = {**GREEDY, "maxTokens": 80, "structured": {"type": "json", "jsonSchema": schema}}
+    plain, _ = _run(spec, prompt, cfg)
+    drafted, result = _run(spec, prompt, {**cfg, **NGRAM})
+    _check_counts(result.stats)
+    assert len(json.loads(result.content)["colours"]) == 6
+    _same_or_tie(spec, prompt, plain, drafted)
+
+
+def test_concurrent_requests_each_get_their_own_answer(spec):
+    """Two at once: drafts go only into steps where one request generates (a second request's
+    tokens would be split into their own pass over the weights), and each answer is still its
+    own lone one."""
+    import threading
+
+    cfg = {**GREEDY, **NGRAM, "maxTokens": 40}
+    lone = [_run(spec, p, cfg)[0] for p in COPYING[:2]]
+    out = [None, None]
+
+    def run(i):
+        out[i] = _run(spec, COPYING[i], cfg)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    for i in range(2):
+        tokens, result = out[i]
+        _check_counts(result.stats)
+        _same_or_tie(spec, COPYING[i], lone[i], tokens)
+
+
+@pytest.mark.parametrize("cfg", [{"speculativeDecodingNumDraftTokensExact": 0}, {"draftNgram": "yes"},
+                                 {"speculativeDecodingMinDraftLengthToConsider": -1}])
+def test_bad_keys_are_clear_errors(spec, cfg):
+    with pytest.raises(lms.LMStudioValueError):
+        spec.complete("Hello", config={**NGRAM, **cfg, "maxTokens": 2})
+    assert spec.complete("Hello", config={**GREEDY, **NGRAM, "maxTokens": 2}).stats.predicted_tokens_count > 0
