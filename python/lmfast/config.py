@@ -39,7 +39,13 @@ def _bad(key: str, value: Any, expected: str) -> InvalidConfigError:
     return InvalidConfigError(f"config key {key!r}: expected {expected}, got {value!r}")
 
 
-def _int(lo: int | None = None, hi: int | None = None, allow_false: bool = False):
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+def _int(lo: int | None = None, hi: int | None = INT32_MAX, allow_false: bool = False):
+    """An integer key; most reach a C int32, so that is the default upper bound (above it a
+    binding would raise a TypeError, not a clear error): byte counts pass INT64_MAX."""
     def check(key: str, v: Any) -> Any:
         if allow_false and (v is False or v is None):
             return False
@@ -260,6 +266,15 @@ PREDICTION_KEYS: tuple[Key, ...] = (
         shown="none"),
     Key("ignoreEos", _bool, False,
         "lmfast: keep generating past the end-of-generation token (for fixed-length benchmarks)."),
+    Key("draftNgram", _bool, False,
+        "lmfast: speculative decoding without a draft model: tokens that follow an earlier occurrence "
+        "of the last 3 tokens in the prompt or the answer are drafted and verified in one target pass. "
+        "The output is the same as without it; it pays where the answer repeats its context (rewrites, "
+        "quotes, code edits)."),
+    Key("speculativeDecodingNumDraftTokensExact", _int(1, 64), 8,
+        "Most tokens drafted per step (the draft length adapts to how many are accepted)."),
+    Key("speculativeDecodingMinDraftLengthToConsider", _int(0, 64), 0,
+        "Drafts shorter than this are not verified."),
     Key("contextOverflowPolicy", _one_of("stopAtLimit", "truncateMiddle", "rollingWindow"), "stopAtLimit",
         "When prompt and response outgrow contextLength. 'stopAtLimit': an overlong prompt is an error, and "
         "generation stops with 'contextLengthReached'. 'truncateMiddle': keep the start (the first "
@@ -310,14 +325,14 @@ LOAD_KEYS: tuple[Key, ...] = (
     Key("maxParallelPredictions", _int(1, 256), 4,
         "lmfast: the most KV-cache sequences, i.e. predictions served at once and conversations kept "
         "cached; each has its own contextLength of KV cache, allocated when first needed."),
-    Key("promptCacheRamBytes", _int(0, allow_false=True), False,
+    Key("promptCacheRamBytes", _int(0, INT64_MAX, allow_false=True), False,
         "lmfast: host-memory budget for conversations evicted from their KV sequence, restored from "
         "there instead of evaluated again when they return; False: an eighth of the free memory at "
         "load, at most 4 GiB; 0: off.", shown="1/8 of free RAM, at most 4 GiB"),
     Key("promptCacheDir", _folder_or_false, False,
         "lmfast: a folder for the disk tier: conversations pushed out of the host-memory tier and prefixes "
         "saved with LLM.prewarm() are written there and survive a restart; False: no disk tier."),
-    Key("promptCacheDiskBytes", _int(0), 8 << 30,
+    Key("promptCacheDiskBytes", _int(0, INT64_MAX), 8 << 30,
         "lmfast: byte budget of promptCacheDir (all models' cache files in it); least recently used go first.",
         shown="8 GiB"),
 )
