@@ -325,6 +325,12 @@ def test_openai_client_through_serve(affinity_app, smollm2_path):
     assert httpx.get(affinity_app + "/v1/nowhere", timeout=30).status_code == 404
     models = oai.models.list()
     assert [m.id for m in models.data]
+    # A session key pins unrelated prompts to one replica; the `user` field does the same.
+    for pin in ({"extra_headers": {"x-session-id": "session-a"}}, {"user": "user-b"}):
+        pinned = {oai.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": f"Unrelated question {k}?"}], max_tokens=1,
+            **pin).headers["x-lmfast-replica"] for k in range(4)}
+        assert len(pinned) == 1, (pin, pinned)
     # What the router reads from each replica, and the engine-backed health check.
     model_handle = serve.get_deployment_handle("LMFastModel", app_name="aff")
     stats = model_handle.record_routing_stats.remote().result(timeout_s=60)
