@@ -336,6 +336,18 @@ def test_openai_client_through_serve(affinity_app, smollm2_path):
     stats = model_handle.record_routing_stats.remote().result(timeout_s=60)
     assert stats["sequences"] == 4 and stats["busy"] == 0 and stats["queued"] == 0
     assert model_handle.check_health.remote().result(timeout_s=60) is None
+    # A client that goes away mid-stream frees its engine sequence on the replica.
+    request = {"model": model, "messages": [{"role": "user", "content": "Write a very long essay."}],
+               "max_tokens": 1500, "stream": True}
+    with httpx.stream("POST", affinity_app + CHAT, json=request, timeout=60) as r:
+        replica = r.headers["x-lmfast-replica"]
+        next(line for line in r.iter_lines() if line.startswith("data:"))
+        actor = serve_replica_actor(replica)
+        assert ray.get(actor.record_routing_stats.remote(), timeout=30)["busy"] == 1
+    deadline = time.monotonic() + 15  # the whole answer would take over a minute here
+    while ray.get(actor.record_routing_stats.remote(), timeout=30)["busy"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.get(actor.record_routing_stats.remote(), timeout=30)["busy"] == 0
 
 
 def run_chats(url: str, model: str, tag: str, n_chats: int = 8, turns: int = 5) -> tuple[float, list[str], float]:

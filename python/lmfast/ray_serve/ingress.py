@@ -16,9 +16,9 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
-from ..server.errors import APIError, error_body, unavailable
+from ..server.errors import APIError, unavailable
 from ..server.jsonbody import read_body
 from .affinity import BLOCK_CHARS, key_of
 from .forwarding import ForwardedRequest, Head
@@ -41,6 +41,10 @@ def _app_path(scope: dict[str, Any]) -> str:
     if root and (path == root or path.startswith(root + "/")):
         path = path[len(root):]
     return path or "/"
+
+
+def _failed(e: BaseException) -> APIError:
+    return APIError(500, f"the model replica failed: {type(e).__name__}", code="internal_error")
 
 
 class LMFastIngress:
@@ -72,6 +76,9 @@ class LMFastIngress:
             answer: DeploymentResponseGenerator = self._model.remote(forwarded)
             try:
                 head = await answer.__anext__()
+            except asyncio.CancelledError:
+                answer.cancel()  # the client went away before the answer started
+                raise
             except RayActorError as e:
                 log.warning("replica lost before answering (attempt %d): %s", attempt + 1, e)
                 if attempt < self._retries:
@@ -82,12 +89,10 @@ class LMFastIngress:
                                    retry_after=1).response()
             except Exception as e:  # noqa: BLE001 - the replica failed outside the server app
                 log.error("model replica failed: %s", e)
-                return JSONResponse(error_body(500, f"the model replica failed: {type(e).__name__}",
-                                               code="internal_error"), status_code=500)
+                return _failed(e).response()
             if not isinstance(head, Head):
                 answer.cancel()
-                return JSONResponse(error_body(500, "the model replica sent no response head", code="internal_error"),
-                                    status_code=500)
+                return APIError(500, "the model replica sent no response head", code="internal_error").response()
             response = StreamingResponse(self._rest(answer, head))
             response.status_code = head.status
             response.raw_headers = list(head.headers)
@@ -101,10 +106,11 @@ class LMFastIngress:
             async for chunk in answer:
                 yield chunk
             finished = True
-        except RayActorError as e:
-            log.warning("replica lost during a response: %s", e)
+        except Exception as e:  # noqa: BLE001 - the stream ends with an error event, not a cut
+            log.warning("replica lost or failed during a response: %s", e)
             if head.is_event_stream:
-                yield b"data: " + json.dumps(_lost(type(e).__name__).body()).encode() + b"\n\n"
+                error = _lost(type(e).__name__) if isinstance(e, RayActorError) else _failed(e)
+                yield b"data: " + json.dumps(error.body()).encode() + b"\n\n"
             finished = True  # a JSON body stays short: the client sees the connection end early
         finally:
             if not finished:
