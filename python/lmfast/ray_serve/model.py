@@ -79,6 +79,8 @@ class LMFastModel:
     async def __del__(self) -> None:
         # Serve has already waited (graceful_shutdown_timeout_s) for running requests; what is
         # left ends with an error event, then the models unload.
+        if not hasattr(self, "_lifespan"):
+            return  # the app was never built
         state = self._ctx.state
         state.shutting_down = True
         state.abort_event().set()
