@@ -144,3 +144,17 @@ def test_bad_keys_are_clear_errors(spec, cfg):
     with pytest.raises(lms.LMStudioValueError):
         spec.complete("Hello", config={**NGRAM, **cfg, "maxTokens": 2})
     assert spec.complete("Hello", config={**GREEDY, **NGRAM, "maxTokens": 2}).stats.predicted_tokens_count > 0
+
+
+def test_chat_command_line_flag(smollm2_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "lmfast", "chat", str(smollm2_path), "-p",
+                        "List the days of the week twice.", "--draft-ngram", "--stats", "-t", "0", "-n", "24",
+                        "--cpu-threads", "1", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(r.stderr[r.stderr.index("{"):])
+    drafted = {k: v for k, v in stats.items() if "raft" in k}
+    assert drafted.get("usedDraftModelKey", drafted.get("used_draft_model_key")) == "ngram", stats
+    assert r.stdout.strip()

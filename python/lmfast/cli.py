@@ -56,6 +56,8 @@ def _chat(args: argparse.Namespace) -> int:
     config = {"temperature": args.temperature}
     if args.max_tokens:
         config["maxTokens"] = args.max_tokens
+    if args.draft_ngram:
+        config["draftNgram"] = True
     chat = lms.Chat(args.system) if args.system else lms.Chat()
     prompts = [" ".join(words)] if words else None
     while True:
@@ -171,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", "-n", type=int, default=0)
     p.add_argument("--context-length", "-c", type=int, default=0)
     add_threads_flag(p, "the model's decode threads (cpuThreads; default: the cores other processes leave free)")
+    p.add_argument("--draft-ngram", action="store_true",
+                   help="speculative decoding by n-gram lookup (draftNgram): faster where answers repeat the chat")
     p.add_argument("--stats", action="store_true", help="print prediction stats to stderr")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     p.set_defaults(func=_chat)
