@@ -1,13 +1,15 @@
 """lmfast on Ray Serve (lmfast.ray_serve): the routing key, the cache-affine router and the
 engine health check on their own, then a local Ray cluster on 127.0.0.1 with replicas of SmolLM2
 behind Serve's HTTP proxy: the openai client through it, affinity against Serve's power-of-two
-routing on interleaved chats, and a replica killed under running streams.
+routing on interleaved chats, replicas and nodes lost under running streams, scaling.
 
-The cluster tests share one Ray instance (its start takes ~30 s on 2 cores); every replica gets
-half a logical CPU and one decode thread, and every wait is bounded."""
+The cluster tests share one local cluster (a head and two worker nodes on this host, every Ray
+service on 127.0.0.1); every replica gets half a logical CPU and one decode thread, and every
+wait is bounded."""
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import socket
 import time
 from pathlib import Path
@@ -30,6 +32,7 @@ from lmfast.ray_serve.health import EngineWatch  # noqa: E402
 from lmfast.ray_serve.router import CacheAffinityRouter  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "docs" / "ray-serve-config.yaml"
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 CHAT = "/v1/chat/completions"
 
 
@@ -262,6 +265,14 @@ class LocalCluster:
 
 @pytest.fixture(scope="module")
 def cluster():
+    # Ray puts a node on this host's network address unless it runs as a single-machine cluster
+    # (as on macOS and Windows): then every node and service listens on 127.0.0.1. The variable
+    # reaches the nodes' processes; the constant is what this process read when it imported Ray.
+    from ray._private import ray_constants
+
+    saved = os.environ.get(LOOPBACK_ONLY), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_ONLY] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
     local = LocalCluster()
     try:
         ray.init(address=local.cluster.address, configure_logging=False, log_to_driver=False,
@@ -273,6 +284,11 @@ def cluster():
         serve.shutdown()
         ray.shutdown()
         local.cluster.shutdown()
+        ray_constants.ENABLE_RAY_CLUSTER = saved[1]
+        if saved[0] is None:
+            del os.environ[LOOPBACK_ONLY]
+        else:
+            os.environ[LOOPBACK_ONLY] = saved[0]
 
 
 def deploy(model: Path, name: str, prefix: str, routing: str = "affinity", replicas: int = 2,
