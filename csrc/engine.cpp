@@ -980,7 +980,7 @@ void Engine::add_draft(Active & a) {
     if (a.req->params_.max_tokens >= 0) room = std::min(room, a.req->params_.max_tokens - st.predicted_tokens - 1);
     room = std::min(room, params_.n_batch - batch_.n_tokens);
     int32_t ignored = 0;
-    a.draft = a.drafter->draft(toks, a.next, room, ignored);
+    a.draft = a.drafter->draft(toks, a.next, room, draft_cost_ratio(), ignored);
     st.draft_tokens += ignored + static_cast<int32_t>(a.draft.size());
     st.ignored_draft_tokens += ignored;
     const auto pos = static_cast<llama_pos>(toks.size() + 1);
@@ -1066,12 +1066,31 @@ void Engine::set_step_threads() {
     }
 }
 
-// A prompt-sized batch updates the per-token cost estimate that admit() weighs copies by.
+// A prompt-sized batch updates the per-token cost estimate that admit() weighs copies by; a
+// one-token step the cost of a plain decode step, which drafts are weighed against.
 void Engine::update_prompt_cost(Clock::time_point t_decode) {
-    if (batch_.n_tokens < 16) return;
-    llama_synchronize(ctx_);
-    const double per_token = seconds(t_decode, Clock::now()) / batch_.n_tokens;
-    prompt_sec_per_token_ = 0.8 * prompt_sec_per_token_ + 0.2 * per_token;
+    if (batch_.n_tokens != 1 && batch_.n_tokens < 16) return;
+    llama_synchronize(ctx_);  // the logits are read right after anyway
+    const double took = seconds(t_decode, Clock::now());
+    if (batch_.n_tokens == 1) {
+        decode_step_sec_ = decode_step_sec_ > 0 ? 0.8 * decode_step_sec_ + 0.2 * took : took;
+        return;
+    }
+    prompt_sec_per_token_ = 0.8 * prompt_sec_per_token_ + 0.2 * took / batch_.n_tokens;
+}
+
+// One more token in a step, as a share of a plain step's time (speculation.h): a prompt
+// token's measured cost over a one-token step's. Until both are measured, 0.17 (SmolLM2 on
+// 2 cores: ~2.5 ms a prompt token, ~15 ms a step).
+// LMFAST_DRAFT_COST_RATIO overrides it, for measuring.
+double Engine::draft_cost_ratio() const {
+    static const double forced = [] {
+        const char * v = std::getenv("LMFAST_DRAFT_COST_RATIO");
+        return v ? std::atof(v) : 0.0;
+    }();
+    if (forced > 0) return forced;
+    if (decode_step_sec_ <= 0) return 0.17;
+    return std::clamp(prompt_sec_per_token_ / decode_step_sec_, 0.02, 1.0);
 }
 
 // The batch is in the KV cache now: record it, then sample where logits were asked for.

@@ -261,6 +261,7 @@ private:
     void wake_finished();
     bool sample(Active & a, int32_t i_batch);
     void add_draft(Active & a);
+    double draft_cost_ratio() const;
     bool verify_draft(Active & a, bool keep);
     bool shift(Active & a);
     int32_t keep_for(ContextOverflow policy, const std::vector<llama_token> & prompt) const;
@@ -279,6 +280,7 @@ private:
     std::vector<uint8_t> state_buf_;     // scratch for copying a sequence's cells
     std::vector<llama_token_data> sample_buf_;  // scratch for constrained sampling
     double prompt_sec_per_token_ = 1e-3; // running estimate, from this engine's own prompt batches
+    double decode_step_sec_ = 0;         // running estimate of a one-token step; 0: not measured yet
 
     mutable std::mutex mu_;
     std::condition_variable cv_;

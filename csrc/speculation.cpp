@@ -7,19 +7,36 @@
 namespace lmfast {
 
 NgramDrafter::NgramDrafter(int32_t n_max, int32_t n_min)
-    : n_max_(std::max<int32_t>(1, n_max)), n_min_(std::max<int32_t>(0, n_min)), n_now_(n_max_) {}
+    : n_max_(std::max<int32_t>(1, n_max)), n_min_(std::max<int32_t>(0, n_min)) {}
+
+int32_t NgramDrafter::best_length(double cost_ratio) const {
+    const double p = accepted_ / (accepted_ + rejected_);
+    double best = 1.0, expected = 1.0, term = 1.0;
+    int32_t best_k = 0;
+    for (int32_t k = 1; k <= n_max_; ++k) {
+        term *= p;
+        expected += term;
+        const double gain = expected / (1.0 + k * cost_ratio);
+        if (gain > best) {
+            best = gain;
+            best_k = k;
+        }
+    }
+    return best_k;
+}
 
 std::vector<llama_token> NgramDrafter::draft(const std::vector<llama_token> & history, llama_token next,
-                                             int32_t room, int32_t & ignored) {
+                                             int32_t room, double cost_ratio, int32_t & ignored) {
     ignored = 0;
-    if (rest_ > 0) {
-        if (--rest_ == 0) n_now_ = 1;
-        return {};
+    int32_t k = best_length(cost_ratio);
+    if (k == 0) {
+        if (++idle_ < kProbeSteps) return {};
+        k = 1;  // a probe
     }
-    // The lookup drafts nothing shorter than its n-gram: ask for at least that, keep n_now_.
-    const int32_t ask = std::min<int32_t>(std::max<int32_t>(n_now_, kNgram), 0xffff);
+    // The lookup drafts nothing shorter than its n-gram: ask for at least that, keep k.
+    const int32_t ask = std::min<int32_t>(std::max<int32_t>(k, kNgram), 0xffff);
     std::vector<llama_token> d = common_ngram_simple_draft({kNgram, static_cast<uint16_t>(ask)}, history, next);
-    if (static_cast<int32_t>(d.size()) > n_now_) d.resize(static_cast<size_t>(n_now_));
+    if (static_cast<int32_t>(d.size()) > k) d.resize(static_cast<size_t>(k));
     const auto keep = static_cast<size_t>(std::max<int32_t>(0, room));
     if (d.size() > keep) {
         ignored += static_cast<int32_t>(d.size() - keep);
@@ -29,17 +46,16 @@ std::vector<llama_token> NgramDrafter::draft(const std::vector<llama_token> & hi
         ignored += static_cast<int32_t>(d.size());
         d.clear();
     }
+    if (!d.empty()) idle_ = 0;
     return d;
 }
 
 void NgramDrafter::verified(size_t n_drafted, size_t n_accepted) {
     if (n_drafted == 0) return;
-    if (n_accepted == n_drafted) {
-        n_now_ = std::min(n_max_, std::max<int32_t>(1, n_now_ * 2));
-    } else if (n_accepted == 0) {
-        n_now_ /= 2;
-        if (n_now_ == 0) rest_ = kRestSteps;
-    }
+    // Older drafts count less: a request's text moves between copying and writing.
+    constexpr double kDecay = 0.8;
+    accepted_ = kDecay * accepted_ + static_cast<double>(n_accepted);
+    rejected_ = kDecay * rejected_ + (n_accepted < n_drafted ? 1.0 : 0.0);
 }
 
 }  // namespace lmfast
