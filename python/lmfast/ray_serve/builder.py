@@ -12,7 +12,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 
-from ..server.settings import ServerSettings, check_bind
+from ..server.settings import ServerSettings, check_bind, engine_load_config
 from .affinity import BLOCK_CHARS
 from .ingress import LMFastIngress
 from .model import LMFastModel
@@ -71,15 +71,9 @@ class ServeArgs(BaseModel):
         return [v for v in value.split(",") if v] if isinstance(value, str) else value
 
     def engine_config(self) -> dict[str, Any]:
-        cfg = dict(self.load_config)
-        cfg["maxParallelPredictions"] = self.parallel
-        if self.cpu_threads is not None:
-            cfg["cpuThreads"] = self.cpu_threads
-        if self.context_length is not None:
-            cfg["contextLength"] = self.context_length
-        if self.prompt_cache_ram_mb is not None:
-            cfg["promptCacheRamBytes"] = self.prompt_cache_ram_mb << 20
-        return cfg
+        return engine_load_config(context_length=self.context_length, parallel=self.parallel,
+                                  cpu_threads=self.cpu_threads, prompt_cache_ram_mb=self.prompt_cache_ram_mb,
+                                  base=self.load_config)
 
     @property
     def ongoing(self) -> int:

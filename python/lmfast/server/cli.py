@@ -53,19 +53,13 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> Any:
-    from .settings import ServerSettings
+    from .settings import ServerSettings, engine_load_config
 
-    load: dict[str, Any] = {}
-    if args.context_length:
-        load["contextLength"] = args.context_length
-    if args.parallel:
-        load["maxParallelPredictions"] = args.parallel
-    if args.cpu_threads:
-        load["cpuThreads"] = args.cpu_threads
-    if args.flash_attention:
-        load["flashAttention"] = args.flash_attention == "on"
-    if args.prompt_cache_ram_mb is not None:
-        load["promptCacheRamBytes"] = args.prompt_cache_ram_mb << 20
+    # 0 for --context-length, --parallel or --cpu-threads means "not given", as before.
+    load = engine_load_config(context_length=args.context_length or None, parallel=args.parallel or None,
+                              cpu_threads=args.cpu_threads or None,
+                              flash_attention=None if args.flash_attention is None else args.flash_attention == "on",
+                              prompt_cache_ram_mb=args.prompt_cache_ram_mb)
     return ServerSettings(
         models=list(args.model), host=args.host, port=args.port,
         api_key=api_key(args), jit=not args.no_jit, ttl=args.ttl,

@@ -8,6 +8,21 @@ from typing import Any
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
+def engine_load_config(*, context_length: int | None = None, parallel: int | None = None,
+                       cpu_threads: int | None = None, flash_attention: bool | None = None,
+                       prompt_cache_ram_mb: int | None = None, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The load config of the LLMs a server loads, from its options (``lmfast serve``'s flags, the
+    Ray Serve app's arguments): the keys that were given, over ``base``."""
+    cfg = dict(base or {})
+    for key, value in (("contextLength", context_length), ("maxParallelPredictions", parallel),
+                       ("cpuThreads", cpu_threads), ("flashAttention", flash_attention)):
+        if value is not None:
+            cfg[key] = value
+    if prompt_cache_ram_mb is not None:
+        cfg["promptCacheRamBytes"] = prompt_cache_ram_mb << 20
+    return cfg
+
+
 @dataclasses.dataclass
 class ServerSettings:
     """Everything the app reads at run time. Defaults are the safe ones (loopback, no CORS)."""
