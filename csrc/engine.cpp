@@ -1024,7 +1024,7 @@ bool Engine::decode_batch() {
         const Clock::time_point t_decode = Clock::now();
         const int32_t ret = llama_decode(ctx_, batch_);
         if (ret == 0) {
-            update_prompt_cost(t_decode);
+            update_step_costs(t_decode);
             return true;
         }
         if (ret == 1) {
@@ -1068,7 +1068,7 @@ void Engine::set_step_threads() {
 
 // A prompt-sized batch updates the per-token cost estimate that admit() weighs copies by; a
 // one-token step the cost of a plain decode step, which drafts are weighed against.
-void Engine::update_prompt_cost(Clock::time_point t_decode) {
+void Engine::update_step_costs(Clock::time_point t_decode) {
     if (batch_.n_tokens != 1 && batch_.n_tokens < 16) return;
     llama_synchronize(ctx_);  // the logits are read right after anyway
     const double took = seconds(t_decode, Clock::now());

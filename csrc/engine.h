@@ -253,7 +253,7 @@ private:
     bool build_batch();
     bool decode_batch();
     void set_step_threads();
-    void update_prompt_cost(std::chrono::steady_clock::time_point t_decode);
+    void update_step_costs(std::chrono::steady_clock::time_point t_decode);
     // Appends one token of one sequence to batch_; returns its index in the batch.
     int32_t batch_add(llama_token t, llama_pos pos, llama_seq_id seq, bool logits);
     void commit_and_sample();
