@@ -14,14 +14,14 @@ from .async_api import AsyncClient, AsyncEmbeddingModel, AsyncLLM, AsyncPredicti
 from .backends import backend_info
 from .chat import AssistantResponse, Chat, ChatMessage, SystemPrompt, ToolResultMessage, UserMessage
 from .client import Client, EmbeddingNamespace, LlmNamespace, configure_default_client, get_default_client
-from .downloaded import DownloadedEmbeddingModel, DownloadedLlm
+from .models.downloaded import DownloadedEmbeddingModel, DownloadedLlm
 from .embedding import EmbeddingModel
 from .errors import *  # noqa: F401,F403 - the exception hierarchy is part of the API
 from .errors import __all__ as _errors_all
-from .hub import DownloadProgressUpdate
+from .models.hub import DownloadProgressUpdate
 from .llm import LLM, PredictionStream
-from .registry import DEFAULT_MODEL
-from .repository import AvailableModel, ModelDownloadOption
+from .models.registry import DEFAULT_MODEL
+from .models.repository import AvailableModel, ModelDownloadOption
 from .results import (ActResult, EmbeddingModelInfo, EmbeddingModelInstanceInfo, LlmInfo, LlmInstanceInfo,
                       LlmPredictionFragment, LlmPredictionStats, PredictionResult, PredictionRoundResult)
 from .structured import BaseModel, ModelSchema

@@ -24,7 +24,7 @@ from typing import Any, Awaitable, Callable, Iterable, TypeVar
 from .client import Client
 from .errors import LMStudioRuntimeError
 from .llm import LLM, FragmentCallback, MessageCallback, PredictionStream, _call
-from .repository import AsyncRepository
+from .models.repository import AsyncRepository
 from .results import ActResult, LlmInstanceInfo, LlmPredictionFragment, PredictionResult
 from .tools import tool_definitions
 

@@ -7,14 +7,14 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from .config import embedding_load_config, load_config
-from .downloaded import DownloadedModel, list_downloaded
+from .models.downloaded import DownloadedModel, list_downloaded
 from .embedding import EmbeddingInstance, EmbeddingModel
 from .errors import (LMStudioClientError, LMStudioDuplicateIdentifierError, LMStudioModelNotFoundError,
                      LMStudioValueError, ModelLoadError)
 from .instance import LoadProgress, ModelInstance
 from .llm import LLM
-from .repository import Repository
-from .registry import ModelFile, model_type_of, resolve, same_key
+from .models.repository import Repository
+from .models.registry import ModelFile, model_type_of, resolve, same_key
 
 
 class _ModelNamespace:
@@ -126,7 +126,7 @@ class _ModelNamespace:
                     if i is not None and _kind_of(i) == self._kind]
 
     def list_downloaded(self) -> list[DownloadedModel]:
-        """This namespace's models in the model folders (see lmfast.registry)."""
+        """This namespace's models in the model folders (see lmfast.models.registry)."""
         return list_downloaded(self._client, self._kind)
 
     def get_model_info(self, model_specifier: Any) -> Any:
@@ -247,7 +247,7 @@ class Client:
         """The loaded instance of ``kind`` with this identifier, model key or path."""
         text = os.fspath(model_key)
         if text[:3].lower() == "hf:":  # a Hub reference: the instance of its file on disk, if loaded
-            from .hub import local_path
+            from .models.hub import local_path
 
             text = local_path(text) or text
         live = [i for i in self._instances.values() if i is not None and _kind_of(i) == kind]

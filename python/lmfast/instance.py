@@ -16,8 +16,8 @@ from . import _core, prompt_cache
 from .backends import default_flash_attention, plan_offload
 from .config import LOAD_KEYS, Key, kv_type_id, with_defaults
 from .errors import ModelUnloadedError
-from .gguf import expert_overrides
-from .registry import ModelFile, params_string
+from .models.gguf import expert_overrides
+from .models.registry import ModelFile, params_string
 from .results import LlmInstanceInfo
 
 _REF_ALPHABET = string.ascii_letters + string.digits
@@ -240,7 +240,7 @@ class ModelInstance(LoadedInstance):
 
 def _block_count(model_file: ModelFile) -> int:
     """Layer count of a model, for a fractional GPU offload ratio (read without loading it)."""
-    from .gguf import read_metadata
+    from .models.gguf import read_metadata
 
     meta = read_metadata(model_file.path)
     arch = meta.get("general.architecture", "")

@@ -62,7 +62,7 @@ class Preset:
 
 
 def preset_dirs() -> list[Path]:
-    from .registry import cache_dir
+    from .models._paths import cache_dir
 
     env = os.environ.get("LMFAST_PRESETS_DIR")
     home = Path.home()

@@ -9,8 +9,8 @@ import time
 from typing import Any, Callable, Generic, TypeVar
 
 from ..errors import LMStudioError
-from ..gguf import read_metadata
-from ..registry import ModelFile, known_models
+from ..models.gguf import read_metadata
+from ..models.registry import ModelFile, known_models
 
 T = TypeVar("T")
 

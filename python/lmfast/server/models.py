@@ -12,8 +12,8 @@ from typing import Any
 from ..client import Client
 from .. import errors as lm_errors
 from ..errors import LMStudioError
-from ..gguf import model_type, read_metadata
-from ..registry import ModelFile, resolve
+from ..models.gguf import model_type, read_metadata
+from ..models.registry import ModelFile, resolve
 from . import model_records
 from .catalog import Catalog
 from .errors import APIError, bad_request, from_lmfast, unavailable

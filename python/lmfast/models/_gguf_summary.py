@@ -2,7 +2,7 @@
 file type the converter wrote (not from the file name, which can be anything), and its
 parameter count from the tensor shapes when the file has no ``general.size_label``.
 
-The native reader (lmfast.gguf) returns the key/value metadata only, so the tensor section is
+The native reader (lmfast.models.gguf) returns the key/value metadata only, so the tensor section is
 read here; it is reached by stepping over the key/value section, which takes milliseconds for a
 vocabulary of 30-50k strings and runs only for files without a size label. The file has been
 through the native checker first (read_metadata), so counts and lengths are sane; a file that

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ..cli_common import UserError, api_key
+from ._common import UserError, api_key
 
 PRIVATE = 0o600
 # serve flags that are not passed on the command line: the key goes through the environment,
@@ -30,7 +30,7 @@ _NOT_ON_ARGV = {"api_key", "api_key_file", "help"}
 
 
 def state_dir() -> Path:
-    from ..registry import cache_dir
+    from ..models._paths import cache_dir
 
     return cache_dir()
 
@@ -116,7 +116,7 @@ def _health(host: str, port: int, timeout: float = 2.0) -> tuple[int, dict[str, 
 def _serve_argv(args: argparse.Namespace) -> list[str]:
     """``serve``'s command line for these arguments: every flag ``serve`` has that was given a
     value other than its default, read off serve's own parser so that a new flag is carried too."""
-    from .cli import add_serve_arguments
+    from ._serve import add_serve_arguments
 
     parser = argparse.ArgumentParser(add_help=False)
     add_serve_arguments(parser)

@@ -6,7 +6,7 @@ import argparse
 import logging
 from typing import Any
 
-from ..cli_common import UsageError, UserError, add_api_key_flags, add_threads_flag, api_key
+from ._common import UsageError, UserError, add_api_key_flags, add_threads_flag, api_key
 
 INSTALL_HINT = ("the HTTP server needs the 'server' extra: pip install 'lmfast[server]' "
                 "(from a source checkout: pip install '.[server]')")
@@ -53,7 +53,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> Any:
-    from .settings import ServerSettings, engine_load_config
+    from ..server.settings import ServerSettings, engine_load_config
 
     # 0 for --context-length, --parallel or --cpu-threads means "not given", as before.
     load = engine_load_config(context_length=args.context_length or None, parallel=args.parallel or None,
@@ -83,8 +83,8 @@ def _check_args(args: argparse.Namespace) -> str | None:
 
 def serve(args: argparse.Namespace) -> int:
     try:
-        from .runner import serve as run
-        from .settings import check_bind
+        from ..server.runner import serve as run
+        from ..server.settings import check_bind
     except ImportError as e:
         raise UserError(f"{INSTALL_HINT} ({e})") from None
     problem = _check_args(args)
@@ -103,7 +103,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _server_command(args: argparse.Namespace) -> int:
-    from . import daemon
+    from . import _daemon as daemon
 
     if args.action == "start":
         problem = _check_args(args)

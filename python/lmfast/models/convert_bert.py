@@ -16,7 +16,7 @@ U+2581 and a continuation piece ("##x") is stored without its "##"; the
 BertNormalizer's lower-casing and accent stripping as explicit flags; the pooling
 type and non-causal attention as model keys.
 
-    python -m lmfast.convert_bert MODEL_DIR OUT.gguf [--name NAME]
+    python -m lmfast.models.convert_bert MODEL_DIR OUT.gguf [--name NAME]
 """
 from __future__ import annotations
 
@@ -346,7 +346,7 @@ def convert(model_dir: str | os.PathLike[str], out_path: str | os.PathLike[str],
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lmfast.convert_bert", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m lmfast.models.convert_bert", description=__doc__.split("\n\n")[0])
     ap.add_argument("model_dir", help="folder with config.json, model.safetensors, tokenizer.json")
     ap.add_argument("out", help="the .gguf file to write")
     ap.add_argument("--name", help="general.name of the model (default: the folder name)")

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import hub
-from .cli_common import UserError
-from .errors import LMStudioModelNotFoundError, LMStudioValueError
-from .registry import (ModelFile, aliases, known_models, model_key_for, models_dir, params_string, scan_all,
+from ..models import hub
+from ._common import UserError
+from ..errors import LMStudioModelNotFoundError, LMStudioValueError
+from ..models.registry import (ModelFile, aliases, known_models, model_key_for, models_dir, params_string, scan_all,
                        search_dirs, split_publisher)
 
 
@@ -81,9 +81,9 @@ def describe_model(mf: ModelFile) -> dict[str, Any] | None:
     """What ``ls`` shows of a model file; None for a file that is not a readable GGUF model.
     Quantization and size come from the file's metadata, as ``get_info()`` reads them; the
     file name is the fallback for a file that does not record its type."""
-    from .errors import ModelLoadError
-    from .gguf import model_type, read_metadata
-    from .gguf_summary import count_params, quantization
+    from ..errors import ModelLoadError
+    from ..models.gguf import model_type, read_metadata
+    from ..models._gguf_summary import count_params, quantization
 
     try:
         meta = read_metadata(mf.path)
@@ -137,8 +137,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 # -- import ------------------------------------------------------------------------------------
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .errors import ModelLoadError
-    from .gguf import read_metadata
+    from ..errors import ModelLoadError
+    from ..models.gguf import read_metadata
 
     src = Path(args.file).expanduser()
     if not src.is_file():

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from .cli_common import UsageError, UserError, add_api_key_flags, api_key
+from ._common import UsageError, UserError, add_api_key_flags, api_key
 
 DEFAULT_PORT = 1234
 

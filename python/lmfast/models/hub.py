@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .errors import LMStudioClientError, LMStudioModelNotFoundError, LMStudioOSError
-from .registry import ModelFile, _sha256, cache_dir, model_key_for, models_dir, search_dirs
+from ..errors import LMStudioClientError, LMStudioModelNotFoundError, LMStudioOSError
+from ._keys import ModelFile, model_key_for
+from ._paths import cache_dir, models_dir, search_dirs, sha256_file
 
 HF_PREFIX = "hf:"
 DEFAULT_QUANT = "Q4_K_M"
@@ -531,7 +532,7 @@ def _download_file(p: DownloadPlan, f: RepoFile, progress: _Progress) -> None:
         progress.skip(have)
         _transfer(meta.location or url, url, part, have, size, f.path, progress)
         if sha is not None:
-            actual = _sha256(part)
+            actual = sha256_file(part)
             if actual != sha:
                 part.unlink(missing_ok=True)
                 raise LMStudioOSError(
