@@ -1,8 +1,4 @@
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from suite import main  # noqa: E402
+"""``python -m benchmarks [SCENARIO] ...``: see cli.py; ``--list`` for the scenarios."""
+from benchmarks.cli import main
 
 raise SystemExit(main())

@@ -1,4 +1,10 @@
-"""Turns a suite run's results into a Markdown table and PNG plots."""
+"""Turns a suite run's results into a Markdown table and PNG plots.
+
+    python -m benchmarks.report --markdown [RESULT.json ...] [--write benchmarks/RESULTS.md README.md]
+
+regenerates the tables between the marker comments of those files from the result files
+(tables.py); with no files named, the latest suite result of each model in benchmarks/results.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,7 +48,9 @@ def markdown(results: dict[str, Any]) -> str:
     s = results["settings"]
     flash = "on" if s.get("flash_attention", True) else "off"  # results before 2026-12-03 ran with it on
     out = [f"Model `{Path(s['model']).name}`, {s['threads']} threads, context {s['n_ctx']}, flash attention {flash}"
-           f"{', quick run' if s['quick'] else ''}. The runners took turns step by step. Medians "
+           f"{', quick run' if s['quick'] else ''}"
+           f"{', chats sent as raw completions of their transcript (no chat template)' if s.get('raw_completions') else ''}"
+           ". The runners took turns step by step. Medians "
            "(llama-bench decodes after as many tokens of context as the decode prompt has); ratios are "
            "lmfast / peer "
            "(above 1 is better for lmfast on speeds, below 1 on times).", "",
@@ -147,3 +155,9 @@ def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
     md = out_dir / "results.md"
     md.write_text(markdown(results))
     return [md, *plots(results, out_dir)]
+
+
+if __name__ == "__main__":
+    from benchmarks.tables import main
+
+    raise SystemExit(main())

@@ -19,10 +19,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import lockstep  # noqa: E402
-from workload import plan  # noqa: E402
+import lockstep
+from workload import plan
 
 
 class LlamaBench:

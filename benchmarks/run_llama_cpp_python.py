@@ -9,15 +9,11 @@ using it would have to do.
 """
 from __future__ import annotations
 
-import sys
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import llama_cpp  # noqa: E402
-from workload import Sample, runner_main, timed_stream  # noqa: E402
+import llama_cpp
+from workload import Sample, runner_main, timed_stream
 
 
 class LlamaCppPythonAdapter:

@@ -4,14 +4,10 @@
 """
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import lmfast as lms  # noqa: E402
-from workload import Sample, runner_main, timed_stream  # noqa: E402
+import lmfast as lms
+from workload import Sample, runner_main, timed_stream
 
 
 class LmfastAdapter:

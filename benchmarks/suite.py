@@ -1,14 +1,15 @@
 """The benchmark suite: lmfast beside llama.cpp's llama-bench and llama-cpp-python,
 on the same model, threads and settings, in one run.
 
-    python -m benchmarks [--quick] [--model KEY_OR_PATH] [--threads N] [--peers ...] [--out DIR]
-                         [--flash-attention on|off]
+    python -m benchmarks suite [--quick] [--model NAME_KEY_OR_PATH] [--threads N] [--peers ...] [--out DIR]
+                               [--flash-attention on|off] [--gpu RATIO]
 
 Every runner gets the same flash-attention setting: the one lmfast applied by default (off on
 a CPU, on with --gpu), unless --flash-attention says otherwise.
 
-Writes ``results.json`` (raw samples, machine and build info, settings), ``results.md``
-(the table) and PNG plots into the output folder. Figures are reported, never asserted.
+Writes the result file (``provenance.py``'s schema) into the output folder, and the runners' raw
+files, ``results.md`` (the table) and PNG plots into a ``suite-<time>`` folder beside it.
+A model without a chat template (Gemma 3 270M here) gets raw completions in every step. Figures are reported, never asserted.
 
 - llama-bench is built from the same tree and objects as lmfast (the engine's ceiling):
   lmfast's prefill and decode speeds are reported as ratios to its pp and tg figures. It
@@ -22,7 +23,6 @@ Writes ``results.json`` (raw samples, machine and build info, settings), ``resul
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -33,12 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import lockstep
+from benchmarks.provenance import LCPP_VERSION
+from benchmarks.report import write_report
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import lockstep  # noqa: E402
-
-LCPP_VERSION = "0.3.36"
 PEERS = ("llama-bench", "llama-cpp-python", "llama-bench-openmp")
 
 
@@ -150,76 +149,68 @@ def machine_info() -> dict[str, Any]:
             "time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
-def main(argv: list[str] | None = None) -> int:
-    import lmfast
-    from lmfast.registry import DEFAULT_MODEL, resolve
-
-    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=DEFAULT_MODEL, help="model key or .gguf path")
-    ap.add_argument("--cpu-threads", "--threads", dest="threads", type=int, default=lmfast._core.default_threads())
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions and shorter runs (minutes on 2 cores)")
-    ap.add_argument("--peers", default=",".join(PEERS),
-                    help=f"comma-separated peers to run beside lmfast ({', '.join(PEERS)}; '' for none)")
-    ap.add_argument("--out", default=None, help="output folder (default benchmarks/out/<time>)")
+def add_args(ap) -> None:
     ap.add_argument("--gpu", default=None,
                     help="GPU offload for lmfast (gpu.ratio: 0..1 or max) and llama-bench (-ngl, the same "
                          "layer count); llama-cpp-python stays a CPU build, so pass --peers llama-bench")
     ap.add_argument("--flash-attention", choices=("on", "off"), default=None,
                     help="flash attention for every runner (default: what lmfast applies by default there: "
                          "off on a CPU, on with --gpu)")
-    args = ap.parse_args(argv)
 
-    peers = [p for p in args.peers.split(",") if p]
+
+def gpu_layers(model: str, gpu: str) -> int:
+    """The layer count lmfast offloads for ``--gpu``, for llama-bench's -ngl."""
+    from lmfast.backends import plan_offload
+    from lmfast.config import load_config
+    from lmfast.gguf import read_metadata
+
+    meta = read_metadata(model)
+    n_layer = int(meta.get(f"{meta.get('general.architecture', '')}.block_count", 0))
+    gpu_cfg = load_config({"gpu": {"ratio": gpu if gpu in ("max", "off") else float(gpu)}})["gpu"]
+    return plan_offload(gpu_cfg, n_layer).n_gpu_layers
+
+
+def run(ctx, args) -> dict[str, Any]:
+    """The suite's run (``python -m benchmarks suite``); ``ctx``: cli.Context."""
+    peers = list(PEERS) if ctx.peers is None else ctx.peers
     unknown = set(peers) - set(PEERS)
     if unknown:
-        ap.error(f"unknown peers: {', '.join(sorted(unknown))}")
-    model = str(resolve(args.model).path)
-    out_dir = Path(args.out) if args.out else HERE / "out" / time.strftime("%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {"model": model, "threads": args.threads, "quick": args.quick, "n_ctx": 4096,
-                "peers": peers, "gpu": args.gpu}
-    ngl = 0
-    if args.gpu:
-        from lmfast.backends import plan_offload
-        from lmfast.config import load_config
-        from lmfast.gguf import read_metadata
-
-        meta = read_metadata(model)
-        n_layer = int(meta.get(f"{meta.get('general.architecture', '')}.block_count", 0))
-        gpu_cfg = load_config({"gpu": {"ratio": args.gpu if args.gpu in ("max", "off") else float(args.gpu)}})["gpu"]
-        ngl = plan_offload(gpu_cfg, n_layer).n_gpu_layers
-        settings["n_gpu_layers"] = ngl
+        raise SystemExit(f"unknown peers: {', '.join(sorted(unknown))} (the suite's: {', '.join(PEERS)})")
+    model, quick = str(ctx.model_path), ["--quick"] if ctx.quick else []
+    work = (ctx.out or HERE / "out") / f"suite-{time.strftime('%Y%m%d-%H%M%S')}"
+    work.mkdir(parents=True, exist_ok=True)
+    settings = {"model": model, "threads": ctx.threads, "quick": ctx.quick, "n_ctx": 4096, "peers": peers,
+                "gpu": args.gpu, "raw_completions": ctx.raw}
+    ngl = settings["n_gpu_layers"] = gpu_layers(model, args.gpu) if args.gpu else 0
     results: dict[str, Any] = {"machine": machine_info(), "settings": settings}
 
     started = time.perf_counter()
-    lm_cmd = ([sys.executable, str(HERE / "run_lmfast.py"), "--model", model, "--threads", str(args.threads)]
-              + (["--quick"] if args.quick else []) + (["--gpu", args.gpu] if args.gpu else [])
+    lm_cmd = ([sys.executable, str(HERE / "run_lmfast.py"), "--model", model, "--threads", str(ctx.threads)]
+              + quick + (["--raw"] if ctx.raw else []) + (["--gpu", args.gpu] if args.gpu else [])
               + (["--flash-attention", args.flash_attention] if args.flash_attention else []))
     # The peers get what lmfast applies: its own default where none was given.
-    probe = run_runner(lm_cmd + ["--probe", "--out", str(out_dir / "probe.json")], out_dir / "probe.json")
+    probe = run_runner(lm_cmd + ["--probe", "--out", str(work / "probe.json")], work / "probe.json")
     flash = settings["flash_attention"] = probe["flash_attention"]
     runners = {"lmfast": lm_cmd}
     if "llama-cpp-python" in peers:
         runners["llama-cpp-python"] = (
             [str(llama_cpp_python_venv()), str(HERE / "run_llama_cpp_python.py"), "--model", model,
-             "--threads", str(args.threads), "--flash-attention", "on" if flash else "off"]
-            + (["--quick"] if args.quick else []))
+             "--threads", str(ctx.threads), "--flash-attention", "on" if flash else "off"]
+            + quick + (["--raw"] if ctx.raw else []))
     for name, openmp in (("llama-bench", None), ("llama-bench-openmp", True)):
         if name in peers:
-            runners[name] = (llama_bench_runner(probe, model, args.threads, flash, ngl, openmp)
-                             + (["--quick"] if args.quick else []))
-    outs = {name: out_dir / f"{name}.json" for name in runners}
+            runners[name] = llama_bench_runner(probe, model, ctx.threads, flash, ngl, openmp) + quick
+    outs = {name: work / f"{name}.json" for name in runners}
     log("runners, taking turns step by step: " + ", ".join(runners))
     lockstep.run_in_turns({name: cmd + ["--out", str(outs[name]), "--lockstep"] for name, cmd in runners.items()})
     for name, path in outs.items():
         results[name] = json.loads(path.read_text())
+        ctx.peer_versions[name] = results[name].get("version")
+    ctx.peer_versions.pop("lmfast", None)
     results["elapsed_s"] = time.perf_counter() - started
 
-    from report import write_report
-
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-    files = write_report(results, out_dir)
-    log(f"wrote {out_dir / 'results.json'}, " + ", ".join(str(f) for f in files))
-    print((out_dir / "results.md").read_text())
-    return 0
+    (work / "results.json").write_text(json.dumps(results, indent=2))
+    files = write_report(results, work)
+    log(f"wrote {work / 'results.json'}, " + ", ".join(str(f) for f in files))
+    print((work / "results.md").read_text())
+    return results

@@ -22,7 +22,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-import lockstep
+try:  # run as a script (the runners, also in llama-cpp-python's venv): this folder is on the path
+    import lockstep
+except ImportError:  # imported as the benchmarks package's module
+    from benchmarks import lockstep
 
 # -- inputs -------------------------------------------------------------------------------
 
@@ -44,6 +47,13 @@ COUNTING = "Count from one to one thousand in digits, separated by commas: 1, 2,
 PARAGRAPH = ("The history of the printing press begins in the fifteenth century, when movable type made it "
              "possible to reproduce texts quickly and cheaply. Books, pamphlets and newspapers spread ideas "
              "across Europe, changing religion, science and politics. ")
+
+
+def transcript(messages: list[dict[str, str]]) -> str:
+    """A chat as plain text, for a base model without a chat template (Gemma 3 270M here): the
+    same turns and growing history as a chat, sent as a raw completion."""
+    names = {"system": "System", "user": "User", "assistant": "Assistant"}
+    return "".join(f"{names.get(m['role'], m['role'])}: {m['content']}\n" for m in messages) + "Assistant:"
 
 
 def long_prompt(tag: int, n_paragraphs: int) -> str:
@@ -149,13 +159,13 @@ class Workload:
     """Runs the plan's steps on an adapter; ``result()`` gathers the samples into the results'
     JSON. In order (``run``) the steps are the whole workload."""
 
-    def __init__(self, adapter: Adapter, *, quick: bool):
-        self.a, self.quick = adapter, quick
+    def __init__(self, adapter: Adapter, *, quick: bool, raw: bool = False):
+        self.a, self.quick, self.raw = adapter, quick, raw
         size = sizes(quick)
         self.n_decode, self.n_long, self.turns = size["n_decode"], size["n_long"], size["turns"]
         self.loads: list[float] = []
         self.samples: dict[str, list[Sample]] = {"short": [], "cold": [], "warm": [], "decode": []}
-        self.out: dict[str, Any] = {"adapter": adapter.name, "quick": quick}
+        self.out: dict[str, Any] = {"adapter": adapter.name, "quick": quick, "raw_completions": raw}
         self.chat: list[dict[str, str]] = []
         # Chat A asks the lone chat's questions, so its turns compare with the lone chat's; its
         # system prompt differs at the end, so it is not a replay of the lone chat's cache.
@@ -172,6 +182,12 @@ class Workload:
             "concurrent streams": self._concurrent, "unload": lambda _: self._unload()}
         return [(f"{scenario} {k}", lambda f=actions[scenario], k=k: f(k)) for scenario, k in plan(self.quick)]
 
+    def _ask(self, messages: list[dict[str, str]], max_tokens: int) -> Sample:
+        """A chat request, or its transcript as a raw completion where the model has no template."""
+        if self.raw:
+            return self.a.complete(transcript(messages), max_tokens)
+        return self.a.chat(messages, max_tokens)
+
     # -- steps ----------------------------------------------------------------------------
     def _load_unload(self) -> None:
         self.loads.append(self.a.load())
@@ -186,7 +202,7 @@ class Workload:
         self.a.complete("Hello", 4)
 
     def _short(self, i: int) -> None:
-        self.samples["short"].append(self.a.chat([{"role": "system", "content": f"{SYSTEM} (session {i})"},
+        self.samples["short"].append(self._ask([{"role": "system", "content": f"{SYSTEM} (session {i})"},
                                                   {"role": "user", "content": SHORT_QUESTION}], 8))
 
     def _long(self, i: int) -> None:
@@ -199,7 +215,7 @@ class Workload:
 
     def _turn(self, history: list[dict[str, str]], question: str) -> float:
         history.append({"role": "user", "content": question})
-        s = self.a.chat(history, 24)
+        s = self._ask(history, 24)
         history.append({"role": "assistant", "content": s.text})
         return s.ttft
 
@@ -263,9 +279,9 @@ class Workload:
                 "concurrency": self.concurrency}
 
 
-def run(adapter: Adapter, *, quick: bool, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(adapter: Adapter, *, quick: bool, raw: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """The whole workload, one step after the other."""
-    w = Workload(adapter, quick=quick)
+    w = Workload(adapter, quick=quick, raw=raw)
     for name, step in w.steps():
         log(name)
         step()
@@ -287,6 +303,8 @@ def runner_main(make_adapter: Callable[[argparse.Namespace], Adapter], version: 
                     help="only load, and write the applied flash attention and the workload's token counts")
     ap.add_argument("--lockstep", action="store_true",
                     help="run each step when told to on stdin, taking turns with another runner (lockstep.py)")
+    ap.add_argument("--raw", action="store_true",
+                    help="send chats as raw completions of their transcript (a model without a chat template)")
     if add_args:
         add_args(ap)
     args = ap.parse_args()
@@ -294,13 +312,13 @@ def runner_main(make_adapter: Callable[[argparse.Namespace], Adapter], version: 
     adapter = make_adapter(args)
     log = lambda m: print(f"[{adapter.name}] {m}", file=sys.stderr, flush=True)  # noqa: E731
     if args.probe:
-        result = Workload(adapter, quick=args.quick).probe()
+        result = Workload(adapter, quick=args.quick, raw=args.raw).probe()
     elif args.lockstep:
-        w = Workload(adapter, quick=args.quick)
+        w = Workload(adapter, quick=args.quick, raw=args.raw)
         lockstep.serve(w.steps(), log)
         result = w.result()
     else:
-        result = run(adapter, quick=args.quick, log=log)
+        result = run(adapter, quick=args.quick, raw=args.raw, log=log)
     result["version"] = version
     Path(args.out).write_text(json.dumps(result, indent=2))
     return 0

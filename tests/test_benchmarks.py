@@ -1,5 +1,6 @@
-"""Smoke test of the benchmark suite: the quick mode runs end to end and writes its
-reports. Figures are checked for presence and sanity, never against timings."""
+"""The benchmarks: the result schema and the RESULTS.md generator on synthetic result files
+(model-free, fast), and smoke runs of the scenarios (slow: they load models). Figures are
+checked for presence and sanity, never against timings."""
 import json
 import subprocess
 import sys
@@ -7,16 +8,97 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # the fast tier (pytest -m "not slow") leaves this file out
+from benchmarks import provenance, tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _suite_results(prefill: float, decode: float, peer_prefill: float, peer_decode: float) -> dict:
+    """A suite run's results as run_lmfast/run_llama_cpp_python write them, with made-up figures."""
+    def runner(p: float, d: float) -> dict:
+        return {"prefill_tps": {"samples": [p], "median": p}, "decode_tps": {"samples": [d], "median": d},
+                "load_s": {"median": 0.2}, "peak_rss_mib": 300.0}
+
+    return {"settings": {"model": "/m/x.gguf", "threads": 1, "quick": True, "n_ctx": 4096, "flash_attention": False,
+                         "raw_completions": True},
+            "lmfast": runner(prefill, decode), "llama-cpp-python": runner(peer_prefill, peer_decode),
+            "llama-bench": {"prefill_tps": {"mean": 400.0}, "decode_tps": {"mean": 100.0}}}
+
+
+def _provenance(date: str, quant: str) -> dict:
+    return {"commit": "0123456789abcdef", "dirty": True, "switches": {"LMFAST_LAZY_CLEAR": "0"},
+            "model": {"file": "x.gguf", "quantization": quant}, "cpu": {"model": "Test CPU", "flags": ["avx2", "fma"],
+                                                                         "logical_cpus": 2},
+            "threads": 1, "lmfast": {"llama_cpp_pin": "0.3.36"}, "peers": {"llama-cpp-python": "0.3.36"},
+            "date": date}
+
+
+def test_results_tables_are_generated_between_markers(tmp_path):
+    """Two models' suite results (the older run of one superseded) and a file from before the
+    schema -> the headline has one row per model with lmfast / llama-cpp-python ratios, the
+    index says which file has no provenance, and the prose around the markers stays."""
+    for model, quant, date, figures in (("gemma3-270m-q4_k_m", "Q4_K_M", "2026-12-05T10:00:00Z", (300, 90, 300, 100)),
+                                        ("smollm2-135m", "Q4_1", "2026-12-05T09:00:00Z", (100, 10, 100, 10)),
+                                        ("smollm2-135m", "Q4_1", "2026-12-05T11:00:00Z", (600, 150, 400, 100))):
+        provenance.write_result(tmp_path, "suite", model, _provenance(date, quant), {}, _suite_results(*figures))
+    (tmp_path / "old-2026-12-03b.json").write_text(json.dumps(_suite_results(1, 1, 1, 1)))
+    names = sorted(p.name for p in tmp_path.glob("suite-*.json"))
+    assert len(names) == 3 and all("0123456789-dirty" in n for n in names), names
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("# Results\nprose before\n<!-- bench:headline:begin -->\nstale\n<!-- bench:headline:end -->\n"
+                   "middle\n<!-- bench:files:begin -->\n<!-- bench:files:end -->\nprose after\n")
+    assert tables.main(["--results", str(tmp_path), "--write", str(doc)]) == 0
+    text = doc.read_text()
+    assert text.startswith("# Results\nprose before\n") and "middle\n" in text and text.endswith("prose after\n")
+    assert "stale" not in text
+    rows = [line for line in text.splitlines() if line.startswith("| smollm2") or line.startswith("| gemma3")]
+    head = [r for r in rows if "tok/s" in r]
+    assert [r.split(" | ")[0] for r in head] == ["| smollm2-135m", "| gemma3-270m-q4_k_m"], text
+    cells = head[0].split(" | ")
+    assert cells[1] == "Q4_1" and cells[4] == "1.50" and cells[7] == "1.50" and cells[8] == "1.50", cells
+    assert head[1].split(" | ")[7] == "0.90"
+    assert "| `old-2026-12-03b.json` | suite | x.gguf | provenance unrecorded (before the schema) |" in text
+    assert text.count("commit 0123456789 dirty") == 3
+
+
+def test_provenance_records_switches_model_and_cpu(monkeypatch, tmp_path):
+    """What a result file records: every LMFAST_* switch set, the commit, the CPU's flags."""
+    monkeypatch.setenv("LMFAST_Q4_1_GEMM", "0")
+    monkeypatch.setenv("LMFAST_LAZY_CLEAR", "1")
+    p = provenance.provenance(None, 1, {"llama-cpp-python": "0.3.36"})
+    assert p["switches"]["LMFAST_Q4_1_GEMM"] == "0" and p["switches"]["LMFAST_LAZY_CLEAR"] == "1"
+    assert all(k.startswith("LMFAST_") for k in p["switches"])
+    assert len(p["commit"]) == 40 and isinstance(p["dirty"], bool)
+    assert p["cpu"]["logical_cpus"] >= 1 and p["threads"] == 1 and p["lmfast"]["llama_cpp_pin"]
+    path = provenance.write_result(tmp_path, "kv-growth", "smollm2-135m", p, {"runs": 1}, {"rows": []})
+    assert path.name.startswith(f"kv-growth-smollm2-135m-{p['commit'][:10]}")
+    assert provenance.load_result(path)["provenance"]["switches"] == p["switches"]
+
+
+def test_scenarios_list_and_unknown_scenario():
+    """``--list`` names every registered scenario; an unknown one is refused with the list."""
+    res = subprocess.run([sys.executable, "-m", "benchmarks", "--list"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    listed = [line.split()[0] for line in res.stdout.splitlines()]
+    from benchmarks.scenarios import SCENARIOS
+    assert listed == list(SCENARIOS) and "suite" in listed and "kv-growth" in listed
+    res = subprocess.run([sys.executable, "-m", "benchmarks", "no-such-scenario"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode != 0 and "unknown scenario 'no-such-scenario'" in res.stderr
+
+
+@pytest.mark.slow
 def test_quick_benchmark_writes_reports(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--peers", "llama-bench",
-                          "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    res = subprocess.run([sys.executable, "-m", "benchmarks", "suite", "--quick", "--peers", "llama-bench",
+                          "--threads", "1", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    results = json.loads((tmp_path / "results.json").read_text())
+    (result_file,) = tmp_path.glob("suite-smollm2-135m-*.json")
+    doc = provenance.load_result(result_file)
+    assert doc["scenario"] == "suite" and doc["provenance"]["model"]["quantization"] == "Q4_1"
+    assert doc["provenance"]["peers"] == {"llama-bench": doc["results"]["llama-bench"]["version"]}
+    results = doc["results"]
     lm = results["lmfast"]
     for key in ("load_s", "ttft_short_chat_s", "ttft_long_cold_s", "ttft_long_cached_prefix_s",
                 "prefill_tps", "decode_tps"):
@@ -32,13 +114,15 @@ def test_quick_benchmark_writes_reports(tmp_path):
     assert len(results["llama-bench"]["decode_tps"]["samples"]) == 2
     # every runner at lmfast's default on a CPU: flash attention off
     assert results["settings"]["flash_attention"] is False and " -fa 0 " in results["llama-bench"]["command"]
-    table = (tmp_path / "results.md").read_text()
+    (work,) = tmp_path.glob("suite-2*")  # the runners' files, the table and the plots
+    table = (work / "results.md").read_text()
     assert "| decode |" in table and "lmfast / llama-bench" in table
     assert "| peak RSS before the concurrent streams |" in table
     for png in ("ttft_per_turn.png", "throughput_vs_concurrency.png"):
-        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (work / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_server_benchmark_runs_lmfast_end_to_end(tmp_path):
     """The server scenario against lmfast alone, tiny: every request answered, the tables
     printed, the JSON written. Its peers (llama-server, a 6-minute build, and llama-cpp-python's
@@ -58,6 +142,7 @@ def test_server_benchmark_runs_lmfast_end_to_end(tmp_path):
     assert "| lmfast | 2 | 2/2 |" in res.stdout
 
 
+@pytest.mark.slow
 def test_kv_growth_benchmark_runs(tmp_path):
     """benchmarks/kv_growth.py, one run each way: the requests grow the engine to 2 and then 4
     streams with the cache's zeroes written and with its pages dropped."""
@@ -73,6 +158,7 @@ def test_kv_growth_benchmark_runs(tmp_path):
     assert "| pages dropped |" in res.stdout
 
 
+@pytest.mark.slow
 def test_tool_round_trip_benchmark_runs():
     """benchmarks/tool_round_trip.py, tiny: both rows printed with a time."""
     res = subprocess.run([sys.executable, "benchmarks/tool_round_trip.py", "--requests", "2"],
@@ -83,6 +169,7 @@ def test_tool_round_trip_benchmark_runs():
     assert all(float(r.split("median ")[1].split(" ms")[0]) > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_flash_attention_benchmark_runs():
     """benchmarks/flash_attention.py, tiny: a row per lmfast runner with its times (and one for
     llama-cpp-python where the suite's venv exists)."""

@@ -1,0 +1,38 @@
+"""The scenarios ``python -m benchmarks`` runs: name -> the module that runs it.
+
+A scenario module has ``run(ctx, args) -> dict`` (the results; ``ctx`` is cli.Context, the
+shared arguments resolved) and may have ``add_args(group)`` for its own arguments.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    module: str
+    summary: str
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "suite": Scenario("benchmarks.suite", "lmfast beside llama-bench and llama-cpp-python: load, TTFT, prefill, "
+                                          "decode, chats, concurrent streams (the headline)"),
+    "server": Scenario("benchmarks.server_bench", "HTTP servers under 1..N clients, lmfast beside llama-server "
+                                                  "and llama-cpp-python's server"),
+    "spill": Scenario("benchmarks.spill_scenario", "more chats than KV streams: TTFT per turn as chats spill "
+                                                   "to host memory"),
+    "disk-restart": Scenario("benchmarks.disk_restart", "a long system prompt restored from the disk tier "
+                                                        "after a restart, against recomputing it"),
+    "kv-memory": Scenario("benchmarks.kv_memory", "resident memory as the KV cache grows to more streams"),
+    "kv-growth": Scenario("benchmarks.kv_growth", "TTFT while the engine grows its streams, zeroes written or "
+                                                  "pages dropped (LMFAST_LAZY_CLEAR)"),
+    "contention": Scenario("benchmarks.contention", "decode speed beside busy processes, fixed threads "
+                                                    "against lmfast's default"),
+    "tool-round-trip": Scenario("benchmarks.tool_round_trip", "a tool call and its result, in-process, "
+                                                              "time per round trip"),
+    "flash-attention": Scenario("benchmarks.flash_attention", "long prompt and chat turns with flash "
+                                                              "attention on and off"),
+    "speculative": Scenario("benchmarks.speculative", "decode with n-gram drafts against without"),
+    "concurrency-check": Scenario("benchmarks.concurrency_check", "four concurrent streams answered, "
+                                                                  "a quick sanity run"),
+}
