@@ -1,5 +1,6 @@
 """The ASGI app: routes, middleware (outermost first: access log, CORS, Host check, cross-site
-refusals, shutdown gate, API key) and the error handlers that keep every answer in OpenAI's error shape."""
+refusals, shutdown gate, API key) and the error handlers that keep every answer in its API's error shape
+(error_shapes.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -16,9 +17,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import LMStudioError
-from . import routes_lmstudio, routes_openai, routes_ops, routes_responses
+from . import routes_anthropic, routes_lmstudio, routes_openai, routes_ops, routes_responses
 from .access_log import AccessLogMiddleware
 from .context import AppContext, RunState
+from .error_shapes import response as shaped
 from .errors import APIError, from_lmfast
 from .metrics import Metrics
 from .models import ModelManager
@@ -41,6 +43,8 @@ def _routes() -> list[Route]:
         Route("/v1/completions", o.completions, methods=post),
         Route("/v1/embeddings", o.embeddings, methods=post),
         Route("/v1/responses", routes_responses.responses, methods=post),
+        Route("/v1/messages", routes_anthropic.messages, methods=post),
+        Route("/v1/messages/count_tokens", routes_anthropic.count_tokens, methods=post),
         Route("/api/v0/models/load", lm.load_model, methods=post),
         Route("/api/v0/models/unload", lm.unload_model, methods=post),
         Route("/api/v0/models", lm.list_models),
@@ -54,29 +58,30 @@ def _routes() -> list[Route]:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
-    return exc.response()
+    return shaped(exc, request.url.path)
 
 
 async def _lmfast_error(request: Request, exc: Exception) -> Response:
     err = from_lmfast(exc)
     if err.status >= 500:
         log.error("request failed", exc_info=exc)
-    return err.response()
+    return shaped(err, request.url.path)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        return APIError(404, f"no route {request.method} {request.url.path}", code="unknown_route").response()
+        return shaped(APIError(404, f"no route {request.method} {request.url.path}", code="unknown_route"),
+                      request.url.path)
     if exc.status_code == 405:
-        return APIError(405, f"method {request.method} is not allowed on {request.url.path}",
-                        code="method_not_allowed").response()
-    return APIError(exc.status_code, str(exc.detail), code="http_error").response()
+        return shaped(APIError(405, f"method {request.method} is not allowed on {request.url.path}",
+                               code="method_not_allowed"), request.url.path)
+    return shaped(APIError(exc.status_code, str(exc.detail), code="http_error"), request.url.path)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
-    return APIError(500, f"internal error: {type(exc).__name__}", code="internal_error").response()
+    return shaped(APIError(500, f"internal error: {type(exc).__name__}", code="internal_error"), request.url.path)
 
 
 def create_app(settings: ServerSettings, manager: ModelManager | None = None) -> Starlette:

@@ -76,5 +76,5 @@ class CrossSiteMiddleware:
         if scope["type"] == "http":
             refusal = self._refusal(scope)
             if refusal is not None:
-                return await send_error(send, refusal)
+                return await send_error(send, refusal, scope)
         await self.app(scope, receive, send)

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from . import sse, to_openai
 from .context import AppContext, ctx_of, log_info
-from .errors import bad_request, error_body, from_lmfast
+from .errors import APIError, bad_request, from_lmfast, unavailable
 from .jsonbody import read_json
 from .model_records import openai_record
 from .prediction import Running, record, start, wait_result
@@ -46,6 +46,13 @@ async def list_models(request: Request) -> Response:
 async def chat_completions(request: Request) -> Response:
     ctx = ctx_of(request)
     req: ChatCompletionRequest = await body_of(request, ChatCompletionRequest)
+    run = await start_chat(ctx, request, req)
+    return await _answer(ctx, request, run, req, "chatcmpl", _chat_sse, to_openai.chat_completion)
+
+
+async def start_chat(ctx: AppContext, request: Request, req: ChatCompletionRequest) -> Running:
+    """A chat completion request, started: the one mapping every chat API (Anthropic's and
+    Ollama's too) goes through to the model, its JIT load, its queue and its cancellation."""
     handle = await ctx.manager.get(req.model, "llm", req.ttl)
     log_info(request)["model"] = handle.identifier
     chat = to_chat(req.messages)
@@ -60,9 +67,7 @@ async def chat_completions(request: Request) -> Response:
         cfg["structured"] = structured
     if ctx.settings.log_prompts:
         log.info("prompt: %s", json.dumps(chat.to_dict(), ensure_ascii=False))
-    run = await start(ctx, handle, req.model, req.ttl,
-                      lambda h: (lambda: h.respond_stream(chat, config=cfg)))
-    return await _answer(ctx, request, run, req, "chatcmpl", _chat_sse, to_openai.chat_completion)
+    return await start(ctx, handle, req.model, req.ttl, lambda h: (lambda: h.respond_stream(chat, config=cfg)))
 
 
 async def _answer(ctx: AppContext, request: Request, run: Running, req: Any, id_prefix: str,
@@ -112,12 +117,17 @@ async def _chat_sse(ctx: AppContext, request: Request, run: Running, cid: str,
 
 def _stream_error(kind: str, value: Any) -> dict[str, Any]:
     """The final error event of a stream that could not finish."""
+    return stream_failure(kind, value).body()
+
+
+def stream_failure(kind: str, value: Any) -> APIError:
+    """Why a stream could not finish (every API's streams end with this, in their own shape)."""
     if kind == "abort":
-        return error_body(503, "the server is shutting down: the stream was stopped", code="shutting_down")
+        return unavailable("the server is shutting down: the stream was stopped", code="shutting_down")
     err = from_lmfast(value)
     if err.status >= 500 and err.code == "internal_error":
         log.error("prediction failed", exc_info=value)
-    return err.body()
+    return err
 
 
 # -- completions ----------------------------------------------------------------------------------
@@ -138,13 +148,22 @@ async def completions(request: Request) -> Response:
         raise bad_request("only best_of=1 is supported", param="best_of", code="unsupported_value")
     if not prompt:
         raise bad_request("prompt must not be empty", param="prompt")
+    run = await start_completion(ctx, request, req, prompt, req.max_tokens if req.max_tokens is not None else 16)
+    return await _answer(ctx, request, run, req, "cmpl", _completion_sse, to_openai.completion)
+
+
+async def start_completion(ctx: AppContext, request: Request, req: Any, prompt: str,
+                           max_tokens: int | None) -> Running:
+    """A raw completion of ``prompt`` (no template), started; ``req`` carries the sampling fields."""
     handle = await ctx.manager.get(req.model, "llm", req.ttl)
     log_info(request)["model"] = handle.identifier
-    cfg = sampling_config(req, req.max_tokens if req.max_tokens is not None else 16, handle.get_context_length())
+    cfg = sampling_config(req, max_tokens, handle.get_context_length())
+    structured = response_format_config(req) if getattr(req, "response_format", None) is not None else None
+    if structured is not None:
+        cfg["structured"] = structured
     if ctx.settings.log_prompts:
         log.info("prompt: %s", json.dumps(prompt, ensure_ascii=False))
-    run = await start(ctx, handle, req.model, req.ttl, lambda h: (lambda: h.complete_stream(prompt, config=cfg)))
-    return await _answer(ctx, request, run, req, "cmpl", _completion_sse, to_openai.completion)
+    return await start(ctx, handle, req.model, req.ttl, lambda h: (lambda: h.complete_stream(prompt, config=cfg)))
 
 
 async def _completion_sse(ctx: AppContext, request: Request, run: Running, cid: str,
@@ -182,16 +201,7 @@ async def embeddings(request: Request) -> Response:
         raise bad_request("at most 2048 inputs per request", param="input")
     handle = await ctx.manager.get(req.model, "embedding", req.ttl)
     log_info(request)["model"] = handle.identifier
-
-    def work() -> tuple[list[list[float]], int]:
-        vectors = handle.embed(texts)
-        return vectors, sum(len(t) for t in handle.tokenize(texts))
-
-    ticket = ctx.manager.admit(handle)  # the same bounded queue as generation (503 when full)
-    try:
-        vectors, n_tokens = await asyncio.to_thread(work)
-    finally:
-        ticket.release()
+    vectors, n_tokens = await embed_texts(ctx, handle, texts)
     if req.dimensions is not None and vectors and req.dimensions != len(vectors[0]):
         raise bad_request(f"this model's embeddings have {len(vectors[0])} dimensions", param="dimensions",
                           code="unsupported_value")
@@ -200,6 +210,20 @@ async def embeddings(request: Request) -> Response:
     log_info(request)["prompt_tokens"] = n_tokens
     return JSONResponse({"object": "list", "data": data, "model": handle.identifier,
                          "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}})
+
+
+async def embed_texts(ctx: AppContext, handle: Any, texts: list[str]) -> tuple[list[list[float]], int]:
+    """The texts' vectors and their token count, in a worker thread, queued at the model as
+    generations are (503 when full). Every embedding API goes through here."""
+    def work() -> tuple[list[list[float]], int]:
+        vectors = handle.embed(texts)
+        return vectors, sum(len(t) for t in handle.tokenize(texts))
+
+    ticket = ctx.manager.admit(handle)
+    try:
+        return await asyncio.to_thread(work)
+    finally:
+        ticket.release()
 
 
 def _encode(vector: list[float], encoding: str) -> Any:

@@ -7,6 +7,7 @@ import ipaddress
 import socket
 from typing import Any, Awaitable, Callable, Iterable
 
+from .error_shapes import response as shaped_response
 from .errors import APIError, unavailable
 from .settings import ServerSettings, is_loopback
 
@@ -21,8 +22,9 @@ def header(scope: dict, name: bytes) -> str | None:
     return None
 
 
-async def send_error(send: Callable[[dict], Awaitable[None]], error: APIError) -> None:
-    await error.response()({"type": "http"}, _no_receive, send)
+async def send_error(send: Callable[[dict], Awaitable[None]], error: APIError, scope: dict | None = None) -> None:
+    """The error's answer, in the shape of the API the request's path belongs to."""
+    await shaped_response(error, (scope or {}).get("path"))({"type": "http"}, _no_receive, send)
 
 
 async def _no_receive() -> dict:
@@ -67,7 +69,7 @@ class APIKeyMiddleware:
         if not key_matches(given, self.key):
             what = "missing API key" if given is None else "incorrect API key"
             return await send_error(send, APIError(
-                401, f"{what}: send 'Authorization: Bearer YOUR_KEY'", code="invalid_api_key"))
+                401, f"{what}: send 'Authorization: Bearer YOUR_KEY'", code="invalid_api_key"), scope)
         await self.app(scope, receive, send)
 
 
@@ -126,7 +128,7 @@ class HostCheckMiddleware:
             if host is not None and not self.allowed.allows(host_name(host)):
                 return await send_error(send, APIError(
                     403, f"Host {host!r} is not allowed on this server (--allowed-host NAME adds one)",
-                    code="host_not_allowed"))
+                    code="host_not_allowed"), scope)
         await self.app(scope, receive, send)
 
 
@@ -140,5 +142,5 @@ class ShutdownGateMiddleware:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and self.state.shutting_down and scope["path"] not in OPEN_PATHS:
             return await send_error(send, unavailable("the server is shutting down", code="shutting_down",
-                                                      retry_after=5))
+                                                      retry_after=5), scope)
         await self.app(scope, receive, send)
