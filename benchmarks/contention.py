@@ -13,11 +13,12 @@ speed.
   lmfast 1          cpuThreads 1
   llama-cpp-python  n_threads N (OpenMP build), when its benchmark venv exists (suite.py)
 
-    python benchmarks/contention.py [--competitors 0,1,2] [--reps 3] [--tokens 32]
+    python -m benchmarks contention [--competitors 0,1,2] [--reps 3] [--tokens 32] [--threads N]
+
+N is --threads when given, else the CPU count. A model without a chat template gets raw completions.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -25,25 +26,21 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from suite import LCPP_VERSION, cache_dir  # noqa: E402
-
-from lmfast.registry import DEFAULT_MODEL, fetch_packaged  # noqa: E402
+from benchmarks.suite import llama_cpp_python_path
 
 PROMPT = "Write a short poem about the sea."
 
 LMFAST = textwrap.dedent("""
     import json, sys, time
     import lmfast as lms
-    path, threads, reps, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    path, threads, raw, reps, tokens = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4]), int(sys.argv[5])
     cfg = {"contextLength": 512} | ({} if threads == "auto" else {"cpuThreads": int(threads)})
     model = lms.llm(path, config=cfg)
+    ask = model.complete if raw else model.respond
     out = []
     for i in range(reps):
-        r = model.respond(f"{i}. %s", config={"temperature": 0, "maxTokens": tokens, "ignoreEos": True})
+        r = ask(f"{i}. %s", config={"temperature": 0, "maxTokens": tokens, "ignoreEos": True})
         out.append({"ttft": r.stats.time_to_first_token_sec, "tps": r.stats.tokens_per_second})
     print(json.dumps(out))
 """ % PROMPT)
@@ -51,22 +48,27 @@ LMFAST = textwrap.dedent("""
 LCPP = textwrap.dedent("""
     import json, sys, time
     from llama_cpp import Llama
-    path, threads, reps, tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    path, threads, raw, reps, tokens = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4]), int(sys.argv[5])
     llm = Llama(path, n_ctx=512, n_threads=threads, n_threads_batch=threads, verbose=False)
     out = []
     for i in range(reps):
         t0 = time.perf_counter()
         first = None
         n = 0
-        for chunk in llm.create_chat_completion([{"role": "user", "content": f"{i}. %s"}], temperature=0,
-                                                max_tokens=tokens, stream=True):
-            if chunk["choices"][0]["delta"].get("content"):
+        if raw:
+            chunks = llm.create_completion(f"{i}. %s", temperature=0, max_tokens=tokens, stream=True)
+        else:
+            chunks = llm.create_chat_completion([{"role": "user", "content": f"{i}. %s"}], temperature=0,
+                                                max_tokens=tokens, stream=True)
+        for chunk in chunks:
+            c = chunk["choices"][0]
+            if c.get("text") if raw else c["delta"].get("content"):
                 n += 1
                 first = first or time.perf_counter()
         end = time.perf_counter()
         out.append({"ttft": first - t0, "tps": (n - 1) / (end - first) if n > 1 else None})
     print(json.dumps(out))
-""" % PROMPT)
+""" % (PROMPT, PROMPT))
 
 
 def spinners(n: int, seconds: float) -> list[subprocess.Popen]:
@@ -74,11 +76,14 @@ def spinners(n: int, seconds: float) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
 
 
-def runners(threads: int) -> list[tuple[str, list[str]]]:
-    out = [(f"lmfast {t}", [sys.executable, "-c", LMFAST, "{model}", t]) for t in ("auto", str(threads), "1")]
-    lcpp = cache_dir() / "bench" / f"llama-cpp-python-{LCPP_VERSION}" / "bin" / "python"
-    if lcpp.exists() and subprocess.run([str(lcpp), "-c", "import llama_cpp"], capture_output=True).returncode == 0:
-        out.append((f"llama-cpp-python {threads}", [str(lcpp), "-c", LCPP, "{model}", str(threads)]))
+def runners(threads: int, raw: bool, peers: list[str] | None) -> list[tuple[str, list[str]]]:
+    r = str(int(raw))
+    out = [(f"lmfast {t}", [sys.executable, "-c", LMFAST, "{model}", t, r]) for t in ("auto", str(threads), "1")]
+    lcpp = llama_cpp_python_path()
+    wanted = peers is None or "llama-cpp-python" in peers
+    if wanted and lcpp.exists() and subprocess.run([str(lcpp), "-c", "import llama_cpp"],
+                                                   capture_output=True).returncode == 0:
+        out.append((f"llama-cpp-python {threads}", [str(lcpp), "-c", LCPP, "{model}", str(threads), r]))
     return out
 
 
@@ -101,28 +106,30 @@ def measure(cmd: list[str], model: str, reps: int, tokens: int, competitors: int
     return {"ttft": statistics.median(r["ttft"] for r in rows), "tps": statistics.median(tps) if tps else None}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None)
+def add_args(ap) -> None:
     ap.add_argument("--competitors", default="0,1,2", help="numbers of busy processes beside the runner")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="the fixed thread count compared")
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=3, help="(--quick: 1)")
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--limit", type=float, default=120, help="seconds a runner may take")
-    args = ap.parse_args()
-    model = args.model or str(fetch_packaged(DEFAULT_MODEL).path)
+
+
+def run(ctx, args) -> dict:
+    # the fixed count compared: --threads as given, else the CPU count (not lmfast's default,
+    # which "lmfast auto" already is)
+    threads = args.threads or os.cpu_count() or 1
+    reps, model = 1 if ctx.quick else args.reps, str(ctx.model_path)
     results = {}
     for k in (int(x) for x in args.competitors.split(",")):
-        for name, cmd in runners(args.threads):
-            results[(k, name)] = measure(cmd, model, args.reps, args.tokens, k, args.limit)
+        for name, cmd in runners(threads, ctx.raw, ctx.peers):
+            if name.startswith("llama-cpp-python"):
+                from benchmarks.provenance import LCPP_VERSION
+                ctx.peer_versions["llama-cpp-python"] = LCPP_VERSION
+            results[(k, name)] = measure(cmd, model, reps, args.tokens, k, args.limit)
             print(f"[contention] {k} busy, {name}: {results[(k, name)]}", file=sys.stderr, flush=True)
-    print(f"| busy processes | runner | TTFT (median) | decode tok/s (median) |")
-    print(f"|---|---|---|---|")
+    print("| busy processes | runner | TTFT (median) | decode tok/s (median) |")
+    print("|---|---|---|---|")
     for (k, name), r in results.items():
         ttft = f"{r['ttft'] * 1000:.0f} ms" if r["ttft"] is not None else r.get("note", "-")
         tps = f"{r['tps']:.1f}" if r["tps"] else "-"
         print(f"| {k} | {name} | {ttft} | {tps} |")
-
-
-if __name__ == "__main__":
-    main()
+    return {"fixed_threads": threads, "rows": [{"busy": k, "runner": name, **r} for (k, name), r in results.items()]}

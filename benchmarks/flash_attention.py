@@ -11,7 +11,10 @@ question and --tokens greedy tokens. The runners alternate for --reps rounds. Re
 median over the rounds: the first turn's TTFT (the cold prompt), the median TTFT of the later
 turns (their new tokens evaluated at a depth of 700-1000) and the median decode speed.
 
-    python benchmarks/flash_attention.py [--paragraphs 14] [--turns 8] [--tokens 32] [--reps 2]
+    python -m benchmarks flash-attention [--paragraphs 14] [--turns 8] [--tokens 32] [--reps 2]
+
+A model without a chat template gets each turn as a raw completion of the chat's transcript.
+This file is also each runner's child process (``--runner``, run as a script in its Python).
 """
 from __future__ import annotations
 
@@ -20,12 +23,6 @@ import json
 import statistics
 import subprocess
 import sys
-from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from workload import CHAT_QUESTIONS, long_prompt  # noqa: E402
 
 RUNNERS = ("lmfast", "lmfast, FA on", "llama-cpp-python")
 
@@ -41,7 +38,9 @@ def adapter(runner: str, model: str, threads: int):
 
 
 def run_chat(args: argparse.Namespace) -> dict:
-    """One runner's chat, in this process."""
+    """One runner's chat, in this process (run as a script: the runners' modules are beside it)."""
+    from workload import CHAT_QUESTIONS, long_prompt, transcript
+
     a = adapter(args.runner, args.model, args.threads)
     a.load()
     a.complete("Hello", 4)  # first-call costs are not what is measured
@@ -49,7 +48,7 @@ def run_chat(args: argparse.Namespace) -> dict:
     ttfts, decode = [], []
     for t in range(args.turns):
         history.append({"role": "user", "content": CHAT_QUESTIONS[t % len(CHAT_QUESTIONS)]})
-        s = a.chat(history, args.tokens)
+        s = a.complete(transcript(history), args.tokens) if args.raw else a.chat(history, args.tokens)
         history.append({"role": "assistant", "content": s.text})
         ttfts.append(s.ttft)
         if s.decode_tps:
@@ -60,41 +59,33 @@ def run_chat(args: argparse.Namespace) -> dict:
 def python_for(runner: str) -> str | None:
     if runner != "llama-cpp-python":
         return sys.executable
-    from suite import llama_cpp_python_path
+    from benchmarks.suite import llama_cpp_python_path
 
     python = llama_cpp_python_path()
     return str(python) if python.exists() else None
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="a .gguf path (default: lmfast's default model)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--paragraphs", type=int, default=14)
+def add_args(ap) -> None:
+    ap.add_argument("--paragraphs", type=int, default=14, help="paragraphs of system prompt (14: ~700 tokens)")
     ap.add_argument("--turns", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=32)
-    ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--runner", choices=RUNNERS, default=None, help=argparse.SUPPRESS)  # one run, JSON out
-    args = ap.parse_args()
-    if args.runner:
-        print(json.dumps(run_chat(args)))
-        return 0
-    if args.model is None:
-        from lmfast.registry import DEFAULT_MODEL, resolve
+    ap.add_argument("--reps", type=int, default=2, help="rounds, the runners alternated (--quick: 1)")
 
-        args.model = str(resolve(DEFAULT_MODEL).path)
-    pythons = {r: python_for(r) for r in RUNNERS}
-    runs: dict[str, list[dict]] = {r: [] for r in RUNNERS if pythons[r]}
-    for rep in range(args.reps):
+
+def run(ctx, args) -> dict:
+    wanted = [r for r in RUNNERS if r.startswith("lmfast") or ctx.peers is None or r in ctx.peers]
+    pythons = {r: python_for(r) for r in wanted}
+    runs: dict[str, list[dict]] = {r: [] for r in wanted if pythons[r]}
+    for rep in range(1 if ctx.quick else args.reps):
         for runner in runs:
-            cmd = [pythons[runner], __file__, "--runner", runner, "--model", args.model, "--threads",
-                   str(args.threads), "--paragraphs", str(args.paragraphs), "--turns", str(args.turns),
-                   "--tokens", str(args.tokens)]
+            cmd = [pythons[runner], __file__, "--runner", runner, "--model", str(ctx.model_path), "--threads",
+                   str(ctx.threads), "--paragraphs", str(args.paragraphs), "--turns", str(args.turns),
+                   "--tokens", str(args.tokens)] + (["--raw"] if ctx.raw else [])
             out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=900)
             runs[runner].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"round {rep + 1}, {runner}: {runs[runner][-1]}", file=sys.stderr, flush=True)
     print(f"{args.paragraphs} paragraphs of system prompt, {args.turns} turns of {args.tokens} tokens, "
-          f"{args.threads} threads, {args.reps} rounds\n")
+          f"{ctx.threads} threads\n")
     print("| runner | turn 1 TTFT (cold) | later turns, median TTFT | decode tok/s |")
     print("|---|---|---|---|")
     for runner, rs in runs.items():
@@ -103,8 +94,20 @@ def main() -> int:
         decode = [r["decode_tps"] for r in rs if r["decode_tps"]]  # none when answers are one token
         dec = f"{statistics.median(decode):.1f}" if decode else "–"
         print(f"| {runner} | {first * 1000:.0f} ms | {later * 1000:.1f} ms | {dec} |")
+    return {"runs": runs}
+
+
+def child_main() -> int:
+    """One runner's chat, its JSON on stdout."""
+    ap = argparse.ArgumentParser()
+    for flag in ("--model", "--runner"):
+        ap.add_argument(flag, required=True)
+    for flag in ("--threads", "--paragraphs", "--turns", "--tokens"):
+        ap.add_argument(flag, type=int, required=True)
+    ap.add_argument("--raw", action="store_true")
+    print(json.dumps(run_chat(ap.parse_args())))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(child_main())

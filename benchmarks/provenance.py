@@ -68,11 +68,8 @@ def cpu() -> dict[str, Any]:
 
 def model_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The model file's name, size, architecture and quantization (general.file_type)."""
-    from lmfast.gguf import read_metadata
-    try:
-        from lmfast.gguf_summary import quantization
-    except ImportError:  # the package's layout moves modules into subpackages
-        from lmfast.models.gguf_summary import quantization  # type: ignore[no-redef]
+    from lmfast.models._gguf_summary import quantization
+    from lmfast.models.gguf import read_metadata
 
     p = Path(path)
     meta = read_metadata(str(p))

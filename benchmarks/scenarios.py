@@ -33,6 +33,6 @@ SCENARIOS: dict[str, Scenario] = {
     "flash-attention": Scenario("benchmarks.flash_attention", "long prompt and chat turns with flash "
                                                               "attention on and off"),
     "speculative": Scenario("benchmarks.speculative", "decode with n-gram drafts against without"),
-    "concurrency-check": Scenario("benchmarks.concurrency_check", "four concurrent streams answered, "
-                                                                  "a quick sanity run"),
+    "concurrency-check": Scenario("benchmarks.concurrency_check", "aggregate decode throughput of 1-8 concurrent "
+                                                                  "streams on one instance"),
 }

@@ -1,8 +1,8 @@
 """The HTTP server scenario: `lmfast serve`, llama.cpp's `llama-server` built from the same tree
 and llama-cpp-python's server, one after the other, driven by one async HTTP load generator.
 
-    python benchmarks/server_bench.py [--threads 1] [--clients 1,4,16] [--requests 3]
-                                      [--peers llama-server,llama-cpp-python]
+    python -m benchmarks server [--model NAME_OR_PATH] [--threads 1] [--clients 1,4,16] [--requests 3]
+                                [--peers llama-server,llama-cpp-python]
 
 Measures, client-side over HTTP and for each server: TTFT p50/p95 and aggregate generated
 tokens/s at each client count (streamed chat completions, greedy, distinct prompts) and a
@@ -14,7 +14,8 @@ slots; the rest is each one's default, except flash attention, which is off for 
 llama-cpp-python's: its RAM prompt cache, since its default keeps only the last prompt, and
 queueing instead of its default of ending a running stream when another request arrives
 (with that default most concurrent requests come back empty).
-Prints Markdown tables and writes JSON next to them (--out).
+A model without a chat template (Gemma 3 270M here) gets each chat as a raw completion of its
+transcript (/v1/completions). Prints Markdown tables; the result file has the figures.
 """
 from __future__ import annotations
 
@@ -33,7 +34,10 @@ from typing import Any
 
 import httpx
 
+# The model every request names and whether requests are raw completions: set once by run(),
+# read by the request helpers (one run measures one model).
 MODEL = "smollm2-135m-instruct"
+RAW = False
 TOPICS = ["the sea", "mountains", "a city at night", "bread", "trains", "winter", "bees", "a library",
           "rivers", "the moon", "chess", "gardens", "storms", "music", "deserts", "bridges"]
 
@@ -47,7 +51,8 @@ def in_process_stream(model: Any, prompt: str, max_tokens: int) -> dict[str, flo
     """One streamed prediction in this process, timed as the HTTP client times its stream."""
     t0 = time.perf_counter()
     t_first = t_last = None
-    stream = model.respond_stream(prompt, config={"temperature": 0, "maxTokens": max_tokens})
+    ask = model.complete_stream if RAW else model.respond_stream
+    stream = ask(prompt, config={"temperature": 0, "maxTokens": max_tokens})
     for _ in stream:
         t_last = time.perf_counter()
         t_first = t_first or t_last
@@ -88,7 +93,7 @@ def server_command(name: str, port: int, model_path: str, args: argparse.Namespa
     """The command line that starts server ``name`` on 127.0.0.1:``port`` with the shared settings."""
     t, ctx, par = str(args.threads), args.context_length, args.parallel
     if name == "lmfast":
-        return [sys.executable, "-m", "lmfast", "serve", "--model", MODEL, "--port", str(port), "--cpu-threads", t,
+        return [sys.executable, "-m", "lmfast", "serve", "--model", model_path, "--port", str(port), "--cpu-threads", t,
                 "--context-length", str(ctx), "--parallel", str(par), "--max-queue", "256"]
     if name == "llama-server":
         from lmfast._reference import program
@@ -97,8 +102,7 @@ def server_command(name: str, port: int, model_path: str, args: argparse.Namespa
         return [str(program("llama-server")), "-m", model_path, "--host", "127.0.0.1", "--port", str(port),
                 "-t", t, "-tb", t, "-c", str(ctx * par), "-np", str(par), "-fa", "off"]
     if name == "llama-cpp-python":
-        sys.path.insert(0, str(Path(__file__).parent))
-        from suite import llama_cpp_python_server
+        from benchmarks.suite import llama_cpp_python_server
 
         return [str(llama_cpp_python_server()), "-m", "llama_cpp.server", "--model", model_path, "--host",
                 "127.0.0.1", "--port", str(port), "--n_threads", t, "--n_threads_batch", t, "--n_ctx", str(ctx),
@@ -141,12 +145,18 @@ class Server:
 
 async def stream_chat(client: httpx.AsyncClient, url: str, messages: list[dict[str, str]],
                       max_tokens: int) -> dict[str, Any]:
-    body = {"model": MODEL, "messages": messages, "stream": True, "temperature": 0, "max_tokens": max_tokens,
+    body = {"model": MODEL, "stream": True, "temperature": 0, "max_tokens": max_tokens,
             "stream_options": {"include_usage": True}}
+    if RAW:
+        from benchmarks.workload import transcript
+
+        body["prompt"] = transcript(messages)
+    else:
+        body["messages"] = messages
     t0 = time.perf_counter()
     t_first = t_last = None
     text, usage, pieces = [], None, 0
-    async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
+    async with client.stream("POST", url + ("/v1/completions" if RAW else "/v1/chat/completions"), json=body) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -154,10 +164,11 @@ async def stream_chat(client: httpx.AsyncClient, url: str, messages: list[dict[s
             obj = json.loads(line[6:])
             if obj.get("usage"):
                 usage = obj["usage"]
-            if obj["choices"] and obj["choices"][0]["delta"].get("content"):
+            piece = _piece(obj)
+            if piece:
                 t_last = time.perf_counter()
                 t_first = t_first or t_last
-                text.append(obj["choices"][0]["delta"]["content"])
+                text.append(piece)
                 pieces += 1
     # llama-cpp-python's server sends no usage chunk; there each content piece is one token.
     n = usage["completion_tokens"] if usage else pieces
@@ -165,6 +176,14 @@ async def stream_chat(client: httpx.AsyncClient, url: str, messages: list[dict[s
     return {"ttft": None if t_first is None else t_first - t0, "end": time.perf_counter() - t0, "tokens": n,
             "decode_tps": (n - 1) / (t_last - t_first) if t_first and t_last and t_last > t_first and n > 1 else 0.0,
             "text": "".join(text), "cached": cached}
+
+
+def _piece(chunk: dict[str, Any]) -> str | None:
+    """The text of a streamed chunk: a chat delta's content or a completion's text."""
+    if not chunk.get("choices"):
+        return None
+    choice = chunk["choices"][0]
+    return choice.get("text") if RAW else (choice.get("delta") or {}).get("content")
 
 
 async def concurrency(url: str, clients: int, requests: int, max_tokens: int) -> dict[str, float]:
@@ -211,7 +230,7 @@ async def multi_turn(url: str, chats: int, turns: int, max_tokens: int) -> dict[
 def run_server(name: str, model_path: str, args: argparse.Namespace) -> dict[str, Any]:
     """Concurrency levels and the multi-turn scenario against one server; for lmfast also the
     single-client comparison with the same model in this process."""
-    server = Server(name, model_path, args, args.out.with_name(f"{args.out.stem}-{name}.log"))
+    server = Server(name, model_path, args, args.logs / f"server-{name}.log")
     result: dict[str, Any] = {"command": " ".join(server_command(name, server.port, model_path, args))}
     try:
         asyncio.run(_one_http(server.url, "warm up", 4))
@@ -252,9 +271,7 @@ def print_tables(results: dict[str, Any]) -> None:
         print(f"| {name} | {mt['mean_ttft_after_turn_1'] * 1000:.0f} | {cached} |")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cpu-threads", "--threads", dest="threads", type=int, default=1)
+def add_args(ap) -> None:
     ap.add_argument("--context-length", type=int, default=2048, help="per sequence, for every server")
     ap.add_argument("--parallel", type=int, default=16)
     ap.add_argument("--clients", default="1,4,16")
@@ -263,24 +280,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=5, help="single-client streams, in-process and over HTTP each")
     ap.add_argument("--chats", type=int, default=8, help="chats in the multi-turn scenario")
     ap.add_argument("--turns", type=int, default=5, help="turns of each chat in the multi-turn scenario")
-    ap.add_argument("--peers", default=",".join(PEERS), help=f"servers beside lmfast ({', '.join(PEERS)}; '' for none)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/out/server.json"))
-    args = ap.parse_args(argv)
-    peers = [p for p in args.peers.split(",") if p]
-    if set(peers) - set(PEERS):
-        ap.error(f"unknown peers: {', '.join(sorted(set(peers) - set(PEERS)))}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    from lmfast.registry import resolve
 
-    model_path = str(resolve(MODEL).path)
-    results: dict[str, Any] = {"threads": args.threads, "cpu_count": os.cpu_count(), "max_tokens": args.max_tokens,
+
+def run(ctx, args) -> dict[str, Any]:
+    global MODEL, RAW
+    from lmfast.models.registry import model_key_for
+
+    peers = list(PEERS) if ctx.peers is None else ctx.peers
+    if set(peers) - set(PEERS):
+        raise SystemExit(f"unknown peers: {', '.join(sorted(set(peers) - set(PEERS)))} (the server's: {PEERS})")
+    if ctx.quick:
+        args.clients, args.requests, args.reps, args.chats, args.turns = "1,4", 1, 2, 4, 3
+    args.threads = ctx.threads
+    args.logs = (ctx.out or Path(__file__).resolve().parent / "out")
+    args.logs.mkdir(parents=True, exist_ok=True)
+    model_path = str(ctx.model_path)
+    MODEL, RAW = model_key_for(model_path), ctx.raw
+    results: dict[str, Any] = {"threads": ctx.threads, "cpu_count": os.cpu_count(), "max_tokens": args.max_tokens,
                                "context_length": args.context_length, "parallel": args.parallel, "servers": {}}
     for name in ["lmfast", *peers]:
         results["servers"][name] = run_server(name, model_path, args)
-        args.out.write_text(json.dumps(results, indent=2))  # what finished survives a later failure
     print_tables(results)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return results

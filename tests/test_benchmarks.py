@@ -127,13 +127,13 @@ def test_server_benchmark_runs_lmfast_end_to_end(tmp_path):
     """The server scenario against lmfast alone, tiny: every request answered, the tables
     printed, the JSON written. Its peers (llama-server, a 6-minute build, and llama-cpp-python's
     server) run only when the benchmark is run by hand."""
-    out = tmp_path / "server.json"
-    res = subprocess.run([sys.executable, "benchmarks/server_bench.py", "--peers", "", "--clients", "1,2",
+    res = subprocess.run([sys.executable, "-m", "benchmarks", "server", "--peers", "", "--clients", "1,2",
                           "--requests", "1", "--max-tokens", "4", "--reps", "1", "--chats", "2", "--turns", "2",
-                          "--context-length", "512", "--parallel", "2", "--out", str(out)],
+                          "--context-length", "512", "--parallel", "2", "--threads", "1", "--out", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    lm = json.loads(out.read_text())["servers"]["lmfast"]
+    (result_file,) = tmp_path.glob("server-smollm2-135m-*.json")
+    lm = provenance.load_result(result_file)["results"]["servers"]["lmfast"]
     assert [(lv["clients"], lv["answered"], lv["requests"]) for lv in lm["http"]] == [(1, 1, 1), (2, 2, 2)]
     assert all(lv["aggregate_tps"] > 0 and lv["ttft_p50"] > 0 for lv in lm["http"])
     assert lm["in_process"]["http_decode_tps"] > 0
@@ -144,13 +144,13 @@ def test_server_benchmark_runs_lmfast_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_kv_growth_benchmark_runs(tmp_path):
-    """benchmarks/kv_growth.py, one run each way: the requests grow the engine to 2 and then 4
+    """The kv-growth scenario, one run each way: the requests grow the engine to 2 and then 4
     streams with the cache's zeroes written and with its pages dropped."""
-    out = tmp_path / "growth.json"
-    res = subprocess.run([sys.executable, "benchmarks/kv_growth.py", "--runs", "1", "--threads", "1", "--out", str(out)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    res = subprocess.run([sys.executable, "-m", "benchmarks", "kv-growth", "--quick", "--threads", "1",
+                          "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    rows = json.loads(out.read_text())
+    (result_file,) = tmp_path.glob("kv-growth-smollm2-135m-*.json")
+    rows = provenance.load_result(result_file)["results"]
     for label in ("zeroes written", "pages dropped"):
         (run,) = rows[label]
         assert [r["kv_streams"] for r in run] == [2, 2, 4, 4], rows
@@ -159,10 +159,10 @@ def test_kv_growth_benchmark_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_tool_round_trip_benchmark_runs():
-    """benchmarks/tool_round_trip.py, tiny: both rows printed with a time."""
-    res = subprocess.run([sys.executable, "benchmarks/tool_round_trip.py", "--requests", "2"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+def test_tool_round_trip_benchmark_runs(tmp_path):
+    """The tool-round-trip scenario, tiny: both rows printed with a time."""
+    res = subprocess.run([sys.executable, "-m", "benchmarks", "tool-round-trip", "--requests", "2", "--threads", "1",
+                          "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [line for line in res.stdout.splitlines() if line.startswith("maxTokens ")]
     assert [r.split(":")[0] for r in rows] == ["maxTokens 1", "maxTokens 16"], res.stdout
@@ -170,11 +170,12 @@ def test_tool_round_trip_benchmark_runs():
 
 
 @pytest.mark.slow
-def test_flash_attention_benchmark_runs():
-    """benchmarks/flash_attention.py, tiny: a row per lmfast runner with its times (and one for
+def test_flash_attention_benchmark_runs(tmp_path):
+    """The flash-attention scenario, tiny: a row per lmfast runner with its times (and one for
     llama-cpp-python where the suite's venv exists)."""
-    res = subprocess.run([sys.executable, "benchmarks/flash_attention.py", "--paragraphs", "2", "--turns", "2",
-                          "--tokens", "4", "--reps", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    res = subprocess.run([sys.executable, "-m", "benchmarks", "flash-attention", "--paragraphs", "2", "--turns", "2",
+                          "--tokens", "4", "--quick", "--threads", "1", "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = {line.split(" | ")[0].lstrip("| "): line for line in res.stdout.splitlines()
             if line.startswith("| ") and " ms |" in line}

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCH))
+from benchmarks import lockstep
 
-import lockstep  # noqa: E402
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 RUNNER = textwrap.dedent("""
     import sys, time
