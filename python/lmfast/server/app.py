@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import LMStudioError
-from . import routes_anthropic, routes_lmstudio, routes_openai, routes_ops, routes_responses
+from . import routes_anthropic, routes_lmstudio, routes_ollama, routes_openai, routes_ops, routes_responses
 from .access_log import AccessLogMiddleware
 from .context import AppContext, RunState
 from .error_shapes import response as shaped
@@ -53,6 +53,10 @@ def _routes() -> list[Route]:
         Route("/api/v0/completions", o.completions, methods=post),
         Route("/api/v0/embeddings", o.embeddings, methods=post),
     ]
+    ol = routes_ollama
+    routes += [Route("/api/chat", ol.chat, methods=post), Route("/api/generate", ol.generate, methods=post),
+               Route("/api/embed", ol.embed, methods=post), Route("/api/show", ol.show, methods=post),
+               Route("/api/tags", ol.tags), Route("/api/ps", ol.ps), Route("/api/version", ol.version)]
     return routes
 
 
