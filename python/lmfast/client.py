@@ -264,6 +264,31 @@ class Client:
                     return inst
         return None
 
+    # -- lmfast extensions: what a server built on a Client reads ------------------------------
+    def loaded_instances(self, kind: str | None = None) -> list[Any]:
+        """A snapshot of the loaded instances ("llm", "embedding" or both for None), loads in
+        progress left out. An lmfast extension (the server lists and admits requests by them)."""
+        with self._lock:
+            live = [i for i in self._instances.values() if i is not None]
+        return [i for i in live if i.loaded and (kind is None or _kind_of(i) == kind)]
+
+    def find_instance(self, model_key: str | os.PathLike[str], kind: str = "llm") -> Any:
+        """The loaded instance of ``kind`` named by this identifier, model key, path or hf:
+        reference, else None (nothing is loaded). An lmfast extension."""
+        with self._lock:
+            inst = self._find(model_key, kind)
+        return inst if inst is not None and inst.loaded else None
+
+    def identifier_in_use(self, identifier: str) -> bool:
+        """Whether an instance with this identifier is loaded or loading. An lmfast extension."""
+        with self._lock:
+            return identifier in self._instances
+
+    def handle_for(self, instance: Any) -> LLM | EmbeddingModel:
+        """The handle (LLM or EmbeddingModel) of one of this client's loaded instances, from its
+        namespace. An lmfast extension."""
+        return (self.embedding if _kind_of(instance) == "embedding" else self.llm)._handle(instance)
+
     def _new_identifier(self, model_key: str) -> str:
         if model_key not in self._instances:
             return model_key

@@ -33,6 +33,12 @@ class ModelHandle:
     def identifier(self) -> str:
         return self._instance.identifier
 
+    @property
+    def instance(self) -> Any:
+        """The loaded instance this handle names (its model file, metadata, info, load config):
+        an lmfast extension, for servers built on a Client."""
+        return self._instance
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(identifier={self.identifier!r})"
 

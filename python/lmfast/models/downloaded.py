@@ -50,6 +50,11 @@ class DownloadedModel:
         self.info = info
 
     @property
+    def model_file(self) -> ModelFile:
+        """The file and the models folder it was found in (an lmfast extension)."""
+        return self._file
+
+    @property
     def type(self) -> str:
         return self.info.type
 

@@ -92,7 +92,7 @@ class Catalog:
         out = []
         for dm in self._client.list_downloaded_models():
             try:
-                out.append((dm, read_metadata(dm._file.path)))
+                out.append((dm, read_metadata(dm.model_file.path)))
             except (LMStudioError, OSError):
                 continue
         return out

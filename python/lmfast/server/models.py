@@ -75,18 +75,13 @@ class ModelManager:
 
     # -- finding models -----------------------------------------------------------------------
     def _loaded(self, kind: str | None = None) -> list[Any]:
-        with self.client._lock:
-            return [i for i in self.client._instances.values()
-                    if i is not None and i.loaded and (kind is None or getattr(i, "kind", "llm") == kind)]
+        return self.client.loaded_instances(kind)
 
     def _find(self, name: str, kind: str) -> Any:
-        with self.client._lock:
-            inst = self.client._find(name, kind)
-        return inst if inst is not None and inst.loaded else None
+        return self.client.find_instance(name, kind)
 
     def _handle(self, inst: Any) -> Any:
-        ns = self.client.embedding if getattr(inst, "kind", "llm") == "embedding" else self.client.llm
-        return ns._handle(inst)
+        return self.client.handle_for(inst)
 
     def available(self) -> list[str]:
         return sorted({i.identifier for i in self._loaded()} | set(self.catalog.known()))
@@ -189,17 +184,17 @@ class ModelManager:
         model_file = await self.model_file(key)
         if model_file is None:
             raise self.not_found(key)
-        if identifier is not None and identifier in self.client._instances:
+        if identifier is not None and self.client.identifier_in_use(identifier):
             raise APIError(409, f"an instance with identifier {identifier!r} is already loaded",
                            code="conflict", param="identifier")
         kind = await asyncio.to_thread(self._kind_of, model_file)
         if identifier is not None:
             handle = await self._load(model_file.model_key, identifier, ttl, extra, kind)
-            return self.record(handle._instance)
+            return self.record(handle.instance)
         async with self._load_locks.setdefault(model_file.model_key, asyncio.Lock()):
             inst = self._reusable(model_file, kind, extra)
             if inst is None:
-                inst = (await self._load(model_file.model_key, None, ttl, extra, kind))._instance
+                inst = (await self._load(model_file.model_key, None, ttl, extra, kind)).instance
         return self.record(inst)
 
     async def load_startup(self, spec: str) -> None:
@@ -239,7 +234,7 @@ class ModelManager:
     def admit(self, handle: Any) -> Ticket:
         """A place for one request (a generation or an embedding) at this model, or 503 when its
         queue is full."""
-        inst = handle._instance
+        inst = handle.instance
         ident = inst.identifier
         tickets = self._tickets.setdefault(ident, set())
         if len(tickets) >= self._slots(inst) + self.settings.max_queue:

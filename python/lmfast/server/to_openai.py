@@ -40,13 +40,13 @@ def lmstudio_extras(stream: PredictionStream, gen: Generation, handle: Any) -> d
     """LM Studio's ``stats`` and ``model_info`` (and ``runtime``)."""
     result = stream.result()
     s = result.stats
-    info = handle._instance.info
+    info = handle.instance.info
     from .model_records import quantization
 
     return {
         "stats": {"tokens_per_second": s.tokens_per_second, "time_to_first_token": s.time_to_first_token_sec,
                   "generation_time": gen.generation_time, "stop_reason": s.stop_reason},
-        "model_info": {"arch": info.architecture, "quant": quantization(handle._instance.metadata),
+        "model_info": {"arch": info.architecture, "quant": quantization(handle.instance.metadata),
                        "format": "gguf", "context_length": info.context_length},
         "runtime": {"name": "lmfast", "version": _version(), "supported_formats": ["gguf"]},
     }
