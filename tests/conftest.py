@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 import lmfast as lms
-from lmfast.registry import DEFAULT_MODEL, fetch_packaged
+from lmfast.models.registry import DEFAULT_MODEL, fetch_packaged
 
 GREEDY = {"temperature": 0}
 

@@ -6,7 +6,7 @@ import pytest
 import lmfast as lms
 from lmfast import backends
 from lmfast.errors import InvalidConfigError
-from lmfast.gguf import read_metadata
+from lmfast.models.gguf import read_metadata
 
 from .conftest import GREEDY
 

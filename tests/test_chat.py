@@ -3,7 +3,7 @@ import jinja2
 import pytest
 
 import lmfast as lms
-from lmfast.gguf import read_metadata
+from lmfast.models.gguf import read_metadata
 
 from .conftest import GREEDY
 

@@ -1,7 +1,7 @@
 """What a new user trips over on the command line (issue 37), each run as typed:
 ``python -m lmfast VERB ...`` in a subprocess, with its own models and cache folders.
 
-The exit-code convention (lmfast/cli_common.py, README "Command line"): 0 done; 1 the
+The exit-code convention (lmfast/cli/_common.py, README "Command line"): 0 done; 1 the
 command failed, one stderr line ``lmfast VERB: error: ...``; 2 a malformed command line
 (usage, then the same prefix); 130 Ctrl-C."""
 from __future__ import annotations
@@ -277,8 +277,8 @@ def test_server_start_records_an_identity_and_stop_checks_it(tmp_path, smollm2_p
 def test_stop_never_signals_pid_0_1_or_negative(tmp_path, monkeypatch):
     """kill(0) and kill(-1) signal process groups or everything, pid 1 is init: a record naming
     one is refused without any signal (checked in-process with kill replaced)."""
-    from lmfast.cli_common import UserError
-    from lmfast.server import daemon
+    from lmfast.cli._common import UserError
+    from lmfast.cli import _daemon as daemon
 
     sent = []
     monkeypatch.setattr(daemon.os, "kill", lambda pid, sig: sent.append(pid))
@@ -295,7 +295,7 @@ def test_stop_never_signals_pid_0_1_or_negative(tmp_path, monkeypatch):
 # -- issue 36 item 6: names from the Hub are not paths -----------------------------------------
 
 def test_hub_names_that_leave_the_folder_are_refused(tmp_path, smollm2_path):
-    from lmfast import hub
+    from lmfast.models import hub
 
     from .hub_standin import HubStandin
 

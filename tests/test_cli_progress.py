@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from lmfast.cli_progress import LoadBar
+from lmfast.cli._progress import LoadBar
 
 
 class Tty(io.StringIO):

@@ -1,5 +1,5 @@
 """Embedding models end to end: all-MiniLM-L6-v2, converted from its safetensors by
-lmfast.convert_bert, against sentence-transformers' own vectors
+lmfast.models.convert_bert, against sentence-transformers' own vectors
 (tests/data/minilm_reference.json, written by scripts/make_embedding_reference.py)."""
 import json
 import math
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import lmfast as lms
-from lmfast.registry import CONVERTED_MODELS, fetch_converted, model_key_for
+from lmfast.models.registry import CONVERTED_MODELS, fetch_converted, model_key_for
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "minilm_reference.json").read_text(encoding="utf-8"))
 SENTENCES = [e["text"] for e in REFERENCE["sentences"]]
@@ -33,7 +33,7 @@ def emb(client, minilm_path):
 
 
 def test_conversion_is_a_bert_gguf(minilm_path):
-    from lmfast.gguf import model_type, read_metadata
+    from lmfast.models.gguf import model_type, read_metadata
 
     meta = read_metadata(minilm_path)
     assert meta["general.architecture"] == "bert"

@@ -134,9 +134,9 @@ def test_validate_gguf_on_real_files(seed, smollm2_path, tmp_path):
 
 
 def test_read_metadata_matches_an_independent_parser(seed, tmp_path):
-    """lmfast.gguf.read_metadata (the native checker's reader) against the fuzz test's own
+    """lmfast.models.gguf.read_metadata (the native checker's reader) against the fuzz test's own
     Python parser, on a seed carrying one value of every GGUF type, extremes included."""
-    from lmfast.gguf import GgufArray, read_metadata
+    from lmfast.models.gguf import GgufArray, read_metadata
 
     extra = [make_kv("t.u8", U8, 255), make_kv("t.i8", I8, -128), make_kv("t.u16", U16, 65535),
              make_kv("t.i16", I16, -32768), make_kv("t.u32", U32, 2**32 - 1), make_kv("t.i32", I32, -2**31),
@@ -159,7 +159,7 @@ def test_read_metadata_matches_an_independent_parser(seed, tmp_path):
 
 
 def test_read_metadata_raises_for_a_bad_file(seed, tmp_path):
-    from lmfast.gguf import read_metadata
+    from lmfast.models.gguf import read_metadata
 
     p = tmp_path / "bad.gguf"
     p.write_bytes(_patch(seed.raw, _field_offset(seed, "count", 2), "<Q", 2**29))

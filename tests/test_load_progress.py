@@ -7,7 +7,7 @@ import asyncio
 import logging
 
 import lmfast as lms
-from lmfast.registry import fetch_converted
+from lmfast.models.registry import fetch_converted
 
 LOAD = {"cpuThreads": 1, "contextLength": 512}
 

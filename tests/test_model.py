@@ -5,7 +5,7 @@ import time
 import pytest
 
 import lmfast as lms
-from lmfast.gguf import read_metadata
+from lmfast.models.gguf import read_metadata
 
 from .conftest import GREEDY, rss_bytes
 

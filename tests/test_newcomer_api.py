@@ -139,7 +139,7 @@ def test_hub_search_fails_fast_when_nothing_listens(monkeypatch):
     with pytest.raises(lms.LMStudioError, match="cannot reach http://127.0.0.1"):
         lms.Client().repository.search_models("qwen", limit=2)
     with pytest.raises(lms.LMStudioError, match="cannot reach"):
-        from lmfast import hub
+        from lmfast.models import hub
 
         hub.list_repo("test-org/Any-GGUF")
     assert time.monotonic() - t0 < 5

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 import lmfast as lms
-from lmfast.registry import model_key_for, resolve
+from lmfast.models.registry import model_key_for, resolve
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ def test_sync_api_timeout_round_trip():
 def test_model_kind_is_read_again_when_the_file_changes(smollm2_path, tmp_path):
     """model_type_of remembers a file's kind by its identity (device, inode, size, mtime): a
     file replaced under the same name, as a download or a copy does, is read again."""
-    from lmfast.registry import fetch_converted, model_type_of
+    from lmfast.models.registry import fetch_converted, model_type_of
 
     path = tmp_path / "model.gguf"
     shutil.copyfile(smollm2_path, path)

@@ -3,7 +3,7 @@ verbatim with ``import lmfast as lms`` (tests/data/sdk_examples.json, extracted 
 scripts/extract_sdk_examples.py).
 
 Each example runs in a fresh interpreter whose models folder holds SmolLM2 under the
-keys the pages use, mapped by the folder's aliases.json (see lmfast.registry). The
+keys the pages use, mapped by the folder's aliases.json (see lmfast.models.registry). The
 pages assume LM Studio already has a model loaded ("If you already have a model loaded
 in LM Studio ... you can use it by calling .model() without any arguments"); the
 in-process equivalent is a model loaded before the example, which the prelude does.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lmfast.gguf import read_metadata
+from lmfast.models.gguf import read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "sdk_examples.json"

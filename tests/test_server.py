@@ -126,7 +126,7 @@ def tool_gguf(smollm2_path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_gguf() -> Path:
-    from lmfast.registry import fetch_converted
+    from lmfast.models.registry import fetch_converted
 
     return fetch_converted(MINILM).path
 
@@ -707,8 +707,8 @@ def test_serve_flags_become_the_load_config():
     them on to the server it spawns."""
     import argparse
 
-    from lmfast.server.cli import add_serve_arguments, settings_from
-    from lmfast.server.daemon import _serve_argv
+    from lmfast.cli._serve import add_serve_arguments, settings_from
+    from lmfast.cli._daemon import _serve_argv
 
     p = argparse.ArgumentParser()
     add_serve_arguments(p)

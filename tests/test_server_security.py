@@ -297,8 +297,8 @@ def test_max_loaded_caps_instances_and_a_load_without_identifier_reuses_one(guar
 def test_limit_flags_reach_the_settings_and_server_start():
     import argparse
 
-    from lmfast.server.cli import add_serve_arguments, settings_from
-    from lmfast.server.daemon import _serve_argv
+    from lmfast.cli._serve import add_serve_arguments, settings_from
+    from lmfast.cli._daemon import _serve_argv
 
     p = argparse.ArgumentParser()
     add_serve_arguments(p)
