@@ -15,6 +15,7 @@ jsonschema = pytest.importorskip("jsonschema")
 
 import lmfast as lms  # noqa: E402
 
+from .hub_standin import SMOL_REPO, standin, subprocess_env  # noqa: E402,F401
 from .test_server import MINILM, SMOL, TOOLS, ServerProcess, few_shot, minilm_gguf, tool_gguf  # noqa: E402,F401
 
 GREEDY = {"temperature": 0, "num_predict": 24}
@@ -222,3 +223,36 @@ def test_keep_alive_sets_the_ttl_and_zero_unloads(api):
     assert back.load_duration > 10_000_000 and SMOL in {m.model for m in api.ps().models}
     unload = api.generate(model=SMOL, keep_alive=0)  # no prompt: only the unload
     assert unload.done_reason == "unload" and SMOL not in {m.model for m in api.ps().models}
+
+
+# -- /api/pull through lmfast's Hub client, against the loopback stand-in --------------------------
+
+@pytest.fixture(scope="module")
+def hub_server(standin, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ollama-pull")
+    s = ServerProcess(["--context-length", "512"], root / "server.log", env=subprocess_env(standin, root))
+    s.wait_healthy()
+    yield s
+    assert s.stop() == 0, s.log()
+
+
+def test_pull_downloads_from_the_hub_with_progress(hub_server):
+    api = ollama.Client(host=hub_server.url, timeout=120)
+    assert api.list().models == []
+    lines = list(api.pull(f"hf.co/{SMOL_REPO}:Q4_1", stream=True))
+    statuses = [p.status for p in lines]
+    assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
+    progress = [p for p in lines if p.total]
+    assert progress and progress[-1].completed == progress[-1].total > 0
+    assert [p.completed for p in progress] == sorted(p.completed for p in progress)
+    key = next(m.model for m in api.list().models)
+    again = api.pull(f"hf:{SMOL_REPO}:Q4_1")  # on disk already: nothing to fetch
+    assert again.status == "success"
+    r = api.generate(model=key, prompt="hi", options={"num_predict": 2})  # a JIT load of the pulled model
+    assert r.done and r.eval_count > 0
+    with pytest.raises(ollama.ResponseError) as e:
+        api.pull("hf.co/test-org/No-Such-Repo-GGUF", stream=False)
+    assert e.value.status_code == 404
+    with pytest.raises(ollama.ResponseError) as e:
+        api.pull("not a model name", stream=False)
+    assert e.value.status_code == 400

@@ -17,7 +17,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import LMStudioError
-from . import routes_anthropic, routes_lmstudio, routes_ollama, routes_openai, routes_ops, routes_responses
+from . import (routes_anthropic, routes_lmstudio, routes_ollama, routes_ollama_pull, routes_openai, routes_ops,
+               routes_responses)
 from .access_log import AccessLogMiddleware
 from .context import AppContext, RunState
 from .error_shapes import response as shaped
@@ -56,7 +57,8 @@ def _routes() -> list[Route]:
     ol = routes_ollama
     routes += [Route("/api/chat", ol.chat, methods=post), Route("/api/generate", ol.generate, methods=post),
                Route("/api/embed", ol.embed, methods=post), Route("/api/show", ol.show, methods=post),
-               Route("/api/tags", ol.tags), Route("/api/ps", ol.ps), Route("/api/version", ol.version)]
+               Route("/api/tags", ol.tags), Route("/api/ps", ol.ps), Route("/api/version", ol.version),
+               Route("/api/pull", routes_ollama_pull.pull, methods=post)]
     return routes
 
 

@@ -49,7 +49,7 @@ async def _model(ctx: AppContext, request: Request, name: str, kind: str, alive:
     timer.load = time.perf_counter() - t
     log_info(request)["model"] = handle.identifier
     if alive is not None and alive > 0:
-        handle._instance.ttl = None if alive == math.inf else alive
+        handle.instance.ttl = None if alive == math.inf else alive
     return handle
 
 
