@@ -11,6 +11,7 @@ Two graphs are read from the source with ``ast``:
 from __future__ import annotations
 
 import ast
+import re
 import functools
 import importlib
 import importlib.util
@@ -223,3 +224,25 @@ def test_the_entry_points_after_the_move(tmp_path):
     assert 'lmfast = "lmfast.cli:main"' in pyproject
     from lmfast.cli import main
     assert callable(main)
+
+
+def _layout_block() -> str:
+    """The Python part of README's "Layout" tree (up to the csrc/ line)."""
+    readme = (PACKAGE.parent.parent / "README.md").read_text()
+    section = readme[readme.index("\n## Layout"):]
+    block = section[section.index("```"):]
+    return block[: block.index("\ncsrc/")]
+
+
+def test_the_readme_layout_matches_the_tree():
+    block = _layout_block()
+    files = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts}
+    named = set(re.findall(r"[\w/]*\w+\.py\b", block))
+    names = {Path(n).name for n in named}
+    # A subpackage's __init__.py is its folder's line; the package's own is listed.
+    missing = sorted(f for f in files if Path(f).name not in names and (f == "__init__.py" or not f.endswith("__init__.py")))
+    assert not missing, f"files the README's layout does not name: {missing}"
+    stale = sorted(n for n in named if not any(f == n or f.endswith("/" + n) for f in files))
+    assert not stale, f"the README's layout names files that do not exist: {stale}"
+    folders = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert all(f"{d}/" in block for d in folders), folders
