@@ -5,9 +5,10 @@ import pytest
 import lmfast as lms
 from lmfast import _reference
 
+from .conftest import GREEDY
 from .oracle import N_PREDICT, compare, run_completion
 
-GREEDY = {"temperature": 0, "maxTokens": 24}
+PREDICT = {**GREEDY, "maxTokens": 24}
 PROMPT = "Tell me about the history of Paris."
 
 
@@ -24,10 +25,10 @@ def small(client, smollm2_path):
     {"minPSampling": 1.0},      # nothing less likely than the top token
 ])
 def test_truncation_samplers_down_to_one_token_are_greedy(small, sampler):
-    greedy = small.respond(PROMPT, config=GREEDY).content
+    greedy = small.respond(PROMPT, config=PREDICT).content
     sampled = small.respond(PROMPT, config={"temperature": 1.5, "maxTokens": 24, "seed": 7,
                                             "repeatPenalty": False, **sampler}).content
-    plain = small.respond(PROMPT, config={**GREEDY, "repeatPenalty": False}).content
+    plain = small.respond(PROMPT, config={**PREDICT, "repeatPenalty": False}).content
     assert sampled == plain
     hot = small.respond(PROMPT, config={"temperature": 1.5, "maxTokens": 24, "seed": 7,
                                         "repeatPenalty": False, "topKSampling": 0, "topPSampling": False,
@@ -56,13 +57,13 @@ def test_eval_batch_size_splits_prompt_evaluation(client, smollm2_path):
 def test_rope_frequency_base_changes_the_model(client, smollm2_path, small):
     # respond(), not complete(): without flash attention SmolLM2 ends the bare prompt at once
     # (llama-completion -fa off too), and two empty answers would not tell the models apart.
-    base = small.respond(PROMPT, config=GREEDY).content
+    base = small.respond(PROMPT, config=PREDICT).content
     assert base
     model = client.llm.load_new_instance(str(smollm2_path), "rope", config={"contextLength": 512,
                                                                             "ropeFrequencyBase": 500.0})
     try:
         assert model.get_load_config()["ropeFrequencyBase"] == 500.0
-        assert model.respond(PROMPT, config=GREEDY).content != base
+        assert model.respond(PROMPT, config=PREDICT).content != base
     finally:
         model.unload()
 

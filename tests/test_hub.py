@@ -1,4 +1,4 @@
-"""Models by name from the Hugging Face Hub (lmfast.hub, client.repository), against the Hub
+"""Models by name from the Hugging Face Hub (lmfast.models.hub, client.repository), against the Hub
 stand-in on 127.0.0.1 (tests/hub_standin.py) that huggingface_hub reaches through HF_ENDPOINT."""
 from __future__ import annotations
 
@@ -14,21 +14,23 @@ from pathlib import Path
 import pytest
 
 import lmfast as lms
+
+from .conftest import GREEDY
 from .hub_standin import (GATED_REPO, GATED_TOKEN, NO_DEFAULT_REPO, PROJECTOR_ONLY_REPO, QUANTS_REPO, SMOL_FILE, SMOL_PROJECTOR,
                           SMOL_REPO, SPLIT_REPO, SPLIT_STEM, hub_env, sha256_of, standin, subprocess_env)  # noqa: F401
-from lmfast import hub
-from lmfast.registry import resolve
-from lmfast.repository import Repository
+from lmfast.models import hub
+from lmfast.models.registry import resolve
+from lmfast.models.repository import Repository
 
 pytest.importorskip("huggingface_hub")
 
 LOAD = {"cpuThreads": 1}
 ASK = "What is the capital of France?"
-GREEDY = {"temperature": 0, "maxTokens": 12}
+PREDICT = {**GREEDY, "maxTokens": 12}
 
 
 def answer(client: lms.Client, model: str) -> str:
-    return client.llm.load_new_instance(model, config=LOAD, ttl=None).respond(ASK, config=GREEDY).content
+    return client.llm.load_new_instance(model, config=LOAD, ttl=None).respond(ASK, config=PREDICT).content
 
 
 def gguf_files(folder: Path) -> list[str]:

@@ -13,13 +13,14 @@ import pytest
 import lmfast as lms
 from lmfast import config as config_tables
 from lmfast.llm import ReasoningSplitter
-from lmfast.registry import resolve
+from lmfast.models.registry import resolve
 from lmfast.tools import ToolCallRequest, tool_definitions
 
+from .conftest import GREEDY
 from .gguf_mutate import with_chat_template
 from .test_tools import TOOL_TEMPLATE, _few_shot, add, greet
 
-GREEDY = {"temperature": 0, "maxTokens": 16}
+SHORT = {**GREEDY, "maxTokens": 16}
 
 
 @pytest.fixture(scope="module")
@@ -189,8 +190,8 @@ def test_async_llm_renders_and_tokenizes_off_the_event_loop(small):
     async def main():
         model = lms.AsyncLLM(Recording(small._instance))
         loop_thread = threading.get_ident()
-        await model.respond("Hi", config=GREEDY)
-        await model.complete("Hi", config=GREEDY)
+        await model.respond("Hi", config=SHORT)
+        await model.complete("Hi", config=SHORT)
         await model.apply_prompt_template("Hi")
         assert await model.tokenize("Hello") == small.tokenize("Hello")
         assert await model.count_tokens("Hello") == len(small.tokenize("Hello"))

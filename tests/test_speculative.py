@@ -14,7 +14,9 @@ import pytest
 
 import lmfast as lms
 
-GREEDY = {"temperature": 0, "repeatPenalty": False}
+from .conftest import GREEDY
+
+EXACT = {**GREEDY, "repeatPenalty": False}
 NGRAM = {"draftNgram": True}
 TIE = 0.1  # logits
 
@@ -68,7 +70,7 @@ def _check_counts(stats):
 def test_greedy_output_is_the_targets(spec):
     accepted, identical = 0, 0
     for prompt in COPYING + OPEN:
-        cfg = {**GREEDY, "maxTokens": 48}
+        cfg = {**EXACT, "maxTokens": 48}
         plain, _ = _run(spec, prompt, cfg)
         drafted, result = _run(spec, prompt, {**cfg, **NGRAM})
         _check_counts(result.stats)
@@ -81,21 +83,21 @@ def test_greedy_output_is_the_targets(spec):
 
 
 def test_a_prediction_without_the_key_reports_no_drafts(spec):
-    _, result = _run(spec, COPYING[0], {**GREEDY, "maxTokens": 8})
+    _, result = _run(spec, COPYING[0], {**EXACT, "maxTokens": 8})
     assert result.stats.used_draft_model_key is None and result.stats.total_draft_tokens_count is None
 
 
 def test_max_tokens_inside_a_draft_and_stop_strings(spec):
     prompt = COPYING[0]
     for n in (3, 5, 9):
-        tokens, result = _run(spec, prompt, {**GREEDY, **NGRAM, "maxTokens": n})
+        tokens, result = _run(spec, prompt, {**EXACT, **NGRAM, "maxTokens": n})
         assert len(tokens) == n and result.stats.predicted_tokens_count == n
         assert result.stats.stop_reason == "maxPredictedTokensReached"
         _check_counts(result.stats)
     # A stop string from the middle of the answer itself (whatever this CPU's kernels make it).
-    full = spec.complete(prompt, config={**GREEDY, **NGRAM, "maxTokens": 40}).content
+    full = spec.complete(prompt, config={**EXACT, **NGRAM, "maxTokens": 40}).content
     stop = full[len(full) // 2:len(full) // 2 + 4]
-    drafted = spec.complete(prompt, config={**GREEDY, **NGRAM, "maxTokens": 40, "stopStrings": [stop]})
+    drafted = spec.complete(prompt, config={**EXACT, **NGRAM, "maxTokens": 40, "stopStrings": [stop]})
     assert drafted.stats.stop_reason == "stopStringFound", (full, stop, drafted.content)
     assert drafted.content == full[:full.index(stop)]
     _check_counts(drafted.stats)
@@ -107,7 +109,7 @@ def test_with_a_json_schema(spec):
               "required": ["colours"]}
     prompt = ("Colours: red, green, blue, red, green, blue. As JSON: {\"colours\": [\"red\", \"green\", "
               "\"blue\", \"red\", \"green\", \"blue\"]}\nColours: red, green, blue, red, green, blue. As JSON:")
-    cfg = {**GREEDY, "maxTokens": 80, "structured": {"type": "json", "jsonSchema": schema}}
+    cfg = {**EXACT, "maxTokens": 80, "structured": {"type": "json", "jsonSchema": schema}}
     plain, _ = _run(spec, prompt, cfg)
     drafted, result = _run(spec, prompt, {**cfg, **NGRAM})
     _check_counts(result.stats)
@@ -121,7 +123,7 @@ def test_concurrent_requests_each_get_their_own_answer(spec):
     own lone one."""
     import threading
 
-    cfg = {**GREEDY, **NGRAM, "maxTokens": 40}
+    cfg = {**EXACT, **NGRAM, "maxTokens": 40}
     lone = [_run(spec, p, cfg)[0] for p in COPYING[:2]]
     out = [None, None]
 
@@ -144,7 +146,7 @@ def test_concurrent_requests_each_get_their_own_answer(spec):
 def test_bad_keys_are_clear_errors(spec, cfg):
     with pytest.raises(lms.LMStudioValueError):
         spec.complete("Hello", config={**NGRAM, **cfg, "maxTokens": 2})
-    assert spec.complete("Hello", config={**GREEDY, **NGRAM, "maxTokens": 2}).stats.predicted_tokens_count > 0
+    assert spec.complete("Hello", config={**EXACT, **NGRAM, "maxTokens": 2}).stats.predicted_tokens_count > 0
 
 
 def test_chat_command_line_flag(smollm2_path):

@@ -17,6 +17,7 @@ import pytest
 import lmfast as lms
 from lmfast.tools import ToolCallRequest, run_tool_call, tool_definitions
 
+from .conftest import GREEDY
 from .gguf_mutate import with_chat_template
 
 TOOL_TEMPLATE = (
@@ -41,7 +42,7 @@ TOOL_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-GREEDY = {"temperature": 0, "maxTokens": 96}
+PREDICT = {**GREEDY, "maxTokens": 96}
 
 
 def add(a: int, b: int) -> int:
@@ -254,7 +255,7 @@ def test_act_runs_the_call_the_model_makes_and_answers_with_its_result(tool_llm)
     before = chat.to_dict()
     messages, rounds, fragments, events = [], [], [], []
     result = tool_llm.act(
-        chat, [add, greet], config=GREEDY, on_message=messages.append,
+        chat, [add, greet], config=PREDICT, on_message=messages.append,
         on_prediction_completed=rounds.append,
         on_prediction_fragment=lambda f, i: fragments.append((i, f.content)),
         on_round_start=lambda i: events.append(("start", i)), on_round_end=lambda i: events.append(("end", i)))
@@ -282,7 +283,7 @@ def test_act_runs_the_call_the_model_makes_and_answers_with_its_result(tool_llm)
 
 def test_the_messages_act_reports_make_a_chat_that_renders(tool_llm):
     chat = _few_shot("What is 2 + 3?")
-    tool_llm.act(chat, [add, greet], config=GREEDY, on_message=chat.append)
+    tool_llm.act(chat, [add, greet], config=PREDICT, on_message=chat.append)
     assert [m.role for m in chat.messages[-3:]] == ["assistant", "tool", "assistant"]
     prompt = tool_llm.apply_prompt_template(chat)
     assert '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 3}}\n</tool_call>' in prompt
@@ -291,7 +292,7 @@ def test_the_messages_act_reports_make_a_chat_that_renders(tool_llm):
 
 def test_the_last_allowed_round_is_offered_no_tools(tool_llm):
     rounds = []
-    result = tool_llm.act(_few_shot("What is 17 + 25?"), [add, greet], config=GREEDY, max_prediction_rounds=1,
+    result = tool_llm.act(_few_shot("What is 17 + 25?"), [add, greet], config=PREDICT, max_prediction_rounds=1,
                           on_prediction_completed=rounds.append)
     assert result.rounds == 1
     assert rounds[0].stats.stop_reason != "toolCalls"
@@ -307,7 +308,7 @@ def test_a_failing_tool_is_reported_to_the_model(tool_llm):
         raise ArithmeticError("overflow")
 
     messages = []
-    tool_llm.act(_few_shot("What is 17 + 25?"), [add, greet], config=GREEDY, on_message=messages.append,
+    tool_llm.act(_few_shot("What is 17 + 25?"), [add, greet], config=PREDICT, on_message=messages.append,
                  max_prediction_rounds=2,
                  handle_invalid_tool_request=lambda err, req: seen.append((str(err), req.name)) or None)
     assert seen == [("Unhandled Python exception: ArithmeticError: overflow", "add")]
@@ -318,7 +319,7 @@ def test_respond_with_raw_tools_returns_the_calls(tool_llm):
     defs = [d.to_openai() for d in tool_definitions([add, greet]).values()]
     messages = []
     stream = tool_llm.respond_stream(_few_shot("What is 17 + 25?"), on_message=messages.append,
-                                     config=GREEDY | {"rawTools": {"type": "toolArray", "tools": defs}})
+                                     config=PREDICT | {"rawTools": {"type": "toolArray", "tools": defs}})
     result = stream.wait_for_result()
     assert result.stats.stop_reason == "toolCalls"
     assert [(c.name, c.arguments) for c in stream.tool_calls] == [("add", {"a": 17, "b": 25})]
@@ -362,7 +363,7 @@ def test_async_act_awaits_async_tools(client, tool_model_path):
                 return a + b
 
             messages = []
-            result = await model.act(_few_shot("What is 17 + 25?"), [add, greet], config=GREEDY,
+            result = await model.act(_few_shot("What is 17 + 25?"), [add, greet], config=PREDICT,
                                      on_message=messages.append)
             return result, messages, ran_on, loop_thread
     result, messages, ran_on, loop_thread = asyncio.run(main())
@@ -373,7 +374,7 @@ def test_async_act_awaits_async_tools(client, tool_model_path):
 
 def test_a_template_without_tools_warns(llm):
     with pytest.warns(UserWarning, match="does not describe tools"):
-        llm.act("What is 2 + 3?", [add], config=GREEDY)
+        llm.act("What is 2 + 3?", [add], config=PREDICT)
 
 
 @pytest.mark.parametrize("name,payload,fails_at", [
@@ -397,11 +398,11 @@ def test_a_template_that_fails_on_tools_raises_and_nothing_else_breaks(llm, clie
         model = client.llm.load_new_instance(str(path), f"tools-{name}", config={"contextLength": 512})
         try:
             with pytest.raises(lms.TemplateError, match="no tools here"):
-                model.act("What is 2 + 3?", [add], config=GREEDY)
-            assert "paris" in model.respond("What is the capital of France?", config=GREEDY).content.lower()
+                model.act("What is 2 + 3?", [add], config=PREDICT)
+            assert "paris" in model.respond("What is the capital of France?", config=PREDICT).content.lower()
         finally:
             model.unload()
-    assert "paris" in llm.respond("What is the capital of France?", config=GREEDY).content.lower()
+    assert "paris" in llm.respond("What is the capital of France?", config=PREDICT).content.lower()
 
 
 def test_act_with_a_jinja_prompt_template_gets_tools(client, smollm2_path):
@@ -412,7 +413,7 @@ def test_act_with_a_jinja_prompt_template_gets_tools(client, smollm2_path):
     try:
         template = {"type": "jinja", "jinjaPromptTemplate": {"template": TOOL_TEMPLATE}, "stopStrings": []}
         messages = []
-        result = model.act(_few_shot("What is 17 + 25?"), [add, greet], config=GREEDY | {"promptTemplate": template},
+        result = model.act(_few_shot("What is 17 + 25?"), [add, greet], config=PREDICT | {"promptTemplate": template},
                            on_message=messages.append)
         assert result.rounds == 2
         assert messages[1].content[0]["content"] == "42"
