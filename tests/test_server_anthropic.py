@@ -228,3 +228,74 @@ def test_x_api_key(keyed_server):
     with pytest.raises(anthropic.AuthenticationError) as e:
         bad.messages.create(model=SMOL, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
     assert e.value.body["error"]["type"] == "authentication_error"
+
+
+@pytest.mark.slow
+def test_fuzzed_requests_are_never_a_5xx(server):
+    """Valid Messages bodies with up to four fields changed (plausible values, wrong types, odd
+    blocks) and raw bytes: only 2xx or 4xx, and every error in Anthropic's shape. Bounded: 150
+    examples of at most 4 generated tokens, and 5 minutes."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = pytest.importorskip("hypothesis.strategies")
+    import time
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+                        st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))
+    anything = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                             st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+                            max_leaves=10)
+    text = st.text(max_size=40)
+    kinds = st.sampled_from(["text", "tool_use", "tool_result", "image", "thinking", "x"])
+    block = st.fixed_dictionaries({"type": kinds},
+                                  optional={"text": st.one_of(text, anything), "id": text, "name": text,
+                                            "input": st.one_of(st.dictionaries(text, scalars, max_size=2), anything),
+                                            "tool_use_id": st.one_of(text, anything),
+                                            "content": st.one_of(text, st.lists(anything, max_size=2), anything)})
+    message = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", ""]),
+                                     "content": st.one_of(text, st.lists(block, max_size=3), anything)})
+    tool = st.fixed_dictionaries({"name": st.one_of(text, st.just("add"))},
+                                 optional={"input_schema": st.one_of(st.just(ADD["input_schema"]), anything),
+                                           "type": st.sampled_from(["custom", "web_search_20250305"])})
+    fields = {
+        "model": st.one_of(st.sampled_from([SMOL, TOOLS, MINILM, "", "x"]), anything),
+        "messages": st.one_of(st.lists(message, min_size=1, max_size=3), anything),
+        "system": st.one_of(text, st.lists(block, max_size=2), anything),
+        "max_tokens": st.one_of(st.integers(-5, 2**40), anything),
+        "stop_sequences": st.one_of(st.lists(text, max_size=20), anything),
+        "temperature": st.one_of(st.floats(-1, 3), anything), "top_p": st.one_of(st.floats(-1, 2), anything),
+        "top_k": st.one_of(st.integers(-5, 2**40), anything), "metadata": anything,
+        "stream": st.one_of(st.booleans(), anything),
+        "tools": st.one_of(st.lists(tool, max_size=2), anything),
+        "tool_choice": st.one_of(st.fixed_dictionaries({"type": st.sampled_from(["auto", "any", "tool", "none", "x"])},
+                                                       optional={"name": text}), anything),
+        "output_config": st.one_of(st.fixed_dictionaries({"format": st.fixed_dictionaries(
+            {"type": st.just("json_schema"), "schema": st.one_of(st.just({"type": "object"}), anything)})}), anything),
+    }
+    base = {"model": SMOL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+    changes = st.lists(st.sampled_from(sorted(fields)), max_size=4, unique=True).flatmap(
+        lambda keys: st.fixed_dictionaries({k: fields[k] for k in keys}))
+    raw = st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode))
+    started, seen = time.monotonic(), {}
+
+    @hypothesis.settings(max_examples=150, deadline=None, database=None, derandomize=True,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(path=st.sampled_from(["/v1/messages", "/v1/messages/count_tokens"]), changes=changes,
+                      raw=st.one_of(st.none(), st.none(), st.none(), raw))
+    def one(path: str, changes: dict[str, Any], raw: bytes | None) -> None:
+        if time.monotonic() - started > 300:
+            return
+        body = {**base, **changes}
+        if isinstance(body.get("max_tokens"), int) and not isinstance(body["max_tokens"], bool):
+            body["max_tokens"] = min(body["max_tokens"], 4)  # a short answer; wrong types stay wrong
+        content = raw if raw is not None else json.dumps(body).encode()
+        r = httpx.post(server.url + path, content=content, headers={"Content-Type": "application/json"},
+                       timeout=120)
+        seen[r.status_code] = seen.get(r.status_code, 0) + 1
+        assert r.status_code < 500, (path, content[:500], r.text[:500])
+        assert "api_error" not in r.text, (path, content[:500], r.text[-500:])  # a stream's error event
+        if r.status_code >= 400:
+            err = r.json()
+            assert err["type"] == "error" and err["error"]["message"], err
+
+    one()
+    assert any(200 <= k < 300 for k in seen) and any(400 <= k < 500 for k in seen), seen

@@ -141,7 +141,8 @@ def test_tool_calls_and_a_round_trip(api):
     assert calls and calls[0].function.name == "add" and isinstance(calls[0].function.arguments, dict)
     assert set(calls[0].function.arguments) == {"a", "b"}
     streamed = [c for p in api.chat(messages=messages, stream=True, **args) for c in (p.message.tool_calls or [])]
-    assert [(c.function.name, dict(c.function.arguments)) for c in streamed] == [("add", dict(calls[0].function.arguments))]
+    expected = [("add", dict(calls[0].function.arguments))]
+    assert [(c.function.name, dict(c.function.arguments)) for c in streamed] == expected
     result = sum(int(v) for v in calls[0].function.arguments.values())
     follow = messages + [r.message.model_dump(exclude_none=True),
                          {"role": "tool", "content": str(result), "tool_name": "add"}]
@@ -256,3 +257,76 @@ def test_pull_downloads_from_the_hub_with_progress(hub_server):
     with pytest.raises(ollama.ResponseError) as e:
         api.pull("not a model name", stream=False)
     assert e.value.status_code == 400
+
+
+@pytest.mark.slow
+def test_fuzzed_requests_are_never_a_5xx(server):
+    """Valid chat, generate and embed bodies with up to four fields changed and raw bytes: only
+    2xx or 4xx, every error Ollama's ``{"error": str}``. Bounded: 150 examples of at most 4
+    generated tokens, and 5 minutes; keep_alive never 0 here (the other tests use the models)."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = pytest.importorskip("hypothesis.strategies")
+    import time
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+                        st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))
+    anything = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                             st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+                            max_leaves=10)
+    text = st.text(max_size=40)
+    call = st.fixed_dictionaries({"function": st.one_of(st.fixed_dictionaries(
+        {"name": text, "arguments": st.one_of(st.dictionaries(text, scalars, max_size=2), anything)}), anything)})
+    message = st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant", "tool", "x"])},
+                                    optional={"content": st.one_of(text, anything),
+                                              "tool_calls": st.one_of(st.lists(call, max_size=2), anything),
+                                              "tool_name": st.one_of(text, anything), "images": anything})
+    options = st.dictionaries(st.sampled_from(["temperature", "top_p", "top_k", "min_p", "seed", "stop", "num_ctx",
+                                               "repeat_penalty", "num_predict", "num_thread", "mirostat"]),
+                              st.one_of(st.integers(-3, 2**66), st.floats(-1, 3), text, st.lists(text, max_size=20),
+                                        anything), max_size=4)
+    fields = {
+        "model": st.one_of(st.sampled_from([SMOL, f"{SMOL}:latest", MINILM, "", "x:y"]), anything),
+        "messages": st.one_of(st.lists(message, max_size=3), anything),
+        "prompt": st.one_of(text, anything), "system": st.one_of(text, anything), "raw": anything,
+        "input": st.one_of(text, st.lists(text, max_size=3), anything),
+        "options": st.one_of(options, anything),
+        "format": st.one_of(st.sampled_from(["json", "", "yaml"]), st.just({"type": "object"}), anything),
+        "keep_alive": st.one_of(st.sampled_from(["5m", "-1", "1h30m", "soon", "", "1e5"]), st.integers(1, 2**66),
+                                st.floats(0.5, 1e300), anything).filter(lambda v: v not in (0, "0", False)),
+        "tools": st.one_of(st.lists(st.just(ADD), max_size=2), anything),
+        "stream": st.one_of(st.booleans(), anything), "suffix": anything, "context": anything,
+        "truncate": anything, "dimensions": anything, "logprobs": anything,
+    }
+    bases = {"/api/chat": {"model": SMOL, "messages": [{"role": "user", "content": "hi"}]},
+             "/api/generate": {"model": SMOL, "prompt": "hi"}, "/api/embed": {"model": MINILM, "input": "hi"}}
+    changes = st.lists(st.sampled_from(sorted(fields)), max_size=4, unique=True).flatmap(
+        lambda keys: st.fixed_dictionaries({k: fields[k] for k in keys}))
+    raw = st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode))
+    started, seen = time.monotonic(), {}
+
+    @hypothesis.settings(max_examples=150, deadline=None, database=None, derandomize=True,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(path=st.sampled_from(sorted(bases)), changes=changes,
+                      raw=st.one_of(st.none(), st.none(), st.none(), raw))
+    def one(path: str, changes: dict, raw: bytes | None) -> None:
+        if time.monotonic() - started > 300:
+            return
+        body = {**bases[path], **changes}
+        opts = body.get("options")  # a short answer; wrong types stay wrong
+        if isinstance(opts, dict) and isinstance(opts.get("num_predict", 4), int):
+            body["options"] = {**opts, "num_predict": 4}
+        elif opts is None:
+            body["options"] = {"num_predict": 4}
+        content = raw if raw is not None else json.dumps(body).encode()
+        r = httpx.post(server.url + path, content=content, headers={"Content-Type": "application/json"},
+                       timeout=120)
+        seen[r.status_code] = seen.get(r.status_code, 0) + 1
+        assert r.status_code < 500, (path, content[:500], r.text[:500])
+        lines = [json.loads(line) for line in r.text.splitlines() if line.strip()]
+        assert lines, (path, content[:500])
+        if r.status_code >= 400:
+            assert isinstance(lines[0]["error"], str) and lines[0]["error"], lines
+        assert not any("internal error" in str(x.get("error", "")) for x in lines), (path, content[:500], lines)
+
+    one()
+    assert any(200 <= k < 300 for k in seen) and any(400 <= k < 500 for k in seen), seen

@@ -110,7 +110,8 @@ def _messages(messages: list[OllamaMessage]) -> list[dict[str, Any]]:
 
 
 def chat_request(req: ChatRequest, name: str, ttl: float | None) -> ChatCompletionRequest:
-    body = {"model": name, "messages": _messages(req.messages), "ttl": ttl, **_sampling(req.options, req.format, req.logprobs)}
+    body = {"model": name, "messages": _messages(req.messages), "ttl": ttl,
+            **_sampling(req.options, req.format, req.logprobs)}
     if req.tools:
         body["tools"] = req.tools
     return parse(ChatCompletionRequest, body)
