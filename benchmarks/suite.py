@@ -170,6 +170,14 @@ def gpu_layers(model: str, gpu: str) -> int:
     return plan_offload(gpu_cfg, n_layer).n_gpu_layers
 
 
+def llama_bench_version(result: dict[str, Any]) -> str:
+    """llama-bench has no version of its own: the llama.cpp it was built from (its build_commit
+    is "unknown" when built from the pinned source distribution, which has no git history)."""
+    commit = result.get("build_commit")
+    pin = f"llama.cpp from llama-cpp-python {LCPP_VERSION}, built with lmfast"
+    return pin if commit in (None, "unknown") else f"{pin} ({commit})"
+
+
 def run(ctx, args) -> dict[str, Any]:
     """The suite's run (``python -m benchmarks suite``); ``ctx``: cli.Context."""
     peers = list(PEERS) if ctx.peers is None else ctx.peers
@@ -205,7 +213,7 @@ def run(ctx, args) -> dict[str, Any]:
     lockstep.run_in_turns({name: cmd + ["--out", str(outs[name]), "--lockstep"] for name, cmd in runners.items()})
     for name, path in outs.items():
         results[name] = json.loads(path.read_text())
-        ctx.peer_versions[name] = results[name].get("version")
+        ctx.peer_versions[name] = results[name].get("version") or llama_bench_version(results[name])
     ctx.peer_versions.pop("lmfast", None)
     results["elapsed_s"] = time.perf_counter() - started
 
