@@ -109,6 +109,51 @@ for _cls in (Client, _client_mod._ModelNamespace, _handle.ModelHandle, LLM, Pred
              Chat, DownloadedLlm.__mro__[1], AsyncLLM, AsyncEmbeddingModel, AsyncPredictionStream,
              AsyncClient, _async_api._AsyncNamespace, _async_api.AsyncDownloadedModel):
     _sdk_public_class(_cls)
-for _name in ("llm", "embedding_model", "list_loaded_models", "list_downloaded_models", "set_sync_api_timeout"):
+
+
+def _public_functions() -> list[str]:
+    """The module-level functions of the public surface (not the classes, constants or aliases)."""
+    import inspect
+
+    return [name for name in __all__ if inspect.isfunction(globals().get(name))]
+
+
+for _name in _public_functions():
     globals()[_name] = sdk_public_api(globals()[_name])
+
+
+def _report_top_level_module() -> None:
+    """As the SDK's public types report "lmstudio", lmfast's report "lmfast": reprs, tracebacks
+    and help() name ``lmfast.Chat`` and ``lmfast.LMStudioModelNotFoundError``, not the private
+    module each lives in. Only where ``lmfast.<qualname>`` is the same object, so that pickle
+    (which looks the name up there) still finds it."""
+    import inspect
+
+    for name in __all__:
+        obj = globals().get(name)
+        if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+            continue
+        if obj.__module__.startswith("lmfast.") and globals().get(obj.__qualname__) is obj:
+            if inspect.isclass(obj):
+                _resolve_annotations(obj)
+            obj.__module__ = "lmfast"
+
+
+def _resolve_annotations(cls: type) -> None:
+    """``typing.get_type_hints`` evaluates a class's string annotations in the module that
+    ``__module__`` names; once that is "lmfast", names private to the defining module
+    (``Literal``, ``StopReason``) would not resolve. Evaluated here first, they need not."""
+    import typing
+
+    own = cls.__dict__.get("__annotations__")
+    if not own:
+        return
+    try:
+        hints = typing.get_type_hints(cls)
+    except NameError:
+        return  # names imported only for type checkers: unresolvable wherever the class says it lives
+    cls.__annotations__ = {key: hints.get(key, value) for key, value in own.items()}
+
+
+_report_top_level_module()
 del _cls, _name

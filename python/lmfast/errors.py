@@ -107,9 +107,10 @@ class LMStudioUnknownMessageWarning(LMStudioClientError, UserWarning):
     """The SDK's version-skew warning (never issued by lmfast, which has no protocol)."""
 
 
-class ValidationError(ValueError):
+class ValidationError(LMStudioError, ValueError):
     """A config or record value failed its type or range check (the SDK re-exports
-    msgspec's class of this name; lmfast's config errors derive from this one)."""
+    msgspec's class of this name; lmfast's config errors derive from this one). Under
+    :class:`LMStudioError` like every error lmfast raises, so one ``except`` catches them all."""
 
 
 # lmfast's own, each under the SDK class of the same kind.
