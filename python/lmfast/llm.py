@@ -583,6 +583,13 @@ class LLM(ModelHandle):
         return ActResult(rounds=round_index + 1, total_time_seconds=time.perf_counter() - t0)
 
     # -- the rest of the handle --------------------------------------------------------------
+    def count_prompt_tokens(self, history: Any, tools: list[dict[str, Any]] | None = None, *,
+                            tool_choice: str = "auto") -> int:
+        """How many tokens the prompt for a chat takes, rendered as respond() and act() render it,
+        with ``tools`` (OpenAI-style definitions) and ``tool_choice`` ("auto" or "required").
+        An lmfast extension (Anthropic's count_tokens)."""
+        return len(self._render_with_tools(history, list(tools) if tools else None, tool_choice).tokens)
+
     def apply_prompt_template(self, history: Any, opts: Any = None, *, config: Any = None) -> str:
         """The prompt text the model sees for a chat, rendered with its own template; with
         ``opts={"toolDefinitions": [...]}`` (OpenAI-style function tools) as act() offers them.

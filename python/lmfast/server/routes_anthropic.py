@@ -127,5 +127,5 @@ async def count_tokens(request: Request) -> Response:
     tools = tools_config(chat_req)
     names = tools["tools"] if tools is not None else None
     choice = "required" if tools is not None and tools["force"] else "auto"
-    prompt = await asyncio.to_thread(handle._render_with_tools, chat, names, choice)
-    return JSONResponse({"input_tokens": len(prompt.tokens)})
+    count = await asyncio.to_thread(handle.count_prompt_tokens, chat, names, tool_choice=choice)
+    return JSONResponse({"input_tokens": count})
