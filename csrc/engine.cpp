@@ -374,6 +374,11 @@ int32_t Engine::keep_for(ContextOverflow policy, const std::vector<llama_token> 
     return 0;
 }
 
+std::shared_ptr<Request> Engine::submit(const ChatPrompt & prompt, GenerationParams params, bool stream) {
+    apply_chat_format(prompt.format, params);
+    return submit(prompt.tokens, std::move(params), stream);
+}
+
 std::shared_ptr<Request> Engine::submit(std::vector<llama_token> prompt, GenerationParams params, bool stream) {
     if (prompt.empty()) throw InvalidArgument("the prompt is empty (no tokens)");
     model_->check_tokens(prompt);

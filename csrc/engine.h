@@ -44,6 +44,7 @@ ContextOverflow parse_context_overflow(const std::string & name);  // "stopAtLim
 const char * context_overflow_name(ContextOverflow policy);
 
 struct ChatFormat;  // chat_prompt.h
+struct ChatPrompt;  // chat_prompt.h
 
 struct GenerationParams {
     SamplingParams sampling;
@@ -194,6 +195,9 @@ public:
 
     // Validates and queues a request; the scheduler picks it up at its next step.
     std::shared_ptr<Request> submit(std::vector<llama_token> prompt, GenerationParams params, bool stream);
+    // A rendered chat: its tool-call format, if any, applies (apply_chat_format) before its
+    // tokens are queued as above.
+    std::shared_ptr<Request> submit(const ChatPrompt & prompt, GenerationParams params, bool stream);
     // Ends the scheduler: running and queued requests finish as "modelUnloaded".
     void shutdown();
     // Seconds since the last request ended (or since the engine started) when nothing is

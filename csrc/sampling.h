@@ -32,6 +32,13 @@ struct SamplingParams {
     std::vector<llama_token> grammar_prefill;
 };
 
+// A seed as callers give it (Python, the HTTP APIs): any negative value asks for a random seed per
+// request, which llama.cpp spells LLAMA_DEFAULT_SEED; requested_seed is the way back.
+inline uint32_t sampling_seed(int64_t requested) {
+    return requested < 0 ? LLAMA_DEFAULT_SEED : static_cast<uint32_t>(requested);
+}
+inline int64_t requested_seed(uint32_t seed) { return seed == LLAMA_DEFAULT_SEED ? -1 : static_cast<int64_t>(seed); }
+
 struct SamplerDeleter {
     void operator()(llama_sampler * s) const { llama_sampler_free(s); }
 };

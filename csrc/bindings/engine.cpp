@@ -1,0 +1,201 @@
+// The engine (engine.h) and its requests: submit, stream, wait, statistics. Every wait releases
+// the GIL; a consumer is called once per text fragment, never per token.
+#include "bindings.h"
+
+#include <pybind11/stl.h>
+
+#include <chrono>
+
+#include "chat_prompt.h"
+#include "engine.h"
+
+namespace lmfast::bindings {
+
+namespace {
+
+// Blocks with the GIL released, waking every 50 ms to let Python deliver signals:
+// a KeyboardInterrupt cancels the request and propagates. While the prompt is being
+// evaluated, each wake-up also passes its progress to `on_progress` (when given) if it moved.
+template <typename F>
+bool wait_interruptibly(Request & req, F && wait_once, const py::object & on_progress = py::none()) {
+    float last = 0.0f;  // the caller sent 0.0 itself
+    for (;;) {
+        bool ready;
+        {
+            py::gil_scoped_release nogil;
+            ready = wait_once();
+        }
+        if (ready) return true;
+        if (PyErr_CheckSignals() != 0) {
+            req.cancel();
+            throw py::error_already_set();
+        }
+        if (!on_progress.is_none()) {
+            const float p = req.prompt_progress();
+            if (p > last && p < 1.0f) {
+                last = p;
+                on_progress(p);
+            }
+        }
+    }
+}
+
+const Request & finished(const Request & req) {
+    if (!req.done()) throw std::logic_error("the request has not finished");
+    return req;
+}
+
+py::dict stats_to_dict(const RequestStats & s) {
+    py::dict d;
+    d["prompt_tokens"] = s.prompt_tokens;
+    d["cached_tokens"] = s.cached_tokens;
+    d["restored_tokens"] = s.restored_tokens;
+    d["predicted_tokens"] = s.predicted_tokens;
+    d["time_to_first_token"] = s.time_to_first_token;
+    d["prompt_eval_time"] = s.prompt_eval_time;
+    d["generation_time"] = s.generation_time;
+    d["queue_time"] = s.queue_time;
+    d["stop_reason"] = stop_reason_name(s.stop_reason);
+    d["prompt_tokens_dropped"] = s.prompt_tokens_dropped;
+    d["context_shifts"] = s.context_shifts;
+    d["n_threads"] = s.n_threads;
+    d["draft_tokens"] = s.draft_tokens;
+    d["accepted_draft_tokens"] = s.accepted_draft_tokens;
+    d["rejected_draft_tokens"] = s.rejected_draft_tokens;
+    d["ignored_draft_tokens"] = s.ignored_draft_tokens;
+    d["error"] = s.error;
+    d["tokens"] = s.tokens;
+    return d;
+}
+
+py::dict counters_to_dict(const EngineCounters & c) {
+    py::dict d;
+    d["requests"] = c.requests;
+    d["prompt_tokens_evaluated"] = c.prompt_tokens_evaluated;
+    d["prompt_tokens_cached"] = c.prompt_tokens_cached;
+    d["tokens_generated"] = c.tokens_generated;
+    d["decode_calls"] = c.decode_calls;
+    d["generation_steps"] = c.generation_steps;
+    d["generation_seq_runs"] = c.generation_seq_runs;
+    d["shared_prefix_waits"] = c.shared_prefix_waits;
+    d["spills"] = c.spills;
+    d["restores"] = c.restores;
+    d["prompt_tokens_restored"] = c.prompt_tokens_restored;
+    d["spill_bytes"] = c.spill_bytes;
+    d["kv_streams"] = c.kv_streams;
+    d["kv_growths"] = c.kv_growths;
+    d["disk_writes"] = c.disk_writes;
+    d["disk_restores"] = c.disk_restores;
+    d["disk_bytes"] = c.disk_bytes;
+    return d;
+}
+
+// Logits as float32 bytes per sequence (numpy.frombuffer reads them without a copy per value).
+py::list logits_to_bytes(const std::vector<std::vector<float>> & rows) {
+    py::list l;
+    for (const auto & v : rows) l.append(py::bytes(reinterpret_cast<const char *>(v.data()), v.size() * sizeof(float)));
+    return l;
+}
+
+void register_request(py::module_ & m) {
+    py::class_<Request, std::shared_ptr<Request>>(m, "Request")
+        .def("next_text",
+             [](Request & self, const py::object & on_progress) -> py::object {
+                 std::string out;
+                 int32_t n_tokens = 0;
+                 wait_interruptibly(
+                     self, [&] { return self.wait_text(out, n_tokens, std::chrono::milliseconds(50)); }, on_progress);
+                 if (!out.empty()) return py::make_tuple(to_py_str(out), n_tokens);
+                 return py::none();
+             },
+             py::arg("on_progress") = py::none(),
+             "Blocks until streamed text is available, returned as (text, n_tokens), or the request is done "
+             "(returns None). on_progress(share of the prompt evaluated) while the prompt is evaluated.")
+        .def("wait",
+             [](Request & self, const py::object & on_progress) {
+                 wait_interruptibly(self, [&] { return self.wait_done(std::chrono::milliseconds(50)); }, on_progress);
+             },
+             py::arg("on_progress") = py::none(), "Blocks until the request is done. KeyboardInterrupt cancels it.")
+        .def("cancel", &Request::cancel)
+        .def_property_readonly("cancelled", &Request::cancelled)
+        .def_property_readonly("done", &Request::done)
+        .def_property_readonly("text", [](const Request & self) { return to_py_str(finished(self).text()); })
+        .def("stats", [](const Request & self) { return stats_to_dict(finished(self).stats()); })
+        .def("chat_output", [](const Request & self) -> py::object {
+            if (!finished(self).chat_format()) return py::none();
+            return chat_output_to_dict(*self.chat_format(), self.text());
+        }, "Content and tool calls of the output, by its chat's format (None without tools).");
+}
+
+}  // namespace
+
+void register_engine(py::module_ & m) {
+    register_request(m);
+    py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
+        .def(py::init([](std::shared_ptr<Model> model, int n_ctx, int n_batch, int n_ubatch, int n_seq,
+                         int n_threads, int n_threads_batch, int flash_attn, int type_k, int type_v,
+                         bool offload_kqv, float rope_freq_base, float rope_freq_scale, int64_t spill_bytes,
+                         std::string disk_dir, std::string disk_identity, int64_t disk_bytes) {
+                 EngineParams p;
+                 p.n_ctx = n_ctx;
+                 p.n_batch = n_batch;
+                 p.n_ubatch = n_ubatch;
+                 p.n_seq = n_seq;
+                 p.n_threads = n_threads;
+                 p.n_threads_batch = n_threads_batch;
+                 p.flash_attn = flash_attn;
+                 p.type_k = type_k;
+                 p.type_v = type_v;
+                 p.offload_kqv = offload_kqv;
+                 p.rope_freq_base = rope_freq_base;
+                 p.rope_freq_scale = rope_freq_scale;
+                 p.spill_bytes = spill_bytes;
+                 p.disk_dir = std::move(disk_dir);
+                 p.disk_identity = std::move(disk_identity);
+                 p.disk_bytes = disk_bytes;
+                 return std::make_shared<Engine>(std::move(model), p);
+             }),
+             py::arg("model"), py::arg("n_ctx") = 4096, py::arg("n_batch") = 2048, py::arg("n_ubatch") = 512,
+             py::arg("n_seq") = 4, py::arg("n_threads") = -1, py::arg("n_threads_batch") = -1,
+             py::arg("flash_attn") = -1, py::arg("type_k") = -1, py::arg("type_v") = -1,
+             py::arg("offload_kqv") = true, py::arg("rope_freq_base") = 0.0f, py::arg("rope_freq_scale") = 0.0f,
+             py::arg("spill_bytes") = -1, py::arg("disk_dir") = std::string(),
+             py::arg("disk_identity") = std::string(), py::arg("disk_bytes") = int64_t{8} << 30,
+             py::call_guard<py::gil_scoped_release>())
+        .def("submit",
+             py::overload_cast<std::vector<llama_token>, GenerationParams, bool>(&Engine::submit),
+             py::arg("prompt"), py::arg("params") = GenerationParams(), py::kw_only(), py::arg("stream") = false,
+             py::call_guard<py::gil_scoped_release>(),
+             "Queues a request for prompt tokens (GenerationParams: the prediction's fields, lmfast.llm fills them).")
+        .def("submit",
+             py::overload_cast<const ChatPrompt &, GenerationParams, bool>(&Engine::submit),
+             py::arg("prompt"), py::arg("params") = GenerationParams(), py::kw_only(), py::arg("stream") = false,
+             py::call_guard<py::gil_scoped_release>(),
+             "Queues a request for a rendered chat: its tool-call format, if any, applies.")
+        .def("eval_logits",
+             [](Engine & self, const std::vector<std::vector<llama_token>> & seqs, const std::vector<int32_t> & n_prefix) {
+                 std::vector<std::vector<float>> out;
+                 {
+                     py::gil_scoped_release nogil;
+                     out = self.eval_logits(seqs, n_prefix);
+                 }
+                 return logits_to_bytes(out);
+             },
+             py::arg("sequences"), py::arg("n_prefix"),
+             "Tests and debugging: the logits of teacher-forced token sequences evaluated together (see "
+             "engine.h), as float32 bytes per sequence: (len - n_prefix + 1) rows of n_vocab each.")
+        .def("persist", &Engine::persist, py::arg("tokens"), py::call_guard<py::gil_scoped_release>(),
+             "Writes the sequence that holds these tokens to the disk tier; returns the tokens saved (0: none).")
+        .def("take_warnings", &Engine::take_warnings,
+             "Warnings from the cache tiers since the last call (a damaged cache file removed, ...).")
+        .def("shutdown", &Engine::shutdown, py::call_guard<py::gil_scoped_release>())
+        .def("idle_seconds", &Engine::idle_seconds)
+        .def_property_readonly("n_ctx", &Engine::n_ctx)
+        .def_property_readonly("n_seq", &Engine::n_seq)
+        .def_property_readonly("n_streams", &Engine::n_streams)
+        .def_property_readonly("n_threads", &Engine::n_threads)
+        .def_property_readonly("model", &Engine::model)
+        .def("counters", [](const Engine & self) { return counters_to_dict(self.counters()); });
+}
+
+}  // namespace lmfast::bindings
