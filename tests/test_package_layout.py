@@ -246,3 +246,26 @@ def test_the_readme_layout_matches_the_tree():
     assert not stale, f"the README's layout names files that do not exist: {stale}"
     folders = {p.relative_to(PACKAGE).as_posix() for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
     assert all(f"{d}/" in block for d in folders), folders
+
+
+def _private_reads(source: str, where: str) -> list[str]:
+    """``obj._name`` reads in a module where obj is not self/cls and _name is not defined in that
+    module (a method or a ``self._name =`` of its own classes): private state of another module."""
+    tree = ast.parse(source)
+    own = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    own |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)}
+    return [f"{where}:{n.lineno}: {ast.unparse(n)}" for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and n.attr.startswith("_") and not n.attr.startswith("__")
+            and not (isinstance(n.value, ast.Name) and n.value.id in ("self", "cls")) and n.attr not in own]
+
+
+def test_the_server_reads_no_private_attribute_of_the_python_api():
+    """The server and the Ray Serve app use the Client's and the handles' public hooks
+    (Client.loaded_instances, find_instance, handle_for, identifier_in_use; ModelHandle.instance;
+    DownloadedModel.model_file; LLM.count_prompt_tokens), not their private attributes."""
+    sample = ("class T:\n    def _mine(self): self._n = 1\n"
+              "def f(t, client): return t._mine(), t._n, client._instances, handle._instance.info\n")
+    assert [r.split(": ")[1] for r in _private_reads(sample, "sample")] == ["client._instances", "handle._instance"]
+    found = [r for folder in ("server", "ray_serve") for f in sorted((PACKAGE / folder).glob("*.py"))
+             for r in _private_reads(f.read_text(), f"{folder}/{f.name}")]
+    assert not found, "private attributes read across modules:\n" + "\n".join(found)
