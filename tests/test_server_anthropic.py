@@ -12,7 +12,7 @@ anthropic = pytest.importorskip("anthropic")
 pytest.importorskip("starlette")
 
 from .test_server import (KEY, MINILM, SMOL, TOOLS, ServerProcess, few_shot, keyed_server,  # noqa: E402,F401
-                          minilm_gguf, tool_gguf)
+                          metric, minilm_gguf, tool_gguf, wait_until)
 
 ADD = {"name": "add", "description": "Adds two integers.",
        "input_schema": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
@@ -218,6 +218,21 @@ def test_cross_site_refusals_apply(server):
         assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
         r = httpx.post(server.url + path, content=json.dumps(body), headers={"content-type": "text/plain"})
         assert r.status_code == 415 and r.json()["type"] == "error"
+
+
+def test_disconnect_cancels_the_generation(server):
+    body = {"model": SMOL, "stream": True, "max_tokens": 900, "temperature": 0,
+            "messages": [{"role": "user", "content": "Count from one to one thousand in words, separated by commas."}]}
+    before = metric(server.url, "lmfast_generated_tokens_total", SMOL)
+    with httpx.stream("POST", server.url + "/v1/messages", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        n = 0
+        while n < 5:
+            n += next(lines).startswith("event: content_block_delta")
+        assert metric(server.url, "lmfast_busy_sequences", SMOL) == 1
+    assert wait_until(lambda: metric(server.url, "lmfast_busy_sequences", SMOL) == 0, timeout=5)
+    assert wait_until(lambda: metric(server.url, "lmfast_generated_tokens_total", SMOL) > before, timeout=5)
+    assert metric(server.url, "lmfast_generated_tokens_total", SMOL) - before < 200
 
 
 def test_x_api_key(keyed_server):

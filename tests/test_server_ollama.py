@@ -16,7 +16,8 @@ jsonschema = pytest.importorskip("jsonschema")
 import lmfast as lms  # noqa: E402
 
 from .hub_standin import SMOL_REPO, standin, subprocess_env  # noqa: E402,F401
-from .test_server import MINILM, SMOL, TOOLS, ServerProcess, few_shot, minilm_gguf, tool_gguf  # noqa: E402,F401
+from .test_server import (MINILM, SMOL, TOOLS, ServerProcess, few_shot, metric, minilm_gguf,  # noqa: E402,F401
+                          tool_gguf, wait_until)
 
 GREEDY = {"temperature": 0, "num_predict": 24}
 ADD = {"type": "function", "function": {
@@ -209,6 +210,20 @@ def test_cross_site_refusals_apply(server):
         assert r.status_code == 403 and isinstance(r.json()["error"], str)
         r = httpx.post(server.url + path, content=json.dumps(body), headers={"content-type": "text/plain"})
         assert r.status_code == 415 and isinstance(r.json()["error"], str)
+
+
+def test_disconnect_cancels_the_generation(server):
+    body = {"model": SMOL, "options": {"temperature": 0, "num_predict": 900},
+            "messages": [{"role": "user", "content": "Count from one to one thousand in words, separated by commas."}]}
+    before = metric(server.url, "lmfast_generated_tokens_total", SMOL)
+    with httpx.stream("POST", server.url + "/api/chat", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        for _ in range(5):
+            assert json.loads(next(lines))["done"] is False
+        assert metric(server.url, "lmfast_busy_sequences", SMOL) == 1
+    assert wait_until(lambda: metric(server.url, "lmfast_busy_sequences", SMOL) == 0, timeout=5)
+    assert wait_until(lambda: metric(server.url, "lmfast_generated_tokens_total", SMOL) > before, timeout=5)
+    assert metric(server.url, "lmfast_generated_tokens_total", SMOL) - before < 200
 
 
 def test_keep_alive_sets_the_ttl_and_zero_unloads(api):
