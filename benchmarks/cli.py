@@ -71,7 +71,8 @@ def parse(argv: list[str]) -> tuple[str, argparse.Namespace, Any]:
     spec = SCENARIOS[name]
     module = importlib.import_module(spec.module)
     ap = argparse.ArgumentParser(prog=f"python -m benchmarks {name}", parents=[shared_parser()],
-                                 description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                 description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="scenarios (python -m benchmarks SCENARIO --help):\n" + list_scenarios())
     if hasattr(module, "add_args"):
         module.add_args(ap.add_argument_group(f"{name} arguments"))
     return name, ap.parse_args(rest), module

@@ -78,7 +78,8 @@ def spinners(n: int, seconds: float) -> list[subprocess.Popen]:
 
 def runners(threads: int, raw: bool, peers: list[str] | None) -> list[tuple[str, list[str]]]:
     r = str(int(raw))
-    out = [(f"lmfast {t}", [sys.executable, "-c", LMFAST, "{model}", t, r]) for t in ("auto", str(threads), "1")]
+    counts = dict.fromkeys(("auto", str(threads), "1"))  # in order, once each (N may be 1)
+    out = [(f"lmfast {t}", [sys.executable, "-c", LMFAST, "{model}", t, r]) for t in counts]
     lcpp = llama_cpp_python_path()
     wanted = peers is None or "llama-cpp-python" in peers
     if wanted and lcpp.exists() and subprocess.run([str(lcpp), "-c", "import llama_cpp"],

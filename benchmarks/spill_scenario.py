@@ -94,7 +94,7 @@ def add_args(ap) -> None:
 def run(ctx, args) -> dict:
     """The three runs (and llama-cpp-python's, unless --peers leaves it out)."""
     path, raw = str(ctx.model_path), ctx.raw
-    chats, turns = (8, 2) if ctx.quick else (args.chats, args.turns)
+    chats, turns = (min(args.chats, 8), min(args.turns, 2)) if ctx.quick else (args.chats, args.turns)
     load = {"contextLength": 2048, "cpuThreads": ctx.threads, "maxParallelPredictions": args.seqs}
     t0 = time.monotonic()
     runs = [("spill", run_lmfast(path, load, chats, turns, False, raw)),

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import lockstep
-from benchmarks.provenance import LCPP_VERSION
+from benchmarks.provenance import LCPP_VERSION, RESULTS_DIR
 from benchmarks.report import write_report
 
 HERE = Path(__file__).resolve().parent
@@ -170,6 +170,14 @@ def gpu_layers(model: str, gpu: str) -> int:
     return plan_offload(gpu_cfg, n_layer).n_gpu_layers
 
 
+def work_dir(out: Path | None) -> Path:
+    """Where the runners' raw files, the table and the plots go: beside the result file, except
+    that benchmarks/results holds result files only (the history), so a run writing there keeps
+    them in the ignored benchmarks/out."""
+    base = out if out and out.resolve() != RESULTS_DIR.resolve() else HERE / "out"
+    return base / f"suite-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def llama_bench_version(result: dict[str, Any]) -> str:
     """llama-bench has no version of its own: the llama.cpp it was built from (its build_commit
     is "unknown" when built from the pinned source distribution, which has no git history)."""
@@ -185,7 +193,7 @@ def run(ctx, args) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"unknown peers: {', '.join(sorted(unknown))} (the suite's: {', '.join(PEERS)})")
     model, quick = str(ctx.model_path), ["--quick"] if ctx.quick else []
-    work = (ctx.out or HERE / "out") / f"suite-{time.strftime('%Y%m%d-%H%M%S')}"
+    work = work_dir(ctx.out)
     work.mkdir(parents=True, exist_ok=True)
     settings = {"model": model, "threads": ctx.threads, "quick": ctx.quick, "n_ctx": 4096, "peers": peers,
                 "gpu": args.gpu, "raw_completions": ctx.raw}
