@@ -18,7 +18,7 @@ import sys
 def run_case(_core, errors, path: str) -> dict:
     stage = "load"
     try:
-        model = _core.Model.load(path, use_mmap=True)
+        model = _core.Model.load(_core.ModelParams(path=path, use_mmap=True))
         model.metadata()  # what lmfast reads after a load (keys and values from the file)
         model.chat_template
         stage = "tokenize"
@@ -30,7 +30,8 @@ def run_case(_core, errors, path: str) -> dict:
         except errors.TemplateError:
             pass  # a broken template is reported per request; the model is still usable
         stage = "context"
-        engine = _core.Engine(model, n_ctx=64, n_batch=64, n_ubatch=64, n_seq=1, n_threads=1, n_threads_batch=1)
+        engine = _core.Engine(model, _core.EngineParams(n_ctx=64, n_batch=64, n_ubatch=64, n_seq=1, n_threads=1,
+                                                      n_threads_batch=1))
         try:
             stage = "generate"
             req = engine.submit(tokens or [0], _core.GenerationParams(temperature=0.0, max_tokens=2, ignore_eos=True))

@@ -10,21 +10,8 @@ namespace lmfast::bindings {
 
 void register_embedding(py::module_ & m) {
     py::class_<EmbeddingContext, std::shared_ptr<EmbeddingContext>>(m, "EmbeddingContext")
-        .def(py::init([](std::shared_ptr<Model> model, int n_ctx, int n_batch, int n_seq_max, int n_threads,
-                         float rope_freq_base, float rope_freq_scale, int flash_attn) {
-                 EmbeddingParams p;
-                 p.flash_attn = flash_attn;
-                 p.n_ctx = n_ctx;
-                 p.n_batch = n_batch;
-                 p.n_seq_max = n_seq_max;
-                 p.n_threads = n_threads;
-                 p.rope_freq_base = rope_freq_base;
-                 p.rope_freq_scale = rope_freq_scale;
-                 return std::make_shared<EmbeddingContext>(std::move(model), p);
-             }),
-             py::arg("model"), py::arg("n_ctx") = 0, py::arg("n_batch") = 0, py::arg("n_seq_max") = 64,
-             py::arg("n_threads") = -1, py::arg("rope_freq_base") = 0.0f, py::arg("rope_freq_scale") = 0.0f,
-             py::arg("flash_attn") = -1, py::call_guard<py::gil_scoped_release>())
+        .def(py::init<std::shared_ptr<Model>, const EmbeddingParams &>(), py::arg("model"), py::arg("params"),
+             py::call_guard<py::gil_scoped_release>())
         .def("embed",
              [](EmbeddingContext & self, const std::vector<std::string> & texts) {
                  std::vector<std::vector<float>> out;

@@ -132,44 +132,16 @@ void register_request(py::module_ & m) {
 void register_engine(py::module_ & m) {
     register_request(m);
     py::class_<Engine, std::shared_ptr<Engine>>(m, "Engine")
-        .def(py::init([](std::shared_ptr<Model> model, int n_ctx, int n_batch, int n_ubatch, int n_seq,
-                         int n_threads, int n_threads_batch, int flash_attn, int type_k, int type_v,
-                         bool offload_kqv, float rope_freq_base, float rope_freq_scale, int64_t spill_bytes,
-                         std::string disk_dir, std::string disk_identity, int64_t disk_bytes) {
-                 EngineParams p;
-                 p.n_ctx = n_ctx;
-                 p.n_batch = n_batch;
-                 p.n_ubatch = n_ubatch;
-                 p.n_seq = n_seq;
-                 p.n_threads = n_threads;
-                 p.n_threads_batch = n_threads_batch;
-                 p.flash_attn = flash_attn;
-                 p.type_k = type_k;
-                 p.type_v = type_v;
-                 p.offload_kqv = offload_kqv;
-                 p.rope_freq_base = rope_freq_base;
-                 p.rope_freq_scale = rope_freq_scale;
-                 p.spill_bytes = spill_bytes;
-                 p.disk_dir = std::move(disk_dir);
-                 p.disk_identity = std::move(disk_identity);
-                 p.disk_bytes = disk_bytes;
-                 return std::make_shared<Engine>(std::move(model), p);
-             }),
-             py::arg("model"), py::arg("n_ctx") = 4096, py::arg("n_batch") = 2048, py::arg("n_ubatch") = 512,
-             py::arg("n_seq") = 4, py::arg("n_threads") = -1, py::arg("n_threads_batch") = -1,
-             py::arg("flash_attn") = -1, py::arg("type_k") = -1, py::arg("type_v") = -1,
-             py::arg("offload_kqv") = true, py::arg("rope_freq_base") = 0.0f, py::arg("rope_freq_scale") = 0.0f,
-             py::arg("spill_bytes") = -1, py::arg("disk_dir") = std::string(),
-             py::arg("disk_identity") = std::string(), py::arg("disk_bytes") = int64_t{8} << 30,
+        .def(py::init<std::shared_ptr<Model>, const EngineParams &>(), py::arg("model"), py::arg("params"),
              py::call_guard<py::gil_scoped_release>())
         .def("submit",
              py::overload_cast<std::vector<llama_token>, GenerationParams, bool>(&Engine::submit),
-             py::arg("prompt"), py::arg("params") = GenerationParams(), py::kw_only(), py::arg("stream") = false,
+             py::arg("prompt"), py::arg("params"), py::kw_only(), py::arg("stream") = false,
              py::call_guard<py::gil_scoped_release>(),
              "Queues a request for prompt tokens (GenerationParams: the prediction's fields, lmfast.llm fills them).")
         .def("submit",
              py::overload_cast<const ChatPrompt &, GenerationParams, bool>(&Engine::submit),
-             py::arg("prompt"), py::arg("params") = GenerationParams(), py::kw_only(), py::arg("stream") = false,
+             py::arg("prompt"), py::arg("params"), py::kw_only(), py::arg("stream") = false,
              py::call_guard<py::gil_scoped_release>(),
              "Queues a request for a rendered chat: its tool-call format, if any, applies.")
         .def("eval_logits",

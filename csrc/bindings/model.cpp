@@ -38,19 +38,8 @@ std::function<void(float)> progress_callback(const py::object & progress) {
     };
 }
 
-std::shared_ptr<Model> load(const std::string & path, int n_gpu_layers, bool use_mmap, bool use_mlock, int main_gpu,
-                            int split_mode, const std::vector<int> & devices, const py::object & progress,
-                            const std::map<std::string, int64_t> & int_overrides) {
-    ModelParams p;
+std::shared_ptr<Model> load(ModelParams p, const py::object & progress) {
     p.progress = progress_callback(progress);
-    p.path = path;
-    p.n_gpu_layers = n_gpu_layers;
-    p.main_gpu = main_gpu;
-    p.split_mode = split_mode;
-    p.devices = devices;
-    p.use_mmap = use_mmap;
-    p.use_mlock = use_mlock;
-    p.int_overrides.assign(int_overrides.begin(), int_overrides.end());
     py::gil_scoped_release nogil;
     return Model::load(p);
 }
@@ -124,10 +113,8 @@ void register_rendering(py::class_<Model, std::shared_ptr<Model>> & c) {
 
 void register_model(py::module_ & m) {
     py::class_<Model, std::shared_ptr<Model>> c(m, "Model");
-    c.def_static("load", &load, py::arg("path"), py::arg("n_gpu_layers") = 0, py::arg("use_mmap") = true,
-                 py::arg("use_mlock") = false, py::arg("main_gpu") = 0, py::arg("split_mode") = 1,
-                 py::arg("devices") = std::vector<int>(), py::arg("progress") = py::none(),
-                 py::arg("int_overrides") = std::map<std::string, int64_t>())
+    c.def_static("load", &load, py::arg("params"), py::arg("progress") = py::none(),
+                 "Loads a model (ModelParams, filled from the load config); progress(share of tensor data read).")
         .def_property_readonly("path", &Model::path)
         .def_property_readonly("n_ctx_train", &Model::n_ctx_train)
         .def_property_readonly("n_vocab", &Model::n_vocab)

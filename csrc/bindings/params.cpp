@@ -1,12 +1,19 @@
-// One request's parameters as Python passes them to Engine.submit (the engine's own
-// GenerationParams), and the grammar of a JSON schema that goes into them. lmfast.llm fills every
-// field from the prediction config (config.py holds the defaults); a chat's tool-call format comes
-// with its ChatPrompt, not through these fields.
+// The parameter structs Python fills from the config table (python/lmfast/config.py, the one place
+// a default is written): ModelParams for Model.load, EngineParams for Engine, EmbeddingParams for
+// EmbeddingContext, and one request's GenerationParams for Engine.submit, with the grammar of a JSON
+// schema that goes into them. Each is built from keyword arguments naming its fields; Python passes
+// every field. The structs' own initial values remain for C++ callers, and tests/test_defaults.py
+// holds them equal to the table's. A chat's tool-call format comes with its ChatPrompt, not through
+// these fields.
 #include "bindings.h"
 
 #include <pybind11/stl.h>
 
+#include <map>
+
+#include "embedding.h"
 #include "engine.h"
+#include "model.h"
 #include "schema_grammar.h"
 
 namespace lmfast::bindings {
@@ -49,9 +56,63 @@ void register_generation_params(py::module_ & m) {
     sampling_field(c, "grammar_trigger_patterns", &SamplingParams::grammar_trigger_patterns);
 }
 
+void register_model_params(py::module_ & m) {
+    py::class_<ModelParams> c(m, "ModelParams", "Model.load's parameters (model.h); keyword arguments set fields.");
+    c.def(py::init([](const py::kwargs & fields) { return from_kwargs<ModelParams>("ModelParams", fields); }));
+    c.def_readwrite("path", &ModelParams::path);
+    c.def_readwrite("n_gpu_layers", &ModelParams::n_gpu_layers, "-1: all");
+    c.def_readwrite("main_gpu", &ModelParams::main_gpu);
+    c.def_readwrite("split_mode", &ModelParams::split_mode, "llama_split_mode: 0 none, 1 layer, 2 row");
+    c.def_readwrite("devices", &ModelParams::devices, "ggml device indices to offload to; empty: every GPU");
+    c.def_readwrite("use_mmap", &ModelParams::use_mmap);
+    c.def_readwrite("use_mlock", &ModelParams::use_mlock);
+    c.def_property(
+        "int_overrides",
+        [](const ModelParams & p) { return std::map<std::string, int64_t>(p.int_overrides.begin(), p.int_overrides.end()); },
+        [](ModelParams & p, const std::map<std::string, int64_t> & v) { p.int_overrides.assign(v.begin(), v.end()); },
+        "integer metadata values that replace the file's at load");
+}
+
+void register_engine_params(py::module_ & m) {
+    py::class_<EngineParams> c(m, "EngineParams", "An Engine's parameters (engine.h); keyword arguments set fields.");
+    c.def(py::init([](const py::kwargs & fields) { return from_kwargs<EngineParams>("EngineParams", fields); }));
+    c.def_readwrite("n_ctx", &EngineParams::n_ctx);
+    c.def_readwrite("n_batch", &EngineParams::n_batch);
+    c.def_readwrite("n_ubatch", &EngineParams::n_ubatch);
+    c.def_readwrite("n_seq", &EngineParams::n_seq);
+    c.def_readwrite("n_threads", &EngineParams::n_threads, "-1: physical cores");
+    c.def_readwrite("n_threads_batch", &EngineParams::n_threads_batch, "<= 0: n_threads");
+    c.def_readwrite("flash_attn", &EngineParams::flash_attn, "-1 auto, 0 off, 1 on");
+    c.def_readwrite("type_k", &EngineParams::type_k, "ggml_type of the K cache; -1: f16");
+    c.def_readwrite("type_v", &EngineParams::type_v, "ggml_type of the V cache; -1: f16");
+    c.def_readwrite("offload_kqv", &EngineParams::offload_kqv);
+    c.def_readwrite("rope_freq_base", &EngineParams::rope_freq_base, "0: the model's");
+    c.def_readwrite("rope_freq_scale", &EngineParams::rope_freq_scale, "0: the model's");
+    c.def_readwrite("spill_bytes", &EngineParams::spill_bytes, "-1: auto (free memory / 8, at most 4 GiB); 0: off");
+    c.def_readwrite("disk_dir", &EngineParams::disk_dir, "empty: no disk tier");
+    c.def_readwrite("disk_identity", &EngineParams::disk_identity);
+    c.def_readwrite("disk_bytes", &EngineParams::disk_bytes);
+}
+
+void register_embedding_params(py::module_ & m) {
+    py::class_<EmbeddingParams> c(m, "EmbeddingParams",
+                                  "An EmbeddingContext's parameters (embedding.h); keyword arguments set fields.");
+    c.def(py::init([](const py::kwargs & fields) { return from_kwargs<EmbeddingParams>("EmbeddingParams", fields); }));
+    c.def_readwrite("n_ctx", &EmbeddingParams::n_ctx, "0: the model's trained context");
+    c.def_readwrite("n_batch", &EmbeddingParams::n_batch, "0: max(n_ctx, 1024)");
+    c.def_readwrite("n_seq_max", &EmbeddingParams::n_seq_max);
+    c.def_readwrite("n_threads", &EmbeddingParams::n_threads, "-1: physical cores");
+    c.def_readwrite("rope_freq_base", &EmbeddingParams::rope_freq_base, "0: the model's");
+    c.def_readwrite("rope_freq_scale", &EmbeddingParams::rope_freq_scale, "0: the model's");
+    c.def_readwrite("flash_attn", &EmbeddingParams::flash_attn, "-1 auto, 0 off, 1 on");
+}
+
 }  // namespace
 
 void register_params(py::module_ & m) {
+    register_model_params(m);
+    register_engine_params(m);
+    register_embedding_params(m);
     register_generation_params(m);
     m.def("json_schema_to_grammar", &schema_grammar, py::arg("schema"), py::call_guard<py::gil_scoped_release>(),
           "GBNF grammar for a JSON schema (given as JSON text), within csrc/schema_budget.h's limits; runs "

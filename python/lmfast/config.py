@@ -352,6 +352,19 @@ EMBEDDING_LOAD_KEYS: tuple[Key, ...] = (
 )
 
 
+# -- values passed to the native core that no key sets --------------------------------------------
+# Written here, beside the table, so that this file stays the one place a default is written: the
+# native structs' own initial values are held equal to what lmfast passes (tests/test_defaults.py).
+
+# A prompt batch (evalBatchSize tokens) is computed in micro-batches of at most this many tokens
+# (llama.cpp's n_ubatch, whose own default this is): the compute buffers grow with it.
+MICRO_BATCH_TOKENS = 512
+# An embedding model encodes at most this many texts per llama_decode call (its n_seq_max).
+EMBEDDING_TEXTS_PER_DECODE = 64
+# Tokens per llama_decode call of an embedding model; 0: the native choice, max(contextLength, 1024).
+EMBEDDING_BATCH_TOKENS = 0
+
+
 def _index(table: tuple[Key, ...]) -> dict[str, Key]:
     out = {}
     for k in table:

@@ -9,10 +9,24 @@ from __future__ import annotations
 from typing import Any, ClassVar, Iterable
 
 from . import _core
-from .config import EMBEDDING_LOAD_KEYS, Key
+from .config import EMBEDDING_BATCH_TOKENS, EMBEDDING_LOAD_KEYS, EMBEDDING_TEXTS_PER_DECODE, Key
 from .handle import ModelHandle, texts_of
 from .instance import LoadedInstance
 from .results import EmbeddingModelInstanceInfo
+
+
+def embedding_params(cfg: dict[str, Any]) -> Any:
+    """The native EmbeddingParams of an embedding load config (defaults filled from config.py), every
+    field given: threads and flash attention are llama.cpp's choice (-1), as no key sets them."""
+    return _core.EmbeddingParams(
+        n_ctx=cfg["contextLength"] or 0,
+        n_batch=EMBEDDING_BATCH_TOKENS,
+        n_seq_max=EMBEDDING_TEXTS_PER_DECODE,
+        n_threads=-1,
+        rope_freq_base=cfg["ropeFrequencyBase"] or 0.0,
+        rope_freq_scale=cfg["ropeFrequencyScale"] or 0.0,
+        flash_attn=-1,
+    )
 
 
 class EmbeddingInstance(LoadedInstance):
@@ -22,12 +36,7 @@ class EmbeddingInstance(LoadedInstance):
     KEYS: ClassVar[tuple[Key, ...]] = EMBEDDING_LOAD_KEYS
 
     def _start(self, model: Any, cfg: dict[str, Any], given: dict[str, Any]) -> Any:
-        ctx = _core.EmbeddingContext(
-            model,
-            n_ctx=cfg["contextLength"] or 0,
-            rope_freq_base=cfg["ropeFrequencyBase"] or 0.0,
-            rope_freq_scale=cfg["ropeFrequencyScale"] or 0.0,
-        )
+        ctx = _core.EmbeddingContext(model, embedding_params(cfg))
         cfg["contextLength"] = ctx.n_ctx
         self._n_embedding = 0  # embed() calls running; a TTL unload waits for them
         return ctx

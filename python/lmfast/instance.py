@@ -13,8 +13,8 @@ import time
 from typing import Any, Callable, ClassVar
 
 from . import _core, prompt_cache
-from .backends import default_flash_attention, plan_offload
-from .config import LOAD_KEYS, Key, kv_type_id, with_defaults
+from .backends import OffloadPlan, default_flash_attention, plan_offload
+from .config import LOAD_KEYS, MICRO_BATCH_TOKENS, Key, kv_type_id, with_defaults
 from .errors import ModelUnloadedError
 from .models.gguf import expert_overrides
 from .models.registry import ModelFile, params_string
@@ -72,10 +72,7 @@ class LoadedInstance:
         overrides = expert_overrides(model_file.path, cfg.get("numExperts"))  # embedding models have no such key
         if progress is not None:
             progress(0.0)
-        self._model = _core.Model.load(str(model_file.path), n_gpu_layers=plan.n_gpu_layers,
-                                       use_mmap=cfg["tryMmap"], use_mlock=cfg["keepModelInMemory"],
-                                       main_gpu=plan.main_gpu, split_mode=plan.split_mode, devices=plan.devices,
-                                       progress=progress, int_overrides=overrides)
+        self._model = _core.Model.load(model_params(str(model_file.path), cfg, plan, overrides), progress)
         self._runner = self._start(self._model, cfg, load_config)
         cfg["gpu"] = plan.applied  # what was applied: ratio 0.0 after a CPU fallback
         self._load_config = cfg
@@ -165,32 +162,15 @@ class ModelInstance(LoadedInstance):
     KEYS = LOAD_KEYS
 
     def _start(self, model: Any, cfg: dict[str, Any], given: dict[str, Any]) -> Any:
-        n_ctx = cfg["contextLength"] if "contextLength" in given else min(4096, model.n_ctx_train)
-        n_ubatch = min(512, cfg["evalBatchSize"])
+        # The table's contextLength, capped at the trained length unless it was asked for.
+        n_ctx = cfg["contextLength"] if "contextLength" in given else min(cfg["contextLength"], model.n_ctx_train)
         if cfg["flashAttention"] is None:  # applied before the disk identity, which keys the V layout
             cfg["flashAttention"] = default_flash_attention(
-                model.metadata(), n_ctx=n_ctx, n_ubatch=n_ubatch, n_gpu_layers=self.n_gpu_layers,
+                model.metadata(), n_ctx=n_ctx, n_ubatch=micro_batch(cfg), n_gpu_layers=self.n_gpu_layers,
                 kv_on_gpu=cfg["offloadKVCacheToGpu"],
                 quantized_v=cfg["llamaVCacheQuantizationType"] not in (False, None, "f16", "bf16", "f32"))
-        flash = cfg["flashAttention"]
-        engine = _core.Engine(
-            model,
-            n_ctx=n_ctx,
-            n_batch=cfg["evalBatchSize"],
-            n_ubatch=n_ubatch,
-            n_seq=cfg["maxParallelPredictions"],
-            n_threads=cfg["cpuThreads"] or -1,
-            flash_attn=-1 if flash is None else int(flash),
-            type_k=kv_type_id(cfg["llamaKCacheQuantizationType"]),
-            type_v=kv_type_id(cfg["llamaVCacheQuantizationType"]),
-            offload_kqv=cfg["offloadKVCacheToGpu"],
-            rope_freq_base=cfg["ropeFrequencyBase"] or 0.0,
-            rope_freq_scale=cfg["ropeFrequencyScale"] or 0.0,
-            spill_bytes=-1 if cfg["promptCacheRamBytes"] is False else cfg["promptCacheRamBytes"],
-            disk_dir=cfg["promptCacheDir"] or "",
-            disk_identity=prompt_cache.cache_identity(self.model_file.path, cfg) if cfg["promptCacheDir"] else "",
-            disk_bytes=cfg["promptCacheDiskBytes"],
-        )
+        identity = prompt_cache.cache_identity(self.model_file.path, cfg) if cfg["promptCacheDir"] else ""
+        engine = _core.Engine(model, engine_params(cfg, n_ctx=n_ctx, disk_identity=identity))
         prompt_cache.warn_from(engine)  # a damaged file found at load, or a folder it cannot write
         self.seed = cfg["seed"]
         cfg["contextLength"] = engine.n_ctx
@@ -236,6 +216,45 @@ class ModelInstance(LoadedInstance):
         template = self.metadata.get("tokenizer.chat_template", "")
         return LlmInstanceInfo(**self._info_fields(self._runner.n_ctx), trained_for_tool_use="tools" in template,
                                vision=False)
+
+
+def model_params(path: str, cfg: dict[str, Any], plan: OffloadPlan, int_overrides: dict[str, int]) -> Any:
+    """The native ModelParams of a load config (defaults filled from config.py) and its offload
+    plan, every field given."""
+    return _core.ModelParams(path=path, n_gpu_layers=plan.n_gpu_layers, main_gpu=plan.main_gpu,
+                             split_mode=plan.split_mode, devices=plan.devices, use_mmap=cfg["tryMmap"],
+                             use_mlock=cfg["keepModelInMemory"], int_overrides=int_overrides)
+
+
+def micro_batch(cfg: dict[str, Any]) -> int:
+    """Tokens per micro-batch of a prompt batch (llama.cpp's n_ubatch)."""
+    return min(MICRO_BATCH_TOKENS, cfg["evalBatchSize"])
+
+
+def engine_params(cfg: dict[str, Any], *, n_ctx: int, disk_identity: str) -> Any:
+    """The native EngineParams of an LLM's load config (defaults filled from config.py), every
+    field given. n_ctx: the context length applied; disk_identity: the disk tier's key ("" without
+    one). False and None keys become the native structs' "auto" values (-1 or 0)."""
+    flash = cfg["flashAttention"]
+    threads = cfg["cpuThreads"] or -1
+    return _core.EngineParams(
+        n_ctx=n_ctx,
+        n_batch=cfg["evalBatchSize"],
+        n_ubatch=micro_batch(cfg),
+        n_seq=cfg["maxParallelPredictions"],
+        n_threads=threads,
+        n_threads_batch=threads,
+        flash_attn=-1 if flash is None else int(flash),
+        type_k=kv_type_id(cfg["llamaKCacheQuantizationType"]),
+        type_v=kv_type_id(cfg["llamaVCacheQuantizationType"]),
+        offload_kqv=cfg["offloadKVCacheToGpu"],
+        rope_freq_base=cfg["ropeFrequencyBase"] or 0.0,
+        rope_freq_scale=cfg["ropeFrequencyScale"] or 0.0,
+        spill_bytes=-1 if cfg["promptCacheRamBytes"] is False else cfg["promptCacheRamBytes"],
+        disk_dir=cfg["promptCacheDir"] or "",
+        disk_identity=disk_identity,
+        disk_bytes=cfg["promptCacheDiskBytes"],
+    )
 
 
 def _block_count(model_file: ModelFile) -> int:
