@@ -140,18 +140,20 @@ def test_slow_clients_do_not_hold_up_the_others(smollm2_path, tmp_path):
         slow_body = {"model": SMOL, "stream": True, "temperature": 0, "max_tokens": 200,
                      "messages": chat("Write a long story about a dragon.")}
         slow_lines: list[str] = []
+        streaming = threading.Event()
 
         def slow_reader() -> None:
             with httpx.stream("POST", server.url + "/v1/chat/completions", json=slow_body, timeout=120) as r:
                 for line in r.iter_lines():
                     slow_lines.append(line)
-                    time.sleep(0.2)
+                    streaming.set()
+                    time.sleep(0.2)  # a slow consumer: reads a line every 0.2 s
                     if len(slow_lines) > 12:
                         return
 
         t = threading.Thread(target=slow_reader)
         t.start()
-        time.sleep(0.5)
+        assert streaming.wait(60), "the slow client's stream never started"
         oai = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=60)
         t0 = time.monotonic()
         for i in range(3):
@@ -190,7 +192,10 @@ def test_sigterm_during_streams_exits_zero(smollm2_path, tmp_path):
     started.wait(60)
     t0 = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while httpx.get(server.url + "/health").status_code != 503:  # the signal has reached the server
+        assert time.monotonic() < deadline, "the server never started draining"
+        time.sleep(0.02)
     r = httpx.post(server.url + "/v1/chat/completions", json={"model": SMOL, "messages": chat("hi")}, timeout=10)
     assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down"
     assert httpx.get(server.url + "/health").status_code == 503
