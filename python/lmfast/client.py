@@ -13,6 +13,7 @@ from .errors import (LMStudioClientError, LMStudioDuplicateIdentifierError, LMSt
                      LMStudioValueError, ModelLoadError)
 from .instance import LoadProgress, ModelInstance
 from .llm import LLM
+from .remote import ENV_HOST, is_remote
 from .models.repository import Repository
 from .models.registry import ModelFile, model_type_of, resolve, same_key
 
@@ -209,8 +210,17 @@ class Client:
             model = client.llm.model("smollm2-135m-instruct")
     """
 
+    def __new__(cls, api_host: str | None = None) -> Any:
+        # A host ("localhost:1234", "http://host:port") means a running lmfast server: the
+        # client is lmfast.remote's, with the same namespaces over HTTP.
+        if cls is Client and is_remote(api_host):
+            from .remote.client import RemoteClient
+
+            return RemoteClient(api_host)  # type: ignore[arg-type]
+        return super().__new__(cls)
+
     def __init__(self, api_host: str | None = None):
-        # api_host is accepted for source compatibility with the SDK; lmfast has no server.
+        # No host (or "in-process"): models load into this process.
         self._api_host = api_host or "in-process"
         self._lock = threading.RLock()
         self._instances: dict[str, ModelInstance | None] = {}
@@ -303,7 +313,7 @@ class Client:
 
     @property
     def api_host(self) -> str:
-        """The SDK's "host:port": the one given, else "in-process" (lmfast has no server)."""
+        """The SDK's "host:port": "in-process" for a client whose models load into this process."""
         return self._api_host
 
     @property
@@ -338,27 +348,31 @@ class Client:
         self.close()
 
 
-_default_client: Client | None = None
+_default_client: Any = None
+_default_host: str | None = None
 _default_lock = threading.Lock()
 
 
 def get_default_client(api_host: str | None = None) -> Client:
-    """The process-wide client behind the convenience API (``lms.llm()``)."""
+    """The process-wide client behind the convenience API (``lms.llm()``): in-process, or
+    connected to the server named by ``api_host``, configure_default_client() or $LMFAST_API_HOST."""
     global _default_client
     if api_host is not None:
         configure_default_client(api_host)
     with _default_lock:
         if _default_client is None:
-            _default_client = Client(api_host)
+            _default_client = Client(_default_host or os.environ.get(ENV_HOST) or None)
         return _default_client
 
 
 def configure_default_client(api_host: str) -> None:
-    """Accepted for source compatibility (lmfast has no server to point at); like the
-    SDK, it must come before the default client is created."""
+    """The server ("host:port") the default client connects to; "in-process" for none. As in
+    the SDK, it must come before the default client is created."""
+    global _default_host
     with _default_lock:
         if _default_client is not None:
             raise LMStudioClientError("Default client is already created, cannot set its API host.")
+        _default_host = api_host
 
 
 def _warn_if_config_differs(inst: Any, asked: dict[str, Any]) -> None:

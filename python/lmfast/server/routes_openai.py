@@ -106,7 +106,7 @@ async def _chat_sse(ctx: AppContext, request: Request, run: Running, cid: str,
                     yield chunk(delta)
                 yield chunk({}, to_openai.finish_reason(value))
                 if include_usage:
-                    yield sse.data(to_openai.usage_chunk("chat.completion.chunk", cid, model, created, value))
+                    yield sse.data(to_openai.usage_chunk("chat.completion.chunk", cid, model, created, value, run.gen, run.handle))
                 record(ctx, request, run, value)
             else:
                 yield sse.data(_stream_error(kind, value))
@@ -180,7 +180,7 @@ async def _completion_sse(ctx: AppContext, request: Request, run: Running, cid: 
                 yield sse.data(to_openai.completion_chunk(cid, model, created, "", to_openai.finish_reason(value),
                                                           include_usage))
                 if include_usage:
-                    yield sse.data(to_openai.usage_chunk("text_completion", cid, model, created, value))
+                    yield sse.data(to_openai.usage_chunk("text_completion", cid, model, created, value, run.gen, run.handle))
                 record(ctx, request, run, value)
             else:
                 yield sse.data(_stream_error(kind, value))

@@ -85,9 +85,13 @@ def _chunk(obj: str, cid: str, model: str, created: int, choices: list[dict[str,
     return chunk
 
 
-def usage_chunk(obj: str, cid: str, model: str, created: int, stream: PredictionStream) -> dict[str, Any]:
-    """The last chunk of a stream asked for with include_usage: no choices, the usage."""
-    return {**_chunk(obj, cid, model, created, [], False), "usage": usage(stream)}
+def usage_chunk(obj: str, cid: str, model: str, created: int, stream: PredictionStream, gen: Generation,
+                handle: Any) -> dict[str, Any]:
+    """The last chunk of a stream asked for with include_usage: no choices, the usage, and LM
+    Studio's stats and model_info as the non-streamed answer has them (lmfast's remote client
+    reads its stream's stats from here)."""
+    return {**_chunk(obj, cid, model, created, [], False), "usage": usage(stream),
+            **lmstudio_extras(stream, gen, handle)}
 
 
 def chat_chunk(cid: str, model: str, created: int, delta: dict[str, Any], finish: str | None = None,

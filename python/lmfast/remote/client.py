@@ -1,0 +1,148 @@
+"""A Client connected to a running ``lmfast serve`` (``lms.Client("localhost:1234")``): the llm
+and embedding namespaces as requests to the server's LM Studio routes. Models belong to the
+server: every client sees what it holds, and leaving a ``with`` block unloads nothing there."""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from ..errors import LMStudioClientError, LMStudioModelNotFoundError, LMStudioValueError
+from .downloaded import RemoteDownloadedModel, downloaded
+from .handles import RemoteEmbeddingModel, RemoteLLM
+from .transport import LOAD_TIMEOUT, Transport
+from .wire_config import load_fields
+
+_TYPE = {"llm": "llm", "embedding": "embeddings"}
+
+
+class _RemoteNamespace:
+    _kind = ""
+    _handle_type: type = RemoteLLM
+
+    def __init__(self, client: "RemoteClient"):
+        self._client = client
+
+    def _records(self) -> list[dict[str, Any]]:
+        answer = self._client._transport.request("GET", "/api/v0/models")
+        return [r for r in answer.get("data", []) if r.get("type") == _TYPE[self._kind]]
+
+    def _loaded(self) -> list[dict[str, Any]]:
+        return [r for r in self._records() if r.get("state") == "loaded"]
+
+    def _find(self, key: str) -> dict[str, Any] | None:
+        for r in self._loaded():
+            if key in (r["id"], r.get("model_key"), r.get("path")):
+                return r
+        return None
+
+    def model(self, model_key: str | os.PathLike[str] | None = None, /, *, ttl: float | None = 3600,
+              config: Any = None, on_load_progress: Callable[[float], Any] | None = None) -> Any:
+        """Without a key: the first instance the server holds. With one: its loaded instance,
+        else a new one loaded on the server with ``config`` and ``ttl``."""
+        if model_key is None:
+            loaded = self._loaded()
+            if not loaded:
+                raise LMStudioClientError(f"Could not get model handle in namespace {self._kind} (no models are "
+                                          f"currently loaded on the server at {self._client._transport.url}).")
+            return self._handle_type(loaded[0], self)
+        record = self._find(os.fspath(model_key))
+        if record is not None:
+            if on_load_progress is not None:
+                on_load_progress(1.0)
+            return self._handle_type(record, self)
+        return self.load_new_instance(model_key, ttl=ttl, config=config, on_load_progress=on_load_progress)
+
+    def load_new_instance(self, model_key: str | os.PathLike[str], instance_identifier: str | None = None, *,
+                          ttl: float | None = 3600, config: Any = None,
+                          on_load_progress: Callable[[float], Any] | None = None) -> Any:
+        """Loads an instance on the server (a downloaded model's key; a path must be one the server
+        can read). Progress is reported only at the end (the route answers once loaded)."""
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0):
+            raise LMStudioValueError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
+        body: dict[str, Any] = {"model": os.fspath(model_key), **load_fields(config, self._kind)}
+        if instance_identifier is not None:
+            body["identifier"] = instance_identifier
+        if ttl is not None:
+            body["ttl"] = ttl
+        record = self._client._transport.request("POST", "/api/v0/models/load", body, timeout=LOAD_TIMEOUT)
+        if record.get("type") != _TYPE[self._kind]:
+            raise LMStudioValueError(f"{model_key!r} is not a model of namespace {self._kind} "
+                                     f"(the server loaded it as {record.get('type')!r})")
+        if on_load_progress is not None:
+            on_load_progress(1.0)
+        return self._handle_type(record, self)
+
+    def unload(self, model_identifier: str) -> None:
+        if not any(r["id"] == model_identifier for r in self._loaded()):
+            raise LMStudioModelNotFoundError(f"no loaded {self._kind} instance has identifier "
+                                             f"{model_identifier!r} on the server")
+        self._client._transport.request("POST", "/api/v0/models/unload", {"identifier": model_identifier})
+
+    def list_loaded(self) -> list[Any]:
+        return [self._handle_type(r, self) for r in self._loaded()]
+
+    def list_downloaded(self) -> list[RemoteDownloadedModel]:
+        """The server's downloaded models of this namespace (their paths are the server's)."""
+        return downloaded(self._records(), self)
+
+    def get_model_info(self, model_specifier: Any) -> Any:
+        spec = model_specifier.get("identifier") or model_specifier.get("modelKey") \
+            if isinstance(model_specifier, dict) else model_specifier
+        record = self._find(os.fspath(spec)) if isinstance(spec, (str, os.PathLike)) else None
+        if record is None:
+            raise LMStudioModelNotFoundError(f"no loaded model on the server matches {model_specifier!r}")
+        return self._handle_type(record, self).get_info()
+
+
+class RemoteLlmNamespace(_RemoteNamespace):
+    _kind = "llm"
+    _handle_type = RemoteLLM
+
+
+class RemoteEmbeddingNamespace(_RemoteNamespace):
+    _kind = "embedding"
+    _handle_type = RemoteEmbeddingModel
+
+
+class RemoteClient:
+    """The SDK's Client for a server at ``api_host`` ("host:port" or "http://host:port")."""
+
+    def __init__(self, api_host: str):
+        self._transport = Transport(api_host)
+        self._api_host = api_host
+        self.llm = RemoteLlmNamespace(self)
+        self.embedding = RemoteEmbeddingNamespace(self)
+
+    @property
+    def api_host(self) -> str:
+        return self._api_host
+
+    @property
+    def system(self) -> "RemoteClient":
+        return self
+
+    def list_loaded_models(self, namespace: str | None = None) -> list[Any]:
+        if namespace not in (None, "llm", "embedding"):
+            raise LMStudioValueError(f"Unknown model namespace {namespace!r}")
+        out: list[Any] = []
+        if namespace in (None, "llm"):
+            out += self.llm.list_loaded()
+        if namespace in (None, "embedding"):
+            out += self.embedding.list_loaded()
+        return out
+
+    def list_downloaded_models(self, namespace: str | None = None) -> list[Any]:
+        if namespace not in (None, "llm", "embedding"):
+            raise LMStudioValueError(f"Unknown model namespace {namespace!r}")
+        return [m for ns in ("llm", "embedding") if namespace in (None, ns)
+                for m in getattr(self, ns).list_downloaded()]
+
+    def close(self) -> None:
+        """Closes the connection; the server's models stay loaded (they belong to the server)."""
+        self._transport.close()
+
+    def __enter__(self) -> "RemoteClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

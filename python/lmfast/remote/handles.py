@@ -1,0 +1,120 @@
+"""Handles of instances loaded in a running server: the SDK's LLM and EmbeddingModel methods,
+each one request to the server (its /api/v0 records and chat, completion and embedding routes)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+from urllib.parse import quote
+
+from .. import structured
+from ..chat import Chat
+from ..config import prediction_config
+from ..errors import LMStudioClientError, LMStudioValueError
+from ..handle import texts_of
+from ..results import EmbeddingModelInstanceInfo, LlmInstanceInfo, PredictionResult
+from .stream import RemotePredictionStream
+from .wire_config import prediction_fields
+
+
+def instance_info(record: dict[str, Any]) -> LlmInstanceInfo | EmbeddingModelInstanceInfo:
+    """The SDK's instance info from the server's loaded-model record."""
+    common = dict(architecture=record.get("arch"), context_length=record.get("loaded_context_length") or 0,
+                  display_name=record.get("model_key") or record["id"], format="gguf", identifier=record["id"],
+                  instance_reference=record["id"], max_context_length=record.get("max_context_length") or 0,
+                  model_key=record.get("model_key") or record["id"], params_string=None,
+                  path=record.get("path") or "", size_bytes=record.get("size_bytes") or 0)
+    if record.get("type") == "embeddings":
+        return EmbeddingModelInstanceInfo(**common)
+    return LlmInstanceInfo(**common, trained_for_tool_use=False)
+
+
+class _RemoteHandle:
+    def __init__(self, record: dict[str, Any], namespace: Any):
+        self._record = record
+        self._namespace = namespace
+        self._transport = namespace._client._transport
+
+    @property
+    def identifier(self) -> str:
+        return self._record["id"]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(identifier={self.identifier!r}, server={self._transport.url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.identifier == self.identifier  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self.identifier)
+
+    def _fresh(self) -> dict[str, Any]:
+        self._record = self._transport.request("GET", "/api/v0/models/" + quote(self.identifier, safe="/:"))
+        return self._record
+
+    def get_info(self) -> Any:
+        return instance_info(self._fresh())
+
+    def get_context_length(self) -> int:
+        return int(self._fresh().get("loaded_context_length") or 0)
+
+    def get_load_config(self) -> dict[str, Any]:
+        """What the server reports of the load config: the context length (the rest stays on the server)."""
+        return {"contextLength": self.get_context_length()}
+
+    def tokenize(self, input: str | Iterable[str]) -> Any:
+        raise LMStudioClientError("tokenize is not available from a running lmfast server: its HTTP API has no "
+                                  "tokenize route; use an in-process lms.Client() to tokenize")
+
+    def unload(self) -> None:
+        self._namespace.unload(self.identifier)
+
+
+class RemoteLLM(_RemoteHandle):
+    """``client.llm.model(...)`` on a client connected to a server."""
+
+    def _stream(self, path: str, body: dict[str, Any], given: dict[str, Any], response_format: Any,
+                text_of: Callable[[dict], str], on_fragment: Any, on_first_token: Any) -> RemotePredictionStream:
+        if response_format is not None:
+            given = {**given, "structured": structured.from_response_format(response_format)}
+        body = {**body, "model": self.identifier, "stream": True, "stream_options": {"include_usage": True}}
+        info = instance_info(self._record).model_info()
+        return RemotePredictionStream(lambda: self._transport.stream(path, body), info,
+                                      {"contextLength": self._record.get("loaded_context_length")}, given,
+                                      given.get("structured"), text_of, on_fragment, on_first_token)
+
+    def respond_stream(self, history: Any, *, response_format: Any = None, config: Any = None,
+                       on_prediction_fragment: Any = None, on_first_token: Any = None) -> RemotePredictionStream:
+        """Streams the reply to a chat (a Chat, a str or a history dict) from the server."""
+        messages = Chat.from_history(history)._openai_messages()
+        body = {"messages": messages, **prediction_fields(config, response_format)}
+        return self._stream("/api/v0/chat/completions", body, prediction_config(config), response_format,
+                            lambda c: (c.get("delta") or {}).get("content") or "", on_prediction_fragment,
+                            on_first_token)
+
+    def respond(self, history: Any, **kwargs: Any) -> PredictionResult:
+        return self.respond_stream(history, **kwargs).wait_for_result()
+
+    def complete_stream(self, prompt: str, *, response_format: Any = None, config: Any = None,
+                        on_prediction_fragment: Any = None, on_first_token: Any = None) -> RemotePredictionStream:
+        """Streams a raw completion of ``prompt`` (no chat template) from the server."""
+        if not isinstance(prompt, str):
+            raise LMStudioValueError(f"complete() takes a str prompt, got {type(prompt).__name__}")
+        body = {"prompt": prompt, **prediction_fields(config, response_format)}
+        return self._stream("/api/v0/completions", body, prediction_config(config), response_format,
+                            lambda c: c.get("text") or "", on_prediction_fragment, on_first_token)
+
+    def complete(self, prompt: str, **kwargs: Any) -> PredictionResult:
+        return self.complete_stream(prompt, **kwargs).wait_for_result()
+
+    def act(self, *args: Any, **kwargs: Any) -> Any:
+        raise LMStudioClientError("act() is not available against a running lmfast server yet: the tool loop "
+                                  "runs in-process; use an in-process lms.Client() for act()")
+
+
+class RemoteEmbeddingModel(_RemoteHandle):
+    """``client.embedding.model(...)`` on a client connected to a server."""
+
+    def embed(self, input: str | Iterable[str]) -> list[float] | list[list[float]]:
+        texts, single = texts_of(input, "embed")
+        answer = self._transport.request("POST", "/api/v0/embeddings", {"model": self.identifier, "input": texts})
+        vectors = [d["embedding"] for d in sorted(answer["data"], key=lambda d: d["index"])]
+        return vectors[0] if single else vectors

@@ -1,0 +1,131 @@
+"""A prediction streamed from a running server: the SDK's PredictionStream over the server's
+SSE stream (OpenAI chunks; the last one carries usage and LM Studio's stats). Closing it early
+closes the HTTP response, which the server takes as a cancel of the generation."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterator
+
+from ..config_types import LlmLoadModelConfig, LlmPredictionConfig
+from ..errors import LMStudioPredictionError
+from ..results import LlmInfo, LlmPredictionFragment, LlmPredictionStats, PredictionResult
+from .. import structured
+
+# OpenAI's finish_reason -> the SDK's stop reason, for a server that sent no stats
+_STOP = {"stop": "eosFound", "length": "maxPredictedTokensReached", "tool_calls": "toolCalls"}
+
+
+class RemotePredictionStream:
+    """Iterate for LlmPredictionFragment; ``result()`` once it ended. ``cancel()`` or ``close()``
+    drops the connection (the server stops generating); the partial text is the result."""
+
+    def __init__(self, open_stream: Callable[[], Any], model_info: LlmInfo, load_config: dict[str, Any],
+                 prediction_config: dict[str, Any], structured_setting: dict[str, Any] | None, text_of: Callable[[dict], str],
+                 on_fragment: Callable[[LlmPredictionFragment], Any] | None = None,
+                 on_first_token: Callable[[], Any] | None = None):
+        self._open, self._text_of = open_stream, text_of
+        self._info, self._load_config, self._pcfg = model_info, load_config, prediction_config
+        self._structured = structured_setting or {"type": "none"}
+        self._on_fragment, self._on_first_token = on_fragment, on_first_token
+        self._sse: Any = None
+        self._events: Iterator[dict[str, Any]] | None = None
+        self._parts: list[str] = []
+        self._final: dict[str, Any] = {}
+        self._finish: str | None = None
+        self._started = self._ttft = None
+        self._result: PredictionResult | None = None
+        self._cancelled = False
+
+    def start(self) -> None:
+        if self._sse is None:
+            self._started = time.monotonic()
+            self._sse = self._open()
+            self._events = iter(self._sse)
+
+    def __iter__(self) -> Iterator[LlmPredictionFragment]:
+        self.start()
+        assert self._events is not None
+        for event in self._events:
+            fragment = self._take(event)
+            if fragment is not None:
+                yield fragment
+        self._finish_result()
+
+    def _take(self, event: dict[str, Any]) -> LlmPredictionFragment | None:
+        if "usage" in event and event["usage"] is not None:
+            self._final = event
+        choice = (event.get("choices") or [{}])[0]
+        self._finish = choice.get("finish_reason") or self._finish
+        text = self._text_of(choice)
+        if not text:
+            return None
+        if self._ttft is None:
+            self._ttft = time.monotonic() - (self._started or time.monotonic())
+            if self._on_first_token is not None:
+                self._on_first_token()
+        self._parts.append(text)
+        fragment = LlmPredictionFragment(content=text, tokens_count=1)
+        if self._on_fragment is not None:
+            self._on_fragment(fragment)
+        return fragment
+
+    def _finish_result(self, reason: str | None = None) -> None:
+        if self._result is not None:
+            return
+        usage = self._final.get("usage") or {}
+        lm = self._final.get("stats") or {}
+        stats = LlmPredictionStats(
+            stop_reason=reason or lm.get("stop_reason") or _STOP.get(self._finish or "", "eosFound"),
+            tokens_per_second=lm.get("tokens_per_second"),
+            time_to_first_token_sec=lm.get("time_to_first_token", self._ttft),
+            prompt_tokens_count=usage.get("prompt_tokens"), predicted_tokens_count=usage.get("completion_tokens"),
+            total_tokens_count=usage.get("total_tokens"),
+            cached_prompt_tokens_count=(usage.get("prompt_tokens_details") or {}).get("cached_tokens"))
+        content = "".join(self._parts)
+        parsed = content if reason == "userStopped" else structured.parse(self._structured, content)
+        self._result = PredictionResult(
+            content=content, parsed=parsed, stats=stats, model_info=self._info,
+            load_config=LlmLoadModelConfig._trusted(self._load_config),
+            prediction_config=LlmPredictionConfig._trusted(self._pcfg))
+
+    def cancel(self) -> None:
+        """Stops the generation on the server (the connection is closed); the text so far is the result."""
+        self._cancelled = True
+        self.close()
+
+    def close(self) -> None:
+        if self._sse is not None:
+            self._sse.close()
+        if self._result is None and self._sse is not None:
+            self._finish_result("userStopped")
+
+    def result(self) -> PredictionResult:
+        if self._result is None:
+            raise LMStudioPredictionError("the prediction has not finished: iterate the stream or call "
+                                          "wait_for_result() first")
+        return self._result
+
+    def wait_for_result(self) -> PredictionResult:
+        for _ in self:
+            pass
+        return self.result()
+
+    @property
+    def stats(self) -> LlmPredictionStats | None:
+        return None if self._result is None else self._result.stats
+
+    @property
+    def model_info(self) -> LlmInfo:
+        return self._info
+
+    def __enter__(self) -> "RemotePredictionStream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # a half-built stream at interpreter exit
+            pass

@@ -1,0 +1,176 @@
+"""lms.Client("host:port"): the SDK's API against a running `lmfast serve` (one server for the
+module, 1 decode thread, short answers), compared with the same model in-process."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import lmfast as lms
+
+from .conftest import GREEDY
+from .test_server import SMOL, ServerProcess, metric, wait_until
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+
+CTX = 512
+SHORT = {**GREEDY, "maxTokens": 24}
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_path, tmp_path_factory):
+    s = ServerProcess(["--model", str(smollm2_path), "--context-length", str(CTX)],
+                      tmp_path_factory.mktemp("remote") / "server.log")
+    try:
+        s.wait_healthy()
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def remote(server):
+    with lms.Client(f"127.0.0.1:{server.port}") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def local_llm(smollm2_path):
+    """The server's model with the server's load config, in this process."""
+    with lms.Client() as c:
+        yield c.llm.load_new_instance(str(smollm2_path), "local-twin",
+                                      config={"contextLength": CTX, "cpuThreads": 1})
+
+
+def test_a_host_makes_a_remote_client(server, remote):
+    assert type(remote).__module__ == "lmfast.remote.client"
+    assert lms.Client(f"http://127.0.0.1:{server.port}").api_host == f"http://127.0.0.1:{server.port}"
+    assert type(lms.Client()).__name__ == "Client"
+
+
+def test_respond_equals_the_in_process_answer(remote, local_llm):
+    model = remote.llm.model()
+    prompt = "Name a colour of the sky."
+    there = model.respond(prompt, config=SHORT)
+    here = local_llm.respond(prompt, config=SHORT)
+    assert there.content == here.content and there.content
+    assert there.stats.predicted_tokens_count == here.stats.predicted_tokens_count
+    assert there.stats.stop_reason == here.stats.stop_reason
+    assert there.model_info.model_key == here.model_info.model_key
+    assert there.prediction_config.temperature == 0
+
+
+def test_complete_equals_the_in_process_answer(remote, local_llm):
+    model = remote.llm.model()
+    assert model.complete("The capital of France is", config=SHORT).content == \
+        local_llm.complete("The capital of France is", config=SHORT).content
+
+
+def test_stream_fragments_join_to_the_result_with_stats(remote):
+    stream = remote.llm.model().respond_stream("Count to five.", config=SHORT)
+    parts = [f.content for f in stream]
+    result = stream.result()
+    assert len(parts) > 1 and "".join(parts) == result.content
+    s = result.stats
+    assert s.predicted_tokens_count and s.prompt_tokens_count and s.tokens_per_second > 0
+    assert s.time_to_first_token_sec > 0 and s.stop_reason in ("eosFound", "maxPredictedTokensReached")
+
+
+def test_multi_turn_chat(remote, local_llm):
+    model = remote.llm.model()
+    answers = []
+    for m in (model, local_llm):
+        chat = lms.Chat("You answer briefly.")
+        chat.add_user_message("My name is Ada.")
+        chat.add_assistant_response(m.respond(chat, config=SHORT).content)
+        chat.add_user_message("What is my name?")
+        answers.append(m.respond(chat, config=SHORT).content)
+    assert answers[0] == answers[1]
+
+
+def test_info_and_context_length(remote, smollm2_path):
+    model = remote.llm.model()
+    info = model.get_info()
+    assert info.identifier == model.identifier and info.context_length == CTX
+    assert model.get_context_length() == CTX
+    assert info.path.endswith(smollm2_path.name)
+    assert remote.llm.get_model_info(model.identifier) == info
+
+
+def test_load_with_identifier_and_ttl_list_and_unload(remote):
+    m = remote.llm.load_new_instance(SMOL, "remote-extra", ttl=600, config={"contextLength": 256})
+    try:
+        assert m.identifier == "remote-extra" and m.get_context_length() == 256
+        assert "remote-extra" in [h.identifier for h in remote.llm.list_loaded()]
+        with pytest.raises(lms.LMStudioServerError):  # the identifier is taken
+            remote.llm.load_new_instance(SMOL, "remote-extra")
+    finally:
+        remote.llm.unload("remote-extra")
+    assert "remote-extra" not in [h.identifier for h in remote.llm.list_loaded()]
+    assert SMOL in [d.model_key for d in remote.llm.list_downloaded()]
+
+
+def test_errors_map_to_the_sdk_types(remote):
+    with pytest.raises(lms.LMStudioModelNotFoundError):
+        remote.llm.model("no-such-model-anywhere")
+    with pytest.raises(lms.LMStudioModelNotFoundError):
+        remote.llm.unload("no-such-identifier")
+    with pytest.raises(lms.LMStudioValueError):
+        remote.llm.model().respond("hi", config={"temperature": -1})
+    with pytest.raises(lms.LMStudioUnsupportedConfigError, match="draftNgram"):
+        remote.llm.model().respond("hi", config={"draftNgram": True})
+    with pytest.raises(lms.LMStudioClientError, match="tokenize"):
+        remote.llm.model().tokenize("hi")
+    with pytest.raises(lms.LMStudioError, match="lmfast serve"):
+        lms.Client("127.0.0.1:9").llm.list_loaded()
+
+
+def test_closing_a_stream_early_stops_the_generation(server, remote):
+    model = remote.llm.model()
+    prompt, cfg = "Write a long story about a dragon and a knight.", {**GREEDY, "maxTokens": 150}
+    # Uncut, this prompt runs long: a cut run that generates far fewer tokens was stopped by the cut.
+    full = model.respond(prompt, config=cfg).stats.predicted_tokens_count
+    assert full >= 60, full
+    generated = "lmfast_generated_tokens_total"
+    before = metric(server.url, generated)
+    stream = model.respond_stream(prompt, config=cfg)
+    for i, _ in enumerate(stream):
+        if i == 3:
+            assert metric(server.url, "lmfast_busy_sequences") == 1
+            break
+    stream.close()
+    assert stream.result().stats.stop_reason == "userStopped"
+    assert wait_until(lambda: metric(server.url, "lmfast_busy_sequences") == 0, timeout=10)
+    assert wait_until(lambda: metric(server.url, generated) > before, timeout=10)
+    assert metric(server.url, generated) - before < full / 2
+
+
+def test_the_default_client_from_the_environment(server):
+    code = ("import lmfast as lms; m = lms.llm(); "
+            "print(type(lms.get_default_client()).__name__, m.identifier)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "LMFAST_API_HOST": f"127.0.0.1:{server.port}"})
+    assert out.returncode == 0, out.stderr
+    kind, ident = out.stdout.split()
+    assert kind == "RemoteClient" and ident in [r["id"] for r in
+                                                httpx.get(server.url + "/api/v0/models").json()["data"]]
+
+
+def test_the_server_stopping_mid_stream_is_a_clear_error(smollm2_path, tmp_path):
+    s = ServerProcess(["--model", str(smollm2_path), "--context-length", "256"], tmp_path / "server.log")
+    try:
+        s.wait_healthy()
+        stream = lms.Client(s.url).llm.model().respond_stream("Tell a very long story.",
+                                                              config={**GREEDY, "maxTokens": 250})
+        started = time.monotonic()
+        with pytest.raises(lms.LMStudioError, match="shutting down|lost the lmfast server"):
+            for i, _ in enumerate(stream):
+                if i == 2:
+                    s.proc.kill()
+        assert time.monotonic() - started < 60
+    finally:
+        s.stop()
