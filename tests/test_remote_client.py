@@ -12,7 +12,7 @@ import pytest
 import lmfast as lms
 
 from .conftest import GREEDY
-from .test_server import SMOL, ServerProcess, metric, wait_until
+from .test_server import MINILM, SMOL, ServerProcess, metric, minilm_gguf, wait_until  # noqa: F401 (a fixture)
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
@@ -106,7 +106,7 @@ def test_load_with_identifier_and_ttl_list_and_unload(remote):
     try:
         assert m.identifier == "remote-extra" and m.get_context_length() == 256
         assert "remote-extra" in [h.identifier for h in remote.llm.list_loaded()]
-        with pytest.raises(lms.LMStudioServerError):  # the identifier is taken
+        with pytest.raises(lms.LMStudioServerError, match="^Model load error"):  # the identifier is taken
             remote.llm.load_new_instance(SMOL, "remote-extra")
     finally:
         remote.llm.unload("remote-extra")
@@ -114,13 +114,33 @@ def test_load_with_identifier_and_ttl_list_and_unload(remote):
     assert SMOL in [d.model_key for d in remote.llm.list_downloaded()]
 
 
+def test_embed_equals_the_in_process_vectors(remote, minilm_gguf):
+    texts = ["a cat sat on the mat", "stock markets fell"]
+    there = remote.embedding.model(MINILM, ttl=300)
+    try:
+        assert there.get_info().type == "embedding"
+        vectors = there.embed(texts)
+        assert there.embed(texts[0]) == vectors[0]
+    finally:
+        remote.embedding.unload(there.identifier)
+    with lms.Client() as c:
+        here = c.embedding.model(str(minilm_gguf)).embed(texts)
+    assert len(vectors) == 2 and len(vectors[0]) == len(here[0])
+    for a, b in zip(vectors, here):
+        assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4
+
+
 def test_errors_map_to_the_sdk_types(remote):
     with pytest.raises(lms.LMStudioModelNotFoundError):
         remote.llm.model("no-such-model-anywhere")
     with pytest.raises(lms.LMStudioModelNotFoundError):
         remote.llm.unload("no-such-identifier")
-    with pytest.raises(lms.LMStudioValueError):
+    with pytest.raises(lms.LMStudioInvalidConfigError):  # checked here, by the same table as in-process
         remote.llm.model().respond("hi", config={"temperature": -1})
+    with pytest.raises(lms.LMStudioValueError, match="temperature.*HTTP 400"):  # the server's 400
+        remote.llm.model().respond("hi", config={"temperature": 3})
+    with pytest.raises(lms.LMStudioValueError, match="namespace embedding"):
+        remote.embedding.load_new_instance(SMOL)
     with pytest.raises(lms.LMStudioUnsupportedConfigError, match="draftNgram"):
         remote.llm.model().respond("hi", config={"draftNgram": True})
     with pytest.raises(lms.LMStudioClientError, match="tokenize"):

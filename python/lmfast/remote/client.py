@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from ..errors import LMStudioClientError, LMStudioModelNotFoundError, LMStudioValueError
+from ..errors import (LMStudioClientError, LMStudioDuplicateIdentifierError, LMStudioModelNotFoundError,
+                      LMStudioValueError)
 from .downloaded import RemoteDownloadedModel, downloaded
 from .handles import RemoteEmbeddingModel, RemoteLLM
 from .transport import LOAD_TIMEOUT, Transport
@@ -64,13 +65,24 @@ class _RemoteNamespace:
             body["identifier"] = instance_identifier
         if ttl is not None:
             body["ttl"] = ttl
-        record = self._client._transport.request("POST", "/api/v0/models/load", body, timeout=LOAD_TIMEOUT)
-        if record.get("type") != _TYPE[self._kind]:
-            raise LMStudioValueError(f"{model_key!r} is not a model of namespace {self._kind} "
-                                     f"(the server loaded it as {record.get('type')!r})")
+        self._check_kind(body["model"])
+        try:
+            record = self._client._transport.request("POST", "/api/v0/models/load", body, timeout=LOAD_TIMEOUT)
+        except LMStudioDuplicateIdentifierError as e:
+            raise LMStudioDuplicateIdentifierError(f"Model load error: {e}") from None
         if on_load_progress is not None:
             on_load_progress(1.0)
         return self._handle_type(record, self)
+
+    def _check_kind(self, key: str) -> None:
+        """Refuses a model of the other namespace before the server loads it (the load route
+        loads any kind)."""
+        answer = self._client._transport.request("GET", "/api/v0/models")
+        for r in answer.get("data", []):
+            if key in (r["id"], r.get("model_key")) and r.get("type") != _TYPE[self._kind]:
+                other = "embedding" if r.get("type") == "embeddings" else "llm"
+                raise LMStudioValueError(f"cannot load {key!r} in namespace {self._kind}: the server lists it "
+                                         f"as a model of namespace {other}")
 
     def unload(self, model_identifier: str) -> None:
         if not any(r["id"] == model_identifier for r in self._loaded()):
