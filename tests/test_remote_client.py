@@ -145,6 +145,12 @@ def test_errors_map_to_the_sdk_types(remote):
         remote.llm.model().respond("hi", config={"draftNgram": True})
     with pytest.raises(lms.LMStudioClientError, match="tokenize"):
         remote.llm.model().tokenize("hi")
+    with pytest.raises(lms.LMStudioClientError, match="on_message"):
+        remote.llm.model().respond("hi", on_message=print)
+    with pytest.raises(lms.LMStudioClientError, match="act"):
+        remote.llm.model().act("hi", [])
+    with pytest.raises(lms.LMStudioClientError, match="AsyncClient"):
+        lms.AsyncClient(remote.api_host)
     with pytest.raises(lms.LMStudioError, match="lmfast serve"):
         lms.Client("127.0.0.1:9").llm.list_loaded()
 

@@ -22,9 +22,10 @@ import threading
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 from .client import Client
-from .errors import LMStudioRuntimeError
+from .errors import LMStudioClientError, LMStudioRuntimeError
 from .llm import LLM, FragmentCallback, MessageCallback, PredictionStream, _call
 from .models.repository import AsyncRepository
+from .remote import is_remote
 from .results import ActResult, LlmInstanceInfo, LlmPredictionFragment, PredictionResult
 from .tools import tool_definitions
 
@@ -374,6 +375,10 @@ class AsyncClient:
     the block (or ``await client.aclose()``) unloads what it loaded."""
 
     def __init__(self, api_host: str | None = None):
+        if is_remote(api_host):
+            raise LMStudioClientError(f"AsyncClient({api_host!r}): the asyncio client does not connect to a server "
+                                      "yet; use lms.Client(host) (run its calls with asyncio.to_thread) or "
+                                      "AsyncClient() for models in this process")
         self._client = Client(api_host)
         self.llm = _AsyncNamespace(self._client.llm, AsyncLLM)
         self.embedding = _AsyncNamespace(self._client.embedding, AsyncEmbeddingModel)

@@ -130,6 +130,12 @@ class RemoteClient:
         return self._api_host
 
     @property
+    def repository(self) -> Any:
+        raise LMStudioClientError("client.repository is not available on a client of a running lmfast server: "
+                                  "Hub downloads go to this machine; use lms.Client().repository, or "
+                                  "'lmfast get' on the server's machine")
+
+    @property
     def system(self) -> "RemoteClient":
         return self
 

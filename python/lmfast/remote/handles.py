@@ -27,6 +27,20 @@ def instance_info(record: dict[str, Any]) -> LlmInstanceInfo | EmbeddingModelIns
     return LlmInstanceInfo(**common, trained_for_tool_use=False)
 
 
+# The in-process handles' keyword arguments that a server request cannot honour (yet).
+_NOT_REMOTE = ("preset", "on_message", "on_prompt_processing_progress")
+
+
+def _refuse(given: dict[str, Any], what: str) -> None:
+    unknown = [k for k in given if k not in _NOT_REMOTE]
+    if unknown:
+        raise TypeError(f"{what}() got unexpected keyword arguments {', '.join(unknown)}")
+    used = sorted(k for k, v in given.items() if v is not None)
+    if used:
+        raise LMStudioClientError(f"{what}(): {', '.join(used)} cannot be used against a running lmfast server "
+                                  "yet; use an in-process lms.Client() for them")
+
+
 class _RemoteHandle:
     def __init__(self, record: dict[str, Any], namespace: Any):
         self._record = record
@@ -82,8 +96,10 @@ class RemoteLLM(_RemoteHandle):
                                       given.get("structured"), text_of, on_fragment, on_first_token)
 
     def respond_stream(self, history: Any, *, response_format: Any = None, config: Any = None,
-                       on_prediction_fragment: Any = None, on_first_token: Any = None) -> RemotePredictionStream:
+                       on_prediction_fragment: Any = None, on_first_token: Any = None,
+                       **not_remote: Any) -> RemotePredictionStream:
         """Streams the reply to a chat (a Chat, a str or a history dict) from the server."""
+        _refuse(not_remote, "respond")
         messages = Chat.from_history(history)._openai_messages()
         body = {"messages": messages, **prediction_fields(config, response_format)}
         return self._stream("/api/v0/chat/completions", body, prediction_config(config), response_format,
@@ -94,8 +110,10 @@ class RemoteLLM(_RemoteHandle):
         return self.respond_stream(history, **kwargs).wait_for_result()
 
     def complete_stream(self, prompt: str, *, response_format: Any = None, config: Any = None,
-                        on_prediction_fragment: Any = None, on_first_token: Any = None) -> RemotePredictionStream:
+                        on_prediction_fragment: Any = None, on_first_token: Any = None,
+                        **not_remote: Any) -> RemotePredictionStream:
         """Streams a raw completion of ``prompt`` (no chat template) from the server."""
+        _refuse(not_remote, "complete")
         if not isinstance(prompt, str):
             raise LMStudioValueError(f"complete() takes a str prompt, got {type(prompt).__name__}")
         body = {"prompt": prompt, **prediction_fields(config, response_format)}

@@ -11,7 +11,7 @@ from ..errors import LMStudioWebsocketError
 from .errors import raise_for
 
 # Seconds. A connect that takes longer means no server; a read waits at most READ_TIMEOUT for
-# the next bytes (streams get a ping every few seconds from the server, so a silent connection
+# the next bytes (streams get a ping every 15 s from the server, so a silent connection
 # for that long means a server that is gone, not a slow model). Loads read up to LOAD_TIMEOUT.
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 120.0
