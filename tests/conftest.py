@@ -24,6 +24,46 @@ if os.environ.get("LMFAST_TEST_GPU"):
         _kind.KEYS = tuple(dataclasses.replace(k, default=_gpu) if k.name == "gpu" else k for k in _kind.KEYS)
 
 
+# -- the fast tier --------------------------------------------------------------------------
+# `pytest -m "not slow"` is the loop a developer runs after a change: under 5 minutes on 2 cores
+# (README). Whole modules leave it here, each for the reason given: they start processes
+# (servers, the CLI, Ray), run llama.cpp's own programs, or restart engines against cache files.
+# Single long tests elsewhere carry @pytest.mark.slow themselves. CI runs both tiers.
+SLOW_MODULES = {
+    "test_disk_cache": "restarts engines against cache files",
+    "test_hub": "downloads through CLI processes from the loopback Hub stand-in",
+    "test_cli_models": "runs the CLI in processes",
+    "test_cli_newcomer": "runs the CLI and a server in processes",
+    "test_newcomer_api": "runs scripts and a server in processes",
+    "test_sdk_examples": "runs the SDK's example scripts in processes",
+    "test_sdk_parity_scripts": "runs the SDK's scripts in processes",
+    "test_server_security": "starts servers (one per policy) and a browser",
+    "test_server_load": "starts servers under bounded load",
+    "test_server_anthropic": "a server process, driven by the anthropic client",
+    "test_server_ollama": "a server process, driven by the ollama client",
+    "test_remote_client": "a server process, driven by lmfast's remote client",
+    "test_ray_serve": "a local Ray cluster",
+    "test_oracle": "llama.cpp's own programs as the oracle",
+    "test_config_keys": "llama.cpp's own programs as the oracle",
+    "test_q4_1_gemm": "llama.cpp's own programs and the variant builds",
+    "test_speculative": "20 prompts decoded twice each",
+    "test_structured_limits": "grammars at their size and time limits",
+    "test_templates_hostile": "template workers killed and replaced",
+    "test_kv_growth": "contexts grown to their limits",
+    "test_spill": "the host tier under pressure",
+    "test_prediction_threads": "CPU contention with spinning processes",
+    "test_load_progress": "loads observed step by step",
+    "test_num_experts": "synthetic MoE models written and loaded",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__.rpartition(".")[2] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 def rss_bytes() -> int:
     with open("/proc/self/status") as f:
         for line in f:

@@ -45,6 +45,7 @@ def test_conversion_is_a_bert_gguf(minilm_path):
     assert minilm_path.name == Path(CONVERTED_MODELS[KEY].dest).name
 
 
+@pytest.mark.slow
 def test_matches_sentence_transformers(emb):
     cosines = []
     for entry in REFERENCE["sentences"]:

@@ -79,6 +79,7 @@ def test_stop_at_limit(small):
     _assert_still_answers(small)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["truncateMiddle", "rollingWindow"])
 def test_generation_beyond_the_window(small, policy):
     stream = small.complete_stream(COUNTING, config={**GREEDY, "maxTokens": 400, "ignoreEos": True,
@@ -164,6 +165,7 @@ def _long_system_prompt():
     return "\n".join(lines)
 
 
+@pytest.mark.slow
 def test_shared_system_prompt_is_evaluated_once(client, smollm2_path):
     """8 chats with one ~1,000-token system prompt: the first evaluates it, the other 7
     (running at once) copy it from the cache, also from a sequence that another of them is
@@ -204,6 +206,7 @@ def test_shared_system_prompt_is_evaluated_once(client, smollm2_path):
         model.unload()
 
 
+@pytest.mark.slow
 def test_requests_admitted_together_evaluate_their_shared_prefix_once(client, smollm2_path):
     """4 chats with one ~1,000-token system prompt, all queued before the engine admits any
     (it is busy with a job meanwhile): the first evaluates the system prompt, the other 3 wait
@@ -335,6 +338,7 @@ def common_prefix(a, b):
     return n
 
 
+@pytest.mark.slow
 def test_eviction_under_a_small_limit(client, smollm2_path):
     """Three chats and two sequences (maxParallelPredictions 2). A chat whose history is still
     cached evaluates only its new message, an evicted one evaluates its history again, and the
@@ -442,6 +446,7 @@ def _prompt_tokens(model, question):
     return model._tokens(model._render(question))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flash", [True, False])
 def test_batched_request_agrees_with_lone_request(client, smollm2_path, flash):
     """A request decoded in one batch with 3 others gives what it gives alone.
@@ -522,6 +527,7 @@ def _micro_batches(engine, fn):
             after["generation_seq_runs"] - before["generation_seq_runs"])
 
 
+@pytest.mark.slow
 def test_concurrent_requests_take_one_pass_over_the_weights_per_step(client, smollm2_path):
     """With a KV stream per sequence, llama.cpp decodes a run of consecutive sequence ids as one
     micro-batch (one pass over the weights), and each gap or out-of-order id starts another.

@@ -72,6 +72,7 @@ def test_unload_while_another_thread_streams(client, smollm2_path, run):
         model.complete("hi")
 
 
+@pytest.mark.slow
 def test_ttl_expiry_is_deferred_while_a_request_runs(client, smollm2_path):
     """A request that runs longer than the TTL is not cut off: the instance is idle (and
     unloads) only after it ends. 400 forced tokens take ~3-8 s here, several TTLs."""
