@@ -12,18 +12,20 @@ import pytest
 import lmfast as lms
 
 from .conftest import GREEDY
-from .test_server import MINILM, SMOL, ServerProcess, metric, minilm_gguf, wait_until  # noqa: F401 (a fixture)
+from .test_server import (MINILM, SMOL, ServerProcess, metric, minilm_gguf, tool_gguf,  # noqa: F401 (fixtures)
+                          wait_until)
+from .test_tools import _few_shot, add, greet
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
-CTX = 512
+CTX = 1024
 SHORT = {**GREEDY, "maxTokens": 24}
 
 
 @pytest.fixture(scope="module")
-def server(smollm2_path, tmp_path_factory):
-    s = ServerProcess(["--model", str(smollm2_path), "--context-length", str(CTX)],
+def server(smollm2_path, tool_gguf, tmp_path_factory):
+    s = ServerProcess(["--model", str(smollm2_path), "--model", str(tool_gguf), "--context-length", str(CTX)],
                       tmp_path_factory.mktemp("remote") / "server.log")
     try:
         s.wait_healthy()
@@ -114,6 +116,31 @@ def test_load_with_identifier_and_ttl_list_and_unload(remote):
     assert SMOL in [d.model_key for d in remote.llm.list_downloaded()]
 
 
+def _shape(messages: list) -> list:
+    """Messages without the tool call ids (a call the model makes without one gets a random id)."""
+    out = []
+    for m in messages:
+        parts = m.to_dict()["content"]
+        out.append((m.role, [(p["type"], p.get("text"), (p.get("toolCallRequest") or {}).get("name"),
+                              (p.get("toolCallRequest") or {}).get("arguments"), p.get("content")) for p in parts]))
+    return out
+
+
+def test_act_runs_the_tools_here_as_in_process(remote, tool_gguf):
+    there = next(m for m in remote.llm.list_loaded() if m.get_info().path.endswith(tool_gguf.name))
+    with lms.Client() as c:
+        here = c.llm.load_new_instance(str(tool_gguf), config={"contextLength": CTX, "cpuThreads": 1})
+        runs = []
+        for model in (there, here):
+            messages, rounds = [], []
+            result = model.act(_few_shot("What is 17 + 25?"), [add, greet], config={**GREEDY, "maxTokens": 96},
+                               on_message=messages.append, on_round_end=rounds.append)
+            runs.append((result.rounds, rounds, _shape(messages)))
+    assert runs[0] == runs[1]
+    rounds, _, shape = runs[0]
+    assert rounds >= 2 and ("tool", [("toolCallResult", None, None, None, "42")]) in shape, shape
+
+
 def test_embed_equals_the_in_process_vectors(remote, minilm_gguf):
     texts = ["a cat sat on the mat", "stock markets fell"]
     there = remote.embedding.model(MINILM, ttl=300)
@@ -147,8 +174,8 @@ def test_errors_map_to_the_sdk_types(remote):
         remote.llm.model().tokenize("hi")
     with pytest.raises(lms.LMStudioClientError, match="on_message"):
         remote.llm.model().respond("hi", on_message=print)
-    with pytest.raises(lms.LMStudioClientError, match="act"):
-        remote.llm.model().act("hi", [])
+    with pytest.raises(lms.LMStudioClientError, match="preset"):
+        remote.llm.model().act("hi", [add], preset="x")
     with pytest.raises(lms.LMStudioClientError, match="AsyncClient"):
         lms.AsyncClient(remote.api_host)
     with pytest.raises(lms.LMStudioError, match="lmfast serve"):

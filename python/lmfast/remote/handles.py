@@ -10,7 +10,8 @@ from ..chat import Chat
 from ..config import prediction_config
 from ..errors import LMStudioClientError, LMStudioValueError
 from ..handle import texts_of
-from ..results import EmbeddingModelInstanceInfo, LlmInstanceInfo, PredictionResult
+from ..results import ActResult, EmbeddingModelInstanceInfo, LlmInstanceInfo, PredictionResult
+from .act import act as remote_act
 from .stream import RemotePredictionStream
 from .wire_config import prediction_fields
 
@@ -95,16 +96,22 @@ class RemoteLLM(_RemoteHandle):
                                       {"contextLength": self._record.get("loaded_context_length")}, given,
                                       given.get("structured"), text_of, on_fragment, on_first_token)
 
+    def _chat_stream(self, history: Any, config: Any, tools: list[dict[str, Any]] | None,
+                     on_fragment: Any, on_first_token: Any, response_format: Any = None) -> RemotePredictionStream:
+        """One streamed chat request; ``tools`` (OpenAI function definitions) are offered when given."""
+        messages = Chat.from_history(history)._openai_messages()
+        body: dict[str, Any] = {"messages": messages, **prediction_fields(config, response_format)}
+        if tools:
+            body["tools"] = tools
+        return self._stream("/api/v0/chat/completions", body, prediction_config(config), response_format,
+                            lambda c: (c.get("delta") or {}).get("content") or "", on_fragment, on_first_token)
+
     def respond_stream(self, history: Any, *, response_format: Any = None, config: Any = None,
                        on_prediction_fragment: Any = None, on_first_token: Any = None,
                        **not_remote: Any) -> RemotePredictionStream:
         """Streams the reply to a chat (a Chat, a str or a history dict) from the server."""
         _refuse(not_remote, "respond")
-        messages = Chat.from_history(history)._openai_messages()
-        body = {"messages": messages, **prediction_fields(config, response_format)}
-        return self._stream("/api/v0/chat/completions", body, prediction_config(config), response_format,
-                            lambda c: (c.get("delta") or {}).get("content") or "", on_prediction_fragment,
-                            on_first_token)
+        return self._chat_stream(history, config, None, on_prediction_fragment, on_first_token, response_format)
 
     def respond(self, history: Any, **kwargs: Any) -> PredictionResult:
         return self.respond_stream(history, **kwargs).wait_for_result()
@@ -123,9 +130,11 @@ class RemoteLLM(_RemoteHandle):
     def complete(self, prompt: str, **kwargs: Any) -> PredictionResult:
         return self.complete_stream(prompt, **kwargs).wait_for_result()
 
-    def act(self, *args: Any, **kwargs: Any) -> Any:
-        raise LMStudioClientError("act() is not available against a running lmfast server yet: the tool loop "
-                                  "runs in-process; use an in-process lms.Client() for act()")
+    def act(self, chat: Any, tools: Any, **kwargs: Any) -> ActResult:
+        """The tool loop: each round a request to the server offering the tools; the tools run
+        here. ``preset`` and ``on_prompt_processing_progress`` are not available remotely."""
+        _refuse({k: kwargs.pop(k) for k in list(kwargs) if k in ("preset", "on_prompt_processing_progress")}, "act")
+        return remote_act(self, chat, tools, **kwargs)
 
 
 class RemoteEmbeddingModel(_RemoteHandle):

@@ -10,6 +10,7 @@ from ..config_types import LlmLoadModelConfig, LlmPredictionConfig
 from ..errors import LMStudioPredictionError
 from ..results import LlmInfo, LlmPredictionFragment, LlmPredictionStats, PredictionResult
 from .. import structured
+from ..tools import ToolCallRequest, parse_tool_calls
 
 # OpenAI's finish_reason -> the SDK's stop reason, for a server that sent no stats
 _STOP = {"stop": "eosFound", "length": "maxPredictedTokensReached", "tool_calls": "toolCalls"}
@@ -30,6 +31,7 @@ class RemotePredictionStream:
         self._sse: Any = None
         self._events: Iterator[dict[str, Any]] | None = None
         self._parts: list[str] = []
+        self._calls: dict[int, dict[str, str]] = {}  # streamed tool calls by index: id, name, arguments
         self._final: dict[str, Any] = {}
         self._finish: str | None = None
         self._started = self._ttft = None
@@ -56,6 +58,7 @@ class RemotePredictionStream:
             self._final = event
         choice = (event.get("choices") or [{}])[0]
         self._finish = choice.get("finish_reason") or self._finish
+        self._take_calls((choice.get("delta") or {}).get("tool_calls") or [])
         text = self._text_of(choice)
         if not text:
             return None
@@ -68,6 +71,20 @@ class RemotePredictionStream:
         if self._on_fragment is not None:
             self._on_fragment(fragment)
         return fragment
+
+    def _take_calls(self, deltas: list[dict[str, Any]]) -> None:
+        """OpenAI's streamed tool calls: a first delta with id and name, then argument slices."""
+        for d in deltas:
+            entry = self._calls.setdefault(int(d.get("index", 0)), {"id": "", "name": "", "arguments": ""})
+            fn = d.get("function") or {}
+            entry["id"] = d.get("id") or entry["id"]
+            entry["name"] = fn.get("name") or entry["name"]
+            entry["arguments"] += fn.get("arguments") or ""
+
+    @property
+    def tool_calls(self) -> list[ToolCallRequest]:
+        """The calls the model made (tools offered), as act() runs them."""
+        return parse_tool_calls([self._calls[i] for i in sorted(self._calls)])
 
     def _finish_result(self, reason: str | None = None) -> None:
         if self._result is not None:
