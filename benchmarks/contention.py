@@ -27,7 +27,7 @@ import sys
 import textwrap
 import time
 
-from benchmarks.suite import llama_cpp_python_path
+from benchmarks.suite import llama_cpp_python_ready
 
 PROMPT = "Write a short poem about the sea."
 
@@ -80,10 +80,8 @@ def runners(threads: int, raw: bool, peers: list[str] | None) -> list[tuple[str,
     r = str(int(raw))
     counts = dict.fromkeys(("auto", str(threads), "1"))  # in order, once each (N may be 1)
     out = [(f"lmfast {t}", [sys.executable, "-c", LMFAST, "{model}", t, r]) for t in counts]
-    lcpp = llama_cpp_python_path()
-    wanted = peers is None or "llama-cpp-python" in peers
-    if wanted and lcpp.exists() and subprocess.run([str(lcpp), "-c", "import llama_cpp"],
-                                                   capture_output=True).returncode == 0:
+    lcpp = llama_cpp_python_ready()
+    if lcpp and (peers is None or "llama-cpp-python" in peers):
         out.append((f"llama-cpp-python {threads}", [str(lcpp), "-c", LCPP, "{model}", str(threads), r]))
     return out
 

@@ -59,10 +59,10 @@ def run_chat(args: argparse.Namespace) -> dict:
 def python_for(runner: str) -> str | None:
     if runner != "llama-cpp-python":
         return sys.executable
-    from benchmarks.suite import llama_cpp_python_path
+    from benchmarks.suite import llama_cpp_python_ready
 
-    python = llama_cpp_python_path()
-    return str(python) if python.exists() else None
+    python = llama_cpp_python_ready()  # a venv whose build is under way has no llama_cpp yet
+    return str(python) if python else None
 
 
 def add_args(ap) -> None:

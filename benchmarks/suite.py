@@ -78,6 +78,13 @@ def llama_cpp_python_path() -> Path:
     return cache_dir() / "bench" / f"llama-cpp-python-{LCPP_VERSION}" / "bin" / "python"
 
 
+def llama_cpp_python_ready() -> Path | None:
+    """The venv's Python where llama-cpp-python imports there (built), else None; builds nothing."""
+    python = llama_cpp_python_path()
+    probe = [str(python), "-c", "import llama_cpp"]
+    return python if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0 else None
+
+
 def llama_cpp_python_venv() -> Path:
     """A virtual environment with llama-cpp-python built from source; made once."""
     python = llama_cpp_python_path()

@@ -55,8 +55,8 @@ def describe(doc: dict[str, Any]) -> str:
 def headline(suites: list[tuple[Path, dict[str, Any]]]) -> str:
     """Prefill and decode of each model, lmfast beside llama-cpp-python and llama-bench."""
     out = ["| model | quantization | prefill, lmfast | prefill, llama-cpp-python | lmfast / llama-cpp-python "
-           "| decode, lmfast | decode, llama-cpp-python | lmfast / llama-cpp-python | lmfast / llama-bench, decode "
-           "| result file |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "| decode, lmfast | decode, llama-cpp-python | lmfast / llama-cpp-python | lmfast / llama-bench, prefill "
+           "| lmfast / llama-bench, decode | result file |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for path, doc in suites:
         r, model = doc["results"], doc["provenance"]["model"] or {}
         lm, lp, lb = r.get("lmfast"), r.get("llama-cpp-python"), r.get("llama-bench")
@@ -64,7 +64,8 @@ def headline(suites: list[tuple[Path, dict[str, Any]]]) -> str:
         for _, key in HEADLINE_ROWS:
             a, b = _get(lm, (key,)), _get(lp, (key,))
             cells += [_tps(a), _tps(b), _ratio(a, b)]
-        cells += [_ratio(_get(lm, ("decode_tps",)), _get(lb, ("decode_tps",))), f"`{path.name}`"]
+        cells += [_ratio(_get(lm, (key,)), _get(lb, (key,))) for _, key in HEADLINE_ROWS]
+        cells.append(f"`{path.name}`")
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
