@@ -161,3 +161,50 @@ def test_chat_command_line_flag(smollm2_path):
     drafted = {k: v for k, v in stats.items() if "raft" in k}
     assert drafted.get("usedDraftModelKey", drafted.get("used_draft_model_key")) == "ngram", stats
     assert r.stdout.strip()
+
+
+def _chi_square(a: list[str], b: list[str]) -> float:
+    """Pearson's statistic for "a and b come from one distribution" (a 2 x k table of outcome
+    counts; outcomes seen fewer than 5 times in all are pooled, so no expected count is tiny)."""
+    counts = {o: a.count(o) + b.count(o) for o in set(a) | set(b)}
+    rare = {o for o, n in counts.items() if n < 5}
+    pooled = [[sum(1 for o in s if o in rare)] + [s.count(o) for o in counts if o not in rare] for s in (a, b)]
+    total = len(a) + len(b)
+    stat = 0.0
+    for col in zip(*pooled):
+        for row, n in zip((len(a), len(b)), col):
+            expected = row * sum(col) / total
+            if expected:
+                stat += (n - expected) ** 2 / expected
+    return stat
+
+
+def test_sampled_output_keeps_the_targets_distribution(spec):
+    """At temperature 1, drafting must not change what the target samples: each draft token is
+    kept only if the request's own sampler drew it. The test: a two-sample chi-square statistic
+    over the 4-token continuations of N seeded runs with drafting and N (other seeds) without,
+    its p-value from 1,000 random relabellings of the pooled runs (a permutation test, so no
+    distribution is assumed). A verifier that kept drafts the sampler did not draw would make the
+    drafted runs copy the prompt's pattern more often than the target does."""
+    import random
+
+    prompt = COPYING[2]
+    cfg = {"temperature": 1.0, "repeatPenalty": False, "maxTokens": 4}
+    n = 120
+    drafted, plain, accepted = [], [], 0
+    for seed in range(n):
+        r = spec.complete(prompt, config={**cfg, **NGRAM, "seed": seed})
+        drafted.append(r.content)
+        accepted += r.stats.accepted_draft_tokens_count
+        plain.append(spec.complete(prompt, config={**cfg, "seed": n + seed}).content)
+    assert accepted > 0, "nothing was drafted: the test would compare plain runs with plain runs"
+    assert len(set(plain)) >= 3, plain  # the target really samples here
+    observed = _chi_square(drafted, plain)
+    rng = random.Random(0)
+    pooled = drafted + plain
+    at_least = 0
+    for _ in range(1000):
+        rng.shuffle(pooled)
+        at_least += _chi_square(pooled[:n], pooled[n:]) >= observed
+    p_value = (at_least + 1) / 1001
+    assert p_value > 0.01, (p_value, sorted(set(drafted)), sorted(set(plain)))
