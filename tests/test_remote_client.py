@@ -2,6 +2,7 @@
 module, 1 decode thread, short answers), compared with the same model in-process."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import lmfast as lms
 from .conftest import GREEDY
 from .test_server import (MINILM, SMOL, ServerProcess, metric, minilm_gguf, tool_gguf,  # noqa: F401 (fixtures)
                           wait_until)
+from .test_sdk_examples import models_dir  # noqa: F401 (a fixture)
+from .test_sdk_examples import test_example_runs_verbatim as run_sdk_example
 from .test_tools import _few_shot, add, greet
 
 httpx = pytest.importorskip("httpx")
@@ -24,9 +27,15 @@ SHORT = {**GREEDY, "maxTokens": 24}
 
 
 @pytest.fixture(scope="module")
-def server(smollm2_path, tool_gguf, tmp_path_factory):
+def server(smollm2_path, tool_gguf, minilm_gguf, tmp_path_factory):
+    # The server's models folder: SmolLM2 and MiniLM by key, and the SDK examples' keys as
+    # aliases of SmolLM2 (as tests/test_sdk_examples.py maps them).
+    folder = tmp_path_factory.mktemp("remote-models")
+    (folder / "aliases.json").write_text(json.dumps({
+        SMOL: str(smollm2_path), MINILM: str(minilm_gguf),
+        "qwen2.5-7b-instruct": str(smollm2_path), "llama-3.2-1b-instruct": str(smollm2_path)}))
     s = ServerProcess(["--model", str(smollm2_path), "--model", str(tool_gguf), "--context-length", str(CTX)],
-                      tmp_path_factory.mktemp("remote") / "server.log")
+                      tmp_path_factory.mktemp("remote") / "server.log", env={"LMFAST_MODELS_DIR": str(folder)})
     try:
         s.wait_healthy()
         yield s
@@ -94,9 +103,13 @@ def test_multi_turn_chat(remote, local_llm):
     assert answers[0] == answers[1]
 
 
-def test_info_and_context_length(remote, smollm2_path):
+def test_info_and_context_length(remote, smollm2_path, local_llm):
     model = remote.llm.model()
     info = model.get_info()
+    here = local_llm.get_info()
+    for field in ("model_key", "display_name", "params_string", "architecture", "context_length",
+                  "max_context_length", "size_bytes", "trained_for_tool_use", "path"):
+        assert getattr(info, field) == getattr(here, field), field
     assert info.identifier == model.identifier and info.context_length == CTX
     assert model.get_context_length() == CTX
     assert info.path.endswith(smollm2_path.name)
@@ -141,6 +154,15 @@ def test_act_runs_the_tools_here_as_in_process(remote, tool_gguf):
     assert rounds >= 2 and ("tool", [("toolCallResult", None, None, None, "42")]) in shape, shape
 
 
+@pytest.mark.parametrize("example_id", ["07", "08", "11", "12", "13", "14"])  # 01: .model() is another
+# model here (the server holds several; the example assumes the only one)
+def test_sdk_examples_run_verbatim_against_the_server(example_id, server, models_dir, smollm2_path, monkeypatch):
+    """LM Studio's documented examples, verbatim, with the default client pointed at the server
+    (LMFAST_API_HOST): the same checks as in-process (tests/test_sdk_examples.py)."""
+    monkeypatch.setenv("LMFAST_API_HOST", f"127.0.0.1:{server.port}")
+    run_sdk_example(example_id, models_dir, smollm2_path)
+
+
 def test_embed_equals_the_in_process_vectors(remote, minilm_gguf):
     texts = ["a cat sat on the mat", "stock markets fell"]
     there = remote.embedding.model(MINILM, ttl=300)
@@ -172,8 +194,8 @@ def test_errors_map_to_the_sdk_types(remote):
         remote.llm.model().respond("hi", config={"draftNgram": True})
     with pytest.raises(lms.LMStudioClientError, match="tokenize"):
         remote.llm.model().tokenize("hi")
-    with pytest.raises(lms.LMStudioClientError, match="on_message"):
-        remote.llm.model().respond("hi", on_message=print)
+    with pytest.raises(lms.LMStudioClientError, match="on_prompt_processing_progress"):
+        remote.llm.model().respond("hi", on_prompt_processing_progress=print)
     with pytest.raises(lms.LMStudioClientError, match="preset"):
         remote.llm.model().act("hi", [add], preset="x")
     with pytest.raises(lms.LMStudioClientError, match="AsyncClient"):

@@ -19,17 +19,18 @@ from .wire_config import prediction_fields
 def instance_info(record: dict[str, Any]) -> LlmInstanceInfo | EmbeddingModelInstanceInfo:
     """The SDK's instance info from the server's loaded-model record."""
     common = dict(architecture=record.get("arch"), context_length=record.get("loaded_context_length") or 0,
-                  display_name=record.get("model_key") or record["id"], format="gguf", identifier=record["id"],
+                  display_name=record.get("display_name") or record.get("model_key") or record["id"],
+                  format="gguf", identifier=record["id"],
                   instance_reference=record["id"], max_context_length=record.get("max_context_length") or 0,
-                  model_key=record.get("model_key") or record["id"], params_string=None,
+                  model_key=record.get("model_key") or record["id"], params_string=record.get("params_string"),
                   path=record.get("path") or "", size_bytes=record.get("size_bytes") or 0)
     if record.get("type") == "embeddings":
         return EmbeddingModelInstanceInfo(**common)
-    return LlmInstanceInfo(**common, trained_for_tool_use=False)
+    return LlmInstanceInfo(**common, trained_for_tool_use=bool(record.get("trained_for_tool_use")))
 
 
 # The in-process handles' keyword arguments that a server request cannot honour (yet).
-_NOT_REMOTE = ("preset", "on_message", "on_prompt_processing_progress")
+_NOT_REMOTE = ("preset", "on_prompt_processing_progress")
 
 
 def _refuse(given: dict[str, Any], what: str) -> None:
@@ -87,37 +88,41 @@ class RemoteLLM(_RemoteHandle):
     """``client.llm.model(...)`` on a client connected to a server."""
 
     def _stream(self, path: str, body: dict[str, Any], given: dict[str, Any], response_format: Any,
-                text_of: Callable[[dict], str], on_fragment: Any, on_first_token: Any) -> RemotePredictionStream:
+                text_of: Callable[[dict], str], on_fragment: Any, on_first_token: Any,
+                on_message: Any = None) -> RemotePredictionStream:
         if response_format is not None:
             given = {**given, "structured": structured.from_response_format(response_format)}
         body = {**body, "model": self.identifier, "stream": True, "stream_options": {"include_usage": True}}
         info = instance_info(self._record).model_info()
         return RemotePredictionStream(lambda: self._transport.stream(path, body), info,
                                       {"contextLength": self._record.get("loaded_context_length")}, given,
-                                      given.get("structured"), text_of, on_fragment, on_first_token)
+                                      given.get("structured"), text_of, on_fragment, on_first_token, on_message)
 
     def _chat_stream(self, history: Any, config: Any, tools: list[dict[str, Any]] | None,
-                     on_fragment: Any, on_first_token: Any, response_format: Any = None) -> RemotePredictionStream:
+                     on_fragment: Any, on_first_token: Any, response_format: Any = None,
+                     on_message: Any = None) -> RemotePredictionStream:
         """One streamed chat request; ``tools`` (OpenAI function definitions) are offered when given."""
         messages = Chat.from_history(history)._openai_messages()
         body: dict[str, Any] = {"messages": messages, **prediction_fields(config, response_format)}
         if tools:
             body["tools"] = tools
         return self._stream("/api/v0/chat/completions", body, prediction_config(config), response_format,
-                            lambda c: (c.get("delta") or {}).get("content") or "", on_fragment, on_first_token)
+                            lambda c: (c.get("delta") or {}).get("content") or "", on_fragment, on_first_token,
+                            on_message)
 
     def respond_stream(self, history: Any, *, response_format: Any = None, config: Any = None,
-                       on_prediction_fragment: Any = None, on_first_token: Any = None,
+                       on_prediction_fragment: Any = None, on_first_token: Any = None, on_message: Any = None,
                        **not_remote: Any) -> RemotePredictionStream:
         """Streams the reply to a chat (a Chat, a str or a history dict) from the server."""
         _refuse(not_remote, "respond")
-        return self._chat_stream(history, config, None, on_prediction_fragment, on_first_token, response_format)
+        return self._chat_stream(history, config, None, on_prediction_fragment, on_first_token, response_format,
+                                 on_message)
 
     def respond(self, history: Any, **kwargs: Any) -> PredictionResult:
         return self.respond_stream(history, **kwargs).wait_for_result()
 
     def complete_stream(self, prompt: str, *, response_format: Any = None, config: Any = None,
-                        on_prediction_fragment: Any = None, on_first_token: Any = None,
+                        on_prediction_fragment: Any = None, on_first_token: Any = None, on_message: Any = None,
                         **not_remote: Any) -> RemotePredictionStream:
         """Streams a raw completion of ``prompt`` (no chat template) from the server."""
         _refuse(not_remote, "complete")
@@ -125,7 +130,7 @@ class RemoteLLM(_RemoteHandle):
             raise LMStudioValueError(f"complete() takes a str prompt, got {type(prompt).__name__}")
         body = {"prompt": prompt, **prediction_fields(config, response_format)}
         return self._stream("/api/v0/completions", body, prediction_config(config), response_format,
-                            lambda c: c.get("text") or "", on_prediction_fragment, on_first_token)
+                            lambda c: c.get("text") or "", on_prediction_fragment, on_first_token, on_message)
 
     def complete(self, prompt: str, **kwargs: Any) -> PredictionResult:
         return self.complete_stream(prompt, **kwargs).wait_for_result()

@@ -10,6 +10,7 @@ from ..config_types import LlmLoadModelConfig, LlmPredictionConfig
 from ..errors import LMStudioPredictionError
 from ..results import LlmInfo, LlmPredictionFragment, LlmPredictionStats, PredictionResult
 from .. import structured
+from ..chat import AssistantResponse, ToolCallRequestData
 from ..tools import ToolCallRequest, parse_tool_calls
 
 # OpenAI's finish_reason -> the SDK's stop reason, for a server that sent no stats
@@ -23,11 +24,12 @@ class RemotePredictionStream:
     def __init__(self, open_stream: Callable[[], Any], model_info: LlmInfo, load_config: dict[str, Any],
                  prediction_config: dict[str, Any], structured_setting: dict[str, Any] | None, text_of: Callable[[dict], str],
                  on_fragment: Callable[[LlmPredictionFragment], Any] | None = None,
-                 on_first_token: Callable[[], Any] | None = None):
+                 on_first_token: Callable[[], Any] | None = None,
+                 on_message: Callable[[AssistantResponse], Any] | None = None):
         self._open, self._text_of = open_stream, text_of
         self._info, self._load_config, self._pcfg = model_info, load_config, prediction_config
         self._structured = structured_setting or {"type": "none"}
-        self._on_fragment, self._on_first_token = on_fragment, on_first_token
+        self._on_fragment, self._on_first_token, self._on_message = on_fragment, on_first_token, on_message
         self._sse: Any = None
         self._events: Iterator[dict[str, Any]] | None = None
         self._parts: list[str] = []
@@ -104,6 +106,14 @@ class RemotePredictionStream:
             content=content, parsed=parsed, stats=stats, model_info=self._info,
             load_config=LlmLoadModelConfig._trusted(self._load_config),
             prediction_config=LlmPredictionConfig._trusted(self._pcfg))
+        if self._on_message is not None and reason is None:
+            self._on_message(self._message())
+
+    def _message(self) -> AssistantResponse:
+        """The assistant's message for ``on_message``: the text, then the tool calls it made."""
+        message = AssistantResponse(self.result().content)
+        message.content.extend(ToolCallRequestData(toolCallRequest=call) for call in self.tool_calls)
+        return message
 
     def cancel(self) -> None:
         """Stops the generation on the server (the connection is closed); the text so far is the result."""

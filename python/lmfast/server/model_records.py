@@ -52,8 +52,15 @@ def loaded_record(inst: Any, busy: int, queued: int) -> dict[str, Any]:
         "quantization": quantization(inst.metadata), "state": "loaded",
         "max_context_length": info.max_context_length, "loaded_context_length": info.context_length,
         "ttl": inst.ttl, "path": info.path, "size_bytes": info.size_bytes,
-        "busy_sequences": busy, "queued_requests": queued,
+        "busy_sequences": busy, "queued_requests": queued, **_sdk_fields(info),
     }
+
+
+def _sdk_fields(info: Any) -> dict[str, Any]:
+    """The SDK's instance info fields that LM Studio's record lacks (lmfast's remote client
+    builds get_info() from the record)."""
+    return {"display_name": info.display_name, "params_string": info.params_string,
+            "trained_for_tool_use": getattr(info, "trained_for_tool_use", False)}
 
 
 def openai_record(model_id: str) -> dict[str, Any]:
