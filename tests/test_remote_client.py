@@ -249,3 +249,16 @@ def test_the_server_stopping_mid_stream_is_a_clear_error(smollm2_path, tmp_path)
         assert time.monotonic() - started < 60
     finally:
         s.stop()
+
+
+def test_without_httpx_the_core_imports_and_a_remote_client_says_what_to_install():
+    code = ("import sys; sys.modules['httpx'] = None\n"
+            "import lmfast as lms\n"
+            "with lms.Client() as c: pass\n"
+            "try:\n"
+            "    lms.Client('127.0.0.1:9')\n"
+            "except lms.LMStudioError as e:\n"
+            "    print(type(e).__name__, e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "lmfast[remote]" in out.stdout, out.stdout
