@@ -235,6 +235,23 @@ def test_the_default_client_from_the_environment(server):
                                                 httpx.get(server.url + "/api/v0/models").json()["data"]]
 
 
+def test_a_model_loaded_with_the_command_line_answers_lms_llm_in_another_process(server):
+    """LM Studio's sentence: `lms load KEY`, then `.model()` without arguments in a script."""
+    cli = [sys.executable, "-m", "lmfast", "load", SMOL, "--port", str(server.port), "--identifier", "from-cli",
+           "--context-length", "256", "--ttl", "300"]
+    assert subprocess.run(cli, capture_output=True, text=True, timeout=120).returncode == 0
+    try:
+        code = ("import lmfast as lms\n"
+                "m = lms.llm('from-cli')\n"
+                "print(m.identifier, m.get_context_length(), len(m.respond('Hi', config={'maxTokens': 4}).content) > 0)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "LMFAST_API_HOST": f"127.0.0.1:{server.port}"})
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["from-cli", "256", "True"]
+    finally:
+        lms.Client(server.url).llm.unload("from-cli")
+
+
 def test_the_server_stopping_mid_stream_is_a_clear_error(smollm2_path, tmp_path):
     s = ServerProcess(["--model", str(smollm2_path), "--context-length", "256"], tmp_path / "server.log")
     try:
