@@ -35,6 +35,7 @@ def test_streamed_prompt_reports_its_batches(batched):
     _check(seen)
 
 
+@pytest.mark.slow
 def test_respond_reports_its_batches(batched):
     seen: list[float] = []
     other = LONG.replace("word", "item")  # nothing of it is cached by the test before

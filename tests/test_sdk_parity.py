@@ -212,6 +212,7 @@ def tool_llm(client, smollm2_path, tmp_path_factory):
     model.unload()
 
 
+@pytest.mark.slow
 def test_async_on_message_carries_the_tool_calls_as_the_sync_one_does(tool_llm):
     defs = [d.to_openai() for d in tool_definitions([add, greet]).values()]
     config = {"temperature": 0, "maxTokens": 96, "rawTools": {"type": "toolArray", "tools": defs}}

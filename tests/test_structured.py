@@ -21,6 +21,7 @@ PERSON = {
 }
 
 
+@pytest.mark.slow
 def test_twenty_sampled_generations_all_validate(llm):
     """20 sampled (not greedy) generations: every one parses and validates."""
     outputs = set()

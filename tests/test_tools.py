@@ -349,6 +349,7 @@ def test_forced_tools_keep_generating_until_a_call(tool_llm):
         assert forced.content.startswith(free.content)
 
 
+@pytest.mark.slow
 def test_async_act_awaits_async_tools(client, tool_model_path):
     async def main():
         async with lms.AsyncClient() as aclient:
@@ -405,6 +406,7 @@ def test_a_template_that_fails_on_tools_raises_and_nothing_else_breaks(llm, clie
     assert "paris" in llm.respond("What is the capital of France?", config=PREDICT).content.lower()
 
 
+@pytest.mark.slow
 def test_act_with_a_jinja_prompt_template_gets_tools(client, smollm2_path):
     """SmolLM2's own template knows no tools; the tool template given as promptTemplate instead
     is rendered with the tools, and its call format (grammar, parser) is the one act() uses."""
