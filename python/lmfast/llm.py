@@ -1,11 +1,8 @@
 """The LLM handle: respond, respond_stream, complete, tokenize, get_info, unload."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import _core, presets, structured
@@ -19,7 +16,8 @@ from .errors import (LMStudioCancelledError, LMStudioPredictionError, LMStudioRu
 from .prompt_template import render_manual
 from .results import (ActResult, LlmInstanceInfo, LlmPredictionFragment, LlmPredictionStats, PredictionResult,
                       PredictionRoundResult)
-from .tools import ToolCallRequest, parse_tool_calls, run_tool_call, tool_definitions
+from .act_rounds import run_rounds
+from .tools import ToolCallRequest, parse_tool_calls, tool_definitions
 
 if TYPE_CHECKING:
     from .instance import ModelInstance
@@ -529,58 +527,26 @@ class LLM(ModelHandle):
         A tool is a function (with a docstring and type hints), a ToolFunctionDef or a tool dict.
         An unknown tool, bad arguments or an exception in a tool are told to the model as text;
         ``handle_invalid_tool_request(error, request)`` may return other text, or raise to stop."""
-        t0 = time.perf_counter()
         defs = tool_definitions(tools)
         config, system_prompt = presets.apply(preset, config)
-        chat = _with_system_prompt(chat, system_prompt)
-        if max_prediction_rounds is not None and (isinstance(max_prediction_rounds, bool) or
-                                                  not isinstance(max_prediction_rounds, int) or max_prediction_rounds < 1):
-            raise LMStudioValueError(f"max_prediction_rounds must be at least 1 (or None), got {max_prediction_rounds!r}")
-        workers = 1 if max_parallel_tool_calls is None else max_parallel_tool_calls
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise LMStudioValueError(f"max_parallel_tool_calls must be at least 1, got {max_parallel_tool_calls!r}")
         given = prediction_config(config)
-        if given.get("rawTools", {"type": "none"})["type"] != "none":
-            raise LMStudioValueError("act() takes its tools as an argument, not as config['rawTools']")
-        history = Chat.from_history(chat)  # a copy: the caller's chat is never changed
-        definitions = [d.to_openai() for d in defs.values()]
 
         def per_round(cb: Callable[..., Any] | None, i: int) -> Callable[..., Any] | None:
             return None if cb is None else (lambda *args: cb(*args, i))
 
-        round_index = 0
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lmfast-tool") as pool:
-            while True:
-                last = max_prediction_rounds is not None and round_index == max_prediction_rounds - 1
-                _call(on_round_start, round_index)
-                prompt = self._render_with_tools(history, None if last else definitions, "auto",
-                                                 given.get("promptTemplate"),
-                                                 given.get("parseSpecialTokensInUserText", False))
-                stream = self._stream(prompt, config, None, dict(
-                    on_first_token=per_round(on_first_token, round_index),
-                    on_prediction_fragment=per_round(on_prediction_fragment, round_index),
-                    on_prompt_processing_progress=per_round(on_prompt_processing_progress, round_index)))
-                result = stream.wait_for_result()
-                _call(on_prediction_completed, PredictionRoundResult(
-                    **{f.name: getattr(result, f.name) for f in dataclasses.fields(result)}, round_index=round_index))
-                if stream.tool_call_error is not None:
-                    err = LMStudioPredictionError(f"Failed to parse tool call request: {stream.tool_call_error}")
-                    if handle_invalid_tool_request is not None:
-                        handle_invalid_tool_request(err, None)
-                    raise err
-                requests = stream.tool_calls
-                reply = history.add_assistant_response(result.content, requests)
-                _call(on_message, reply)
-                if not requests:
-                    _call(on_round_end, round_index)
-                    break
-                outputs = list(pool.map(lambda r: run_tool_call(defs, r, handle_invalid_tool_request), requests))
-                results = history.add_tool_results(
-                    [{"toolCallId": r.id, "content": out} for r, out in zip(requests, outputs)])
-                _call(on_message, results)
-                _call(on_round_end, round_index)
-                round_index += 1
-        return ActResult(rounds=round_index + 1, total_time_seconds=time.perf_counter() - t0)
+        def start_round(history: Chat, i: int, definitions: list[dict[str, Any]] | None) -> PredictionStream:
+            prompt = self._render_with_tools(history, definitions, "auto", given.get("promptTemplate"),
+                                             given.get("parseSpecialTokensInUserText", False))
+            return self._stream(prompt, config, None, dict(
+                on_first_token=per_round(on_first_token, i),
+                on_prediction_fragment=per_round(on_prediction_fragment, i),
+                on_prompt_processing_progress=per_round(on_prompt_processing_progress, i)))
+
+        return run_rounds(start_round, _with_system_prompt(chat, system_prompt), defs, given,
+                          max_prediction_rounds=max_prediction_rounds, max_parallel_tool_calls=max_parallel_tool_calls,
+                          on_message=on_message, on_round_start=on_round_start, on_round_end=on_round_end,
+                          on_prediction_completed=on_prediction_completed,
+                          handle_invalid_tool_request=handle_invalid_tool_request)
 
     # -- the rest of the handle --------------------------------------------------------------
     def count_prompt_tokens(self, history: Any, tools: list[dict[str, Any]] | None = None, *,

@@ -21,6 +21,10 @@ class RemotePredictionStream:
     """Iterate for LlmPredictionFragment; ``result()`` once it ended. ``cancel()`` or ``close()``
     drops the connection (the server stops generating); the partial text is the result."""
 
+    # The server reads the tool calls; one it cannot read ends the request with an error there,
+    # so a stream here never holds an unreadable call (act_rounds checks this like in-process).
+    tool_call_error: str | None = None
+
     def __init__(self, open_stream: Callable[[], Any], model_info: LlmInfo, load_config: dict[str, Any],
                  prediction_config: dict[str, Any], structured_setting: dict[str, Any] | None, text_of: Callable[[dict], str],
                  on_fragment: Callable[[LlmPredictionFragment], Any] | None = None,
