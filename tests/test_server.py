@@ -111,6 +111,34 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool
     return predicate()
 
 
+def assert_a_cut_stream_cancels(url: str, path: str, body: dict, is_token_line) -> None:
+    """Streams ``body`` (asking for ~900 tokens) from ``path``, reads 5 lines that carry tokens,
+    then drops the connection: the sequence is freed and fewer than 200 tokens were generated.
+    Every API the server speaks shares this cancellation; each test names its own framing."""
+    before = metric(url, "lmfast_generated_tokens_total", SMOL)
+    with httpx.stream("POST", url + path, json=body, timeout=60) as r:
+        lines = r.iter_lines()  # (leaving a loop over it early would close the connection already)
+        n = 0
+        while n < 5:
+            n += bool(is_token_line(next(lines)))
+        assert metric(url, "lmfast_busy_sequences", SMOL) == 1
+    assert wait_until(lambda: metric(url, "lmfast_busy_sequences", SMOL) == 0, timeout=5)
+    # The stopped prediction counts only what was generated before the disconnect.
+    assert wait_until(lambda: metric(url, "lmfast_generated_tokens_total", SMOL) > before, timeout=5)
+    assert metric(url, "lmfast_generated_tokens_total", SMOL) - before < 200
+
+
+def json_values(st):
+    """Hypothesis strategies for the fuzz tests of each API: (scalars, any JSON value of a few
+    leaves), integers past 64 bits and odd text included."""
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+                        st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))
+    anything = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                             st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+                            max_leaves=10)
+    return scalars, anything
+
+
 def sse_events(lines: list[str]) -> list[str]:
     """The data payloads of an SSE body's lines."""
     return [line[len("data: "):] for line in lines if line.startswith("data: ")]
@@ -662,17 +690,7 @@ def test_metrics(server, oai):
 def test_disconnect_cancels_the_generation(server):
     body = {"model": SMOL, "stream": True, "temperature": 0, "max_tokens": 900,
             "messages": chat("Count from one to one thousand in words, separated by commas.")}
-    before = metric(server.url, "lmfast_generated_tokens_total", SMOL)
-    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60) as r:
-        lines = r.iter_lines()  # (leaving a loop over it early would close the connection already)
-        n = 0
-        while n < 5:
-            n += next(lines).startswith("data: ")
-        assert metric(server.url, "lmfast_busy_sequences", SMOL) == 1
-    assert wait_until(lambda: metric(server.url, "lmfast_busy_sequences", SMOL) == 0, timeout=5)
-    # The stopped prediction counts only what was generated before the disconnect.
-    assert wait_until(lambda: metric(server.url, "lmfast_generated_tokens_total", SMOL) > before, timeout=5)
-    assert metric(server.url, "lmfast_generated_tokens_total", SMOL) - before < 200
+    assert_a_cut_stream_cancels(server.url, "/v1/chat/completions", body, lambda line: line.startswith("data: "))
     # Not streamed: a client that gives up waiting cancels the prediction too.
     before = metric(server.url, "lmfast_generated_tokens_total", SMOL)
     with pytest.raises(httpx.TimeoutException):

@@ -11,8 +11,8 @@ httpx = pytest.importorskip("httpx")
 anthropic = pytest.importorskip("anthropic")
 pytest.importorskip("starlette")
 
-from .test_server import (KEY, MINILM, SMOL, TOOLS, ServerProcess, few_shot, keyed_server,  # noqa: E402,F401
-                          metric, minilm_gguf, tool_gguf, wait_until)
+from .test_server import (KEY, MINILM, SMOL, TOOLS, ServerProcess, assert_a_cut_stream_cancels, few_shot,  # noqa: E402,F401,E501
+                          json_values, keyed_server, metric, minilm_gguf, tool_gguf, wait_until)
 
 ADD = {"name": "add", "description": "Adds two integers.",
        "input_schema": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
@@ -223,16 +223,7 @@ def test_cross_site_refusals_apply(server):
 def test_disconnect_cancels_the_generation(server):
     body = {"model": SMOL, "stream": True, "max_tokens": 900, "temperature": 0,
             "messages": [{"role": "user", "content": "Count from one to one thousand in words, separated by commas."}]}
-    before = metric(server.url, "lmfast_generated_tokens_total", SMOL)
-    with httpx.stream("POST", server.url + "/v1/messages", json=body, timeout=60) as r:
-        lines = r.iter_lines()
-        n = 0
-        while n < 5:
-            n += next(lines).startswith("event: content_block_delta")
-        assert metric(server.url, "lmfast_busy_sequences", SMOL) == 1
-    assert wait_until(lambda: metric(server.url, "lmfast_busy_sequences", SMOL) == 0, timeout=5)
-    assert wait_until(lambda: metric(server.url, "lmfast_generated_tokens_total", SMOL) > before, timeout=5)
-    assert metric(server.url, "lmfast_generated_tokens_total", SMOL) - before < 200
+    assert_a_cut_stream_cancels(server.url, "/v1/messages", body, lambda line: line.startswith("event: content_block_delta"))
 
 
 def test_x_api_key(keyed_server):
@@ -254,11 +245,7 @@ def test_fuzzed_requests_are_never_a_5xx(server):
     st = pytest.importorskip("hypothesis.strategies")
     import time
 
-    scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
-                        st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))
-    anything = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                             st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-                            max_leaves=10)
+    scalars, anything = json_values(st)
     text = st.text(max_size=40)
     kinds = st.sampled_from(["text", "tool_use", "tool_result", "image", "thinking", "x"])
     block = st.fixed_dictionaries({"type": kinds},

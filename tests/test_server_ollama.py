@@ -16,8 +16,8 @@ jsonschema = pytest.importorskip("jsonschema")
 import lmfast as lms  # noqa: E402
 
 from .hub_standin import SMOL_REPO, standin, subprocess_env  # noqa: E402,F401
-from .test_server import (MINILM, SMOL, TOOLS, ServerProcess, few_shot, metric, minilm_gguf,  # noqa: E402,F401
-                          tool_gguf, wait_until)
+from .test_server import (MINILM, SMOL, TOOLS, ServerProcess, assert_a_cut_stream_cancels, few_shot,  # noqa: E402,F401
+                          json_values, metric, minilm_gguf, tool_gguf, wait_until)
 
 GREEDY = {"temperature": 0, "num_predict": 24}
 ADD = {"type": "function", "function": {
@@ -215,15 +215,7 @@ def test_cross_site_refusals_apply(server):
 def test_disconnect_cancels_the_generation(server):
     body = {"model": SMOL, "options": {"temperature": 0, "num_predict": 900},
             "messages": [{"role": "user", "content": "Count from one to one thousand in words, separated by commas."}]}
-    before = metric(server.url, "lmfast_generated_tokens_total", SMOL)
-    with httpx.stream("POST", server.url + "/api/chat", json=body, timeout=60) as r:
-        lines = r.iter_lines()
-        for _ in range(5):
-            assert json.loads(next(lines))["done"] is False
-        assert metric(server.url, "lmfast_busy_sequences", SMOL) == 1
-    assert wait_until(lambda: metric(server.url, "lmfast_busy_sequences", SMOL) == 0, timeout=5)
-    assert wait_until(lambda: metric(server.url, "lmfast_generated_tokens_total", SMOL) > before, timeout=5)
-    assert metric(server.url, "lmfast_generated_tokens_total", SMOL) - before < 200
+    assert_a_cut_stream_cancels(server.url, "/api/chat", body, lambda line: json.loads(line)["done"] is False)
 
 
 def test_keep_alive_sets_the_ttl_and_zero_unloads(api):
@@ -283,11 +275,7 @@ def test_fuzzed_requests_are_never_a_5xx(server):
     st = pytest.importorskip("hypothesis.strategies")
     import time
 
-    scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
-                        st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))
-    anything = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                             st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-                            max_leaves=10)
+    scalars, anything = json_values(st)
     text = st.text(max_size=40)
     call = st.fixed_dictionaries({"function": st.one_of(st.fixed_dictionaries(
         {"name": text, "arguments": st.one_of(st.dictionaries(text, scalars, max_size=2), anything)}), anything)})
