@@ -93,6 +93,13 @@ bool Request::done() const {
     return done_;
 }
 
+std::vector<TokenLogprob> Request::take_logprobs() {
+    std::lock_guard<std::mutex> lk(mu_);
+    std::vector<TokenLogprob> out(logprobs_.begin() + static_cast<std::ptrdiff_t>(logprobs_taken_), logprobs_.end());
+    logprobs_taken_ = logprobs_.size();
+    return out;
+}
+
 void Request::emit(const std::string & text, int32_t n_tokens) {
     if (text.empty()) return;
     {
@@ -143,6 +150,7 @@ struct Engine::Active {
     std::unique_ptr<NgramDrafter> drafter;  // null unless the request speculates
     std::vector<llama_token> draft;         // this step's draft, decoded after `next`
     int32_t i_draft = -1;                   // batch index of the draft's first token
+    Active * fork_from = nullptr;  // an n > 1 branch waiting for this leader's prompt (submit_n)
 
     explicit Active(std::vector<std::string> stop_strings) : stops(std::move(stop_strings)) {}
     bool in_prompt() const { return n_prompt_done < req->prompt_.size(); }
@@ -380,6 +388,46 @@ std::shared_ptr<Request> Engine::submit(const ChatPrompt & prompt, GenerationPar
 }
 
 std::shared_ptr<Request> Engine::submit(std::vector<llama_token> prompt, GenerationParams params, bool stream) {
+    return submit_n(std::move(prompt), std::move(params), 1, stream).front();
+}
+
+std::vector<std::shared_ptr<Request>> Engine::submit_n(const ChatPrompt & prompt, GenerationParams params, int32_t n,
+                                                       bool stream) {
+    apply_chat_format(prompt.format, params);
+    return submit_n(prompt.tokens, std::move(params), n, stream);
+}
+
+// Branch i's seed: the group's seed + i (skipping LLAMA_DEFAULT_SEED, which means "random"), or
+// a random one of its own.
+static uint32_t branch_seed(uint32_t seed, int32_t i) {
+    if (seed == LLAMA_DEFAULT_SEED || i == 0) return seed;
+    const uint32_t s = seed + static_cast<uint32_t>(i);
+    return s == LLAMA_DEFAULT_SEED ? 0u : s;
+}
+
+std::vector<std::shared_ptr<Request>> Engine::submit_n(std::vector<llama_token> prompt, GenerationParams params,
+                                                       int32_t n, bool stream) {
+    if (n < 1 || n > 128) throw InvalidArgument("n (completions of one prompt) must be 1..128");
+    std::vector<std::shared_ptr<Request>> group;
+    for (int32_t i = 0; i < n; ++i) {
+        GenerationParams p = params;
+        p.sampling.seed = branch_seed(params.sampling.seed, i);
+        group.push_back(make_request(prompt, std::move(p), stream));
+        if (i > 0) group.back()->fork_of_ = group.front();
+    }
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (stop_) throw ModelUnloaded("the model has been unloaded");
+        for (auto & r : group) queue_.push_back(r);
+        counters_.requests += static_cast<uint64_t>(n);
+        in_flight_ += n;
+    }
+    cv_.notify_all();
+    return group;
+}
+
+// A checked request, not queued yet.
+std::shared_ptr<Request> Engine::make_request(std::vector<llama_token> prompt, GenerationParams params, bool stream) {
     if (prompt.empty()) throw InvalidArgument("the prompt is empty (no tokens)");
     model_->check_tokens(prompt);
     const int32_t n_keep = keep_for(params.overflow, prompt);
@@ -398,6 +446,7 @@ std::shared_ptr<Request> Engine::submit(std::vector<llama_token> prompt, Generat
         prompt.erase(prompt.begin() + n_keep, prompt.begin() + n_keep + n_dropped);
     }
     validate(params.sampling);
+    if (params.logprobs > 20) throw InvalidArgument("top log-probabilities: at most 20 per token");
     if (params.n_threads < 0 || params.n_threads > n_threads_) {
         throw InvalidArgument("cpuThreads " + std::to_string(params.n_threads) + " for a prediction: this instance's "
                               "thread pool has " + std::to_string(n_threads_) +
@@ -410,14 +459,6 @@ std::shared_ptr<Request> Engine::submit(std::vector<llama_token> prompt, Generat
     req->grammar_ = std::move(grammar);
     req->n_keep_ = n_keep;
     req->stats_.prompt_tokens_dropped = n_dropped;
-    {
-        std::lock_guard<std::mutex> lk(mu_);
-        if (stop_) throw ModelUnloaded("the model has been unloaded");
-        queue_.push_back(req);
-        ++counters_.requests;
-        ++in_flight_;
-    }
-    cv_.notify_all();
     return req;
 }
 
@@ -683,7 +724,7 @@ constexpr size_t kMinSharedPrefix = 16;
 // prompt, started at once); held back until it is in the leader's sequence, this one copies
 // it. The leader's prompt advances every step, or the leader leaves, so the wait ends.
 bool Engine::waits(const Request & req) const {
-    if (req.cancelled()) return false;
+    if (req.cancelled() || req.fork_of_) return false;  // a branch forks or falls back (admit)
     const auto & prompt = req.prompt_;
     if (prompt.size() < 2) return false;
     const size_t cached = cache_.longest_cached(prompt);
@@ -721,8 +762,14 @@ void Engine::admit(std::shared_ptr<Request> req) {
         return;
     }
     const auto & prompt = req->prompt_;
+    // A branch whose leader has not sampled yet forks from it (fork_branches); otherwise it runs
+    // as an ordinary request.
+    Active * leader = req->fork_of_ ? active_of(req->fork_of_.get()) : nullptr;
+    if (leader && leader->t_first != Clock::time_point{}) leader = nullptr;
+    a->fork_from = leader;
+    req->fork_of_.reset();
     PrefixCache::Match m = cache_.acquire(prompt, [&](llama_seq_id src, size_t n_common) {
-        return copy_pays(cache_.tokens(src).size(), n_common);
+        return !leader && copy_pays(cache_.tokens(src).size(), n_common);
     });
     a->seq = m.seq;
     // At least the last prompt token is evaluated again: its logits give the first token.
@@ -768,7 +815,55 @@ void Engine::admit(std::shared_ptr<Request> req) {
     active_.push_back(std::move(a));
 }
 
+Engine::Active * Engine::active_of(const Request * req) {
+    for (auto & ap : active_) {
+        if (ap->req.get() == req) return ap.get();
+    }
+    return nullptr;
+}
+
+// The leader's prompt is in its sequence and its logits are in the batch: each waiting branch
+// copies the sequence and draws its first token from those logits with its own sampler. A
+// branch whose copy failed evaluates the prompt itself from the next step on.
+void Engine::fork_branches(Active & leader) {
+    for (auto it = active_.begin(); it != active_.end();) {
+        Active & b = **it;
+        if (b.fork_from != &leader) {
+            ++it;
+            continue;
+        }
+        b.fork_from = nullptr;
+        if (!copy_prefix(leader.seq, b.seq)) {
+            b.n_prompt_done = 0;
+            ++it;
+            continue;
+        }
+        b.n_prompt_done = b.req->prompt_.size();
+        b.req->prompt_done_.store(static_cast<int32_t>(b.n_prompt_done));
+        b.req->stats_.cached_tokens = static_cast<int32_t>(b.n_prompt_done);
+        b.req->stats_.restored_tokens = 0;
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            counters_.forked_sequences += 1;
+        }
+        bool keep = true;
+        const int32_t before = b.req->stats_.predicted_tokens;
+        try {
+            keep = sample(b, leader.i_logits);
+        } catch (const std::exception & e) {
+            finish(b, StopReason::Failed, e.what());
+            keep = false;
+        }
+        step_generated_ += b.req->stats_.predicted_tokens - before;
+        it = keep ? std::next(it) : active_.erase(it);
+    }
+}
+
 void Engine::finish(Active & a, StopReason reason, const std::string & error) {
+    // Branches still waiting for this request's prompt evaluate it themselves.
+    for (auto & ap : active_) {
+        if (ap->fork_from == &a) ap->fork_from = nullptr;
+    }
     if (reason != StopReason::Failed && reason != StopReason::StopString) {
         // Text held back for an undecided stop string or an incomplete character is final now.
         std::string tail = a.stops.push(a.utf8.flush()).emit;
@@ -836,6 +931,12 @@ bool Engine::sample(Active & a, int32_t i_batch) {
     }
     r.stats_.predicted_tokens++;
     r.stats_.tokens.push_back(tok);
+    if (r.params_.logprobs >= 0) {
+        const float * logits = llama_get_logits_ith(ctx_, i_batch);
+        TokenLogprob lp = token_logprob(logits, llama_vocab_n_tokens(model_->vocab()), tok, r.params_.logprobs, sample_buf_);
+        std::lock_guard<std::mutex> lk(r.mu_);
+        r.logprobs_.push_back(std::move(lp));
+    }
     const auto & keep = r.params_.preserved_tokens;
     const bool special = !keep.empty() && std::find(keep.begin(), keep.end(), tok) != keep.end();
     StopMatcher::Result sr = a.stops.push(a.utf8.push(model_->token_to_piece(tok, special)));
@@ -956,7 +1057,7 @@ bool Engine::build_batch() {
     if (decoding_.size() == 1) add_draft(*decoding_.front());
     for (auto & ap : active_) {
         Active & a = *ap;
-        if (!a.in_prompt()) continue;
+        if (!a.in_prompt() || a.fork_from) continue;
         const int32_t room = params_.n_batch - batch_.n_tokens;
         if (room <= 0) break;
         const auto & prompt = a.req->prompt_;
@@ -1114,6 +1215,7 @@ void Engine::commit_and_sample() {
         }
         bool keep = true;
         if (a.i_logits >= 0) {
+            if (a.t_first == Clock::time_point{}) fork_branches(a);
             const int32_t before = a.req->stats_.predicted_tokens;
             try {
                 keep = sample(a, a.i_logits);

@@ -65,6 +65,9 @@ struct GenerationParams {
     // a step, those shorter than draft_min not used. 0: off.
     int32_t draft_max = 0;
     int32_t draft_min = 0;
+    // Log-probabilities of the sampled tokens (sampling.h token_logprob), each with this many
+    // most likely alternatives; < 0: off (no work per token).
+    int32_t logprobs = -1;
 };
 
 struct RequestStats {
@@ -108,6 +111,9 @@ public:
     const RequestStats & stats() const { return stats_; }
     const std::string & text() const { return text_; }  // all text, tool calls included
     const std::shared_ptr<const ChatFormat> & chat_format() const { return params_.chat_format; }
+    // The log-probabilities of the tokens sampled since the last call (GenerationParams::logprobs;
+    // empty when off). A streamed fragment's tokens are among those sampled before it was taken.
+    std::vector<TokenLogprob> take_logprobs();
 
 private:
     friend class Engine;
@@ -130,6 +136,11 @@ private:
     std::string pending_;  // streamed text not yet taken by the consumer
     int32_t pending_tokens_ = 0;
     std::string text_;     // all text
+    std::vector<TokenLogprob> logprobs_;  // one per sampled token when asked for
+    size_t logprobs_taken_ = 0;
+    // A branch of an n > 1 group (Engine::submit_n): forked from this request's sequence once
+    // its prompt is evaluated, instead of evaluating the prompt again.
+    std::shared_ptr<Request> fork_of_;
     bool done_ = false;
     RequestStats stats_;
 };
@@ -184,6 +195,7 @@ struct EngineCounters {
     uint64_t disk_bytes = 0;
     uint64_t kv_streams = 0;   // KV streams allocated (one context's worth of cells each)
     uint64_t kv_growths = 0;   // contexts made larger since load (each one a new context)
+    uint64_t forked_sequences = 0;  // n > 1 branches that copied their group's evaluated prompt
 };
 
 class Engine {
@@ -198,6 +210,14 @@ public:
     // A rendered chat: its tool-call format, if any, applies (apply_chat_format) before its
     // tokens are queued as above.
     std::shared_ptr<Request> submit(const ChatPrompt & prompt, GenerationParams params, bool stream);
+    // n completions of one prompt (OpenAI's n): the first request evaluates the prompt; the others
+    // copy its sequence once that is done and draw their first token from the same logits, each
+    // with its own sampler. A fixed seed s gives branch i the seed s + i. Branches that find no
+    // free sequence in time run as ordinary requests (sharing the prefix through the cache).
+    std::vector<std::shared_ptr<Request>> submit_n(std::vector<llama_token> prompt, GenerationParams params, int32_t n,
+                                                   bool stream);
+    std::vector<std::shared_ptr<Request>> submit_n(const ChatPrompt & prompt, GenerationParams params, int32_t n,
+                                                   bool stream);
     // Ends the scheduler: running and queued requests finish as "modelUnloaded".
     void shutdown();
     // Seconds since the last request ended (or since the engine started) when nothing is
@@ -243,6 +263,9 @@ private:
     std::optional<SpillCache::Entry> take_spilled(const std::vector<llama_token> & prompt, size_t keep);
     size_t restore(llama_seq_id seq, SpillCache::Entry & e, const std::vector<llama_token> & prompt);
     void finish(Active & a, StopReason reason, const std::string & error = std::string());
+    Active * active_of(const Request * req);
+    void fork_branches(Active & leader);
+    std::shared_ptr<Request> make_request(std::vector<llama_token> prompt, GenerationParams params, bool stream);
     void warn(const std::string & message);
     // Runs f on the engine thread between requests and returns its result (or exception).
     template <typename F> auto run_job(F f) -> decltype(f());

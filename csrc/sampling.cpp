@@ -206,4 +206,29 @@ llama_token sample_token(llama_sampler * chain, llama_sampler * grammar, llama_c
     return tok;
 }
 
+// The normaliser in double over the whole vocabulary: float sums of ~50k terms drift by more
+// than the 1e-3 the values are compared with llama.cpp's at.
+TokenLogprob token_logprob(const float * logits, int32_t n_vocab, llama_token chosen, int32_t n_top,
+                           std::vector<llama_token_data> & scratch) {
+    float max = -INFINITY;
+    for (int32_t t = 0; t < n_vocab; ++t) max = std::max(max, logits[t]);
+    double sum = 0.0;
+    for (int32_t t = 0; t < n_vocab; ++t) sum += std::exp(static_cast<double>(logits[t]) - max);
+    const double lse = static_cast<double>(max) + std::log(sum);
+    TokenLogprob out;
+    out.token = chosen;
+    out.logprob = static_cast<float>(static_cast<double>(logits[chosen]) - lse);
+    n_top = std::min(n_top, n_vocab);
+    if (n_top <= 0) return out;
+    scratch.resize(static_cast<size_t>(n_vocab));
+    for (llama_token t = 0; t < n_vocab; ++t) scratch[t] = llama_token_data{t, logits[t], 0.0f};
+    std::partial_sort(scratch.begin(), scratch.begin() + n_top, scratch.end(),
+                      [](const llama_token_data & a, const llama_token_data & b) { return a.logit > b.logit; });
+    out.top.reserve(static_cast<size_t>(n_top));
+    for (int32_t i = 0; i < n_top; ++i) {
+        out.top.emplace_back(scratch[i].id, static_cast<float>(static_cast<double>(scratch[i].logit) - lse));
+    }
+    return out;
+}
+
 }  // namespace lmfast

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "llama.h"
@@ -53,6 +54,18 @@ SamplerPtr make_grammar(const SamplingParams & p, const llama_vocab * vocab);
 // and feeds it to both. `cur` is scratch space reused across calls.
 llama_token sample_token(llama_sampler * chain, llama_sampler * grammar, llama_context * ctx, int32_t idx,
                          std::vector<llama_token_data> & cur);
+// One sampled token's log-probability under the model's own distribution: the log-softmax of
+// the raw logits, before penalties, truncation, temperature or a grammar (what OpenAI reports,
+// and llama-server's default, n_probs without post_sampling_probs), with the n_top most likely
+// tokens, best first. O(vocabulary) per token; computed only for requests that ask.
+struct TokenLogprob {
+    llama_token token = LLAMA_TOKEN_NULL;
+    float logprob = 0.0f;
+    std::vector<std::pair<llama_token, float>> top;
+};
+TokenLogprob token_logprob(const float * logits, int32_t n_vocab, llama_token chosen, int32_t n_top,
+                           std::vector<llama_token_data> & scratch);
+
 // Feeds the end of the prompt to the repetition penalties (as llama.cpp does), so
 // that repeating the prompt is penalised too; the grammar does not see it.
 void prime_penalties(llama_sampler * chain, const std::vector<llama_token> & context);

@@ -87,6 +87,7 @@ py::dict counters_to_dict(const EngineCounters & c) {
     d["disk_writes"] = c.disk_writes;
     d["disk_restores"] = c.disk_restores;
     d["disk_bytes"] = c.disk_bytes;
+    d["forked_sequences"] = c.forked_sequences;
     return d;
 }
 
@@ -95,6 +96,19 @@ py::list logits_to_bytes(const std::vector<std::vector<float>> & rows) {
     py::list l;
     for (const auto & v : rows) l.append(py::bytes(reinterpret_cast<const char *>(v.data()), v.size() * sizeof(float)));
     return l;
+}
+
+// Log-probabilities as (token id, piece bytes, logprob, [(id, piece bytes, logprob), ...]) tuples;
+// the pieces with control tokens rendered, as the output text has them.
+py::list logprobs_to_list(const std::vector<TokenLogprob> & lps, const Model & model) {
+    py::list out;
+    auto piece = [&](llama_token t) { return py::bytes(model.token_to_piece(t, true)); };
+    for (const auto & lp : lps) {
+        py::list top;
+        for (const auto & [t, v] : lp.top) top.append(py::make_tuple(t, piece(t), v));
+        out.append(py::make_tuple(lp.token, piece(lp.token), lp.logprob, top));
+    }
+    return out;
 }
 
 void register_request(py::module_ & m) {
@@ -116,6 +130,11 @@ void register_request(py::module_ & m) {
                  wait_interruptibly(self, [&] { return self.wait_done(std::chrono::milliseconds(50)); }, on_progress);
              },
              py::arg("on_progress") = py::none(), "Blocks until the request is done. KeyboardInterrupt cancels it.")
+        .def("take_logprobs",
+             [](Request & self, const Model & model) { return logprobs_to_list(self.take_logprobs(), model); },
+             py::arg("model"),
+             "The log-probabilities of the tokens sampled since the last call (GenerationParams.logprobs >= 0), "
+             "as (token, piece bytes, logprob, [(token, piece bytes, logprob), ...]) tuples.")
         .def("cancel", &Request::cancel)
         .def_property_readonly("cancelled", &Request::cancelled)
         .def_property_readonly("done", &Request::done)
@@ -144,6 +163,15 @@ void register_engine(py::module_ & m) {
              py::arg("prompt"), py::arg("params"), py::kw_only(), py::arg("stream") = false,
              py::call_guard<py::gil_scoped_release>(),
              "Queues a request for a rendered chat: its tool-call format, if any, applies.")
+        .def("submit_n",
+             py::overload_cast<std::vector<llama_token>, GenerationParams, int32_t, bool>(&Engine::submit_n),
+             py::arg("prompt"), py::arg("params"), py::arg("n"), py::kw_only(), py::arg("stream") = false,
+             py::call_guard<py::gil_scoped_release>(),
+             "Queues n completions of one prompt: evaluated once, then forked (engine.h submit_n).")
+        .def("submit_n",
+             py::overload_cast<const ChatPrompt &, GenerationParams, int32_t, bool>(&Engine::submit_n),
+             py::arg("prompt"), py::arg("params"), py::arg("n"), py::kw_only(), py::arg("stream") = false,
+             py::call_guard<py::gil_scoped_release>(), "submit_n for a rendered chat.")
         .def("eval_logits",
              [](Engine & self, const std::vector<std::vector<llama_token>> & seqs, const std::vector<int32_t> & n_prefix) {
                  std::vector<std::vector<float>> out;

@@ -52,6 +52,8 @@ void register_generation_params(py::module_ & m) {
         "context_overflow", [](const GenerationParams & p) { return context_overflow_name(p.overflow); },
         [](GenerationParams & p, const std::string & v) { p.overflow = parse_context_overflow(v); });
     c.def_readwrite("n_threads", &GenerationParams::n_threads, "0: the engine's");
+    c.def_readwrite("logprobs", &GenerationParams::logprobs,
+                    "< 0: off; else each sampled token's log-probability and this many top alternatives");
     sampling_field(c, "grammar_lazy", &SamplingParams::grammar_lazy);
     sampling_field(c, "grammar_trigger_patterns", &SamplingParams::grammar_trigger_patterns);
 }
