@@ -13,9 +13,12 @@ from .test_concurrency import QUESTIONS  # (question, expected lower-case word)
 def test_async_client_respond_and_concurrent_tasks(smollm2_path):
     async def main():
         async with lms.AsyncClient() as client:
-            model = await client.llm.model(str(smollm2_path))
+            # A new instance of its own: model() could return one another client loaded, which
+            # leaving this block does not unload (the loaded models are the process's).
+            model = await client.llm.load_new_instance(str(smollm2_path), "async-own")
             assert isinstance(model, lms.AsyncLLM)
-            assert [m.identifier for m in await client.llm.list_loaded()] == [model.identifier]
+            listed = [m.identifier for m in await client.llm.list_loaded()]
+            assert model.identifier in listed and listed == [m.identifier for m in lms.Client().llm.list_loaded()]
             assert (await model.get_info()).model_key == "smollm2-135m-instruct"
 
             ticks = 0
@@ -126,12 +129,13 @@ def test_async_cancel_gives_partial_result(llm):
 def test_async_embedding_namespace():
     async def main():
         async with lms.AsyncClient() as client:
-            model = await client.embedding.model("all-minilm-l6-v2")
+            model = await client.embedding.load_new_instance("all-minilm-l6-v2", "async-own-embedding")
             assert isinstance(model, lms.AsyncEmbeddingModel)
             one, batch = await asyncio.gather(model.embed("a cat"), model.embed(["a cat", "a dog"]))
             assert len(one) == 384 and len(batch) == 2
             assert max(abs(a - b) for a, b in zip(one, batch[0])) < 5e-4  # batch shape changes rounding only
-            assert [m.identifier for m in await client.list_loaded_models("embedding")] == [model.identifier]
+            listed = [m.identifier for m in await client.list_loaded_models("embedding")]
+            assert model.identifier in listed and listed == [m.identifier for m in lms.list_loaded_models("embedding")]
             assert (await model.get_info()).type == "embedding"
             return model
     model = asyncio.run(main())

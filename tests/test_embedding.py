@@ -271,7 +271,8 @@ def test_threads_share_one_model(emb):
 
 def test_ttl_unloads_idle_embedding_model(minilm_path):
     with lms.Client() as c:
-        model = c.embedding.model(KEY, ttl=0.2)
+        # A new instance: model(KEY) returns one loaded already (another client's), as it is.
+        model = c.embedding.load_new_instance(KEY, "minilm-ttl", ttl=0.2)
         assert len(model.embed("ttl")) == 384
         import time
 

@@ -50,8 +50,10 @@ def test_list_downloaded(models_dir):
     assert lms.list_downloaded_models("embedding") == []
     with lms.Client() as client:
         assert [x.model_key for x in client.llm.list_downloaded()] == ["smollm2-135m-instruct"]
-        model = client.llm.list_downloaded()[0].model(config={"contextLength": 512})
+        # A new instance: model() would return the fixtures' instance of this key, loaded already.
+        model = client.llm.list_downloaded()[0].load_new_instance(config={"contextLength": 512})
         assert model.get_info().context_length == 512
+        assert client.llm.list_downloaded()[0].model().get_info().model_key == "smollm2-135m-instruct"
         assert model.get_info().model_key == "smollm2-135m-instruct"
         again = client.llm.list_downloaded()[0].load_new_instance(instance_identifier="second")
         assert again.identifier == "second" and again != model

@@ -70,11 +70,12 @@ def test_publisher_keys_resolve_with_and_without_the_publisher(models_dir):
 
 def test_a_loaded_model_is_found_by_its_key_with_or_without_the_publisher(models_dir):
     with lms.Client() as client:
+        before = len(client.llm.list_loaded())  # the process's, other clients' included
         model = client.llm.model("hugging-quants/llama-3.2-1b-instruct", config={"cpuThreads": 1})
         assert model.get_info().model_key == "llama-3.2-1b-instruct"
         assert client.llm.model("llama-3.2-1b-instruct") == model
         assert client.llm.model("hugging-quants/llama-3.2-1b-instruct") == model
-        assert len(client.llm.list_loaded()) == 1
+        assert len(client.llm.list_loaded()) == before + 1
         alias = client.llm.model("nomic-ai/nomic-chat-v1.5", config={"cpuThreads": 1})
         assert alias.get_info().model_key == "nomic-ai/nomic-chat-v1.5"
 

@@ -229,6 +229,7 @@ def test_health_is_503_until_the_startup_models_load(smollm2_path):
         await real_load(spec)
 
     manager.load_startup = gated_load  # type: ignore[method-assign]
+    before = {m.identifier for m in lms.list_loaded_models()}  # the process's: the fixtures' may be loaded
     try:
         with TestClient(create_app(settings, manager), base_url="http://127.0.0.1") as client:
             r = client.get("/health")
@@ -239,10 +240,14 @@ def test_health_is_503_until_the_startup_models_load(smollm2_path):
                 time.sleep(0.05)
             assert client.get("/health").json() == {"status": "ok"}
             loaded = [m["id"] for m in client.get("/api/v0/models").json()["data"] if m["state"] == "loaded"]
-            assert loaded == [SMOL]
+            # The server lists every instance of the process, its own --model one added.
+            assert set(loaded) == {m.identifier for m in lms.list_loaded_models()}
+            started = set(loaded) - before
+            assert len(started) == 1 and started.pop().partition(":")[0] == SMOL, (loaded, before)
     finally:
         gate.set()
         manager.close()
+    assert {m.identifier for m in lms.list_loaded_models()} == before  # closing unloads the server's own
 
     broken = ServerSettings(models=["no-such-model-anywhere"])
     manager = ModelManager(broken)

@@ -1,16 +1,17 @@
-"""Client, the llm and embedding namespaces, the table of loaded instances and their identifiers."""
+"""Client and its llm and embedding namespaces. The loaded instances are the process's (host.py):
+every in-process Client sees them; a Client unloads, when it closes, the ones it loaded."""
 from __future__ import annotations
 
 import os
 import threading
-import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from .config import embedding_load_config, load_config
 from .models.downloaded import DownloadedModel, list_downloaded
 from .embedding import EmbeddingInstance, EmbeddingModel
-from .errors import (LMStudioClientError, LMStudioDuplicateIdentifierError, LMStudioModelNotFoundError,
-                     LMStudioValueError, ModelLoadError)
+from .reranker import RerankerInstance, RerankerModel
+from .errors import LMStudioClientError, LMStudioModelNotFoundError, LMStudioValueError, ModelLoadError
+from .host import HOST, kind_of
 from .instance import LoadProgress, ModelInstance
 from .llm import LLM
 from .remote import ENV_HOST, is_remote
@@ -20,8 +21,8 @@ from .models.registry import ModelFile, model_type_of, resolve, same_key
 
 class _ModelNamespace:
     """What ``client.llm`` and ``client.embedding`` share: get, load and unload instances
-    of one kind of model. Both live in the client's one table of instances (identifiers
-    are unique across kinds); each namespace sees only its own kind."""
+    of one kind of model. Both read the process's one table of instances (host.py; identifiers
+    are unique across kinds and clients); each namespace sees only its own kind."""
 
     _kind = ""  # "llm" or "embedding"
 
@@ -52,27 +53,29 @@ class _ModelNamespace:
                     f"or lms.embedding_model({model_file.model_key!r})")
         elif kind == "llm":
             hint = f"it is an LLM: use client.llm.model({model_file.model_key!r}) or lms.llm({model_file.model_key!r})"
+        elif kind == "reranker":
+            hint = (f"it is a reranker: use client.reranker.model({model_file.model_key!r}) "
+                    f"or lms.reranker_model({model_file.model_key!r})")
         else:
             hint = f"it is a {kind} model, which lmfast does not run"
         raise LMStudioValueError(f"cannot load {model_file.path.name} in namespace {self._kind}: {hint}")
 
     def model(self, model_key: str | os.PathLike[str] | None = None, /, *, ttl: float | None = 3600,
               config: Any = None, on_load_progress: Callable[[float], Any] | None = None) -> Any:
-        """Without a key: the first loaded instance. With a key (or a path): the loaded
-        instance of that model, or a new one loaded with ``config`` and ``ttl``.
+        """Without a key: the first loaded instance, whichever client loaded it. With a key (or a
+        path): the loaded instance of that model, or a new one loaded with ``config`` and ``ttl``.
         ``on_load_progress(progress)`` gets 0.0 .. 1.0 while a load runs (only 1.0 when the
         model is loaded already)."""
         if model_key is None:
             loaded = self.list_loaded()
             if not loaded:
-                fn, key = ("llm", "smollm2-135m-instruct") if self._kind == "llm" else \
-                    ("embedding_model", "all-minilm-l6-v2")
+                fn, key = {"llm": ("llm", "smollm2-135m-instruct"), "reranker": ("reranker_model", "model.gguf")}.get(
+                    self._kind, ("embedding_model", "all-minilm-l6-v2"))
                 raise LMStudioClientError(
                     f"Could not get model handle in namespace {self._kind} (no models are currently loaded). "
                     f"Load one first, e.g. lms.{fn}('{key}') or lms.{fn}('/path/to/model.gguf').")
             return loaded[0]
-        with self._client._lock:
-            inst = self._client._find(model_key, self._kind)
+        inst = HOST.find(model_key, self._kind)
         if inst is not None:
             if config is not None:
                 _warn_if_config_differs(inst, self._load_config(config))
@@ -91,40 +94,28 @@ class _ModelNamespace:
             raise LMStudioValueError(f"ttl must be a positive number of seconds or None, got {ttl!r}")
         model_file = resolve(model_key)
         self._check_kind(model_file)
-        with self._client._lock:
-            identifier = instance_identifier or self._client._new_identifier(model_file.model_key)
-            if identifier in self._client._instances:
-                raise LMStudioDuplicateIdentifierError(
-                    f"Model load error: an instance with identifier {identifier!r} is already loaded")
-            # Reserve the identifier while loading (without holding the lock).
-            self._client._instances[identifier] = None
+        # Reserved while loading (the native load runs without the host's lock).
+        identifier = HOST.reserve(instance_identifier, model_file.model_key, self._client._owner)
         progress = LoadProgress(on_load_progress)
         try:
             inst = self._new_instance(model_file, identifier, cfg, ttl, progress)
         except BaseException:
-            with self._client._lock:
-                self._client._instances.pop(identifier, None)
+            HOST.cancel(identifier)
             raise
-        with self._client._lock:
-            self._client._instances[identifier] = inst
-        if ttl is not None:
-            self._client._start_reaper()
+        HOST.commit(identifier, inst)
         progress.done()
         return self._handle(inst)
 
     def unload(self, model_identifier: str) -> None:
-        with self._client._lock:
-            inst = self._client._instances.get(model_identifier)
-            if inst is None or _kind_of(inst) != self._kind:
-                raise LMStudioModelNotFoundError(
-                    f"no loaded {self._kind} instance has identifier {model_identifier!r}")
-            del self._client._instances[model_identifier]
+        """Unloads an instance of this kind, whichever client loaded it."""
+        inst = HOST.remove(model_identifier, self._kind)
+        if inst is None:
+            raise LMStudioModelNotFoundError(f"no loaded {self._kind} instance has identifier {model_identifier!r}")
         inst.unload()
 
     def list_loaded(self) -> list[Any]:
-        with self._client._lock:
-            return [self._handle(i) for i in self._client._instances.values()
-                    if i is not None and _kind_of(i) == self._kind]
+        """Every loaded instance of this kind in the process, whichever client loaded it."""
+        return [self._handle(i) for i in HOST.live(self._kind)]
 
     def list_downloaded(self) -> list[DownloadedModel]:
         """This namespace's models in the model folders (see lmfast.models.registry)."""
@@ -140,15 +131,10 @@ class _ModelNamespace:
             spec = model_specifier
         if not isinstance(spec, (str, os.PathLike)):
             raise LMStudioValueError(f"cannot find a model by {model_specifier!r}")
-        with self._client._lock:
-            inst = self._client._find(spec, self._kind)
+        inst = HOST.find(spec, self._kind)
         if inst is None:
             raise LMStudioModelNotFoundError(f"no loaded model matches {model_specifier!r}")
         return inst.info
-
-
-def _kind_of(inst: Any) -> str:
-    return getattr(inst, "kind", "llm")
 
 
 class LlmNamespace(_ModelNamespace):
@@ -203,8 +189,28 @@ class EmbeddingNamespace(_ModelNamespace):
         def list_loaded(self) -> list[EmbeddingModel]: ...
 
 
+class RerankerNamespace(_ModelNamespace):
+    """``client.reranker``: get, load and unload rerankers (an lmfast extension, beside ``embedding``)."""
+
+    _kind = "reranker"
+
+    def _load_config(self, config: Any) -> dict[str, Any]:
+        return embedding_load_config(config)
+
+    def _new_instance(self, model_file: ModelFile, identifier: str, cfg: dict[str, Any],
+                      ttl: float | None, progress: LoadProgress) -> RerankerInstance:
+        return RerankerInstance(model_file, identifier, cfg, ttl, progress)
+
+    def _handle(self, inst: Any) -> RerankerModel:
+        return RerankerModel(inst, self)
+
+
 class Client:
-    """Holds loaded model instances. Use as a context manager to unload them on exit::
+    """A connection to the process's loaded models (or, given a host, to a running server's).
+
+    Every in-process Client sees the same loaded instances, whichever loaded them, as every LM
+    Studio client sees the app's. As in LM Studio, closing a client (leaving its ``with`` block)
+    unloads the instances it loaded; the others stay until unloaded or their TTL ends::
 
         with lms.Client() as client:
             model = client.llm.model("smollm2-135m-instruct")
@@ -222,90 +228,37 @@ class Client:
     def __init__(self, api_host: str | None = None):
         # No host (or "in-process"): models load into this process.
         self._api_host = api_host or "in-process"
-        self._lock = threading.RLock()
-        self._instances: dict[str, ModelInstance | None] = {}
-        self._closed = threading.Event()
-        self._reaper: threading.Thread | None = None
+        self._owner = object()  # marks, in the host's table, the instances this client loaded
         self.llm = LlmNamespace(self)
         self.embedding = EmbeddingNamespace(self)
+        self.reranker = RerankerNamespace(self)
         self.repository = Repository()  # models on the Hugging Face Hub
-
-    # -- TTL ------------------------------------------------------------------------------
-    def _start_reaper(self) -> None:
-        with self._lock:
-            if self._reaper is None:
-                self._reaper = threading.Thread(target=self._reap, name="lmfast-ttl", daemon=True)
-                self._reaper.start()
-
-    def _reap(self) -> None:
-        """Unloads instances whose idle time exceeded their TTL. Checks at a quarter of
-        the shortest TTL (between 50 ms and 1 s)."""
-        interval = 1.0
-        while not self._closed.wait(interval):
-            with self._lock:
-                live = [(ident, inst) for ident, inst in self._instances.items() if inst is not None]
-            ttls = [inst.ttl for _, inst in live if inst.ttl is not None]
-            interval = min(1.0, max(0.05, min(ttls) / 4)) if ttls else 1.0
-            now = time.monotonic()
-            for ident, inst in live:
-                if inst.unload_if_expired(now):
-                    with self._lock:
-                        if self._instances.get(ident) is inst:
-                            del self._instances[ident]
-
-    def _find(self, model_key: str | os.PathLike[str], kind: str = "llm") -> Any:
-        """The loaded instance of ``kind`` with this identifier, model key or path."""
-        text = os.fspath(model_key)
-        if text[:3].lower() == "hf:":  # a Hub reference: the instance of its file on disk, if loaded
-            from .models.hub import local_path
-
-            text = local_path(text) or text
-        live = [i for i in self._instances.values() if i is not None and _kind_of(i) == kind]
-        inst = self._instances.get(text)
-        if inst is not None and _kind_of(inst) == kind:
-            return inst
-        for inst in live:
-            if same_key(inst.model_file.model_key, text) or str(inst.model_file.path) == text:
-                return inst
-        if os.path.isfile(text):
-            real = os.path.realpath(text)
-            for inst in live:
-                if os.path.realpath(inst.model_file.path) == real:
-                    return inst
-        return None
 
     # -- lmfast extensions: what a server built on a Client reads ------------------------------
     def loaded_instances(self, kind: str | None = None) -> list[Any]:
-        """A snapshot of the loaded instances ("llm", "embedding" or both for None), loads in
-        progress left out. An lmfast extension (the server lists and admits requests by them)."""
-        with self._lock:
-            live = [i for i in self._instances.values() if i is not None]
-        return [i for i in live if i.loaded and (kind is None or _kind_of(i) == kind)]
+        """A snapshot of the process's loaded instances ("llm", "embedding" or both for None),
+        loads in progress left out. An lmfast extension (the server lists and admits requests by them)."""
+        return [i for i in HOST.live(kind) if i.loaded]
 
     def find_instance(self, model_key: str | os.PathLike[str], kind: str = "llm") -> Any:
         """The loaded instance of ``kind`` named by this identifier, model key, path or hf:
         reference, else None (nothing is loaded). An lmfast extension."""
-        with self._lock:
-            inst = self._find(model_key, kind)
+        inst = HOST.find(model_key, kind)
         return inst if inst is not None and inst.loaded else None
 
     def identifier_in_use(self, identifier: str) -> bool:
-        """Whether an instance with this identifier is loaded or loading. An lmfast extension."""
-        with self._lock:
-            return identifier in self._instances
+        """Whether an instance with this identifier is loaded or loading in this process. An
+        lmfast extension."""
+        return HOST.in_use(identifier)
 
     def handle_for(self, instance: Any) -> LLM | EmbeddingModel:
-        """The handle (LLM or EmbeddingModel) of one of this client's loaded instances, from its
-        namespace. An lmfast extension."""
-        return (self.embedding if _kind_of(instance) == "embedding" else self.llm)._handle(instance)
+        """The handle (LLM or EmbeddingModel) of a loaded instance, from this client's namespace
+        of its kind. An lmfast extension."""
+        return self.namespace_of(instance)._handle(instance)
 
-    def _new_identifier(self, model_key: str) -> str:
-        if model_key not in self._instances:
-            return model_key
-        n = 2
-        while f"{model_key}:{n}" in self._instances:
-            n += 1
-        return f"{model_key}:{n}"
+    def namespace_of(self, instance: Any) -> _ModelNamespace:
+        """The namespace (llm, embedding, reranker) of an instance's kind. An lmfast extension."""
+        return {"embedding": self.embedding, "reranker": self.reranker}.get(kind_of(instance), self.llm)
 
     def list_downloaded_models(self, namespace: str | None = None) -> list[DownloadedModel]:
         """Every model in the model folders: DownloadedLlm entries, then DownloadedEmbeddingModel."""
@@ -333,12 +286,9 @@ class Client:
         return out
 
     def close(self) -> None:
-        """Unloads every instance this client loaded."""
-        self._closed.set()
-        with self._lock:
-            instances = [i for i in self._instances.values() if i is not None]
-            self._instances.clear()
-        for inst in instances:
+        """Unloads the instances this client loaded (as LM Studio does when the client that
+        loaded a model disconnects); instances other clients loaded stay. Idempotent."""
+        for inst in HOST.take_owned(self._owner):
             inst.unload()
 
     def __enter__(self) -> "Client":
