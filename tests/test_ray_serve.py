@@ -29,6 +29,7 @@ from lmfast.ray_serve import ServeArgs, build_app  # noqa: E402
 from lmfast.ray_serve.affinity import AffinityKey, key_of  # noqa: E402
 from lmfast.ray_serve.forwarding import ForwardedRequest  # noqa: E402
 from lmfast.ray_serve.health import EngineWatch  # noqa: E402
+from lmfast.ray_serve.response_owners import ResponseOwners  # noqa: E402
 from lmfast.ray_serve.router import CacheAffinityRouter  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "docs" / "ray-serve-config.yaml"
@@ -56,6 +57,15 @@ def test_a_next_turn_extends_the_previous_turns_key():
     assert other.hashes[0] == k1.hashes[0] and other.hashes[-1] != k1.hashes[-1]  # shared system prompt only
     assert key_of(CHAT, {}, body(turn1, model="n")).hashes[0] != k1.hashes[0]  # per model
     assert key_of("/v1/completions", {}, b'{"prompt": "abc"}').hashes
+    # The conversation's name (its first turn) is the same in every later turn, and its own.
+    assert k1.anchor == len(k1.hashes) - 1 and k2.anchor_hash == k1.anchor_hash
+    assert other.anchor_hash != k1.anchor_hash
+    responses = "/v1/responses"
+    r1 = key_of(responses, {}, b'{"input": "Hello", "instructions": "Be brief."}')
+    r2 = key_of(responses, {}, b'{"input": [{"role": "user", "content": "Hello"}, {"role": "assistant", '
+                               b'"content": "Hi."}], "instructions": "Be brief.", "previous_response_id": "resp_1"}')
+    assert r1.anchor_hash == r2.anchor_hash and r1.follows is None and r2.follows == "resp_1"
+    assert not key_of(CHAT, {}, body(turn1, previous_response_id="resp_1")).follows  # a Responses field only
 
 
 def test_session_keys_and_requests_without_a_prompt():
@@ -155,6 +165,65 @@ def test_router_sessions_pin_and_are_placed_by_rendezvous_hashing():
         r1.on_request_completed(replicas[0].replica_id, p.metadata.internal_request_id)
         _, again = choose(r1, replicas, AffinityKey(session=name))
         assert again[0] == [replicas[0]]
+
+
+def test_unseen_conversations_are_placed_alike_by_every_ingress_replica():
+    """Two routers with no shared state (two ingress replicas) send a conversation neither has
+    seen to the same replica; a replica's death moves only its own conversations; what a router
+    has seen (load moved a conversation) overrides the placement; a shared system prompt does
+    not pull every conversation to the replica that first served it."""
+    replicas = [FakeReplica(n, max_ongoing=64) for n in "abcd"]
+    system = {"role": "system", "content": "You are a helpful assistant. " * 20}
+    chats = [[system, {"role": "user", "content": f"Question {c}?"}, {"role": "assistant", "content": "Yes."},
+              {"role": "user", "content": "Why?"}] for c in range(40)]
+    keys = [key_of(CHAT, {}, body(chat)) for chat in chats]
+    r1, r2 = router(sequences=64), router(sequences=64)
+    placed = {}
+    for i, key in enumerate(keys):
+        p1, ranks1 = choose(r1, replicas, key)
+        _, ranks2 = choose(r2, replicas, key)
+        assert len(ranks1[0]) == 1 and ranks1[0] == ranks2[0]
+        placed[i] = ranks1[0][0]
+        r1.on_request_routed(p1, placed[i].replica_id, None)  # r1 now holds the shared system prompt too
+        r1.on_request_completed(placed[i].replica_id, p1.metadata.internal_request_id)
+    assert len({r.replica_id for r in placed.values()}) == 4  # spread, not all on the system prompt's holder
+    dead = replicas[0]
+    alive = replicas[1:]
+    for i, key in enumerate(keys):
+        _, ranks = choose(router(sequences=64), alive, key)
+        if placed[i] is not dead:
+            assert ranks[0] == [placed[i]]  # unaffected by the death
+        else:
+            assert ranks[0][0] in alive
+    moved = next(i for i in placed if placed[i] is not replicas[1])
+    p, _ = choose(r1, replicas, keys[moved])
+    r1.on_request_routed(p, replicas[1].replica_id, None)  # load sent it elsewhere: it is cached there now
+    r1.on_request_completed(replicas[1].replica_id, p.metadata.internal_request_id)
+    longer = key_of(CHAT, {}, body(chats[moved] + [{"role": "assistant", "content": "So."},
+                                                  {"role": "user", "content": "Go on."}]))
+    _, ranks = choose(r1, replicas, longer)
+    assert ranks[0] == [replicas[1]]
+
+
+def test_a_continued_response_goes_to_the_replica_that_stored_it():
+    a, b = FakeReplica("a", max_ongoing=4, sequences=2), FakeReplica("b", max_ongoing=4, sequences=2)
+    r = router(sequences=2, imbalance=0)
+    for _ in range(3):  # a is busier than affinity alone would accept
+        p, _ = choose(r, [a, b], AffinityKey())
+        r.on_request_routed(p, a.replica_id, None)
+    key = AffinityKey(follows="resp_1", replica=a.replica_id.unique_id)
+    assert choose(r, [a, b], key)[1][0] == [a]  # elsewhere the request would fail
+    p, _ = choose(r, [a, b], AffinityKey())
+    r.on_request_routed(p, a.replica_id, None)
+    assert choose(r, [a, b], key)[1][0] != [a]  # a is at max_ongoing_requests: Serve waits or goes by load
+    assert len(choose(r, [b], key)[1]) == 1  # the replica died: by load (the app answers 'not found')
+    owners = ResponseOwners(capacity=2)
+    assert owners.scan(b'{"id":"resp_abc","object":"response","output":[]}', "ra")
+    assert owners.scan(b'event: response.created\ndata: {"type":"response.created","response":{"id": "resp_def"', "rb")
+    assert not owners.scan(b'{"error": {"message": "bad"}}', "ra") and not owners.scan(b'{"id":"resp_x"}', None)
+    assert owners.owner("resp_abc") == "ra" and owners.owner("resp_def") == "rb" and owners.owner(None) is None
+    owners.remember("resp_ghi", "rc")
+    assert owners.owner("resp_abc") is None  # bounded: the oldest goes
 
 
 # -- the health check ----------------------------------------------------------------------------

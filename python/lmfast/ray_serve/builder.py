@@ -55,6 +55,8 @@ class ServeArgs(BaseModel):
     max_body_mb: float = Field(8.0, gt=0)
     log_prompts: bool = False
     health_stall_s: float = Field(60.0, gt=0, description="seconds a busy engine may make no progress")
+    health_check_period_s: float = Field(10.0, gt=0, description="seconds between Serve's health checks")
+    health_check_timeout_s: float = Field(30.0, gt=0, description="seconds a health check may take")
     graceful_shutdown_timeout_s: float = Field(60.0, ge=0, description="running streams get this long to finish")
     ingress_replicas: int = Field(1, ge=1)
     ingress_resources: dict[str, float] = Field(default_factory=dict,
@@ -111,12 +113,14 @@ def build_app(args: ServeArgs | dict[str, Any]) -> Application:
         **scale, max_ongoing_requests=args.ongoing,
         ray_actor_options={"num_cpus": args.num_cpus, "num_gpus": args.num_gpus, "resources": args.resources},
         graceful_shutdown_timeout_s=args.graceful_shutdown_timeout_s,
-        health_check_period_s=10.0, health_check_timeout_s=30.0,
+        health_check_period_s=args.health_check_period_s, health_check_timeout_s=args.health_check_timeout_s,
         request_router_config=_router_config(args))
     ingress = serve.deployment(name=INGRESS_DEPLOYMENT)(LMFastIngress).options(
         num_replicas=args.ingress_replicas, max_ongoing_requests=1024,
         ray_actor_options={"num_cpus": 0, "resources": args.ingress_resources})
-    return ingress.bind(model.bind(settings, args.health_stall_s), max_body_mb=args.max_body_mb,
+    # The engine probe gives up before Serve's own timeout, so the check says what is wrong.
+    probe_timeout_s = max(1.0, args.health_check_timeout_s / 2)
+    return ingress.bind(model.bind(settings, args.health_stall_s, probe_timeout_s), max_body_mb=args.max_body_mb,
                         block_chars=args.block_chars)
 
 

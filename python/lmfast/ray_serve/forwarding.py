@@ -13,6 +13,7 @@ from typing import Any, AsyncIterator, Callable
 from .affinity import AffinityKey
 
 Headers = list[tuple[bytes, bytes]]
+REPLICA_HEADER = b"x-lmfast-replica"  # names the replica that answered
 
 
 @dataclasses.dataclass

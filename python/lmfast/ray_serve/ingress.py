@@ -8,6 +8,7 @@ the middle of a stream ends that stream with an error event in OpenAI's shape.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from typing import Any, AsyncIterator
@@ -21,7 +22,8 @@ from starlette.responses import Response, StreamingResponse
 from ..server.errors import APIError, unavailable
 from ..server.jsonbody import read_body
 from .affinity import BLOCK_CHARS, key_of
-from .forwarding import ForwardedRequest, Head
+from .forwarding import REPLICA_HEADER, ForwardedRequest, Head
+from .response_owners import SCAN_BYTES, ResponseOwners
 
 log = logging.getLogger("lmfast.ray_serve")
 # Bodies above this size are parsed for their key off the event loop (json.loads of 8 MiB
@@ -54,6 +56,7 @@ class LMFastIngress:
         self._limit = int(max_body_mb * 1024 * 1024)
         self._retries = retries
         self._block_chars = block_chars
+        self._owners = ResponseOwners()
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -66,6 +69,8 @@ class LMFastIngress:
             key = await asyncio.to_thread(key_of, path, headers, body, self._block_chars)
         else:
             key = key_of(path, headers, body, self._block_chars)
+        if key.follows:
+            key = dataclasses.replace(key, replica=self._owners.owner(key.follows))
         client = (request.client.host, request.client.port) if request.client else None
         forwarded = ForwardedRequest(request.method, path, request.scope.get("query_string", b""),
                                      list(request.scope.get("headers", ())), body, key, client)
@@ -93,17 +98,30 @@ class LMFastIngress:
             if not isinstance(head, Head):
                 answer.cancel()
                 return APIError(500, "the model replica sent no response head", code="internal_error").response()
-            response = StreamingResponse(self._rest(answer, head))
+            response = StreamingResponse(self._rest(answer, head, self._owner_scan(forwarded, head)))
             response.status_code = head.status
             response.raw_headers = list(head.headers)
             return response
         raise AssertionError("unreachable")
 
+    def _owner_scan(self, forwarded: ForwardedRequest, head: Head) -> Any:
+        """For a stored /v1/responses answer: a function that finds the response id in the first
+        body bytes and remembers which replica holds it."""
+        if not forwarded.path.endswith("/responses") or head.status != 200:
+            return None
+        replica = next((v.decode() for k, v in head.headers if k.lower() == REPLICA_HEADER), None)
+        return lambda start: self._owners.scan(start, replica)
+
     @staticmethod
-    async def _rest(answer: DeploymentResponseGenerator, head: Head) -> AsyncIterator[bytes]:
+    async def _rest(answer: DeploymentResponseGenerator, head: Head, scan: Any = None) -> AsyncIterator[bytes]:
         finished = False
+        start = b""
         try:
             async for chunk in answer:
+                if scan is not None:
+                    start += chunk
+                    if scan(start) or len(start) >= SCAN_BYTES:
+                        scan = None
                 yield chunk
             finished = True
         except Exception as e:  # noqa: BLE001 - the stream ends with an error event, not a cut

@@ -13,19 +13,19 @@ from ray import serve
 from ..server.app import create_app
 from ..server.context import AppContext
 from ..server.settings import ServerSettings
-from .forwarding import ForwardedRequest, call_app
+from . import faults
+from .forwarding import REPLICA_HEADER, ForwardedRequest, call_app
 from .health import EngineWatch
 from .replica_metrics import ReplicaMetrics
 
 log = logging.getLogger("lmfast.ray_serve")
-REPLICA_HEADER = b"x-lmfast-replica"
 NODE_HEADER = b"x-lmfast-node"
 
 
 class LMFastModel:
     """One replica. ``settings``: ServerSettings fields (``models`` holds the one model)."""
 
-    async def __init__(self, settings: dict[str, Any], health_stall_s: float = 60.0):
+    async def __init__(self, settings: dict[str, Any], health_stall_s: float = 60.0, probe_timeout_s: float = 10.0):
         self._app = create_app(ServerSettings(**settings))
         self._ctx: AppContext = self._app.state.ctx
         self._lifespan = self._app.router.lifespan_context(self._app)
@@ -38,6 +38,8 @@ class LMFastModel:
         self._headers = [(REPLICA_HEADER, self._replica_id.encode()),
                          (NODE_HEADER, ray.get_runtime_context().get_node_id().encode())]
         self._watch = EngineWatch(self._engines, stall_s=health_stall_s)
+        self._probe_timeout_s = probe_timeout_s
+        self._probe: asyncio.Future[Any] | None = None
         self._metrics = ReplicaMetrics(self._replica_id)
 
     def _engines(self) -> list[tuple[str, Any]]:
@@ -57,10 +59,26 @@ class LMFastModel:
         state = self._ctx.state
         if state.startup_error:
             raise RuntimeError(state.startup_error)
-        problem = await asyncio.to_thread(self._watch.problem)
+        problem = await self._probe_engines()
         if problem:
             log.error("unhealthy: %s", problem)
             raise RuntimeError(problem)
+
+    async def _probe_engines(self) -> str | None:
+        """The watch's verdict. Reading an engine's counters takes its lock: an engine stuck
+        while holding it would block the probe, which then fails the check itself (once, not
+        with a new blocked thread per check)."""
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(asyncio.to_thread(self._watch.problem))
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._probe), self._probe_timeout_s)
+        except asyncio.TimeoutError:
+            return f"an engine did not answer the health probe within {self._probe_timeout_s:.0f} s"
+
+    async def wedge_engine_for_test(self) -> int:
+        """Tests only (faults.py; refused unless LMFAST_SERVE_TEST_FAULTS=1): stops the busy
+        engine thread for good. Call it while a generation runs on this replica."""
+        return await asyncio.to_thread(faults.wedge_busiest_native_thread)
 
     async def record_routing_stats(self) -> dict[str, Any]:
         """What the router reads per replica (RunningReplica.routing_stats), and Ray's metrics."""

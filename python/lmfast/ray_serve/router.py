@@ -3,15 +3,18 @@
 A request goes to the replica that most recently served the longest prefix of its prompt (the
 chained block hashes of affinity.py), so a conversation's next turn finds its history in that
 replica's KV cache instead of evaluating it again. A session key (``user`` or ``x-session-id``)
-pins a conversation outright. Affinity gives way to load: a replica whose engine sequences are
-all busy and that has ``imbalance`` more requests than the least loaded one is passed over, and
-the request falls back to power-of-two choices.
+pins a conversation outright, and a ``previous_response_id`` goes to the replica that stored that
+response. Affinity gives way to load: a replica whose engine sequences are all busy and that has
+``imbalance`` more requests than the least loaded one is passed over, and the request falls back
+to power-of-two choices.
 
-The router lives in the process that calls the model deployment (the ingress), so its state
-outlives any model replica: when a replica dies its entries simply stop matching, the request
-goes to the next-longest holder or by load, and the new replica takes over the conversation.
-A session that has no replica yet is placed by rendezvous hashing over the live replicas, so
-several ingress replicas agree on it and a replica's death moves only its own sessions."""
+A conversation this router has not seen (its first turn, or a turn another ingress replica
+routed) is placed by rendezvous hashing of its first turn over the live replicas: every ingress
+replica computes the same placement with no shared state, and a replica's death moves only the
+conversations it held. The table of prefixes this router has seen overrides that placement where
+load moved a conversation; it lives in the process that calls the model deployment (the ingress),
+so it outlives any model replica: a dead replica's entries stop matching and its conversations
+are placed again among the live ones."""
 from __future__ import annotations
 
 import collections
@@ -36,9 +39,9 @@ def _key(pending: Optional[PendingRequest]) -> AffinityKey | None:
     return request.key if isinstance(request, ForwardedRequest) else None
 
 
-def _rendezvous(session: str, replicas: list[RunningReplica]) -> RunningReplica:
+def _rendezvous(name: str, replicas: list[RunningReplica]) -> RunningReplica:
     def weight(r: RunningReplica) -> bytes:
-        return hashlib.blake2b(f"{session}\x1f{r.replica_id.unique_id}".encode(), digest_size=8).digest()
+        return hashlib.blake2b(f"{name}\x1f{r.replica_id.unique_id}".encode(), digest_size=8).digest()
     return max(replicas, key=weight)
 
 
@@ -88,19 +91,46 @@ class CacheAffinityRouter(RequestRouter):
             return None
         by_id = {r.replica_id: r for r in candidates}
         least = min(self._load(r) for r in candidates)
+        if key.replica is not None:
+            # Only that replica stored the response this request continues: elsewhere it fails.
+            owner = next((r for r in candidates if r.replica_id.unique_id == key.replica), None)
+            if owner is not None and self._load(owner) < owner.max_ongoing_requests:
+                return owner
         if key.session is not None:
             pinned = by_id.get(self._sessions.get(key.session)) or _rendezvous(key.session, candidates)
             if self._acceptable(pinned, least):
                 return pinned
-        for h in reversed(key.hashes):
-            holders = self._prefixes.get(h)
-            if not holders:
-                continue
-            live = [by_id[rid] for rid in holders if rid in by_id and self._acceptable(by_id[rid], least)]
-            if live:
-                self._prefixes.move_to_end(h)
-                return min(live, key=self._load)
+        return self._by_prefix(candidates, by_id, key, least)
+
+    def _by_prefix(self, candidates: list[RunningReplica], by_id: dict[ReplicaID, RunningReplica],
+                   key: AffinityKey, least: int) -> RunningReplica | None:
+        """The longest known prefix that covers the first turn; else the conversation's own
+        placement; else a shorter shared prefix (a system prompt other chats left somewhere)."""
+        split = max(key.anchor, 0)
+        for h in reversed(key.hashes[split:]):
+            holder = self._holder(h, by_id, least)
+            if holder is not None:
+                return holder
+        anchor = key.anchor_hash
+        if anchor is not None:
+            placed = _rendezvous(f"{anchor:x}", candidates)
+            if self._acceptable(placed, least):
+                return placed
+        for h in reversed(key.hashes[:split]):
+            holder = self._holder(h, by_id, least)
+            if holder is not None:
+                return holder
         return None
+
+    def _holder(self, h: int, by_id: dict[ReplicaID, RunningReplica], least: int) -> RunningReplica | None:
+        holders = self._prefixes.get(h)
+        if not holders:
+            return None
+        live = [by_id[rid] for rid in holders if rid in by_id and self._acceptable(by_id[rid], least)]
+        if not live:
+            return None
+        self._prefixes.move_to_end(h)
+        return min(reversed(live), key=self._load)  # equally loaded: the most recent holder's cache is fresher
 
     # -- bookkeeping -----------------------------------------------------------------------------
     def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any) -> None:
