@@ -46,8 +46,8 @@ const char * pooling_name(enum llama_pooling_type p) {
 
 }  // namespace
 
-EmbeddingContext::EmbeddingContext(std::shared_ptr<Model> model, const EmbeddingParams & params)
-    : model_(std::move(model)) {
+EmbeddingContext::EmbeddingContext(std::shared_ptr<Model> model, const EmbeddingParams & params, bool rank)
+    : model_(std::move(model)), rank_(rank) {
     if (!model_) throw InvalidArgument("no model");
     llama_model * mdl = model_->get();
     const int32_t n_train = std::max(1, llama_model_n_ctx_train(mdl));
@@ -85,10 +85,12 @@ EmbeddingContext::EmbeddingContext(std::shared_ptr<Model> model, const Embedding
 
     ctx_ = make_context(mdl, cp);
     pooling_ = llama_pooling_type(ctx_);
-    if (pooling_ == LLAMA_POOLING_TYPE_RANK) {
+    if ((pooling_ == LLAMA_POOLING_TYPE_RANK) != rank_) {
         llama_free(ctx_);
         ctx_ = nullptr;
-        throw InvalidArgument("this model is a reranker (rank pooling), not an embedding model");
+        throw InvalidArgument(rank_ ? std::string("this model is not a reranker (its pooling is ") +
+                                          pooling_name(pooling_) + ", not rank): load it as an embedding model or an LLM"
+                                    : "this model is a reranker (rank pooling), not an embedding model");
     }
     if (pooling_ == LLAMA_POOLING_TYPE_NONE || pooling_ == LLAMA_POOLING_TYPE_UNSPECIFIED) {
         // The GGUF names no pooling: average the token vectors, as sentence-transformers does by default.
@@ -103,7 +105,7 @@ EmbeddingContext::EmbeddingContext(std::shared_ptr<Model> model, const Embedding
         threadpool_ = fn(&tpp);
         if (threadpool_) llama_attach_threadpool(ctx_, threadpool_, nullptr);
     }
-    n_embd_ = llama_model_n_embd_out(mdl);
+    n_embd_ = rank_ ? static_cast<int32_t>(llama_model_n_cls_out(mdl)) : llama_model_n_embd_out(mdl);
     if (n_embd_ <= 0) n_embd_ = llama_model_n_embd(mdl);
     batch_ = llama_batch_init(n_batch_, 0, 1);
 }
@@ -190,12 +192,16 @@ void EmbeddingContext::decode_group(const std::vector<std::vector<llama_token>> 
     for (size_t s = 0; s < count; ++s) {
         const float * v = llama_get_embeddings_seq(ctx_, static_cast<llama_seq_id>(s));
         if (!v) throw std::runtime_error("llama.cpp returned no pooled embedding for a text");
+        auto & dst = out[first + s];
+        if (rank_) {  // a classifier's scores: raw, as llama-server and llama-embedding report them
+            dst.assign(v, v + n_embd_);
+            continue;
+        }
         double norm = 0.0;
         for (int32_t j = 0; j < n_embd_; ++j) norm += static_cast<double>(v[j]) * v[j];
         norm = std::sqrt(norm);
         // Same guard as torch.nn.functional.normalize (eps 1e-12).
         const double scale = 1.0 / std::max(norm, 1e-12);
-        auto & dst = out[first + s];
         dst.resize(n_embd_);
         for (int32_t j = 0; j < n_embd_; ++j) dst[j] = static_cast<float>(v[j] * scale);
     }

@@ -1,6 +1,8 @@
 // Sentence embeddings: a llama_context with embeddings on, pooling as the model
 // says (mean for sentence-transformers' MiniLM), several texts per llama_decode.
 // Returns L2-normalised vectors. Thread-safe: one mutex around the context.
+// The same context serves rerankers (rank pooling, rerank.h): then each text's
+// output is the classifier head's raw scores, not a normalised vector.
 #pragma once
 
 #include <cstdint>
@@ -26,7 +28,9 @@ struct EmbeddingParams {
 
 class EmbeddingContext {
 public:
-    EmbeddingContext(std::shared_ptr<Model> model, const EmbeddingParams & params);
+    // rank: the model must be a reranker (rank pooling) and outputs are its class
+    // scores; otherwise a reranker is refused.
+    EmbeddingContext(std::shared_ptr<Model> model, const EmbeddingParams & params, bool rank = false);
     ~EmbeddingContext();
     EmbeddingContext(const EmbeddingContext &) = delete;
     EmbeddingContext & operator=(const EmbeddingContext &) = delete;
@@ -44,7 +48,7 @@ public:
     int32_t n_ctx() const { return n_ctx_; }
     int32_t n_batch() const { return n_batch_; }
     int32_t n_seq_max() const { return n_seq_max_; }
-    int32_t n_embd() const { return n_embd_; }
+    int32_t n_embd() const { return n_embd_; }  // floats per output (a reranker: its classes)
     int32_t n_threads() const { return n_threads_; }
     std::string pooling() const;
     uint64_t decode_calls() const { return decode_calls_; }
@@ -66,6 +70,7 @@ private:
     int32_t n_threads_ = 0;
     enum llama_pooling_type pooling_ = LLAMA_POOLING_TYPE_UNSPECIFIED;
     uint64_t decode_calls_ = 0;
+    bool rank_ = false;
 };
 
 }  // namespace lmfast

@@ -23,6 +23,7 @@ void register_chat_prompt(py::module_ & m); // chat_prompt.cpp: ChatFormat, Chat
 void register_model(py::module_ & m);       // model.cpp: Model
 void register_engine(py::module_ & m);      // engine.cpp: Request, Engine
 void register_embedding(py::module_ & m);   // embedding.cpp: EmbeddingContext
+void register_rerank(py::module_ & m);      // rerank.cpp: RerankContext
 
 // Text from the engine and the template worker as a Python str. Engine text is valid UTF-8 by
 // construction (Utf8Stream) but a template or a corrupt file may emit other bytes: decoded with

@@ -24,4 +24,5 @@ PYBIND11_MODULE(_core, m) {
     register_model(m);
     register_engine(m);
     register_embedding(m);
+    register_rerank(m);
 }

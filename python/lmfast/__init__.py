@@ -16,6 +16,7 @@ from .chat import AssistantResponse, Chat, ChatMessage, SystemPrompt, ToolResult
 from .client import Client, EmbeddingNamespace, LlmNamespace, configure_default_client, get_default_client
 from .models.downloaded import DownloadedEmbeddingModel, DownloadedLlm
 from .embedding import EmbeddingModel
+from .reranker import RerankResult, RerankerModel
 from .errors import *  # noqa: F401,F403 - the exception hierarchy is part of the API
 from .errors import __all__ as _errors_all
 from .models.hub import DownloadProgressUpdate
@@ -50,6 +51,13 @@ def embedding_model(model_key: str | _os.PathLike[str] | None = None, /, *, ttl:
                     config: Any = None) -> EmbeddingModel:
     """The default client's ``embedding.model(...)``: a loaded embedding model, loading it if needed."""
     return get_default_client().embedding.model(model_key, ttl=ttl, config=config)
+
+
+def reranker_model(model_key: str | _os.PathLike[str] | None = None, /, *, ttl: float | None = 3600,
+                   config: Any = None) -> RerankerModel:
+    """The default client's ``reranker.model(...)``: a loaded reranker, loading it if needed (an
+    lmfast extension, named to sit beside ``embedding_model``)."""
+    return get_default_client().reranker.model(model_key, ttl=ttl, config=config)
 
 
 def list_loaded_models(namespace: str | None = None) -> list[LLM | EmbeddingModel]:
@@ -93,6 +101,7 @@ __all__ = [
     "ToolFunctionDefDict", "SystemPrompt", "ToolResultMessage", "UserMessage",
     "backend_info", "get_default_client", "list_loaded_models", "llm", "set_log_level", *_errors_all,
     "EmbeddingModel", "EmbeddingModelInfo", "EmbeddingModelInstanceInfo", "EmbeddingNamespace", "embedding_model",
+    "RerankResult", "RerankerModel", "reranker_model",
     "AvailableModel", "DownloadProgressUpdate", "ModelDownloadOption",
 ]
 
@@ -105,7 +114,7 @@ __all__ += [
 # As in the SDK, an error's traceback ends at the public call that raised it (errors.sdk_public_api).
 from . import async_api as _async_api, client as _client_mod, handle as _handle  # noqa: E402
 
-for _cls in (Client, _client_mod._ModelNamespace, _handle.ModelHandle, LLM, PredictionStream, EmbeddingModel,
+for _cls in (Client, _client_mod._ModelNamespace, _handle.ModelHandle, LLM, PredictionStream, EmbeddingModel, RerankerModel,
              Chat, DownloadedLlm.__mro__[1], AsyncLLM, AsyncEmbeddingModel, AsyncPredictionStream,
              AsyncClient, _async_api._AsyncNamespace, _async_api.AsyncDownloadedModel):
     _sdk_public_class(_cls)

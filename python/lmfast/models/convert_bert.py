@@ -1,6 +1,8 @@
 """Converts a BERT sentence-embedding model (Hugging Face layout: ``config.json``,
 ``model.safetensors``, ``tokenizer.json``, sentence-transformers' ``modules.json``
 and pooling config) into a GGUF file that llama.cpp loads as architecture ``bert``.
+A cross-encoder (``BertForSequenceClassification``: a reranker) becomes a GGUF with
+rank pooling and its classification head.
 
 Standard library only: the safetensors file is a little-endian JSON header
 followed by raw row-major tensor bytes, and GGUF stores the same bytes (with the
@@ -14,7 +16,9 @@ attn_output_norm,ffn_up,ffn_down,layer_output_norm}``; a WordPiece vocabulary
 ("tokenizer.ggml.model" = "bert") in which a word-initial piece carries a leading
 U+2581 and a continuation piece ("##x") is stored without its "##"; the
 BertNormalizer's lower-casing and accent stripping as explicit flags; the pooling
-type and non-causal attention as model keys.
+type and non-causal attention as model keys. A cross-encoder's head is HF's
+``classifier(tanh(pooler.dense(h[CLS])))``: llama.cpp's rank pooling computes exactly
+that from ``cls`` (the pooler, with its tanh) and ``cls.output`` (the classifier).
 
     python -m lmfast.models.convert_bert MODEL_DIR OUT.gguf [--name NAME]
 """
@@ -43,6 +47,7 @@ _DTYPE_SIZE = {"F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4}
 _TOK_NORMAL, _TOK_CONTROL = 1, 3
 # llama.cpp pooling types
 _POOLING = {"mean": 1, "cls": 2, "lasttoken": 3}
+_RANK_POOLING = 4
 
 
 class ConversionError(ValueError):
@@ -168,12 +173,20 @@ _LAYER_TENSORS = {
 }
 _LAYER_RE = re.compile(r"encoder\.layer\.(\d+)\.(.+)\.(weight|bias)$")
 _SKIPPED = re.compile(r"(embeddings\.position_ids|pooler\..*|cls\..*)$")
+# A sequence classifier's head: the pooler (dense + tanh) and the classifier (llama.cpp's names).
+_HEAD_TENSORS = {
+    "pooler.dense.weight": "cls.weight", "pooler.dense.bias": "cls.bias",
+    "classifier.weight": "cls.output.weight", "classifier.bias": "cls.output.bias",
+}
 
 
-def gguf_tensor_name(hf_name: str) -> str | None:
-    """The llama.cpp name of a BERT tensor; None for tensors llama.cpp does not use."""
+def gguf_tensor_name(hf_name: str, classifier: bool = False) -> str | None:
+    """The llama.cpp name of a BERT tensor; None for tensors llama.cpp does not use.
+    ``classifier``: the model is a cross-encoder, whose pooler and classifier are its head."""
     name = hf_name[5:] if hf_name.startswith("bert.") else hf_name
     name = re.sub(r"\.gamma$", ".weight", re.sub(r"\.beta$", ".bias", name))
+    if classifier and name in _HEAD_TENSORS:
+        return _HEAD_TENSORS[name]
     if _SKIPPED.match(name):
         return None
     if name in _GLOBAL_TENSORS:
@@ -208,6 +221,18 @@ def _pooling_type(model_dir: Path) -> int:
                         return _POOLING[cfg["pooling_mode"]]
                     raise ConversionError(f"unsupported pooling config {cfg_path}: {cfg}")
     return _POOLING["mean"]
+
+
+def _is_cross_encoder(cfg: dict[str, Any]) -> bool:
+    """A BERT sequence classifier (a reranker such as the ms-marco cross-encoders)."""
+    return any(str(a).endswith("ForSequenceClassification") for a in cfg.get("architectures") or ())
+
+
+def _labels(cfg: dict[str, Any]) -> list[str]:
+    """The classifier's output names in output order (llama.cpp counts the outputs by them)."""
+    id2label = cfg.get("id2label") or {}
+    n = int(cfg.get("num_labels", len(id2label) or 1))
+    return [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
 
 
 def _vocab_metadata(model_dir: Path, n_vocab: int) -> dict[str, Any]:
@@ -289,10 +314,11 @@ def convert(model_dir: str | os.PathLike[str], out_path: str | os.PathLike[str],
         raise ConversionError(f"activation {cfg.get('hidden_act')!r} is not supported (llama.cpp's BERT uses gelu)")
     st_path = model_dir / "model.safetensors"
     table = read_safetensors(st_path)
+    classifier = _is_cross_encoder(cfg)
 
     tensors: list[tuple[str, Tensor]] = []
     for hf_name, t in table.items():
-        gname = gguf_tensor_name(hf_name)
+        gname = gguf_tensor_name(hf_name, classifier)
         if gname is None:
             continue
         if t.dtype not in _GGML_TYPES:
@@ -300,6 +326,8 @@ def convert(model_dir: str | os.PathLike[str], out_path: str | os.PathLike[str],
         tensors.append((gname, t))
     tensors.sort(key=lambda nt: nt[1].start)  # read the source front to back
     names = {n for n, _ in tensors}
+    if classifier and "cls.output.weight" not in names:
+        raise ConversionError("a sequence classifier without classifier.weight: not a cross-encoder this converter knows")
     n_layer = int(cfg["num_hidden_layers"])
     for i in range(n_layer):
         for part in _LAYER_TENSORS.values():
@@ -325,8 +353,10 @@ def convert(model_dir: str | os.PathLike[str], out_path: str | os.PathLike[str],
         f"{arch}.attention.head_count": (_U32, int(cfg["num_attention_heads"])),
         f"{arch}.attention.layer_norm_epsilon": (_F32, float(cfg.get("layer_norm_eps", 1e-12))),
         f"{arch}.attention.causal": False,
-        f"{arch}.pooling_type": (_U32, _pooling_type(model_dir)),
+        f"{arch}.pooling_type": (_U32, _RANK_POOLING if classifier else _pooling_type(model_dir)),
     }
+    if classifier:
+        meta[f"{arch}.classifier.output_labels"] = _labels(cfg)
     meta.update(_vocab_metadata(model_dir, n_vocab))
 
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ def publisher(path: str) -> str:
 
 
 def lmstudio_type(kind: str) -> str:
-    return "embeddings" if kind == "embedding" else "llm"
+    return {"embedding": "embeddings", "reranker": "reranker"}.get(kind, "llm")
 
 
 def downloaded_record(info: Any, meta: dict[str, Any]) -> dict[str, Any]:

@@ -62,6 +62,12 @@ def _load_error(e: LMStudioError) -> APIError:
     return from_lmfast(e)
 
 
+# What each kind of model is, and the route that runs it (named when a request picks the wrong one).
+_ROUTES = {"llm": "an LLM: use /v1/chat/completions or /v1/completions",
+           "embedding": "an embedding model: use /v1/embeddings",
+           "reranker": "a reranker: use /v1/rerank"}
+
+
 class ModelManager:
     """Owns the server's lmfast Client. Methods that block (loads, unloads) run in threads."""
 
@@ -107,12 +113,13 @@ class ModelManager:
             return self._handle(inst)
         model_file = await self.model_file(name)
         if model_file is None:
-            other = self._find(name, "embedding" if kind == "llm" else "llm")
+            other = next((k for k in _ROUTES if k != kind and self._find(name, k) is not None), None)
             if other is not None:
-                raise self._wrong_kind(name, kind)
+                raise self._wrong_kind(name, other)
             raise self.not_found(name)
-        if await asyncio.to_thread(self._kind_of, model_file) != kind:
-            raise self._wrong_kind(name, kind)
+        actual = await asyncio.to_thread(self._kind_of, model_file)
+        if actual != kind:
+            raise self._wrong_kind(name, actual)
         if not self.settings.jit:
             raise APIError(404, f"model {name!r} is not loaded and JIT loading is off (--no-jit); loaded: "
                            f"{', '.join(i.identifier for i in self._loaded()) or 'none'}",
@@ -133,13 +140,14 @@ class ModelManager:
             return "llm"  # the load says precisely what is wrong
 
     @staticmethod
-    def _wrong_kind(name: str, kind: str) -> APIError:
-        other = "an embedding model: use /v1/embeddings" if kind == "llm" else "not an embedding model"
-        return bad_request(f"model {name!r} is {other}", param="model", code="model_type_mismatch")
+    def _wrong_kind(name: str, actual: str) -> APIError:
+        """A request named a model of another kind (``actual``): say which, and its route."""
+        return bad_request(f"model {name!r} is {_ROUTES.get(actual, 'a model this route does not run')}",
+                           param="model", code="model_type_mismatch")
 
     # -- loading and unloading ----------------------------------------------------------------
     def _config_for(self, kind: str, extra: dict[str, Any]) -> dict[str, Any]:
-        if kind == "embedding":
+        if kind in ("embedding", "reranker"):
             return {k: v for k, v in extra.items() if k in ("contextLength", "gpu")}
         return {**self.settings.load_config, **extra}
 
@@ -157,7 +165,7 @@ class ModelManager:
 
     async def _load(self, key: str, identifier: str | None, ttl: float | None, extra: dict[str, Any],
                     kind: str) -> Any:
-        ns = self.client.embedding if kind == "embedding" else self.client.llm
+        ns = {"embedding": self.client.embedding, "reranker": self.client.reranker}.get(kind, self.client.llm)
         cfg = self._config_for(kind, extra)
         self._reserve()
         try:
@@ -210,7 +218,7 @@ class ModelManager:
                            code="model_not_found", param="identifier")
         done = []
         for inst in targets:
-            ns = self.client.embedding if getattr(inst, "kind", "llm") == "embedding" else self.client.llm
+            ns = self.client.namespace_of(inst)
             try:
                 await asyncio.to_thread(ns.unload, inst.identifier)
             except LMStudioError:
