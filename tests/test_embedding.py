@@ -233,17 +233,21 @@ def test_namespaces(client, emb, llm):
         client.list_loaded_models("vision")
 
 
-def test_convenience_api(minilm_path):
-    model = lms.embedding_model(KEY, ttl=None)
+def test_convenience_api(emb):
+    # The convenience API is the default client's, which sees the instance another client loaded.
+    assert lms.embedding_model(KEY) == emb
+    assert lms.embedding_model() in lms.list_loaded_models("embedding")
+    model = lms.get_default_client().embedding.load_new_instance(KEY, "convenience", ttl=None)
     try:
         assert isinstance(model, lms.EmbeddingModel)
-        assert lms.embedding_model() == model
+        assert lms.embedding_model("convenience") == model
         assert model in lms.list_loaded_models("embedding")
         assert len(model.embed("convenience")) == 384
     finally:
         model.unload()
     with pytest.raises(lms.ModelUnloadedError):
         model.embed("gone")
+    assert len(emb.embed("still here")) == 384  # the other instance stays
 
 
 def test_threads_share_one_model(emb):

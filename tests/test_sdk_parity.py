@@ -377,6 +377,112 @@ def test_content_the_sdk_refuses_is_refused(call):
         call(lms.Chat())
 
 
+
+# -- 5b. file handles, keyword forms and wording (issue 32 item 3) ---------------------------------
+
+FILE_HANDLE = {"name": "cat.png", "identifier": "file-1", "sizeBytes": 42, "file_type": "image"}
+
+
+def test_file_handle_dicts_are_user_message_parts_in_every_form():
+    """A dict with name, identifier and fileType (or file_type) is a file part without a "type",
+    as the SDK reads it; files=, images= and _files= (the SDK's earlier name) append them."""
+    expected = {"type": "file", "name": "cat.png", "identifier": "file-1", "sizeBytes": 42, "fileType": "image"}
+    forms = [lambda c: c.add_user_message(["What is this?", FILE_HANDLE]),
+             lambda c: c.add_user_message("What is this?", files=[FILE_HANDLE]),
+             lambda c: c.add_user_message("What is this?", images=[lms.FileHandle(FILE_HANDLE)]),
+             lambda c: c.add_user_message("What is this?", _files=[FILE_HANDLE]),
+             lambda c: c.add_entry("user", [{"text": "What is this?"}, FILE_HANDLE])]
+    for form in forms:
+        chat = lms.Chat()
+        form(chat)
+        parts = chat.to_dict()["messages"][0]["content"]
+        assert parts == [{"type": "text", "text": "What is this?"}, expected], parts
+        assert lms.Chat.from_history(chat.to_dict()).to_dict() == chat.to_dict()
+    chat = lms.Chat()
+    chat.add_user_message(FILE_HANDLE)  # a file alone is a message; a second user turn merges into it
+    chat.add_user_message("and this?")
+    assert [p["type"] for p in chat.to_dict()["messages"][0]["content"]] == ["file", "text"]
+    assert repr(chat) == "Chat(messages=1)" and str(chat).startswith("Chat.from_history({")
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda c: c.add_user_message(42), "Unable to parse user message content: 42"),
+    (lambda c: c.add_user_message({"name": "x.png"}), "Unable to parse user message content: {'name': 'x.png'}"),
+    (lambda c: c.add_system_prompt(FILE_HANDLE), "Unable to parse system prompt: "),
+    (lambda c: c.add_assistant_response(("a", "b")), "Unable to parse assistant response content: "),
+    (lambda c: c.add_assistant_response("ok", [{"nope": 1}]), "Unable to parse tool call request content: "),
+    (lambda c: c.add_tool_result({"toolCallId": "x"}), "Unable to parse tool result: "),
+    (lambda c: c.add_entry("system", ["a", "b"]), "'system' role does not support multi-part message content."),
+    (lambda c: c.add_entry("robot", "hi"), "Unknown history role: robot"),
+    (lambda c: c.add_user_message([]), "Empty user messages are not supported."),
+    (lambda c: lms.Chat.from_history({"messages": [42]}), "Could not parse history entry: 42"),
+    (lambda c: lms.Chat.from_history(3), "Expected Chat, ChatHistoryData, or a dict with a 'messages' key"),
+    (lambda c: c.append(7), "7 is not a valid chat entry"),
+])
+def test_invalid_chat_shapes_raise_with_the_sdks_wording(call, message):
+    with pytest.raises(lms.LMStudioValueError) as info:
+        call(lms.Chat())
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_consecutive_system_prompts_and_responses_raise_the_sdks_runtime_error():
+    chat = lms.Chat("one")
+    with pytest.raises(lms.LMStudioRuntimeError, match=r"^Multi-part or consecutive system prompts are not supported"):
+        chat.add_system_prompt("two")
+    chat.add_user_message("hi")
+    chat.add_assistant_response("hello")
+    with pytest.raises(lms.LMStudioRuntimeError, match="^Multi-part or consecutive assistant responses"):
+        chat.add_assistant_response("again")
+
+
+def test_a_chat_with_files_is_refused_at_prediction_time_naming_the_model(small):
+    """No model lmfast runs has vision yet: a file part is an error naming the model, never dropped."""
+    chat = lms.Chat()
+    chat.add_user_message("What is in this picture?", images=[FILE_HANDLE])
+    calls = [lambda: small.respond(chat, config=SHORT), lambda: small.respond_stream(chat, config=SHORT),
+             lambda: small.apply_prompt_template(chat), lambda: small.prewarm(chat),
+             lambda: small.apply_prompt_template(chat.to_dict())]
+    for call in calls:
+        with pytest.raises(lms.LMStudioValueError, match=r"'parity-small' has no vision support.*'cat\.png'"):
+            call()
+    text_only = lms.Chat()
+    text_only.add_user_message("What is in this picture?")
+    assert small.respond(text_only, config=SHORT).content  # the same turn without the file answers
+
+
+def _load_args(model: str, host: str = "127.0.0.1"):
+    import argparse
+
+    return argparse.Namespace(model=model, host=host, port=1, identifier=None, ttl=None, context_length=None,
+                              gpu=None, api_key=None, api_key_file=None)
+
+
+def test_cli_load_sends_a_file_in_a_models_folder_as_its_key(models_dir, monkeypatch, capsys):
+    from lmfast.cli import _remote
+
+    folder, target = models_dir
+    sent = []
+    monkeypatch.setattr(_remote, "call", lambda args, method, path, body=None, timeout=600:
+                        sent.append((path, body)) or {"identifier": body["model"]})
+    assert _remote.cmd_load(_load_args(str(target))) == 0
+    (path, body), = sent
+    assert path == "/api/v0/models/load" and not os.path.isfile(body["model"])  # a key, not the path
+    assert os.path.realpath(resolve(body["model"]).path) == os.path.realpath(target)
+
+
+def test_cli_load_of_a_file_the_server_cannot_see_says_what_to_do(tmp_path, monkeypatch):
+    from lmfast.cli import _remote
+    from lmfast.cli._common import UserError
+
+    stray = tmp_path / "stray-model.gguf"
+    stray.write_bytes(b"GGUF")
+    monkeypatch.setattr(_remote, "call", lambda *a, **k: pytest.fail("no request should be sent"))
+    with pytest.raises(UserError, match=r"not in a models folder.*lmfast import .*stray-model\.gguf.*"
+                                        r"lmfast load stray-model.*lmfast serve --model"):
+        _remote.cmd_load(_load_args(str(stray)))
+    with pytest.raises(UserError, match=r"file on this machine.*its own folders.*lmfast load stray-model --host"):
+        _remote.cmd_load(_load_args(str(stray), host="192.0.2.7"))
+
 # -- 6. presets -------------------------------------------------------------------------------------
 
 @pytest.fixture

@@ -10,9 +10,6 @@ from .errors import LMStudioRuntimeError, LMStudioValueError
 from .results import DictRecord
 from .tools import ToolCallRequest
 
-_ROLES = ("system", "user", "assistant", "tool")
-
-
 FileType = Literal["image", "text/plain", "application/pdf", "application/word", "text/other", "unknown"]
 _FILE_TYPES = ("image", "text/plain", "application/pdf", "application/word", "text/other", "unknown")
 
@@ -117,6 +114,29 @@ _ALLOWED = {"system": ("text",), "user": ("text", "file"), "assistant": ("text",
             "tool": ("toolCallResult",)}
 
 
+# The SDK's wording for content a role cannot hold.
+_UNPARSABLE = {"system": "Unable to parse system prompt: {}", "user": "Unable to parse user message content: {}",
+               "assistant": "Unable to parse assistant response content: {}", "tool": "Unable to parse tool result: {}"}
+
+
+def _unparsable(role: str, content: Any) -> LMStudioValueError:
+    return LMStudioValueError(_UNPARSABLE.get(role, "Unable to parse message content: {}").format(content))
+
+
+def _kind_of_dict(content: Mapping[str, Any], role: str) -> str | None:
+    """The part type of a dict: its ``type``, else what its keys say, as the SDK reads them (a file
+    handle by ``name``, ``identifier`` and ``fileType``/``file_type``; snake_case accepted)."""
+    if "type" in content:
+        return content["type"]
+    if "text" in content:
+        return "text"
+    if all(k in content for k in ("name", "identifier")) and ("fileType" in content or "file_type" in content):
+        return "file"
+    if role == "tool" and "content" in content:
+        return "toolCallResult"
+    return None
+
+
 def _part(content: Any, role: str) -> _Part:
     """One content part as its record (a str is text; a PredictionResult gives its text)."""
     if isinstance(content, str):
@@ -124,15 +144,14 @@ def _part(content: Any, role: str) -> _Part:
     elif hasattr(content, "content") and hasattr(content, "stats"):  # a PredictionResult
         part = TextData(text=content.content)
     elif isinstance(content, Mapping):
-        kind = content.get("type", "text" if "text" in content else
-                           "toolCallResult" if role == "tool" and "content" in content else None)
+        kind = _kind_of_dict(content, role)
         if kind not in _PART_TYPES:
-            raise LMStudioValueError(f"unsupported {role} message content part: {content!r}")
+            raise _unparsable(role, content)
         part = _PART_TYPES[kind](content)
     else:
-        raise LMStudioValueError(f"unsupported {role} message content: {content!r}")
+        raise _unparsable(role, content)
     if part["type"] not in _ALLOWED[role]:
-        raise LMStudioValueError(f"{role} messages cannot hold a {part['type']!r} part: {content!r}")
+        raise _unparsable(role, content)
     return part
 
 
@@ -142,14 +161,14 @@ def _text_parts(content: Any, role: str) -> list[_Part]:
         return [_part(content, role)]
     if isinstance(content, Iterable):
         return [_part(item, role) for item in content]
-    raise LMStudioValueError(f"unsupported {role} message content: {content!r}")
+    raise _unparsable(role, content)
 
 
 def _single(content: Any, role: str) -> list[_Part]:
     """Content that must be one part (a system prompt, an assistant response): a str, a part
     or a PredictionResult, never a tuple or list of parts, as in the SDK."""
     if not isinstance(content, (str, Mapping)) and not hasattr(content, "stats"):
-        raise LMStudioValueError(f"{role} message content must be one str or content part, got {content!r}")
+        raise _unparsable(role, content)
     return [_part(content, role)]
 
 
@@ -204,18 +223,24 @@ _BY_ROLE = {"system": SystemPrompt, "user": UserMessage, "assistant": AssistantR
 AnyChatMessage = Union[ChatMessage, Mapping[str, Any]]
 
 
-def _message(role: str, content: Any) -> ChatMessage:
-    if role not in _BY_ROLE:
-        raise LMStudioValueError(f"Unknown history role {role!r} (expected one of {', '.join(_ROLES)})")
-    return _BY_ROLE[role](content)
-
-
 def _request_part(req: Any) -> ToolCallRequestData:
     """A tool call request (a ToolCallRequest, a request dict, or an already wrapped
     ``{"type": "toolCallRequest", ...}`` part) as one part, wrapped once."""
-    if isinstance(req, Mapping) and req.get("type") == "toolCallRequest":
-        return ToolCallRequestData(req)
-    return ToolCallRequestData(toolCallRequest=req)
+    try:
+        if isinstance(req, Mapping) and req.get("type") == "toolCallRequest":
+            return ToolCallRequestData(req)
+        return ToolCallRequestData(toolCallRequest=req)
+    except LMStudioValueError:
+        raise LMStudioValueError(f"Unable to parse tool call request content: {req}") from None
+
+
+def _result_part(result: Any) -> _Part:
+    """A tool result: a ToolCallResultData, or a dict with ``content`` (and ``toolCallId``)."""
+    if isinstance(result, ToolCallResultData):
+        return result
+    if not isinstance(result, Mapping) or "content" not in result:
+        raise _unparsable("tool", result)
+    return ToolCallResultData({k: v for k, v in result.items() if k != "type"})
 
 
 class Chat:
@@ -245,18 +270,15 @@ class Chat:
             for entry in history["messages"]:
                 if isinstance(entry, ChatMessage):
                     chat.append(entry)
-                elif isinstance(entry, Mapping):
-                    if "role" not in entry or "content" not in entry:
-                        raise LMStudioValueError(f"a history message needs 'role' and 'content': {entry!r}")
+                elif isinstance(entry, Mapping) and "role" in entry and "content" in entry:
                     chat.add_entry(entry["role"], entry["content"])
-                elif isinstance(entry, (tuple, list)) and len(entry) == 2:
+                elif isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], str):
                     chat.add_entry(entry[0], entry[1])
                 else:
-                    raise LMStudioValueError(f"unsupported history message: {entry!r}")
+                    raise LMStudioValueError(f"Could not parse history entry: {entry}")
             return chat
         raise LMStudioValueError(
-            "chat history must be a str, a Chat, or a dict with a 'messages' list "
-            f"(got {type(history).__name__})")
+            f"Expected Chat, ChatHistoryData, or a dict with a 'messages' key (got {type(history).__name__})")
 
     def copy(self) -> "Chat":
         new = Chat()
@@ -275,17 +297,22 @@ class Chat:
     def add_system_prompt(self, prompt: Any) -> SystemPrompt:
         """A system prompt: a str, a TextData or ``{"text": ...}`` (not a file, not several parts)."""
         if self._last_role() == "system":
-            raise LMStudioRuntimeError("Consecutive system prompts are not supported.")
+            raise LMStudioRuntimeError("Multi-part or consecutive system prompts are not supported.")
         msg = SystemPrompt(_single(prompt, "system"))
         self._messages.append(msg)
         return msg
 
-    def add_user_message(self, content: Any, *, images: Iterable[Any] = ()) -> UserMessage:
+    def add_user_message(self, content: Any, *, files: Iterable[Any] = (), images: Iterable[Any] = (),
+                         _files: Iterable[Any] = ()) -> UserMessage:
+        """A user turn: a str, a part (TextData, FileHandle, ``{"text": ...}``, a file-handle dict with
+        ``name``, ``identifier`` and ``fileType``), or several; ``files``/``images`` (``_files``, the
+        SDK's earlier name) append file handles. A chat holding files is refused at prediction time
+        by models without vision (lmfast runs none yet)."""
         msg = UserMessage(content)
-        for image in images:
-            msg.content.append(FileHandle(image))
+        msg.content.extend(_part(f, "user") for f in (*files, *images, *_files))
         if not msg.content or (not msg.text and all(p.get("type") == "text" for p in msg.content)):
-            raise LMStudioValueError("a user message must not be empty")
+            # lmfast also refuses text that is empty: a turn the template would render as nothing.
+            raise LMStudioValueError("Empty user messages are not supported.")
         if self._last_role() == "user":
             # As in the SDK: consecutive user messages merge into one.
             self._messages[-1].content.extend(msg.content)
@@ -308,8 +335,7 @@ class Chat:
 
     def add_tool_results(self, results: Iterable[Mapping[str, Any]]) -> ToolResultMessage:
         """One tool message holding the results of the calls of the assistant turn before it."""
-        parts = [ToolCallResultData({k: v for k, v in result.items() if k != "type"}) if isinstance(result, Mapping)
-                 else _part(result, "tool") for result in results]
+        parts = [_result_part(result) for result in results]
         if not parts:
             raise LMStudioValueError("add_tool_results() needs at least one result")
         msg = ToolResultMessage(parts)
@@ -320,24 +346,24 @@ class Chat:
         """Adds a message by role. Content read from a history may be a list of parts: a
         system prompt's holds one text part; an assistant's is its text, then tool requests."""
         many = isinstance(content, (list, tuple))
-        if role == "system":
-            if many and len(content) != 1:
-                raise LMStudioValueError(f"a system prompt holds one text part, got {content!r}")
-            return self.add_system_prompt(content[0] if many else content)
         if role == "user":
             return self.add_user_message(content)
         if role == "assistant":
             if not many:
                 return self.add_assistant_response(content)
+            if not content:
+                raise _unparsable("assistant", content)
             parts = [_part(p, "assistant") for p in content]
-            if not parts or parts[0]["type"] == "toolCallRequest":
+            if parts[0]["type"] == "toolCallRequest":  # OpenAI's shape: calls with no text
                 parts.insert(0, TextData(text=""))
             return self.add_assistant_response(parts[0], parts[1:])
-        if role == "tool":
-            msg = _message(role, content)
-            self._messages.append(msg)
-            return msg
-        raise LMStudioValueError(f"Unknown history role {role!r} (expected one of {', '.join(_ROLES)})")
+        if role == "system":
+            if many and len(content) != 1:
+                raise LMStudioValueError("'system' role does not support multi-part message content.")
+            return self.add_system_prompt(content[0] if many else content)
+        if role == "tool":  # several results in one message, as add_tool_results() writes them
+            return self.add_tool_results(content if many else [content])
+        raise LMStudioValueError(f"Unknown history role: {role}")
 
     def append(self, message: AnyChatMessage) -> ChatMessage:
         """Appends a copy of a message (e.g. the one ``on_message`` receives)."""
@@ -345,7 +371,7 @@ class Chat:
             return self.add_entry(message.role, copy.deepcopy(message.content))
         if isinstance(message, Mapping) and "role" in message and "content" in message:
             return self.add_entry(message["role"], message["content"])
-        raise LMStudioValueError(f"cannot append {message!r}: expected a chat message or a dict with role and content")
+        raise LMStudioValueError(f"{message!r} is not a valid chat entry")
 
     # -- reading --------------------------------------------------------------------------
     @property
@@ -358,6 +384,15 @@ class Chat:
     def _role_text_pairs(self) -> list[tuple[str, str]]:
         """(role, text) for the template renderer."""
         return [(m.role, m.text) for m in self._messages]
+
+    def _refuse_files(self, identifier: str) -> None:
+        """Raises if a message holds a file (an image or a document): no model lmfast runs reads
+        them yet, and dropping them would answer a question about a file never seen."""
+        files = [p.get("name") for m in self._messages for p in m.content if p.get("type") == "file"]
+        if files:
+            raise LMStudioValueError(
+                f"model {identifier!r} has no vision support and reads no files: the chat holds "
+                f"{', '.join(repr(f) for f in files)}; lmfast runs no vision models yet, so send text only")
 
     def _has_tool_parts(self) -> bool:
         return any(p.get("type") in ("toolCallRequest", "toolCallResult") for m in self._messages for p in m.content)

@@ -404,6 +404,7 @@ class LLM(ModelHandle):
         if len(chat) == 0:
             raise LMStudioValueError("the chat history is empty")
         model, _ = self._instance.native()
+        chat._refuse_files(self.identifier)
         if template is not None and template["type"] == "manual":
             if tools or chat._has_tool_parts():
                 raise LMStudioUnsupportedConfigError(
@@ -579,6 +580,7 @@ class LLM(ModelHandle):
             tokens = self._tokens(prefix)
         else:
             chat = prefix if isinstance(prefix, Chat) else Chat.from_history(prefix)
+            chat._refuse_files(self.identifier)
             tokens = self._tokens(model.apply_chat_template(chat._role_text_pairs(), False))
         if len(tokens) < 2:
             raise LMStudioValueError("prewarm: the prefix is empty")

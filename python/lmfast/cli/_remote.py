@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import urllib.error
 import urllib.request
 from typing import Any
 
+from ..errors import LMStudioError
+from ..server.settings import is_loopback
 from ._common import UsageError, UserError, add_api_key_flags, api_key
 
 DEFAULT_PORT = 1234
@@ -78,8 +81,36 @@ def cmd_ps(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_for_server(args: argparse.Namespace) -> str:
+    """What the load route gets for the command line's model: the server loads by key from its
+    own models folders (an HTTP client never names a file). A .gguf file on this machine is sent
+    as its key when it is in a models folder and the server runs here; otherwise the error says
+    how to make it one."""
+    path = os.path.expanduser(args.model)
+    if not os.path.isfile(path):
+        return args.model  # a key, or a path as 'lmfast ls' shows it: the server resolves it
+    from ..models.registry import known_models, model_key_for
+
+    key = model_key_for(path)  # the key the file has once in a models folder
+    if not is_loopback(args.host):
+        raise UserError(f"{args.model} is a file on this machine, but the server at {_base(args)} loads models from "
+                        f"its own folders: copy the file there and run 'lmfast import FILE' on that machine, then "
+                        f"'lmfast load {key} --host {args.host}'")
+    real = os.path.realpath(path)
+    try:
+        keys = sorted((k for k, mf in known_models().items() if os.path.realpath(mf.path) == real),
+                      key=lambda k: k != key)  # its own key first, then any alias of it
+    except (LMStudioError, OSError):
+        keys = []
+    if not keys:
+        raise UserError(f"{args.model} is not in a models folder, and the server loads by key from those: run "
+                        f"'lmfast import {args.model}' (it links or copies the file there), then "
+                        f"'lmfast load {key}'; or start the server with 'lmfast serve --model {args.model}'")
+    return keys[0]
+
+
 def cmd_load(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"model": args.model}
+    body: dict[str, Any] = {"model": _model_for_server(args)}
     if args.identifier:
         body["identifier"] = args.identifier
     if args.ttl is not None:
@@ -127,7 +158,9 @@ def register(sub: Any) -> None:
     _server_flags(p)
     p.set_defaults(func=cmd_ps)
     p = sub.add_parser("load", help="load a model in a running lmfast server")
-    p.add_argument("model", help="model key, path or hf:ORG/REPO[:QUANT]")
+    p.add_argument("model", help="model key (see 'lmfast ls'), its path as 'ls' shows it, or a .gguf file in a "
+                                 "models folder when the server runs on this machine ('lmfast import FILE' puts one "
+                                 "there); the server loads from its own folders")
     p.add_argument("--identifier", help="the instance's identifier")
     p.add_argument("--ttl", type=float, help="idle seconds before it unloads itself")
     p.add_argument("--context-length", type=int)

@@ -102,7 +102,9 @@ class RemoteLLM(_RemoteHandle):
                      on_fragment: Any, on_first_token: Any, response_format: Any = None,
                      on_message: Any = None) -> RemotePredictionStream:
         """One streamed chat request; ``tools`` (OpenAI function definitions) are offered when given."""
-        messages = Chat.from_history(history)._openai_messages()
+        chat = Chat.from_history(history)
+        chat._refuse_files(self.identifier)  # the server's models have no vision either
+        messages = chat._openai_messages()
         body: dict[str, Any] = {"messages": messages, **prediction_fields(config, response_format)}
         if tools:
             body["tools"] = tools
