@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ yaml = pytest.importorskip("yaml")
 import httpx  # noqa: E402
 from ray.serve._private.common import DeploymentHandleSource, DeploymentID, ReplicaID  # noqa: E402
 
-from lmfast.ray_serve import ServeArgs, build_app  # noqa: E402
+from lmfast.ray_serve import ServeArgs, build_app, faults  # noqa: E402
 from lmfast.ray_serve.affinity import AffinityKey, key_of  # noqa: E402
 from lmfast.ray_serve.forwarding import ForwardedRequest  # noqa: E402
 from lmfast.ray_serve.health import EngineWatch  # noqa: E402
@@ -319,9 +320,10 @@ class LocalCluster:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Ray's metrics reach each node's Prometheus endpoint every second (10 s by default).
         self.cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 2, "include_dashboard": False, "object_store_memory": 80 << 20,
-            "resources": {"lmfast_head": 1}})
+            "resources": {"lmfast_head": 1}, "_system_config": {"metrics_report_interval_ms": 1000}})
         self.workers = [self.add_worker() for _ in range(2)]
 
     def add_worker(self) -> Any:
@@ -339,8 +341,9 @@ def cluster():
     # reaches the nodes' processes; the constant is what this process read when it imported Ray.
     from ray._private import ray_constants
 
-    saved = os.environ.get(LOOPBACK_ONLY), ray_constants.ENABLE_RAY_CLUSTER
+    saved = os.environ.get(LOOPBACK_ONLY), ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(faults.ENV)
     os.environ[LOOPBACK_ONLY] = "0"
+    os.environ[faults.ENV] = "1"  # the replicas' processes inherit it: the wedged-engine test needs it
     ray_constants.ENABLE_RAY_CLUSTER = False
     local = LocalCluster()
     try:
@@ -354,20 +357,21 @@ def cluster():
         ray.shutdown()
         local.cluster.shutdown()
         ray_constants.ENABLE_RAY_CLUSTER = saved[1]
-        if saved[0] is None:
-            del os.environ[LOOPBACK_ONLY]
-        else:
-            os.environ[LOOPBACK_ONLY] = saved[0]
+        for name, value in ((LOOPBACK_ONLY, saved[0]), (faults.ENV, saved[2])):
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def deploy(model: Path, name: str, prefix: str, routing: str = "affinity", replicas: int = 2,
            slot: str | None = None, **extra: Any) -> None:
     """``replicas`` of SmolLM2, one per worker node (each node has one slot per application)."""
     slot = slot or ("lmfast_aff" if routing == "affinity" else "lmfast_p2c")
-    app = build_app({**extra, "model": str(model), "num_replicas": replicas, "num_cpus": 0.5, "cpu_threads": 1,
+    app = build_app({"model": str(model), "num_replicas": replicas, "num_cpus": 0.5, "cpu_threads": 1,
                      "parallel": 4, "context_length": 2048, "prompt_cache_ram_mb": 64, "routing": routing,
                      "graceful_shutdown_timeout_s": 60, "resources": {slot: 1},
-                     "ingress_resources": {"lmfast_head": 0.01}})
+                     "ingress_resources": {"lmfast_head": 0.01}, **extra})
     serve.run(app, name=name, route_prefix=prefix)
 
 
@@ -433,6 +437,83 @@ def test_openai_client_through_serve(affinity_app, smollm2_path):
     while ray.get(actor.record_routing_stats.remote(), timeout=30)["busy"] and time.monotonic() < deadline:
         time.sleep(0.2)
     assert ray.get(actor.record_routing_stats.remote(), timeout=30)["busy"] == 0
+
+
+def test_continued_responses_reach_the_replica_that_stored_them(affinity_app, smollm2_path):
+    """Each replica keeps the /v1/responses it stored; a request with previous_response_id goes
+    back to that replica (on another it would be a 400 'not found'), streamed or not."""
+    oai = oai_client(affinity_app)
+    model = str(smollm2_path)
+    first = {}
+    for k in range(6):  # distinct conversations, placed on both replicas
+        raw = oai.responses.with_raw_response.create(model=model, input=f"Topic {k}: name a tree.",
+                                                     max_output_tokens=4, temperature=0)
+        first[raw.parse().id] = raw.headers["x-lmfast-replica"]
+    assert len(set(first.values())) == 2, first
+    for k, (rid, replica) in enumerate(first.items()):
+        raw = oai.responses.with_raw_response.create(model=model, input="And another?", previous_response_id=rid,
+                                                     max_output_tokens=4, temperature=0, stream=k % 2 == 1)
+        assert raw.headers["x-lmfast-replica"] == replica
+        if k % 2:
+            events = list(raw.parse())
+            assert events[-1].type in ("response.completed", "response.incomplete"), events[-1]
+        else:
+            answer = raw.parse()
+            assert answer.status in ("completed", "incomplete") and answer.usage.input_tokens > 0
+
+
+def scrape(node_id: str) -> str:
+    port = next(n["MetricsExportPort"] for n in ray.nodes() if n["NodeID"] == node_id)
+    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+
+
+def gauge(text: str, name: str, replica: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(f"ray_{name}{{") and f'replica="{replica}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def lmfast_metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def test_replica_metrics_reach_rays_metrics(affinity_app, smollm2_path):
+    """After a conversation pinned to one replica (its second turn reuses the first's cache), the
+    node's Ray metrics endpoint shows that replica's gauges, equal to what the replica's own
+    /metrics counted: the cached share of prompt tokens and the mean TTFT; nothing queued."""
+    oai = oai_client(affinity_app)
+    pin = {"x-session-id": "metrics-check"}
+    chat = [{"role": "system", "content": "You describe places. " * 30}, {"role": "user", "content": "A harbour?"}]
+    for _ in range(2):
+        raw = oai.chat.completions.with_raw_response.create(model=str(smollm2_path), messages=chat, max_tokens=4,
+                                                          temperature=0, extra_headers=pin)
+        chat += [{"role": "assistant", "content": raw.parse().choices[0].message.content},
+                 {"role": "user", "content": "And a market?"}]
+    replica, node = raw.headers["x-lmfast-replica"], raw.headers["x-lmfast-node"]
+    assert raw.parse().usage.prompt_tokens_details.cached_tokens > 0
+    own = httpx.get(affinity_app + "/metrics", headers=pin, timeout=30)
+    assert own.headers["x-lmfast-replica"] == replica  # the session pins /metrics to it as well
+    text = own.text
+    prompt = lmfast_metric(text, "lmfast_prompt_tokens_total")
+    reused = lmfast_metric(text, "lmfast_cached_prompt_tokens_total") + lmfast_metric(
+        text, "lmfast_restored_prompt_tokens_total")
+    ttft = lmfast_metric(text, "lmfast_time_to_first_token_seconds_sum") / lmfast_metric(
+        text, "lmfast_time_to_first_token_seconds_count")
+    deadline = time.monotonic() + 30  # refreshed every 2 s (routing stats), exported every 1 s
+    while True:
+        ray_text = scrape(node)
+        values = {name: gauge(ray_text, name, replica) for name in (
+            "lmfast_serve_cached_prompt_ratio", "lmfast_serve_mean_ttft_seconds", "lmfast_serve_queue_depth",
+            "lmfast_serve_busy_sequences")}
+        if values["lmfast_serve_mean_ttft_seconds"] == pytest.approx(ttft, rel=1e-6) or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    assert values["lmfast_serve_mean_ttft_seconds"] == pytest.approx(ttft, rel=1e-6), (values, ttft)
+    # The engine counts a prompt's last token as evaluated even when all of it was cached.
+    assert values["lmfast_serve_cached_prompt_ratio"] == pytest.approx(reused / prompt, abs=0.05), (values, reused,
+                                                                                                  prompt)
+    assert values["lmfast_serve_queue_depth"] == 0 and values["lmfast_serve_busy_sequences"] == 0
 
 
 def run_chats(url: str, model: str, tag: str, n_chats: int = 8, turns: int = 5) -> tuple[float, list[str], float]:
@@ -552,12 +633,46 @@ def two_replicas_answer(url: str, model: str, lost: str, limit_s: float = 180) -
     return replicas - {lost}
 
 
+def open_chats(url: str, model: str, limit: int = 12) -> list[tuple[list[dict[str, Any]], str, int]]:
+    """First turns of chats until both replicas hold some: (messages, replica, prompt tokens)."""
+    oai = oai_client(url)
+    chats: list[tuple[list[dict[str, Any]], str, int]] = []
+    while len({c[1] for c in chats}) < 2 and len(chats) < limit:
+        messages = [{"role": "user", "content": f"Survivor chat {len(chats)}: name a bird."}]
+        raw = oai.chat.completions.with_raw_response.create(model=model, messages=messages, max_tokens=4,
+                                                              temperature=0)
+        answer = raw.parse()
+        messages += [{"role": "assistant", "content": answer.choices[0].message.content},
+                     {"role": "user", "content": "Another?"}]
+        chats.append((messages, raw.headers["x-lmfast-replica"], answer.usage.prompt_tokens))
+    return chats
+
+
 def test_a_killed_replica_ends_its_streams_cleanly_and_is_replaced(affinity_app, smollm2_path):
+    """Besides the streams: the routing state outlives the replica. Chats held by the replica
+    that survived go back to it, their history cached; those of the killed one go elsewhere."""
+    model = str(smollm2_path)
+    chats = open_chats(affinity_app, model)
+
     def kill(replica: str, node: str) -> None:
         ray.kill(serve_replica_actor(replica), no_restart=True)
 
-    victim, _ = streams_through_a_failure(affinity_app, str(smollm2_path), kill)
-    assert len(two_replicas_answer(affinity_app, str(smollm2_path), victim)) == 2
+    victim, _ = streams_through_a_failure(affinity_app, model, kill)
+    assert len(two_replicas_answer(affinity_app, model, victim)) == 2
+    oai = oai_client(affinity_app)
+    kept = 0
+    for messages, replica, previous in chats:
+        raw = oai.chat.completions.with_raw_response.create(model=model, messages=messages, max_tokens=2,
+                                                              temperature=0)
+        answer = raw.parse()
+        assert answer.choices[0].finish_reason in ("length", "stop")
+        if replica != victim:
+            kept += 1
+            assert raw.headers["x-lmfast-replica"] == replica
+            assert answer.usage.prompt_tokens_details.cached_tokens >= previous - 1, answer.usage
+        else:
+            assert raw.headers["x-lmfast-replica"] != victim
+    assert kept, chats
 
 
 def test_a_removed_node_ends_its_streams_cleanly_and_a_new_node_gets_a_replica(cluster, affinity_app, smollm2_path):
@@ -577,6 +692,65 @@ def test_a_removed_node_ends_its_streams_cleanly_and_a_new_node_gets_a_replica(c
     assert answer.choices[0].message.content is not None  # one node left: requests still succeed
     cluster.workers.append(cluster.add_worker())  # Serve places the missing replica on the new node
     assert len(two_replicas_answer(affinity_app, str(smollm2_path), victim)) == 2
+
+
+def test_a_wedged_engine_fails_its_health_check_and_serve_replaces_the_replica(cluster, smollm2_path):
+    """A replica's engine thread really stops (faults.py: a signal parks it in pause()) in the
+    middle of a stream: check_health reports the stall, Serve replaces the replica, the stream on
+    it ends with the replica error, and new requests succeed on the new replica."""
+    deploy(smollm2_path, "wedge", "/wedge", replicas=1, slot="lmfast_p2c", health_stall_s=3,
+           health_check_period_s=1, health_check_timeout_s=10, graceful_shutdown_timeout_s=2)
+    url = cluster.url + "/wedge"
+    ended: dict[str, Any] = {}
+    started = threading.Event()
+
+    def stream() -> None:
+        request = {"model": str(smollm2_path), "messages": [{"role": "user", "content": "Write a very long essay."}],
+                   "max_tokens": 1500, "stream": True}
+        with httpx.stream("POST", url + CHAT, json=request, timeout=120) as r:
+            ended["replica"] = r.headers["x-lmfast-replica"]
+            for line in r.iter_lines():
+                started.set()
+                ended["last"] = line or ended.get("last", "")
+        ended["done"] = True
+
+    try:
+        reader = threading.Thread(target=stream, daemon=True)
+        reader.start()
+        assert started.wait(60)
+        handle = serve.get_deployment_handle("LMFastModel", app_name="wedge")
+        assert handle.wedge_engine_for_test.remote().result(timeout_s=30) > 0
+        actor = serve_replica_actor(ended["replica"])
+        failure = None
+        deadline = time.monotonic() + 30
+        while failure is None and time.monotonic() < deadline:
+            try:
+                ray.get(actor.check_health.remote(), timeout=15)
+                time.sleep(0.5)
+            except ray.exceptions.RayTaskError as e:
+                failure = str(e)
+        assert failure and "made no progress" in failure, failure
+        reader.join(120)  # Serve stops the replica: its stream ends, it does not hang
+        assert ended.get("done") and "replica serving this request was lost" in ended["last"], ended
+        assert ended["replica"] not in first_answer(url, str(smollm2_path))
+    finally:
+        serve.delete("wedge")
+
+
+def first_answer(url: str, model: str, limit_s: float = 180) -> set[str]:
+    """The replica that first answers a request within ``limit_s`` (as a set)."""
+    oai = oai_client(url)
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            raw = oai.chat.completions.with_raw_response.create(
+                model=model, messages=[{"role": "user", "content": "Hello again"}], max_tokens=2)
+        except (openai.APIStatusError, openai.APIConnectionError):
+            time.sleep(1.0)
+            continue
+        assert raw.parse().choices[0].finish_reason in ("length", "stop")
+        return {raw.headers["x-lmfast-replica"]}
+    raise AssertionError("no replica answered")
 
 
 def test_scaling_down_drains_running_streams(affinity_app, smollm2_path):
