@@ -199,6 +199,13 @@ class ModelInstance(LoadedInstance):
             self.touch()
             return engine.submit(prompt, params, stream=stream)
 
+    def submit_n(self, prompt: Any, params: Any, n: int, *, stream: bool = False) -> list[Any]:
+        """n requests of one prompt, evaluated once and forked (Engine.submit_n); locked as submit()."""
+        with self._lock:
+            _, engine = self.native()
+            self.touch()
+            return engine.submit_n(prompt, params, n, stream=stream)
+
     def warn_cache_problems(self) -> None:
         """Raises the cache tiers' warnings since the last call (PromptCacheWarning)."""
         runner = self._runner

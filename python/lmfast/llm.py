@@ -157,6 +157,8 @@ class PredictionStream:
         self._ended = False      # the engine has no more text
         self._held_tokens = 0    # tokens of text held back (a marker's possible start), counted later
         self._cancelled = False
+        self._n_logprobs = -1  # lmfast: request_logprobs()
+        self._logprobs: list[tuple[Any, ...]] = []  # taken from the engine, not yet handed out
         rp = pcfg.get("reasoningParsing") or {}
         self._reasoning = ReasoningSplitter(rp["startString"], rp["endString"]) if rp.get("enabled") else None
 
@@ -164,9 +166,58 @@ class PredictionStream:
     def start(self, *, _stream: bool = True) -> None:
         if self._request is not None:
             raise LMStudioRuntimeError("the prediction stream has already been started")
-        params = _generation_params(self._pcfg, self._instance.seed)
-        self._request = self._instance.submit(self._prompt, params, stream=_stream)
+        self._request = self._instance.submit(self._prompt, self._params(), stream=_stream)
         _call(self._on_progress, 0.0)
+
+    def _params(self) -> Any:
+        params = _generation_params(self._pcfg, self._instance.seed)
+        params.logprobs = self._n_logprobs
+        return params
+
+    @property
+    def started(self) -> bool:
+        return self._request is not None
+
+    # -- lmfast: log-probabilities and n branches -------------------------------------------
+    def request_logprobs(self, top: int = 0) -> None:
+        """Before the start: record each sampled token's log-probability under the model (the
+        log-softmax of its raw logits, before penalties and truncation), with ``top`` (0..20) most
+        likely alternatives; take_logprobs() hands them out."""
+        if self._request is not None:
+            raise LMStudioRuntimeError("logprobs must be requested before the prediction starts")
+        if not 0 <= top <= 20:
+            raise LMStudioValueError("top logprobs: 0..20")
+        self._n_logprobs = top
+
+    @property
+    def n_logprobs(self) -> int:
+        """lmfast: the top alternatives requested per token (request_logprobs); -1: none requested."""
+        return self._n_logprobs
+
+    def take_logprobs(self, n: int | None = None) -> list[tuple[Any, ...]]:
+        """The next ``n`` (default: all so far) sampled tokens' log-probabilities, as (token id,
+        piece bytes, logprob, [(token id, piece bytes, logprob), ...]) tuples."""
+        if self._n_logprobs < 0 or self._request is None:
+            return []
+        if n is None or len(self._logprobs) < n:
+            self._logprobs += self._request.take_logprobs(self._instance.native()[0])
+        k = len(self._logprobs) if n is None else min(n, len(self._logprobs))
+        out, self._logprobs = self._logprobs[:k], self._logprobs[k:]
+        return out
+
+    def branches(self, n: int) -> list["PredictionStream"]:
+        """Before the start: this stream and n - 1 more of the same prompt and config, started
+        together so that the prompt is evaluated once and forked (Engine.submit_n); a fixed seed
+        s gives branch i the seed s + i. Each is then iterated on its own."""
+        if self._request is not None:
+            raise LMStudioRuntimeError("branches must be made before the prediction starts")
+        group = [self] + [PredictionStream(self._instance, self._prompt, self._pcfg) for _ in range(n - 1)]
+        for s in group[1:]:
+            s._n_logprobs = self._n_logprobs
+        requests = self._instance.submit_n(self._prompt, self._params(), n, stream=True)
+        for s, r in zip(group, requests):
+            s._request = r
+        return group
 
     def __iter__(self) -> "PredictionStream":
         return self

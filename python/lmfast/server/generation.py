@@ -11,14 +11,17 @@ from typing import Any, Callable
 from ..errors import LMStudioError
 from ..llm import PredictionStream
 
-_STARTED, _TEXT, _DONE, _ERROR = "started", "text", "done", "error"
+_STARTED, _TEXT, _LOGPROBS, _DONE, _ERROR = "started", "text", "logprobs", "done", "error"
 
 
 class Generation:
     """Runs ``make_stream()`` (render, tokenize, submit) and iterates the stream in a thread.
 
     Events, in order: ("started", None) once the engine accepted the request, ("text", str) per
-    fragment, then ("done", stream) or ("error", exception)."""
+    fragment, then ("done", stream) or ("error", exception). A stream that requested logprobs
+    also gives ("logprobs", list) before each fragment (its tokens') and before "done" (tokens
+    whose text never came, such as a stop string's); they are kept in ``logprobs`` too.
+    ``make_stream`` may return a stream already started (a branch of an n > 1 group)."""
 
     def __init__(self, make_stream: Callable[[], PredictionStream],
                  on_finish: Callable[[PredictionStream, "Generation"], None] | None = None):
@@ -31,6 +34,7 @@ class Generation:
         self.t_start = time.perf_counter()
         self.t_first: float | None = None
         self.t_end: float | None = None
+        self.logprobs: list[tuple] = []
         self._thread = threading.Thread(target=self._run, name="lmfast-http-gen", daemon=True)
         self._thread.start()
 
@@ -45,15 +49,18 @@ class Generation:
         try:
             stream = self._make()
             self._stream = stream
-            stream.start()
+            if not stream.started:
+                stream.start()
             if self._cancelled.is_set():  # cancelled while it was being submitted
                 stream.cancel()
             self._put(_STARTED, None)
             for fragment in stream:
                 if self.t_first is None:
                     self.t_first = time.perf_counter()
+                self._logprobs(stream, fragment.tokens_count)
                 self._put(_TEXT, fragment.content)
             stream.result()
+            self._logprobs(stream, None)
             self.t_end = time.perf_counter()
             if self._on_finish is not None:
                 self._on_finish(stream, self)
@@ -66,6 +73,12 @@ class Generation:
         except BaseException as e:  # noqa: BLE001 - handed to the request's task
             self.t_end = time.perf_counter()
             self._put(_ERROR, e)
+
+    def _logprobs(self, stream: PredictionStream, n: int | None) -> None:
+        taken = stream.take_logprobs(n)
+        if taken:
+            self.logprobs += taken
+            self._put(_LOGPROBS, taken)
 
     # -- the loop -----------------------------------------------------------------------------
     def cancel(self) -> None:

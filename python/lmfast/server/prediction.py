@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Any, Callable
 
 from starlette.requests import Request
@@ -56,6 +57,63 @@ async def start(ctx: AppContext, handle: Any, model_name: str | None, ttl: float
             gen.cancel()
             ticket.release()
             raise
+    raise AssertionError("unreachable")
+
+
+class _Branches:
+    """The n streams of one prompt (PredictionStream.branches), made and submitted together by
+    whichever generation thread asks first; each thread then iterates its own."""
+
+    def __init__(self, make: Callable[[], PredictionStream], n: int):
+        self._make, self._n = make, n
+        self._lock = threading.Lock()
+        self._streams: list[PredictionStream] | None = None
+        self._error: BaseException | None = None
+
+    def stream(self, i: int) -> PredictionStream:
+        with self._lock:
+            if self._streams is None and self._error is None:
+                try:
+                    self._streams = self._make().branches(self._n)
+                except BaseException as e:  # noqa: BLE001 - every branch's generation reports it
+                    self._error = e
+            if self._error is not None:
+                raise self._error
+            assert self._streams is not None
+            return self._streams[i]
+
+
+async def start_n(ctx: AppContext, handle: Any, model_name: str | None, ttl: float | None,
+                  factory: StreamFactory, n: int) -> list[Running]:
+    """n completions of one prompt (OpenAI's n), each with its place at the model (a full queue
+    refuses the whole request), started as one group: the prompt is evaluated once."""
+    if n == 1:
+        return [await start(ctx, handle, model_name, ttl, factory)]
+    for attempt in (0, 1):
+        tickets = []
+        try:
+            for _ in range(n):
+                tickets.append(ctx.manager.admit(handle))
+        except BaseException:
+            for t in tickets:
+                t.release()
+            raise
+        ident, group = handle.identifier, _Branches(factory(handle), n)
+        gens = [Generation(lambda i=i: group.stream(i), on_finish=lambda stream, g: ctx.metrics.record_prediction(
+            ident, stream.result().stats, g.ttft)) for i in range(n)]
+        for t, g in zip(tickets, gens):
+            t.track(g)
+        try:
+            for g in gens:
+                await g.started()
+            return [Running(handle, t, g) for t, g in zip(tickets, gens)]
+        except BaseException as e:
+            for t, g in zip(tickets, gens):
+                g.cancel()
+                t.release()
+            if not isinstance(e, ModelUnloadedError) or attempt:
+                raise
+            handle = await ctx.manager.get(model_name, "llm", ttl)
     raise AssertionError("unreachable")
 
 

@@ -18,9 +18,11 @@ from .context import AppContext, ctx_of, log_info
 from .errors import APIError, bad_request, from_lmfast, unavailable
 from .jsonbody import read_json
 from .model_records import openai_record
-from .prediction import Running, record, start, wait_result
+from ..llm import PredictionStream
+from .generation import Generation
+from .prediction import Running, StreamFactory, record, start, start_n, wait_result
 from .schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, parse
-from .to_lmfast import response_format_config, sampling_config, to_chat, tools_config
+from .to_lmfast import logprobs_top, response_format_config, sampling_config, to_chat, tools_config
 
 log = logging.getLogger("lmfast.server")
 
@@ -46,17 +48,26 @@ async def list_models(request: Request) -> Response:
 async def chat_completions(request: Request) -> Response:
     ctx = ctx_of(request)
     req: ChatCompletionRequest = await body_of(request, ChatCompletionRequest)
-    run = await start_chat(ctx, request, req)
-    return await _answer(ctx, request, run, req, "chatcmpl", _chat_sse, to_openai.chat_completion)
+    top = logprobs_top(req, chat=True)
+    handle, factory = await _chat_factory(ctx, request, req, choices=True)
+    runs = await start_n(ctx, handle, req.model, req.ttl, _with_logprobs(factory, top), req.n or 1)
+    return await _answer(ctx, request, runs, req, "chatcmpl", _chat_sse, to_openai.chat_completion, top >= 0)
 
 
 async def start_chat(ctx: AppContext, request: Request, req: ChatCompletionRequest) -> Running:
     """A chat completion request, started: the one mapping every chat API (Anthropic's and
     Ollama's too) goes through to the model, its JIT load, its queue and its cancellation."""
+    handle, factory = await _chat_factory(ctx, request, req)
+    return await start(ctx, handle, req.model, req.ttl, factory)
+
+
+async def _chat_factory(ctx: AppContext, request: Request, req: ChatCompletionRequest,
+                        choices: bool = False) -> tuple[Any, StreamFactory]:
+    """The model handle and the stream factory of a chat request (``choices``: see sampling_config)."""
     handle = await ctx.manager.get(req.model, "llm", req.ttl)
     log_info(request)["model"] = handle.identifier
     chat = to_chat(req.messages)
-    cfg = sampling_config(req, req.max_completion_tokens or req.max_tokens, handle.get_context_length())
+    cfg = sampling_config(req, req.max_completion_tokens or req.max_tokens, handle.get_context_length(), choices)
     tools = tools_config(req)
     if tools is not None:
         cfg["rawTools"] = tools
@@ -67,52 +78,102 @@ async def start_chat(ctx: AppContext, request: Request, req: ChatCompletionReque
         cfg["structured"] = structured
     if ctx.settings.log_prompts:
         log.info("prompt: %s", json.dumps(chat.to_dict(), ensure_ascii=False))
-    return await start(ctx, handle, req.model, req.ttl, lambda h: (lambda: h.respond_stream(chat, config=cfg)))
+    return handle, lambda h: (lambda: h.respond_stream(chat, config=cfg))
 
 
-async def _answer(ctx: AppContext, request: Request, run: Running, req: Any, id_prefix: str,
-                  events: Callable[..., AsyncIterator[bytes]], body: Callable[..., dict[str, Any]]) -> Response:
-    """A started prediction's answer: an SSE stream of ``events``, or once it ends, ``body``."""
+def _with_logprobs(factory: StreamFactory, top: int) -> StreamFactory:
+    """The factory's streams record logprobs with ``top`` alternatives (none when top < 0)."""
+    if top < 0:
+        return factory
+
+    def make(h: Any) -> Callable[[], PredictionStream]:
+        inner = factory(h)
+
+        def stream() -> PredictionStream:
+            s = inner()
+            s.request_logprobs(top)
+            return s
+        return stream
+    return make
+
+
+async def _answer(ctx: AppContext, request: Request, runs: list[Running], req: Any, id_prefix: str,
+                  events: Callable[..., AsyncIterator[bytes]], body: Callable[..., dict[str, Any]],
+                  want_logprobs: bool) -> Response:
+    """Started predictions' answer (one per choice): an SSE stream of ``events``, or once they
+    all end, ``body``."""
     cid = to_openai.new_id(id_prefix)
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return StreamingResponse(events(ctx, request, run, cid, include_usage),
+        return StreamingResponse(events(ctx, request, runs, cid, include_usage, want_logprobs),
                                  media_type="text/event-stream", headers=sse.HEADERS)
     try:
-        _, stream = await wait_result(request, run)
-        record(ctx, request, run, stream)
-        return JSONResponse(body(stream, run.gen, run.handle, cid))
+        outs = await asyncio.gather(*(wait_result(request, run) for run in runs))
+        for run, (_, stream) in zip(runs, outs):
+            record(ctx, request, run, stream)
+        more = tuple((stream, run.gen) for run, (_, stream) in zip(runs[1:], outs[1:]))
+        return JSONResponse(body(outs[0][1], runs[0].gen, runs[0].handle, cid, more))
     finally:
-        run.close()
+        for run in runs:
+            run.close()
 
 
-async def _chat_sse(ctx: AppContext, request: Request, run: Running, cid: str,
-                    include_usage: bool) -> AsyncIterator[bytes]:
-    model, created = run.handle.identifier, int(time.time())
+class _Choices:
+    """The streamed state of n choices: logprobs waiting for their text, finished streams."""
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return sse.data(to_openai.chat_chunk(cid, model, created, delta, finish, include_usage))
+    def __init__(self, runs: list[Running], want_logprobs: bool):
+        self.runs = runs
+        self.want = want_logprobs
+        self.pending: list[list[tuple]] = [[] for _ in runs]
+        self.done: dict[int, PredictionStream] = {}
+
+    def take(self, i: int) -> list[tuple] | None:
+        if not self.want:
+            return None
+        out, self.pending[i] = self.pending[i], []
+        return out
+
+    def usage_args(self) -> tuple[PredictionStream, Generation, Any, tuple]:
+        streams = [self.done[i] for i in range(len(self.runs))]
+        return streams[0], self.runs[0].gen, self.runs[0].handle, tuple(streams[1:])
+
+
+async def _chat_sse(ctx: AppContext, request: Request, runs: list[Running], cid: str,
+                    include_usage: bool, want_logprobs: bool) -> AsyncIterator[bytes]:
+    model, created = runs[0].handle.identifier, int(time.time())
+    c = _Choices(runs, want_logprobs)
+
+    def chunk(i: int, delta: dict[str, Any], finish: str | None = None, logprobs: list[tuple] | None = None) -> bytes:
+        return sse.data(to_openai.chat_chunk(cid, model, created, delta, finish, include_usage, logprobs, i))
 
     try:
-        yield chunk({"role": "assistant", "content": ""})
-        async for kind, value in sse.events(run.gen, ctx.settings.ping_interval, ctx.state.abort_event()):
-            if kind == "text":
-                yield chunk({"content": value})
+        for i in range(len(runs)):
+            yield chunk(i, {"role": "assistant", "content": ""})
+        async for i, kind, value in sse.merged([r.gen for r in runs], ctx.settings.ping_interval,
+                                               ctx.state.abort_event()):
+            if kind == "logprobs":
+                c.pending[i] += value
+            elif kind == "text":
+                yield chunk(i, {"content": value}, logprobs=c.take(i))
             elif kind == "ping":
                 yield sse.PING
             elif kind == "done":
-                run.finished = True
+                runs[i].finished = True
+                c.done[i] = value
                 for delta in to_openai.tool_call_deltas(value):
-                    yield chunk(delta)
-                yield chunk({}, to_openai.finish_reason(value))
-                if include_usage:
-                    yield sse.data(to_openai.usage_chunk("chat.completion.chunk", cid, model, created, value, run.gen, run.handle))
-                record(ctx, request, run, value)
+                    yield chunk(i, delta)
+                yield chunk(i, {}, to_openai.finish_reason(value), c.take(i) or None)
+                record(ctx, request, runs[i], value)
             else:
                 yield sse.data(_stream_error(kind, value))
+                break
+        if include_usage and len(c.done) == len(runs):
+            stream, gen, handle, more = c.usage_args()
+            yield sse.data(to_openai.usage_chunk("chat.completion.chunk", cid, model, created, stream, gen, handle, more))
         yield sse.DONE
     finally:
-        run.close()
+        for run in runs:
+            run.close()
 
 
 def _stream_error(kind: str, value: Any) -> dict[str, Any]:
@@ -148,45 +209,69 @@ async def completions(request: Request) -> Response:
         raise bad_request("only best_of=1 is supported", param="best_of", code="unsupported_value")
     if not prompt:
         raise bad_request("prompt must not be empty", param="prompt")
-    run = await start_completion(ctx, request, req, prompt, req.max_tokens if req.max_tokens is not None else 16)
-    return await _answer(ctx, request, run, req, "cmpl", _completion_sse, to_openai.completion)
+    top = logprobs_top(req, chat=False)
+    max_tokens = req.max_tokens if req.max_tokens is not None else 16
+    handle, factory = await _completion_factory(ctx, request, req, prompt, max_tokens, choices=True)
+    runs = await start_n(ctx, handle, req.model, req.ttl, _with_logprobs(factory, top), req.n or 1)
+    return await _answer(ctx, request, runs, req, "cmpl", _completion_sse, to_openai.completion, top >= 0)
 
 
 async def start_completion(ctx: AppContext, request: Request, req: Any, prompt: str,
                            max_tokens: int | None) -> Running:
     """A raw completion of ``prompt`` (no template), started; ``req`` carries the sampling fields."""
+    handle, factory = await _completion_factory(ctx, request, req, prompt, max_tokens)
+    return await start(ctx, handle, req.model, req.ttl, factory)
+
+
+async def _completion_factory(ctx: AppContext, request: Request, req: Any, prompt: str, max_tokens: int | None,
+                              choices: bool = False) -> tuple[Any, StreamFactory]:
     handle = await ctx.manager.get(req.model, "llm", req.ttl)
     log_info(request)["model"] = handle.identifier
-    cfg = sampling_config(req, max_tokens, handle.get_context_length())
+    cfg = sampling_config(req, max_tokens, handle.get_context_length(), choices)
     structured = response_format_config(req) if getattr(req, "response_format", None) is not None else None
     if structured is not None:
         cfg["structured"] = structured
     if ctx.settings.log_prompts:
         log.info("prompt: %s", json.dumps(prompt, ensure_ascii=False))
-    return await start(ctx, handle, req.model, req.ttl, lambda h: (lambda: h.complete_stream(prompt, config=cfg)))
+    return handle, lambda h: (lambda: h.complete_stream(prompt, config=cfg))
 
 
-async def _completion_sse(ctx: AppContext, request: Request, run: Running, cid: str,
-                          include_usage: bool) -> AsyncIterator[bytes]:
-    model, created = run.handle.identifier, int(time.time())
+async def _completion_sse(ctx: AppContext, request: Request, runs: list[Running], cid: str,
+                          include_usage: bool, want_logprobs: bool) -> AsyncIterator[bytes]:
+    model, created = runs[0].handle.identifier, int(time.time())
+    c = _Choices(runs, want_logprobs)
+    offsets = [0] * len(runs)  # characters of each choice's text so far (logprobs' text_offset)
+
+    def chunk(i: int, text: str, finish: str | None = None) -> bytes:
+        taken = c.take(i)
+        lps = None if taken is None or (finish and not taken) else to_openai.completion_logprobs(taken, offsets[i])
+        offsets[i] += len(text)
+        return sse.data(to_openai.completion_chunk(cid, model, created, text, finish, include_usage, lps, i))
+
     try:
-        async for kind, value in sse.events(run.gen, ctx.settings.ping_interval, ctx.state.abort_event()):
-            if kind == "text":
-                yield sse.data(to_openai.completion_chunk(cid, model, created, value, None, include_usage))
+        async for i, kind, value in sse.merged([r.gen for r in runs], ctx.settings.ping_interval,
+                                               ctx.state.abort_event()):
+            if kind == "logprobs":
+                c.pending[i] += value
+            elif kind == "text":
+                yield chunk(i, value)
             elif kind == "ping":
                 yield sse.PING
             elif kind == "done":
-                run.finished = True
-                yield sse.data(to_openai.completion_chunk(cid, model, created, "", to_openai.finish_reason(value),
-                                                          include_usage))
-                if include_usage:
-                    yield sse.data(to_openai.usage_chunk("text_completion", cid, model, created, value, run.gen, run.handle))
-                record(ctx, request, run, value)
+                runs[i].finished = True
+                c.done[i] = value
+                yield chunk(i, "", to_openai.finish_reason(value))
+                record(ctx, request, runs[i], value)
             else:
                 yield sse.data(_stream_error(kind, value))
+                break
+        if include_usage and len(c.done) == len(runs):
+            stream, gen, handle, more = c.usage_args()
+            yield sse.data(to_openai.usage_chunk("text_completion", cid, model, created, stream, gen, handle, more))
         yield sse.DONE
     finally:
-        run.close()
+        for run in runs:
+            run.close()
 
 
 # -- embeddings -----------------------------------------------------------------------------------

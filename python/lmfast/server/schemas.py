@@ -92,6 +92,7 @@ class SamplingFields(_Body):
     frequency_penalty: Optional[float] = Field(default=None, ge=-2.0, le=2.0)
     presence_penalty: Optional[float] = Field(default=None, ge=-2.0, le=2.0)
     logprobs: Union[bool, Annotated[int, Field(ge=0, le=INT32_MAX)], None] = None
+    top_logprobs: Optional[int] = Field(default=None, ge=0, le=20)
     ttl: Optional[float] = Field(default=None, gt=0, le=TTL_MAX)  # LM Studio: TTL of a JIT load
 
 

@@ -1,5 +1,6 @@
 """Server-sent events: ``data: {json}\\n\\n`` frames ending with ``data: [DONE]``, keep-alive
-comments while the model is quiet, and the event stream of one Generation."""
+comments while the model is quiet, and the event stream of one Generation (or of several, the
+choices of one request, merged)."""
 from __future__ import annotations
 
 import asyncio
@@ -50,6 +51,37 @@ async def events(gen: Generation, ping_interval: float, abort: asyncio.Event) ->
         yield kind, value
         if kind in ("done", "error", "abort"):
             return
+
+
+async def merged(gens: list[Generation], ping_interval: float,
+                 abort: asyncio.Event) -> AsyncIterator[tuple[int, str, Any]]:
+    """events() of each generation as (index, kind, value), in the order they come; ends when
+    every generation's events have ended."""
+    if len(gens) == 1:
+        async for kind, value in events(gens[0], ping_interval, abort):
+            yield 0, kind, value
+        return
+    queue: asyncio.Queue[tuple[int, str, Any]] = asyncio.Queue()
+
+    async def pump(i: int, gen: Generation) -> None:
+        try:
+            async for kind, value in events(gen, ping_interval, abort):
+                queue.put_nowait((i, kind, value))
+        finally:
+            queue.put_nowait((i, "", None))
+
+    tasks = [asyncio.ensure_future(pump(i, g)) for i, g in enumerate(gens)]
+    try:
+        left = len(gens)
+        while left:
+            i, kind, value = await queue.get()
+            if not kind:
+                left -= 1
+                continue
+            yield i, kind, value
+    finally:
+        for t in tasks:
+            t.cancel()
 
 
 async def _wait(gen: Generation, ping_interval: float, abort: asyncio.Event) -> tuple[str, Any]:

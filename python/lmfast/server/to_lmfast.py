@@ -82,13 +82,16 @@ _SAMPLING_KEYS = {"temperature": "temperature", "top_p": "topPSampling", "top_k"
                   "frequency_penalty": "frequencyPenalty", "presence_penalty": "presencePenalty"}
 
 
-def sampling_config(req: SamplingFields, max_tokens: Optional[int], context_length: int) -> dict[str, Any]:
+def sampling_config(req: SamplingFields, max_tokens: Optional[int], context_length: int,
+                    choices: bool = False) -> dict[str, Any]:
     """The lmfast prediction config of the request's sampling fields. max_tokens is capped at
-    the context length (nothing longer can be generated)."""
-    if req.n not in (None, 1):
-        raise bad_request("only n=1 is supported", param="n", code="unsupported_value")
-    if req.logprobs:
-        raise bad_request("logprobs are not supported", param="logprobs", code="unsupported_value")
+    the context length (nothing longer can be generated). ``choices``: the caller serves ``n``
+    and ``logprobs`` (OpenAI's chat and text completions); elsewhere they are refused."""
+    if not choices and req.n not in (None, 1):
+        raise bad_request("only n=1 is supported here", param="n", code="unsupported_value")
+    if not choices and (req.logprobs or req.top_logprobs is not None):
+        raise bad_request("logprobs are supported on chat and text completions", param="logprobs",
+                          code="unsupported_value")
     cfg: dict[str, Any] = {key: getattr(req, field) for field, key in _SAMPLING_KEYS.items()
                            if getattr(req, field) is not None}
     if req.seed is not None:
@@ -101,6 +104,27 @@ def sampling_config(req: SamplingFields, max_tokens: Optional[int], context_leng
     if max_tokens is not None:
         cfg["maxTokens"] = min(max_tokens, context_length)
     return cfg
+
+
+def logprobs_top(req: SamplingFields, chat: bool) -> int:
+    """How many alternatives per token the answer lists, -1 for no logprobs at all. Chat:
+    ``logprobs: true`` with ``top_logprobs`` (0..20, needs logprobs); completions: ``logprobs``
+    is itself that count (OpenAI allows 0..5; llama.cpp's limit, 20, here too)."""
+    if chat:
+        if req.logprobs is not None and not isinstance(req.logprobs, bool):
+            raise bad_request("logprobs: true or false on chat completions (top_logprobs gives the count)",
+                              param="logprobs")
+        if req.top_logprobs is not None and not req.logprobs:
+            raise bad_request("top_logprobs needs logprobs: true", param="top_logprobs")
+        return (req.top_logprobs or 0) if req.logprobs else -1
+    if req.top_logprobs is not None:
+        raise bad_request("text completions take the count in logprobs (top_logprobs is chat's)", param="top_logprobs")
+    if req.logprobs is None or req.logprobs is False:
+        return -1
+    k = 0 if req.logprobs is True else int(req.logprobs)
+    if k > 20:
+        raise bad_request("logprobs: at most 20 alternatives per token", param="logprobs")
+    return k
 
 
 def tools_config(req: ChatCompletionRequest) -> dict[str, Any] | None:

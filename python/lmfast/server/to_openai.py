@@ -29,11 +29,39 @@ def cached_tokens(stats: Any) -> int:
     return (stats.cached_prompt_tokens_count or 0) + (stats.restored_prompt_tokens_count or 0)
 
 
-def usage(stream: PredictionStream) -> dict[str, Any]:
+def usage(stream: PredictionStream, *more: PredictionStream) -> dict[str, Any]:
+    """Usage as OpenAI counts it for n choices: the prompt once (the first branch's: the others
+    forked it), the completion tokens of every choice summed."""
     s = stream.result().stats
-    prompt, completion = s.prompt_tokens_count or 0, s.predicted_tokens_count or 0
+    prompt = s.prompt_tokens_count or 0
+    completion = sum(b.result().stats.predicted_tokens_count or 0 for b in (stream, *more))
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": cached_tokens(s)}}
+
+
+def _token(piece: bytes) -> str:
+    return piece.decode("utf-8", "replace")
+
+
+def chat_logprobs(entries: list[tuple]) -> dict[str, Any]:
+    """Chat completions' ``logprobs``: per token its text, log-probability, UTF-8 bytes and the
+    requested most likely alternatives (engine tuples: token id, piece, logprob, alternatives)."""
+    return {"content": [{"token": _token(piece), "logprob": lp, "bytes": list(piece),
+                         "top_logprobs": [{"token": _token(p), "logprob": v, "bytes": list(p)} for _, p, v in top]}
+                        for _, piece, lp, top in entries], "refusal": None}
+
+
+def completion_logprobs(entries: list[tuple], offset: int = 0) -> dict[str, Any]:
+    """Completions' (legacy) ``logprobs``: parallel lists; ``text_offset`` counts characters of the
+    text from ``offset`` (where a streamed chunk starts)."""
+    tokens = [_token(piece) for _, piece, _, _ in entries]
+    offsets = []
+    for t in tokens:
+        offsets.append(offset)
+        offset += len(t)
+    return {"tokens": tokens, "token_logprobs": [lp for _, _, lp, _ in entries],
+            "top_logprobs": [{_token(p): v for _, p, v in top} for _, _, _, top in entries],
+            "text_offset": offsets}
 
 
 def lmstudio_extras(stream: PredictionStream, gen: Generation, handle: Any) -> dict[str, Any]:
@@ -64,15 +92,23 @@ def tool_calls(stream: PredictionStream) -> list[dict[str, Any]]:
             for c in stream.tool_calls]
 
 
-def chat_completion(stream: PredictionStream, gen: Generation, handle: Any, cid: str) -> dict[str, Any]:
+def chat_choice(stream: PredictionStream, gen: Generation, index: int = 0) -> dict[str, Any]:
     result = stream.result()
     calls = tool_calls(stream)
     message: dict[str, Any] = {"role": "assistant", "content": result.content if (result.content or not calls) else None}
     if calls:
         message["tool_calls"] = calls
+    lps = chat_logprobs(gen.logprobs) if stream.n_logprobs >= 0 else None
+    return {"index": index, "message": message, "logprobs": lps, "finish_reason": finish_reason(stream)}
+
+
+def chat_completion(stream: PredictionStream, gen: Generation, handle: Any, cid: str,
+                    more: tuple = ()) -> dict[str, Any]:
+    """The answer; ``more``: the other choices' (stream, generation) pairs when n > 1."""
+    choices = [chat_choice(stream, gen)] + [chat_choice(s, g, i) for i, (s, g) in enumerate(more, 1)]
     return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": handle.identifier,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason(stream)}],
-            "usage": usage(stream), "system_fingerprint": "lmfast", **lmstudio_extras(stream, gen, handle)}
+            "choices": choices, "usage": usage(stream, *(s for s, _ in more)), "system_fingerprint": "lmfast",
+            **lmstudio_extras(stream, gen, handle)}
 
 
 def _chunk(obj: str, cid: str, model: str, created: int, choices: list[dict[str, Any]],
@@ -86,18 +122,19 @@ def _chunk(obj: str, cid: str, model: str, created: int, choices: list[dict[str,
 
 
 def usage_chunk(obj: str, cid: str, model: str, created: int, stream: PredictionStream, gen: Generation,
-                handle: Any) -> dict[str, Any]:
+                handle: Any, more: tuple = ()) -> dict[str, Any]:
     """The last chunk of a stream asked for with include_usage: no choices, the usage, and LM
     Studio's stats and model_info as the non-streamed answer has them (lmfast's remote client
     reads its stream's stats from here)."""
-    return {**_chunk(obj, cid, model, created, [], False), "usage": usage(stream),
+    return {**_chunk(obj, cid, model, created, [], False), "usage": usage(stream, *more),
             **lmstudio_extras(stream, gen, handle)}
 
 
 def chat_chunk(cid: str, model: str, created: int, delta: dict[str, Any], finish: str | None = None,
-               with_usage_field: bool = False) -> dict[str, Any]:
+               with_usage_field: bool = False, logprobs: list[tuple] | None = None, index: int = 0) -> dict[str, Any]:
+    lps = None if logprobs is None else chat_logprobs(logprobs)
     return _chunk("chat.completion.chunk", cid, model, created,
-                  [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], with_usage_field)
+                  [{"index": index, "delta": delta, "logprobs": lps, "finish_reason": finish}], with_usage_field)
 
 
 def tool_call_deltas(stream: PredictionStream, slice_len: int = 24) -> list[dict[str, Any]]:
@@ -113,14 +150,21 @@ def tool_call_deltas(stream: PredictionStream, slice_len: int = 24) -> list[dict
     return out
 
 
-def completion(stream: PredictionStream, gen: Generation, handle: Any, cid: str) -> dict[str, Any]:
-    result = stream.result()
+def completion_choice(stream: PredictionStream, gen: Generation, index: int = 0) -> dict[str, Any]:
+    lps = completion_logprobs(gen.logprobs) if stream.n_logprobs >= 0 else None
+    return {"index": index, "text": stream.result().content, "logprobs": lps, "finish_reason": finish_reason(stream)}
+
+
+def completion(stream: PredictionStream, gen: Generation, handle: Any, cid: str, more: tuple = ()) -> dict[str, Any]:
+    choices = [completion_choice(stream, gen)] + [completion_choice(s, g, i) for i, (s, g) in enumerate(more, 1)]
     return {"id": cid, "object": "text_completion", "created": int(time.time()), "model": handle.identifier,
-            "choices": [{"index": 0, "text": result.content, "logprobs": None, "finish_reason": finish_reason(stream)}],
-            "usage": usage(stream), "system_fingerprint": "lmfast", **lmstudio_extras(stream, gen, handle)}
+            "choices": choices, "usage": usage(stream, *(s for s, _ in more)), "system_fingerprint": "lmfast",
+            **lmstudio_extras(stream, gen, handle)}
 
 
 def completion_chunk(cid: str, model: str, created: int, text: str, finish: str | None = None,
-                     with_usage_field: bool = False) -> dict[str, Any]:
+                     with_usage_field: bool = False, logprobs: dict[str, Any] | None = None,
+                     index: int = 0) -> dict[str, Any]:
+    """``logprobs``: already in completions' shape (completion_logprobs, with the chunk's offset)."""
     return _chunk("text_completion", cid, model, created,
-                  [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}], with_usage_field)
+                  [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}], with_usage_field)

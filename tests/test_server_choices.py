@@ -1,0 +1,142 @@
+"""OpenAI's logprobs and n > 1 on `lmfast serve`, through the official `openai` client on loopback.
+
+logprobs are the log-softmax of the model's raw logits (before penalties and truncation, as
+llama-server reports them by default); the reference here is llama.cpp's logits for the same
+tokens, taken by teacher forcing in this process (Engine.eval_logits), normalised in float64 by
+numpy. n > 1 evaluates the prompt once and forks it (Engine.submit_n): the server's metrics
+show the prompt tokens evaluated."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("httpx")
+
+from .test_server import SMOL, ServerProcess, metric  # noqa: E402
+
+PROMPT = "The three primary colors are"
+# Greedy without the repeat penalty (LM Studio's default 1.1): the chosen token is the top one.
+GREEDY = {"temperature": 0, "max_tokens": 10, "extra_body": {"repeat_penalty": 1.0}}
+
+
+@pytest.fixture(scope="module")
+def server(smollm2_path, tmp_path_factory):
+    s = ServerProcess(["--model", str(smollm2_path), "--context-length", "512", "--parallel", "4", "--no-jit"],
+                      tmp_path_factory.mktemp("choices") / "server.log")
+    s.wait_healthy()
+    yield s
+    assert s.stop() == 0, s.log()
+
+
+@pytest.fixture(scope="module")
+def oai(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def reference_logprobs(llm, prompt: list[int], generated: list[int]) -> np.ndarray:
+    """llama.cpp's log-probabilities after each prompt-or-generated position, rows aligned with
+    ``generated`` (row j predicts generated[j])."""
+    model, engine = llm._instance.native()
+    raw = engine.eval_logits([prompt + generated], [len(prompt)])[0]
+    logits = np.frombuffer(raw, dtype=np.float32).reshape(len(generated) + 1, -1).astype(np.float64)
+    top = logits.max(axis=1, keepdims=True)
+    return (logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:-1]
+
+
+def ids_of(llm, pieces: list[str]) -> list[int]:
+    """The token ids whose pieces the answer names (each piece is one vocabulary entry)."""
+    model, _ = llm._instance.native()
+    ids = []
+    for p in pieces:
+        found = [t for t in model.tokenize(p, add_special=False, parse_special=True)]
+        assert len(found) == 1 and model.token_to_piece(found[0]) == p.encode(), (p, found)
+        ids.append(found[0])
+    return ids
+
+
+def test_completion_logprobs_equal_llama_cpps(oai, llm):
+    r = oai.completions.create(model=SMOL, prompt=PROMPT, logprobs=3, **GREEDY)
+    choice = r.choices[0]
+    lp = choice.logprobs
+    assert choice.finish_reason == "length" and len(lp.tokens) == r.usage.completion_tokens == 10
+    assert "".join(lp.tokens) == choice.text
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:j]) for j in range(len(lp.tokens))]
+    ids = ids_of(llm, lp.tokens)
+    ref = reference_logprobs(llm, llm._tokens(PROMPT), ids)
+    for j, (token, value, top) in enumerate(zip(lp.tokens, lp.token_logprobs, lp.top_logprobs)):
+        assert abs(value - ref[j, ids[j]]) < 1e-3, (j, token, value, ref[j, ids[j]])
+        assert max(top, key=top.get) == token and top[token] == value  # greedy: the top token
+        best = np.argsort(-ref[j])[:3]
+        assert sorted(top.values(), reverse=True) == pytest.approx(list(ref[j, best]), abs=1e-3)
+
+
+def test_chat_logprobs_streamed_and_not(oai):
+    args = dict(model=SMOL, messages=[{"role": "user", "content": "Name a fruit."}], logprobs=True, top_logprobs=2,
+                **GREEDY)
+    full = oai.chat.completions.create(**args)
+    content = full.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == full.choices[0].message.content and content
+    for t in content:
+        assert bytes(t.bytes).decode() == t.token and t.logprob <= 0
+        assert [a.token for a in t.top_logprobs][0] == t.token and len(t.top_logprobs) == 2
+        assert t.top_logprobs[0].logprob == t.logprob >= t.top_logprobs[1].logprob
+    chunks = list(oai.chat.completions.create(stream=True, **args))
+    streamed = []
+    for c in chunks:
+        if c.choices and c.choices[0].delta.content:
+            mine = c.choices[0].logprobs.content
+            assert "".join(t.token for t in mine) == c.choices[0].delta.content  # a chunk carries its tokens
+            streamed += mine
+    # (the second request finds the prompt cached: a cached prefix may round differently)
+    assert [t.token for t in streamed] == [t.token for t in content]
+    assert [t.logprob for t in streamed] == pytest.approx([t.logprob for t in content], abs=1e-3)
+    plain = oai.chat.completions.create(**{**args, "logprobs": None, "top_logprobs": None})
+    assert plain.choices[0].logprobs is None and plain.choices[0].message.content == full.choices[0].message.content
+
+
+def test_logprobs_bad_values_are_400(oai):
+    with pytest.raises(openai.BadRequestError):
+        oai.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "hi"}], top_logprobs=2)
+    with pytest.raises(openai.BadRequestError):
+        oai.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "hi"}], logprobs=True,
+                                    top_logprobs=21)
+    with pytest.raises(openai.BadRequestError):
+        oai.completions.create(model=SMOL, prompt="hi", logprobs=21)
+
+
+def evaluated(url: str) -> float:
+    return (metric(url, "lmfast_prompt_tokens_total") - metric(url, "lmfast_cached_prompt_tokens_total")
+            - metric(url, "lmfast_restored_prompt_tokens_total"))
+
+
+def test_n_choices_evaluate_the_prompt_once(oai, server):
+    messages = [{"role": "user", "content": "Write one sentence about a lighthouse keeper and a storm."}]
+    before = evaluated(server.url)
+    r = oai.chat.completions.create(model=SMOL, messages=messages, n=4, temperature=1.0, seed=7, max_tokens=12,
+                                    logprobs=True)
+    assert [c.index for c in r.choices] == [0, 1, 2, 3]
+    texts = [c.message.content for c in r.choices]
+    assert len(set(texts)) > 1, texts  # each branch has its own seed
+    # OpenAI's usage: the prompt once, the completions summed (each choice's tokens are listed).
+    assert r.usage.completion_tokens == sum(len(c.logprobs.content) for c in r.choices)
+    one = oai.chat.completions.create(model=SMOL, messages=messages, temperature=1.0, max_tokens=1)
+    assert r.usage.prompt_tokens == one.usage.prompt_tokens
+    # Only the first branch evaluated the prompt (what the cache did not already hold).
+    assert evaluated(server.url) - before == (r.usage.prompt_tokens - r.usage.prompt_tokens_details.cached_tokens
+                                              + one.usage.prompt_tokens - one.usage.prompt_tokens_details.cached_tokens)
+    greedy = oai.chat.completions.create(model=SMOL, messages=messages, n=3, temperature=0, max_tokens=12)
+    assert len({c.message.content for c in greedy.choices}) == 1
+
+
+def test_n_choices_streamed_carry_their_index(oai):
+    args = dict(model=SMOL, prompt=PROMPT, n=3, temperature=0, max_tokens=8)
+    full = oai.completions.create(**args)
+    texts, finishes = ["", "", ""], [None, None, None]
+    chunks = list(oai.completions.create(stream=True, stream_options={"include_usage": True}, **args))
+    for c in chunks:
+        for choice in c.choices:
+            texts[choice.index] += choice.text
+            finishes[choice.index] = choice.finish_reason or finishes[choice.index]
+    assert texts == [c.text for c in full.choices] and finishes == ["length"] * 3
+    assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens == 24
