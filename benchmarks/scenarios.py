@@ -35,4 +35,6 @@ SCENARIOS: dict[str, Scenario] = {
     "speculative": Scenario("benchmarks.speculative", "decode with n-gram drafts against without"),
     "concurrency-check": Scenario("benchmarks.concurrency_check", "aggregate decode throughput of 1-8 concurrent "
                                                                   "streams on one instance"),
+    "ray-serve": Scenario("benchmarks.ray_serve_bench", "8 chats x 5 turns through Ray Serve on 2 replicas: "
+                                                    "cache-affine routing against power of two (TTFT, cached tokens)"),
 }
