@@ -47,6 +47,10 @@ def test_readme_block_runs(line, code, home, smollm2_path, capsys):
             print(f"\nREADME.md line {line}: skipped, {reason}")
         pytest.skip(reason)
     code = code.replace("/path/to/model.gguf", str(smollm2_path))
+    if "/path/to/reranker.gguf" in code:  # the reader's cross-encoder: the rerank tests' tiny one
+        from .cross_encoder import write_cross_encoder
+
+        code = code.replace("/path/to/reranker.gguf", str(write_cross_encoder(home)))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LMFAST_", "HF_"))}
     # The reader's own machine: the models where the test session keeps them, everything else
     # (caches, presets, prompt files under ~) in this module's home folder.

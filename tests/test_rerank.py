@@ -138,3 +138,76 @@ def test_info_load_config_and_unload(client, reranker_path):
         model.unload()
     with pytest.raises(lms.ModelUnloadedError):
         model.rerank(QUERY, DOCS)
+
+
+# -- over HTTP -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def server(reranker_path, smollm2_path, tmp_path_factory):  # smollm2 fetched: JIT finds it by key
+    pytest.importorskip("httpx")
+    from .test_server import ServerProcess
+
+    s = ServerProcess(["--model", str(reranker_path)],
+                      tmp_path_factory.mktemp("rerank-server") / "server.log")
+    s.wait_healthy()
+    yield s
+    assert s.stop() == 0, s.log()
+
+
+def _post(server, path: str, body, **kw):
+    import httpx
+
+    return httpx.post(server.url + path, json=body, timeout=60, **kw)
+
+
+def test_http_rerank_equals_in_process(server, reranker):
+    res = _post(server, "/v1/rerank", {"query": QUERY, "documents": DOCS})
+    assert res.status_code == 200, res.text
+    body = res.json()
+    local = reranker.rerank_with_usage(QUERY, DOCS)
+    assert [r["index"] for r in body["results"]] == [r.index for r in local[0]]
+    for got, want in zip(body["results"], local[0]):
+        assert got["relevance_score"] == pytest.approx(want.relevance_score, abs=1e-5)
+        assert got["document"] == {"text": DOCS[got["index"]]}
+    assert body["usage"] == {"prompt_tokens": local[1], "total_tokens": local[1]}
+    native = reranker.instance.native()[1]
+    assert local[1] == sum(len(native.pair_tokens(QUERY, d)) for d in DOCS)
+    # llama-server's alias, documents as objects (Jina/Cohere), top_n, no documents back
+    alias = _post(server, "/rerank", {"query": QUERY, "documents": [{"text": d} for d in DOCS], "top_n": 2,
+                                      "return_documents": False}).json()
+    assert alias["results"] == [{k: r[k] for k in ("index", "relevance_score")} for r in body["results"][:2]]
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"documents": DOCS}, "query"),
+    ({"query": QUERY, "documents": []}, "documents"),
+    ({"query": QUERY, "documents": "one string"}, "documents"),
+    ({"query": QUERY, "documents": [1, 2]}, "documents"),
+    ({"query": QUERY, "documents": DOCS, "top_n": 0}, "top_n"),
+    ({"query": QUERY, "documents": ["word " * 300]}, None),
+    ({"query": QUERY, "documents": DOCS, "model": "smollm2-135m-instruct"}, "model"),
+    ([1, 2], None),
+])
+def test_http_rerank_errors_are_openai_shaped_400s(server, body, param):
+    res = _post(server, "/v1/rerank", body)
+    assert res.status_code == 400, res.text
+    err = res.json()["error"]
+    assert err["message"] and err["type"] == "invalid_request_error"
+    if param is not None:
+        assert err.get("param", "").startswith(param) or param in err["message"], err
+    if param == "model":
+        assert err["code"] == "model_type_mismatch" and "LLM" in err["message"]
+
+
+def test_http_a_reranker_cannot_chat(server):
+    rerank_id = next(m["id"] for m in server_models(server) if m["type"] == "reranker")
+    res = _post(server, "/v1/chat/completions", {"model": rerank_id, "messages": [{"role": "user", "content": "hi"}]})
+    assert res.status_code == 400 and "/v1/rerank" in res.json()["error"]["message"], res.text
+    res = _post(server, "/v1/embeddings", {"model": rerank_id, "input": "hi"})
+    assert res.status_code == 400 and "reranker" in res.json()["error"]["message"], res.text
+
+
+def server_models(server) -> list[dict]:
+    import httpx
+
+    return httpx.get(server.url + "/api/v0/models", timeout=30).json()["data"]
