@@ -33,6 +33,8 @@ SCENARIOS: dict[str, Scenario] = {
     "flash-attention": Scenario("benchmarks.flash_attention", "long prompt and chat turns with flash "
                                                               "attention on and off"),
     "speculative": Scenario("benchmarks.speculative", "decode with n-gram drafts against without"),
+    "n-choices": Scenario("benchmarks.n_choices", "OpenAI's n=4 in one request against 4 separate requests, "
+                                                  "lmfast beside llama-server (TTFT, total time)"),
     "concurrency-check": Scenario("benchmarks.concurrency_check", "aggregate decode throughput of 1-8 concurrent "
                                                                   "streams on one instance"),
     "ray-serve": Scenario("benchmarks.ray_serve_bench", "8 chats x 5 turns through Ray Serve on 2 replicas: "

@@ -559,7 +559,8 @@ def test_named_tool_choice_forces_that_tool(oai):
     ({"messages": [{"role": "wizard", "content": "hi"}]}, "invalid_value"),
     ({"max_tokens": -5}, "invalid_value"),
     ({"max_tokens": 10**12}, "invalid_value"),
-    ({"n": 2}, "unsupported_value"),
+    ({"n": 129}, "invalid_value"),
+    ({"top_logprobs": 2}, "invalid_request"),  # top_logprobs needs logprobs: true
     ({"temperature": "hot"}, "invalid_value"),
     ({"frequency_penalty": 3.0}, "invalid_value"),  # OpenAI's range is -2..2
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "banana"}}}},

@@ -140,3 +140,14 @@ def test_n_choices_streamed_carry_their_index(oai):
             finishes[choice.index] = choice.finish_reason or finishes[choice.index]
     assert texts == [c.text for c in full.choices] and finishes == ["length"] * 3
     assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens == 24
+
+
+def test_responses_api_logprobs(oai):
+    args = dict(model=SMOL, input="Name a fruit.", temperature=0, max_output_tokens=8, top_logprobs=2,
+                include=["message.output_text.logprobs"], extra_body={"repeat_penalty": 1.0})
+    r = oai.responses.create(**args)
+    part = r.output[0].content[0]
+    assert "".join(t.token for t in part.logprobs) == part.text and len(part.logprobs) == r.usage.output_tokens
+    assert all(t.top_logprobs[0].token == t.token and len(t.top_logprobs) == 2 for t in part.logprobs)
+    deltas = [e for e in oai.responses.create(stream=True, **args) if e.type == "response.output_text.delta"]
+    assert [t.token for e in deltas for t in e.logprobs] == [t.token for t in part.logprobs]

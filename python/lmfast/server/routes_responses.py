@@ -16,7 +16,7 @@ from . import sse, to_openai
 from .context import AppContext, ctx_of, log_info
 from .errors import bad_request
 from .prediction import Running, record, start, wait_result
-from .routes_openai import _stream_error, body_of
+from .routes_openai import _stream_error, _with_logprobs, body_of
 from .schemas import Message, ResponsesRequest
 from .to_lmfast import sampling_config, text_format_config, to_chat
 
@@ -55,10 +55,22 @@ def _messages(instructions: str | None, history: list[dict[str, Any]]) -> list[M
     return [parse(Message, m) for m in raw]
 
 
+def _logprobs_top(req: ResponsesRequest) -> int:
+    """The alternatives per token of the output's logprobs (``top_logprobs``, or 0 with
+    ``include: ["message.output_text.logprobs"]``); -1: no logprobs."""
+    if req.logprobs is not None:
+        raise bad_request("the Responses API takes top_logprobs and include: ['message.output_text.logprobs']",
+                          param="logprobs")
+    if req.top_logprobs is not None:
+        return req.top_logprobs
+    return 0 if "message.output_text.logprobs" in (req.include or []) else -1
+
+
 def _response_object(rid: str, model: str, req: ResponsesRequest, status: str, text: str | None,
-                     msg_id: str, stream: Any = None) -> dict[str, Any]:
+                     msg_id: str, stream: Any = None, logprobs: list[tuple] | None = None) -> dict[str, Any]:
     """The response object; with a finished ``stream``, its usage, and ``incomplete`` as OpenAI
-    reports an answer cut at max_output_tokens (the message item too)."""
+    reports an answer cut at max_output_tokens (the message item too); ``logprobs`` (engine
+    tuples) go into the output text."""
     incomplete = None
     if stream is not None and to_openai.finish_reason(stream) == "length":
         status, incomplete = "incomplete", {"reason": "max_output_tokens"}
@@ -66,6 +78,8 @@ def _response_object(rid: str, model: str, req: ResponsesRequest, status: str, t
     if text is not None:
         output = [{"type": "message", "id": msg_id, "status": "incomplete" if incomplete else "completed",
                    "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}]
+        if logprobs is not None:
+            output[0]["content"][0]["logprobs"] = to_openai.chat_logprobs(logprobs)["content"]
     usage = None
     if stream is not None:
         s = stream.result().stats
@@ -102,16 +116,18 @@ async def responses(request: Request) -> Response:
     handle = await ctx.manager.get(model_name, "llm", req.ttl)
     log_info(request)["model"] = handle.identifier
     chat = to_chat(_messages(req.instructions, history))
-    cfg = sampling_config(req, req.max_output_tokens, handle.get_context_length())
+    top = _logprobs_top(req)
+    cfg = sampling_config(req, req.max_output_tokens, handle.get_context_length(), logprobs=True)
     structured = text_format_config(req)
     if structured is not None:
         cfg["structured"] = structured
     if ctx.settings.log_prompts:
         log.info("prompt: %s", json.dumps(chat.to_dict(), ensure_ascii=False))
-    run = await start(ctx, handle, model_name, req.ttl, lambda h: (lambda: h.respond_stream(chat, config=cfg)))
+    run = await start(ctx, handle, model_name, req.ttl,
+                      _with_logprobs(lambda h: (lambda: h.respond_stream(chat, config=cfg)), top))
     rid, msg_id = f"resp_{secrets.token_hex(16)}", f"msg_{secrets.token_hex(16)}"
     if req.stream:
-        return StreamingResponse(_responses_sse(ctx, request, run, req, rid, msg_id, history),
+        return StreamingResponse(_responses_sse(ctx, request, run, req, rid, msg_id, history, top >= 0),
                                  media_type="text/event-stream", headers=sse.HEADERS)
     try:
         _, stream = await wait_result(request, run)
@@ -119,13 +135,14 @@ async def responses(request: Request) -> Response:
         text = stream.result().content
         if req.store:
             ctx.store.put(rid, run.handle.identifier, history + [{"role": "assistant", "content": text}])
-        return JSONResponse(_response_object(rid, run.handle.identifier, req, "completed", text, msg_id, stream))
+        return JSONResponse(_response_object(rid, run.handle.identifier, req, "completed", text, msg_id, stream,
+                                             run.gen.logprobs if top >= 0 else None))
     finally:
         run.close()
 
 
 async def _responses_sse(ctx: AppContext, request: Request, run: Running, req: ResponsesRequest, rid: str,
-                         msg_id: str, history: list[dict[str, Any]]) -> AsyncIterator[bytes]:
+                         msg_id: str, history: list[dict[str, Any]], want_logprobs: bool) -> AsyncIterator[bytes]:
     model = run.handle.identifier
     seq = 0
 
@@ -142,19 +159,24 @@ async def _responses_sse(ctx: AppContext, request: Request, run: Running, req: R
         yield ev("response.output_item.added", output_index=0, item=item)
         yield ev("response.content_part.added", **where, part={"type": "output_text", "text": "", "annotations": []})
         parts: list[str] = []
+        pending: list[tuple] = []
         async for kind, value in sse.events(run.gen, ctx.settings.ping_interval, ctx.state.abort_event()):
-            if kind == "text":
+            if kind == "logprobs":
+                pending += value
+            elif kind == "text":
                 parts.append(value)
-                yield ev("response.output_text.delta", **where, delta=value)
+                lps = {"logprobs": to_openai.chat_logprobs(pending)["content"]} if want_logprobs else {}
+                pending = []
+                yield ev("response.output_text.delta", **where, delta=value, **lps)
             elif kind == "ping":
                 yield sse.PING
             elif kind == "done":
                 run.finished = True
                 text = value.result().content
-                part = {"type": "output_text", "text": text, "annotations": []}
+                final = _response_object(rid, model, req, "completed", text, msg_id, value,
+                                         run.gen.logprobs if want_logprobs else None)
                 yield ev("response.output_text.done", **where, text=text)
-                yield ev("response.content_part.done", **where, part=part)
-                final = _response_object(rid, model, req, "completed", text, msg_id, value)
+                yield ev("response.content_part.done", **where, part=final["output"][0]["content"][0])
                 yield ev("response.output_item.done", output_index=0, item=final["output"][0])
                 if req.store:
                     ctx.store.put(rid, model, history + [{"role": "assistant", "content": text}])

@@ -142,6 +142,7 @@ class ResponsesRequest(SamplingFields):
     max_output_tokens: Optional[int] = Field(default=None, ge=1, le=INT32_MAX)
     store: bool = True
     tools: Optional[list[dict[str, Any]]] = None
+    include: Optional[list[str]] = Field(default=None, max_length=16)
 
 
 class LoadRequest(_Body):

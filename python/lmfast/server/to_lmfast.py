@@ -83,13 +83,14 @@ _SAMPLING_KEYS = {"temperature": "temperature", "top_p": "topPSampling", "top_k"
 
 
 def sampling_config(req: SamplingFields, max_tokens: Optional[int], context_length: int,
-                    choices: bool = False) -> dict[str, Any]:
+                    choices: bool = False, logprobs: bool = False) -> dict[str, Any]:
     """The lmfast prediction config of the request's sampling fields. max_tokens is capped at
-    the context length (nothing longer can be generated). ``choices``: the caller serves ``n``
-    and ``logprobs`` (OpenAI's chat and text completions); elsewhere they are refused."""
+    the context length (nothing longer can be generated). ``choices`` / ``logprobs``: the caller
+    serves ``n`` / ``logprobs`` (OpenAI's chat and text completions; the Responses API the
+    latter); elsewhere they are refused."""
     if not choices and req.n not in (None, 1):
         raise bad_request("only n=1 is supported here", param="n", code="unsupported_value")
-    if not choices and (req.logprobs or req.top_logprobs is not None):
+    if not (choices or logprobs) and (req.logprobs or req.top_logprobs is not None):
         raise bad_request("logprobs are supported on chat and text completions", param="logprobs",
                           code="unsupported_value")
     cfg: dict[str, Any] = {key: getattr(req, field) for field, key in _SAMPLING_KEYS.items()
