@@ -134,6 +134,14 @@ def test_tracebacks_end_at_the_public_api(llm, monkeypatch):
     assert "registry.py" in {os.path.basename(f.filename) for f in _frames(info.value)}
 
 
+def test_unload_of_an_unknown_identifier_cuts_its_traceback(client, monkeypatch):
+    monkeypatch.delenv("LMS_KEEP_INTERNAL_STACK", raising=False)
+    for unload in (client.llm.unload, lms.Client().embedding.unload, lms.get_default_client().llm.unload):
+        with pytest.raises(lms.LMStudioModelNotFoundError, match="no-such-instance-parity") as info:
+            unload("no-such-instance-parity")
+        assert [os.path.basename(f.filename) for f in _frames(info.value)] == ["test_sdk_parity.py", "errors.py"]
+
+
 def test_async_tracebacks_end_at_the_public_api(llm, monkeypatch):
     monkeypatch.delenv("LMS_KEEP_INTERNAL_STACK", raising=False)
 
