@@ -23,7 +23,8 @@ def texts_of(input: Any, what: str) -> tuple[list[str], bool]:
 
 class ModelHandle:
     """Base of the model handles: ``_instance`` is the loaded instance it names and
-    ``_namespace`` the client namespace that loaded it (None when made directly)."""
+    ``_namespace`` the namespace of the client it came from (None when made directly), which
+    need not be the client that loaded it: loaded instances are the process's (host.py)."""
 
     def __init__(self, instance: Any, namespace: Any = None):
         self._instance = instance
@@ -83,7 +84,8 @@ class ModelHandle:
         return cls._trusted(self._instance.load_config())
 
     def unload(self) -> None:
-        """Unloads this instance; later calls on the handle raise ModelUnloadedError."""
+        """Unloads this instance, whichever client loaded it; later calls on any handle of it
+        raise ModelUnloadedError."""
         if self._namespace is not None:
             self._namespace.unload(self.identifier)
         else:
