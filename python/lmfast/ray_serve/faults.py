@@ -19,7 +19,6 @@ import time
 
 ENV = "LMFAST_SERVE_TEST_FAULTS"
 _TGKILL = {"x86_64": 234, "aarch64": 131}
-_SIGNAL = signal.SIGRTMAX - 1  # a real-time signal nothing else in the process handles
 
 
 def enabled() -> bool:
@@ -55,13 +54,14 @@ def wedge_busiest_native_thread() -> int:
     """Stops the engine thread for good (see the module's docstring); its thread id."""
     if not enabled():
         raise RuntimeError(f"test faults are off in this process (set {ENV}=1)")
-    if platform.machine() not in _TGKILL:
-        raise RuntimeError(f"no tgkill system call number for {platform.machine()}")
+    if platform.system() != "Linux" or platform.machine() not in _TGKILL:
+        raise RuntimeError(f"wedging a thread needs Linux's tgkill ({platform.system()} {platform.machine()})")
+    sig = int(signal.SIGRTMAX) - 1  # a real-time signal nothing else in the process handles
     tid = busiest_native_thread()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
     libc.signal.restype = ctypes.c_void_p
-    libc.signal(int(_SIGNAL), ctypes.cast(libc.pause, ctypes.c_void_p).value)
-    if libc.syscall(_TGKILL[platform.machine()], os.getpid(), tid, int(_SIGNAL)) != 0:
+    libc.signal(sig, ctypes.cast(libc.pause, ctypes.c_void_p).value)
+    if libc.syscall(_TGKILL[platform.machine()], os.getpid(), tid, sig) != 0:
         raise OSError(ctypes.get_errno(), "tgkill failed")
     return tid

@@ -65,9 +65,11 @@ class LMFastModel:
             raise RuntimeError(problem)
 
     async def _probe_engines(self) -> str | None:
-        """The watch's verdict. Reading an engine's counters takes its lock: an engine stuck
-        while holding it would block the probe, which then fails the check itself (once, not
-        with a new blocked thread per check)."""
+        """The watch's verdict, bounded in time. Reading an engine's counters takes its lock: an
+        engine stuck while holding it blocks the probe, which then fails the check (once, not
+        with a new blocked thread per check). The counters binding keeps the GIL while it
+        waits, so there the whole replica stops answering and Serve's own
+        health_check_timeout_s fails the check instead."""
         if self._probe is None or self._probe.done():
             self._probe = asyncio.ensure_future(asyncio.to_thread(self._watch.problem))
         try:
