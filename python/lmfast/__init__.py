@@ -61,7 +61,8 @@ def reranker_model(model_key: str | _os.PathLike[str] | None = None, /, *, ttl: 
 
 
 def list_loaded_models(namespace: str | None = None) -> list[LLM | EmbeddingModel]:
-    """The loaded models of the default client (LLMs first)."""
+    """The loaded models of this process, whichever client loaded them (LLMs first); with a server
+    as the default client (configure_default_client), the server's."""
     return get_default_client().list_loaded_models(namespace)
 
 
