@@ -262,6 +262,27 @@ def test_engine_watch_fails_only_a_busy_engine_that_stopped():
     assert "no model" in EngineWatch(lambda: []).problem()
 
 
+def test_the_wedging_fault_is_off_unless_the_environment_asks(monkeypatch):
+    monkeypatch.delenv(faults.ENV, raising=False)
+    with pytest.raises(RuntimeError, match=faults.ENV):
+        faults.wedge_busiest_native_thread()
+    spinning = threading.Event()
+
+    def spin() -> None:  # a busy thread Python knows of is never the one picked
+        while not spinning.is_set():
+            pass
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    try:
+        assert faults.busiest_native_thread(0.3) != worker.native_id
+    except RuntimeError as e:  # no native thread of this process ran in the window
+        assert "no native thread ran" in str(e)
+    finally:
+        spinning.set()
+        worker.join()
+
+
 # -- the application's arguments and the documented config ----------------------------------------
 
 def test_documented_serve_config_is_valid_and_builds():
