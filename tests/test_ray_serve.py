@@ -1,7 +1,9 @@
-"""lmfast on Ray Serve (lmfast.ray_serve): the routing key, the cache-affine router and the
-engine health check on their own, then a local Ray cluster on 127.0.0.1 with replicas of SmolLM2
-behind Serve's HTTP proxy: the openai client through it, affinity against Serve's power-of-two
-routing on interleaved chats, replicas and nodes lost under running streams, scaling.
+"""lmfast on Ray Serve (lmfast.ray_serve): the routing key, the cache-affine router (two routers
+with no shared state agreeing, continued responses) and the engine health check on their own,
+then a local Ray cluster on 127.0.0.1 with replicas of SmolLM2 behind Serve's HTTP proxy: the
+openai client through it, continued /v1/responses, the replicas' Ray metrics read back, affinity
+against Serve's power-of-two routing on interleaved chats, replicas and nodes lost under running
+streams (the routing state outliving a replica), a really wedged engine replaced, scaling.
 
 The cluster tests share one local cluster (a head and two worker nodes on this host, every Ray
 service on 127.0.0.1); every replica gets half a logical CPU and one decode thread, and every
