@@ -45,6 +45,7 @@ public:
     explicit CallFilter(std::vector<std::string> markers) : markers_(std::move(markers)) {}
     std::string push(const std::string & text);
     std::string flush();  // end of generation: held text that started no call is final
+    bool in_call() const { return in_call_; }  // a marker was seen: the rest is call syntax
 
 private:
     StopMatcher markers_;

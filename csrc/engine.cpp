@@ -72,8 +72,9 @@ Request::Request(std::vector<llama_token> prompt, GenerationParams params, bool 
 
 bool Request::wait_text(std::string & out, int32_t & n_tokens, std::chrono::milliseconds timeout) {
     std::unique_lock<std::mutex> lk(mu_);
-    cv_.wait_for(lk, timeout, [&] { return done_ || !pending_.empty(); });
-    if (!pending_.empty()) {
+    cv_.wait_for(lk, timeout, [&] { return done_ || !pending_.empty() || call_grew_; });
+    if (!pending_.empty() || call_grew_) {
+        call_grew_ = false;
         out.swap(pending_);
         pending_.clear();
         n_tokens = pending_tokens_;
@@ -100,6 +101,17 @@ std::vector<TokenLogprob> Request::take_logprobs() {
     return out;
 }
 
+std::vector<ToolCallDelta> Request::take_call_deltas() {
+    std::string text;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (!calls_ || !calls_->in_call()) return {};
+        text = text_;
+    }
+    const ChatFormat & f = *params_.chat_format;
+    return call_streamer_.look(text, f.parser, f.format, f.generation_prompt);
+}
+
 void Request::emit(const std::string & text, int32_t n_tokens) {
     if (text.empty()) return;
     {
@@ -108,6 +120,7 @@ void Request::emit(const std::string & text, int32_t n_tokens) {
         if (stream_) {
             pending_ += calls_ ? calls_->push(text) : text;
             pending_tokens_ += n_tokens;
+            call_grew_ = calls_ && calls_->in_call();
         }
     }
     if (stream_) cv_.notify_all();
@@ -232,6 +245,7 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams & params)
     const llama_model * mdl = model_->get();
     growable_ = !llama_model_is_recurrent(mdl) && !llama_model_is_hybrid(mdl) && llama_model_n_swa(mdl) == 0;
     const int32_t n_initial = growable_ ? 1 : params_.n_seq;
+    loras_ = LoraSet(model_->get(), params_.loras);
     ctx_ = create_context(n_initial);
     n_streams_ = n_initial;
     cache_.grow(n_initial);
@@ -280,6 +294,7 @@ llama_context * Engine::create_context(int32_t n_streams) const {
                              std::to_string(n_streams) + " sequence(s) (out of memory, or an unsupported setting "
                              "such as a quantized V cache without flash attention)");
     }
+    loras_.apply(ctx);
     return ctx;
 }
 

@@ -25,12 +25,14 @@
 #include "detokenizer.h"
 #include "disk_cache.h"
 #include "errors.h"
+#include "lora.h"
 #include "model.h"
 #include "prefix_cache.h"
 #include "speculation.h"
 #include "sampling.h"
 #include "spill_cache.h"
 #include "thread_pools.h"
+#include "tool_calls.h"
 
 namespace lmfast {
 
@@ -96,7 +98,8 @@ public:
     Request(std::vector<llama_token> prompt, GenerationParams params, bool stream);
 
     // Consumer side (any thread). Waits at most `timeout` for streamed text.
-    // Returns true when it moved `out` text or the request is done.
+    // Returns true when it moved `out` text, a tool call being written grew (`out` may then be
+    // empty: see take_call_deltas) or the request is done.
     // `n_tokens` gets the number of sampled tokens the text came from.
     bool wait_text(std::string & out, int32_t & n_tokens, std::chrono::milliseconds timeout);
     bool wait_done(std::chrono::milliseconds timeout);
@@ -114,6 +117,9 @@ public:
     // The log-probabilities of the tokens sampled since the last call (GenerationParams::logprobs;
     // empty when off). A streamed fragment's tokens are among those sampled before it was taken.
     std::vector<TokenLogprob> take_logprobs();
+    // Streamed requests with a tool-call format: what the calls being written gained since the
+    // last call (tool_calls.h CallStreamer), parsed on the caller's thread. Empty outside calls.
+    std::vector<ToolCallDelta> take_call_deltas();
 
 private:
     friend class Engine;
@@ -133,8 +139,10 @@ private:
     mutable std::mutex mu_;
     std::condition_variable cv_;
     std::optional<CallFilter> calls_;  // streamed requests with call markers
+    CallStreamer call_streamer_;       // the consumer's (take_call_deltas)
     std::string pending_;  // streamed text not yet taken by the consumer
     int32_t pending_tokens_ = 0;
+    bool call_grew_ = false;  // text went into a call since the consumer last woke
     std::string text_;     // all text
     std::vector<TokenLogprob> logprobs_;  // one per sampled token when asked for
     size_t logprobs_taken_ = 0;
@@ -167,6 +175,7 @@ struct EngineParams {
     std::string disk_dir;          // disk tier (disk_cache.h); empty: off
     std::string disk_identity;     // the model file and KV layout its files must match
     int64_t disk_bytes = 8ll << 30;  // the folder's budget
+    std::vector<std::pair<std::string, float>> loras;  // LoRA adapters (path, scale) on every context (lora.h)
 };
 
 struct EngineCounters {
@@ -295,6 +304,7 @@ private:
 
     std::shared_ptr<Model> model_;
     EngineParams params_;
+    LoraSet loras_;  // after model_: freed before the model, after ctx_ (freed in ~Engine's body)
     llama_context * ctx_ = nullptr;
     ThreadPools pools_;  // compute threads, a pool per thread count in use
     llama_batch batch_{};

@@ -27,7 +27,29 @@ struct ParsedChatOutput {
 };
 
 // `parser`, `format` and `generation_prompt` are a ChatFormat's (chat_prompt.h).
+// `partial`: the text is a prefix of the output (a call still being written): a call's
+// arguments are then the JSON so far, which later parses only extend.
 ParsedChatOutput parse_chat_output(const std::string & text, const std::string & parser, int format,
-                                   const std::string & generation_prompt);
+                                   const std::string & generation_prompt, bool partial = false);
+
+// What a streamed call adds since the last look: its first delta has the name (and the format's
+// id, if any) and arguments "", later ones a piece of the arguments text.
+struct ToolCallDelta {
+    int32_t index = 0;
+    std::string id, name, arguments;
+    bool first = false;
+};
+
+// Streamed tool calls, parsed incrementally: each look parses the text so far as a partial
+// output and gives what the calls gained. Consumer side (no engine thread time).
+class CallStreamer {
+public:
+    std::vector<ToolCallDelta> look(const std::string & text, const std::string & parser, int format,
+                                    const std::string & generation_prompt);
+
+private:
+    std::vector<std::string> sent_;  // each call's arguments text sent so far
+    size_t parsed_size_ = 0;         // the text's size at the last look
+};
 
 }  // namespace lmfast

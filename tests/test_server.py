@@ -541,6 +541,17 @@ def test_tool_calls_streamed_and_not_then_a_round_trip(oai):
     assert none.choices[0].finish_reason != "tool_calls" and not none.choices[0].message.tool_calls
 
 
+def test_required_tool_choice_forces_a_call(oai):
+    """tool_choice "required": the call grammar applies from the first token (not lazily, after a
+    trigger), so the answer is a call whose arguments follow the tool's schema."""
+    r = oai.chat.completions.create(model=TOOLS, messages=few_shot("Hello! Who are you?"), tools=[ADD_TOOL],
+                                    tool_choice="required", temperature=0, max_tokens=64)
+    assert r.choices[0].finish_reason == "tool_calls", r.choices[0]
+    call = r.choices[0].message.tool_calls[0]
+    assert call.function.name == "add"
+    jsonschema.validate(json.loads(call.function.arguments), ADD_TOOL["function"]["parameters"])
+
+
 def test_named_tool_choice_forces_that_tool(oai):
     r = oai.chat.completions.create(model=TOOLS, messages=few_shot("Please greet Ada."),
                                     tools=[ADD_TOOL, GREET_TOOL], temperature=0, max_tokens=48,

@@ -421,3 +421,31 @@ def test_act_with_a_jinja_prompt_template_gets_tools(client, smollm2_path):
         assert messages[1].content[0]["content"] == "42"
     finally:
         model.unload()
+
+
+def test_a_streamed_call_arrives_while_it_is_written(tool_llm):
+    """on_tool_call_delta: the call's name and the first pieces of its arguments come before the
+    call's last token is sampled. Witness: the tokens sampled by the time of the first delta
+    (log-probabilities are recorded per sampled token; taking them all is an upper bound) are
+    fewer than the prediction's tokens."""
+    defs = [d.to_openai() for d in tool_definitions([add, greet]).values()]
+    stream = tool_llm.respond_stream(_few_shot("What is 17 + 25?"),
+                                     config=PREDICT | {"rawTools": {"type": "toolArray", "tools": defs}})
+    stream.request_logprobs(0)
+    seen: list[tuple] = []
+    sampled_at_first: list[int] = []
+
+    def on_delta(deltas: list[tuple]) -> None:
+        if not seen:
+            sampled_at_first.append(len(stream.take_logprobs()))
+        seen.extend(deltas)
+
+    stream.on_tool_call_delta(on_delta)
+    for _ in stream:
+        pass
+    result = stream.result()
+    assert result.stats.stop_reason == "toolCalls" and len(stream.tool_calls) == 1
+    assert seen[0][1:3] != ("", "") and seen[0][2] == "add" and seen[0][4]  # the first delta names the call
+    streamed = "".join(d[3] for d in seen)
+    assert streamed and stream.raw_tool_call_arguments[0].startswith(streamed)
+    assert sampled_at_first[0] < result.stats.predicted_tokens_count - 1, (sampled_at_first, result.stats)

@@ -119,12 +119,12 @@ void register_request(py::module_ & m) {
                  int32_t n_tokens = 0;
                  wait_interruptibly(
                      self, [&] { return self.wait_text(out, n_tokens, std::chrono::milliseconds(50)); }, on_progress);
-                 if (!out.empty()) return py::make_tuple(to_py_str(out), n_tokens);
+                 if (!out.empty() || !self.done()) return py::make_tuple(to_py_str(out), n_tokens);
                  return py::none();
              },
              py::arg("on_progress") = py::none(),
-             "Blocks until streamed text is available, returned as (text, n_tokens), or the request is done "
-             "(returns None). on_progress(share of the prompt evaluated) while the prompt is evaluated.")
+             "Blocks until streamed text is available, returned as (text, n_tokens) (text \"\" when only a "
+             "tool call being written grew: take_call_deltas), or the request is done (returns None). on_progress(share of the prompt evaluated) while the prompt is evaluated.")
         .def("wait",
              [](Request & self, const py::object & on_progress) {
                  wait_interruptibly(self, [&] { return self.wait_done(std::chrono::milliseconds(50)); }, on_progress);
@@ -135,6 +135,22 @@ void register_request(py::module_ & m) {
              py::arg("model"),
              "The log-probabilities of the tokens sampled since the last call (GenerationParams.logprobs >= 0), "
              "as (token, piece bytes, logprob, [(token, piece bytes, logprob), ...]) tuples.")
+        .def("take_call_deltas",
+             [](Request & self) {
+                 std::vector<ToolCallDelta> deltas;
+                 {
+                     py::gil_scoped_release nogil;
+                     deltas = self.take_call_deltas();
+                 }
+                 py::list out;
+                 for (const auto & d : deltas) {
+                     out.append(py::make_tuple(d.index, to_py_str(d.id), to_py_str(d.name), to_py_str(d.arguments),
+                                               d.first));
+                 }
+                 return out;
+             },
+             "Streamed requests with tools: what the calls being written gained since the last call, as (index, "
+             "id, name, arguments piece, first) tuples (the name in a call's first, the arguments after it).")
         .def("cancel", &Request::cancel)
         .def_property_readonly("cancelled", &Request::cancelled)
         .def_property_readonly("done", &Request::done)

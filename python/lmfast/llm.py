@@ -68,6 +68,7 @@ def _generation_params(pcfg: dict[str, Any], load_seed: Any) -> Any:
         n_threads=pcfg["cpuThreads"] or 0,
         draft_max=pcfg["speculativeDecodingNumDraftTokensExact"] if pcfg["draftNgram"] else 0,
         draft_min=pcfg["speculativeDecodingMinDraftLengthToConsider"],
+        logprobs=-1,  # off unless a stream asks (PredictionStream.request_logprobs)
     )
     return g
 
@@ -158,6 +159,8 @@ class PredictionStream:
         self._held_tokens = 0    # tokens of text held back (a marker's possible start), counted later
         self._cancelled = False
         self._n_logprobs = -1  # lmfast: request_logprobs()
+        self._on_call_delta: Callable[[list[tuple[Any, ...]]], Any] | None = None  # lmfast: on_tool_call_delta()
+        self.raw_tool_call_arguments: list[str] = []  # lmfast: each call's arguments as the model wrote them
         self._logprobs: list[tuple[Any, ...]] = []  # taken from the engine, not yet handed out
         rp = pcfg.get("reasoningParsing") or {}
         self._reasoning = ReasoningSplitter(rp["startString"], rp["endString"]) if rp.get("enabled") else None
@@ -205,6 +208,13 @@ class PredictionStream:
         out, self._logprobs = self._logprobs[:k], self._logprobs[k:]
         return out
 
+    def on_tool_call_delta(self, callback: Callable[[list[tuple[Any, ...]]], Any]) -> None:
+        """Before iterating, with tools offered: ``callback(deltas)`` while a tool call is being
+        written, called from the iterating thread, with what the calls gained as (index, id, name,
+        arguments piece, first) tuples: a call's first delta names it, later ones extend its
+        arguments text. The calls' final form still comes with the result (``tool_calls``)."""
+        self._on_call_delta = callback if self._has_tools else None
+
     def branches(self, n: int) -> list["PredictionStream"]:
         """Before the start: this stream and n - 1 more of the same prompt and config, started
         together so that the prompt is evaluated once and forked (Engine.submit_n); a fixed seed
@@ -245,6 +255,10 @@ class PredictionStream:
                 self._queue("", 0, final=True)
                 break
             self._queue(*item)
+            if self._on_call_delta is not None and not self._cancelled:
+                deltas = self._request.take_call_deltas()
+                if deltas:
+                    self._on_call_delta(deltas)
         if self._cancelled:
             self._pending.clear()
         if not self._pending:
@@ -339,6 +353,7 @@ class PredictionStream:
             self.tool_call_error = out["error"]
             return text, reason
         self.tool_calls = parse_tool_calls(out["tool_calls"])
+        self.raw_tool_call_arguments = [c["arguments"] for c in out["tool_calls"]]
         return out["content"], ("toolCalls" if self.tool_calls else reason)
 
     def cancel(self) -> None:
@@ -646,3 +661,9 @@ class LLM(ModelHandle):
 
     def get_info(self) -> LlmInstanceInfo:
         return super().get_info()
+
+    def lora_adapters(self) -> list[dict[str, Any]]:
+        """The LoRA adapters applied to this instance (load config key ``loras``), as llama-server's
+        GET /lora-adapters lists them: ``[{"id", "path", "scale"}, ...]``. An lmfast extension."""
+        self._instance.native()
+        return [{"id": i, **a} for i, a in enumerate(self._instance.load_config()["loras"])]

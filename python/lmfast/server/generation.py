@@ -11,7 +11,7 @@ from typing import Any, Callable
 from ..errors import LMStudioError
 from ..llm import PredictionStream
 
-_STARTED, _TEXT, _LOGPROBS, _DONE, _ERROR = "started", "text", "logprobs", "done", "error"
+_STARTED, _TEXT, _LOGPROBS, _CALLS, _DONE, _ERROR = "started", "text", "logprobs", "tool_calls", "done", "error"
 
 
 class Generation:
@@ -21,10 +21,14 @@ class Generation:
     fragment, then ("done", stream) or ("error", exception). A stream that requested logprobs
     also gives ("logprobs", list) before each fragment (its tokens') and before "done" (tokens
     whose text never came, such as a stop string's); they are kept in ``logprobs`` too.
-    ``make_stream`` may return a stream already started (a branch of an n > 1 group)."""
+    ``make_stream`` may return a stream already started (a branch of an n > 1 group). With
+    ``call_deltas``, a stream with tools also gives ("tool_calls", deltas) while a call is being
+    written (PredictionStream.on_tool_call_delta)."""
 
     def __init__(self, make_stream: Callable[[], PredictionStream],
-                 on_finish: Callable[[PredictionStream, "Generation"], None] | None = None):
+                 on_finish: Callable[[PredictionStream, "Generation"], None] | None = None,
+                 call_deltas: bool = False):
+        self._call_deltas = call_deltas
         self._make = make_stream
         self._on_finish = on_finish  # called in the thread for every prediction that ends, cancelled ones too
         self._loop = asyncio.get_running_loop()
@@ -49,6 +53,8 @@ class Generation:
         try:
             stream = self._make()
             self._stream = stream
+            if self._call_deltas:
+                stream.on_tool_call_delta(lambda deltas: self._put(_CALLS, deltas))
             if not stream.started:
                 stream.start()
             if self._cancelled.is_set():  # cancelled while it was being submitted

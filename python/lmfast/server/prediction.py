@@ -38,12 +38,13 @@ class Running:
 
 
 async def start(ctx: AppContext, handle: Any, model_name: str | None, ttl: float | None,
-                factory: StreamFactory) -> Running:
+                factory: StreamFactory, call_deltas: bool = False) -> Running:
+    """``call_deltas``: the generation gives tool calls as they are written (Generation)."""
     for attempt in (0, 1):
         ticket = ctx.manager.admit(handle)
         ident = handle.identifier
         gen = Generation(factory(handle), on_finish=lambda stream, g: ctx.metrics.record_prediction(
-            ident, stream.result().stats, g.ttft))
+            ident, stream.result().stats, g.ttft), call_deltas=call_deltas)
         ticket.track(gen)
         try:
             await gen.started()
@@ -84,11 +85,11 @@ class _Branches:
 
 
 async def start_n(ctx: AppContext, handle: Any, model_name: str | None, ttl: float | None,
-                  factory: StreamFactory, n: int) -> list[Running]:
+                  factory: StreamFactory, n: int, call_deltas: bool = False) -> list[Running]:
     """n completions of one prompt (OpenAI's n), each with its place at the model (a full queue
     refuses the whole request), started as one group: the prompt is evaluated once."""
     if n == 1:
-        return [await start(ctx, handle, model_name, ttl, factory)]
+        return [await start(ctx, handle, model_name, ttl, factory, call_deltas)]
     for attempt in (0, 1):
         tickets = []
         try:
@@ -100,7 +101,7 @@ async def start_n(ctx: AppContext, handle: Any, model_name: str | None, ttl: flo
             raise
         ident, group = handle.identifier, _Branches(factory(handle), n)
         gens = [Generation(lambda i=i: group.stream(i), on_finish=lambda stream, g: ctx.metrics.record_prediction(
-            ident, stream.result().stats, g.ttft)) for i in range(n)]
+            ident, stream.result().stats, g.ttft), call_deltas=call_deltas) for i in range(n)]
         for t, g in zip(tickets, gens):
             t.track(g)
         try:

@@ -50,7 +50,8 @@ async def chat_completions(request: Request) -> Response:
     req: ChatCompletionRequest = await body_of(request, ChatCompletionRequest)
     top = logprobs_top(req, chat=True)
     handle, factory = await _chat_factory(ctx, request, req, choices=True)
-    runs = await start_n(ctx, handle, req.model, req.ttl, _with_logprobs(factory, top), req.n or 1)
+    runs = await start_n(ctx, handle, req.model, req.ttl, _with_logprobs(factory, top), req.n or 1,
+                         call_deltas=req.stream)
     return await _answer(ctx, request, runs, req, "chatcmpl", _chat_sse, to_openai.chat_completion, top >= 0)
 
 
@@ -126,6 +127,7 @@ class _Choices:
         self.want = want_logprobs
         self.pending: list[list[tuple]] = [[] for _ in runs]
         self.done: dict[int, PredictionStream] = {}
+        self.calls = [to_openai.StreamedCalls() for _ in runs]
 
     def take(self, i: int) -> list[tuple] | None:
         if not self.want:
@@ -155,12 +157,15 @@ async def _chat_sse(ctx: AppContext, request: Request, runs: list[Running], cid:
                 c.pending[i] += value
             elif kind == "text":
                 yield chunk(i, {"content": value}, logprobs=c.take(i))
+            elif kind == "tool_calls":
+                for delta in c.calls[i].deltas(value):
+                    yield chunk(i, delta)
             elif kind == "ping":
                 yield sse.PING
             elif kind == "done":
                 runs[i].finished = True
                 c.done[i] = value
-                for delta in to_openai.tool_call_deltas(value):
+                for delta in to_openai.tool_call_deltas(value, c.calls[i].sent):
                     yield chunk(i, delta)
                 yield chunk(i, {}, to_openai.finish_reason(value), c.take(i) or None)
                 record(ctx, request, runs[i], value)

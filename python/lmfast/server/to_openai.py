@@ -137,17 +137,49 @@ def chat_chunk(cid: str, model: str, created: int, delta: dict[str, Any], finish
                   [{"index": index, "delta": delta, "logprobs": lps, "finish_reason": finish}], with_usage_field)
 
 
-def tool_call_deltas(stream: PredictionStream, slice_len: int = 24) -> list[dict[str, Any]]:
-    """Each call as OpenAI streams it: a first delta with index, id, type and name (arguments
-    empty), then the arguments string in slices."""
+def tool_call_deltas(stream: PredictionStream, sent: list[str] | None = None,
+                     slice_len: int = 24) -> list[dict[str, Any]]:
+    """What is left to stream of each call once the prediction ended: a call not streamed yet as
+    OpenAI streams it, a first delta with index, id, type and name (arguments empty), then the
+    arguments string in slices; ``sent``: the arguments text already streamed of the calls that
+    were (StreamedCalls), whose rest follows the model's own text of the arguments."""
+    sent = sent or []
+    raw = stream.raw_tool_call_arguments
     out = []
     for k, call in enumerate(tool_calls(stream)):
-        out.append({"tool_calls": [{"index": k, "id": call["id"], "type": "function",
-                                    "function": {"name": call["function"]["name"], "arguments": ""}}]})
-        args = call["function"]["arguments"]
+        if k < len(sent):
+            full = raw[k] if k < len(raw) else ""
+            args = full[len(sent[k]):] if full.startswith(sent[k]) else ""
+        else:
+            out.append(call_start_delta(k, call["id"], call["function"]["name"]))
+            args = call["function"]["arguments"]
         for i in range(0, len(args), slice_len):
             out.append({"tool_calls": [{"index": k, "function": {"arguments": args[i:i + slice_len]}}]})
     return out
+
+
+def call_start_delta(index: int, call_id: str, name: str) -> dict[str, Any]:
+    return {"tool_calls": [{"index": index, "id": call_id, "type": "function",
+                            "function": {"name": name, "arguments": ""}}]}
+
+
+class StreamedCalls:
+    """The tool calls of one streamed choice as they are written: engine deltas (index, id, name,
+    arguments piece, first) -> OpenAI's ``delta.tool_calls``; what went out, for the end."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def deltas(self, engine_deltas: list[tuple]) -> list[dict[str, Any]]:
+        out = []
+        for k, call_id, name, args, first in engine_deltas:
+            if first:
+                self.sent.append("")
+                out.append(call_start_delta(k, call_id or f"call_{secrets.token_hex(12)}", name))
+            elif k < len(self.sent):
+                self.sent[k] += args
+                out.append({"tool_calls": [{"index": k, "function": {"arguments": args}}]})
+        return out
 
 
 def completion_choice(stream: PredictionStream, gen: Generation, index: int = 0) -> dict[str, Any]:
