@@ -89,6 +89,7 @@ void register_engine_params(py::module_ & m) {
     c.def_readwrite("type_v", &EngineParams::type_v, "ggml_type of the V cache; -1: f16");
     c.def_readwrite("offload_kqv", &EngineParams::offload_kqv);
     c.def_readwrite("rope_freq_base", &EngineParams::rope_freq_base, "0: the model's");
+    c.def_readwrite("loras", &EngineParams::loras, "LoRA adapters: (path, scale) pairs");
     c.def_readwrite("rope_freq_scale", &EngineParams::rope_freq_scale, "0: the model's");
     c.def_readwrite("spill_bytes", &EngineParams::spill_bytes, "-1: auto (free memory / 8, at most 4 GiB); 0: off");
     c.def_readwrite("disk_dir", &EngineParams::disk_dir, "empty: no disk tier");

@@ -103,6 +103,24 @@ def _folder_or_false(key: str, v: Any) -> Any:
     return os.path.abspath(os.path.expanduser(v))
 
 
+def _loras(key: str, v: Any) -> list[dict[str, Any]]:
+    """LoRA adapters: a list of {"path": adapter GGUF, "scale": number (default 1.0)}."""
+    if v is None or v is False:
+        return []
+    if not isinstance(v, (list, tuple)):
+        raise _bad(key, v, 'a list of {"path": ..., "scale": ...} dicts')
+    out = []
+    for i, item in enumerate(v):
+        if not isinstance(item, Mapping) or "path" not in item or set(item) - {"path", "scale"}:
+            raise _bad(f"{key}[{i}]", item, 'a dict with "path" and an optional "scale"')
+        path = os.fspath(item["path"]) if isinstance(item["path"], (str, os.PathLike)) else None
+        if not path or not os.path.isfile(os.path.expanduser(path)):
+            raise _bad(f"{key}[{i}].path", item["path"], "the path of a LoRA adapter GGUF file")
+        scale = _float(-1e6, 1e6)(f"{key}[{i}].scale", item.get("scale", 1.0))
+        out.append({"path": os.path.abspath(os.path.expanduser(path)), "scale": scale})
+    return out
+
+
 def _one_of(*choices: str):
     def check(key: str, v: Any) -> str:
         if v not in choices:
@@ -335,6 +353,9 @@ LOAD_KEYS: tuple[Key, ...] = (
     Key("promptCacheDiskBytes", _int(0, INT64_MAX), 8 << 30,
         "lmfast: byte budget of promptCacheDir (all models' cache files in it); least recently used go first.",
         shown="8 GiB"),
+    Key("loras", _loras, [],
+        "lmfast: LoRA adapters applied at load, [{'path': adapter GGUF, 'scale': 1.0}, ...] (llama.cpp's "
+        "--lora-scaled); one made for another base model is refused. Fixed for the instance's life."),
 )
 
 # The SDK's EmbeddingLoadModelConfig (6 keys). The entries are LOAD_KEYS' own where

@@ -261,6 +261,7 @@ def engine_params(cfg: dict[str, Any], *, n_ctx: int, disk_identity: str) -> Any
         disk_dir=cfg["promptCacheDir"] or "",
         disk_identity=disk_identity,
         disk_bytes=cfg["promptCacheDiskBytes"],
+        loras=[(a["path"], a["scale"]) for a in cfg["loras"]],
     )
 
 

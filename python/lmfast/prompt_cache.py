@@ -32,6 +32,8 @@ def cache_identity(path: str | os.PathLike[str], cfg: dict[str, Any]) -> str:
             h.update(f.read(_TAIL))
     layout = {k: cfg.get(k) for k in ("llamaKCacheQuantizationType", "llamaVCacheQuantizationType",
                                       "flashAttention", "ropeFrequencyBase", "ropeFrequencyScale")}
+    if cfg.get("loras"):  # KV computed under adapters is another model's: never restored without them
+        layout["loras"] = [(a["path"], os.path.getsize(a["path"]), a["scale"]) for a in cfg["loras"]]
     return f"lmfast-kv 1; file {Path(path).name} {size} bytes sha256 {h.hexdigest()}; layout {sorted(layout.items())}"
 
 
