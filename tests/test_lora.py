@@ -104,3 +104,27 @@ def test_the_disk_cache_identity_names_the_adapters(smollm2_path, adapter):
     with_adapter = prompt_cache.cache_identity(smollm2_path, {"loras": [{"path": str(adapter), "scale": 1.0}]})
     half = prompt_cache.cache_identity(smollm2_path, {"loras": [{"path": str(adapter), "scale": 0.5}]})
     assert len({base, with_adapter, half}) == 3
+
+
+def test_chat_cli_takes_lora_path_and_scale(client, smollm2_path, adapter):
+    import subprocess
+    import sys
+
+    from lmfast.cli._main import lora_arg
+
+    assert lora_arg(f"{adapter}:0.25") == {"path": str(adapter), "scale": 0.25}
+    assert lora_arg(str(adapter)) == {"path": str(adapter), "scale": 1.0}
+    assert lora_arg("C:adapter.gguf") == {"path": "C:adapter.gguf", "scale": 1.0}
+    res = subprocess.run([sys.executable, "-m", "lmfast", "chat", str(smollm2_path), "-p", "Name a color.", "-t", "0",
+                          "-n", "12", "-q", "--cpu-threads", "1", "--lora", f"{adapter}:0.5"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    answers = {}
+    for name, loras in (("lora-cli", [{"path": str(adapter), "scale": 0.5}]), ("lora-cli-base", [])):
+        model = _load(client, smollm2_path, name, loras)
+        try:
+            answers[name] = model.respond("Name a color.", config={"temperature": 0, "maxTokens": 12}).content
+        finally:
+            model.unload()
+    assert answers["lora-cli"] != answers["lora-cli-base"], "the adapter must change this answer for the test to mean anything"
+    assert res.stdout.strip() == answers["lora-cli"].strip()

@@ -33,6 +33,18 @@ def _is_model(text: str) -> bool:
             or low in known_models() or low.split("/")[-1] in known_models())
 
 
+def lora_arg(text: str) -> dict[str, object]:
+    """``--lora PATH[:SCALE]`` as a ``loras`` entry (llama.cpp's --lora / --lora-scaled in one flag). A
+    suffix that is not a number stays part of the path (a Windows drive's colon, say)."""
+    path, sep, scale = text.rpartition(":")
+    if sep and path:
+        try:
+            return {"path": path, "scale": float(scale)}
+        except ValueError:
+            pass
+    return {"path": text, "scale": 1.0}
+
+
 def _chat(args: argparse.Namespace) -> int:
     import lmfast as lms
 
@@ -50,6 +62,8 @@ def _chat(args: argparse.Namespace) -> int:
         load = {"contextLength": args.context_length} if args.context_length else {}
         if args.cpu_threads:
             load["cpuThreads"] = args.cpu_threads
+        if args.lora:
+            load["loras"] = args.lora
         model = lms.get_default_client().llm.model(key, ttl=args.ttl, config=load or None, on_load_progress=bar)
     finally:
         bar.close()
@@ -164,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", "-n", type=int, default=0)
     p.add_argument("--context-length", "-c", type=int, default=0)
     add_threads_flag(p, "the model's decode threads (cpuThreads; default: the cores other processes leave free)")
+    p.add_argument("--lora", action="append", type=lora_arg, metavar="PATH[:SCALE]",
+                   help="a LoRA adapter GGUF applied at load, scale 1.0 unless given (repeatable; load key loras)")
     p.add_argument("--draft-ngram", action="store_true",
                    help="speculative decoding by n-gram lookup (draftNgram): faster where answers repeat the chat")
     p.add_argument("--stats", action="store_true", help="print prediction stats to stderr")
