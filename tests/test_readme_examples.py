@@ -51,6 +51,10 @@ def test_readme_block_runs(line, code, home, smollm2_path, capsys):
         from .cross_encoder import write_cross_encoder
 
         code = code.replace("/path/to/reranker.gguf", str(write_cross_encoder(home)))
+    if "/path/to/adapter.gguf" in code:  # the reader's LoRA adapter: the LoRA tests' synthetic one
+        from .lora_adapter import write_lora
+
+        code = code.replace("/path/to/adapter.gguf", str(write_lora(smollm2_path, home / "adapter.gguf")))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LMFAST_", "HF_"))}
     # The reader's own machine: the models where the test session keeps them, everything else
     # (caches, presets, prompt files under ~) in this module's home folder.
