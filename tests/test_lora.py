@@ -110,7 +110,7 @@ def test_chat_cli_takes_lora_path_and_scale(client, smollm2_path, adapter):
     import subprocess
     import sys
 
-    from lmfast.cli._main import lora_arg
+    from lmfast.cli._common import lora_arg
 
     assert lora_arg(f"{adapter}:0.25") == {"path": str(adapter), "scale": 0.25}
     assert lora_arg(str(adapter)) == {"path": str(adapter), "scale": 1.0}
@@ -128,3 +128,31 @@ def test_chat_cli_takes_lora_path_and_scale(client, smollm2_path, adapter):
             model.unload()
     assert answers["lora-cli"] != answers["lora-cli-base"], "the adapter must change this answer for the test to mean anything"
     assert res.stdout.strip() == answers["lora-cli"].strip()
+
+
+def test_server_lora_flag_and_lora_adapters_route(client, smollm2_path, adapter, tmp_path):
+    """lmfast serve --lora PATH:SCALE applies the adapter to the LLMs it loads: GET /lora-adapters
+    lists it, a greedy chat completion equals in-process respond with the same adapter, and POST
+    /lora-adapters (run-time scales) is a clear 400, not a silent no-op."""
+    httpx = pytest.importorskip("httpx")
+    from .test_server import ServerProcess
+
+    s = ServerProcess(["--model", str(smollm2_path), "--lora", f"{adapter}:0.5", "--parallel", "1"],
+                      tmp_path / "server.log")
+    try:
+        s.wait_healthy()
+        listed = httpx.get(s.url + "/lora-adapters", timeout=30)
+        assert listed.status_code == 200 and listed.json() == [{"id": 0, "path": str(adapter), "scale": 0.5}]
+        res = httpx.post(s.url + "/v1/chat/completions", timeout=120, json={
+            "messages": [{"role": "user", "content": "Name a color."}], "temperature": 0, "max_tokens": 12})
+        assert res.status_code == 200, res.text
+        refused = httpx.post(s.url + "/lora-adapters", json=[{"id": 0, "scale": 1.0}], timeout=30)
+        assert refused.status_code == 400 and "at load" in refused.json()["error"]["message"]
+    finally:
+        assert s.stop() == 0, s.log()
+    lora = _load(client, smollm2_path, "lora-server", [{"path": str(adapter), "scale": 0.5}])
+    try:
+        want = lora.respond("Name a color.", config={"temperature": 0, "maxTokens": 12}).content
+    finally:
+        lora.unload()
+    assert res.json()["choices"][0]["message"]["content"] == want

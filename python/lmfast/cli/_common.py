@@ -98,3 +98,15 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
 
 def _fail(verb: argparse.ArgumentParser, message: str) -> None:
     print(f"{verb.prog}: error: {message}", file=sys.stderr)
+
+
+def lora_arg(text: str) -> dict[str, object]:
+    """``--lora PATH[:SCALE]`` as a ``loras`` entry (llama.cpp's --lora / --lora-scaled in one flag). A
+    suffix that is not a number stays part of the path (a Windows drive's colon, say)."""
+    path, sep, scale = text.rpartition(":")
+    if sep and path:
+        try:
+            return {"path": path, "scale": float(scale)}
+        except ValueError:
+            pass
+    return {"path": text, "scale": 1.0}

@@ -33,18 +33,6 @@ def _is_model(text: str) -> bool:
             or low in known_models() or low.split("/")[-1] in known_models())
 
 
-def lora_arg(text: str) -> dict[str, object]:
-    """``--lora PATH[:SCALE]`` as a ``loras`` entry (llama.cpp's --lora / --lora-scaled in one flag). A
-    suffix that is not a number stays part of the path (a Windows drive's colon, say)."""
-    path, sep, scale = text.rpartition(":")
-    if sep and path:
-        try:
-            return {"path": path, "scale": float(scale)}
-        except ValueError:
-            pass
-    return {"path": text, "scale": 1.0}
-
-
 def _chat(args: argparse.Namespace) -> int:
     import lmfast as lms
 
@@ -161,7 +149,7 @@ def _version(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ._common import add_threads_flag
+    from ._common import add_threads_flag, lora_arg
     from ._models import register as register_model_verbs
     from ._remote import register as register_remote_verbs
     from ._serve import register as register_server_verbs

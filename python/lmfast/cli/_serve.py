@@ -6,7 +6,7 @@ import argparse
 import logging
 from typing import Any
 
-from ._common import UsageError, UserError, add_api_key_flags, add_threads_flag, api_key
+from ._common import UsageError, UserError, add_api_key_flags, add_threads_flag, api_key, lora_arg
 
 INSTALL_HINT = ("the HTTP server needs the 'server' extra: pip install 'lmfast[server]' "
                 "(from a source checkout: pip install '.[server]')")
@@ -46,6 +46,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-cache-ram-mb", type=int, default=None, metavar="MIB",
                    help="host-memory tier for conversations moved out of the KV cache, per LLM "
                         "(promptCacheRamBytes; default an eighth of free memory, at most 4 GiB; 0 turns it off)")
+    p.add_argument("--lora", action="append", type=lora_arg, metavar="PATH[:SCALE]",
+                   help="a LoRA adapter GGUF applied to the LLMs the server loads, scale 1.0 unless given "
+                        "(repeatable; llama-server's --lora/--lora-scaled; GET /lora-adapters lists them)")
     p.add_argument("--grace", type=float, default=10.0,
                    help="seconds running requests get to finish at shutdown (default 10)")
     p.add_argument("--ping-interval", type=float, default=15.0,
@@ -60,6 +63,8 @@ def settings_from(args: argparse.Namespace) -> Any:
                               cpu_threads=args.cpu_threads or None,
                               flash_attention=None if args.flash_attention is None else args.flash_attention == "on",
                               prompt_cache_ram_mb=args.prompt_cache_ram_mb)
+    if args.lora:
+        load["loras"] = args.lora
     return ServerSettings(
         models=list(args.model), host=args.host, port=args.port,
         api_key=api_key(args), jit=not args.no_jit, ttl=args.ttl,

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from ..errors import LMStudioError
 from . import (routes_anthropic, routes_lmstudio, routes_ollama, routes_ollama_pull, routes_openai, routes_ops,
-               routes_rerank, routes_responses)
+               routes_lora, routes_rerank, routes_responses)
 from .access_log import AccessLogMiddleware
 from .context import AppContext, RunState
 from .error_shapes import response as shaped
@@ -46,6 +46,8 @@ def _routes() -> list[Route]:
         Route("/v1/rerank", routes_rerank.rerank, methods=post),
         Route("/rerank", routes_rerank.rerank, methods=post),  # llama-server's paths
         Route("/v1/reranking", routes_rerank.rerank, methods=post),
+        Route("/lora-adapters", routes_lora.list_adapters),
+        Route("/lora-adapters", routes_lora.set_adapters, methods=post),
         Route("/v1/responses", routes_responses.responses, methods=post),
         Route("/v1/messages", routes_anthropic.messages, methods=post),
         Route("/v1/messages/count_tokens", routes_anthropic.count_tokens, methods=post),
