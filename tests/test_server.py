@@ -542,14 +542,18 @@ def test_tool_calls_streamed_and_not_then_a_round_trip(oai):
 
 
 def test_required_tool_choice_forces_a_call(oai):
-    """tool_choice "required": the call grammar applies from the first token (not lazily, after a
-    trigger), so the answer is a call whose arguments follow the tool's schema."""
-    r = oai.chat.completions.create(model=TOOLS, messages=few_shot("Hello! Who are you?"), tools=[ADD_TOOL],
-                                    tool_choice="required", temperature=0, max_tokens=64)
-    assert r.choices[0].finish_reason == "tool_calls", r.choices[0]
-    call = r.choices[0].message.tool_calls[0]
-    assert call.function.name == "add"
-    jsonschema.validate(json.loads(call.function.arguments), ADD_TOOL["function"]["parameters"])
+    """tool_choice "required" is rawTools force (tests/test_tools.py): the call grammar does not
+    let the model end its turn without a call. Greedy, the forced answer writes what the free
+    one did and goes on where the free one stopped."""
+    args = dict(model=TOOLS, messages=chat("Say hello."), tools=[GREET_TOOL], temperature=0)
+    free = oai.chat.completions.create(tool_choice="auto", max_tokens=64, **args)
+    assert free.choices[0].finish_reason == "stop" and not free.choices[0].message.tool_calls
+    n = free.usage.completion_tokens
+    forced = oai.chat.completions.create(tool_choice="required", max_tokens=n + 8, **args)
+    assert forced.choices[0].finish_reason in ("tool_calls", "length")
+    if forced.choices[0].finish_reason == "length":
+        assert forced.usage.completion_tokens == n + 8
+        assert forced.choices[0].message.content.startswith(free.choices[0].message.content)
 
 
 def test_named_tool_choice_forces_that_tool(oai):
