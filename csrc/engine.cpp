@@ -557,7 +557,7 @@ void Engine::admit_queued() {
             std::lock_guard<std::mutex> lk(mu_);
             if (!jobs_.empty()) return;
             for (; next < queue_.size() && waits(*queue_[next]); ++next) {
-                if (!queue_[next]->held_) counters_.shared_prefix_waits += 1;
+                if (!queue_[next]->held_ && !queue_[next]->fork_of_) counters_.shared_prefix_waits += 1;
                 queue_[next]->held_ = true;
             }
             if (next >= queue_.size()) return;
@@ -739,7 +739,12 @@ constexpr size_t kMinSharedPrefix = 16;
 // prompt, started at once); held back until it is in the leader's sequence, this one copies
 // it. The leader's prompt advances every step, or the leader leaves, so the wait ends.
 bool Engine::waits(const Request & req) const {
-    if (req.cancelled() || req.fork_of_) return false;  // a branch forks or falls back (admit)
+    if (req.cancelled()) return false;
+    if (req.fork_of_) {
+        // A branch waits while its group's first request does, so that it can fork from it once
+        // that one runs; then it forks or falls back (admit).
+        return std::any_of(queue_.begin(), queue_.end(), [&](const auto & q) { return q == req.fork_of_; });
+    }
     const auto & prompt = req.prompt_;
     if (prompt.size() < 2) return false;
     const size_t cached = cache_.longest_cached(prompt);

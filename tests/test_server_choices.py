@@ -151,3 +151,22 @@ def test_responses_api_logprobs(oai):
     assert all(t.top_logprobs[0].token == t.token and len(t.top_logprobs) == 2 for t in part.logprobs)
     deltas = [e for e in oai.responses.create(stream=True, **args) if e.type == "response.output_text.delta"]
     assert [t.token for e in deltas for t in e.logprobs] == [t.token for t in part.logprobs]
+
+
+def test_more_branches_than_sequences_all_finish(llm):
+    """Engine.submit_n with more branches than KV sequences: those that find one fork, the rest
+    run as ordinary requests once a sequence frees up (their prompt then comes from the cache)."""
+    from lmfast import _core
+
+    model, engine = llm._instance.native()
+    n = engine.n_seq + 2
+    before = engine.counters()
+    requests = engine.submit_n(llm._tokens("Colors of the rainbow, in order:"),
+                               _core.GenerationParams(temperature=0.0, max_tokens=6), n)
+    for r in requests:
+        r.wait()
+    stats = [r.stats() for r in requests]
+    after = engine.counters()
+    assert all(s["stop_reason"] in ("maxPredictedTokensReached", "eosFound") for s in stats), stats
+    assert 1 <= after["forked_sequences"] - before["forked_sequences"] <= engine.n_seq - 1
+    assert after["requests"] - before["requests"] == n
