@@ -134,9 +134,11 @@ def test_tool_use_round_trip(claude):
     assert isinstance(calls[0].input, dict) and set(calls[0].input) == {"a", "b"}
 
     with claude.messages.stream(**args) as s:
+        pieces = [e.delta.partial_json for e in s if e.type == "content_block_delta" and e.delta.type == "input_json_delta"]
         final = s.get_final_message()
     streamed = [b for b in final.content if b.type == "tool_use"]
     assert final.stop_reason == "tool_use" and [(b.name, b.input) for b in streamed] == [("add", calls[0].input)]
+    assert len(pieces) > 2  # the input streamed as the model wrote it, token by token, not as one slice
 
     result = sum(int(v) for v in calls[0].input.values())
     follow = messages + [{"role": "assistant", "content": [b.model_dump() for b in r.content]},

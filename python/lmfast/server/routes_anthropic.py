@@ -28,7 +28,7 @@ _ARGS_SLICE = 48  # characters of a tool call's input per input_json_delta event
 async def messages(request: Request) -> Response:
     ctx = ctx_of(request)
     req: MessagesRequest = await body_of(request, MessagesRequest)
-    run = await start_chat(ctx, request, to_anthropic.chat_request(req))
+    run = await start_chat(ctx, request, to_anthropic.chat_request(req), call_deltas=req.stream)
     mid = to_anthropic.new_id()
     if req.stream:
         return StreamingResponse(_events(ctx, request, run, req, mid), media_type="text/event-stream",
@@ -67,15 +67,47 @@ class _Blocks:
         return _event("content_block_stop", index=self.index)
 
 
-def _tool_use_events(blocks: _Blocks, stream: Any) -> list[bytes]:
-    """Each call as Anthropic streams one: its block with an empty input, the input's JSON in
-    slices (input_json_delta), the block's end."""
+class _StreamedCalls:
+    """tool_use blocks opened while the model writes the calls (engine deltas: index, id, name,
+    arguments piece, first), and what of each call's input went out."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def events(self, blocks: _Blocks, deltas: list[tuple]) -> list[bytes]:
+        out = []
+        for k, call_id, name, args, first in deltas:
+            if first:
+                if blocks.open:
+                    out.append(blocks.stop())
+                self.sent.append("")
+                out.append(blocks.start({"type": "tool_use", "id": call_id or to_anthropic.new_tool_use_id(),
+                                         "name": name, "input": {}}))
+            elif k == len(self.sent) - 1 and args:
+                self.sent[k] += args
+                out.append(blocks.delta({"type": "input_json_delta", "partial_json": args}))
+        return out
+
+
+def _tool_use_events(blocks: _Blocks, stream: Any, calls: _StreamedCalls) -> list[bytes]:
+    """What is left of the calls at the end: the rest of the one being streamed (the model's own
+    text of its input), then each call not streamed yet as Anthropic streams one: its block with
+    an empty input, the input's JSON in slices (input_json_delta), the block's end."""
     out = []
-    for call in to_anthropic.tool_use_blocks(stream):
-        out.append(blocks.start({**call, "input": {}}))
-        args = json.dumps(call["input"], ensure_ascii=False)
+    raw = stream.raw_tool_call_arguments
+    for k, call in enumerate(to_anthropic.tool_use_blocks(stream)):
+        if k < len(calls.sent):
+            if k != len(calls.sent) - 1:
+                continue  # closed when the next call started
+            full = raw[k] if k < len(raw) else ""
+            args = full[len(calls.sent[k]):] if full.startswith(calls.sent[k]) else ""
+        else:
+            out.append(blocks.start({**call, "input": {}}))
+            args = json.dumps(call["input"], ensure_ascii=False)
         for i in range(0, len(args), _ARGS_SLICE):
             out.append(blocks.delta({"type": "input_json_delta", "partial_json": args[i:i + _ARGS_SLICE]}))
+        out.append(blocks.stop())
+    if blocks.open:  # a streamed call the final parse did not confirm
         out.append(blocks.stop())
     return out
 
@@ -84,7 +116,7 @@ async def _events(ctx: AppContext, request: Request, run: Running, req: Messages
                   mid: str) -> AsyncIterator[bytes]:
     """message_start, ping, the text block's deltas, tool_use blocks, message_delta (stop
     reason and usage), message_stop; an ``error`` event if the prediction fails."""
-    blocks = _Blocks()
+    blocks, calls = _Blocks(), _StreamedCalls()
     zero = {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 0}
     try:
         yield _event("message_start", message=to_anthropic.message(mid, run.handle.identifier, [], None, None, zero))
@@ -94,15 +126,18 @@ async def _events(ctx: AppContext, request: Request, run: Running, req: Messages
                 if not blocks.open:
                     yield blocks.start({"type": "text", "text": ""})
                 yield blocks.delta({"type": "text_delta", "text": value})
+            elif kind == "tool_calls":
+                for frame in calls.events(blocks, value):
+                    yield frame
             elif kind == "ping":
                 yield _event("ping")
             elif kind == "done":
                 run.finished = True
                 if not blocks.open and not value.tool_calls:
                     yield blocks.start({"type": "text", "text": ""})  # as the unstreamed message has it
-                if blocks.open:
+                if blocks.open and not calls.sent:
                     yield blocks.stop()
-                for frame in _tool_use_events(blocks, value):
+                for frame in _tool_use_events(blocks, value, calls):
                     yield frame
                 yield _event("message_delta", delta={"stop_reason": to_anthropic.stop_reason(value),
                                                      "stop_sequence": to_anthropic.stop_sequence(value, req)},

@@ -55,11 +55,13 @@ async def chat_completions(request: Request) -> Response:
     return await _answer(ctx, request, runs, req, "chatcmpl", _chat_sse, to_openai.chat_completion, top >= 0)
 
 
-async def start_chat(ctx: AppContext, request: Request, req: ChatCompletionRequest) -> Running:
+async def start_chat(ctx: AppContext, request: Request, req: ChatCompletionRequest,
+                     call_deltas: bool = False) -> Running:
     """A chat completion request, started: the one mapping every chat API (Anthropic's and
-    Ollama's too) goes through to the model, its JIT load, its queue and its cancellation."""
+    Ollama's too) goes through to the model, its JIT load, its queue and its cancellation.
+    ``call_deltas``: tool calls also come as they are written (Generation's "tool_calls")."""
     handle, factory = await _chat_factory(ctx, request, req)
-    return await start(ctx, handle, req.model, req.ttl, factory)
+    return await start(ctx, handle, req.model, req.ttl, factory, call_deltas)
 
 
 async def _chat_factory(ctx: AppContext, request: Request, req: ChatCompletionRequest,

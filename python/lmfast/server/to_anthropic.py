@@ -21,6 +21,10 @@ def new_id() -> str:
     return f"msg_{secrets.token_hex(12)}"
 
 
+def new_tool_use_id() -> str:
+    return f"toolu_{secrets.token_hex(12)}"
+
+
 # -- request -------------------------------------------------------------------------------------
 
 def _text(blocks: list[Block] | list[dict[str, Any]] | str | None, where: str) -> str:
