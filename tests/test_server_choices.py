@@ -140,6 +140,15 @@ def test_n_choices_streamed_carry_their_index(oai):
             finishes[choice.index] = choice.finish_reason or finishes[choice.index]
     assert texts == [c.text for c in full.choices] and finishes == ["length"] * 3
     assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens == 24
+    chat = list(oai.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "Hi!"}], n=2,
+                                            temperature=0, max_tokens=6, stream=True, logprobs=True))
+    by_index: dict[int, str] = {0: "", 1: ""}
+    for c in chat:
+        for choice in c.choices:
+            by_index[choice.index] += choice.delta.content or ""
+            if choice.delta.content:
+                assert "".join(t.token for t in choice.logprobs.content) == choice.delta.content
+    assert by_index[0] == by_index[1] and by_index[0]
 
 
 def test_responses_api_logprobs(oai):
