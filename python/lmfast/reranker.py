@@ -9,7 +9,7 @@ import dataclasses
 from typing import Any, ClassVar, Iterable, Literal
 
 from . import _core
-from .config import EMBEDDING_LOAD_KEYS, Key
+from .config import EMBEDDING_LOAD_KEYS, RERANK_BATCH_TOKENS, Key
 from .embedding import embedding_params
 from .errors import LMStudioValueError
 from .handle import ModelHandle
@@ -44,9 +44,11 @@ class RerankerInstance(LoadedInstance):
         # Flash attention off: with it (llama.cpp's auto choice on CPU) K and V are rounded to F16
         # and a document's score moved by ~3e-3 with the other documents of its batch (tiny test
         # cross-encoder: -0.8078 alone, -0.8110 among 100, llama-embedding the same); without it
-        # a score alone and batched differ by at most ~2e-5, so a ranking does not depend on
-        # which documents came with it.
+        # by ~2e-5 there. (Float summation order still depends on the batch's shape: on a
+        # MiniLM-sized random cross-encoder, scores spanning -13..25, alone and batched differed
+        # by up to 3e-2 with it off, in llama-embedding as in lmfast.)
         params.flash_attn = 0
+        params.n_batch = RERANK_BATCH_TOKENS  # raised to contextLength natively where that is longer
         ctx = _core.RerankContext(model, params)
         cfg["contextLength"] = ctx.n_ctx
         self._n_running = 0  # rerank() calls running; a TTL unload waits for them
