@@ -23,7 +23,7 @@ import httpx
 
 from benchmarks import server_bench
 
-# A prompt long enough that its evaluation dominates TTFT (~450 SmolLM2 tokens); a run number
+# A prompt long enough that its evaluation dominates TTFT (710 SmolLM2 tokens); a run number
 # goes first so that no run finds it cached from the one before.
 BODY = ("Summarise the following notes in one sentence. " + " ".join(
     f"Note {i}: the {t} was observed on day {i} and recorded in the ledger with care." for i, t in
