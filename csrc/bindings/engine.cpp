@@ -211,7 +211,16 @@ void register_engine(py::module_ & m) {
         .def_property_readonly("n_streams", &Engine::n_streams)
         .def_property_readonly("n_threads", &Engine::n_threads)
         .def_property_readonly("model", &Engine::model)
-        .def("counters", [](const Engine & self) { return counters_to_dict(self.counters()); });
+        // The engine's lock is taken without the GIL: an engine stuck while holding it must not
+        // freeze the caller's Python (the Ray replica's health probe reads these to find a stall).
+        .def("counters", [](const Engine & self) {
+            EngineCounters c;
+            {
+                py::gil_scoped_release nogil;
+                c = self.counters();
+            }
+            return counters_to_dict(c);
+        });
 }
 
 }  // namespace lmfast::bindings

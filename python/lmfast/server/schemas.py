@@ -94,6 +94,9 @@ class SamplingFields(_Body):
     logprobs: Union[bool, Annotated[int, Field(ge=0, le=INT32_MAX)], None] = None
     top_logprobs: Optional[int] = Field(default=None, ge=0, le=20)
     ttl: Optional[float] = Field(default=None, gt=0, le=TTL_MAX)  # LM Studio: TTL of a JIT load
+    # llama-server's per-request adapter scales. Adapters are fixed at load here (GET /lora-adapters),
+    # so a request that sets scales is refused rather than answered as if they applied.
+    lora: Optional[list[Any]] = None
 
 
 class ChatCompletionRequest(SamplingFields):

@@ -93,6 +93,10 @@ def sampling_config(req: SamplingFields, max_tokens: Optional[int], context_leng
     if not (choices or logprobs) and (req.logprobs or req.top_logprobs is not None):
         raise bad_request("logprobs are supported on chat and text completions", param="logprobs",
                           code="unsupported_value")
+    if req.lora:
+        raise bad_request("per-request LoRA scales are not supported: adapters and their scales are set "
+                          "when the model loads (GET /lora-adapters lists them)", param="lora",
+                          code="unsupported_value")
     cfg: dict[str, Any] = {key: getattr(req, field) for field, key in _SAMPLING_KEYS.items()
                            if getattr(req, field) is not None}
     if req.seed is not None:
