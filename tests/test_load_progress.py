@@ -51,7 +51,10 @@ def test_async_and_embedding_loads_report_progress(smollm2_path):
         async with lms.AsyncClient() as client:
             await client.llm.load_new_instance(str(smollm2_path), "progress-async", config=LOAD,
                                                on_load_progress=llm_seen.append)
-            await client.embedding.model(str(minilm), on_load_progress=emb_seen.append)
+            # A new instance: model() would return one another client of this process loaded
+            # (loaded models belong to the process), and a load that does not run reports only 1.0.
+            await client.embedding.load_new_instance(str(minilm), "progress-async-embedding",
+                                                     on_load_progress=emb_seen.append)
         return llm_seen, emb_seen
 
     for seen in asyncio.run(main()):
