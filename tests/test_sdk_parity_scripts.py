@@ -88,8 +88,23 @@ call = saved["messages"][-1]["content"][1]["toolCallRequest"]
 print("REQUEST:", call["name"], call["arguments"])
 chat.add_tool_result(lms.ToolCallResultData(tool_call_id=call["id"], content=get_weather(**call["arguments"])))
 
+
+
+def text_only(chat):
+    """The chat without its file parts: SmolLM2 has no vision, and a chat holding files is refused."""
+    history = chat.to_dict()
+    for m in history["messages"]:
+        if isinstance(m["content"], list):
+            m["content"] = [p for p in m["content"] if p.get("type") != "file"]
+    return lms.Chat.from_history(history)
+
+
 model = lms.llm("smollm2-135m-instruct")
-result = model.respond(chat, config={"temperature": 0.0, "maxTokens": 24})
+try:
+    model.respond(chat)
+except lms.LMStudioValueError as e:
+    print("REFUSED:", e)
+result = model.respond(text_only(chat), config={"temperature": 0.0, "maxTokens": 24})
 chat.add_assistant_response(result)
 print("ANSWER:", result.content)
 
@@ -115,9 +130,11 @@ def one_thread(monkeypatch):
 @pytest.fixture
 def default_model(one_thread, smollm2_path):
     """SmolLM2 loaded in the default client, as a model LM Studio has loaded already."""
+    before = {m.identifier for m in lms.list_loaded_models()}
     model = lms.get_default_client().llm.model("smollm2-135m-instruct", config={"cpuThreads": 1})
     yield model
-    model.unload()
+    if model.identifier not in before:  # loaded models belong to the process: leave other tests' alone
+        model.unload()
 
 
 def run(script: str, capsys) -> tuple[dict[str, str], dict]:
@@ -190,7 +207,10 @@ def test_chat_with_tool_results_and_file_handles_script(default_model, capsys):
     # text is not compared with a second run: greedy output may differ once the prefix is cached).
     result = namespace["result"]
     assert history[4]["content"] == [{"type": "text", "text": result.content}]
-    prompt = default_model.apply_prompt_template(lms.Chat.from_history({"messages": history[:4]}))
+    # A text model refuses the chat while it holds the photo, naming itself and the file.
+    assert "smollm2-135m-instruct" in out["REFUSED"] and "lisbon.jpg" in out["REFUSED"], out
+    text_only = namespace["text_only"]
+    prompt = default_model.apply_prompt_template(text_only(lms.Chat.from_history({"messages": history[:4]})))
     assert '{"city": "Lisbon", "temperature": 21, "unit": "celsius"}' in prompt and "travel assistant" in prompt
     assert result.stats.prompt_tokens_count == len(default_model._tokens(prompt))
     # str(chat) is the SDK's "Chat.from_history({...})", and it reads back.
