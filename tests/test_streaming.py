@@ -138,15 +138,17 @@ def test_other_threads_run_while_generating(llm):
     result = {}
 
     def worker():
-        result["r"] = llm.complete("Write a long story about a dragon:",
-                                   config={**GREEDY, "maxTokens": 96, "repeatPenalty": False})
-        done.set()
+        try:
+            result["r"] = llm.complete("Write a long story about a dragon:",
+                                       config={**GREEDY, "maxTokens": 96, "repeatPenalty": False})
+        finally:
+            done.set()  # also when it raised: the loop below must end
 
     t = threading.Thread(target=worker)
     count = 0
     start = time.perf_counter()
     t.start()
-    while not done.is_set():
+    while not done.is_set() and time.perf_counter() - start < 300:
         count += 1
     elapsed = time.perf_counter() - start
     t.join()
