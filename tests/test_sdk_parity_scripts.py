@@ -47,8 +47,11 @@ with lms.Client() as client:
     print("KEY:", info.model_key)
     loaded = model.get_load_config()
     print("CONTEXT:", loaded.context_length, type(loaded).__name__)
-    same = client.llm.model("smollm2-135m-instruct")
+    # By identifier: this instance. By key: an instance of the key (in a test session another
+    # client of the process may hold one whose identifier is the key itself, and that one wins).
+    same = client.llm.model("smol-typed")
     print("SAME INSTANCE:", same == model)
+    print("BY KEY:", client.llm.model("smollm2-135m-instruct").get_info().model_key)
     result = model.respond("What is the capital of France?", config=prediction_config)
     print("ANSWER:", result.content)
     print("MAX TOKENS:", result.prediction_config.max_tokens)
@@ -179,6 +182,7 @@ def test_publisher_keys_and_typed_configs_script(one_thread, smollm2_path, capsy
     assert out["KEY"] == "smollm2-135m-instruct"
     assert out["CONTEXT"] == "1024 LlmLoadModelConfig"
     assert out["SAME INSTANCE"] == "True"
+    assert out["BY KEY"] == "smollm2-135m-instruct"
     assert out["MAX TOKENS"] == "12"
     assert out["CONFIG TYPES"] == "LlmLoadModelConfig LlmPredictionConfig"
     assert out["ROUND TRIP"] == "True"
