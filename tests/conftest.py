@@ -42,6 +42,8 @@ SLOW_MODULES = {
     "test_server_anthropic": "a server process, driven by the anthropic client",
     "test_server_ollama": "a server process, driven by the ollama client",
     "test_remote_client": "a server process, driven by lmfast's remote client",
+    "test_server_choices": "a server process, driven by the openai client (logprobs, n > 1)",
+    "test_shared_host": "scripts in fresh processes, where the process's loaded models are known",
     "test_ray_serve": "a local Ray cluster",
     "test_oracle": "llama.cpp's own programs as the oracle",
     "test_config_keys": "llama.cpp's own programs as the oracle",
