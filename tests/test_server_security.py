@@ -632,6 +632,16 @@ def _fuzz_body(route: str, changes: dict[str, Any]) -> bytes:
     return json.dumps(body).encode()
 
 
+def test_more_completions_than_the_model_holds_is_a_400(guarded):
+    """n beyond --parallel plus --max-queue could never be admitted: a 400 on n, not a 503 that
+    asks the client to retry (found by the fuzz below: n=3 at --parallel 2 --max-queue 0)."""
+    r = httpx.post(guarded.url + "/v1/chat/completions", json={**_CHAT, "n": 3}, timeout=60)
+    assert "3" in assert_error(r, 400, "unsupported_value", param="n")["message"]
+    r = httpx.post(guarded.url + "/v1/chat/completions", json={**_CHAT, "n": 2}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert [c["index"] for c in r.json()["choices"]] == [0, 1]
+
+
 @pytest.mark.slow
 def test_fuzzed_requests_are_never_a_5xx(guarded):
     """Valid bodies with up to four fields changed (plausible values, extreme numbers, wrong

@@ -253,6 +253,11 @@ class ModelManager:
         tickets.add(ticket)
         return ticket
 
+    def capacity(self, handle: Any) -> int:
+        """The most requests this model holds at once: its sequences plus --max-queue. An n > 1
+        request wants n of them; more than this can never be admitted (a 400, not a 503)."""
+        return self._slots(handle.instance) + self.settings.max_queue
+
     def _release(self, ticket: Ticket) -> None:
         tickets = self._tickets.get(ticket.identifier)
         if tickets is not None:

@@ -14,6 +14,7 @@ from ..errors import ModelUnloadedError
 from ..llm import PredictionStream
 from .context import AppContext, log_info
 from .generation import Generation
+from .errors import bad_request
 from .models import Ticket
 
 log = logging.getLogger("lmfast.server")
@@ -90,6 +91,10 @@ async def start_n(ctx: AppContext, handle: Any, model_name: str | None, ttl: flo
     refuses the whole request), started as one group: the prompt is evaluated once."""
     if n == 1:
         return [await start(ctx, handle, model_name, ttl, factory, call_deltas)]
+    if n > ctx.manager.capacity(handle):
+        raise bad_request(f"n={n} is more completions than model {handle.identifier!r} can hold at once "
+                          f"({ctx.manager.capacity(handle)}: its parallel sequences plus --max-queue)",
+                          param="n", code="unsupported_value")
     for attempt in (0, 1):
         tickets = []
         try:
