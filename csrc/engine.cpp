@@ -1106,7 +1106,11 @@ void Engine::add_draft(Active & a) {
     if (a.req->params_.max_tokens >= 0) room = std::min(room, a.req->params_.max_tokens - st.predicted_tokens - 1);
     room = std::min(room, params_.n_batch - batch_.n_tokens);
     int32_t ignored = 0;
-    a.draft = a.drafter->draft(toks, a.next, room, draft_cost_ratio(), ignored);
+    if (a.req->params_.draft_model) {
+        a.draft = model_draft(a, room, ignored);
+    } else {
+        a.draft = a.drafter->draft(toks, a.next, room, draft_cost_ratio(), ignored);
+    }
     st.draft_tokens += ignored + static_cast<int32_t>(a.draft.size());
     st.ignored_draft_tokens += ignored;
     const auto pos = static_cast<llama_pos>(toks.size() + 1);
@@ -1115,6 +1119,19 @@ void Engine::add_draft(Active & a) {
         if (j == 0) a.i_draft = i;
     }
     a.n_in_batch += static_cast<int32_t>(a.draft.size());
+}
+
+// A draft model's tokens for this step (draft_model.h), as many as the drafter's policy asks
+// for and `room` leaves. Its threads are the step's: the target's pools, attached to its context.
+std::vector<llama_token> Engine::model_draft(Active & a, int32_t room, int32_t & ignored) {
+    ignored = 0;
+    const int32_t k = a.drafter->length(draft_cost_ratio());
+    if (k == 0 || room <= 0) return {};
+    DraftModel & dm = *a.req->params_.draft_model;
+    llama_set_n_threads(dm.context(), n_threads_, n_threads_);
+    pools_.attach(dm.context());
+    auto d = dm.draft(a.seq, cache_.tokens(a.seq), a.next, std::min(k, room), model_->n_vocab());
+    return a.drafter->fit(std::move(d), k, room, ignored);
 }
 
 // The draft's tokens were decoded after `next`, whose successor sample() has just drawn. Each

@@ -24,6 +24,7 @@
 #include "cpu_share.h"
 #include "detokenizer.h"
 #include "disk_cache.h"
+#include "draft_model.h"
 #include "errors.h"
 #include "lora.h"
 #include "model.h"
@@ -67,6 +68,9 @@ struct GenerationParams {
     // a step, those shorter than draft_min not used. 0: off.
     int32_t draft_max = 0;
     int32_t draft_min = 0;
+    // With a draft model (draft_model.h) the drafts come from it instead of the n-gram lookup.
+    // It belongs to this engine's instance: only this engine's thread uses it.
+    std::shared_ptr<DraftModel> draft_model;
     // Log-probabilities of the sampled tokens (sampling.h token_logprob), each with this many
     // most likely alternatives; < 0: off (no work per token).
     int32_t logprobs = -1;
@@ -297,6 +301,7 @@ private:
     void wake_finished();
     bool sample(Active & a, int32_t i_batch);
     void add_draft(Active & a);
+    std::vector<llama_token> model_draft(Active & a, int32_t room, int32_t & ignored);
     double draft_cost_ratio() const;
     bool verify_draft(Active & a, bool keep);
     bool shift(Active & a);

@@ -25,17 +25,14 @@ int32_t NgramDrafter::best_length(double cost_ratio) const {
     return best_k;
 }
 
-std::vector<llama_token> NgramDrafter::draft(const std::vector<llama_token> & history, llama_token next,
-                                             int32_t room, double cost_ratio, int32_t & ignored) {
+int32_t NgramDrafter::length(double cost_ratio) {
+    const int32_t k = best_length(cost_ratio);
+    if (k > 0) return k;
+    return ++idle_ < kProbeSteps ? 0 : 1;  // a probe
+}
+
+std::vector<llama_token> NgramDrafter::fit(std::vector<llama_token> d, int32_t k, int32_t room, int32_t & ignored) {
     ignored = 0;
-    int32_t k = best_length(cost_ratio);
-    if (k == 0) {
-        if (++idle_ < kProbeSteps) return {};
-        k = 1;  // a probe
-    }
-    // The lookup drafts nothing shorter than its n-gram: ask for at least that, keep k.
-    const int32_t ask = std::min<int32_t>(std::max<int32_t>(k, kNgram), 0xffff);
-    std::vector<llama_token> d = common_ngram_simple_draft({kNgram, static_cast<uint16_t>(ask)}, history, next);
     if (static_cast<int32_t>(d.size()) > k) d.resize(static_cast<size_t>(k));
     const auto keep = static_cast<size_t>(std::max<int32_t>(0, room));
     if (d.size() > keep) {
@@ -48,6 +45,16 @@ std::vector<llama_token> NgramDrafter::draft(const std::vector<llama_token> & hi
     }
     if (!d.empty()) idle_ = 0;
     return d;
+}
+
+std::vector<llama_token> NgramDrafter::draft(const std::vector<llama_token> & history, llama_token next,
+                                             int32_t room, double cost_ratio, int32_t & ignored) {
+    ignored = 0;
+    const int32_t k = length(cost_ratio);
+    if (k == 0) return {};
+    // The lookup drafts nothing shorter than its n-gram: ask for at least that, keep k.
+    const int32_t ask = std::min<int32_t>(std::max<int32_t>(k, kNgram), 0xffff);
+    return fit(common_ngram_simple_draft({kNgram, static_cast<uint16_t>(ask)}, history, next), k, room, ignored);
 }
 
 void NgramDrafter::verified(size_t n_drafted, size_t n_accepted) {

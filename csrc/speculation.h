@@ -31,6 +31,10 @@ public:
     // drafted but dropped (shorter than n_min, or cut by room).
     std::vector<llama_token> draft(const std::vector<llama_token> & history, llama_token next, int32_t room,
                                    double cost_ratio, int32_t & ignored);
+    // The same policy for another token source (a draft model, draft_model.h): the length to
+    // ask it for this step (0: none), then its tokens cut to that length, `room` and n_min.
+    int32_t length(double cost_ratio);
+    std::vector<llama_token> fit(std::vector<llama_token> d, int32_t k, int32_t room, int32_t & ignored);
     // What verification made of the last draft.
     void verified(size_t n_drafted, size_t n_accepted);
     // The draft length with the best expected tokens per unit of step time; 0 if none beats 1.

@@ -22,6 +22,7 @@ void register_params(py::module_ & m);      // params.cpp: GenerationParams, jso
 void register_chat_prompt(py::module_ & m); // chat_prompt.cpp: ChatFormat, ChatPrompt, CallFilter
 void register_model(py::module_ & m);       // model.cpp: Model
 void register_engine(py::module_ & m);      // engine.cpp: Request, Engine
+void register_draft_model(py::module_ & m); // draft_model.cpp: DraftModel
 void register_embedding(py::module_ & m);   // embedding.cpp: EmbeddingContext
 void register_rerank(py::module_ & m);      // rerank.cpp: RerankContext
 

@@ -23,6 +23,7 @@ PYBIND11_MODULE(_core, m) {
     register_gguf(m);
     register_model(m);
     register_engine(m);
+    register_draft_model(m);
     register_embedding(m);
     register_rerank(m);
 }

@@ -220,6 +220,15 @@ def _optional(check: Callable[[str, Any], Any]):
     return optional
 
 
+def _model_ref(key: str, v: Any) -> str:
+    """A model key or a path to a model file (resolved when used)."""
+    if isinstance(v, os.PathLike):
+        v = os.fspath(v)
+    if not isinstance(v, str) or not v.strip():
+        raise _bad(key, v, "a model key or a path to a GGUF file")
+    return v
+
+
 def _strict_vram_cap(key: str, v: Any) -> bool:
     v = _bool(key, v)
     if v and os.environ.get("GGML_CUDA_ENABLE_UNIFIED_MEMORY"):
@@ -289,6 +298,10 @@ PREDICTION_KEYS: tuple[Key, ...] = (
         "of the last 3 tokens in the prompt or the answer are drafted and verified in one target pass. "
         "The output is the same as without it; it pays where the answer repeats its context (rewrites, "
         "quotes, code edits)."),
+    Key("draftModel", _optional(_model_ref), None,
+        "A draft model for speculative decoding: a model key or a GGUF path. It loads on first use and stays "
+        "with this model's instance; it must share this model's vocabulary. The output is the same as without "
+        "it; it pays when the draft is much faster than this model and usually guesses right.", shown="none"),
     Key("speculativeDecodingNumDraftTokensExact", _int(1, 64), 8,
         "Most tokens drafted per step (the draft length adapts to how many are accepted)."),
     Key("speculativeDecodingMinDraftLengthToConsider", _int(0, 64), 0,

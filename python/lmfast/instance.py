@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable, ClassVar
 
 from . import _core, prompt_cache
+from .draft_models import DraftModels
 from .backends import OffloadPlan, default_flash_attention, plan_offload
 from .config import LOAD_KEYS, MICRO_BATCH_TOKENS, Key, kv_type_id, with_defaults
 from .errors import ModelUnloadedError
@@ -175,6 +176,7 @@ class ModelInstance(LoadedInstance):
         self.seed = cfg["seed"]
         cfg["contextLength"] = engine.n_ctx
         cfg["cpuThreads"] = engine.n_threads
+        self.drafts = DraftModels()  # the draftModel prediction key's, loaded on first use
         return engine
 
     def _busy(self, engine: Any) -> bool:
@@ -184,10 +186,16 @@ class ModelInstance(LoadedInstance):
 
     def _stop(self, engine: Any) -> None:
         engine.shutdown()  # running predictions end as 'modelUnloaded'
+        self.drafts.clear()  # draft models go with their target (running requests keep theirs)
 
     @property
     def _engine(self) -> Any:
         return self._runner
+
+    def draft_model(self, ref: Any) -> tuple[str, Any]:
+        """(key, _core.DraftModel) of the draftModel prediction key, loaded on first use."""
+        model, engine = self.native()
+        return self.drafts.get(ref, model, engine)
 
     def submit(self, prompt: Any, params: Any, *, stream: bool = False) -> Any:
         """Queues a request (prompt: token ids or a _core.ChatPrompt; params: a

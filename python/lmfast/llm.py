@@ -66,19 +66,19 @@ def _generation_params(pcfg: dict[str, Any], load_seed: Any) -> Any:
         grammar=structured.grammar(pcfg["structured"]),
         context_overflow=pcfg["contextOverflowPolicy"],
         n_threads=pcfg["cpuThreads"] or 0,
-        draft_max=pcfg["speculativeDecodingNumDraftTokensExact"] if pcfg["draftNgram"] else 0,
+        draft_max=pcfg["speculativeDecodingNumDraftTokensExact"] if pcfg["draftNgram"] or pcfg["draftModel"] else 0,
         draft_min=pcfg["speculativeDecodingMinDraftLengthToConsider"],
         logprobs=-1,  # off unless a stream asks (PredictionStream.request_logprobs)
     )
     return g
 
 
-def _draft_stats(pcfg: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
-    """The SDK's draft statistics of a speculating prediction (none otherwise); the draft
-    "model" of n-gram drafting is named "ngram"."""
-    if not pcfg["draftNgram"]:
+def _draft_stats(draft_key: str | None, stats: dict[str, Any]) -> dict[str, Any]:
+    """The SDK's draft statistics of a speculating prediction (none otherwise): draft_key is the
+    draft model's key; the "model" of n-gram drafting is named "ngram"."""
+    if draft_key is None:
         return {}
-    return {"used_draft_model_key": "ngram", "total_draft_tokens_count": stats["draft_tokens"],
+    return {"used_draft_model_key": draft_key, "total_draft_tokens_count": stats["draft_tokens"],
             "accepted_draft_tokens_count": stats["accepted_draft_tokens"],
             "rejected_draft_tokens_count": stats["rejected_draft_tokens"],
             "ignored_draft_tokens_count": stats["ignored_draft_tokens"]}
@@ -159,6 +159,7 @@ class PredictionStream:
         self._held_tokens = 0    # tokens of text held back (a marker's possible start), counted later
         self._cancelled = False
         self._n_logprobs = -1  # lmfast: request_logprobs()
+        self._draft_key: str | None = None  # the draft's model key ("ngram" for the lookup) when speculating
         self._on_call_delta: Callable[[list[tuple[Any, ...]]], Any] | None = None  # lmfast: on_tool_call_delta()
         self.raw_tool_call_arguments: list[str] = []  # lmfast: each call's arguments as the model wrote them
         self._logprobs: list[tuple[Any, ...]] = []  # taken from the engine, not yet handed out
@@ -175,6 +176,10 @@ class PredictionStream:
     def _params(self) -> Any:
         params = _generation_params(self._pcfg, self._instance.seed)
         params.logprobs = self._n_logprobs
+        if self._pcfg["draftModel"]:  # loads on first use (draft_models.py)
+            self._draft_key, params.draft_model = self._instance.draft_model(self._pcfg["draftModel"])
+        elif self._pcfg["draftNgram"]:
+            self._draft_key = "ngram"
         return params
 
     @property
@@ -327,7 +332,7 @@ class PredictionStream:
             cached_prompt_tokens_count=stats["cached_tokens"],
             evaluated_prompt_tokens_count=stats["prompt_tokens"] - stats["cached_tokens"] - stats["restored_tokens"],
             restored_prompt_tokens_count=stats["restored_tokens"],
-            **_draft_stats(self._pcfg, stats),
+            **_draft_stats(self._draft_key, stats),
         )
         parsed = content if reason == "userStopped" else structured.parse(self._pcfg["structured"], content)
         self._result = PredictionResult(
