@@ -1,0 +1,144 @@
+"""Speculative decoding with a draft model (draftModel, csrc/draft_model.h): the draft proposes
+tokens greedily in its own context and the target verifies them with the request's own sampler
+chain, so the output is the target's. Compared with lmfast's own plain decoding on the same
+instance (the same cached-prefix path), as tests/test_speculative.py does for n-gram drafts:
+equal, or parted only at a tie within float rounding (see that module's docstring).
+
+Two drafts: SmolLM2 drafting for itself (its greedy guesses are the target's, so nearly all are
+accepted) and a random-weight model sharing SmolLM2's vocabulary (benchmarks/synthetic.py:
+its guesses are noise, so nearly all are rejected; the output must not change either way)."""
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import lmfast as lms
+from lmfast.models.registry import resolve
+
+from .test_speculative import COPYING, EXACT, OPEN, _run, _same_or_tie
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import synthetic  # noqa: E402
+
+PROMPTS = COPYING[:3] + OPEN
+
+
+@pytest.fixture(scope="module")
+def target(client, smollm2_path):
+    model = client.llm.load_new_instance(str(smollm2_path), "draft-target",
+                                         config={"contextLength": 1024, "maxParallelPredictions": 2})
+    yield model
+    model.unload()
+
+
+@pytest.fixture(scope="module")
+def noise_draft() -> str:
+    return str(synthetic.write_model("tiny", "q4_0"))
+
+
+def _check_counts(stats, key):
+    assert stats.used_draft_model_key == key
+    assert stats.total_draft_tokens_count > 0, stats
+    assert (stats.accepted_draft_tokens_count + stats.rejected_draft_tokens_count
+            + stats.ignored_draft_tokens_count == stats.total_draft_tokens_count), stats
+
+
+def _compare(model, draft, key, max_tokens=40):
+    """(accepted, rejected, outputs equal) over PROMPTS, plain against drafted."""
+    accepted = rejected = identical = 0
+    for prompt in PROMPTS:
+        cfg = {**EXACT, "maxTokens": max_tokens}
+        _run(model, prompt, cfg)  # both measured runs then take the prompt from the cache
+        plain, _ = _run(model, prompt, cfg)
+        drafted, result = _run(model, prompt, {**cfg, "draftModel": draft})
+        _check_counts(result.stats, key)
+        accepted += result.stats.accepted_draft_tokens_count
+        rejected += result.stats.rejected_draft_tokens_count
+        identical += _same_or_tie(model, prompt, plain, drafted)
+    return accepted, rejected, identical
+
+
+def test_self_draft_keeps_the_output_and_is_accepted(target, smollm2_path):
+    key = resolve(str(smollm2_path)).model_key
+    accepted, rejected, identical = _compare(target, str(smollm2_path), key)
+    # Every parting is a rounding tie (_same_or_tie asserts it); most outputs are equal (3 of 5
+    # in a run on 2 cores: self-drafting verifies far more tokens as batch rows).
+    assert identical >= len(PROMPTS) - 2, identical
+    # The draft's greedy choice is the target's own: only rounding ties can reject one.
+    assert accepted >= 20 and rejected <= max(2, accepted // 10), (accepted, rejected)
+
+
+def test_a_noise_draft_is_rejected_and_changes_nothing(target, noise_draft):
+    accepted, rejected, identical = _compare(target, noise_draft, "tiny")
+    assert identical >= len(PROMPTS) - 2, identical
+    assert rejected > 0 and accepted <= rejected, (accepted, rejected)
+
+
+def test_with_a_json_schema(target, smollm2_path):
+    schema = {"type": "object", "properties": {"colours": {"type": "array", "items": {"type": "string"},
+                                                           "minItems": 3, "maxItems": 3}},
+              "required": ["colours"]}
+    prompt = "Colours: red, green, blue. As JSON:"
+    cfg = {**EXACT, "maxTokens": 60, "structured": {"type": "json", "jsonSchema": schema}}
+    _run(target, prompt, cfg)
+    plain, _ = _run(target, prompt, cfg)
+    drafted, result = _run(target, prompt, {**cfg, "draftModel": str(smollm2_path)})
+    _check_counts(result.stats, resolve(str(smollm2_path)).model_key)
+    assert len(json.loads(result.content)["colours"]) == 3
+    _same_or_tie(target, prompt, plain, drafted)
+
+
+def _incompatible_draft(folder: Path, monkeypatch) -> Path:
+    """The noise draft's shape with two token texts swapped: llama.cpp's rule compares texts."""
+    copy = synthetic._copy_tokenizer
+
+    def swapped(writer, source):
+        add = writer.add_key_value
+
+        def add_swapped(name, value, *args, **kwargs):
+            if name == "tokenizer.ggml.tokens":
+                value = list(value)
+                value[300], value[301] = value[301], value[300]
+            return add(name, value, *args, **kwargs)
+
+        writer.add_key_value = add_swapped
+        return copy(writer, source)
+
+    monkeypatch.setattr(synthetic, "_copy_tokenizer", swapped)
+    return synthetic.write_model("tiny", "q4_0", out_dir=folder)
+
+
+def test_bad_drafts_are_clear_errors_and_the_model_still_answers(target, tmp_path, monkeypatch):
+    from .test_embedding import KEY as EMBEDDING_KEY, fetch_converted
+
+    cases = [
+        ({"draftModel": 5}, lms.LMStudioInvalidConfigError, "draftModel"),
+        ({"draftModel": "no-such-draft-model-xyz"}, lms.LMStudioModelNotFoundError, "no-such-draft-model-xyz"),
+        ({"draftModel": str(fetch_converted(EMBEDDING_KEY).path)}, lms.LMStudioValueError, "embedding"),
+        ({"draft_model": str(_incompatible_draft(tmp_path, monkeypatch))}, lms.LMStudioValueError, "token 300"),
+    ]
+    for cfg, error, says in cases:
+        with pytest.raises(error, match=says):
+            target.complete("Hello", config={**EXACT, "maxTokens": 4, **cfg})
+        assert target.complete("Hello", config={**EXACT, "maxTokens": 4}).stats.predicted_tokens_count == 4
+
+
+def test_unloading_the_target_while_speculating(client, smollm2_path):
+    model = client.llm.load_new_instance(str(smollm2_path), "draft-unload", config={"contextLength": 512})
+    stream = model.complete_stream(COPYING[0], config={**EXACT, "maxTokens": 400, "ignoreEos": True,
+                                                       "draftModel": str(smollm2_path)})
+    unloader = None
+    deadline = time.monotonic() + 120
+    with pytest.raises(lms.ModelUnloadedError):
+        for _ in stream:
+            assert time.monotonic() < deadline
+            if unloader is None:
+                unloader = threading.Thread(target=model.unload)
+                unloader.start()
+    unloader.join(timeout=60)
+    assert not model._instance.loaded and not model._instance.drafts._by_path
+    with pytest.raises(lms.ModelUnloadedError):
+        model.complete("Hello", config={"maxTokens": 2, "draftModel": str(smollm2_path)})
