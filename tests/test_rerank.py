@@ -180,6 +180,50 @@ def test_http_rerank_equals_in_process(server, reranker):
     assert alias["results"] == [{k: r[k] for k in ("index", "relevance_score")} for r in body["results"][:2]]
 
 
+def test_loaded_rerankers_are_listed_in_their_namespace(client, reranker):
+    assert reranker.identifier in [m.identifier for m in client.list_loaded_models("reranker")]
+    assert reranker.identifier in [m.identifier for m in client.list_loaded_models()]
+    assert reranker.identifier not in [m.identifier for m in client.list_loaded_models("embedding")]
+    with pytest.raises(lms.LMStudioValueError):
+        client.list_loaded_models("rerankers")
+
+
+def test_ls_lists_rerankers_as_their_own_type(reranker_path, smollm2_path, tmp_path):
+    import json
+    import os
+    import sys
+
+    (tmp_path / "aliases.json").write_text(json.dumps({"tiny-reranker": str(reranker_path),
+                                                       "smol": str(smollm2_path)}))
+    env = {**os.environ, "LMFAST_MODELS_DIR": str(tmp_path)}
+
+    def ls(*flags: str) -> list[dict]:
+        out = subprocess.run([sys.executable, "-m", "lmfast", "ls", "--json", *flags], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    assert [(r["modelKey"], r["type"]) for r in ls("--reranker")] == [("tiny-reranker", "reranker")]
+    assert ("tiny-reranker", "reranker") in [(r["modelKey"], r["type"]) for r in ls()]
+    assert "tiny-reranker" not in [r["modelKey"] for r in ls("--llm")]
+
+
+def test_a_client_of_the_server_reranks_as_in_process(server, reranker):
+    with lms.Client(f"127.0.0.1:{server.port}") as remote:
+        there = remote.reranker.model()
+        assert there.get_info().type == "reranker"
+        assert [m.identifier for m in remote.list_loaded_models("reranker")] == [there.identifier]
+        assert there in remote.list_loaded_models()
+        assert not remote.list_loaded_models("embedding")
+        ranked = there.rerank(QUERY, DOCS, top_n=3)
+        with pytest.raises(lms.LMStudioValueError):
+            there.rerank(QUERY, "one string")
+    local = reranker.rerank(QUERY, DOCS)[:3]
+    assert [(r.index, r.document) for r in ranked] == [(r.index, r.document) for r in local]
+    for got, want in zip(ranked, local):
+        assert got.relevance_score == pytest.approx(want.relevance_score, abs=1e-5)
+
+
 @pytest.mark.parametrize("body, param", [
     ({"documents": DOCS}, "query"),
     ({"query": QUERY, "documents": []}, "documents"),

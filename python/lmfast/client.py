@@ -12,6 +12,7 @@ from .embedding import EmbeddingInstance, EmbeddingModel
 from .reranker import RerankerInstance, RerankerModel
 from .errors import LMStudioClientError, LMStudioModelNotFoundError, LMStudioValueError, ModelLoadError
 from .host import HOST, kind_of
+from .images import prepare_image
 from .instance import LoadProgress, ModelInstance
 from .llm import LLM
 from .remote import ENV_HOST, is_remote
@@ -205,6 +206,13 @@ class RerankerNamespace(_ModelNamespace):
         return RerankerModel(inst, self)
 
 
+class FilesNamespace:
+    """``client.files``: images prepared for chats (the SDK's files namespace)."""
+
+    def prepare_image(self, src: Any, name: str | None = None) -> Any:
+        return prepare_image(src, name)
+
+
 class Client:
     """A connection to the process's loaded models (or, given a host, to a running server's).
 
@@ -233,6 +241,11 @@ class Client:
         self.embedding = EmbeddingNamespace(self)
         self.reranker = RerankerNamespace(self)
         self.repository = Repository()  # models on the Hugging Face Hub
+        self.files = FilesNamespace()
+
+    def prepare_image(self, src: Any, name: str | None = None) -> Any:
+        """A file handle for an image to send in a chat (the SDK's ``Client.prepare_image``)."""
+        return prepare_image(src, name)
 
     # -- lmfast extensions: what a server built on a Client reads ------------------------------
     def loaded_instances(self, kind: str | None = None) -> list[Any]:
@@ -274,16 +287,13 @@ class Client:
         """The SDK's ``client.system`` (``list_downloaded_models``)."""
         return self
 
-    def list_loaded_models(self, namespace: str | None = None) -> list[LLM | EmbeddingModel]:
-        """Loaded instances of the namespace ("llm" or "embedding"); all of them (LLMs first) for None."""
-        if namespace not in (None, "llm", "embedding"):
+    def list_loaded_models(self, namespace: str | None = None) -> list[LLM | EmbeddingModel | RerankerModel]:
+        """Loaded instances of the namespace ("llm", "embedding" or lmfast's "reranker"); all of
+        them for None: LLMs, then embedding models, then rerankers."""
+        if namespace not in (None, "llm", "embedding", "reranker"):
             raise LMStudioValueError(f"Unknown model namespace {namespace!r}")
-        out: list[LLM | EmbeddingModel] = []
-        if namespace in (None, "llm"):
-            out.extend(self.llm.list_loaded())
-        if namespace in (None, "embedding"):
-            out.extend(self.embedding.list_loaded())
-        return out
+        return [m for ns in ("llm", "embedding", "reranker") if namespace in (None, ns)
+                for m in getattr(self, ns).list_loaded()]
 
     def close(self) -> None:
         """Unloads the instances this client loaded (as LM Studio does when the client that

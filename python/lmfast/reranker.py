@@ -77,7 +77,7 @@ class RerankerInstance(LoadedInstance):
         return RerankerModelInstanceInfo(**self._info_fields(self._runner.n_ctx))
 
 
-def _documents_of(documents: Any) -> list[str]:
+def documents_of(documents: Any) -> list[str]:
     if isinstance(documents, (str, bytes, bytearray)) or not hasattr(documents, "__iter__"):
         raise LMStudioValueError(f"rerank() takes documents as a list of str, got {type(documents).__name__}")
     docs = list(documents)
@@ -87,7 +87,7 @@ def _documents_of(documents: Any) -> list[str]:
     return docs
 
 
-def _check_top_n(top_n: Any) -> None:
+def check_top_n(top_n: Any) -> None:
     if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
         raise LMStudioValueError(f"rerank(): top_n must be a positive int or None, got {top_n!r}")
 
@@ -109,8 +109,8 @@ class RerankerModel(ModelHandle):
         """``rerank`` and the number of tokens evaluated (every pair, as the server's usage)."""
         if not isinstance(query, str):
             raise LMStudioValueError(f"rerank(): query is {type(query).__name__}, not str")
-        docs = _documents_of(documents)
-        _check_top_n(top_n)
+        docs = documents_of(documents)
+        check_top_n(top_n)
         if not docs:
             self._instance.native()
             return [], 0

@@ -1,7 +1,7 @@
 """The command line: ``python -m lmfast`` (or ``lmfast``), after LM Studio's ``lms``.
 
     lmfast get ORG/REPO[:QUANT]                  download a model from the Hugging Face Hub
-    lmfast ls [--llm|--embedding] [--json]       the downloaded models
+    lmfast ls [--llm|--embedding|--reranker] [--json]  the downloaded models
     lmfast import FILE | rm KEY                  put a GGUF file into the models folder, delete one
     lmfast chat [MODEL] [-p PROMPT] [-s SYSTEM]  answer one prompt, or chat interactively
     lmfast ps | load KEY | unload KEY|--all      act on a running 'lmfast serve'

@@ -113,7 +113,7 @@ def listed_models() -> list[ModelFile]:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     rows = [r for r in (describe_model(mf) for mf in listed_models()) if r is not None]
-    kind = "llm" if args.llm else "embedding" if args.embedding else None
+    kind = "llm" if args.llm else "embedding" if args.embedding else "reranker" if args.reranker else None
     rows = [r for r in rows if kind is None or r["type"] == kind]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -261,6 +261,7 @@ def register(sub: Any) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--llm", action="store_true", help="LLMs only")
     g.add_argument("--embedding", action="store_true", help="embedding models only")
+    g.add_argument("--reranker", action="store_true", help="rerankers only (lmfast.reranker_model loads them)")
     p.add_argument("--json", action="store_true", help="as JSON")
     p.set_defaults(func=cmd_ls)
     p = sub.add_parser("import", help="put a GGUF file into the models folder (moved unless told otherwise)")

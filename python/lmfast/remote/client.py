@@ -9,11 +9,13 @@ from typing import Any, Callable
 from ..errors import (LMStudioClientError, LMStudioDuplicateIdentifierError, LMStudioModelNotFoundError,
                       LMStudioValueError)
 from .downloaded import RemoteDownloadedModel, downloaded
-from .handles import RemoteEmbeddingModel, RemoteLLM
+from .handles import RemoteEmbeddingModel, RemoteLLM, RemoteRerankerModel
 from .transport import LOAD_TIMEOUT, Transport
 from .wire_config import load_fields
 
-_TYPE = {"llm": "llm", "embedding": "embeddings"}
+_TYPE = {"llm": "llm", "embedding": "embeddings", "reranker": "reranker"}
+_NAMESPACE = {t: ns for ns, t in _TYPE.items()}
+NAMESPACES = tuple(_TYPE)
 
 
 class _RemoteNamespace:
@@ -80,7 +82,7 @@ class _RemoteNamespace:
         answer = self._client._transport.request("GET", "/api/v0/models")
         for r in answer.get("data", []):
             if key in (r["id"], r.get("model_key")) and r.get("type") != _TYPE[self._kind]:
-                other = "embedding" if r.get("type") == "embeddings" else "llm"
+                other = _NAMESPACE.get(r.get("type"), "llm")
                 raise LMStudioValueError(f"cannot load {key!r} in namespace {self._kind}: the server lists it "
                                          f"as a model of namespace {other}")
 
@@ -116,6 +118,12 @@ class RemoteEmbeddingNamespace(_RemoteNamespace):
     _handle_type = RemoteEmbeddingModel
 
 
+class RemoteRerankerNamespace(_RemoteNamespace):
+    """``client.reranker`` (an lmfast extension) against the server's rerankers."""
+    _kind = "reranker"
+    _handle_type = RemoteRerankerModel
+
+
 class RemoteClient:
     """The SDK's Client for a server at ``api_host`` ("host:port" or "http://host:port")."""
 
@@ -124,6 +132,7 @@ class RemoteClient:
         self._api_host = api_host
         self.llm = RemoteLlmNamespace(self)
         self.embedding = RemoteEmbeddingNamespace(self)
+        self.reranker = RemoteRerankerNamespace(self)
 
     @property
     def api_host(self) -> str:
@@ -140,20 +149,18 @@ class RemoteClient:
         return self
 
     def list_loaded_models(self, namespace: str | None = None) -> list[Any]:
-        if namespace not in (None, "llm", "embedding"):
-            raise LMStudioValueError(f"Unknown model namespace {namespace!r}")
-        out: list[Any] = []
-        if namespace in (None, "llm"):
-            out += self.llm.list_loaded()
-        if namespace in (None, "embedding"):
-            out += self.embedding.list_loaded()
-        return out
+        """The server's loaded instances of the namespace; all of them for None (as in-process)."""
+        return [m for ns in self._namespaces(namespace) for m in getattr(self, ns).list_loaded()]
 
     def list_downloaded_models(self, namespace: str | None = None) -> list[Any]:
-        if namespace not in (None, "llm", "embedding"):
-            raise LMStudioValueError(f"Unknown model namespace {namespace!r}")
-        return [m for ns in ("llm", "embedding") if namespace in (None, ns)
+        return [m for ns in self._namespaces(namespace) if ns != "reranker"
                 for m in getattr(self, ns).list_downloaded()]
+
+    @staticmethod
+    def _namespaces(namespace: str | None) -> tuple[str, ...]:
+        if namespace is not None and namespace not in NAMESPACES:
+            raise LMStudioValueError(f"Unknown model namespace {namespace!r}")
+        return NAMESPACES if namespace is None else (namespace,)
 
     def close(self) -> None:
         """Closes the connection; the server's models stay loaded (they belong to the server)."""

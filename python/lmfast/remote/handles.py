@@ -11,12 +11,13 @@ from ..config import prediction_config
 from ..errors import LMStudioClientError, LMStudioValueError
 from ..handle import texts_of
 from ..results import ActResult, EmbeddingModelInstanceInfo, LlmInstanceInfo, PredictionResult
+from ..reranker import RerankerModelInstanceInfo, RerankResult, check_top_n, documents_of
 from .act import act as remote_act
 from .stream import RemotePredictionStream
 from .wire_config import prediction_fields
 
 
-def instance_info(record: dict[str, Any]) -> LlmInstanceInfo | EmbeddingModelInstanceInfo:
+def instance_info(record: dict[str, Any]) -> LlmInstanceInfo | EmbeddingModelInstanceInfo:  # or a reranker's
     """The SDK's instance info from the server's loaded-model record."""
     common = dict(architecture=record.get("arch"), context_length=record.get("loaded_context_length") or 0,
                   display_name=record.get("display_name") or record.get("model_key") or record["id"],
@@ -26,6 +27,8 @@ def instance_info(record: dict[str, Any]) -> LlmInstanceInfo | EmbeddingModelIns
                   path=record.get("path") or "", size_bytes=record.get("size_bytes") or 0)
     if record.get("type") == "embeddings":
         return EmbeddingModelInstanceInfo(**common)
+    if record.get("type") == "reranker":
+        return RerankerModelInstanceInfo(**common)
     return LlmInstanceInfo(**common, trained_for_tool_use=bool(record.get("trained_for_tool_use")))
 
 
@@ -152,3 +155,23 @@ class RemoteEmbeddingModel(_RemoteHandle):
         answer = self._transport.request("POST", "/api/v0/embeddings", {"model": self.identifier, "input": texts})
         vectors = [d["embedding"] for d in sorted(answer["data"], key=lambda d: d["index"])]
         return vectors[0] if single else vectors
+
+
+class RemoteRerankerModel(_RemoteHandle):
+    """``client.reranker.model(...)`` on a client connected to a server: its /v1/rerank route."""
+
+    def rerank(self, query: str, documents: Iterable[str], top_n: int | None = None) -> list[RerankResult]:
+        """As the in-process ``rerank``: the documents best first, ``top_n`` of them if given."""
+        if not isinstance(query, str):
+            raise LMStudioValueError(f"rerank(): query is {type(query).__name__}, not str")
+        docs = documents_of(documents)
+        check_top_n(top_n)
+        if not docs:
+            return []
+        body: dict[str, Any] = {"model": self.identifier, "query": query, "documents": docs,
+                                "return_documents": False}
+        if top_n is not None:
+            body["top_n"] = top_n
+        answer = self._transport.request("POST", "/v1/rerank", body)
+        return [RerankResult(index=r["index"], relevance_score=r["relevance_score"], document=docs[r["index"]])
+                for r in answer["results"]]
