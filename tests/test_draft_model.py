@@ -142,3 +142,42 @@ def test_unloading_the_target_while_speculating(client, smollm2_path):
     assert not model._instance.loaded and not model._instance.drafts._by_path
     with pytest.raises(lms.ModelUnloadedError):
         model.complete("Hello", config={"maxTokens": 2, "draftModel": str(smollm2_path)})
+
+
+def test_the_server_takes_lm_studios_draft_model_field(smollm2_path, tmp_path):
+    import httpx
+
+    from .test_server import ServerProcess
+
+    s = ServerProcess(["--model", str(smollm2_path), "--context-length", "512", "--parallel", "1"],
+                      tmp_path / "server.log")
+    try:
+        s.wait_healthy()
+        key = resolve(str(smollm2_path)).model_key
+        body = {"model": key, "messages": [{"role": "user", "content": "Count from 1 to 5."}],
+                "temperature": 0, "max_tokens": 12}
+        r = httpx.post(s.url + "/api/v0/chat/completions", json={**body, "draft_model": key}, timeout=120)
+        assert r.status_code == 200, r.text
+        stats = r.json()["stats"]
+        assert stats["draft_model"] == key and stats["total_draft_tokens_count"] > 0, stats
+        assert (stats["accepted_draft_tokens_count"] + stats["rejected_draft_tokens_count"]
+                + stats["ignored_draft_tokens_count"] == stats["total_draft_tokens_count"]), stats
+        for bad in ("/etc/passwd", "no-such-draft-model-xyz", ""):
+            r = httpx.post(s.url + "/api/v0/chat/completions", json={**body, "draft_model": bad}, timeout=60)
+            assert 400 <= r.status_code < 500 and "error" in r.json(), (bad, r.status_code, r.text)
+        r = httpx.post(s.url + "/api/v0/chat/completions", json=body, timeout=60)
+        assert r.status_code == 200 and "draft_model" not in r.json()["stats"], r.text
+    finally:
+        s.stop()
+
+
+def test_chat_command_drafts_with_draft_model(smollm2_path):
+    import subprocess
+
+    key = resolve(str(smollm2_path)).model_key
+    res = subprocess.run([sys.executable, "-m", "lmfast", "chat", "--model", str(smollm2_path), "--draft-model", key,
+                          "--temperature", "0", "--max-tokens", "12", "--cpu-threads", "1", "--stats", "--quiet",
+                          "Count from 1 to 5."], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    stats = json.loads(res.stderr[res.stderr.index("{"):res.stderr.rindex("}") + 1])
+    assert stats["usedDraftModelKey"] == key and stats["totalDraftTokensCount"] > 0, stats

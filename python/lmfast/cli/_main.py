@@ -60,6 +60,8 @@ def _chat(args: argparse.Namespace) -> int:
         config["maxTokens"] = args.max_tokens
     if args.draft_ngram:
         config["draftNgram"] = True
+    if args.draft_model:
+        config["draftModel"] = args.draft_model
     chat = lms.Chat(args.system) if args.system else lms.Chat()
     prompts = [" ".join(words)] if words else None
     while True:
@@ -170,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a LoRA adapter GGUF applied at load, scale 1.0 unless given (repeatable; load key loras)")
     p.add_argument("--draft-ngram", action="store_true",
                    help="speculative decoding by n-gram lookup (draftNgram): faster where answers repeat the chat")
+    p.add_argument("--draft-model", metavar="KEY",
+                   help="speculative decoding with a draft model sharing the model's vocabulary (draftModel): "
+                        "a model key or GGUF path, loaded with the model")
     p.add_argument("--stats", action="store_true", help="print prediction stats to stderr")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     p.set_defaults(func=_chat)

@@ -94,6 +94,8 @@ class SamplingFields(_Body):
     logprobs: Union[bool, Annotated[int, Field(ge=0, le=INT32_MAX)], None] = None
     top_logprobs: Optional[int] = Field(default=None, ge=0, le=20)
     ttl: Optional[float] = Field(default=None, gt=0, le=TTL_MAX)  # LM Studio: TTL of a JIT load
+    # LM Studio REST's speculative decoding: a draft model's key (to_lmfast.draft_model_key).
+    draft_model: Optional[str] = Field(default=None, min_length=1, max_length=512)
     # llama-server's per-request adapter scales. Adapters are fixed at load here (GET /lora-adapters),
     # so a request that sets scales is refused rather than answered as if they applied.
     lora: Optional[list[Any]] = None

@@ -1,6 +1,7 @@
 """OpenAI request -> lmfast: messages to an ``lms.Chat``, sampling fields to a prediction config."""
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
 from ..chat import Chat
@@ -82,6 +83,15 @@ _SAMPLING_KEYS = {"temperature": "temperature", "top_p": "topPSampling", "top_k"
                   "frequency_penalty": "frequencyPenalty", "presence_penalty": "presencePenalty"}
 
 
+def draft_model_key(name: str) -> str:
+    """LM Studio's ``draft_model`` field as the draftModel key. Over HTTP only model keys: a path
+    would let a client make the server open any file it can read."""
+    if os.path.isabs(name) or name.startswith(("~", ".")) or ".." in name or name.lower().endswith(".gguf"):
+        raise bad_request("draft_model: name a model key (GET /api/v0/models lists them), not a file path",
+                          param="draft_model")
+    return name
+
+
 def sampling_config(req: SamplingFields, max_tokens: Optional[int], context_length: int,
                     choices: bool = False, logprobs: bool = False) -> dict[str, Any]:
     """The lmfast prediction config of the request's sampling fields. max_tokens is capped at
@@ -108,6 +118,8 @@ def sampling_config(req: SamplingFields, max_tokens: Optional[int], context_leng
         cfg["stopStrings"] = stops
     if max_tokens is not None:
         cfg["maxTokens"] = min(max_tokens, context_length)
+    if req.draft_model is not None:
+        cfg["draftModel"] = draft_model_key(req.draft_model)
     return cfg
 
 

@@ -73,11 +73,21 @@ def lmstudio_extras(stream: PredictionStream, gen: Generation, handle: Any) -> d
 
     return {
         "stats": {"tokens_per_second": s.tokens_per_second, "time_to_first_token": s.time_to_first_token_sec,
-                  "generation_time": gen.generation_time, "stop_reason": s.stop_reason},
+                  "generation_time": gen.generation_time, "stop_reason": s.stop_reason, **_draft_stats(s)},
         "model_info": {"arch": info.architecture, "quant": quantization(handle.instance.metadata),
                        "format": "gguf", "context_length": info.context_length},
         "runtime": {"name": "lmfast", "version": _version(), "supported_formats": ["gguf"]},
     }
+
+
+def _draft_stats(s: Any) -> dict[str, Any]:
+    """LM Studio REST's speculative-decoding stats, when the prediction speculated."""
+    if s.used_draft_model_key is None:
+        return {}
+    return {"draft_model": s.used_draft_model_key, "total_draft_tokens_count": s.total_draft_tokens_count,
+            "accepted_draft_tokens_count": s.accepted_draft_tokens_count,
+            "rejected_draft_tokens_count": s.rejected_draft_tokens_count,
+            "ignored_draft_tokens_count": s.ignored_draft_tokens_count}
 
 
 def _version() -> str:
