@@ -33,6 +33,8 @@ SCENARIOS: dict[str, Scenario] = {
     "flash-attention": Scenario("benchmarks.flash_attention", "long prompt and chat turns with flash "
                                                               "attention on and off"),
     "speculative": Scenario("benchmarks.speculative", "decode with n-gram drafts against without"),
+    "draft-model": Scenario("benchmarks.draft_model", "decode with a draft model (itself; a random-weight "
+                                                      "one) against without"),
     "n-choices": Scenario("benchmarks.n_choices", "OpenAI's n=4 in one request against 4 separate requests, "
                                                   "lmfast beside llama-server (TTFT, total time)"),
     "concurrency-check": Scenario("benchmarks.concurrency_check", "aggregate decode throughput of 1-8 concurrent "
