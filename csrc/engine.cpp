@@ -246,6 +246,7 @@ Engine::Engine(std::shared_ptr<Model> model, const EngineParams & params)
     growable_ = !llama_model_is_recurrent(mdl) && !llama_model_is_hybrid(mdl) && llama_model_n_swa(mdl) == 0;
     const int32_t n_initial = growable_ ? 1 : params_.n_seq;
     loras_ = LoraSet(model_->get(), params_.loras);
+    lora_defaults_ = lora_applied_ = step_lora_ = loras_.scales();
     ctx_ = create_context(n_initial);
     n_streams_ = n_initial;
     cache_.grow(n_initial);
@@ -340,6 +341,7 @@ bool Engine::grow(int32_t want) {
         }
     }
     pools_.attach(ctx_);
+    lora_applied_ = loras_.scales();  // create_context set the load-time setting
     for (auto & [s, state] : saved) {
         std::vector<uint8_t> moved;
         if (!restream_seq_state(state, static_cast<uint32_t>(got), moved) ||
@@ -470,8 +472,10 @@ std::shared_ptr<Request> Engine::make_request(std::vector<llama_token> prompt, G
     // Built here, so that a bad grammar is the caller's error rather than a failed request, and
     // kept for admission, so that it is parsed once.
     SamplerPtr grammar = make_grammar(params.sampling, model_->vocab());
+    std::vector<float> lora = loras_.with(lora_defaults(), params.lora_scales);
     auto req = std::make_shared<Request>(std::move(prompt), std::move(params), stream);
     req->grammar_ = std::move(grammar);
+    req->lora_ = std::move(lora);
     req->n_keep_ = n_keep;
     req->stats_.prompt_tokens_dropped = n_dropped;
     return req;
@@ -573,7 +577,7 @@ void Engine::admit_queued() {
         // once it is idle (grow_when_idle_). Without a host tier, displacing loses
         // the conversation, so it grows at once.
         const bool full = static_cast<int32_t>(active_.size()) >= n_streams_;
-        const bool displaces = spill_.budget() == 0 && cache_.would_displace(req->prompt_);
+        const bool displaces = spill_.budget() == 0 && cache_.would_displace(req->prompt_, req->lora_);
         if ((full || displaces) && !grow(streams_for(active_.size() + waiting)) && (full || !ctx_)) return;
         {
             std::lock_guard<std::mutex> lk(mu_);
@@ -614,6 +618,7 @@ bool Engine::copy_prefix(llama_seq_id src, llama_seq_id dst) {
         llama_state_seq_set_data(ctx_, state_buf_.data(), size, dst) == size) {
         const auto & from = cache_.tokens(src);
         toks.assign(from.begin(), from.end());
+        cache_.set_key(dst, cache_.key(src));
         return true;
     }
     llama_memory_seq_rm(mem, dst, -1, -1);
@@ -629,12 +634,14 @@ void Engine::spill(llama_seq_id seq, size_t n_kept) {
     const auto & toks = cache_.tokens(seq);
     if ((spill_.budget() == 0 && !disk_.enabled()) || toks.size() < n_kept + PrefixCache::kKeepTail) return;
     const size_t size = llama_state_seq_get_size(ctx_, seq);
-    SpillCache::Entry e{toks, std::vector<uint8_t>(size)};
+    SpillCache::Entry e{toks, std::vector<uint8_t>(size), cache_.key(seq)};
     if (llama_state_seq_get_data(ctx_, e.state.data(), size, seq) != size) return;
     std::vector<SpillCache::Entry> pushed_out;
     spill_.put(std::move(e), pushed_out);
     uint64_t written = 0;
-    for (const auto & p : pushed_out) written += disk_.put(p.tokens, p.state) ? 1 : 0;
+    // The disk tier's identity holds the load-time LoRA scales (prompt_cache.py): cells of
+    // another setting are not written there.
+    for (const auto & p : pushed_out) written += p.key == loras_.scales() && disk_.put(p.tokens, p.state) ? 1 : 0;
     std::lock_guard<std::mutex> lk(mu_);
     counters_.spills += size <= spill_.budget();
     counters_.spill_bytes = spill_.bytes();
@@ -655,15 +662,18 @@ bool Engine::restore_pays(size_t bytes, double file_rate, size_t n_tokens) const
 // it gives at least kKeepTail more tokens than the `keep` the sequences offer and restoring it
 // pays. The host tier is read at memory speed (~2 GB/s, a copy); a file at a conservative
 // 1 GB/s (page cache or SSD). A file that fails its checks is removed and the host tier tried.
-std::optional<SpillCache::Entry> Engine::take_spilled(const std::vector<llama_token> & prompt, size_t keep) {
+std::optional<SpillCache::Entry> Engine::take_spilled(const std::vector<llama_token> & prompt, size_t keep,
+                                                     const std::vector<float> & key) {
     const size_t most = prompt.size() - 1;
     size_t n_ram = 0, n_disk = 0;
-    const SpillCache::Iter it = spill_.best(prompt, n_ram);
-    const DiskCache::Indexed * d = disk_.best(prompt, n_disk);
+    const SpillCache::Iter it = spill_.best(prompt, key, n_ram);
+    // The disk tier holds cells of the load-time LoRA setting only (spill).
+    const DiskCache::Indexed * d = key == loras_.scales() ? disk_.best(prompt, n_disk) : nullptr;
     n_ram = std::min(n_ram, most);
     n_disk = std::min(n_disk, most);
     if (d && n_disk > n_ram && n_disk >= keep + PrefixCache::kKeepTail && restore_pays(d->bytes, 1e9, n_disk - keep)) {
         std::optional<SpillCache::Entry> e = disk_.read(d);
+        if (e) e->key = key;
         std::lock_guard<std::mutex> lk(mu_);
         counters_.disk_restores += e.has_value();
         counters_.disk_bytes = disk_.bytes();
@@ -714,7 +724,7 @@ size_t Engine::persist(const std::vector<llama_token> & tokens) {
         llama_seq_id best = -1;
         for (llama_seq_id s = 0; s < n_streams_; ++s) {
             const auto & held = cache_.tokens(s);
-            const bool holds = common_prefix(held, tokens) >= tokens.size() - 1;
+            const bool holds = common_prefix(held, tokens) >= tokens.size() - 1 && cache_.key(s) == loras_.scales();
             if (holds && (best < 0 || held.size() < cache_.tokens(best).size())) best = s;
         }
         if (best < 0 || !disk_.enabled()) return 0;
@@ -747,10 +757,10 @@ bool Engine::waits(const Request & req) const {
     }
     const auto & prompt = req.prompt_;
     if (prompt.size() < 2) return false;
-    const size_t cached = cache_.longest_cached(prompt);
+    const size_t cached = cache_.longest_cached(prompt, req.lora_);
     for (const auto & ap : active_) {
         const Active & a = *ap;
-        if (!a.in_prompt()) continue;
+        if (!a.in_prompt() || a.req->lora_ != req.lora_) continue;
         // The last prompt token is evaluated anyway (its logits give the first token).
         const size_t shared = std::min(common_prefix(a.req->prompt_, prompt), prompt.size() - 1);
         if (shared > a.n_prompt_done && shared >= cached + kMinSharedPrefix && copy_pays(shared, shared - cached)) {
@@ -788,7 +798,7 @@ void Engine::admit(std::shared_ptr<Request> req) {
     if (leader && leader->t_first != Clock::time_point{}) leader = nullptr;
     a->fork_from = leader;
     req->fork_of_.reset();
-    PrefixCache::Match m = cache_.acquire(prompt, [&](llama_seq_id src, size_t n_common) {
+    PrefixCache::Match m = cache_.acquire(prompt, req->lora_, [&](llama_seq_id src, size_t n_common) {
         return !leader && copy_pays(cache_.tokens(src).size(), n_common);
     });
     a->seq = m.seq;
@@ -797,8 +807,9 @@ void Engine::admit(std::shared_ptr<Request> req) {
     // A conversation coming back from the host tier leaves it first, so that the one this
     // request displaces cannot push it out; what the sequence holds beyond what this request
     // keeps of it then goes to the tier.
-    std::optional<SpillCache::Entry> back = take_spilled(prompt, keep);
+    std::optional<SpillCache::Entry> back = take_spilled(prompt, keep, req->lora_);
     spill(a->seq, back || m.copy_from >= 0 ? 0 : keep);
+    cache_.set_key(a->seq, req->lora_);  // what it keeps (keep tokens) was computed under this setting
     size_t n_restored = 0;
     if (back) {
         const size_t n_saved = back->tokens.size();
@@ -821,6 +832,18 @@ void Engine::admit(std::shared_ptr<Request> req) {
     toks.resize(keep);
     a->n_prompt_done = keep;
     req->prompt_done_.store(static_cast<int32_t>(keep));
+    if (req->vision_) {
+        try {
+            use_lora(req->lora_);  // the image chunks are decoded under the request's LoRA setting
+            a->n_prompt_done = eval_vision_prefix(*req, a->seq, keep);
+            req->prompt_done_.store(static_cast<int32_t>(a->n_prompt_done));
+        } catch (const std::exception & e) {
+            active_.push_back(std::move(a));
+            finish(*active_.back(), StopReason::Failed, e.what());
+            active_.pop_back();
+            return;
+        }
+    }
     req->stats_.prompt_tokens = static_cast<int32_t>(prompt.size());
     req->stats_.restored_tokens = static_cast<int32_t>(n_restored);
     req->stats_.cached_tokens = static_cast<int32_t>(keep - n_restored);
@@ -1041,10 +1064,15 @@ int32_t Engine::batch_add(llama_token t, llama_pos pos, llama_seq_id seq, bool l
 bool Engine::build_batch() {
     batch_.n_tokens = 0;
     decoding_.clear();
+    pick_lora_group();
     for (auto it = active_.begin(); it != active_.end();) {
         Active & a = **it;
         a.i_logits = -1;
         a.n_in_batch = 0;
+        if (!in_step(a)) {
+            ++it;
+            continue;
+        }
         if (!a.in_prompt()) {
             const auto & toks = cache_.tokens(a.seq);
             if (static_cast<int32_t>(toks.size()) + 1 > n_ctx_ &&
@@ -1077,7 +1105,7 @@ bool Engine::build_batch() {
     if (decoding_.size() == 1) add_draft(*decoding_.front());
     for (auto & ap : active_) {
         Active & a = *ap;
-        if (!a.in_prompt() || a.fork_from) continue;
+        if (!a.in_prompt() || a.fork_from || !in_step(a)) continue;
         const int32_t room = params_.n_batch - batch_.n_tokens;
         if (room <= 0) break;
         const auto & prompt = a.req->prompt_;
@@ -1091,6 +1119,54 @@ bool Engine::build_batch() {
         a.n_in_batch = static_cast<int32_t>(take);
     }
     return batch_.n_tokens > 0;
+}
+
+// The LoRA setting of this step's batch (step_lora_). In the common case every active request
+// has the same one: one comparison each and no switch. Otherwise the settings take turns, a step
+// each, in the order their first active request arrived: the one after the setting the context
+// has now, so that no group waits more than one step per other group. (Each switch makes
+// llama.cpp reserve its compute graph again.)
+void Engine::pick_lora_group() {
+    step_mixed_ = false;
+    if (loras_.empty() || active_.empty()) return;
+    const std::vector<float> & first = active_.front()->req->lora_;
+    step_mixed_ = std::any_of(active_.begin(), active_.end(), [&](const auto & ap) { return ap->req->lora_ != first; });
+    if (!step_mixed_) {
+        if (step_lora_ != first) step_lora_ = first;
+        return;
+    }
+    std::vector<const std::vector<float> *> groups;
+    for (const auto & ap : active_) {
+        const std::vector<float> & k = ap->req->lora_;
+        if (std::none_of(groups.begin(), groups.end(), [&](const auto * g) { return *g == k; })) groups.push_back(&k);
+    }
+    size_t i = 0;
+    while (i < groups.size() && *groups[i] != lora_applied_) ++i;
+    step_lora_ = *groups[i < groups.size() ? (i + 1) % groups.size() : 0];
+}
+
+bool Engine::in_step(const Active & a) const {
+    return !step_mixed_ || a.req->lora_ == step_lora_;
+}
+
+// Sets a LoRA setting on the context unless it has it already.
+void Engine::use_lora(const std::vector<float> & setting) {
+    if (loras_.empty() || setting == lora_applied_) return;
+    loras_.apply(ctx_, setting);
+    lora_applied_ = setting;
+    std::lock_guard<std::mutex> lk(mu_);
+    counters_.lora_switches += 1;
+}
+
+std::vector<float> Engine::lora_defaults() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return lora_defaults_;
+}
+
+void Engine::set_lora_defaults(const std::vector<std::pair<int32_t, float>> & scales) {
+    std::vector<float> next = loras_.with(lora_defaults(), scales);
+    std::lock_guard<std::mutex> lk(mu_);
+    lora_defaults_ = std::move(next);
 }
 
 // Puts the request's draft (speculation.h) into the batch after its next token, within what
@@ -1164,6 +1240,7 @@ bool Engine::decode_batch() {
     for (;;) {
         if (!build_batch()) return false;
         set_step_threads();
+        use_lora(step_lora_);
         const Clock::time_point t_decode = Clock::now();
         const int32_t ret = llama_decode(ctx_, batch_);
         if (ret == 0) {

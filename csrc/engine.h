@@ -48,6 +48,7 @@ const char * context_overflow_name(ContextOverflow policy);
 
 struct ChatFormat;  // chat_prompt.h
 struct ChatPrompt;  // chat_prompt.h
+struct VisionPrompt;  // vision.h
 
 struct GenerationParams {
     SamplingParams sampling;
@@ -74,6 +75,10 @@ struct GenerationParams {
     // Log-probabilities of the sampled tokens (sampling.h token_logprob), each with this many
     // most likely alternatives; < 0: off (no work per token).
     int32_t logprobs = -1;
+    // LoRA scales for this request, (adapter id, scale), as llama-server's per-request `lora`;
+    // adapters not named keep the engine's default scale (Engine::set_lora_defaults). 0 turns
+    // one off. The engine decodes requests of different settings in separate steps.
+    std::vector<std::pair<int32_t, float>> lora_scales;
 };
 
 struct RequestStats {
@@ -135,6 +140,7 @@ private:
     int32_t n_keep_ = 0;  // head tokens a context shift keeps (set by Engine::submit)
     bool held_ = false;   // held back at admission for a shared prefix (engine thread, under its lock)
     SamplerPtr grammar_;  // built (and so checked) at submit; moved to the sequence at admission
+    std::vector<float> lora_;  // the full LoRA setting, one scale per adapter (set by Engine::make_request)
     const bool stream_;
     const std::chrono::steady_clock::time_point t_submit_;
     std::atomic<bool> cancelled_{false};
@@ -153,6 +159,9 @@ private:
     // A branch of an n > 1 group (Engine::submit_n): forked from this request's sequence once
     // its prompt is evaluated, instead of evaluating the prompt again.
     std::shared_ptr<Request> fork_of_;
+    // A prompt with images (vision.h): prompt_ holds placeholders where images go, and admission
+    // evaluates the images themselves (Engine::eval_vision_prefix).
+    std::shared_ptr<const VisionPrompt> vision_;
     bool done_ = false;
     RequestStats stats_;
 };
@@ -209,6 +218,10 @@ struct EngineCounters {
     uint64_t kv_streams = 0;   // KV streams allocated (one context's worth of cells each)
     uint64_t kv_growths = 0;   // contexts made larger since load (each one a new context)
     uint64_t forked_sequences = 0;  // n > 1 branches that copied their group's evaluated prompt
+    uint64_t images_encoded = 0;    // image chunks encoded by the vision projector (not taken from the cache)
+    // Steps whose LoRA setting differed from the previous step's (requests of different
+    // settings decode in separate steps, taking turns).
+    uint64_t lora_switches = 0;
 };
 
 class Engine {
@@ -231,6 +244,10 @@ public:
                                                    bool stream);
     std::vector<std::shared_ptr<Request>> submit_n(const ChatPrompt & prompt, GenerationParams params, int32_t n,
                                                    bool stream);
+    // A rendered chat with images (vision.h VisionPrompt): its text and image chunks are
+    // evaluated at admission, before it joins the batch (engine_vision.cpp).
+    std::shared_ptr<Request> submit_vision(std::shared_ptr<const VisionPrompt> prompt, GenerationParams params,
+                                           bool stream);
     // Ends the scheduler: running and queued requests finish as "modelUnloaded".
     void shutdown();
     // Seconds since the last request ended (or since the engine started) when nothing is
@@ -255,6 +272,11 @@ public:
     // the last) to the disk tier, waiting for the engine to be idle; returns how many tokens
     // the file holds, 0 when no sequence holds them or there is no disk tier.
     size_t persist(const std::vector<llama_token> & tokens);
+    // The LoRA scales a request gets for the adapters it does not name (one per adapter, load
+    // order): the load-time scales until set_lora_defaults changes them (llama-server's POST
+    // /lora-adapters). Unknown ids and non-finite scales are InvalidArgument.
+    std::vector<float> lora_defaults() const;
+    void set_lora_defaults(const std::vector<std::pair<int32_t, float>> & scales);
     // Warnings from the cache tiers (a damaged file removed, a folder that cannot be written),
     // each returned once.
     std::vector<std::string> take_warnings();
@@ -267,13 +289,15 @@ private:
     bool grow(int32_t want);
     void lose_sequence(llama_seq_id s);
     void admit(std::shared_ptr<Request> req);
+    size_t eval_vision_prefix(const Request & req, llama_seq_id seq, size_t n_done);
     bool waits(const Request & req) const;
     bool copy_pays(size_t n_cells, size_t n_tokens) const;
     int32_t streams_for(size_t n_wanted) const;
     bool restore_pays(size_t bytes, double file_rate, size_t n_tokens) const;
     bool copy_prefix(llama_seq_id src, llama_seq_id dst);
     void spill(llama_seq_id seq, size_t n_kept);
-    std::optional<SpillCache::Entry> take_spilled(const std::vector<llama_token> & prompt, size_t keep);
+    std::optional<SpillCache::Entry> take_spilled(const std::vector<llama_token> & prompt, size_t keep,
+                                                  const std::vector<float> & key);
     size_t restore(llama_seq_id seq, SpillCache::Entry & e, const std::vector<llama_token> & prompt);
     void finish(Active & a, StopReason reason, const std::string & error = std::string());
     Active * active_of(const Request * req);
@@ -291,6 +315,9 @@ private:
     void step();
     void drop_cancelled();
     bool build_batch();
+    void pick_lora_group();
+    bool in_step(const Active & a) const;
+    void use_lora(const std::vector<float> & setting);
     bool decode_batch();
     void set_step_threads();
     void update_step_costs(std::chrono::steady_clock::time_point t_decode);
@@ -331,6 +358,7 @@ private:
     bool stop_ = false;
     EngineCounters counters_;
     std::vector<std::string> warnings_;
+    std::vector<float> lora_defaults_;  // set_lora_defaults
     std::atomic<int32_t> in_flight_{0};
     std::atomic<int64_t> last_done_ns_{0};  // steady_clock time of the last request's end
     void request_done();
@@ -341,6 +369,9 @@ private:
     DiskCache disk_;
     std::list<std::unique_ptr<Active>> active_;
     std::vector<Active *> decoding_;  // step(): the generating requests, in sequence order
+    std::vector<float> lora_applied_;  // the LoRA setting ctx_ has now
+    std::vector<float> step_lora_;     // step(): the setting of the requests in this step's batch
+    bool step_mixed_ = false;          // step(): active requests have different settings
     bool grow_when_idle_ = false;     // a conversation came back from a tier: chats interleave
     uint64_t seq_runs_ = 0;           // step(): runs of consecutive sequence ids in decoding_
     uint64_t step_prompt_tokens_ = 0, step_generated_ = 0, step_decodes_ = 0;  // step(): its work, for publish()

@@ -35,6 +35,7 @@ std::vector<std::vector<float>> Engine::eval_logits(const std::vector<std::vecto
         grow(k);  // sequences 0..k-1 must exist
         if (!ctx_) throw ModelUnloaded("the model's KV cache was lost");
         if (n_streams_ < k) throw std::runtime_error("eval_logits: no memory for " + std::to_string(k) + " KV streams");
+        use_lora(lora_defaults());  // the setting a request that names no adapter gets
         const int32_t n_vocab = model_->n_vocab();
         llama_memory_t mem = llama_get_memory(ctx_);
         std::vector<std::vector<float>> out(k);

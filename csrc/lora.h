@@ -1,8 +1,9 @@
-// LoRA adapters applied to an engine's context at load (llama.cpp's llama_adapter_lora): each
-// adapter GGUF is loaded against the base model, which refuses one whose architecture or tensor
-// shapes do not match, and every context the engine makes (at load, and again when grow() makes
-// a larger one) gets the same adapters with the same scales. Fixed for the engine's life, so its
-// prefix cache never mixes KV computed under different adapter settings.
+// LoRA adapters of an engine (llama.cpp's llama_adapter_lora): each adapter GGUF is loaded against
+// the base model, which refuses one whose architecture or tensor shapes do not match. Every context
+// the engine makes (at load, and again when grow() makes a larger one) starts with the load-time
+// scales; a request may ask for other scales (GenerationParams::lora_scales), which the engine sets
+// on the context for the steps that decode it (Engine::build_batch groups requests by setting).
+// A setting is one scale per adapter, in load order; 0 leaves an adapter out.
 #pragma once
 
 #include <string>
@@ -28,9 +29,16 @@ public:
         return *this;
     }
 
-    // Sets the adapters and scales on a context (no-op without adapters).
-    void apply(llama_context * ctx) const;
+    // Sets the adapters with the load-time scales on a context (no-op without adapters).
+    void apply(llama_context * ctx) const { apply(ctx, scales_); }
+    // Sets the adapters with these scales (one per adapter) on a context.
+    void apply(llama_context * ctx, const std::vector<float> & scales) const;
     bool empty() const { return adapters_.empty(); }
+    size_t size() const { return adapters_.size(); }
+    const std::vector<float> & scales() const { return scales_; }  // the load-time setting
+    // The setting `base` with the scales of `overrides` (adapter id, scale) put in; InvalidArgument
+    // naming an unknown id or a scale that is not a finite number.
+    std::vector<float> with(std::vector<float> base, const std::vector<std::pair<int32_t, float>> & overrides) const;
 
 private:
     void swap(LoraSet & other) noexcept {

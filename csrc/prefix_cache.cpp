@@ -13,17 +13,25 @@ size_t common_prefix(const std::vector<llama_token> & a, const std::vector<llama
 
 PrefixCache::PrefixCache(int32_t n_seq) : entries_(n_seq) {}
 
-size_t PrefixCache::longest_cached(const std::vector<llama_token> & prompt) const {
+// What an entry offers a prompt of setting `key`: nothing when its cells were computed under
+// another setting.
+static size_t usable(const std::vector<llama_token> & tokens, size_t n_exact, const AdapterKey & held,
+                     const std::vector<llama_token> & prompt, const AdapterKey & key) {
+    return held == key ? std::min(common_prefix(tokens, prompt), n_exact) : 0;
+}
+
+size_t PrefixCache::longest_cached(const std::vector<llama_token> & prompt, const AdapterKey & key) const {
     size_t best = 0;
-    for (const Entry & e : entries_) best = std::max(best, std::min(common_prefix(e.tokens, prompt), e.n_exact));
+    for (const Entry & e : entries_) best = std::max(best, usable(e.tokens, e.n_exact, e.key, prompt, key));
     return best;
 }
 
-PrefixCache::Match PrefixCache::pick(const std::vector<llama_token> & prompt, bool & branch) const {
+PrefixCache::Match PrefixCache::pick(const std::vector<llama_token> & prompt, const AdapterKey & key,
+                                     bool & branch) const {
     Match m;
     for (size_t i = 0; i < entries_.size(); ++i) {
         const Entry & e = entries_[i];
-        const size_t n = std::min(common_prefix(e.tokens, prompt), e.n_exact);
+        const size_t n = usable(e.tokens, e.n_exact, e.key, prompt, key);
         bool better = m.seq < 0 || n > m.n_common;
         if (!better && n == m.n_common) {
             const Entry & b = entries_[m.seq];
@@ -59,9 +67,9 @@ PrefixCache::Match PrefixCache::pick(const std::vector<llama_token> & prompt, bo
     return m;
 }
 
-bool PrefixCache::would_displace(const std::vector<llama_token> & prompt) const {
+bool PrefixCache::would_displace(const std::vector<llama_token> & prompt, const AdapterKey & key) const {
     bool branch = false;
-    const Match m = pick(prompt, branch);
+    const Match m = pick(prompt, key, branch);
     if (m.seq >= 0 && m.n_common > 0 && !branch &&
         entries_[m.seq].tokens.size() < m.n_common + kKeepTail) {
         return false;  // it continues its own conversation

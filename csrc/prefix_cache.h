@@ -1,5 +1,8 @@
 // Bookkeeping of what each KV-cache sequence holds, so that a new request can
 // start from the sequence that shares the longest prefix with its prompt.
+// Cells are keyed by the LoRA setting they were computed under (lora.h: one scale per adapter;
+// empty without adapters) as well as by tokens: a sequence shares no prefix with a prompt of
+// another setting, so a conversation cached under one adapter is never reused under another.
 // Owned and used by the engine thread only: no locking here.
 #pragma once
 
@@ -12,6 +15,8 @@
 namespace lmfast {
 
 size_t common_prefix(const std::vector<llama_token> & a, const std::vector<llama_token> & b);
+
+using AdapterKey = std::vector<float>;  // a LoRA setting (lora.h)
 
 class PrefixCache {
 public:
@@ -31,13 +36,14 @@ public:
     // evaluating those tokens again (otherwise they are evaluated: n_common = 0).
     // A short tail (a previous answer's last tokens) is simply cut off.
     // seq == -1 when all sequences are busy.
+    // Only sequences computed under `key` share a prefix with the prompt.
     template <typename CopyPays>
-    Match acquire(const std::vector<llama_token> & prompt, CopyPays && copy_pays);
+    Match acquire(const std::vector<llama_token> & prompt, const AdapterKey & key, CopyPays && copy_pays);
 
     static constexpr size_t kKeepTail = 16;  // tokens beyond the shared prefix worth keeping
     // Whether acquire(prompt) would now give the request a sequence that holds another
     // conversation: no idle sequence continues this one and no sequence is empty.
-    bool would_displace(const std::vector<llama_token> & prompt) const;
+    bool would_displace(const std::vector<llama_token> & prompt, const AdapterKey & key) const;
     void grow(int32_t n_seq) { entries_.resize(static_cast<size_t>(n_seq)); }  // new sequences are empty
     void release(llama_seq_id seq);  // idle again; its tokens stay cached
     // A busy sequence's cells from n on are not what evaluating its tokens from scratch
@@ -46,18 +52,25 @@ public:
     void limit_exact(llama_seq_id seq, size_t n) { entries_[seq].n_exact = n; }
 
     // The longest prefix of `prompt` that some sequence holds (exactly), busy or not.
-    size_t longest_cached(const std::vector<llama_token> & prompt) const;
+    size_t longest_cached(const std::vector<llama_token> & prompt, const AdapterKey & key) const;
 
     std::vector<llama_token> & tokens(llama_seq_id seq) { return entries_[seq].tokens; }
+    // The setting a sequence's cells were computed under; the engine sets it when a request
+    // takes the sequence (after saving what it held) and when cells are copied into it.
+    const AdapterKey & key(llama_seq_id seq) const { return entries_[seq].key; }
+    void set_key(llama_seq_id seq, const AdapterKey & key) {
+        if (entries_[seq].key != key) entries_[seq].key = key;
+    }
     int32_t n_seq() const { return static_cast<int32_t>(entries_.size()); }
 
 private:
-    Match pick(const std::vector<llama_token> & prompt, bool & branch) const;
+    Match pick(const std::vector<llama_token> & prompt, const AdapterKey & key, bool & branch) const;
     llama_seq_id spare(llama_seq_id except) const;
     void take(Match & m);
 
     struct Entry {
         std::vector<llama_token> tokens;  // exactly what the KV cache holds for this sequence
+        AdapterKey key;                   // the LoRA setting its cells were computed under
         uint64_t last_used = 0;
         size_t n_exact = SIZE_MAX;  // see limit_exact
         bool busy = false;
@@ -67,9 +80,10 @@ private:
 };
 
 template <typename CopyPays>
-PrefixCache::Match PrefixCache::acquire(const std::vector<llama_token> & prompt, CopyPays && copy_pays) {
+PrefixCache::Match PrefixCache::acquire(const std::vector<llama_token> & prompt, const AdapterKey & key,
+                                        CopyPays && copy_pays) {
     bool branch = false;
-    Match m = pick(prompt, branch);
+    Match m = pick(prompt, key, branch);
     if (branch) {
         // m.seq is the matching sequence (idle, or busy: another request is using it);
         // keep it, and start from a spare one.

@@ -12,7 +12,8 @@ void SpillCache::put(Entry e, std::vector<Entry> & pushed_out) {
     }
     const auto & tokens = e.tokens;
     for (auto it = entries_.begin(); it != entries_.end();) {
-        const bool superseded = it->tokens.size() <= tokens.size() && common_prefix(it->tokens, tokens) == it->tokens.size();
+        const bool superseded = it->key == e.key && it->tokens.size() <= tokens.size() &&
+                                common_prefix(it->tokens, tokens) == it->tokens.size();
         if (superseded) {
             bytes_ -= it->state.size();
             it = entries_.erase(it);
@@ -25,11 +26,12 @@ void SpillCache::put(Entry e, std::vector<Entry> & pushed_out) {
     entries_.push_front(std::move(e));
 }
 
-SpillCache::Iter SpillCache::best(const std::vector<llama_token> & prompt, size_t & n_common) {
+SpillCache::Iter SpillCache::best(const std::vector<llama_token> & prompt, const std::vector<float> & key,
+                                  size_t & n_common) {
     n_common = 0;
     Iter found = entries_.end();
     for (Iter it = entries_.begin(); it != entries_.end(); ++it) {
-        const size_t n = common_prefix(it->tokens, prompt);
+        const size_t n = it->key == key ? common_prefix(it->tokens, prompt) : 0;
         if (n > n_common) {
             n_common = n;
             found = it;

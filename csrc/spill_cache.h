@@ -23,18 +23,19 @@ public:
     struct Entry {
         std::vector<llama_token> tokens;  // what the saved cells hold
         std::vector<uint8_t> state;       // llama_state_seq_get_data of those cells
+        std::vector<float> key;           // the LoRA setting they were computed under (prefix_cache.h)
     };
 
-    // Keeps a conversation. Entries it extends (their tokens are a prefix of these) are
+    // Keeps a conversation. Entries of its setting it extends (their tokens are a prefix of these) are
     // superseded and dropped; then the least recently used go to `pushed_out` until it fits
     // (the next tier, disk_cache.h, may take them). An entry larger than the whole budget goes
     // to `pushed_out` itself.
     void put(Entry e, std::vector<Entry> & pushed_out);
 
-    // The entry that shares the longest prefix with `prompt`, with that length in n_common;
-    // end() when none shares a token.
+    // The entry of setting `key` that shares the longest prefix with `prompt`, with that length
+    // in n_common; end() when none shares a token.
     using Iter = std::list<Entry>::iterator;
-    Iter best(const std::vector<llama_token> & prompt, size_t & n_common);
+    Iter best(const std::vector<llama_token> & prompt, const std::vector<float> & key, size_t & n_common);
     Iter end() { return entries_.end(); }
     // Removes an entry (restored into a sequence, it is resident again) and returns it.
     Entry take(Iter it);

@@ -88,6 +88,8 @@ py::dict counters_to_dict(const EngineCounters & c) {
     d["disk_restores"] = c.disk_restores;
     d["disk_bytes"] = c.disk_bytes;
     d["forked_sequences"] = c.forked_sequences;
+    d["images_encoded"] = c.images_encoded;
+    d["lora_switches"] = c.lora_switches;
     return d;
 }
 
@@ -204,6 +206,10 @@ void register_engine(py::module_ & m) {
              "Writes the sequence that holds these tokens to the disk tier; returns the tokens saved (0: none).")
         .def("take_warnings", &Engine::take_warnings,
              "Warnings from the cache tiers since the last call (a damaged cache file removed, ...).")
+        .def("lora_defaults", &Engine::lora_defaults,
+             "The LoRA scales requests get for adapters they do not name, one per adapter in load order.")
+        .def("set_lora_defaults", &Engine::set_lora_defaults, py::arg("scales"),
+             "Sets those scales from (adapter id, scale) pairs (llama-server's POST /lora-adapters).")
         .def("shutdown", &Engine::shutdown, py::call_guard<py::gil_scoped_release>())
         .def("idle_seconds", &Engine::idle_seconds)
         .def_property_readonly("n_ctx", &Engine::n_ctx)

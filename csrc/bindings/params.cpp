@@ -56,6 +56,8 @@ void register_generation_params(py::module_ & m) {
     c.def_readwrite("n_threads", &GenerationParams::n_threads, "0: the engine's");
     c.def_readwrite("logprobs", &GenerationParams::logprobs,
                     "< 0: off; else each sampled token's log-probability and this many top alternatives");
+    c.def_readwrite("lora_scales", &GenerationParams::lora_scales,
+                    "(adapter id, scale) pairs for this request; adapters not named keep the engine's default");
     sampling_field(c, "grammar_lazy", &SamplingParams::grammar_lazy);
     sampling_field(c, "grammar_trigger_patterns", &SamplingParams::grammar_trigger_patterns);
 }

@@ -103,6 +103,17 @@ def _folder_or_false(key: str, v: Any) -> Any:
     return os.path.abspath(os.path.expanduser(v))
 
 
+def _mmproj(key: str, v: Any) -> Any:
+    """A vision projector: None finds ``mmproj*.gguf`` beside the model, False turns vision off."""
+    if v is None or v is False:
+        return v
+    if isinstance(v, os.PathLike):
+        v = os.fspath(v)
+    if not isinstance(v, str) or not v:
+        raise _bad(key, v, "a projector GGUF path, None (find mmproj*.gguf beside the model) or False")
+    return os.path.abspath(os.path.expanduser(v))
+
+
 def _loras(key: str, v: Any) -> list[dict[str, Any]]:
     """LoRA adapters: a list of {"path": adapter GGUF, "scale": number (default 1.0)}."""
     if v is None or v is False:
@@ -118,6 +129,24 @@ def _loras(key: str, v: Any) -> list[dict[str, Any]]:
             raise _bad(f"{key}[{i}].path", item["path"], "the path of a LoRA adapter GGUF file")
         scale = _float(-1e6, 1e6)(f"{key}[{i}].scale", item.get("scale", 1.0))
         out.append({"path": os.path.abspath(os.path.expanduser(path)), "scale": scale})
+    return out
+
+
+def _lora_scales(key: str, v: Any) -> list[dict[str, Any]]:
+    """Per-prediction LoRA scales: [{"id": adapter id, "scale": number}, ...] (llama-server's ``lora``
+    field) or {id: scale}. Whether each id exists is the model's to say (at submit)."""
+    if v is None or v is False:
+        return []
+    if isinstance(v, Mapping):
+        v = [{"id": k, "scale": s} for k, s in v.items()]
+    if not isinstance(v, (list, tuple)):
+        raise _bad(key, v, 'a list of {"id": ..., "scale": ...} dicts, or a dict {id: scale}')
+    out = []
+    for i, item in enumerate(v):
+        if not isinstance(item, Mapping) or set(item) != {"id", "scale"}:
+            raise _bad(f"{key}[{i}]", item, 'a dict with "id" and "scale"')
+        ident = _int(0, 1023)(f"{key}[{i}].id", item["id"])
+        out.append({"id": ident, "scale": _float(-1e6, 1e6)(f"{key}[{i}].scale", item["scale"])})
     return out
 
 
@@ -298,6 +327,12 @@ PREDICTION_KEYS: tuple[Key, ...] = (
         "of the last 3 tokens in the prompt or the answer are drafted and verified in one target pass. "
         "The output is the same as without it; it pays where the answer repeats its context (rewrites, "
         "quotes, code edits)."),
+    Key("loraScales", _lora_scales, [],
+        "lmfast: LoRA adapter scales for this prediction, [{'id': adapter id, 'scale': number}, ...] or "
+        "{id: scale} (llama-server's per-request lora); 0 turns an adapter off, adapters not named keep "
+        "the instance's scale (lora_adapters()). Predictions of different settings are decoded in "
+        "separate steps, taking turns; cached conversations are reused only under the same setting.",
+        shown="the instance's"),
     Key("draftModel", _optional(_model_ref), None,
         "A draft model for speculative decoding: a model key or a GGUF path. It loads on first use and stays "
         "with this model's instance; it must share this model's vocabulary. The output is the same as without "
@@ -367,8 +402,12 @@ LOAD_KEYS: tuple[Key, ...] = (
         "lmfast: byte budget of promptCacheDir (all models' cache files in it); least recently used go first.",
         shown="8 GiB"),
     Key("loras", _loras, [],
-        "lmfast: LoRA adapters applied at load, [{'path': adapter GGUF, 'scale': 1.0}, ...] (llama.cpp's "
-        "--lora-scaled); one made for another base model is refused. Fixed for the instance's life."),
+        "lmfast: LoRA adapters attached at load, [{'path': adapter GGUF, 'scale': 1.0}, ...] (llama.cpp's "
+        "--lora-scaled); one made for another base model is refused. The scales are the default a prediction's "
+        "loraScales overrides (set_lora_scales() changes them)."),
+    Key("mmproj", _mmproj, None,
+        "lmfast: the vision projector (llama.cpp's --mmproj) that lets the model read images; None: an "
+        "mmproj*.gguf beside the model file, if there is one; False: no vision.", shown="mmproj*.gguf beside the model"),
 )
 
 # The SDK's EmbeddingLoadModelConfig (6 keys). The entries are LOAD_KEYS' own where

@@ -5,7 +5,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import _core, presets, structured
+from . import _core, images, presets, structured
 from .chat import AssistantResponse, Chat, SystemPrompt, ToolCallRequestData
 from .config_types import LlmLoadModelConfig, LlmPredictionConfig
 from .handle import ModelHandle
@@ -69,6 +69,7 @@ def _generation_params(pcfg: dict[str, Any], load_seed: Any) -> Any:
         draft_max=pcfg["speculativeDecodingNumDraftTokensExact"] if pcfg["draftNgram"] or pcfg["draftModel"] else 0,
         draft_min=pcfg["speculativeDecodingMinDraftLengthToConsider"],
         logprobs=-1,  # off unless a stream asks (PredictionStream.request_logprobs)
+        lora_scales=[(a["id"], a["scale"]) for a in pcfg["loraScales"]],
     )
     return g
 
@@ -475,7 +476,8 @@ class LLM(ModelHandle):
         if len(chat) == 0:
             raise LMStudioValueError("the chat history is empty")
         model, _ = self._instance.native()
-        chat._refuse_files(self.identifier)
+        if images.has_images(chat):
+            return self._vision_prompt(model, chat, tools, template, parse_special)
         if template is not None and template["type"] == "manual":
             if tools or chat._has_tool_parts():
                 raise LMStudioUnsupportedConfigError(
@@ -499,6 +501,18 @@ class LLM(ModelHandle):
             warn_user(f"{whose} does not describe tools: the model is not told about them, and no tool call "
                       "can be recognised")
         return prompt
+
+    def _vision_prompt(self, model: Any, chat: Chat, tools: Any, template: Any, parse_special: bool) -> Any:
+        """A chat with images: refused by a model without a projector (mmproj); rendered with the
+        model's own template, without tools, for one with (lmfast.images)."""
+        vision = getattr(self._instance, "vision", None)
+        if vision is None:
+            chat._refuse_files(self.identifier)
+        if tools or template is not None or chat._has_tool_parts():
+            raise LMStudioUnsupportedConfigError(
+                "a chat with images is rendered with the model's own template and without tools (lmfast does not "
+                "combine them yet): drop the tools or the promptTemplate")
+        return images.vision_prompt(model, vision, chat, parse_special)
 
     def _tokens(self, text: str) -> list[int]:
         model, _ = self._instance.native()
@@ -668,7 +682,20 @@ class LLM(ModelHandle):
         return super().get_info()
 
     def lora_adapters(self) -> list[dict[str, Any]]:
-        """The LoRA adapters applied to this instance (load config key ``loras``), as llama-server's
-        GET /lora-adapters lists them: ``[{"id", "path", "scale"}, ...]``. An lmfast extension."""
-        self._instance.native()
-        return [{"id": i, **a} for i, a in enumerate(self._instance.load_config()["loras"])]
+        """The LoRA adapters of this instance (load config key ``loras``) with the scales a
+        prediction gets unless its ``loraScales`` says otherwise, as llama-server's GET
+        /lora-adapters lists them: ``[{"id", "path", "scale"}, ...]``. An lmfast extension."""
+        _, engine = self._instance.native()
+        scales = engine.lora_defaults()
+        return [{"id": i, "path": a["path"], "scale": scales[i]}
+                for i, a in enumerate(self._instance.load_config()["loras"])]
+
+    def set_lora_scales(self, scales: Any) -> list[dict[str, Any]]:
+        """Sets the scales predictions get for the adapters their ``loraScales`` does not name
+        (llama-server's POST /lora-adapters): ``[{"id", "scale"}, ...]`` or ``{id: scale}``;
+        adapters not named keep theirs. Returns lora_adapters(). An lmfast extension."""
+        from .config import _lora_scales
+        checked = _lora_scales("scales", scales)
+        _, engine = self._instance.native()
+        engine.set_lora_defaults([(a["id"], a["scale"]) for a in checked])
+        return self.lora_adapters()

@@ -1,14 +1,15 @@
-"""GET /lora-adapters, as llama-server has it: the LoRA adapters of an LLM (``?model=``, else the
-first loaded), ``[{"id", "path", "scale"}]``. They are fixed at load (``lmfast serve --lora``,
-the load key ``loras``): POST /lora-adapters, llama-server's way of changing scales at run time,
-is answered with a 400 that says so rather than accepted and ignored."""
+"""GET and POST /lora-adapters, as llama-server has them, for an LLM (``?model=``, else the first
+loaded). GET lists its adapters with the scales requests get unless their ``lora`` field says
+otherwise, ``[{"id", "path", "scale"}]``; POST ``[{"id", "scale"}]`` sets those scales (adapters not
+named keep theirs) and answers with the new list. Errors in the OpenAI error shape."""
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .context import ctx_of
-from .errors import bad_request
+from .jsonbody import loads
+from .to_lmfast import lora_scales
 
 
 async def list_adapters(request: Request) -> Response:
@@ -18,6 +19,7 @@ async def list_adapters(request: Request) -> Response:
 
 
 async def set_adapters(request: Request) -> Response:
-    raise bad_request("lmfast applies LoRA adapters at load with fixed scales (lmfast serve --lora PATH:SCALE, "
-                      "or the load config key loras); changing them at run time is not supported yet",
-                      code="unsupported_feature")
+    scales = lora_scales(loads(await request.body(), 4))
+    ctx = ctx_of(request)
+    handle = await ctx.manager.get(request.query_params.get("model"), "llm")
+    return JSONResponse(handle.set_lora_scales(scales))

@@ -96,8 +96,8 @@ class SamplingFields(_Body):
     ttl: Optional[float] = Field(default=None, gt=0, le=TTL_MAX)  # LM Studio: TTL of a JIT load
     # LM Studio REST's speculative decoding: a draft model's key (to_lmfast.draft_model_key).
     draft_model: Optional[str] = Field(default=None, min_length=1, max_length=512)
-    # llama-server's per-request adapter scales. Adapters are fixed at load here (GET /lora-adapters),
-    # so a request that sets scales is refused rather than answered as if they applied.
+    # llama-server's per-request adapter scales, [{"id", "scale"}] (GET /lora-adapters lists the ids);
+    # checked by config.py's loraScales (to_lmfast.sampling_config).
     lora: Optional[list[Any]] = None
 
 

@@ -83,6 +83,19 @@ _SAMPLING_KEYS = {"temperature": "temperature", "top_p": "topPSampling", "top_k"
                   "frequency_penalty": "frequencyPenalty", "presence_penalty": "presencePenalty"}
 
 
+def lora_scales(value: Any) -> list[dict[str, Any]]:
+    """llama-server's ``lora`` field ([{"id", "scale"}]) as the prediction key loraScales; a malformed
+    one is a 400 naming the field. An id the model lacks is refused when the request is submitted."""
+    from ..config import _lora_scales
+    from ..errors import LMStudioInvalidConfigError
+    if not isinstance(value, list):
+        raise bad_request('lora: expected a list of {"id": adapter id, "scale": number}', param="lora")
+    try:
+        return _lora_scales("lora", value)
+    except LMStudioInvalidConfigError as e:
+        raise bad_request(str(e), param="lora") from None
+
+
 def draft_model_key(name: str) -> str:
     """LM Studio's ``draft_model`` field as the draftModel key. Over HTTP only model keys: a path
     would let a client make the server open any file it can read."""
@@ -103,12 +116,10 @@ def sampling_config(req: SamplingFields, max_tokens: Optional[int], context_leng
     if not (choices or logprobs) and (req.logprobs or req.top_logprobs is not None):
         raise bad_request("logprobs are supported on chat and text completions", param="logprobs",
                           code="unsupported_value")
-    if req.lora:
-        raise bad_request("per-request LoRA scales are not supported: adapters and their scales are set "
-                          "when the model loads (GET /lora-adapters lists them)", param="lora",
-                          code="unsupported_value")
     cfg: dict[str, Any] = {key: getattr(req, field) for field, key in _SAMPLING_KEYS.items()
                            if getattr(req, field) is not None}
+    if req.lora is not None:
+        cfg["loraScales"] = lora_scales(req.lora)
     if req.seed is not None:
         cfg["seed"] = req.seed % _SEED_RANGE
     if req.stop is not None:
