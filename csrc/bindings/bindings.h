@@ -25,6 +25,7 @@ void register_engine(py::module_ & m);      // engine.cpp: Request, Engine
 void register_draft_model(py::module_ & m); // draft_model.cpp: DraftModel
 void register_embedding(py::module_ & m);   // embedding.cpp: EmbeddingContext
 void register_rerank(py::module_ & m);      // rerank.cpp: RerankContext
+void register_vision(py::module_ & m);      // vision.cpp: Vision, VisionPrompt, submit_vision
 
 // Text from the engine and the template worker as a Python str. Engine text is valid UTF-8 by
 // construction (Utf8Stream) but a template or a corrupt file may emit other bytes: decoded with

@@ -26,4 +26,5 @@ PYBIND11_MODULE(_core, m) {
     register_draft_model(m);
     register_embedding(m);
     register_rerank(m);
+    register_vision(m);
 }

@@ -11,7 +11,7 @@ from pathlib import Path
 
 _SUBDIR = {"llama-simple": "ref/simple", "llama-bench": "ref/llama-bench", "llama-completion": "ref/completion",
            "llama-batched-bench": "ref/batched-bench", "llama-gguf-split": "ref/gguf-split",
-           "llama-embedding": "ref/embedding"}
+           "llama-embedding": "ref/embedding", "llama-mtmd-cli": "ref/mtmd"}
 # Built only in the separate build: llama-server compiles for minutes, and only the server
 # benchmark needs it, so lmfast's own build does not carry it.
 _SEPARATE_ONLY = {"llama-server"}

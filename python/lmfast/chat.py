@@ -392,7 +392,8 @@ class Chat:
         if files:
             raise LMStudioValueError(
                 f"model {identifier!r} has no vision support and reads no files: the chat holds "
-                f"{', '.join(repr(f) for f in files)}; lmfast runs no vision models yet, so send text only")
+                f"{', '.join(repr(f) for f in files)}; load it with a vision projector (an mmproj*.gguf beside the "
+                f"model, or the mmproj load key), or send text only")
 
     def _has_tool_parts(self) -> bool:
         return any(p.get("type") in ("toolCallRequest", "toolCallResult") for m in self._messages for p in m.content)

@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any, Callable, ClassVar
 
-from . import _core, prompt_cache
+from . import _core, images, prompt_cache
 from .draft_models import DraftModels
 from .backends import OffloadPlan, default_flash_attention, plan_offload
 from .config import LOAD_KEYS, MICRO_BATCH_TOKENS, Key, kv_type_id, with_defaults
@@ -161,6 +161,7 @@ class ModelInstance(LoadedInstance):
 
     kind = "llm"
     KEYS = LOAD_KEYS
+    vision: Any = None  # the native Vision (images.load_projector) while loaded with a projector
 
     def _start(self, model: Any, cfg: dict[str, Any], given: dict[str, Any]) -> Any:
         # The table's contextLength, capped at the trained length unless it was asked for.
@@ -177,6 +178,13 @@ class ModelInstance(LoadedInstance):
         cfg["contextLength"] = engine.n_ctx
         cfg["cpuThreads"] = engine.n_threads
         self.drafts = DraftModels()  # the draftModel prediction key's, loaded on first use
+        try:
+            self.vision = images.load_projector(model, self.model_file.path, cfg["mmproj"], engine.n_threads,
+                                                 cfg["flashAttention"])
+        except BaseException:
+            engine.shutdown()
+            raise
+        cfg["mmproj"] = self.vision.path if self.vision is not None else False
         return engine
 
     def _busy(self, engine: Any) -> bool:
@@ -187,6 +195,7 @@ class ModelInstance(LoadedInstance):
     def _stop(self, engine: Any) -> None:
         engine.shutdown()  # running predictions end as 'modelUnloaded'
         self.drafts.clear()  # draft models go with their target (running requests keep theirs)
+        self.vision = None  # it holds the model's weights too
 
     @property
     def _engine(self) -> Any:
@@ -205,6 +214,8 @@ class ModelInstance(LoadedInstance):
         with self._lock:
             _, engine = self.native()
             self.touch()
+            if isinstance(prompt, _core.VisionPrompt):
+                return _core.submit_vision(engine, prompt, params, stream=stream)
             return engine.submit(prompt, params, stream=stream)
 
     def submit_n(self, prompt: Any, params: Any, n: int, *, stream: bool = False) -> list[Any]:
@@ -212,6 +223,8 @@ class ModelInstance(LoadedInstance):
         with self._lock:
             _, engine = self.native()
             self.touch()
+            if isinstance(prompt, _core.VisionPrompt):
+                raise LMStudioValueError("n > 1 completions of a chat with images are not supported yet")
             return engine.submit_n(prompt, params, n, stream=stream)
 
     def warn_cache_problems(self) -> None:
@@ -230,7 +243,7 @@ class ModelInstance(LoadedInstance):
     def _make_info(self) -> LlmInstanceInfo:
         template = self.metadata.get("tokenizer.chat_template", "")
         return LlmInstanceInfo(**self._info_fields(self._runner.n_ctx), trained_for_tool_use="tools" in template,
-                               vision=False)
+                               vision=self.vision is not None)
 
 
 def model_params(path: str, cfg: dict[str, Any], plan: OffloadPlan, int_overrides: dict[str, int]) -> Any:

@@ -1,0 +1,244 @@
+// Vision projectors and image prompts through libmtmd (vision.h).
+#include "vision.h"
+
+#include <cstring>
+#include <set>
+
+#include "errors.h"
+#include "gguf_check.h"
+#include "model.h"
+#include "mtmd-helper.h"
+#include "mtmd.h"
+
+namespace lmfast {
+
+namespace {
+
+bool starts_with(const std::string & s, const char * p) { return s.rfind(p, 0) == 0; }
+
+// The type clip.cpp reads each scalar clip key with: it asserts (aborts) on any other
+// (gguf_get_val_u32 and friends). Arrays it checks itself.
+enum class Want { U32, I32, F32, Bool, Str };
+
+Want wanted_type(const std::string & key) {
+    static const std::set<std::string> bools = {"clip.has_vision_encoder", "clip.has_audio_encoder",
+                                                "clip.has_gen_audio_encoder", "clip.use_gelu", "clip.use_silu"};
+    if (bools.count(key)) return Want::Bool;
+    if (key.find("projector_type") != std::string::npos || key == "clip.vision.mm_patch_merge_type" ||
+        key == "clip.gen.audio.model_variant") {
+        return Want::Str;
+    }
+    if (key.find("epsilon") != std::string::npos || key == "clip.vision.swiglu_clamp") return Want::F32;
+    if (key == "clip.minicpmv_version") return Want::I32;
+    return Want::U32;
+}
+
+bool type_matches(const GgufKv & kv, Want w) {
+    constexpr uint32_t kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7, kStr = 8;
+    switch (w) {
+        case Want::U32: return kv.type == kU32;
+        case Want::I32: return kv.type == kI32;
+        case Want::F32: return kv.type == kF32;
+        case Want::Bool: return kv.type == kBool;
+        case Want::Str: return kv.type == kStr;
+    }
+    return false;
+}
+
+// Sizes clip.cpp divides by or allocates with: zero divides, huge ones overflow 32-bit shapes.
+void check_size(const std::string & path, const GgufKv & kv) {
+    static const std::set<std::string> positive = {
+        "clip.vision.image_size", "clip.vision.patch_size", "clip.vision.embedding_length",
+        "clip.vision.attention.head_count", "clip.vision.block_count", "clip.vision.projection_dim"};
+    if (positive.count(kv.key) && (kv.u == 0 || kv.u > 65536)) {
+        throw ModelLoadError("vision projector " + path + ": '" + kv.key + "' is " + std::to_string(kv.u) +
+                             " (must be 1..65536)");
+    }
+}
+
+}  // namespace
+
+void validate_projector_file(const std::string & path) {
+    std::vector<GgufKv> meta;
+    validate_gguf_file(path, &meta);
+    bool has_vision = false;
+    uint64_t n_embd = 0, n_head = 0, image_size = 0, patch = 0;
+    for (const GgufKv & kv : meta) {
+        if (!starts_with(kv.key, "clip.")) continue;
+        if (kv.type == 9) continue;  // arrays: clip.cpp checks their element types itself
+        const Want w = wanted_type(kv.key);
+        if (!type_matches(kv, w)) {
+            throw ModelLoadError("vision projector " + path + ": metadata '" + kv.key + "' has type " +
+                                 gguf_type_name(kv.type) + ", which libmtmd does not read it as");
+        }
+        if (w == Want::U32) check_size(path, kv);
+        if (kv.key == "clip.has_vision_encoder") has_vision = kv.i != 0;
+        if (kv.key == "clip.vision.embedding_length") n_embd = kv.u;
+        if (kv.key == "clip.vision.attention.head_count") n_head = kv.u;
+        if (kv.key == "clip.vision.image_size") image_size = kv.u;
+        if (kv.key == "clip.vision.patch_size") patch = kv.u;
+    }
+    if (!has_vision) {
+        throw ModelLoadError("vision projector " + path +
+                             ": clip.has_vision_encoder is missing or false (not an image projector; audio "
+                             "projectors are not supported yet)");
+    }
+    if (n_head && n_embd % n_head != 0) {
+        throw ModelLoadError("vision projector " + path + ": embedding_length is not a multiple of head_count");
+    }
+    if (patch && image_size % patch != 0) {
+        throw ModelLoadError("vision projector " + path + ": image_size is not a multiple of patch_size");
+    }
+}
+
+Vision::Vision(std::shared_ptr<Model> model, const std::string & path, int32_t n_threads, int32_t flash_attn)
+    : model_(std::move(model)), path_(path) {
+    validate_projector_file(path);
+    mtmd_context_params p = mtmd_context_params_default();
+    p.use_gpu = false;  // the CPU build; a GPU build would follow the model's offload
+    p.print_timings = false;
+    p.n_threads = n_threads > 0 ? n_threads : 1;
+    p.flash_attn_type = static_cast<llama_flash_attn_type>(flash_attn < 0 ? -1 : (flash_attn > 0 ? 1 : 0));
+    p.warmup = false;  // the first image pays for the graph instead of every load
+    ctx_ = mtmd_init_from_file(path.c_str(), model_->get(), p);
+    if (!ctx_) {
+        throw ModelLoadError("libmtmd could not load the vision projector " + path + " for " + model_->path() +
+                             " (an unsupported projector type, missing tensors, or an output width that does not "
+                             "match the model's embedding width; set LMFAST_LOG=info for libmtmd's message)");
+    }
+    if (!mtmd_support_vision(ctx_) || mtmd_decode_use_mrope(ctx_)) {
+        mtmd_free(ctx_);
+        ctx_ = nullptr;
+        throw ModelLoadError("vision projector " + path +
+                             ": projectors with M-RoPE positions (Qwen2-VL family) or without vision are not "
+                             "supported yet");
+    }
+    try {
+        check_markers();
+    } catch (...) {
+        mtmd_free(ctx_);
+        ctx_ = nullptr;
+        throw;
+    }
+}
+
+// libmtmd wraps an image in marker tokens it looks up by text in the model's vocabulary
+// ("<fake_token_around_image>" for idefics3); one the vocabulary lacks comes back as -1, which
+// llama.cpp's batch asserts on. A tiny gray image tokenized at load finds that out.
+void Vision::check_markers() const {
+    std::vector<unsigned char> gray(32 * 32 * 3, 128);
+    mtmd_bitmap * bm = mtmd_bitmap_init(32, 32, gray.data());
+    std::shared_ptr<mtmd_input_chunks> chunks(mtmd_input_chunks_init(), mtmd_input_chunks_free);
+    const std::string text = marker();
+    mtmd_input_text in{text.c_str(), text.size(), false, true};
+    const mtmd_bitmap * bms[] = {bm};
+    const int32_t rc = mtmd_tokenize(ctx_, chunks.get(), &in, bms, 1);
+    mtmd_bitmap_free(bm);
+    if (rc != 0) throw ModelLoadError("vision projector " + path_ + ": libmtmd could not tokenize a test image");
+    const int32_t n_vocab = llama_vocab_n_tokens(model_->vocab());
+    for (size_t c = 0; c < mtmd_input_chunks_size(chunks.get()); ++c) {
+        const mtmd_input_chunk * ch = mtmd_input_chunks_get(chunks.get(), c);
+        if (mtmd_input_chunk_get_type(ch) != MTMD_INPUT_CHUNK_TYPE_TEXT) continue;
+        size_t n = 0;
+        const llama_token * t = mtmd_input_chunk_get_tokens_text(ch, &n);
+        for (size_t i = 0; i < n; ++i) {
+            if (t[i] < 0 || t[i] >= n_vocab) {
+                throw ModelLoadError("vision projector " + path_ + " does not fit " + model_->path() +
+                                     ": the marker tokens its projector type puts around images are not in the "
+                                     "model's vocabulary (the projector was made for another model)");
+            }
+        }
+    }
+}
+
+Vision::~Vision() {
+    if (ctx_) mtmd_free(ctx_);
+}
+
+const char * Vision::marker() { return mtmd_default_marker(); }
+
+namespace {
+
+uint64_t fnv1a(const unsigned char * p, size_t n, uint64_t h = 1469598103934665603ull) {
+    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+// Placeholder tokens of one image chunk: a hash of its pixels and its place among the chunks of
+// the same image (a tiled image gives an overview and slices), spread over the vocabulary.
+void add_placeholders(std::vector<llama_token> & out, uint64_t h, size_t n, int32_t n_vocab) {
+    for (size_t i = 0; i < n; ++i) {
+        uint64_t x = h + 0x9e3779b97f4a7c15ull * (i + 1);
+        x = (x ^ (x >> 31)) * 0xbf58476d1ce4e5b9ull;
+        out.push_back(static_cast<llama_token>((x ^ (x >> 29)) % static_cast<uint64_t>(n_vocab)));
+    }
+}
+
+struct Bitmaps {
+    std::vector<mtmd_bitmap *> v;
+    ~Bitmaps() {
+        for (auto * b : v) mtmd_bitmap_free(b);
+    }
+};
+
+}  // namespace
+
+std::shared_ptr<const VisionPrompt> VisionPrompt::make(std::shared_ptr<Vision> vision, const std::string & text,
+                                                      const std::vector<std::string> & images) {
+    auto vp = std::make_shared<VisionPrompt>();
+    vp->vision = vision;
+    vp->chunks.reset(mtmd_input_chunks_init(), mtmd_input_chunks_free);
+    Bitmaps bitmaps;
+    std::lock_guard<std::mutex> lk(vision->mu());
+    for (size_t i = 0; i < images.size(); ++i) {
+        const auto & img = images[i];
+        if (img.empty()) throw InvalidArgument("image " + std::to_string(i + 1) + " is empty (0 bytes)");
+        auto w = mtmd_helper_bitmap_init_from_buf(vision->ctx(), reinterpret_cast<const unsigned char *>(img.data()),
+                                                  img.size(), false, mtmd_helper_init_opt_default());
+        if (!w.bitmap || mtmd_bitmap_is_audio(w.bitmap)) {
+            if (w.bitmap) mtmd_bitmap_free(w.bitmap);
+            throw InvalidArgument("image " + std::to_string(i + 1) +
+                                  " could not be decoded (not a JPEG, PNG, BMP, GIF, TGA, PSD, HDR or PNM image, "
+                                  "or a truncated file)");
+        }
+        bitmaps.v.push_back(w.bitmap);
+        // The id travels with every chunk of the image (overview and slices): its placeholders.
+        const uint64_t h = fnv1a(mtmd_bitmap_get_data(w.bitmap), mtmd_bitmap_get_n_bytes(w.bitmap));
+        mtmd_bitmap_set_id(w.bitmap, std::to_string(h).c_str());
+    }
+    mtmd_input_text in{text.c_str(), text.size(), /*add_special=*/true, /*parse_special=*/true};
+    std::vector<const mtmd_bitmap *> cb(bitmaps.v.begin(), bitmaps.v.end());
+    const int32_t rc = mtmd_tokenize(vision->ctx(), vp->chunks.get(), &in, cb.data(), cb.size());
+    if (rc == 1) {
+        throw InvalidArgument("the chat has " + std::to_string(images.size()) +
+                              " images but its rendered prompt marks a different number of places for them");
+    }
+    if (rc != 0) throw InvalidArgument("libmtmd could not preprocess the images (error " + std::to_string(rc) + ")");
+    const int32_t n_vocab = llama_vocab_n_tokens(vision->model()->vocab());
+    for (size_t c = 0; c < mtmd_input_chunks_size(vp->chunks.get()); ++c) {
+        const mtmd_input_chunk * ch = mtmd_input_chunks_get(vp->chunks.get(), c);
+        Span s;
+        s.begin = vp->tokens.size();
+        s.chunk = ch;
+        s.image = mtmd_input_chunk_get_type(ch) != MTMD_INPUT_CHUNK_TYPE_TEXT;
+        if (s.image) {
+            s.n = mtmd_input_chunk_get_n_tokens(ch);
+            const char * id = mtmd_input_chunk_get_id(ch);
+            const uint64_t h = fnv1a(reinterpret_cast<const unsigned char *>(id ? id : ""), id ? std::strlen(id) : 0, 1469598103934665603ull ^ c);
+            add_placeholders(vp->tokens, h, s.n, n_vocab);
+            vp->n_image_tokens += static_cast<int32_t>(s.n);
+        } else {
+            size_t n = 0;
+            const llama_token * t = mtmd_input_chunk_get_tokens_text(ch, &n);
+            vp->tokens.insert(vp->tokens.end(), t, t + n);
+            s.n = n;
+        }
+        vp->spans.push_back(s);
+    }
+    if (vp->spans.empty() || vp->spans.back().image || vp->spans.back().n == 0) {
+        throw InvalidArgument("a prompt with images must end with text (the chat template's assistant prefix)");
+    }
+    return vp;
+}
+
+}  // namespace lmfast

@@ -1,0 +1,107 @@
+"""Images in chats: the SDK's ``prepare_image`` (file handles whose bytes this process keeps),
+finding and loading a model's vision projector (``mmproj``), and a chat with images turned into
+the native prompt that libmtmd tokenizes (csrc/vision.h)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, BinaryIO, Union
+
+from . import _core
+from .chat import Chat, FileHandle
+from .errors import LMStudioValueError
+
+ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO]
+
+# Prepared files' bytes, by identifier, least recently used dropped first past this budget: a
+# handle outlives nothing it names, and a long-running process does not grow without bound.
+_STORE_BYTES = 256 << 20
+_store: "OrderedDict[str, bytes]" = OrderedDict()
+_store_lock = threading.Lock()
+
+
+def _read(src: ImageSource) -> tuple[bytes, str]:
+    """(bytes, default name) of a path, bytes or binary file object."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return bytes(src), "image"
+    if isinstance(src, (str, os.PathLike)):
+        path = Path(src)
+        if not path.is_file():
+            raise LMStudioValueError(f"prepare_image: no such file: {path}")
+        return path.read_bytes(), path.name
+    if hasattr(src, "read"):
+        data = src.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise LMStudioValueError("prepare_image: the file object must be opened in binary mode")
+        return bytes(data), os.path.basename(getattr(src, "name", "") or "image")
+    raise LMStudioValueError(f"prepare_image takes a path, bytes or a binary file object, not {type(src).__name__}")
+
+
+def prepare_image(src: ImageSource, name: str | None = None) -> FileHandle:
+    """A file handle for an image (the SDK's ``prepare_image``): the bytes stay in this process,
+    named by the handle's identifier (a hash of the content), until a chat sends them."""
+    data, default_name = _read(src)
+    if not data:
+        raise LMStudioValueError("prepare_image: the image is empty (0 bytes)")
+    identifier = "file-" + hashlib.sha256(data).hexdigest()[:32]
+    with _store_lock:
+        _store[identifier] = data
+        _store.move_to_end(identifier)
+        total = sum(len(b) for b in _store.values())
+        while total > _STORE_BYTES and len(_store) > 1:
+            total -= len(_store.popitem(last=False)[1])
+    return FileHandle({"name": name or default_name, "identifier": identifier, "sizeBytes": len(data),
+                       "fileType": "image"})
+
+
+def image_bytes(identifier: str) -> bytes:
+    with _store_lock:
+        data = _store.get(identifier)
+    if data is None:
+        raise LMStudioValueError(f"file {identifier!r} was not prepared in this process (prepare_image) or has been "
+                                 "dropped: prepare it again")
+    return data
+
+
+def find_projector(model_path: str | os.PathLike[str]) -> Path | None:
+    """An ``mmproj*.gguf`` beside the model (as LM Studio and the Hub's vision repositories lay
+    them out); the first by name when there are several."""
+    found = sorted(Path(model_path).parent.glob("mmproj*.gguf"))
+    return found[0] if found else None
+
+
+def load_projector(model: Any, model_path: str | os.PathLike[str], setting: Any, n_threads: int,
+                   flash_attention: bool | None = None) -> Any:
+    """The native Vision for the ``mmproj`` load key (a path, None: find one, False: off), its
+    attention computed as the text model's is (``flashAttention``)."""
+    if setting is False:
+        return None
+    path = find_projector(model_path) if setting is None else Path(setting)
+    if path is None:
+        return None
+    if not path.is_file():
+        raise LMStudioValueError(f"mmproj: no such file: {path}")
+    flash = -1 if flash_attention is None else int(bool(flash_attention))
+    return _core.Vision(model, str(path), n_threads=max(1, n_threads), flash_attn=flash)
+
+
+def has_images(chat: Chat) -> bool:
+    return any(p.get("type") == "file" for m in chat.messages for p in m.content)
+
+
+def vision_prompt(model: Any, vision: Any, chat: Chat, parse_special: bool = False) -> Any:
+    """The native prompt of a chat with images: each message's images first (one libmtmd marker
+    each, as llama-mtmd-cli puts them), then its text, rendered by the model's template."""
+    pairs, images = [], []
+    for m in chat.messages:
+        files = [p for p in m.content if p.get("type") == "file"]
+        for f in files:
+            if f.get("fileType") not in ("image", "unknown"):
+                raise LMStudioValueError(f"file {f.get('name')!r} is a {f.get('fileType')}: only images can be sent")
+            images.append(image_bytes(f.get("identifier")))
+        pairs.append((m.role, _core.Vision.marker * len(files) + m.text))
+    rendered = model.render_prompt(pairs, parse_special_in_user_text=parse_special)
+    return vision.prompt(rendered.text, images)

@@ -1,0 +1,168 @@
+"""Images in chats (lmfast.images, csrc/vision.*): SmolLM2 with a synthetic idefics3 projector
+(tests/vision_model.py), compared with llama.cpp's own llama-mtmd-cli on the same files."""
+import shutil
+import subprocess
+
+import pytest
+
+import lmfast as lms
+from lmfast import _core, _reference
+from lmfast.chat import Chat
+
+from .vision_model import png_bytes, write_projector
+
+N_PREDICT = 24
+PROMPT = "Describe this image."
+
+
+@pytest.fixture(scope="module")
+def vision_dir(tmp_path_factory, smollm2_path):
+    """The model beside an mmproj*.gguf (a hard link, so the model is not copied), as LM Studio
+    lays vision models out."""
+    d = tmp_path_factory.mktemp("vision")
+    model = d / smollm2_path.name
+    try:
+        model.hardlink_to(smollm2_path)
+    except OSError:
+        shutil.copy(smollm2_path, model)
+    write_projector(d / "mmproj-synthetic.gguf")
+    (d / "wide.png").write_bytes(png_bytes(48, 24, seed=1))
+    return d
+
+
+@pytest.fixture(scope="module")
+def vlm(client, vision_dir):
+    model = client.llm.load_new_instance(str(next(vision_dir.glob("SmolLM2*.gguf"))), "vision-test",
+                                         config={"cpuThreads": 1, "contextLength": 1024})
+    yield model
+    model.unload()
+
+
+def _greedy():
+    return {"temperature": 0.0, "maxTokens": N_PREDICT, "repeatPenalty": 1.0}
+
+
+def _mtmd_cli(vlm, vision_dir, image, prompt):
+    """llama-mtmd-cli's stdout with lmfast's settings. --jinja: lmfast renders chats with the model's
+    Jinja template (SmolLM2's adds its default system prompt); without it the program uses its
+    built-in ChatML, which has none."""
+    exe = _reference.program("llama-mtmd-cli")
+    cfg = vlm.get_load_config()
+    flash = {True: "on", False: "off", None: "auto"}[cfg["flashAttention"]]
+    out = subprocess.run([str(exe), "-m", str(next(vision_dir.glob("SmolLM2*.gguf"))),
+                          "--mmproj", str(vision_dir / "mmproj-synthetic.gguf"), "--image", str(image),
+                          "-p", prompt, "-n", str(N_PREDICT), "-t", "1", "-fa", flash, "-ngl", "0",
+                          "--temp", "0", "-c", str(cfg["contextLength"]), "--no-warmup", "--jinja"],
+                         capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr.decode(errors="replace")[-2000:]
+    return out.stdout
+
+
+def test_projector_beside_the_model_is_found_and_reported(vlm, vision_dir):
+    assert vlm.get_info().vision is True
+    assert vlm.get_load_config()["mmproj"] == str(vision_dir / "mmproj-synthetic.gguf")
+
+
+def test_greedy_answer_about_an_image_equals_llama_mtmd_cli(vlm, vision_dir):
+    image = vision_dir / "wide.png"
+    chat = Chat()
+    chat.add_user_message(PROMPT, images=[lms.prepare_image(image)])
+    stream = vlm.respond_stream(chat, config=_greedy())
+    result = stream.wait_for_result()
+    model, engine = vlm._instance.native()
+    text = b"".join(model.token_to_piece(t) for t in stream.token_ids)
+    assert len(stream.token_ids) > 0
+    expected = _mtmd_cli(vlm, vision_dir, image, PROMPT)
+    # llama-mtmd-cli prints a newline after the prompt, then each token's text, then newlines.
+    assert expected.startswith(b"\n" + text) and expected[len(text) + 1:].strip(b"\n") == b"", \
+        f"lmfast: {text!r}\nllama-mtmd-cli: {expected!r}"
+    assert result.stats.prompt_tokens_count > 0
+    assert engine.counters()["images_encoded"] >= 1
+
+
+def test_second_turn_about_the_same_image_encodes_no_image(vlm, vision_dir):
+    handle = lms.prepare_image((vision_dir / "wide.png").read_bytes(), name="wide.png")
+    chat = Chat()
+    chat.add_user_message("What colour is it?", images=[handle])
+    _, engine = vlm._instance.native()
+    first = vlm.respond(chat, config=_greedy())
+    before = engine.counters()["images_encoded"]
+    chat.add_assistant_response(first)
+    chat.add_user_message("And its shape?")
+    vlm.respond(chat, config=_greedy())
+    assert engine.counters()["images_encoded"] == before
+
+
+def test_a_different_image_gives_a_different_prompt(vlm, vision_dir):
+    model, _ = vlm._instance.native()
+    vision = vlm._instance.vision
+    text = _core.Vision.marker + "x"
+    a = vision.prompt(text, [png_bytes(32, 32, seed=1)])
+    b = vision.prompt(text, [png_bytes(32, 32, seed=2)])
+    again = vision.prompt(text, [png_bytes(32, 32, seed=1)])
+    assert a.n_image_tokens == b.n_image_tokens > 0
+    assert a.n_chunks >= 2
+    # The same pixels give the same placeholders (the prefix cache finds them), others do not.
+    assert again.tokens == a.tokens
+    assert a.tokens != b.tokens and a.tokens[-1] == b.tokens[-1]
+
+
+def test_image_to_a_model_without_projector_names_the_model(llm, vision_dir):
+    chat = Chat()
+    chat.add_user_message(PROMPT, images=[lms.prepare_image(vision_dir / "wide.png")])
+    with pytest.raises(lms.LMStudioValueError, match=f"{llm.identifier!r} has no vision support"):
+        llm.respond(chat, config={"maxTokens": 1})
+
+
+@pytest.mark.parametrize("data", [b"", b"not an image at all", png_bytes(32, 32)[:40]],
+                         ids=["empty", "not-an-image", "truncated-png"])
+def test_bad_image_is_a_clear_error_and_the_model_still_answers(vlm, data):
+    chat = Chat()
+    if data:
+        chat.add_user_message(PROMPT, images=[lms.prepare_image(data, name="bad.png")])
+        with pytest.raises(lms.LMStudioValueError, match="could not be decoded"):
+            vlm.respond(chat, config=_greedy())
+    else:
+        with pytest.raises(lms.LMStudioValueError, match="empty"):
+            lms.prepare_image(data)
+    assert vlm.respond("Say hi.", config={"maxTokens": 4}).content
+
+
+def test_corrupt_or_mismatched_projector_is_a_clear_load_error(client, vision_dir, tmp_path):
+    model = next(vision_dir.glob("SmolLM2*.gguf"))
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes((vision_dir / "mmproj-synthetic.gguf").read_bytes()[:300])
+    with pytest.raises(lms.LMStudioError, match="truncated.gguf"):
+        client.llm.load_new_instance(str(model), "vision-bad-1", config={"mmproj": str(truncated)})
+    wrong = write_projector(tmp_path / "wide-proj.gguf", text_n_embd=640)
+    with pytest.raises(lms.LMStudioError, match="embedding width"):
+        client.llm.load_new_instance(str(model), "vision-bad-2", config={"mmproj": str(wrong)})
+    # idefics3 wraps images in tokens SmolLM2's vocabulary lacks: refused at load, not an abort.
+    other = write_projector(tmp_path / "idefics3.gguf", kind="idefics3")
+    with pytest.raises(lms.LMStudioError, match="not in the model's vocabulary"):
+        client.llm.load_new_instance(str(model), "vision-bad-3", config={"mmproj": str(other)})
+
+
+def test_projector_whose_key_has_the_wrong_type_is_refused_before_libmtmd(tmp_path):
+    import gguf
+
+    path = tmp_path / "mmproj-badtype.gguf"
+    w = gguf.GGUFWriter(str(path), "clip")
+    w.add_bool("clip.has_vision_encoder", True)
+    w.add_string("clip.projector_type", "idefics3")
+    w.add_float32("clip.vision.image_size", 32.0)  # clip.cpp asserts: it reads a uint32
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(lms.ModelLoadError, match="clip.vision.image_size"):
+        _core.validate_projector(str(path))
+
+
+def test_mmproj_false_turns_vision_off(client, vision_dir):
+    model = client.llm.load_new_instance(str(next(vision_dir.glob("SmolLM2*.gguf"))), "vision-off",
+                                         config={"mmproj": False, "contextLength": 256})
+    try:
+        assert model.get_info().vision is False
+    finally:
+        model.unload()

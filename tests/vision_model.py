@@ -1,0 +1,109 @@
+"""Synthetic vision projectors for the vision tests: random weights in the layout of LLaVA's
+(projector type ``mlp``: a CLIP-style ViT and a two-layer MLP) or SmolVLM's (``idefics3``: the
+ViT, pixel shuffle, one linear layer), small enough to write and load in well under a second,
+with an output width that matches the text model (SmolLM2-135M: 576). Also writes tiny PNG
+images without an imaging library.
+
+SmolLM2's vocabulary lacks the marker tokens libmtmd wraps idefics3 images in
+(``<fake_token_around_image>``), so only the ``mlp`` projector pairs with it end to end; the
+idefics3 one tests that lmfast refuses such a pair clearly.
+
+The weights are random, so what the model "sees" is noise: the tests compare lmfast with
+llama.cpp's own ``llama-mtmd-cli`` on the same files, never with expected words."""
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+# 32 px images in 8 px patches: 16 patches (mlp: 16 embeddings; idefics3: shuffled 2x2 into 4 per tile).
+IMAGE_SIZE = 32
+PATCH_SIZE = 8
+N_EMBD = 64
+N_HEAD = 4
+N_FF = 128  # differs from N_EMBD: clip.cpp swaps ffn up/down of old files when ffn_down's rows equal n_embd
+N_LAYER = 1
+SCALE_FACTOR = 2
+
+
+MLP_HIDDEN = 256
+
+
+def _tensors(kind: str, text_n_embd: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Name -> array (numpy shape is ggml's ne reversed)."""
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
+
+    n_patches = (IMAGE_SIZE // PATCH_SIZE) ** 2
+    t = {
+        "v.patch_embd.weight": w(N_EMBD, 3, PATCH_SIZE, PATCH_SIZE),
+        "v.patch_embd.bias": w(N_EMBD),
+        "v.position_embd.weight": w(n_patches, N_EMBD),
+        "v.post_ln.weight": np.ones(N_EMBD, np.float32),
+        "v.post_ln.bias": np.zeros(N_EMBD, np.float32),
+    }
+    if kind == "idefics3":
+        t["mm.model.fc.weight"] = w(text_n_embd, N_EMBD * SCALE_FACTOR * SCALE_FACTOR)
+    else:
+        t.update({"mm.0.weight": w(MLP_HIDDEN, N_EMBD), "mm.0.bias": w(MLP_HIDDEN),
+                  "mm.2.weight": w(text_n_embd, MLP_HIDDEN), "mm.2.bias": w(text_n_embd)})
+    for il in range(N_LAYER):
+        p = f"v.blk.{il}"
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            t[f"{p}.{name}.weight"] = w(N_EMBD, N_EMBD)
+            t[f"{p}.{name}.bias"] = w(N_EMBD)
+        for name in ("ln1", "ln2"):
+            t[f"{p}.{name}.weight"] = np.ones(N_EMBD, np.float32)
+            t[f"{p}.{name}.bias"] = np.zeros(N_EMBD, np.float32)
+        t[f"{p}.ffn_up.weight"] = w(N_FF, N_EMBD)
+        t[f"{p}.ffn_up.bias"] = w(N_FF)
+        t[f"{p}.ffn_down.weight"] = w(N_EMBD, N_FF)
+        t[f"{p}.ffn_down.bias"] = w(N_EMBD)
+    return t
+
+
+def write_projector(path: str | Path, text_n_embd: int = 576, seed: int = 0, kind: str = "mlp") -> Path:
+    """Writes a projector of type ``kind`` ("mlp" or "idefics3") whose output width is ``text_n_embd``."""
+    import gguf
+
+    path = Path(path)
+    writer = gguf.GGUFWriter(str(path), "clip")
+    writer.add_string("general.name", f"lmfast synthetic {kind} projector")
+    writer.add_string("clip.projector_type", kind)
+    writer.add_bool("clip.has_vision_encoder", True)
+    writer.add_bool("clip.use_gelu", True)
+    writer.add_uint32("clip.vision.embedding_length", N_EMBD)
+    writer.add_uint32("clip.vision.attention.head_count", N_HEAD)
+    writer.add_uint32("clip.vision.feed_forward_length", N_FF)
+    writer.add_uint32("clip.vision.block_count", N_LAYER)
+    writer.add_uint32("clip.vision.projection_dim", text_n_embd)
+    writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
+    writer.add_uint32("clip.vision.image_size", IMAGE_SIZE)
+    writer.add_uint32("clip.vision.patch_size", PATCH_SIZE)
+    if kind == "idefics3":
+        writer.add_uint32("clip.vision.projector.scale_factor", SCALE_FACTOR)
+        writer.add_uint32("clip.vision.preproc_image_size", IMAGE_SIZE)
+    writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+    for name, data in _tensors(kind, text_n_embd, np.random.default_rng(seed)).items():
+        writer.add_tensor(name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def png_bytes(width: int, height: int, seed: int = 0) -> bytes:
+    """A random RGB PNG (8-bit, no filter), written with zlib alone."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    raw = b"".join(b"\x00" + pixels[y].tobytes() for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
