@@ -16,7 +16,7 @@ from . import _core, images, prompt_cache
 from .draft_models import DraftModels
 from .backends import OffloadPlan, default_flash_attention, plan_offload
 from .config import LOAD_KEYS, MICRO_BATCH_TOKENS, Key, kv_type_id, with_defaults
-from .errors import ModelUnloadedError
+from .errors import LMStudioValueError, ModelUnloadedError
 from .models.gguf import expert_overrides
 from .models.registry import ModelFile, params_string
 from .results import LlmInstanceInfo
