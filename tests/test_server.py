@@ -578,8 +578,8 @@ def test_named_tool_choice_forces_that_tool(oai):
     ({"top_logprobs": 2}, "invalid_request"),  # top_logprobs needs logprobs: true
     ({"temperature": "hot"}, "invalid_value"),
     ({"frequency_penalty": 3.0}, "invalid_value"),  # OpenAI's range is -2..2
-    # llama-server's per-request adapter scales: refused, adapters are fixed at load here
-    ({"extra_body": {"lora": [{"id": 0, "scale": 0.5}]}}, "unsupported_value"),
+    # llama-server's per-request adapter scales: this model has no adapters, so id 0 is unknown
+    ({"extra_body": {"lora": [{"id": 0, "scale": 0.5}]}}, "invalid_request"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "banana"}}}},
      "invalid_response_format"),
     ({"messages": [{"role": "user", "content": "word " * 3000}]}, "context_length_exceeded"),
