@@ -37,6 +37,8 @@ SCENARIOS: dict[str, Scenario] = {
                                                       "one) against without"),
     "n-choices": Scenario("benchmarks.n_choices", "OpenAI's n=4 in one request against 4 separate requests, "
                                                   "lmfast beside llama-server (TTFT, total time)"),
+    "lora-switching": Scenario("benchmarks.lora_switching", "4 concurrent requests under two LoRA settings "
+                                                            "alternating against one setting and no adapters"),
     "concurrency-check": Scenario("benchmarks.concurrency_check", "aggregate decode throughput of 1-8 concurrent "
                                                                   "streams on one instance"),
     "ray-serve": Scenario("benchmarks.ray_serve_bench", "8 chats x 5 turns through Ray Serve on 2 replicas: "
