@@ -10,6 +10,7 @@
 #include "common.h"
 #include "errors.h"
 #include "seq_state.h"
+#include "vision.h"
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 
@@ -785,7 +786,8 @@ void Engine::admit(std::shared_ptr<Request> req) {
             a->drafter = std::make_unique<NgramDrafter>(req->params_.draft_max, req->params_.draft_min);
         }
         a->grammar = std::move(req->grammar_);
-        prime_penalties(a->sampler.get(), req->prompt_);
+        // An image's placeholder tokens are no text the penalties should see.
+        prime_penalties(a->sampler.get(), req->vision_ ? req->vision_->text_tokens : req->prompt_);
     } catch (const std::exception & e) {
         req->finish(StopReason::Failed, e.what());
         request_done();

@@ -1,6 +1,7 @@
 // Vision projectors and image prompts through libmtmd (vision.h).
 #include "vision.h"
 
+#include <climits>
 #include <cstring>
 #include <set>
 
@@ -174,6 +175,26 @@ void add_placeholders(std::vector<llama_token> & out, uint64_t h, size_t n, int3
     }
 }
 
+// Sizes read from the file's header by the decoder libmtmd links (stb_image, compiled into it).
+extern "C" int stbi_info_from_memory(const unsigned char * buffer, int len, int * x, int * y, int * comp);
+
+// An image is decoded to 3 bytes a pixel before anything scales it: a small file that claims a
+// huge size (a decompression bomb) is refused from its header. 64 megapixels is 192 MB decoded.
+constexpr int64_t kMaxPixels = 64ll << 20;
+
+void check_header(const std::string & img, size_t i) {
+    if (img.size() > static_cast<size_t>(INT32_MAX)) {
+        throw InvalidArgument("image " + std::to_string(i + 1) + " is larger than 2 GiB");
+    }
+    int x = 0, y = 0, comp = 0;
+    if (stbi_info_from_memory(reinterpret_cast<const unsigned char *>(img.data()), static_cast<int>(img.size()), &x,
+                              &y, &comp) &&
+        static_cast<int64_t>(x) * y > kMaxPixels) {
+        throw InvalidArgument("image " + std::to_string(i + 1) + " is " + std::to_string(x) + " x " +
+                              std::to_string(y) + " pixels, more than the 64 megapixels lmfast decodes: scale it down");
+    }
+}
+
 struct Bitmaps {
     std::vector<mtmd_bitmap *> v;
     ~Bitmaps() {
@@ -193,6 +214,7 @@ std::shared_ptr<const VisionPrompt> VisionPrompt::make(std::shared_ptr<Vision> v
     for (size_t i = 0; i < images.size(); ++i) {
         const auto & img = images[i];
         if (img.empty()) throw InvalidArgument("image " + std::to_string(i + 1) + " is empty (0 bytes)");
+        check_header(img, i);
         auto w = mtmd_helper_bitmap_init_from_buf(vision->ctx(), reinterpret_cast<const unsigned char *>(img.data()),
                                                   img.size(), false, mtmd_helper_init_opt_default());
         if (!w.bitmap || mtmd_bitmap_is_audio(w.bitmap)) {
@@ -231,6 +253,7 @@ std::shared_ptr<const VisionPrompt> VisionPrompt::make(std::shared_ptr<Vision> v
             size_t n = 0;
             const llama_token * t = mtmd_input_chunk_get_tokens_text(ch, &n);
             vp->tokens.insert(vp->tokens.end(), t, t + n);
+            vp->text_tokens.insert(vp->text_tokens.end(), t, t + n);
             s.n = n;
         }
         vp->spans.push_back(s);

@@ -67,6 +67,7 @@ struct VisionPrompt {
     std::shared_ptr<Vision> vision;
     std::shared_ptr<mtmd_input_chunks> chunks;
     std::vector<llama_token> tokens;  // text tokens, and placeholders for images
+    std::vector<llama_token> text_tokens;  // the text tokens alone (repetition penalties see these)
     std::vector<Span> spans;          // one per chunk, in order; the last one is text
     int32_t n_image_tokens = 0;
 

@@ -9,7 +9,7 @@ import lmfast as lms
 from lmfast import _core, _reference
 from lmfast.chat import Chat
 
-from .vision_model import png_bytes, write_projector
+from .vision_model import png_bytes, png_claiming, write_projector
 
 N_PREDICT = 24
 PROMPT = "Describe this image."
@@ -114,16 +114,19 @@ def test_image_to_a_model_without_projector_names_the_model(llm, vision_dir):
         llm.respond(chat, config={"maxTokens": 1})
 
 
-@pytest.mark.parametrize("data", [b"", b"not an image at all", png_bytes(32, 32)[:40]],
-                         ids=["empty", "not-an-image", "truncated-png"])
-def test_bad_image_is_a_clear_error_and_the_model_still_answers(vlm, data):
+@pytest.mark.parametrize("data,error", [(b"", "empty"), (b"not an image at all", "could not be decoded"),
+                                        (png_bytes(32, 32)[:40], "could not be decoded"),
+                                        (png_claiming(12000, 12000), "megapixels"),
+                                        (png_claiming(30000, 30000), "could not be decoded")],
+                         ids=["empty", "not-an-image", "truncated-png", "decompression-bomb", "over-decoder-limit"])
+def test_bad_image_is_a_clear_error_and_the_model_still_answers(vlm, data, error):
     chat = Chat()
     if data:
         chat.add_user_message(PROMPT, images=[lms.prepare_image(data, name="bad.png")])
-        with pytest.raises(lms.LMStudioValueError, match="could not be decoded"):
+        with pytest.raises(lms.LMStudioValueError, match=error):
             vlm.respond(chat, config=_greedy())
     else:
-        with pytest.raises(lms.LMStudioValueError, match="empty"):
+        with pytest.raises(lms.LMStudioValueError, match=error):
             lms.prepare_image(data)
     assert vlm.respond("Say hi.", config={"maxTokens": 4}).content
 
@@ -166,3 +169,56 @@ def test_mmproj_false_turns_vision_off(client, vision_dir):
         assert model.get_info().vision is False
     finally:
         model.unload()
+
+
+def test_image_request_batched_with_text_requests_equals_its_run_alone_output(vlm, vision_dir):
+    """One chat with an image and three text chats at once: each answer equals its own run alone
+    (the image's prompt is evaluated at admission; its decoding shares the batch)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    image_chat = Chat()
+    image_chat.add_user_message(PROMPT, images=[lms.prepare_image(vision_dir / "wide.png")])
+    chats = [image_chat] + [f"Name {n} colours." for n in ("two", "three", "four")]
+    alone = [vlm.respond(c, config=_greedy()).content for c in chats]
+    with ThreadPoolExecutor(len(chats)) as pool:
+        together = list(pool.map(lambda c: vlm.respond(c, config=_greedy()).content, chats))
+    assert together == alone
+
+
+def test_server_image_url_data_part_gives_the_in_process_answer(vlm, vision_dir):
+    """/v1/chat/completions with an image_url part (a data: URL) answers as respond() does in
+    process; a remote URL is a 400 (the server fetches nothing), and a part that is not an image
+    a 400 in OpenAI's error shape."""
+    import base64
+
+    from starlette.testclient import TestClient
+
+    from lmfast.server.app import create_app
+    from lmfast.server.models import ModelManager
+    from lmfast.server.settings import ServerSettings
+
+    data = (vision_dir / "wide.png").read_bytes()
+    chat = Chat()
+    chat.add_user_message(PROMPT, images=[lms.prepare_image(data)])
+    expected = vlm.respond(chat, config=_greedy()).content
+
+    def body(url):
+        return {"model": vlm.identifier, "temperature": 0, "max_tokens": N_PREDICT, "repeat_penalty": 1.0,
+                "messages": [{"role": "user", "content": [{"type": "text", "text": PROMPT},
+                                                          {"type": "image_url", "image_url": {"url": url}}]}]}
+
+    settings = ServerSettings()
+    manager = ModelManager(settings)
+    try:
+        with TestClient(create_app(settings, manager), base_url="http://127.0.0.1") as client:
+            url = "data:image/png;base64," + base64.b64encode(data).decode()
+            r = client.post("/v1/chat/completions", json=body(url))
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["message"]["content"] == expected
+            r = client.post("/v1/chat/completions", json=body("http://127.0.0.1:1/cat.png"))
+            assert r.status_code == 400 and "data: URLs" in r.json()["error"]["message"]
+            bad = "data:image/png;base64," + base64.b64encode(b"not an image").decode()
+            r = client.post("/v1/chat/completions", json=body(bad))
+            assert r.status_code == 400 and "could not be decoded" in r.json()["error"]["message"]
+    finally:
+        manager.close()

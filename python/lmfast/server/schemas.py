@@ -23,6 +23,7 @@ class _Body(BaseModel):
 class ContentPart(_Body):
     type: str
     text: Optional[str] = None
+    image_url: Optional[Union[str, dict[str, Any]]] = None  # image parts: a data: URL (server/images.py)
 
 
 class FunctionCall(_Body):

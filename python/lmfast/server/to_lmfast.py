@@ -7,6 +7,7 @@ from typing import Any, Optional
 from ..chat import Chat
 from ..errors import LMStudioError
 from .errors import bad_request
+from .images import IMAGE_PART_TYPES, images_of
 from .jsonbody import loads
 from .schemas import ChatCompletionRequest, ContentPart, Message, ResponsesRequest, SamplingFields
 
@@ -22,6 +23,8 @@ def content_text(content: str | list[ContentPart] | None, where: str) -> str:
         return content
     texts = []
     for i, part in enumerate(content):
+        if part.type in IMAGE_PART_TYPES:
+            continue  # images_of() takes them
         if part.type not in ("text", "input_text", "output_text") or part.text is None:
             raise bad_request(f"{where}.content[{i}]: only text parts are supported, got type {part.type!r}",
                               param=f"{where}.content", code="unsupported_content")
@@ -60,9 +63,10 @@ def _to_chat(messages: list[Message]) -> Chat:
             chat.add_system_prompt("\n\n".join(pending_system))
             pending_system = []
         if m.role == "user":
-            if not text:
+            images = images_of(m.content, where)
+            if not text and not images:
                 raise bad_request(f"{where}: a user message must not be empty", param=where)
-            chat.add_user_message(text)
+            chat.add_user_message(text, images=images)
         elif m.role == "assistant":
             calls = [_call_dict(c, f"{where}.tool_calls[{k}]") for k, c in enumerate(m.tool_calls or [])]
             chat.add_assistant_response(text, calls)

@@ -1,0 +1,49 @@
+"""Image parts of OpenAI chat messages (``{"type": "image_url", "image_url": {"url": "data:..."}}``)
+as the SDK's file handles (lmfast.images). Only ``data:`` URLs: the server never fetches a URL on
+a client's behalf (it could reach what the client cannot)."""
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from ..images import prepare_image
+from .errors import bad_request
+
+IMAGE_PART_TYPES = ("image_url", "input_image")
+# A data URL's base64 text, at most (48 MiB of image); the body size limit may apply first.
+_MAX_B64 = 64 << 20
+
+
+def _url_of(part: Any) -> Any:
+    url = part.image_url
+    return url.get("url") if isinstance(url, dict) else url
+
+
+def image_handle(part: Any, where: str) -> Any:
+    """The file handle of one image part, or a 400 naming the part."""
+    url = _url_of(part)
+    if not isinstance(url, str) or not url:
+        raise bad_request(f"{where}: an image part needs image_url.url (a data: URL)", param=where)
+    if not url.startswith("data:"):
+        raise bad_request(f"{where}: only data: URLs are accepted (data:image/png;base64,...); the server does not "
+                          "fetch images from the network", param=where, code="unsupported_content")
+    head, sep, data = url.partition(",")
+    if not sep or not head.endswith(";base64"):
+        raise bad_request(f"{where}: a data URL of base64 data is expected (data:image/png;base64,...)", param=where)
+    if len(data) > _MAX_B64:
+        raise bad_request(f"{where}: the image is larger than 48 MiB", param=where)
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request(f"{where}: the data URL's base64 is invalid", param=where) from None
+    if not raw:
+        raise bad_request(f"{where}: the image is empty (0 bytes)", param=where)
+    return prepare_image(raw, name="image")
+
+
+def images_of(content: Any, where: str) -> list[Any]:
+    """The file handles of a message's image parts, in order."""
+    if not isinstance(content, list):
+        return []
+    return [image_handle(p, f"{where}.content[{i}]") for i, p in enumerate(content) if p.type in IMAGE_PART_TYPES]
