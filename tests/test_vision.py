@@ -220,5 +220,9 @@ def test_server_image_url_data_part_gives_the_in_process_answer(vlm, vision_dir)
             bad = "data:image/png;base64," + base64.b64encode(b"not an image").decode()
             r = client.post("/v1/chat/completions", json=body(bad))
             assert r.status_code == 400 and "could not be decoded" in r.json()["error"]["message"]
+            system = body(url)
+            system["messages"].insert(0, {"role": "system", "content": [{"type": "image_url", "image_url": url}]})
+            r = client.post("/v1/chat/completions", json=system)
+            assert r.status_code == 400 and "only user messages" in r.json()["error"]["message"]
     finally:
         manager.close()

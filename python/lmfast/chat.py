@@ -307,7 +307,7 @@ class Chat:
         """A user turn: a str, a part (TextData, FileHandle, ``{"text": ...}``, a file-handle dict with
         ``name``, ``identifier`` and ``fileType``), or several; ``files``/``images`` (``_files``, the
         SDK's earlier name) append file handles. A chat holding files is refused at prediction time
-        by models without vision (lmfast runs none yet)."""
+        by models without vision (a model reads images with a projector: lmfast.images)."""
         msg = UserMessage(content)
         msg.content.extend(_part(f, "user") for f in (*files, *images, *_files))
         if not msg.content or (not msg.text and all(p.get("type") == "text" for p in msg.content)):

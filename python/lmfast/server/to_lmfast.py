@@ -56,6 +56,9 @@ def _to_chat(messages: list[Message]) -> Chat:
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
         text = content_text(m.content, where)
+        images = images_of(m.content, where)
+        if images and m.role != "user":
+            raise bad_request(f"{where}: only user messages can hold images", param=where, code="unsupported_content")
         if m.role in ("system", "developer"):
             pending_system.append(text)  # consecutive system turns merge: Chat keeps one at a time
             continue
@@ -63,7 +66,6 @@ def _to_chat(messages: list[Message]) -> Chat:
             chat.add_system_prompt("\n\n".join(pending_system))
             pending_system = []
         if m.role == "user":
-            images = images_of(m.content, where)
             if not text and not images:
                 raise bad_request(f"{where}: a user message must not be empty", param=where)
             chat.add_user_message(text, images=images)
