@@ -1,6 +1,7 @@
 #include "draft_model.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "errors.h"
@@ -143,6 +144,7 @@ std::vector<llama_token> DraftModel::draft(llama_seq_id seq, const std::vector<l
     }
     if (!sync(seq, want)) return out;
     auto & held = held_[static_cast<size_t>(seq)];
+    const auto t0 = std::chrono::steady_clock::now();
     for (int32_t i = 0; i < n; ++i) {
         const llama_token t = argmax();
         if (t >= n_vocab_target) break;
@@ -151,6 +153,13 @@ std::vector<llama_token> DraftModel::draft(llama_seq_id seq, const std::vector<l
         if (i + 1 == n || llama_vocab_is_eog(model_->vocab(), t)) break;
         if (!decode(seq, &t, 1, static_cast<llama_pos>(held.size()))) break;
         held.push_back(t);
+    }
+    // Each token drafted took one argmax and all but the last one decode: per token, about one
+    // decode (the catch-up in sync() is a batch, far cheaper per token, and not counted).
+    if (out.size() > 1) {
+        const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const double per = took / static_cast<double>(out.size() - 1);
+        sec_per_token_ = sec_per_token_ > 0 ? 0.8 * sec_per_token_ + 0.2 * per : per;
     }
     return out;
 }

@@ -41,6 +41,9 @@ public:
                                    int32_t n, int32_t n_vocab_target);
     llama_context * context() const { return ctx_; }
     const std::shared_ptr<Model> & model() const { return model_; }
+    // Seconds one greedy draft token takes (a running estimate; 0 until measured): the engine
+    // weighs a draft's length against it.
+    double sec_per_token() const { return sec_per_token_; }
 
 private:
     bool sync(llama_seq_id seq, const std::vector<llama_token> & want);
@@ -52,6 +55,7 @@ private:
     llama_batch batch_{};
     int32_t n_ctx_ = 0, n_batch_ = 0;
     std::vector<std::vector<llama_token>> held_;  // per sequence: the tokens its cells hold
+    double sec_per_token_ = 0;
 };
 
 }  // namespace lmfast

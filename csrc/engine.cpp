@@ -783,7 +783,8 @@ void Engine::admit(std::shared_ptr<Request> req) {
     try {
         a->sampler = make_sampler(req->params_.sampling, model_->vocab());
         if (req->params_.draft_max > 0) {
-            a->drafter = std::make_unique<NgramDrafter>(req->params_.draft_max, req->params_.draft_min);
+            a->drafter = std::make_unique<NgramDrafter>(req->params_.draft_max, req->params_.draft_min,
+                                                        req->params_.draft_model != nullptr);
         }
         a->grammar = std::move(req->grammar_);
         // An image's placeholder tokens are no text the penalties should see.
@@ -1200,12 +1201,16 @@ void Engine::add_draft(Active & a) {
 }
 
 // A draft model's tokens for this step (draft_model.h), as many as the drafter's policy asks
-// for and `room` leaves. Its threads are the step's: the target's pools, attached to its context.
+// for and `room` leaves. A draft token costs its verification row and the draft's own decode,
+// both as shares of a plain step: a model drafting for itself never pays (k + 1 tokens at best
+// for 1 + ~1.2k steps), one several times faster than the model does when mostly accepted.
+// Its threads are the step's: the target's pools, attached to its context.
 std::vector<llama_token> Engine::model_draft(Active & a, int32_t room, int32_t & ignored) {
     ignored = 0;
-    const int32_t k = a.drafter->length(draft_cost_ratio());
-    if (k == 0 || room <= 0) return {};
     DraftModel & dm = *a.req->params_.draft_model;
+    const double own = decode_step_sec_ > 0 ? dm.sec_per_token() / decode_step_sec_ : 0.0;
+    const int32_t k = a.drafter->length(draft_cost_ratio() + own);
+    if (k == 0 || room <= 0) return {};
     llama_set_n_threads(dm.context(), n_threads_, n_threads_);
     pools_.attach(dm.context());
     auto d = dm.draft(a.seq, cache_.tokens(a.seq), a.next, std::min(k, room), model_->n_vocab());

@@ -6,8 +6,8 @@
 
 namespace lmfast {
 
-NgramDrafter::NgramDrafter(int32_t n_max, int32_t n_min)
-    : n_max_(std::max<int32_t>(1, n_max)), n_min_(std::max<int32_t>(0, n_min)) {}
+NgramDrafter::NgramDrafter(int32_t n_max, int32_t n_min, bool backoff)
+    : n_max_(std::max<int32_t>(1, n_max)), n_min_(std::max<int32_t>(0, n_min)), backoff_(backoff) {}
 
 int32_t NgramDrafter::best_length(double cost_ratio) const {
     const double p = accepted_ / (accepted_ + rejected_);
@@ -27,8 +27,9 @@ int32_t NgramDrafter::best_length(double cost_ratio) const {
 
 int32_t NgramDrafter::length(double cost_ratio) {
     const int32_t k = best_length(cost_ratio);
+    probing_ = k == 0;
     if (k > 0) return k;
-    return ++idle_ < kProbeSteps ? 0 : 1;  // a probe
+    return ++idle_ < probe_steps_ ? 0 : 1;  // a probe
 }
 
 std::vector<llama_token> NgramDrafter::fit(std::vector<llama_token> d, int32_t k, int32_t room, int32_t & ignored) {
@@ -59,6 +60,9 @@ std::vector<llama_token> NgramDrafter::draft(const std::vector<llama_token> & hi
 
 void NgramDrafter::verified(size_t n_drafted, size_t n_accepted) {
     if (n_drafted == 0) return;
+    if (backoff_ && probing_) {
+        probe_steps_ = n_accepted > 0 ? kProbeSteps : std::min(2 * probe_steps_, kMaxProbeSteps);
+    }
     // Older drafts count less: a request's text moves between copying and writing.
     constexpr double kDecay = 0.8;
     accepted_ = kDecay * accepted_ + static_cast<double>(n_accepted);

@@ -24,7 +24,9 @@ class NgramDrafter {
 public:
     // n_max: most tokens a draft may have (speculativeDecodingNumDraftTokensExact);
     // n_min: shorter drafts are not used (speculativeDecodingMinDraftLengthToConsider).
-    NgramDrafter(int32_t n_max, int32_t n_min);
+    // backoff: each probe that fails doubles the steps to the next one (up to kMaxProbeSteps),
+    // and an accepted one resets them; for a draft model, whose probe costs draft decodes too.
+    NgramDrafter(int32_t n_max, int32_t n_min, bool backoff = false);
 
     // A draft to follow `next` (sampled, not yet in `history`), at most `room` tokens, when
     // drafting pays at `cost_ratio` (r above); empty otherwise. `ignored` gets the tokens
@@ -44,11 +46,14 @@ public:
     // matches of common two-token pairs ("of the") from drafting.
     static constexpr uint16_t kNgram = 3;
     static constexpr int32_t kProbeSteps = 16;
+    static constexpr int32_t kMaxProbeSteps = 256;
 
 private:
     int32_t n_max_, n_min_;
     double accepted_ = 1.0, rejected_ = 1.0;  // decaying counts (the prior: p = 0.5)
     int32_t idle_ = 0;                         // steps since the last draft
+    bool backoff_ = false, probing_ = false;   // probing_: the last draft was a probe
+    int32_t probe_steps_ = kProbeSteps;        // steps from a draft to the next probe
 };
 
 }  // namespace lmfast

@@ -9,6 +9,8 @@ accepted) and a random-weight model sharing SmolLM2's vocabulary (benchmarks/syn
 its guesses are noise, so nearly all are rejected; the output must not change either way)."""
 import json
 import sys
+
+import numpy as np
 import threading
 import time
 from pathlib import Path
@@ -18,12 +20,33 @@ import pytest
 import lmfast as lms
 from lmfast.models.registry import resolve
 
-from .test_speculative import COPYING, EXACT, OPEN, _run, _same_or_tie
+from .test_speculative import COPYING, EXACT, OPEN, _run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import synthetic  # noqa: E402
 
 PROMPTS = COPYING[:3] + OPEN
+# A self-draft verifies most tokens as rows of a batch, whose kernels round differently from the
+# one-row decode of plain generation (lmfast's own Q4_1 kernel): a parting at a near tie of up
+# to 0.23 logits was seen (n-gram drafts, verified far less often, stayed under 0.1). A wrongly
+# kept draft token is the draft's choice: the noise draft's are random, whole logits away.
+TIE = 0.5
+
+
+def _same_or_tie(model, prompt, plain, drafted):
+    """The token lists are equal (True), or part where the target's logits for the two
+    candidates, evaluated on the common prefix, are within TIE (False)."""
+    k = next((i for i in range(min(len(plain), len(drafted))) if plain[i] != drafted[i]), None)
+    if k is None:
+        assert len(plain) == len(drafted), (plain, drafted)
+        return True
+    native, engine = model._instance.native()
+    tokens = native.tokenize(prompt, True, False) + plain[:k]
+    rows = np.frombuffer(engine.eval_logits([tokens], [len(tokens) - 1])[0], dtype=np.float32)
+    last = rows.reshape(-1, native.n_vocab)[-1]
+    gap = abs(float(last[plain[k]]) - float(last[drafted[k]]))
+    assert gap < TIE, f"drafting changed token {k}: {plain[k]} -> {drafted[k]}, logit gap {gap:.3f}"
+    return False
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +87,11 @@ def _compare(model, draft, key, max_tokens=40):
 def test_self_draft_keeps_the_output_and_is_accepted(target, smollm2_path):
     key = resolve(str(smollm2_path)).model_key
     accepted, rejected, identical = _compare(target, str(smollm2_path), key)
-    # Every parting is a rounding tie (_same_or_tie asserts it); most outputs are equal (3 of 5
-    # in a run on 2 cores: self-drafting verifies far more tokens as batch rows).
+    # Every parting is a rounding tie (_same_or_tie asserts it); most outputs are equal.
     assert identical >= len(PROMPTS) - 2, identical
-    # The draft's greedy choice is the target's own: only rounding ties can reject one.
-    assert accepted >= 20 and rejected <= max(2, accepted // 10), (accepted, rejected)
+    # The draft's greedy choice is the target's own: only rounding ties can reject one. (A draft
+    # as slow as the model never pays, so after its first drafts it only probes: few tokens.)
+    assert accepted >= 5 and rejected <= max(1, accepted // 10), (accepted, rejected)
 
 
 def test_a_noise_draft_is_rejected_and_changes_nothing(target, noise_draft):

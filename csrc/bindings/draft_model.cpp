@@ -14,7 +14,10 @@ void register_draft_model(py::module_ & m) {
         .def(py::init<std::shared_ptr<Model>, const Model &, int32_t, int32_t, int32_t>(), py::arg("draft"),
              py::arg("target"), py::arg("n_ctx"), py::arg("n_seq"), py::arg("n_threads"),
              py::call_guard<py::gil_scoped_release>())
-        .def_property_readonly("model", &DraftModel::model);
+        .def_property_readonly("model", &DraftModel::model)
+        .def("draft", &DraftModel::draft, py::arg("seq"), py::arg("history"), py::arg("next"), py::arg("n"),
+             py::arg("n_vocab_target"), py::call_guard<py::gil_scoped_release>(),
+             "Up to n greedy tokens after history + next in sequence seq (for tests; engines call it natively).");
     m.def(
         "draft_incompatibility",
         [](const Model & target, const Model & draft) { return draft_incompatibility(target, draft); },
