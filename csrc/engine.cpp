@@ -80,6 +80,8 @@ bool Request::wait_text(std::string & out, int32_t & n_tokens, std::chrono::mill
         pending_.clear();
         n_tokens = pending_tokens_;
         pending_tokens_ = 0;
+        last_drafted_ = pending_drafted_;
+        pending_drafted_ = false;
         return true;
     }
     return done_;
@@ -113,7 +115,7 @@ std::vector<ToolCallDelta> Request::take_call_deltas() {
     return call_streamer_.look(text, f.parser, f.format, f.generation_prompt);
 }
 
-void Request::emit(const std::string & text, int32_t n_tokens) {
+void Request::emit(const std::string & text, int32_t n_tokens, bool drafted) {
     if (text.empty()) return;
     {
         std::lock_guard<std::mutex> lk(mu_);
@@ -121,6 +123,7 @@ void Request::emit(const std::string & text, int32_t n_tokens) {
         if (stream_) {
             pending_ += calls_ ? calls_->push(text) : text;
             pending_tokens_ += n_tokens;
+            pending_drafted_ = pending_drafted_ || drafted;
             call_grew_ = calls_ && calls_->in_call();
         }
     }
@@ -164,6 +167,8 @@ struct Engine::Active {
     std::unique_ptr<NgramDrafter> drafter;  // null unless the request speculates
     std::vector<llama_token> draft;         // this step's draft, decoded after `next`
     int32_t i_draft = -1;                   // batch index of the draft's first token
+    llama_token guess = LLAMA_TOKEN_NULL;   // the draft's token for the next sample(), if any
+    bool drafted_unemitted = false;         // held-back text holds an accepted draft token
     Active * fork_from = nullptr;  // an n > 1 branch waiting for this leader's prompt (submit_n)
 
     explicit Active(std::vector<std::string> stop_strings) : stops(std::move(stop_strings)) {}
@@ -914,7 +919,7 @@ void Engine::finish(Active & a, StopReason reason, const std::string & error) {
         // Text held back for an undecided stop string or an incomplete character is final now.
         std::string tail = a.stops.push(a.utf8.flush()).emit;
         tail += a.stops.flush();
-        a.req->emit(tail, a.n_unemitted);
+        a.req->emit(tail, a.n_unemitted, a.drafted_unemitted);
         a.n_unemitted = 0;
     }
     const auto now = Clock::now();
@@ -987,9 +992,11 @@ bool Engine::sample(Active & a, int32_t i_batch) {
     const bool special = !keep.empty() && std::find(keep.begin(), keep.end(), tok) != keep.end();
     StopMatcher::Result sr = a.stops.push(a.utf8.push(model_->token_to_piece(tok, special)));
     a.n_unemitted++;
+    a.drafted_unemitted = a.drafted_unemitted || tok == a.guess;
     if (!sr.emit.empty()) {
-        r.emit(sr.emit, a.n_unemitted);
+        r.emit(sr.emit, a.n_unemitted, a.drafted_unemitted);
         a.n_unemitted = 0;
+        a.drafted_unemitted = false;
     }
     if (sr.stopped) {
         finish(a, StopReason::StopString);
@@ -1228,9 +1235,11 @@ bool Engine::verify_draft(Active & a, bool keep) {
     size_t n_ok = 0;
     while (keep && n_ok < a.draft.size() && a.next == a.draft[n_ok]) {
         toks.push_back(a.draft[n_ok]);
+        a.guess = n_ok + 1 < a.draft.size() ? a.draft[n_ok + 1] : LLAMA_TOKEN_NULL;
         keep = sample(a, a.i_draft + static_cast<int32_t>(n_ok));
         ++n_ok;
     }
+    a.guess = LLAMA_TOKEN_NULL;
     const size_t n_rejected = keep && n_ok < a.draft.size() ? 1 : 0;
     st.accepted_draft_tokens += static_cast<int32_t>(n_ok);
     st.rejected_draft_tokens += static_cast<int32_t>(n_rejected);
@@ -1339,6 +1348,7 @@ void Engine::commit_and_sample() {
             if (a.t_first == Clock::time_point{}) fork_branches(a);
             const int32_t before = a.req->stats_.predicted_tokens;
             try {
+                a.guess = a.draft.empty() ? LLAMA_TOKEN_NULL : a.draft[0];
                 keep = sample(a, a.i_logits);
                 if (!a.draft.empty()) keep = verify_draft(a, keep);
             } catch (const std::exception & e) {

@@ -126,13 +126,16 @@ public:
     // The log-probabilities of the tokens sampled since the last call (GenerationParams::logprobs;
     // empty when off). A streamed fragment's tokens are among those sampled before it was taken.
     std::vector<TokenLogprob> take_logprobs();
+    // Whether the text that wait_text moved last holds a token a draft had guessed (accepted
+    // draft tokens: the SDK fragment's containsDrafted). Consumer thread only.
+    bool last_text_drafted() const { return last_drafted_; }
     // Streamed requests with a tool-call format: what the calls being written gained since the
     // last call (tool_calls.h CallStreamer), parsed on the caller's thread. Empty outside calls.
     std::vector<ToolCallDelta> take_call_deltas();
 
 private:
     friend class Engine;
-    void emit(const std::string & text, int32_t n_tokens);
+    void emit(const std::string & text, int32_t n_tokens, bool drafted = false);
     void finish(StopReason reason, const std::string & error = std::string());
 
     const std::vector<llama_token> prompt_;  // after truncation: what goes into the window
@@ -152,6 +155,8 @@ private:
     CallStreamer call_streamer_;       // the consumer's (take_call_deltas)
     std::string pending_;  // streamed text not yet taken by the consumer
     int32_t pending_tokens_ = 0;
+    bool pending_drafted_ = false;  // pending_ holds an accepted draft token's text
+    bool last_drafted_ = false;     // the consumer's: what wait_text took had one
     bool call_grew_ = false;  // text went into a call since the consumer last woke
     std::string text_;     // all text
     std::vector<TokenLogprob> logprobs_;  // one per sampled token when asked for

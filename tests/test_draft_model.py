@@ -204,3 +204,20 @@ def test_chat_command_drafts_with_draft_model(smollm2_path):
     assert res.returncode == 0, res.stderr
     stats = json.loads(res.stderr[res.stderr.index("{"):res.stderr.rindex("}") + 1])
     assert stats["usedDraftModelKey"] == key and stats["totalDraftTokensCount"] > 0, stats
+
+
+def test_fragments_say_which_hold_accepted_draft_tokens(target, smollm2_path, noise_draft):
+    def fragments(cfg):
+        stream = target.complete_stream(COPYING[0], config={**EXACT, "maxTokens": 24, **cfg})
+        frags = list(stream)
+        return frags, stream.result().stats
+
+    frags, stats = fragments({"draftModel": str(smollm2_path)})
+    drafted = [f for f in frags if f.contains_drafted]
+    assert stats.accepted_draft_tokens_count > 0 and drafted, stats
+    # Each accepted token lies in one fragment; a fragment may hold several.
+    assert len(drafted) <= stats.accepted_draft_tokens_count
+    frags, stats = fragments({"draftModel": noise_draft})
+    assert sum(f.contains_drafted for f in frags) <= stats.accepted_draft_tokens_count <= 2, stats
+    frags, _ = fragments({})
+    assert not any(f.contains_drafted for f in frags)

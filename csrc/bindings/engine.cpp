@@ -132,6 +132,8 @@ void register_request(py::module_ & m) {
                  wait_interruptibly(self, [&] { return self.wait_done(std::chrono::milliseconds(50)); }, on_progress);
              },
              py::arg("on_progress") = py::none(), "Blocks until the request is done. KeyboardInterrupt cancels it.")
+        .def_property_readonly("last_text_drafted", &Request::last_text_drafted,
+                               "Whether the text next_text returned last holds an accepted draft token.")
         .def("take_logprobs",
              [](Request & self, const Model & model) { return logprobs_to_list(self.take_logprobs(), model); },
              py::arg("model"),

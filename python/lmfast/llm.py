@@ -161,6 +161,7 @@ class PredictionStream:
         self._cancelled = False
         self._n_logprobs = -1  # lmfast: request_logprobs()
         self._draft_key: str | None = None  # the draft's model key ("ngram" for the lookup) when speculating
+        self._drafted = False  # the text being queued holds an accepted draft token (contains_drafted)
         self._on_call_delta: Callable[[list[tuple[Any, ...]]], Any] | None = None  # lmfast: on_tool_call_delta()
         self.raw_tool_call_arguments: list[str] = []  # lmfast: each call's arguments as the model wrote them
         self._logprobs: list[tuple[Any, ...]] = []  # taken from the engine, not yet handed out
@@ -260,6 +261,7 @@ class PredictionStream:
                 self._ended = True
                 self._queue("", 0, final=True)
                 break
+            self._drafted = self._request.last_text_drafted
             self._queue(*item)
             if self._on_call_delta is not None and not self._cancelled:
                 deltas = self._request.take_call_deltas()
@@ -281,6 +283,7 @@ class PredictionStream:
         self._held_tokens += n_tokens
         for piece, kind in pieces:
             self._pending.append(LlmPredictionFragment(content=piece, tokens_count=self._held_tokens,
+                                                       contains_drafted=self._drafted,
                                                        reasoning_type=kind))  # type: ignore[arg-type]
             self._held_tokens = 0
 
