@@ -55,6 +55,12 @@ def test_readme_block_runs(line, code, home, smollm2_path, capsys):
         from .lora_adapter import write_lora
 
         code = code.replace("/path/to/adapter.gguf", str(write_lora(smollm2_path, home / "adapter.gguf")))
+    if "/path/to/mmproj.gguf" in code:  # the reader's vision projector and photo: the vision tests' synthetic ones
+        from .vision_model import png_bytes, write_projector
+
+        (home / "photo.png").write_bytes(png_bytes(48, 32))
+        code = code.replace("/path/to/mmproj.gguf", str(write_projector(home / "mmproj.gguf")))
+        code = code.replace("/path/to/photo.png", str(home / "photo.png"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LMFAST_", "HF_"))}
     # The reader's own machine: the models where the test session keeps them, everything else
     # (caches, presets, prompt files under ~) in this module's home folder.
