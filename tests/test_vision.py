@@ -226,3 +226,26 @@ def test_server_image_url_data_part_gives_the_in_process_answer(vlm, vision_dir)
             assert r.status_code == 400 and "only user messages" in r.json()["error"]["message"]
     finally:
         manager.close()
+
+
+def test_two_chats_about_different_images_interleaved_keep_their_caches(vlm):
+    """Chat A about one image, chat B about another, then each asks again: neither image is
+    encoded again, and each second turn takes the whole first turn, images included, from the
+    cache tiers (a KV sequence or the host tier, which carries image positions like text)."""
+    _, engine = vlm._instance.native()
+    chats = []
+    for seed in (5, 6):
+        chat = Chat()
+        chat.add_user_message("What is this?", images=[lms.prepare_image(png_bytes(32, 40, seed=seed))])
+        chat.add_assistant_response(vlm.respond(chat, config=_greedy()))
+        chats.append(chat)
+    before = engine.counters()["images_encoded"]
+    for chat in chats:
+        first_turn = vlm._render_with_tools(chat, None)
+        chat.add_user_message("Again?")
+        result = vlm.respond(chat, config=_greedy())
+        # From a KV sequence or, once the other chat took it, from the host tier (spilled KV).
+        reused = result.stats.cached_prompt_tokens_count + result.stats.restored_prompt_tokens_count
+        assert reused >= first_turn.n_image_tokens
+        assert result.stats.evaluated_prompt_tokens_count < first_turn.n_tokens - first_turn.n_image_tokens
+    assert engine.counters()["images_encoded"] == before
