@@ -146,6 +146,25 @@ def test_corrupt_or_mismatched_projector_is_a_clear_load_error(client, vision_di
         client.llm.load_new_instance(str(model), "vision-bad-3", config={"mmproj": str(other)})
 
 
+def test_an_unusable_projector_found_beside_the_model_is_a_warning_not_a_failed_load(client, smollm2_path,
+                                                                                   tmp_path):
+    """Named, a bad projector fails the load (above); found by the search, it must not cost the
+    user the text model (a Hub repository may hold a projector lmfast refuses, e.g. audio)."""
+    model = tmp_path / smollm2_path.name
+    try:
+        model.hardlink_to(smollm2_path)
+    except OSError:
+        shutil.copy(smollm2_path, model)
+    (tmp_path / "mmproj-audio.gguf").write_bytes(b"GGUF" + b"\0" * 60)
+    with pytest.warns(UserWarning, match="mmproj-audio.gguf beside the model was not loaded"):
+        llm = client.llm.load_new_instance(str(model), "vision-found-bad", config={"contextLength": 256})
+    try:
+        assert llm.get_info().vision is False
+        assert llm.complete("Hello", config={"temperature": 0, "maxTokens": 2}).stats.predicted_tokens_count > 0
+    finally:
+        llm.unload()
+
+
 def test_projector_whose_key_has_the_wrong_type_is_refused_before_libmtmd(tmp_path):
     import gguf
 

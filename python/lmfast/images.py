@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, BinaryIO, Union
 
 from . import _core
 from .chat import Chat, FileHandle
-from .errors import LMStudioValueError
+from .errors import LMStudioValueError, ModelLoadError
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO]
 
@@ -76,7 +77,8 @@ def find_projector(model_path: str | os.PathLike[str]) -> Path | None:
 def load_projector(model: Any, model_path: str | os.PathLike[str], setting: Any, n_threads: int,
                    flash_attention: bool | None = None) -> Any:
     """The native Vision for the ``mmproj`` load key (a path, None: find one, False: off), its
-    attention computed as the text model's is (``flashAttention``)."""
+    attention computed as the text model's is (``flashAttention``). A projector that was found
+    rather than named and cannot be loaded is a warning: the model loads without vision."""
     if setting is False:
         return None
     path = find_projector(model_path) if setting is None else Path(setting)
@@ -85,7 +87,16 @@ def load_projector(model: Any, model_path: str | os.PathLike[str], setting: Any,
     if not path.is_file():
         raise LMStudioValueError(f"mmproj: no such file: {path}")
     flash = -1 if flash_attention is None else int(bool(flash_attention))
-    return _core.Vision(model, str(path), n_threads=max(1, n_threads), flash_attn=flash)
+    try:
+        return _core.Vision(model, str(path), n_threads=max(1, n_threads), flash_attn=flash)
+    except ModelLoadError as e:
+        if setting is not None:
+            raise
+        # Found, not asked for: a projector lmfast cannot use (an audio one, a type it refuses)
+        # must not cost the user the text model; they can name one, or pass False to skip the search.
+        warnings.warn(f"{path.name} beside the model was not loaded, so the model reads no images: {e}",
+                      stacklevel=2)
+        return None
 
 
 def has_images(chat: Chat) -> bool:
