@@ -39,6 +39,8 @@ SCENARIOS: dict[str, Scenario] = {
                                                   "lmfast beside llama-server (TTFT, total time)"),
     "lora-switching": Scenario("benchmarks.lora_switching", "4 concurrent requests under two LoRA settings "
                                                             "alternating against one setting and no adapters"),
+    "rerank-server": Scenario("benchmarks.rerank_server", "100 documents in one /v1/rerank request, lmfast "
+                                                          "beside llama-server --rerank (same model, threads)"),
     "concurrency-check": Scenario("benchmarks.concurrency_check", "aggregate decode throughput of 1-8 concurrent "
                                                                   "streams on one instance"),
     "ray-serve": Scenario("benchmarks.ray_serve_bench", "8 chats x 5 turns through Ray Serve on 2 replicas: "

@@ -63,6 +63,7 @@ EmbeddingContext::EmbeddingContext(std::shared_ptr<Model> model, const Embedding
     n_ctx_ = params.n_ctx > 0 ? std::min(params.n_ctx, n_train) : n_train;
     n_batch_ = params.n_batch > 0 ? std::max(params.n_batch, n_ctx_) : std::max(n_ctx_, 1024);
     n_seq_max_ = params.n_seq_max;
+    pack_tokens_ = params.pack_tokens > 0 ? std::min(params.pack_tokens, n_batch_) : n_batch_;
     n_threads_ = params.n_threads > 0 ? params.n_threads : std::max(1, common_cpu_get_num_math());
 
     llama_context_params cp = llama_context_default_params();
@@ -158,7 +159,7 @@ std::vector<std::vector<float>> EmbeddingContext::embed_tokens(const std::vector
         size_t count = 0;
         size_t tokens = 0;
         while (first + count < seqs.size() && count < static_cast<size_t>(n_seq_max_) &&
-               tokens + seqs[first + count].size() <= static_cast<size_t>(n_batch_)) {
+               (count == 0 || tokens + seqs[first + count].size() <= static_cast<size_t>(pack_tokens_))) {
             tokens += seqs[first + count].size();
             ++count;
         }

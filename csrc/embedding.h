@@ -20,6 +20,10 @@ struct EmbeddingParams {
     int32_t n_ctx = 0;          // longest text in tokens; 0: the model's trained context
     int32_t n_batch = 0;        // most tokens per llama_decode; 0: max(n_ctx, 1024)
     int32_t n_seq_max = 64;     // most texts per llama_decode
+    // Most tokens of several texts packed into one llama_decode (one text alone may use all of
+    // n_batch); 0: n_batch. A non-causal encoder's attention spans the whole batch, masked per
+    // text, so its cost grows with the square of the packed tokens (see RERANK_PACK_TOKENS).
+    int32_t pack_tokens = 0;
     int32_t n_threads = -1;     // -1: physical cores
     float rope_freq_base = 0.0f;   // 0: from the model
     float rope_freq_scale = 0.0f;  // 0: from the model
@@ -66,6 +70,7 @@ private:
     int32_t n_ctx_ = 0;
     int32_t n_batch_ = 0;
     int32_t n_seq_max_ = 0;
+    int32_t pack_tokens_ = 0;  // params.pack_tokens, at most n_batch_
     int32_t n_embd_ = 0;
     int32_t n_threads_ = 0;
     enum llama_pooling_type pooling_ = LLAMA_POOLING_TYPE_UNSPECIFIED;

@@ -108,6 +108,7 @@ void register_embedding_params(py::module_ & m) {
     c.def_readwrite("n_ctx", &EmbeddingParams::n_ctx, "0: the model's trained context");
     c.def_readwrite("n_batch", &EmbeddingParams::n_batch, "0: max(n_ctx, 1024)");
     c.def_readwrite("n_seq_max", &EmbeddingParams::n_seq_max);
+    c.def_readwrite("pack_tokens", &EmbeddingParams::pack_tokens, "0: n_batch");
     c.def_readwrite("n_threads", &EmbeddingParams::n_threads, "-1: physical cores");
     c.def_readwrite("rope_freq_base", &EmbeddingParams::rope_freq_base, "0: the model's");
     c.def_readwrite("rope_freq_scale", &EmbeddingParams::rope_freq_scale, "0: the model's");

@@ -436,11 +436,15 @@ MICRO_BATCH_TOKENS = 512
 EMBEDDING_TEXTS_PER_DECODE = 64
 # Tokens per llama_decode call of an embedding model; 0: the native choice, max(contextLength, 1024).
 EMBEDDING_BATCH_TOKENS = 0
-# Tokens per llama_decode call of a reranker (at least its contextLength): with many short
-# query-document pairs packed in one batch, attention costs grow with the batch's square (a
-# non-causal batch attends across all its tokens, masked): 100 pairs of ~50 tokens on a
-# MiniLM-L6-shaped cross-encoder, 1 thread, took 9.1 s at 512 against 15.0 s at 1024.
+# Tokens per llama_decode call of a reranker (at least its contextLength: room for the longest
+# pair), and the most tokens of several pairs packed into one call. A non-causal batch attends
+# across all its tokens, masked per pair, and rerankers run without flash attention, so packing
+# costs grow with the square of the packed tokens. 100 pairs of ~50 tokens on a MiniLM-L6-shaped
+# cross-encoder, 1 thread (loaded 2-core machine, two runs each): packed to 64 tokens 10.1-11.0 s,
+# 128: 10.6-10.8 s, 192: 11.8-15.0 s, 256: 12.9-13.9 s, 512: 18.4-20.2 s (python -m benchmarks
+# rerank-server compares with llama-server, which decodes at most 4 pairs at a time).
 RERANK_BATCH_TOKENS = 512
+RERANK_PACK_TOKENS = 128
 
 
 def _index(table: tuple[Key, ...]) -> dict[str, Key]:

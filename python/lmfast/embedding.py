@@ -22,6 +22,7 @@ def embedding_params(cfg: dict[str, Any]) -> Any:
         n_ctx=cfg["contextLength"] or 0,
         n_batch=EMBEDDING_BATCH_TOKENS,
         n_seq_max=EMBEDDING_TEXTS_PER_DECODE,
+        pack_tokens=0,  # all of n_batch (rerankers pack less: reranker.py)
         n_threads=-1,
         rope_freq_base=cfg["ropeFrequencyBase"] or 0.0,
         rope_freq_scale=cfg["ropeFrequencyScale"] or 0.0,

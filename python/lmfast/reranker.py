@@ -9,7 +9,7 @@ import dataclasses
 from typing import Any, ClassVar, Iterable, Literal
 
 from . import _core
-from .config import EMBEDDING_LOAD_KEYS, RERANK_BATCH_TOKENS, Key
+from .config import EMBEDDING_LOAD_KEYS, RERANK_BATCH_TOKENS, RERANK_PACK_TOKENS, Key
 from .embedding import embedding_params
 from .errors import LMStudioValueError
 from .handle import ModelHandle
@@ -49,6 +49,7 @@ class RerankerInstance(LoadedInstance):
         # by up to 3e-2 with it off, in llama-embedding as in lmfast.)
         params.flash_attn = 0
         params.n_batch = RERANK_BATCH_TOKENS  # raised to contextLength natively where that is longer
+        params.pack_tokens = RERANK_PACK_TOKENS
         ctx = _core.RerankContext(model, params)
         cfg["contextLength"] = ctx.n_ctx
         self._n_running = 0  # rerank() calls running; a TTL unload waits for them
