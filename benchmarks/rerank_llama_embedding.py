@@ -1,4 +1,4 @@
-"""Rerank throughput: 100 query-document pairs (4,950 tokens) scored by lmfast's RerankContext (1 thread, its 512-token batches)
+"""Rerank throughput: 100 query-document pairs (4,950 tokens) scored by lmfast's RerankContext (1 thread, pairs packed as the reranker packs them: RERANK_PACK_TOKENS)
 and by llama-embedding --pooling rank (1 thread, -fa off) at its default batching (-c 512: one 2048-token
 batch) and at lmfast's (-b 512 -ub 512), on a MiniLM-L6-shaped random cross-encoder; llama-embedding's time
 is its wall clock minus a one-pair run (load and start), alternated, medians of 3. Scores are equal
@@ -10,11 +10,12 @@ Without a model it writes the MiniLM-L6-shaped random cross-encoder (tests/cross
 temporary folder. Measured 2026-12-05 on the 2-core test machine (load 1.7-3): lmfast 9.41 s
 (10.6 docs/s), llama-embedding at its defaults 23.67 s (4.2 docs/s, 2.5x slower: one 2048-token
 batch, whose masked attention grows with its square), llama-embedding -b 512 10.91 s (9.2 docs/s).
-(llama-embedding's own "prompt eval time" line under-reports a run of several batches: wall clock.)"""
+(llama-embedding's own "prompt eval time" line under-reports a run of several batches: wall clock.)
+Those figures were taken when lmfast packed pairs into 512-token batches; it now packs 128 (config.py)."""
 import statistics, subprocess, sys, time
 import lmfast as lms
 from lmfast import _core, _reference
-from lmfast.config import EMBEDDING_LOAD_KEYS, RERANK_BATCH_TOKENS, with_defaults
+from lmfast.config import EMBEDDING_LOAD_KEYS, RERANK_BATCH_TOKENS, RERANK_PACK_TOKENS, with_defaults
 from lmfast.embedding import embedding_params
 
 if len(sys.argv) > 1:
@@ -29,7 +30,7 @@ else:
 words = "cat dog food meat milk market price river mountain city music paper light water stone tree".split()
 docs = [" ".join(words[(i * 7 + k * 3) % len(words)] for k in range(30 + i % 20)) + "." for i in range(100)]
 query = "what do cats and dogs eat"
-p = embedding_params(with_defaults({}, EMBEDDING_LOAD_KEYS)); p.n_threads = 1; p.flash_attn = 0; p.n_batch = RERANK_BATCH_TOKENS
+p = embedding_params(with_defaults({}, EMBEDDING_LOAD_KEYS)); p.n_threads = 1; p.flash_attn = 0; p.n_batch = RERANK_BATCH_TOKENS; p.pack_tokens = RERANK_PACK_TOKENS
 model, _ = lms.reranker_model(path).instance.native()
 ctx = _core.RerankContext(model, p)
 ctx.score(query, docs[:2])
