@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <functional>
 #include <cstring>
 
 #include "errors.h"
@@ -124,14 +126,23 @@ bool DraftModel::sync(llama_seq_id seq, const std::vector<llama_token> & want) {
     return true;
 }
 
-llama_token DraftModel::argmax() const {
+std::pair<llama_token, float> DraftModel::top() const {
     const float * logits = llama_get_logits_ith(ctx_, -1);
     const int32_t n_vocab = llama_vocab_n_tokens(model_->vocab());
-    return static_cast<llama_token>(std::max_element(logits, logits + n_vocab) - logits);
+    const auto best = static_cast<llama_token>(std::max_element(logits, logits + n_vocab) - logits);
+    // llama.cpp's draft sampler keeps the 10 likeliest (top-k 10) before the softmax whose first
+    // probability it compares with p_min; the same here, so the key means what it means there.
+    constexpr int32_t K = 10;
+    std::vector<float> head(logits, logits + n_vocab);
+    const int32_t k = std::min(K, n_vocab);
+    std::nth_element(head.begin(), head.begin() + (k - 1), head.end(), std::greater<float>());
+    double sum = 0.0;
+    for (int32_t i = 0; i < k; ++i) sum += std::exp(static_cast<double>(head[i] - logits[best]));
+    return {best, static_cast<float>(1.0 / sum)};
 }
 
 std::vector<llama_token> DraftModel::draft(llama_seq_id seq, const std::vector<llama_token> & history, llama_token next,
-                                           int32_t n, int32_t n_vocab_target) {
+                                           int32_t n, int32_t n_vocab_target, float p_min) {
     std::vector<llama_token> out;
     if (seq < 0 || static_cast<size_t>(seq) >= held_.size()) return out;
     std::vector<llama_token> want(history);
@@ -146,8 +157,8 @@ std::vector<llama_token> DraftModel::draft(llama_seq_id seq, const std::vector<l
     auto & held = held_[static_cast<size_t>(seq)];
     const auto t0 = std::chrono::steady_clock::now();
     for (int32_t i = 0; i < n; ++i) {
-        const llama_token t = argmax();
-        if (t >= n_vocab_target) break;
+        const auto [t, p] = top();
+        if (t >= n_vocab_target || p < p_min) break;
         out.push_back(t);
         // The last token needs no decode; nor does an end of generation (nothing follows it).
         if (i + 1 == n || llama_vocab_is_eog(model_->vocab(), t)) break;

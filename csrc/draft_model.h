@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "llama.h"
@@ -36,9 +37,11 @@ public:
     DraftModel & operator=(const DraftModel &) = delete;
 
     // Up to n greedy tokens to follow `history` + `next` in sequence `seq`; fewer where the
-    // draft's window ends, none when its decode fails. Token ids are below n_vocab_target.
+    // draft's window ends, where it gives its choice less than p_min probability (among its 10
+    // likeliest tokens, as llama.cpp's draft sampler does), or none when its decode fails.
+    // Token ids are below n_vocab_target.
     std::vector<llama_token> draft(llama_seq_id seq, const std::vector<llama_token> & history, llama_token next,
-                                   int32_t n, int32_t n_vocab_target);
+                                   int32_t n, int32_t n_vocab_target, float p_min = 0.0f);
     llama_context * context() const { return ctx_; }
     const std::shared_ptr<Model> & model() const { return model_; }
     // Seconds one greedy draft token takes (a running estimate; 0 until measured): the engine
@@ -48,7 +51,8 @@ public:
 private:
     bool sync(llama_seq_id seq, const std::vector<llama_token> & want);
     bool decode(llama_seq_id seq, const llama_token * tokens, int32_t n, llama_pos pos0);
-    llama_token argmax() const;
+    // The likeliest next token and its probability among the 10 likeliest.
+    std::pair<llama_token, float> top() const;
 
     std::shared_ptr<Model> model_;
     llama_context * ctx_ = nullptr;

@@ -1220,7 +1220,8 @@ std::vector<llama_token> Engine::model_draft(Active & a, int32_t room, int32_t &
     if (k == 0 || room <= 0) return {};
     llama_set_n_threads(dm.context(), n_threads_, n_threads_);
     pools_.attach(dm.context());
-    auto d = dm.draft(a.seq, cache_.tokens(a.seq), a.next, std::min(k, room), model_->n_vocab());
+    auto d = dm.draft(a.seq, cache_.tokens(a.seq), a.next, std::min(k, room), model_->n_vocab(),
+                      a.req->params_.draft_p_min);
     return a.drafter->fit(std::move(d), k, room, ignored);
 }
 

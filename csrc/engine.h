@@ -72,6 +72,9 @@ struct GenerationParams {
     // With a draft model (draft_model.h) the drafts come from it instead of the n-gram lookup.
     // It belongs to this engine's instance: only this engine's thread uses it.
     std::shared_ptr<DraftModel> draft_model;
+    // A draft model stops drafting at a token it gives less than this probability (among its 10
+    // likeliest, as llama.cpp's speculative sampler computes it; its default); 0: never.
+    float draft_p_min = 0.75f;
     // Log-probabilities of the sampled tokens (sampling.h token_logprob), each with this many
     // most likely alternatives; < 0: off (no work per token).
     int32_t logprobs = -1;

@@ -69,14 +69,15 @@ def _check_counts(stats, key):
             + stats.ignored_draft_tokens_count == stats.total_draft_tokens_count), stats
 
 
-def _compare(model, draft, key, max_tokens=40):
+def _compare(model, draft, key, max_tokens=40, p_min=None):
     """(accepted, rejected, outputs equal) over PROMPTS, plain against drafted."""
     accepted = rejected = identical = 0
+    extra = {} if p_min is None else {"speculativeDecodingMinContinueDraftingProbability": p_min}
     for prompt in PROMPTS:
         cfg = {**EXACT, "maxTokens": max_tokens}
         _run(model, prompt, cfg)  # both measured runs then take the prompt from the cache
         plain, _ = _run(model, prompt, cfg)
-        drafted, result = _run(model, prompt, {**cfg, "draftModel": draft})
+        drafted, result = _run(model, prompt, {**cfg, "draftModel": draft, **extra})
         _check_counts(result.stats, key)
         accepted += result.stats.accepted_draft_tokens_count
         rejected += result.stats.rejected_draft_tokens_count
@@ -95,9 +96,22 @@ def test_self_draft_keeps_the_output_and_is_accepted(target, smollm2_path):
 
 
 def test_a_noise_draft_is_rejected_and_changes_nothing(target, noise_draft):
-    accepted, rejected, identical = _compare(target, noise_draft, "tiny")
+    # p_min 0: every guess is drafted, so the noise reaches verification.
+    accepted, rejected, identical = _compare(target, noise_draft, "tiny", p_min=0.0)
     assert identical >= len(PROMPTS) - 2, identical
     assert rejected > 0 and accepted <= rejected, (accepted, rejected)
+
+
+def test_min_continue_probability_stops_an_unsure_draft(target, noise_draft):
+    """A random model is unsure of every guess (its top-10 probabilities are near equal): at the
+    default 0.75 it drafts nothing, where at 0 it drafts every time it is asked."""
+    cfg = {**EXACT, "maxTokens": 24, "draftModel": noise_draft}
+    _, unsure = _run(target, COPYING[0], {**cfg, "speculativeDecodingMinContinueDraftingProbability": 0.0})
+    _, default = _run(target, COPYING[0], cfg)
+    assert unsure.stats.total_draft_tokens_count > 0, unsure.stats
+    assert default.stats.total_draft_tokens_count == 0, default.stats
+    with pytest.raises(lms.LMStudioInvalidConfigError, match="speculativeDecodingMinContinueDraftingProbability"):
+        _run(target, COPYING[0], {**cfg, "speculativeDecodingMinContinueDraftingProbability": 1.5})
 
 
 def test_with_a_json_schema(target, smollm2_path):

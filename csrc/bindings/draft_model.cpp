@@ -16,7 +16,7 @@ void register_draft_model(py::module_ & m) {
              py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("model", &DraftModel::model)
         .def("draft", &DraftModel::draft, py::arg("seq"), py::arg("history"), py::arg("next"), py::arg("n"),
-             py::arg("n_vocab_target"), py::call_guard<py::gil_scoped_release>(),
+             py::arg("n_vocab_target"), py::arg("p_min") = 0.0f, py::call_guard<py::gil_scoped_release>(),
              "Up to n greedy tokens after history + next in sequence seq (for tests; engines call it natively).");
     m.def(
         "draft_incompatibility",

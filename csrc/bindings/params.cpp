@@ -48,6 +48,8 @@ void register_generation_params(py::module_ & m) {
     c.def_readwrite("ignore_eos", &GenerationParams::ignore_eos);
     c.def_readwrite("draft_max", &GenerationParams::draft_max, "n-gram drafts of at most this many tokens; 0: off");
     c.def_readwrite("draft_min", &GenerationParams::draft_min, "shorter drafts are not used");
+    c.def_readwrite("draft_p_min", &GenerationParams::draft_p_min,
+                    "a draft model stops at a token below this probability (among its top 10); 0: never");
     c.def_readwrite("draft_model", &GenerationParams::draft_model,
                     "a DraftModel drafting in place of the n-gram lookup (draft_max > 0); None: the lookup");
     c.def_property(

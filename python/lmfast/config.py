@@ -341,6 +341,10 @@ PREDICTION_KEYS: tuple[Key, ...] = (
         "Most tokens drafted per step (the draft length adapts to how many are accepted)."),
     Key("speculativeDecodingMinDraftLengthToConsider", _int(0, 64), 0,
         "Drafts shorter than this are not verified."),
+    Key("speculativeDecodingMinContinueDraftingProbability", _float(0.0, 1.0), 0.75,
+        "A draft model stops drafting at a token it gives less than this probability (among its 10 "
+        "likeliest, as llama.cpp computes it; llama.cpp's default). 0: draft to the full length. "
+        "N-gram drafts have no probability and ignore it."),
     Key("contextOverflowPolicy", _one_of("stopAtLimit", "truncateMiddle", "rollingWindow"), "stopAtLimit",
         "When prompt and response outgrow contextLength. 'stopAtLimit': an overlong prompt is an error, and "
         "generation stops with 'contextLengthReached'. 'truncateMiddle': keep the start (the first "

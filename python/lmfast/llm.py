@@ -68,6 +68,7 @@ def _generation_params(pcfg: dict[str, Any], load_seed: Any) -> Any:
         n_threads=pcfg["cpuThreads"] or 0,
         draft_max=pcfg["speculativeDecodingNumDraftTokensExact"] if pcfg["draftNgram"] or pcfg["draftModel"] else 0,
         draft_min=pcfg["speculativeDecodingMinDraftLengthToConsider"],
+        draft_p_min=pcfg["speculativeDecodingMinContinueDraftingProbability"],
         draft_model=None,  # a draftModel's native model is attached once loaded (PredictionStream._params)
         logprobs=-1,  # off unless a stream asks (PredictionStream.request_logprobs)
         lora_scales=[(a["id"], a["scale"]) for a in pcfg["loraScales"]],
