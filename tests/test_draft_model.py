@@ -10,7 +10,6 @@ its guesses are noise, so nearly all are rejected; the output must not change ei
 import json
 import sys
 
-import numpy as np
 import threading
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import lmfast as lms
 from lmfast.models.registry import resolve
 
 from .test_speculative import COPYING, EXACT, OPEN, _run
+from .test_speculative import _same_or_tie as speculative_same_or_tie
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import synthetic  # noqa: E402
@@ -34,19 +34,7 @@ TIE = 0.5
 
 
 def _same_or_tie(model, prompt, plain, drafted):
-    """The token lists are equal (True), or part where the target's logits for the two
-    candidates, evaluated on the common prefix, are within TIE (False)."""
-    k = next((i for i in range(min(len(plain), len(drafted))) if plain[i] != drafted[i]), None)
-    if k is None:
-        assert len(plain) == len(drafted), (plain, drafted)
-        return True
-    native, engine = model._instance.native()
-    tokens = native.tokenize(prompt, True, False) + plain[:k]
-    rows = np.frombuffer(engine.eval_logits([tokens], [len(tokens) - 1])[0], dtype=np.float32)
-    last = rows.reshape(-1, native.n_vocab)[-1]
-    gap = abs(float(last[plain[k]]) - float(last[drafted[k]]))
-    assert gap < TIE, f"drafting changed token {k}: {plain[k]} -> {drafted[k]}, logit gap {gap:.3f}"
-    return False
+    return speculative_same_or_tie(model, prompt, plain, drafted, tie=TIE)
 
 
 @pytest.fixture(scope="module")

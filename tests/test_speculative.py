@@ -45,9 +45,9 @@ def _run(model, prompt, cfg):
     return list(stream.token_ids), stream.result()
 
 
-def _same_or_tie(model, prompt, plain, drafted):
-    """The two token lists are equal, or part where the target's logits for the two
-    candidates are within TIE (evaluated on the common prefix in one batch)."""
+def _same_or_tie(model, prompt, plain, drafted, tie=TIE):
+    """The two token lists are equal (True), or part where the target's logits for the two
+    candidates are within ``tie`` (evaluated on the common prefix in one batch; False)."""
     k = next((i for i in range(min(len(plain), len(drafted))) if plain[i] != drafted[i]), None)
     if k is None:
         assert len(plain) == len(drafted), (plain, drafted)
@@ -57,7 +57,7 @@ def _same_or_tie(model, prompt, plain, drafted):
     rows = np.frombuffer(engine.eval_logits([tokens], [len(tokens) - 1])[0], dtype=np.float32)
     last = rows.reshape(-1, native.n_vocab)[-1]
     gap = abs(float(last[plain[k]]) - float(last[drafted[k]]))
-    assert gap < TIE, f"drafting changed token {k}: {plain[k]} -> {drafted[k]}, logit gap {gap:.3f}"
+    assert gap < tie, f"drafting changed token {k}: {plain[k]} -> {drafted[k]}, logit gap {gap:.3f}"
     return False
 
 

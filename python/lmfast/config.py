@@ -93,25 +93,25 @@ def _str_list(key: str, v: Any) -> list[str]:
     return list(v)
 
 
-def _folder_or_false(key: str, v: Any) -> Any:
-    if v is False or v is None:
-        return False
+def _abs_path(key: str, v: Any, expected: str) -> str:
     if isinstance(v, os.PathLike):
         v = os.fspath(v)
     if not isinstance(v, str) or not v:
-        raise _bad(key, v, "a folder path or False")
+        raise _bad(key, v, expected)
     return os.path.abspath(os.path.expanduser(v))
+
+
+def _folder_or_false(key: str, v: Any) -> Any:
+    if v is False or v is None:
+        return False
+    return _abs_path(key, v, "a folder path or False")
 
 
 def _mmproj(key: str, v: Any) -> Any:
     """A vision projector: None finds ``mmproj*.gguf`` beside the model, False turns vision off."""
     if v is None or v is False:
         return v
-    if isinstance(v, os.PathLike):
-        v = os.fspath(v)
-    if not isinstance(v, str) or not v:
-        raise _bad(key, v, "a projector GGUF path, None (find mmproj*.gguf beside the model) or False")
-    return os.path.abspath(os.path.expanduser(v))
+    return _abs_path(key, v, "a projector GGUF path, None (find mmproj*.gguf beside the model) or False")
 
 
 def _loras(key: str, v: Any) -> list[dict[str, Any]]:
