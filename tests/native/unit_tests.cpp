@@ -122,6 +122,9 @@ Tokens cat(Tokens a, const Tokens & b) {
 
 Tokens head(const Tokens & t, size_t n) { return Tokens(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(n)); }
 
+// The load-time LoRA setting (no per-request scales): every case but the keyed ones runs under it.
+const AdapterKey kBase{};
+
 // The copy_pays callback: answers as told and records how it was asked.
 struct CopyPays {
     bool answer = true;
@@ -139,7 +142,7 @@ struct CopyPays {
 // A request the test admits: acquire, then fill the sequence as the engine would (it keeps the
 // first n_common tokens, or copies them, then evaluates the rest of the prompt).
 PrefixCache::Match admit(PrefixCache & c, const Tokens & prompt, CopyPays & pays) {
-    PrefixCache::Match m = c.acquire(prompt, pays);
+    PrefixCache::Match m = c.acquire(prompt, kBase, pays);
     if (m.seq >= 0) c.tokens(m.seq) = prompt;
     return m;
 }
@@ -223,12 +226,12 @@ TEST_CASE(common_prefix_lengths) {
 TEST_CASE(prefix_fresh_cache_gives_first_sequence) {
     PrefixCache c(3);
     CHECK_EQ(c.n_seq(), 3);
-    CHECK_EQ(c.longest_cached(run(1, 10)), size_t(0));
+    CHECK_EQ(c.longest_cached(run(1, 10), kBase), size_t(0));
     CopyPays pays;
     EXPECT_MATCH(admit(c, run(1, 10), pays), 0, -1, 0);
     CHECK_EQ(pays.calls, 0);
-    CHECK_EQ(c.longest_cached(run(1, 10)), size_t(10));
-    CHECK_EQ(c.longest_cached(run(1, 4)), size_t(4));
+    CHECK_EQ(c.longest_cached(run(1, 10), kBase), size_t(10));
+    CHECK_EQ(c.longest_cached(run(1, 4), kBase), size_t(4));
 }
 
 TEST_CASE(prefix_conversation_continues_in_its_sequence) {
@@ -240,7 +243,7 @@ TEST_CASE(prefix_conversation_continues_in_its_sequence) {
     c.release(0);
     const Tokens turn2 = cat(c.tokens(0), run(700, 5));
     CopyPays pays;
-    EXPECT_MATCH(c.acquire(turn2, pays), 0, -1, 30);
+    EXPECT_MATCH(c.acquire(turn2, kBase, pays), 0, -1, 30);
     CHECK_EQ(pays.calls, 0);
 }
 
@@ -252,7 +255,7 @@ TEST_CASE(prefix_short_tail_is_cut_off) {
     admit(c, cat(sys, run(500, 15)));
     c.release(0);
     CopyPays pays;
-    EXPECT_MATCH(c.acquire(cat(sys, run(900, 4)), pays), 0, -1, 20);
+    EXPECT_MATCH(c.acquire(cat(sys, run(900, 4)), kBase, pays), 0, -1, 20);
     CHECK_EQ(pays.calls, 0);
 }
 
@@ -265,7 +268,7 @@ TEST_CASE(prefix_long_tail_is_kept_and_copied) {
     admit(c, other);
     c.release(0);
     CopyPays pays;
-    EXPECT_MATCH(c.acquire(cat(sys, run(900, 4)), pays), 1, 0, 20);
+    EXPECT_MATCH(c.acquire(cat(sys, run(900, 4)), kBase, pays), 1, 0, 20);
     CHECK_EQ(pays.calls, 1);
     CHECK_EQ(pays.src, 0);
     CHECK_EQ(pays.n_common, size_t(20));
@@ -280,7 +283,7 @@ TEST_CASE(prefix_long_tail_copy_does_not_pay) {
     c.release(0);
     CopyPays pays;
     pays.answer = false;
-    EXPECT_MATCH(c.acquire(cat(sys, run(900, 4)), pays), 1, -1, 0);
+    EXPECT_MATCH(c.acquire(cat(sys, run(900, 4)), kBase, pays), 1, -1, 0);
     CHECK_EQ(pays.calls, 1);
     CHECK_EQ(pays.src, 0);
     CHECK_EQ(pays.n_common, size_t(20));
@@ -293,7 +296,7 @@ TEST_CASE(prefix_long_tail_without_spare_is_reused) {
     admit(c, cat(sys, run(500, 40)));
     c.release(0);
     CopyPays pays;
-    EXPECT_MATCH(c.acquire(cat(sys, run(900, 4)), pays), 0, -1, 20);
+    EXPECT_MATCH(c.acquire(cat(sys, run(900, 4)), kBase, pays), 0, -1, 20);
     CHECK_EQ(pays.calls, 0);
 
     // Two sequences, the other one busy: the same.
@@ -302,7 +305,7 @@ TEST_CASE(prefix_long_tail_without_spare_is_reused) {
     admit(d, run(2000, 5));            // seq 1 (busy from now on)
     d.release(0);
     CopyPays pays2;
-    EXPECT_MATCH(d.acquire(cat(sys, run(900, 4)), pays2), 0, -1, 20);
+    EXPECT_MATCH(d.acquire(cat(sys, run(900, 4)), kBase, pays2), 0, -1, 20);
     CHECK_EQ(pays2.calls, 0);
 }
 
@@ -316,10 +319,10 @@ TEST_CASE(prefix_long_tail_is_kept_only_when_that_loses_less) {
     c.release(0);
     c.release(1);
     CopyPays pays;
-    EXPECT_MATCH(c.acquire(cat(cat(sys, run(500, 8)), run(900, 4)), pays), 0, -1, 28);  // A's next question
+    EXPECT_MATCH(c.acquire(cat(cat(sys, run(500, 8)), run(900, 4)), kBase, pays), 0, -1, 28);  // A's next question
     CHECK_EQ(pays.calls, 0);
     CHECK_EQ(c.tokens(1), cat(sys, run(600, 40)));  // B's stays for B
-    CHECK(c.would_displace(cat(sys, run(700, 4))));  // a third client displaces one of them
+    CHECK(c.would_displace(cat(sys, run(700, 4)), kBase));  // a third client displaces one of them
 }
 
 TEST_CASE(prefix_long_tail_beats_a_shorter_spare) {
@@ -331,7 +334,7 @@ TEST_CASE(prefix_long_tail_beats_a_shorter_spare) {
     c.release(1);
     c.release(0);
     CopyPays pays;
-    EXPECT_MATCH(c.acquire(cat(sys, run(900, 4)), pays), 1, 0, 8);
+    EXPECT_MATCH(c.acquire(cat(sys, run(900, 4)), kBase, pays), 1, 0, 8);
     CHECK_EQ(c.tokens(0), cat(sys, run(500, 70)));
 }
 
@@ -343,7 +346,7 @@ TEST_CASE(prefix_busy_match_is_only_a_copy_source) {
     EXPECT_MATCH(admit(c, cat(sys, run(500, 3))), 0, -1, 0);
     CopyPays pays;
     // Spare: sequence 1 (next to the busy 0) over the equally empty sequence 2.
-    EXPECT_MATCH(c.acquire(cat(sys, run(900, 3)), pays), 1, 0, 20);
+    EXPECT_MATCH(c.acquire(cat(sys, run(900, 3)), kBase, pays), 1, 0, 20);
     CHECK_EQ(pays.calls, 1);
     CHECK_EQ(pays.src, 0);
     CHECK_EQ(pays.n_common, size_t(20));
@@ -355,7 +358,7 @@ TEST_CASE(prefix_busy_match_copy_does_not_pay) {
     admit(c, sys);
     CopyPays pays;
     pays.answer = false;
-    EXPECT_MATCH(c.acquire(cat(sys, run(900, 3)), pays), 1, -1, 0);
+    EXPECT_MATCH(c.acquire(cat(sys, run(900, 3)), kBase, pays), 1, -1, 0);
     CHECK_EQ(pays.calls, 1);
 }
 
@@ -364,11 +367,11 @@ TEST_CASE(prefix_busy_match_without_spare_gets_nothing) {
     const Tokens sys = run(100, 20);
     admit(c, sys);
     CopyPays pays;
-    EXPECT_MATCH(c.acquire(cat(sys, run(900, 3)), pays), -1, -1, 0);
+    EXPECT_MATCH(c.acquire(cat(sys, run(900, 3)), kBase, pays), -1, -1, 0);
     CHECK_EQ(pays.calls, 0);
     // Released, the same prompt gets the sequence and its prefix.
     c.release(0);
-    EXPECT_MATCH(c.acquire(cat(sys, run(900, 3)), pays), 0, -1, 20);
+    EXPECT_MATCH(c.acquire(cat(sys, run(900, 3)), kBase, pays), 0, -1, 20);
 }
 
 TEST_CASE(prefix_all_busy_no_match_gets_nothing) {
@@ -376,7 +379,7 @@ TEST_CASE(prefix_all_busy_no_match_gets_nothing) {
     admit(c, run(100, 5));
     admit(c, run(200, 5));
     CopyPays pays;
-    EXPECT_MATCH(c.acquire(run(300, 5), pays), -1, -1, 0);
+    EXPECT_MATCH(c.acquire(run(300, 5), kBase, pays), -1, -1, 0);
     CHECK_EQ(pays.calls, 0);
 }
 
@@ -389,7 +392,7 @@ TEST_CASE(prefix_longer_busy_match_beats_shorter_idle_one) {
     admit(c, cat(head(p, 10), run(600, 30)));       // seq 1 (shares 10 with p; copy_pays true)
     c.release(1);
     CopyPays pays;
-    const PrefixCache::Match m = c.acquire(cat(p, run(900, 2)), pays);
+    const PrefixCache::Match m = c.acquire(cat(p, run(900, 2)), kBase, pays);
     EXPECT_MATCH(m, 1, 0, 20);
     CHECK_EQ(pays.src, 0);
 }
@@ -408,7 +411,7 @@ TEST_CASE(prefix_tie_newest_idle_wins_then_idle_beats_busy) {
     // Now sequence 1 (busy) is newer than sequence 0 (idle); both share 20 tokens with the
     // prompt: the idle one wins, and as it holds no tail it is simply reused.
     CopyPays pays2;
-    EXPECT_MATCH(c.acquire(cat(p, run(950, 1)), pays2), 0, -1, 20);
+    EXPECT_MATCH(c.acquire(cat(p, run(950, 1)), kBase, pays2), 0, -1, 20);
     CHECK_EQ(pays2.calls, 0);
 }
 
@@ -419,7 +422,7 @@ TEST_CASE(prefix_tie_between_busy_prefers_newest) {
     CopyPays pays;
     EXPECT_MATCH(admit(c, cat(p, run(400, 2)), pays), 1, 0, 20);  // seq 1, busy, newer
     CopyPays pays2;
-    EXPECT_MATCH(c.acquire(cat(p, run(500, 2)), pays2), 2, 1, 20);
+    EXPECT_MATCH(c.acquire(cat(p, run(500, 2)), kBase, pays2), 2, 1, 20);
     CHECK_EQ(pays2.src, 1);
 }
 
@@ -502,13 +505,13 @@ TEST_CASE(prefix_limit_exact_caps_matches_until_release) {
     const Tokens p = run(100, 40);
     admit(c, p);  // seq 0, busy
     c.limit_exact(0, 8);  // e.g. after a context shift: cells from 8 on are not reusable
-    CHECK_EQ(c.longest_cached(p), size_t(8));
+    CHECK_EQ(c.longest_cached(p, kBase), size_t(8));
     CopyPays pays;
     EXPECT_MATCH(admit(c, cat(head(p, 30), run(900, 2)), pays), 1, 0, 8);
     CHECK_EQ(pays.n_common, size_t(8));
     c.release(1);
     c.release(0);  // the engine cuts the inexact cells; the limit is lifted
-    CHECK_EQ(c.longest_cached(p), size_t(40));
+    CHECK_EQ(c.longest_cached(p, kBase), size_t(40));
 }
 
 TEST_CASE(prefix_limit_exact_zero_is_no_match) {
@@ -516,9 +519,9 @@ TEST_CASE(prefix_limit_exact_zero_is_no_match) {
     const Tokens p = run(100, 40);
     admit(c, p);
     c.limit_exact(0, 0);
-    CHECK_EQ(c.longest_cached(p), size_t(0));
+    CHECK_EQ(c.longest_cached(p, kBase), size_t(0));
     CopyPays pays;
-    EXPECT_MATCH(c.acquire(p, pays), 1, -1, 0);
+    EXPECT_MATCH(c.acquire(p, kBase, pays), 1, -1, 0);
     CHECK_EQ(pays.calls, 0);
 }
 
@@ -528,10 +531,26 @@ TEST_CASE(prefix_longest_cached_counts_busy_and_idle) {
     admit(c, cat(head(p, 7), run(500, 5)));  // seq 0, busy: shares 7
     admit(c, cat(head(p, 12), run(600, 5)));  // seq 1: shares 12 (copied 7 from 0)
     c.release(1);
-    CHECK_EQ(c.longest_cached(p), size_t(12));
-    CHECK_EQ(c.longest_cached(head(p, 9)), size_t(9));
-    CHECK_EQ(c.longest_cached(run(5000, 3)), size_t(0));
-    CHECK_EQ(c.longest_cached({}), size_t(0));
+    CHECK_EQ(c.longest_cached(p, kBase), size_t(12));
+    CHECK_EQ(c.longest_cached(head(p, 9), kBase), size_t(9));
+    CHECK_EQ(c.longest_cached(run(5000, 3), kBase), size_t(0));
+    CHECK_EQ(c.longest_cached({}, kBase), size_t(0));
+}
+
+TEST_CASE(prefix_is_shared_only_under_the_same_adapter_setting) {
+    // KV computed under one LoRA setting is never reused under another (issue 33).
+    PrefixCache c(2);
+    const AdapterKey half{0.5f};
+    const Tokens p = run(100, 20);
+    PrefixCache::Match m = c.acquire(p, kBase, CopyPays{});
+    c.tokens(m.seq) = p;
+    c.release(m.seq);
+    CHECK_EQ(c.longest_cached(p, kBase), size_t(20));
+    CHECK_EQ(c.longest_cached(p, half), size_t(0));
+    CopyPays pays;
+    PrefixCache::Match other = c.acquire(p, half, pays);
+    CHECK_EQ(other.n_common, size_t(0));
+    CHECK_EQ(pays.calls, 0);  // nothing offered to copy across settings
 }
 
 // ---------------------------------------------------------------- SpillCache
@@ -540,7 +559,7 @@ namespace {
 std::vector<uint8_t> bytes_of(size_t n, uint8_t fill = 0xAB) { return std::vector<uint8_t>(n, fill); }
 size_t best_n(SpillCache & s, const Tokens & prompt) {
     size_t n = 12345;
-    s.best(prompt, n);
+    s.best(prompt, kBase, n);
     return n;
 }
 // What the host tier pushed out at the last put() (to the disk tier, in the engine).
@@ -564,7 +583,7 @@ bool pushed(const Tokens & t) {
 }
 bool holds(SpillCache & s, const Tokens & t) {
     size_t n = 0;
-    SpillCache::Iter it = s.best(t, n);
+    SpillCache::Iter it = s.best(t, kBase, n);
     return it != s.end() && it->tokens == t;
 }
 }  // namespace
@@ -659,20 +678,33 @@ TEST_CASE(spill_best_picks_longest_common_prefix) {
     CHECK(put(s, b, bytes_of(10, 2)));
     CHECK(put(s, c, bytes_of(10, 3)));
     size_t n = 0;
-    SpillCache::Iter it = s.best(cat(run(1, 8), {99}), n);
+    SpillCache::Iter it = s.best(cat(run(1, 8), {99}), kBase, n);
     CHECK(it != s.end() && it->tokens == a);
     CHECK_EQ(n, size_t(8));
-    it = s.best(cat(run(1, 5), {50, 51}), n);
+    it = s.best(cat(run(1, 5), {50, 51}), kBase, n);
     CHECK(it != s.end() && it->tokens == b);
     CHECK_EQ(n, size_t(7));
-    it = s.best(cat(c, run(1000, 20)), n);  // the prompt extends the entry
+    it = s.best(cat(c, run(1000, 20)), kBase, n);  // the prompt extends the entry
     CHECK(it != s.end() && it->tokens == c);
     CHECK_EQ(n, size_t(8));
     CHECK_EQ(best_n(s, run(1, 3)), size_t(3));  // shared by a and b alike
-    CHECK(s.best({777, 1, 2}, n) == s.end());   // shares no first token
+    CHECK(s.best({777, 1, 2}, kBase, n) == s.end());   // shares no first token
     CHECK_EQ(n, size_t(0));
-    CHECK(s.best({}, n) == s.end());
+    CHECK(s.best({}, kBase, n) == s.end());
     CHECK_EQ(n, size_t(0));
+}
+
+TEST_CASE(spill_best_matches_only_its_adapter_setting) {
+    SpillCache s(10000);
+    const Tokens a = run(1, 10);
+    std::vector<SpillCache::Entry> pushed;
+    SpillCache::Entry e{a, bytes_of(10, 1)};
+    e.key = AdapterKey{0.5f};
+    s.put(std::move(e), pushed);
+    size_t n = 0;
+    CHECK(s.best(a, kBase, n) == s.end());
+    CHECK(s.best(a, AdapterKey{0.5f}, n) != s.end());
+    CHECK_EQ(n, a.size());
 }
 
 TEST_CASE(spill_take_removes_the_entry) {
@@ -681,14 +713,14 @@ TEST_CASE(spill_take_removes_the_entry) {
     CHECK(put(s, a, bytes_of(100, 7)));
     CHECK(put(s, b, bytes_of(60, 9)));
     size_t n = 0;
-    SpillCache::Iter it = s.best(a, n);
+    SpillCache::Iter it = s.best(a, kBase, n);
     CHECK(it != s.end());
     const SpillCache::Entry e = s.take(it);
     CHECK_EQ(e.tokens, a);
     CHECK(e.state == bytes_of(100, 7));
     CHECK_EQ(s.size(), size_t(1));
     CHECK_EQ(s.bytes(), size_t(60));
-    CHECK(s.best(a, n) == s.end());
+    CHECK(s.best(a, kBase, n) == s.end());
     CHECK(holds(s, b));
 }
 
