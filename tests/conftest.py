@@ -56,6 +56,9 @@ SLOW_MODULES = {
     "test_prediction_threads": "CPU contention with spinning processes",
     "test_load_progress": "loads observed step by step",
     "test_num_experts": "synthetic MoE models written and loaded",
+    "test_draft_model": "prompts decoded with and without drafts; a server and the CLI in processes",
+    "test_vision": "llama.cpp's llama-mtmd-cli as the oracle; a server process",
+    "test_fuzz_mmproj": "1,000 mutated projectors in worker processes",
 }
 
 
