@@ -400,7 +400,10 @@ def deploy(model: Path, name: str, prefix: str, routing: str = "affinity", repli
 
 @pytest.fixture(scope="module")
 def affinity_app(cluster, smollm2_path):
-    deploy(smollm2_path, "aff", "/")
+    # A host tier of 256 MiB: while a killed replica is replaced, two_replicas_answer sends the
+    # survivor a new chat every ~second (~1 MiB of KV each), and the killed-replica test expects
+    # the chats opened before still cached there, however slowly the replacement starts.
+    deploy(smollm2_path, "aff", "/", prompt_cache_ram_mb=256)
     return cluster.url
 
 
@@ -661,7 +664,13 @@ def open_chats(url: str, model: str, limit: int = 12) -> list[tuple[list[dict[st
     oai = oai_client(url)
     chats: list[tuple[list[dict[str, Any]], str, int]] = []
     while len({c[1] for c in chats}) < 2 and len(chats) < limit:
-        messages = [{"role": "user", "content": f"Survivor chat {len(chats)}: name a bird."}]
+        # Long enough that its cells are worth restoring from the host tier (the engine restores a
+        # conversation only for 16 or more tokens beyond what the sequences share with it, and
+        # these chats share ~29 with each other): when the replica serves other chats between
+        # the turns on fewer KV streams than chats, the turn comes back from there.
+        n = len(chats)
+        messages = [{"role": "user", "content": f"Survivor chat {n}: name a bird. Notes: " +
+                     " ".join(f"item{n}-{k}" for k in range(12))}]
         raw = oai.chat.completions.with_raw_response.create(model=model, messages=messages, max_tokens=4,
                                                               temperature=0)
         answer = raw.parse()
