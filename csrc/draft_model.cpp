@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <functional>
 #include <cstring>
 
 #include "errors.h"
+#include "prefix_cache.h"
 
 namespace lmfast {
 
@@ -99,9 +99,8 @@ bool DraftModel::decode(llama_seq_id seq, const llama_token * tokens, int32_t n,
 bool DraftModel::sync(llama_seq_id seq, const std::vector<llama_token> & want) {
     llama_memory_t mem = llama_get_memory(ctx_);
     auto & held = held_[static_cast<size_t>(seq)];
-    size_t keep = 0;
-    while (keep < held.size() && keep < want.size() && held[keep] == want[keep]) ++keep;
-    keep = std::min(keep, want.size() - 1);  // the last token again: its logits start the draft
+    // The last token again: its logits start the draft.
+    const size_t keep = std::min(common_prefix(held, want), want.size() - 1);
     llama_memory_seq_rm(mem, seq, static_cast<llama_pos>(keep), -1);
     held.resize(keep);
     while (held.size() < want.size()) {
@@ -126,18 +125,26 @@ bool DraftModel::sync(llama_seq_id seq, const std::vector<llama_token> & want) {
     return true;
 }
 
-std::pair<llama_token, float> DraftModel::top() const {
+std::pair<llama_token, float> DraftModel::top(bool with_p) const {
     const float * logits = llama_get_logits_ith(ctx_, -1);
     const int32_t n_vocab = llama_vocab_n_tokens(model_->vocab());
     const auto best = static_cast<llama_token>(std::max_element(logits, logits + n_vocab) - logits);
+    if (!with_p) return {best, 1.0f};
     // llama.cpp's draft sampler keeps the 10 likeliest (top-k 10) before the softmax whose first
     // probability it compares with p_min; the same here, so the key means what it means there.
+    // One pass without copying the logits: the 10 largest, kept in descending order.
     constexpr int32_t K = 10;
-    std::vector<float> head(logits, logits + n_vocab);
-    const int32_t k = std::min(K, n_vocab);
-    std::nth_element(head.begin(), head.begin() + (k - 1), head.end(), std::greater<float>());
+    float head[K];
+    int32_t k = 0;
+    for (int32_t t = 0; t < n_vocab; ++t) {
+        const float l = logits[t];
+        if (k == K && l <= head[K - 1]) continue;
+        int32_t i = k < K ? k++ : K - 1;
+        for (; i > 0 && head[i - 1] < l; --i) head[i] = head[i - 1];
+        head[i] = l;
+    }
     double sum = 0.0;
-    for (int32_t i = 0; i < k; ++i) sum += std::exp(static_cast<double>(head[i] - logits[best]));
+    for (int32_t i = 0; i < k; ++i) sum += std::exp(static_cast<double>(head[i] - head[0]));
     return {best, static_cast<float>(1.0 / sum)};
 }
 
@@ -157,7 +164,7 @@ std::vector<llama_token> DraftModel::draft(llama_seq_id seq, const std::vector<l
     auto & held = held_[static_cast<size_t>(seq)];
     const auto t0 = std::chrono::steady_clock::now();
     for (int32_t i = 0; i < n; ++i) {
-        const auto [t, p] = top();
+        const auto [t, p] = top(p_min > 0.0f);
         if (t >= n_vocab_target || p < p_min) break;
         out.push_back(t);
         // The last token needs no decode; nor does an end of generation (nothing follows it).

@@ -51,8 +51,8 @@ public:
 private:
     bool sync(llama_seq_id seq, const std::vector<llama_token> & want);
     bool decode(llama_seq_id seq, const llama_token * tokens, int32_t n, llama_pos pos0);
-    // The likeliest next token and its probability among the 10 likeliest.
-    std::pair<llama_token, float> top() const;
+    // The likeliest next token and (with_p) its probability among the 10 likeliest; 1 without.
+    std::pair<llama_token, float> top(bool with_p) const;
 
     std::shared_ptr<Model> model_;
     llama_context * ctx_ = nullptr;

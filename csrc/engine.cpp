@@ -1142,7 +1142,7 @@ void Engine::pick_lora_group() {
     const std::vector<float> & first = active_.front()->req->lora_;
     step_mixed_ = std::any_of(active_.begin(), active_.end(), [&](const auto & ap) { return ap->req->lora_ != first; });
     if (!step_mixed_) {
-        if (step_lora_ != first) step_lora_ = first;
+        step_lora_ = first;
         return;
     }
     std::vector<const std::vector<float> *> groups;

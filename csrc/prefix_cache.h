@@ -58,9 +58,7 @@ public:
     // The setting a sequence's cells were computed under; the engine sets it when a request
     // takes the sequence (after saving what it held) and when cells are copied into it.
     const AdapterKey & key(llama_seq_id seq) const { return entries_[seq].key; }
-    void set_key(llama_seq_id seq, const AdapterKey & key) {
-        if (entries_[seq].key != key) entries_[seq].key = key;
-    }
+    void set_key(llama_seq_id seq, const AdapterKey & key) { entries_[seq].key = key; }
     int32_t n_seq() const { return static_cast<int32_t>(entries_.size()); }
 
 private:

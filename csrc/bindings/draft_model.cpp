@@ -18,10 +18,6 @@ void register_draft_model(py::module_ & m) {
         .def("draft", &DraftModel::draft, py::arg("seq"), py::arg("history"), py::arg("next"), py::arg("n"),
              py::arg("n_vocab_target"), py::arg("p_min") = 0.0f, py::call_guard<py::gil_scoped_release>(),
              "Up to n greedy tokens after history + next in sequence seq (for tests; engines call it natively).");
-    m.def(
-        "draft_incompatibility",
-        [](const Model & target, const Model & draft) { return draft_incompatibility(target, draft); },
-        py::arg("target"), py::arg("draft"), "Why draft cannot draft for target (llama.cpp's rules); '' if it can.");
 }
 
 }  // namespace lmfast::bindings

@@ -132,7 +132,7 @@ def _loras(key: str, v: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _lora_scales(key: str, v: Any) -> list[dict[str, Any]]:
+def check_lora_scales(key: str, v: Any) -> list[dict[str, Any]]:
     """Per-prediction LoRA scales: [{"id": adapter id, "scale": number}, ...] (llama-server's ``lora``
     field) or {id: scale}. Whether each id exists is the model's to say (at submit)."""
     if v is None or v is False:
@@ -327,7 +327,7 @@ PREDICTION_KEYS: tuple[Key, ...] = (
         "of the last 3 tokens in the prompt or the answer are drafted and verified in one target pass. "
         "The output is the same as without it; it pays where the answer repeats its context (rewrites, "
         "quotes, code edits)."),
-    Key("loraScales", _lora_scales, [],
+    Key("loraScales", check_lora_scales, [],
         "lmfast: LoRA adapter scales for this prediction, [{'id': adapter id, 'scale': number}, ...] or "
         "{id: scale} (llama-server's per-request lora); 0 turns an adapter off, adapters not named keep "
         "the instance's scale (lora_adapters()). Predictions of different settings are decoded in "

@@ -58,7 +58,7 @@ def _load(path: str, target: Any, engine: Any) -> Any:
     """Loads the draft's weights (on the CPU) and its context beside the engine; a draft whose
     vocabulary does not match raises LMStudioValueError (the weights are then freed)."""
     model = _core.Model.load(_core.ModelParams(path=path), None)
-    why = _core.draft_incompatibility(target, model)
-    if why:
-        raise LMStudioValueError(f"draftModel {os.path.basename(path)!r} cannot draft for this model: {why}")
-    return _core.DraftModel(model, target, n_ctx=engine.n_ctx, n_seq=engine.n_seq, n_threads=engine.n_threads)
+    try:  # the constructor checks the vocabularies (draft_model.h), before it makes a context
+        return _core.DraftModel(model, target, n_ctx=engine.n_ctx, n_seq=engine.n_seq, n_threads=engine.n_threads)
+    except LMStudioValueError as e:
+        raise LMStudioValueError(f"draftModel {os.path.basename(path)!r}: {e}") from None

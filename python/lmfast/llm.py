@@ -9,7 +9,7 @@ from . import _core, images, presets, structured
 from .chat import AssistantResponse, Chat, SystemPrompt, ToolCallRequestData
 from .config_types import LlmLoadModelConfig, LlmPredictionConfig
 from .handle import ModelHandle
-from .config import PREDICTION_KEYS, prediction_config, with_defaults
+from .config import PREDICTION_KEYS, check_lora_scales, prediction_config, with_defaults
 from .user_warnings import warn_user
 from .errors import (LMStudioCancelledError, LMStudioPredictionError, LMStudioRuntimeError,
                      LMStudioUnsupportedConfigError, LMStudioValueError, ModelUnloadedError, TemplateError)
@@ -699,8 +699,7 @@ class LLM(ModelHandle):
         """Sets the scales predictions get for the adapters their ``loraScales`` does not name
         (llama-server's POST /lora-adapters): ``[{"id", "scale"}, ...]`` or ``{id: scale}``;
         adapters not named keep theirs. Returns lora_adapters(). An lmfast extension."""
-        from .config import _lora_scales
-        checked = _lora_scales("scales", scales)
+        checked = check_lora_scales("scales", scales)
         _, engine = self._instance.native()
         engine.set_lora_defaults([(a["id"], a["scale"]) for a in checked])
         return self.lora_adapters()

@@ -5,7 +5,8 @@ import os
 from typing import Any, Optional
 
 from ..chat import Chat
-from ..errors import LMStudioError
+from ..config import check_lora_scales
+from ..errors import LMStudioError, LMStudioInvalidConfigError
 from .errors import bad_request
 from .images import IMAGE_PART_TYPES, images_of
 from .jsonbody import loads
@@ -92,12 +93,10 @@ _SAMPLING_KEYS = {"temperature": "temperature", "top_p": "topPSampling", "top_k"
 def lora_scales(value: Any) -> list[dict[str, Any]]:
     """llama-server's ``lora`` field ([{"id", "scale"}]) as the prediction key loraScales; a malformed
     one is a 400 naming the field. An id the model lacks is refused when the request is submitted."""
-    from ..config import _lora_scales
-    from ..errors import LMStudioInvalidConfigError
     if not isinstance(value, list):
         raise bad_request('lora: expected a list of {"id": adapter id, "scale": number}', param="lora")
     try:
-        return _lora_scales("lora", value)
+        return check_lora_scales("lora", value)
     except LMStudioInvalidConfigError as e:
         raise bad_request(str(e), param="lora") from None
 
