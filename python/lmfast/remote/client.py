@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+from ..client import FilesNamespace
 from ..errors import (LMStudioClientError, LMStudioDuplicateIdentifierError, LMStudioModelNotFoundError,
                       LMStudioValueError)
+from ..images import prepare_image
 from .downloaded import RemoteDownloadedModel, downloaded
 from .handles import RemoteEmbeddingModel, RemoteLLM, RemoteRerankerModel
 from .transport import LOAD_TIMEOUT, Transport
@@ -133,6 +135,12 @@ class RemoteClient:
         self.llm = RemoteLlmNamespace(self)
         self.embedding = RemoteEmbeddingNamespace(self)
         self.reranker = RemoteRerankerNamespace(self)
+        self.files = FilesNamespace()  # prepared images stay here until a chat sends them
+
+    def prepare_image(self, src: Any, name: str | None = None) -> Any:
+        """A file handle for an image to send in a chat (the SDK's ``Client.prepare_image``): its
+        bytes stay in this process and go to the server with the chat that holds it."""
+        return prepare_image(src, name)
 
     @property
     def api_host(self) -> str:

@@ -13,6 +13,7 @@ from ..handle import texts_of
 from ..results import ActResult, EmbeddingModelInstanceInfo, LlmInstanceInfo, PredictionResult
 from ..reranker import RerankerModelInstanceInfo, RerankResult, check_top_n, documents_of
 from .act import act as remote_act
+from .images import with_images
 from .stream import RemotePredictionStream
 from .wire_config import prediction_fields
 
@@ -29,7 +30,8 @@ def instance_info(record: dict[str, Any]) -> LlmInstanceInfo | EmbeddingModelIns
         return EmbeddingModelInstanceInfo(**common)
     if record.get("type") == "reranker":
         return RerankerModelInstanceInfo(**common)
-    return LlmInstanceInfo(**common, trained_for_tool_use=bool(record.get("trained_for_tool_use")))
+    return LlmInstanceInfo(**common, trained_for_tool_use=bool(record.get("trained_for_tool_use")),
+                           vision=bool(record.get("vision")))
 
 
 # The in-process handles' keyword arguments that a server request cannot honour (yet).
@@ -104,10 +106,10 @@ class RemoteLLM(_RemoteHandle):
     def _chat_stream(self, history: Any, config: Any, tools: list[dict[str, Any]] | None,
                      on_fragment: Any, on_first_token: Any, response_format: Any = None,
                      on_message: Any = None) -> RemotePredictionStream:
-        """One streamed chat request; ``tools`` (OpenAI function definitions) are offered when given."""
+        """One streamed chat request; ``tools`` (OpenAI function definitions) are offered when given,
+        and the chat's images go with their messages as data: URLs (remote/images.py)."""
         chat = Chat.from_history(history)
-        chat._refuse_files(self.identifier)  # the server's models have no vision either
-        messages = chat._openai_messages()
+        messages = with_images(chat, chat._openai_messages())  # a model without vision: the server's 400
         body: dict[str, Any] = {"messages": messages, **prediction_fields(config, response_format)}
         if tools:
             body["tools"] = tools

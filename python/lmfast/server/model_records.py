@@ -60,7 +60,8 @@ def _sdk_fields(info: Any) -> dict[str, Any]:
     """The SDK's instance info fields that LM Studio's record lacks (lmfast's remote client
     builds get_info() from the record)."""
     return {"display_name": info.display_name, "params_string": info.params_string,
-            "trained_for_tool_use": getattr(info, "trained_for_tool_use", False)}
+            "trained_for_tool_use": getattr(info, "trained_for_tool_use", False),
+            "vision": getattr(info, "vision", False)}
 
 
 def openai_record(model_id: str) -> dict[str, Any]:

@@ -97,7 +97,7 @@ async def generate(request: Request) -> Response:
     ctx, timer = ctx_of(request), _Timer()
     req: GenerateRequest = await body_of(request, GenerateRequest)
     name, alive = to_ollama.model_name(req.model), to_ollama.keep_alive(req.keep_alive)
-    if not req.prompt:
+    if not req.prompt and not req.images:
         return await _load_only(ctx, request, name, alive, {"response": ""})
     chat_req = to_ollama.generate_request(req, name, to_ollama.jit_ttl(alive))
     await _model(ctx, request, name, "llm", alive, timer)
@@ -198,6 +198,8 @@ async def show(request: Request) -> Response:
         raise APIError(404, f"model {name!r} not found", code="model_not_found", param="model")
     arch = found.get("arch") or ""
     capabilities = ["embedding"] if found["type"] == "embeddings" else ["completion", "tools"]
+    if found.get("vision"):  # a loaded instance with a projector (a model not loaded is not known to have one)
+        capabilities.append("vision")
     info = {"general.architecture": arch, f"{arch}.context_length": found.get("max_context_length")}
     return JSONResponse({"modelfile": "", "parameters": "", "template": "", "details": to_ollama.details(found),
                          "model_info": info, "capabilities": capabilities,

@@ -1,6 +1,6 @@
-"""OpenAI's Responses API (``POST /v1/responses``): text in, text out, streamed as its typed
-events, and ``previous_response_id`` continuing a stored conversation (whose rendered prefix the
-engine finds in its KV cache)."""
+"""OpenAI's Responses API (``POST /v1/responses``): text and images (``input_image`` parts with
+data: URLs) in, text out, streamed as its typed events, and ``previous_response_id`` continuing
+a stored conversation (whose rendered prefix the engine finds in its KV cache)."""
 from __future__ import annotations
 
 import json
@@ -24,7 +24,8 @@ log = logging.getLogger("lmfast.server")
 
 
 def _input_messages(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The request's input as {"role", "content"} messages (text only)."""
+    """The request's input as {"role", "content"} messages: text, or with ``input_image`` parts a
+    list of parts (to_chat takes their data: URLs, and a stored conversation keeps them)."""
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
     out = []
@@ -35,17 +36,30 @@ def _input_messages(value: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
                               param="input", code="unsupported_value")
         content = item.get("content")
         if isinstance(content, list):
-            texts = []
-            for part in content:
-                if not isinstance(part, dict) or part.get("type") not in ("input_text", "output_text", "text"):
-                    raise bad_request(f"input[{i}].content: only text parts are supported", param="input",
-                                      code="unsupported_content")
-                texts.append(str(part.get("text", "")))
-            content = "".join(texts)
-        if not isinstance(content, str):
-            raise bad_request(f"input[{i}].content must be a string or a list of text parts", param="input")
+            content = _content_parts(content, f"input[{i}].content")
+        if not isinstance(content, (str, list)):
+            raise bad_request(f"input[{i}].content must be a string or a list of text and image parts", param="input")
         out.append({"role": item["role"], "content": content})
     return out
+
+
+def _content_parts(parts: list[Any], where: str) -> str | list[dict[str, Any]]:
+    """A message's parts: their text joined, or, when it holds images, the text and image parts."""
+    texts, images = [], []
+    for k, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("input_text", "output_text", "text"):
+            texts.append(str(part.get("text", "")))
+        elif kind == "input_image":
+            if part.get("image_url") is None and part.get("file_id") is not None:
+                raise bad_request(f"{where}[{k}]: file_id images are not supported (lmfast stores no files); give "
+                                  "image_url as a data: URL", param="input", code="unsupported_content")
+            images.append({"type": "input_image", "image_url": part.get("image_url")})
+        else:
+            raise bad_request(f"{where}[{k}]: only input_text and input_image parts are supported, got type "
+                              f"{kind!r}", param="input", code="unsupported_content")
+    text = "".join(texts)
+    return [{"type": "input_text", "text": text}, *images] if images else text
 
 
 def _messages(instructions: str | None, history: list[dict[str, Any]]) -> list[Message]:

@@ -11,9 +11,10 @@ from .schemas import INT32_MAX, TTL_MAX, _Body
 
 
 class Block(_Body):
-    """A content block. Text, tool_use and tool_result carry what lmfast renders; thinking
-    blocks of earlier turns are dropped (the template gets the visible text); images and
-    documents are refused by the translation (to_anthropic.py) with a 400 that names them."""
+    """A content block. Text, tool_use, tool_result and image (a base64 ``source``) carry what
+    lmfast renders; thinking blocks of earlier turns are dropped (the template gets the visible
+    text); documents and URL images are refused by the translation (to_anthropic.py) with a 400
+    that names them."""
     type: str
     text: Optional[str] = None
     id: Optional[str] = None                      # tool_use
@@ -22,6 +23,7 @@ class Block(_Body):
     tool_use_id: Optional[str] = None             # tool_result
     content: Union[str, list[dict[str, Any]], None] = None  # tool_result
     is_error: Optional[bool] = None               # tool_result
+    source: Optional[dict[str, Any]] = None       # image: {"type": "base64", "media_type", "data"}
 
 
 class AnthropicMessage(_Body):

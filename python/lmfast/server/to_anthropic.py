@@ -1,19 +1,22 @@
 """Anthropic's Messages API <-> the OpenAI request records the server already runs: a Messages
-request becomes a ChatCompletionRequest (system, turns, tool_use / tool_result blocks, tools and
-tool_choice, sampling), and a finished prediction becomes Anthropic's message object. Nothing
+request becomes a ChatCompletionRequest (system, turns, tool_use / tool_result blocks, base64
+image blocks, tools and tool_choice, sampling), and a finished prediction becomes Anthropic's message object. Nothing
 here generates, loads or queues: routes_anthropic.py hands the record to routes_openai.start_chat."""
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
 from .errors import bad_request
+from .images import data_url, decode_base64
 from .schemas import ChatCompletionRequest, parse
 from .schemas_anthropic import Block, CountTokensRequest, MessagesRequest
 from .to_openai import cached_tokens
 
 _STOP = {"eosFound": "end_turn", "userStopped": "end_turn", "stopStringFound": "stop_sequence",
          "toolCalls": "tool_use", "maxPredictedTokensReached": "max_tokens", "contextLengthReached": "max_tokens"}
+_MEDIA_TYPE = re.compile(r"image/[A-Za-z0-9.+-]{1,64}")  # it goes into a data: URL: no commas or semicolons
 _SKIPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})  # earlier turns' reasoning: not re-rendered
 
 
@@ -43,14 +46,16 @@ def _text(blocks: list[Block] | list[dict[str, Any]] | str | None, where: str) -
 
 
 def _user_turn(content: str | list[Block], where: str) -> list[dict[str, Any]]:
-    """A user turn: its tool results (each an OpenAI tool message), then its text."""
+    """A user turn: its tool results (each an OpenAI tool message), then its text and images."""
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
-    out, texts = [], []
+    out, texts, images = [], [], []
     for i, b in enumerate(content):
         at = f"{where}.content[{i}]"
         if b.type == "text":
             texts.append(b.text or "")
+        elif b.type == "image":
+            images.append(_image_part(b, at))
         elif b.type == "tool_result":
             if not b.tool_use_id:
                 raise bad_request(f"{at}: a tool_result block needs 'tool_use_id'", param=at)
@@ -58,11 +63,33 @@ def _user_turn(content: str | list[Block], where: str) -> list[dict[str, Any]]:
             out.append({"role": "tool", "tool_call_id": b.tool_use_id,
                         "content": f"Error: {result}" if b.is_error else result})
         elif b.type not in _SKIPPED_BLOCKS:
-            raise bad_request(f"{at}: block type {b.type!r} is not supported (text, tool_use and tool_result are)",
-                              param=at, code="unsupported_content")
-    if texts:
+            raise bad_request(f"{at}: block type {b.type!r} is not supported (text, image, tool_use and tool_result "
+                              "are)", param=at, code="unsupported_content")
+    if images:
+        out.append({"role": "user", "content": [{"type": "text", "text": "".join(texts)}, *images]})
+    elif texts:
         out.append({"role": "user", "content": "".join(texts)})
     return out
+
+
+def _image_part(block: Block, where: str) -> dict[str, Any]:
+    """An image block as OpenAI's image part: a base64 source only (a URL source would make the
+    server fetch on the client's behalf; a file source names a store lmfast does not have)."""
+    src = block.source if isinstance(block.source, dict) else {}
+    kind = src.get("type")
+    if kind != "base64":
+        what = {"url": "the server does not fetch images from the network",
+                "file": "lmfast stores no files"}.get(kind, f"got source type {kind!r}")
+        raise bad_request(f"{where}.source: only base64 image sources are supported ({what}); send "
+                          '{"type": "base64", "media_type": "image/png", "data": ...}', param=f"{where}.source",
+                          code="unsupported_content")
+    media = src.get("media_type")
+    if not isinstance(media, str) or not _MEDIA_TYPE.fullmatch(media):
+        raise bad_request(f"{where}.source.media_type: an image type such as image/png is required, got {media!r}",
+                          param=f"{where}.source.media_type")
+    data = src.get("data")
+    decode_base64(data, f"{where}.source.data")
+    return {"type": "image_url", "image_url": {"url": data_url(data, media)}}
 
 
 def _assistant_turn(content: str | list[Block], where: str) -> dict[str, Any]:

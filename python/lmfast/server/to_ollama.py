@@ -1,7 +1,8 @@
 """Ollama's API <-> the OpenAI request records the server already runs: a chat or generate
-request becomes a ChatCompletionRequest (messages, tools, ``options``, ``format``), and a finished
-prediction becomes Ollama's answer fields (text, tool calls, done_reason, timings in nanoseconds),
-and the model listings Ollama's records. Nothing here generates, loads or queues."""
+request becomes a ChatCompletionRequest (messages and their ``images``, tools, ``options``,
+``format``), and a finished prediction becomes Ollama's answer fields (text, tool calls,
+done_reason, timings in nanoseconds), and the model listings Ollama's records. Nothing here
+generates, loads or queues."""
 from __future__ import annotations
 
 import datetime
@@ -11,6 +12,7 @@ import re
 from typing import Any
 
 from .errors import bad_request
+from .images import data_url, decode_base64
 from .schemas import TTL_MAX, ChatCompletionRequest, parse
 from .schemas_ollama import ChatRequest, GenerateRequest, KeepAlive, OllamaMessage, Options
 
@@ -88,9 +90,9 @@ def _messages(messages: list[OllamaMessage]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     open_calls: list[tuple[str, str]] = []
     for i, m in enumerate(messages):
-        if m.images:
-            raise bad_request(f"messages[{i}].images: images are not supported", param=f"messages[{i}].images",
-                              code="unsupported_content")
+        if m.images and m.role != "user":
+            raise bad_request(f"messages[{i}].images: only user messages can hold images",
+                              param=f"messages[{i}].images", code="unsupported_content")
         if m.role == "assistant" and m.tool_calls:
             calls = [{"id": f"call_{i}_{k}", "type": "function",
                       "function": {"name": c.function.name, "arguments": c.function.arguments}}
@@ -105,8 +107,20 @@ def _messages(messages: list[OllamaMessage]) -> list[dict[str, Any]]:
             open_calls.remove(match)
             out.append({"role": "tool", "tool_call_id": match[0], "content": m.content})
         else:
-            out.append({"role": m.role, "content": m.content})
+            out.append({"role": m.role, "content": _with_images(m.content, m.images, f"messages[{i}].images")})
     return out
+
+
+def _with_images(text: str, images: list[str] | None, where: str) -> str | list[dict[str, Any]]:
+    """A message's content: its text, or with ``images`` (Ollama's base64 strings, which belong to
+    that message) OpenAI's text and image parts."""
+    if not images:
+        return text
+    parts = []
+    for k, b64 in enumerate(images):
+        decode_base64(b64, f"{where}[{k}]")
+        parts.append({"type": "image_url", "image_url": {"url": data_url(b64)}})
+    return [{"type": "text", "text": text}, *parts]
 
 
 def chat_request(req: ChatRequest, name: str, ttl: float | None) -> ChatCompletionRequest:
@@ -120,11 +134,14 @@ def chat_request(req: ChatRequest, name: str, ttl: float | None) -> ChatCompleti
 def generate_request(req: GenerateRequest, name: str, ttl: float | None) -> ChatCompletionRequest:
     """A generate request as a chat record: the system and the prompt as two turns (with
     ``raw``, the route sends the prompt as it is and this record carries only the sampling)."""
-    for field in ("suffix", "template", "images", "context"):
+    for field in ("suffix", "template", "context"):
         if getattr(req, field):
             raise bad_request(f"{field} is not supported on /api/generate", param=field, code="unsupported_value")
+    if req.raw and req.images:
+        raise bad_request("images need the model's template: they cannot be combined with raw", param="images",
+                          code="unsupported_value")
     messages = ([{"role": "system", "content": req.system}] if req.system and not req.raw else [])
-    messages.append({"role": "user", "content": req.prompt})
+    messages.append({"role": "user", "content": _with_images(req.prompt, req.images, "images")})
     return parse(ChatCompletionRequest, {"model": name, "messages": messages, "ttl": ttl,
                                          **_sampling(req.options, req.format, req.logprobs)})
 
