@@ -164,7 +164,7 @@ struct Engine::Active {
     // cut off when the request ends, so that the prefix cache only ever reuses exact cells.
     size_t n_exact = SIZE_MAX;
     Clock::time_point t_admit, t_first;
-    std::unique_ptr<NgramDrafter> drafter;  // null unless the request speculates
+    std::unique_ptr<DraftLength> drafter;  // null unless the request speculates
     std::vector<llama_token> draft;         // this step's draft, decoded after `next`
     int32_t i_draft = -1;                   // batch index of the draft's first token
     llama_token guess = LLAMA_TOKEN_NULL;   // the draft's token for the next sample(), if any
@@ -788,8 +788,8 @@ void Engine::admit(std::shared_ptr<Request> req) {
     try {
         a->sampler = make_sampler(req->params_.sampling, model_->vocab());
         if (req->params_.draft_max > 0) {
-            a->drafter = std::make_unique<NgramDrafter>(req->params_.draft_max, req->params_.draft_min,
-                                                        req->params_.draft_model != nullptr);
+            a->drafter = std::make_unique<DraftLength>(req->params_.draft_max, req->params_.draft_min,
+                                                       req->params_.draft_model != nullptr);
         }
         a->grammar = std::move(req->grammar_);
         // An image's placeholder tokens are no text the penalties should see.
@@ -1179,7 +1179,7 @@ void Engine::set_lora_defaults(const std::vector<std::pair<int32_t, float>> & sc
     lora_defaults_ = std::move(next);
 }
 
-// Puts the request's draft (speculation.h) into the batch after its next token, within what
+// Puts the request's draft (draft_length.h) into the batch after its next token, within what
 // the window, its maxTokens and the batch leave.
 void Engine::add_draft(Active & a) {
     RequestStats & st = a.req->stats_;
@@ -1195,7 +1195,8 @@ void Engine::add_draft(Active & a) {
     if (a.req->params_.draft_model) {
         a.draft = model_draft(a, room, ignored);
     } else {
-        a.draft = a.drafter->draft(toks, a.next, room, draft_cost_ratio(), ignored);
+        const int32_t k = a.drafter->length(draft_cost_ratio());
+        a.draft = a.drafter->fit(ngram_draft(toks, a.next, k), k, room, ignored);
     }
     st.draft_tokens += ignored + static_cast<int32_t>(a.draft.size());
     st.ignored_draft_tokens += ignored;
@@ -1222,6 +1223,7 @@ std::vector<llama_token> Engine::model_draft(Active & a, int32_t room, int32_t &
     pools_.attach(dm.context());
     auto d = dm.draft(a.seq, cache_.tokens(a.seq), a.next, std::min(k, room), model_->n_vocab(),
                       a.req->params_.draft_p_min);
+    if (d.empty()) a.drafter->drafted_nothing();
     return a.drafter->fit(std::move(d), k, room, ignored);
 }
 
@@ -1316,7 +1318,7 @@ void Engine::update_step_costs(Clock::time_point t_decode) {
     prompt_sec_per_token_ = 0.8 * prompt_sec_per_token_ + 0.2 * took / batch_.n_tokens;
 }
 
-// One more token in a step, as a share of a plain step's time (speculation.h): a prompt
+// One more token in a step, as a share of a plain step's time (draft_length.h): a prompt
 // token's measured cost over a one-token step's. Until both are measured, 0.17 (SmolLM2 on
 // 2 cores: ~2.5 ms a prompt token, ~15 ms a step).
 // LMFAST_DRAFT_COST_RATIO overrides it, for measuring.

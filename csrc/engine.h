@@ -29,6 +29,7 @@
 #include "lora.h"
 #include "model.h"
 #include "prefix_cache.h"
+#include "draft_length.h"
 #include "speculation.h"
 #include "sampling.h"
 #include "spill_cache.h"

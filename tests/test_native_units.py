@@ -1,5 +1,5 @@
 """Model-free unit tests of the native core (prefix cache, spill cache, UTF-8 assembly, stop
-strings): tests/native/unit_tests.cpp, compiled here with the system C++ compiler against the
+strings, speculative draft lengths): tests/native/unit_tests.cpp, compiled here with the system C++ compiler against the
 csrc/ sources it covers. llama.h is read for its typedefs only; no llama library is linked."""
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 SOURCES = [ROOT / "tests" / "native" / "unit_tests.cpp",
-           CSRC / "prefix_cache.cpp", CSRC / "spill_cache.cpp", CSRC / "disk_cache.cpp", CSRC / "detokenizer.cpp"]
+           CSRC / "prefix_cache.cpp", CSRC / "spill_cache.cpp", CSRC / "disk_cache.cpp", CSRC / "detokenizer.cpp",
+           CSRC / "draft_length.cpp"]
 
 
 def _llama_tree() -> Path | None:

@@ -20,6 +20,7 @@
 
 #include "detokenizer.h"
 #include "disk_cache.h"
+#include "draft_length.h"
 #include "prefix_cache.h"
 #include "spill_cache.h"
 
@@ -1202,6 +1203,105 @@ TEST_CASE(detokenize_pipeline_bytewise) {
     }
     CHECK(stopped);
     CHECK_EQ(out, std::string("caf\xC3\xA9 \xE2\x82\xAC" "5 "));
+}
+
+// ---------------------------------------------------------------- draft length (draft_length.h)
+
+namespace {
+
+// Steps until length() asks for a draft again (at most `limit`), counting the one that asks.
+int steps_to_next_draft(DraftLength & d, double r, int limit = 1000) {
+    for (int i = 1; i <= limit; ++i) {
+        if (d.length(r) > 0) return i;
+    }
+    return -1;
+}
+
+// Rejections until the policy stops drafting (k = 0) at cost ratio r.
+void reject_until_quiet(DraftLength & d, double r) {
+    for (int i = 0; i < 20 && d.best_length(r) > 0; ++i) d.verified(4, 0);
+}
+
+// One engine step cycle: wait for the next draft, draft it, verify with n_accepted accepted;
+// returns the wait.
+int draft_once(DraftLength & d, double r, size_t n_accepted) {
+    int wait = 0;
+    int32_t k = 0;
+    while (k == 0 && wait < 1000) {
+        k = d.length(r);
+        ++wait;
+    }
+    int32_t ignored = 0;
+    const auto drafted = d.fit(std::vector<llama_token>(static_cast<size_t>(k), 7), k, 100, ignored);
+    d.verified(drafted.size(), std::min(n_accepted, drafted.size()));
+    return wait;
+}
+
+}  // namespace
+
+TEST_CASE(draft_length_fresh_request_drafts_and_acceptance_lengthens) {
+    DraftLength d(8, 0);
+    const int32_t k0 = d.length(0.17);
+    CHECK(k0 > 0 && k0 < 8);  // the prior p = 0.5 pays for a short draft only
+    for (int i = 0; i < 10; ++i) d.verified(8, 8);
+    CHECK_EQ(d.length(0.17), 8);
+    CHECK_EQ(d.best_length(2.0), 0);  // no length beats a plain step when a token costs two steps
+}
+
+TEST_CASE(draft_length_rejections_stop_drafting_then_probe) {
+    DraftLength d(8, 0);
+    reject_until_quiet(d, 0.17);
+    CHECK_EQ(d.best_length(0.17), 0);
+    CHECK_EQ(steps_to_next_draft(d, 0.17), DraftLength::kProbeSteps);
+    // A probe that found nothing to draft (fit not reached) is asked again at the next step: an
+    // n-gram lookup costs next to nothing.
+    CHECK_EQ(d.length(0.17), 1);
+}
+
+TEST_CASE(draft_length_failed_probes_back_off_accepted_one_resets) {
+    DraftLength d(8, 0, /*backoff=*/true);
+    reject_until_quiet(d, 0.17);
+    std::vector<int> waits;
+    for (int probe = 0; probe < 6; ++probe) waits.push_back(draft_once(d, 0.17, 0));
+    CHECK_EQ(waits, (std::vector<int>{16, 32, 64, 128, 256, 256}));
+    CHECK_EQ(draft_once(d, 0.17, 1), DraftLength::kMaxProbeSteps);  // accepted: back to the first wait
+    for (int i = 0; i < 20 && d.best_length(0.17) > 0; ++i) draft_once(d, 0.17, 0);
+    CHECK_EQ(draft_once(d, 0.17, 0), DraftLength::kProbeSteps);
+    DraftLength plain(8, 0);  // n-gram drafting: no back-off
+    reject_until_quiet(plain, 0.17);
+    CHECK_EQ(draft_once(plain, 0.17, 0), DraftLength::kProbeSteps);
+    CHECK_EQ(draft_once(plain, 0.17, 0), DraftLength::kProbeSteps);
+}
+
+TEST_CASE(draft_length_empty_drafts_wait_longer_until_one_has_tokens) {
+    DraftLength d(8, 0, true);
+    std::vector<int> waits;
+    for (int i = 0; i < 7; ++i) {
+        waits.push_back(steps_to_next_draft(d, 0.17));  // asked; the draft model gives nothing
+        d.drafted_nothing();
+    }
+    CHECK_EQ(waits, (std::vector<int>{1, 2, 3, 5, 9, 17, 17}));
+    CHECK(d.best_length(0.17) > 0);  // an unsure draft is no rejected one
+    CHECK_EQ(steps_to_next_draft(d, 0.17), 17);
+    int32_t ignored = 0;
+    CHECK_EQ(d.fit({1, 2}, 2, 10, ignored).size(), size_t(2));  // a draft with tokens ends the wait
+    d.verified(2, 1);
+    CHECK_EQ(steps_to_next_draft(d, 0.17), 1);
+    d.drafted_nothing();
+    CHECK_EQ(steps_to_next_draft(d, 0.17), 2);  // and the next wait starts short again
+}
+
+TEST_CASE(draft_length_fit_cuts_to_length_room_and_minimum) {
+    DraftLength d(8, 3);
+    int32_t ignored = -1;
+    CHECK_EQ(d.fit({1, 2, 3, 4, 5, 6}, 4, 10, ignored), (std::vector<llama_token>{1, 2, 3, 4}));
+    CHECK_EQ(ignored, 0);  // beyond k: never asked for, not counted
+    CHECK_EQ(d.fit({1, 2, 3, 4, 5}, 5, 4, ignored), (std::vector<llama_token>{1, 2, 3, 4}));
+    CHECK_EQ(ignored, 1);  // cut by room
+    CHECK(d.fit({1, 2, 3, 4, 5}, 5, 2, ignored).empty());
+    CHECK_EQ(ignored, 5);  // 3 cut by room, then 2 under the minimum of 3
+    CHECK(d.fit({}, 0, 10, ignored).empty());
+    CHECK_EQ(ignored, 0);
 }
 
 // ---------------------------------------------------------------- main
