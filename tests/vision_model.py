@@ -1,12 +1,16 @@
 """Synthetic vision projectors for the vision tests: random weights in the layout of LLaVA's
-(projector type ``mlp``: a CLIP-style ViT and a two-layer MLP) or SmolVLM's (``idefics3``: the
-ViT, pixel shuffle, one linear layer), small enough to write and load in well under a second,
-with an output width that matches the text model (SmolLM2-135M: 576). Also writes tiny PNG
-images without an imaging library.
+(projector type ``mlp``: a CLIP-style ViT and a two-layer MLP), SmolVLM's (``idefics3``: the
+ViT, pixel shuffle, one linear layer) or Gemma 3's (``gemma3``: the SigLIP-style ViT, average
+pooling to a fixed token count, an RMS "soft embedding" norm, one input projection), small
+enough to write and load in well under a second, with an output width that matches the text
+model (SmolLM2-135M: 576; Gemma 3 270M: 640). Also writes tiny PNG and BMP images without an
+imaging library.
 
 SmolLM2's vocabulary lacks the marker tokens libmtmd wraps idefics3 images in
 (``<fake_token_around_image>``), so only the ``mlp`` projector pairs with it end to end; the
-idefics3 one tests that lmfast refuses such a pair clearly.
+idefics3 one tests that lmfast refuses such a pair clearly. Gemma 3 270M's vocabulary has Gemma
+3's image markers (``<start_of_image>``, ``<end_of_image>``), so the ``gemma3`` projector pairs
+with it.
 
 The weights are random, so what the model "sees" is noise: the tests compare lmfast with
 llama.cpp's own ``llama-mtmd-cli`` on the same files, never with expected words."""
@@ -26,6 +30,11 @@ N_HEAD = 4
 N_FF = 128  # differs from N_EMBD: clip.cpp swaps ffn up/down of old files when ffn_down's rows equal n_embd
 N_LAYER = 1
 SCALE_FACTOR = 2
+# gemma3: libmtmd resizes every image to IMAGE_SIZE square (its fixed-size preprocessor), so the
+# ViT sees 8 x 8 patches; pooling 2 x 2 of them (clip.projector.scale_factor; Gemma 3's own is 4
+# over 64 x 64) leaves 16 image tokens.
+GEMMA3_IMAGE_SIZE = 64
+GEMMA3_POOL = 2
 
 
 MLP_HIDDEN = 256
@@ -36,7 +45,7 @@ def _tensors(kind: str, text_n_embd: int, rng: np.random.Generator) -> dict[str,
     def w(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.05).astype(np.float32)
 
-    n_patches = (IMAGE_SIZE // PATCH_SIZE) ** 2
+    n_patches = (_image_size(kind) // PATCH_SIZE) ** 2
     t = {
         "v.patch_embd.weight": w(N_EMBD, 3, PATCH_SIZE, PATCH_SIZE),
         "v.patch_embd.bias": w(N_EMBD),
@@ -46,6 +55,10 @@ def _tensors(kind: str, text_n_embd: int, rng: np.random.Generator) -> dict[str,
     }
     if kind == "idefics3":
         t["mm.model.fc.weight"] = w(text_n_embd, N_EMBD * SCALE_FACTOR * SCALE_FACTOR)
+    elif kind == "gemma3":
+        # clip.cpp multiplies by the projection's transpose: ne = (text width, ViT width).
+        t["mm.input_projection.weight"] = w(N_EMBD, text_n_embd)
+        t["mm.soft_emb_norm.weight"] = np.ones(N_EMBD, np.float32)
     else:
         t.update({"mm.0.weight": w(MLP_HIDDEN, N_EMBD), "mm.0.bias": w(MLP_HIDDEN),
                   "mm.2.weight": w(text_n_embd, MLP_HIDDEN), "mm.2.bias": w(text_n_embd)})
@@ -64,8 +77,13 @@ def _tensors(kind: str, text_n_embd: int, rng: np.random.Generator) -> dict[str,
     return t
 
 
+def _image_size(kind: str) -> int:
+    return GEMMA3_IMAGE_SIZE if kind == "gemma3" else IMAGE_SIZE
+
+
 def write_projector(path: str | Path, text_n_embd: int = 576, seed: int = 0, kind: str = "mlp") -> Path:
-    """Writes a projector of type ``kind`` ("mlp" or "idefics3") whose output width is ``text_n_embd``."""
+    """Writes a projector of type ``kind`` ("mlp", "idefics3" or "gemma3") whose output width is
+    ``text_n_embd``."""
     import gguf
 
     path = Path(path)
@@ -80,11 +98,13 @@ def write_projector(path: str | Path, text_n_embd: int = 576, seed: int = 0, kin
     writer.add_uint32("clip.vision.block_count", N_LAYER)
     writer.add_uint32("clip.vision.projection_dim", text_n_embd)
     writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
-    writer.add_uint32("clip.vision.image_size", IMAGE_SIZE)
+    writer.add_uint32("clip.vision.image_size", _image_size(kind))
     writer.add_uint32("clip.vision.patch_size", PATCH_SIZE)
     if kind == "idefics3":
         writer.add_uint32("clip.vision.projector.scale_factor", SCALE_FACTOR)
         writer.add_uint32("clip.vision.preproc_image_size", IMAGE_SIZE)
+    if kind == "gemma3":
+        writer.add_uint32("clip.vision.projector.scale_factor", GEMMA3_POOL)
     writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
     writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
     for name, data in _tensors(kind, text_n_embd, np.random.default_rng(seed)).items():
@@ -117,3 +137,15 @@ def png_claiming(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def bmp_bytes(width: int, height: int, seed: int = 0) -> bytes:
+    """A random 24-bit BMP (BITMAPINFOHEADER, uncompressed): rows bottom-up, BGR, each padded to
+    a multiple of 4 bytes (an odd width exercises the padding)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    pad = b"\x00" * (-width * 3 % 4)
+    rows = b"".join(pixels[y, :, ::-1].tobytes() + pad for y in reversed(range(height)))
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, len(rows), 2835, 2835, 0, 0)
+    header = struct.pack("<2sIHHI", b"BM", 14 + len(info) + len(rows), 0, 0, 14 + len(info))
+    return header + info + rows
