@@ -88,32 +88,44 @@ def _post(server, path: str, body: dict) -> httpx.Response:
 # -- each API's image shape gives the in-process answer ----------------------------------------
 
 def test_responses_input_image_through_the_openai_client(server, ids, local, expected):
-    """input_image parts (OpenAI's Responses shape), then a second turn by previous_response_id:
-    the stored conversation keeps the image, and both turns equal the in-process chat's."""
+    """input_image parts (OpenAI's Responses shape), also streamed, then a second turn by
+    previous_response_id: the stored conversation keeps the image, and every answer equals the
+    in-process chat's. It runs first in the module, so that both sides' caches see the same requests."""
     openai = pytest.importorskip("openai")
     api = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
-    first = api.responses.create(model=ids[0], temperature=0, max_output_tokens=N_PREDICT, input=[
-        {"role": "user", "content": [{"type": "input_text", "text": PROMPT},
-                                     {"type": "input_image", "image_url": URL, "detail": "auto"}]}])
+    turn = [{"role": "user", "content": [{"type": "input_text", "text": PROMPT},
+                                         {"type": "input_image", "image_url": URL, "detail": "auto"}]}]
+    first = api.responses.create(model=ids[0], temperature=0, max_output_tokens=N_PREDICT, input=turn)
     assert first.output_text == expected
+    events = api.responses.create(model=ids[0], temperature=0, max_output_tokens=N_PREDICT, input=turn, stream=True)
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == expected
     second = api.responses.create(model=ids[0], temperature=0, max_output_tokens=N_PREDICT,
                                   previous_response_id=first.id, input="And its colours?")
     chat = Chat()
     chat.add_user_message(PROMPT, images=[lms.prepare_image(IMAGE)])
+    # The same requests in the same order as the server got (greedy text can depend on which
+    # prefix the cache holds: DESIGN.md), then the second turn.
+    assert local.respond(chat, config=GREEDY).content == expected
     chat.add_assistant_response(expected)
     chat.add_user_message("And its colours?")
     assert second.output_text == local.respond(chat, config=GREEDY).content
 
 
-def test_anthropic_image_block_through_the_anthropic_client(server, ids, expected):
+def test_anthropic_image_block_through_the_anthropic_client(server, ids, local, expected):
+    """An image block with a base64 source answers as in process, and count_tokens counts the
+    image's placeholder tokens as the in-process model does."""
     anthropic = pytest.importorskip("anthropic")
     api = anthropic.Anthropic(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
+    turn = [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": B64}},
+        {"type": "text", "text": PROMPT}]}]
     # temperature through extra_body: this client version's create() no longer takes it
-    msg = api.messages.create(model=ids[0], max_tokens=N_PREDICT, extra_body={"temperature": 0}, messages=[
-        {"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                                                  "data": B64}},
-                                     {"type": "text", "text": PROMPT}]}])
+    msg = api.messages.create(model=ids[0], max_tokens=N_PREDICT, extra_body={"temperature": 0}, messages=turn)
     assert msg.content[0].text == expected
+    chat = Chat()
+    chat.add_user_message(PROMPT, images=[lms.prepare_image(IMAGE)])
+    counted = api.messages.count_tokens(model=ids[0], messages=turn).input_tokens
+    assert counted == local.count_prompt_tokens(chat) > local.count_prompt_tokens(PROMPT)
     remote = {"type": "image", "source": {"type": "url", "url": "http://127.0.0.1:1/a.png"}}
     with pytest.raises(anthropic.BadRequestError, match="does not fetch"):
         api.messages.create(model=ids[0], max_tokens=4, messages=[
@@ -131,6 +143,13 @@ def test_ollama_images_on_chat_and_generate_through_the_ollama_client(server, id
                                                               options=options, stream=True))
     assert streamed == expected
     assert "vision" in api.show(ids[0]).capabilities and "vision" not in api.show(ids[1]).capabilities
+    for path, body, words in [
+            ("/api/chat", {"model": ids[0], "messages": [{"role": "user", "content": "Hi"},
+                                                         {"role": "assistant", "content": "Hello", "images": [B64]},
+                                                         {"role": "user", "content": PROMPT}]}, "only user messages"),
+            ("/api/generate", {"model": ids[0], "prompt": PROMPT, "raw": True, "images": [B64]}, "raw")]:
+        r = _post(server, path, body)
+        assert r.status_code == 400 and words in r.json()["error"], r.text
 
 
 def test_lmstudio_chat_route_takes_openai_image_parts(server, ids, expected):
