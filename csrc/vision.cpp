@@ -169,11 +169,22 @@ void trial_encode_in_child(const std::string & path, const Model & model, const 
 #endif
 }
 
+// libmtmd (clip, mtmd and its helpers) logs through a callback of its own, stderr by default:
+// every load printed ~90 lines and every image ~10 at info level, past LMFAST_LOG. It gets
+// llama.cpp's callback, which lmfast filters by level (log_filter.h); the forked trial inherits it.
+void follow_llama_log() {
+    ggml_log_callback cb = nullptr;
+    void * user_data = nullptr;
+    llama_log_get(&cb, &user_data);
+    if (cb) mtmd_helper_log_set(cb, user_data);
+}
+
 }  // namespace
 
 Vision::Vision(std::shared_ptr<Model> model, const std::string & path, int32_t n_threads, int32_t flash_attn)
     : model_(std::move(model)), path_(path) {
     validate_projector_file(path);
+    follow_llama_log();
     mtmd_context_params p = mtmd_context_params_default();
     p.use_gpu = false;  // the CPU build; a GPU build would follow the model's offload
     p.print_timings = false;

@@ -161,6 +161,27 @@ def test_a_different_image_gives_a_different_prompt(vlm, vision_dir):
         vision.prompt(text, [png_bytes(37, 29, seed=3)]).tokens
 
 
+def test_libmtmd_logs_follow_lmfast_log_level(vlm, vision_dir, capfd):
+    """libmtmd logs through llama.cpp's callback, so LMFAST_LOG / set_log_level filter it: a
+    projector load and an image prompt print nothing at "error", libmtmd's lines at "info"."""
+    import os
+
+    model, _ = vlm._instance.native()
+    path = str(vision_dir / "mmproj-synthetic.gguf")
+    try:
+        lms.set_log_level("error")
+        capfd.readouterr()
+        _core.Vision(model, path, n_threads=1).prompt(_core.Vision.marker + "x", [png_bytes(32, 32)])
+        quiet = capfd.readouterr().err
+        lms.set_log_level("info")
+        _core.Vision(model, path, n_threads=1)
+        loud = capfd.readouterr().err
+    finally:
+        lms.set_log_level(os.environ.get("LMFAST_LOG", "error"))
+    assert "clip_model_loader" not in quiet and "add_text" not in quiet, quiet[-2000:]
+    assert "clip_model_loader" in loud
+
+
 def test_image_to_a_model_without_projector_names_the_model(llm, vision_dir):
     chat = Chat()
     chat.add_user_message(PROMPT, images=[lms.prepare_image(vision_dir / "wide.png")])
