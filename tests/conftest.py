@@ -31,6 +31,7 @@ if os.environ.get("LMFAST_TEST_GPU"):
 # Single long tests elsewhere carry @pytest.mark.slow themselves. CI runs both tiers.
 SLOW_MODULES = {
     "test_disk_cache": "restarts engines against cache files",
+    "test_speculative_sampling": "450 sampled completions for a two-sample test",
     "test_hub": "downloads through CLI processes from the loopback Hub stand-in",
     "test_cli_models": "runs the CLI in processes",
     "test_cli_newcomer": "runs the CLI and a server in processes",
