@@ -43,6 +43,8 @@ SCENARIOS: dict[str, Scenario] = {
                                                           "beside llama-server --rerank (same model, threads)"),
     "concurrency-check": Scenario("benchmarks.concurrency_check", "aggregate decode throughput of 1-8 concurrent "
                                                                   "streams on one instance"),
+    "vision": Scenario("benchmarks.vision", "image prompt TTFT (encode + prefill) and a cached second turn, "
+                                            "lmfast beside llama-mtmd-cli on synthetic projectors"),
     "ray-serve": Scenario("benchmarks.ray_serve_bench", "8 chats x 5 turns through Ray Serve on 2 replicas: "
                                                     "cache-affine routing against power of two (TTFT, cached tokens)"),
 }
