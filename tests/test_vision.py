@@ -140,8 +140,11 @@ def test_second_turn_about_the_same_image_encodes_no_image(request, kind):
     chat.add_user_message("And its shape?")
     second = vlm.respond(chat, config=_greedy())
     assert engine.counters()["images_encoded"] == before
+    n_image = vlm._render_with_tools(chat, None).n_image_tokens
+    assert first.stats.image_tokens_count == second.stats.image_tokens_count == n_image > 0
     reused = second.stats.cached_prompt_tokens_count + second.stats.restored_prompt_tokens_count
-    assert reused >= vlm._render_with_tools(chat, None).n_image_tokens > 0
+    assert reused >= n_image
+    assert vlm.respond("Say hi.", config={"maxTokens": 2}).stats.image_tokens_count == 0
 
 
 def test_a_different_image_gives_a_different_prompt(vlm, vision_dir):

@@ -338,6 +338,7 @@ class PredictionStream:
             cached_prompt_tokens_count=stats["cached_tokens"],
             evaluated_prompt_tokens_count=stats["prompt_tokens"] - stats["cached_tokens"] - stats["restored_tokens"],
             restored_prompt_tokens_count=stats["restored_tokens"],
+            image_tokens_count=getattr(self._prompt, "n_image_tokens", 0),
             **_draft_stats(self._draft_key, stats),
         )
         parsed = content if reason == "userStopped" else structured.parse(self._pcfg["structured"], content)

@@ -81,6 +81,8 @@ class LlmPredictionStats(_Record):
     cached_prompt_tokens_count: int | None = None
     evaluated_prompt_tokens_count: int | None = None
     restored_prompt_tokens_count: int | None = None
+    # lmfast: of prompt_tokens_count, how many are the positions of images (their embeddings).
+    image_tokens_count: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
