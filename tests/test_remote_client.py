@@ -179,6 +179,18 @@ def test_embed_equals_the_in_process_vectors(remote, minilm_gguf):
         assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4
 
 
+def test_draft_model_by_key_and_its_counts(remote, smollm2_path):
+    """draftModel travels as LM Studio's draft_model field; the counts come back in the stats."""
+    result = remote.llm.model().complete("Monday, Tuesday, Wednesday,", config={**SHORT, "draftModel": SMOL})
+    s = result.stats
+    assert s.used_draft_model_key and s.total_draft_tokens_count is not None, s
+    assert (s.accepted_draft_tokens_count + s.rejected_draft_tokens_count + s.ignored_draft_tokens_count
+            == s.total_draft_tokens_count), s
+    assert remote.llm.model().complete("Monday,", config=SHORT).stats.used_draft_model_key is None
+    with pytest.raises(lms.LMStudioValueError, match="draft_model"):  # the server opens no path a client names
+        remote.llm.model().complete("hi", config={**SHORT, "draftModel": str(smollm2_path)})
+
+
 def test_errors_map_to_the_sdk_types(remote):
     with pytest.raises(lms.LMStudioModelNotFoundError):
         remote.llm.model("no-such-model-anywhere")

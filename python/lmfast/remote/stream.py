@@ -13,6 +13,17 @@ from .. import structured
 from ..chat import AssistantResponse, ToolCallRequestData
 from ..tools import ToolCallRequest, parse_tool_calls
 
+# LM Studio's stats fields of a drafted prediction -> LlmPredictionStats' (the server's to_openai)
+_DRAFT_STATS = ("total_draft_tokens_count", "accepted_draft_tokens_count", "rejected_draft_tokens_count",
+                "ignored_draft_tokens_count")
+
+
+def _draft_stats(lm: dict[str, Any]) -> dict[str, Any]:
+    if lm.get("draft_model") is None:
+        return {}
+    return {"used_draft_model_key": lm["draft_model"], **{k: lm.get(k) for k in _DRAFT_STATS}}
+
+
 # OpenAI's finish_reason -> the SDK's stop reason, for a server that sent no stats
 _STOP = {"stop": "eosFound", "length": "maxPredictedTokensReached", "tool_calls": "toolCalls"}
 
@@ -103,7 +114,8 @@ class RemotePredictionStream:
             time_to_first_token_sec=lm.get("time_to_first_token", self._ttft),
             prompt_tokens_count=usage.get("prompt_tokens"), predicted_tokens_count=usage.get("completion_tokens"),
             total_tokens_count=usage.get("total_tokens"),
-            cached_prompt_tokens_count=(usage.get("prompt_tokens_details") or {}).get("cached_tokens"))
+            cached_prompt_tokens_count=(usage.get("prompt_tokens_details") or {}).get("cached_tokens"),
+            **_draft_stats(lm))
         content = "".join(self._parts)
         parsed = content if reason == "userStopped" else structured.parse(self._structured, content)
         self._result = PredictionResult(

@@ -34,6 +34,8 @@ def prediction_fields(config: Any, response_format: Any = None) -> dict[str, Any
                 fields[_PREDICTION_FIELDS[key]] = value
         elif key == "structured":
             fields.update(_response_format(value))
+        elif key == "draftModel":  # a model key; the server refuses a path with a 400 naming the field
+            fields["draft_model"] = value
         elif key == "rawTools" and value.get("type") == "none":
             pass
         else:
