@@ -7,8 +7,12 @@ alternating prompt by prompt, greedy, so both produce (up to float ties) the sam
 
 Reported per workload: decode tokens/s of each (median over prompts and rounds), the ratio, and
 the share of drafted tokens accepted. Raw completions, so a base model (Gemma 3 270M) runs too.
+Peers (speculative_peers.py), each with and without its own n-gram lookup, take their turns on
+the same prompt right after lmfast's two runs: llama-cpp-python's LlamaPromptLookupDecoding and
+llama.cpp's llama-lookup (default: each one available; ``--peers ''`` for lmfast alone).
 
     python -m benchmarks speculative [--model NAME_OR_PATH] [--threads N] [--tokens 96] [--reps 3]
+                                     [--peers llama-cpp-python,llama-lookup]
 """
 from __future__ import annotations
 
@@ -53,23 +57,45 @@ def add_args(ap) -> None:
 def run(ctx, args) -> dict:
     import lmfast as lms
 
+    from benchmarks import speculative_peers
+
+    peers = speculative_peers.start(ctx.peers, ctx.model_path, ctx.threads)
+    ctx.peer_versions.update({p.name: p.version() for p in peers})
     model = lms.llm(str(ctx.model_path), config={"cpuThreads": ctx.threads, "maxParallelPredictions": 1})
-    report = {}
-    for name, prompts in WORKLOADS.items():
-        rows = {False: [], True: []}
-        for _ in range(1 if ctx.quick else args.reps):
-            for prompt in prompts:
-                for ngram in (False, True):
-                    rows[ngram].append(run_one(model, prompt, args.tokens, ngram))
-        plain = statistics.median(r["tok_s"] for r in rows[False] if r["tok_s"])
-        drafted = statistics.median(r["tok_s"] for r in rows[True] if r["tok_s"])
-        n_drafted = sum(r["drafted"] for r in rows[True])
-        accepted = sum(r["accepted"] for r in rows[True])
-        report[name] = {"plain_tok_s": round(plain, 1), "ngram_tok_s": round(drafted, 1),
-                        "ratio": round(drafted / plain, 2),
-                        "accepted_share": round(accepted / n_drafted, 2) if n_drafted else None,
-                        "drafted": n_drafted, "accepted": accepted}
-        print(f"{name:12s} plain {plain:6.1f} tok/s   draftNgram {drafted:6.1f} tok/s   "
-              f"x{drafted / plain:.2f}   accepted {accepted}/{n_drafted}")
-    model.unload()
+    try:
+        report = {name: workload(model, peers, name, prompts, args.tokens, 1 if ctx.quick else args.reps)
+                  for name, prompts in WORKLOADS.items()}
+    finally:
+        model.unload()
+        for p in peers:
+            p.close()
     return {"workloads": report}
+
+
+def workload(model, peers, name: str, prompts: list[str], tokens: int, reps: int) -> dict:
+    """One workload, every runner in turn on each prompt (noise on the shared machine hits all alike)."""
+    from benchmarks import speculative_peers
+
+    rows = {False: [], True: []}
+    peer_rows = {p.name: {False: [], True: []} for p in peers}
+    for _ in range(reps):
+        for prompt in prompts:
+            for ngram in (False, True):
+                rows[ngram].append(run_one(model, prompt, tokens, ngram))
+            for p in peers:
+                for draft in (False, True):
+                    peer_rows[p.name][draft].append(p.run(prompt, tokens, draft))
+    plain = statistics.median(r["tok_s"] for r in rows[False] if r["tok_s"])
+    drafted = statistics.median(r["tok_s"] for r in rows[True] if r["tok_s"])
+    n_drafted = sum(r["drafted"] for r in rows[True])
+    accepted = sum(r["accepted"] for r in rows[True])
+    out = {"plain_tok_s": round(plain, 1), "ngram_tok_s": round(drafted, 1), "ratio": round(drafted / plain, 2),
+           "accepted_share": round(accepted / n_drafted, 2) if n_drafted else None,
+           "drafted": n_drafted, "accepted": accepted,
+           "peers": {n: speculative_peers.summary(r) for n, r in peer_rows.items()}}
+    print(f"{name:12s} plain {plain:6.1f} tok/s   draftNgram {drafted:6.1f} tok/s   "
+          f"x{drafted / plain:.2f}   accepted {accepted}/{n_drafted}")
+    for n, p in out["peers"].items():
+        print(f"{'':12s} {n}: plain {p['plain_tok_s']:6.1f}   lookup {p['lookup_tok_s']:6.1f}   x{p['ratio']:.2f}   "
+              f"lmfast draftNgram / its lookup x{drafted / p['lookup_tok_s']:.2f}")
+    return out

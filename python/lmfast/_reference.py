@@ -1,6 +1,6 @@
-"""llama.cpp's own programs (llama-simple, llama-bench, llama-completion, llama-server), built
-from the same pinned tree and the same compiled objects as lmfast, for the tests' oracle
-and the benchmark suite. Not part of the public API."""
+"""llama.cpp's own programs (llama-simple, llama-bench, llama-completion, llama-server,
+llama-lookup), built from the same pinned tree and the same compiled objects as lmfast, for the
+tests' oracle and the benchmark suite. Not part of the public API."""
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +13,9 @@ _SUBDIR = {"llama-simple": "ref/simple", "llama-bench": "ref/llama-bench", "llam
            "llama-batched-bench": "ref/batched-bench", "llama-gguf-split": "ref/gguf-split",
            "llama-embedding": "ref/embedding", "llama-mtmd-cli": "ref/mtmd"}
 # Built only in the separate build: llama-server compiles for minutes, and only the server
-# benchmark needs it, so lmfast's own build does not carry it.
-_SEPARATE_ONLY = {"llama-server"}
+# benchmark needs it, so lmfast's own build does not carry it; llama-lookup (n-gram lookup
+# decoding) only the speculative benchmark runs.
+_SEPARATE_ONLY = {"llama-server", "llama-lookup"}
 # llama-server's web UI: never provisioned. Its build would otherwise fetch prebuilt assets
 # from a model hub; the benchmark talks to the API alone.
 _SERVER_FLAGS = ["-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_BUILD_UI=OFF"]
