@@ -41,9 +41,10 @@ std::shared_ptr<Request> Engine::submit_vision(std::shared_ptr<const VisionPromp
 
 // After admission found how much of the prompt sequence `seq` holds (n_done): an image
 // only partly held is evaluated again whole; every chunk from there up to the last text run is
-// evaluated here, each as llama-mtmd-cli does (mtmd_helper_eval_chunk_single), and its tokens
-// (placeholders for images) join the sequence's token list. Returns the prompt tokens the
-// sequence now holds.
+// evaluated here, each as llama-mtmd-cli does (mtmd_helper_eval_chunk_single, which also turns
+// on non-causal attention for the image chunks of projectors that want it, Gemma 3's), and its
+// tokens (placeholders for images) join the sequence's token list. Returns the prompt tokens the
+// sequence now holds (fewer when the request was cancelled on the way).
 size_t Engine::eval_vision_prefix(const Request & req, llama_seq_id seq, size_t n_done) {
     const VisionPrompt & vp = *req.vision_;
     auto & toks = cache_.tokens(seq);
@@ -64,7 +65,10 @@ size_t Engine::eval_vision_prefix(const Request & req, llama_seq_id seq, size_t 
     std::lock_guard<std::mutex> lk(vp.vision->mu());
     for (const auto & s : vp.spans) {
         if (s.begin + s.n <= done || s.begin >= last) continue;
-        if (req.cancelled()) throw std::runtime_error("cancelled while its images were evaluated");
+        // Cancelled between chunks: what is evaluated stays in the sequence (and its cache
+        // entry); the request ends as userStopped at the next step (drop_cancelled), before any
+        // of the rest is evaluated (it used to fail the request: an error for a user's stop).
+        if (req.cancelled()) break;
         if (s.image) {
             llama_pos n_past = static_cast<llama_pos>(done);
             if (mtmd_helper_eval_chunk_single(vp.vision->ctx(), ctx_, s.chunk, n_past, seq, params_.n_batch, false,
