@@ -2,12 +2,16 @@
 each draft with the request's own sampler chain, so the output is the one without drafting
 (at temperature > 0: its distribution, tests/test_speculative_sampling.py).
 
-"The one without drafting" holds up to float rounding: a draft is evaluated as several rows of
-one batch, and ggml's kernels for a batch and for a single row may add in another order (as
-llama.cpp's speculative decoding does). Where the two outputs part, the target's two candidate
-tokens must be a tie within rounding at that point: measured gaps were 0.02 and 0.0006 logits.
-A verification bug (a token kept that the target did not choose, a cell left behind) parts the
-outputs at a gap of whole logits, which these tests catch."""
+Byte for byte with flash attention on, which these tests load with: then every kernel computes
+a token's row alone, whatever else is in its batch (the Q4_1 products, lmfast's own, keep ggml's
+per-row order; the attention kernel takes one query row at a time), so a draft verified as
+several rows of one batch gives the logits of one-row decoding, bit for bit (measured: the row
+after a token is bit-equal whether the tokens before it were evaluated 2, 8, 12 or 17 at a
+time). Without flash attention (the CPU default, as it is faster past ~250 tokens of context)
+the attention's matrix products sum a batch's rows in another order than a single row's, so
+outputs may part where two tokens are tied within rounding (measured gaps 0.0006-0.23 logits;
+test_without_flash_attention_outputs_part_only_at_ties). A verification bug (a token kept that
+the target did not choose, a cell left behind) changes the output whole logits away."""
 import json
 
 import numpy as np
@@ -29,12 +33,30 @@ COPYING = [
     "<li>apple</li>\n<li>banana</li>\n<li>cherry</li>\n<li>apple</li>\n<li>banana</li>\n",
 ]
 OPEN = ["Once upon a time, in a small village at the edge of the forest,", "The best way to learn to cook is"]
+# The issue's 20 prompts: the above and more of both kinds.
+PROMPTS = COPYING + OPEN + [
+    "one two three four five one two three four five one two three",
+    "SELECT name FROM users WHERE id = 1;\nSELECT name FROM users WHERE id = 2;\nSELECT name FROM users",
+    "Q: What is 2 + 2?\nA: 4\nQ: What is 3 + 3?\nA: 6\nQ: What is 4 + 4?\nA:",
+    "The quick brown fox jumps over the lazy dog. The quick brown fox",
+    "import os\nimport sys\nimport json\nimport os\nimport",
+    "Roses are red, violets are blue. Roses are red,",
+    "a, b, c, d, e, f, g, a, b, c, d,",
+    "The capital of France is",
+    "My favourite thing about winter is",
+    "Here is a short poem about the sea:\n",
+    "The three primary colours are",
+    "In the year 2050, cities will",
+    "A recipe for pancakes:\n1.",
+    "Dear friend, I am writing to tell you",
+]
 
 
 @pytest.fixture(scope="module")
 def spec(client, smollm2_path):
     model = client.llm.load_new_instance(str(smollm2_path), "speculative",
-                                         config={"contextLength": 1024, "maxParallelPredictions": 2})
+                                         config={"contextLength": 1024, "maxParallelPredictions": 2,
+                                                 "flashAttention": True})
     yield model
     model.unload()
 
@@ -69,18 +91,34 @@ def _check_counts(stats):
 
 
 def test_greedy_output_is_the_targets(spec):
-    accepted, identical = 0, 0
-    for prompt in COPYING + OPEN:
-        cfg = {**EXACT, "maxTokens": 48}
+    accepted = 0
+    for prompt in PROMPTS:
+        cfg = {**EXACT, "maxTokens": 32}
+        _run(spec, prompt, cfg)  # both measured runs then take the prompt from the cache
         plain, _ = _run(spec, prompt, cfg)
         drafted, result = _run(spec, prompt, {**cfg, **NGRAM})
         _check_counts(result.stats)
         accepted += result.stats.accepted_draft_tokens_count
-        identical += _same_or_tie(spec, prompt, plain, drafted)
+        assert drafted == plain, prompt
     # Drafting really happened on the copying prompts (how much depends on the step costs the
-    # engine measures: 39 to 60 accepted on 2 cores), and most outputs are equal.
+    # engine measures).
     assert accepted >= 10, accepted
-    assert identical >= len(COPYING + OPEN) - 2, identical
+
+
+def test_without_flash_attention_outputs_part_only_at_ties(client, smollm2_path):
+    model = client.llm.load_new_instance(str(smollm2_path), "speculative-no-fa",
+                                         config={"contextLength": 1024, "flashAttention": False})
+    try:
+        identical = 0
+        for prompt in COPYING + OPEN:
+            cfg = {**EXACT, "maxTokens": 48}
+            plain, _ = _run(model, prompt, cfg)
+            drafted, result = _run(model, prompt, {**cfg, **NGRAM})
+            _check_counts(result.stats)
+            identical += _same_or_tie(model, prompt, plain, drafted)
+        assert identical >= len(COPYING + OPEN) - 2, identical
+    finally:
+        model.unload()
 
 
 def test_a_prediction_without_the_key_reports_no_drafts(spec):
@@ -115,7 +153,7 @@ def test_with_a_json_schema(spec):
     drafted, result = _run(spec, prompt, {**cfg, **NGRAM})
     _check_counts(result.stats)
     assert len(json.loads(result.content)["colours"]) == 6
-    _same_or_tie(spec, prompt, plain, drafted)
+    assert drafted == plain
 
 
 def test_four_speculating_requests_batched_with_four_plain_ones(client, smollm2_path):
@@ -126,7 +164,8 @@ def test_four_speculating_requests_batched_with_four_plain_ones(client, smollm2_
     import threading
 
     model = client.llm.load_new_instance(str(smollm2_path), "speculative-8",
-                                         config={"contextLength": 4096, "maxParallelPredictions": 8})
+                                         config={"contextLength": 4096, "maxParallelPredictions": 8,
+                                                 "flashAttention": True})
     try:
         # The first drafting request (the list, which greedy decoding copies) outlives the others
         # by ~30 tokens, so it drafts alone.
@@ -150,7 +189,7 @@ def test_four_speculating_requests_batched_with_four_plain_ones(client, smollm2_
                 _check_counts(result.stats)
             else:
                 assert result.stats.total_draft_tokens_count in (None, 0), result.stats
-            _same_or_tie(model, prompt, mine, tokens)
+            assert tokens == mine, prompt
         assert out[0][1].stats.accepted_draft_tokens_count > 0, out[0][1].stats
     finally:
         model.unload()
