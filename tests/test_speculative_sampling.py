@@ -9,14 +9,17 @@ copying the prompt.
 The check is a two-sample test on the (2nd, 3rd) generated tokens of many seeded samples:
 seeds 0.. without drafting against other seeds with n-gram drafting, the chi-square statistic
 of homogeneity of the two count tables, its p-value by a permutation test (labels shuffled
-between the arms; no scipy needed, exact for small counts). The same seed cannot be compared
-sample by sample: a draft puts the sampled token's row in a several-row batch, whose kernels
-round differently from a one-row step (tests/test_speculative.py), and at temperature 1 that
-moves ~2% of the probability between near-equal tokens (measured on this prompt: p(",") 0.734
-one row, 0.752 in a batch), so ~1 in 12 same-seed samples differ. That shift is far below what
-N samples can see; a control run at another temperature shows the test sees a real shift.
-(This replaces an earlier check in test_speculative.py that had no such control and did not
-ask that drafts were ever rejected.)"""
+between the arms; no scipy needed, exact for small counts); a control run at another
+temperature shows the test sees a real shift. (This replaces an earlier check in
+test_speculative.py that had no such control and did not ask that drafts were ever rejected.)
+
+With flash attention on (this module's instance) the draws are even the same sample by sample:
+a seed gives the same tokens with and without drafts, which the last test checks. Without it (the
+CPU default) a drafted step evaluates the sampled token's row in a several-row batch, whose
+attention products round differently from a one-row step (tests/test_speculative.py), and at
+temperature 1 that moved ~2% of the probability between near-equal tokens (p(",") 0.734 one row,
+0.752 batched, on this prompt): ~1 in 12 same-seed samples differed, far below what the
+two-sample test can see."""
 from __future__ import annotations
 
 import collections
@@ -36,7 +39,8 @@ SAMPLING = {"temperature": 1.0, "repeatPenalty": False, "maxTokens": 4}
 @pytest.fixture(scope="module")
 def model(client, smollm2_path):
     m = client.llm.load_new_instance(str(smollm2_path), "speculative-sampling",
-                                     config={"contextLength": 512, "maxParallelPredictions": 1})
+                                     config={"contextLength": 512, "maxParallelPredictions": 1,
+                                             "flashAttention": True})
     yield m
     m.unload()
 
@@ -105,3 +109,13 @@ def test_drafting_keeps_the_sampling_distribution(model):
     # distribution (temperature 1.0 against 0.5), so a pass above is not for want of power.
     cooler, _, _ = _samples(model, 20_000, {"temperature": 0.5})
     assert permutation_p(plain, cooler) < 0.01
+
+
+def test_each_seed_draws_the_same_tokens_with_and_without_drafts(model):
+    accepted = 0
+    for seed in range(40):
+        plain, _ = _run(model, PROMPT, {**SAMPLING, "seed": seed})
+        drafted, result = _run(model, PROMPT, {**SAMPLING, "seed": seed, **NGRAM})
+        accepted += result.stats.accepted_draft_tokens_count or 0
+        assert drafted == plain, seed
+    assert accepted > 0
