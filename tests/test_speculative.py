@@ -105,6 +105,27 @@ def test_greedy_output_is_the_targets(spec):
     assert accepted >= 10, accepted
 
 
+def test_greedy_output_is_the_targets_on_gemma_q4_k_m(client):
+    """The mainstream quantization, whose Q4_K products ggml repacks on AVX2: still row by row
+    exact with flash attention on."""
+    from benchmarks.models import gemma_q4_k_m_path
+
+    model = client.llm.load_new_instance(str(gemma_q4_k_m_path(quiet=True)), "speculative-gemma",
+                                         config={"contextLength": 1024, "flashAttention": True})
+    try:
+        accepted = 0
+        for prompt in PROMPTS[:8]:
+            cfg = {**EXACT, "maxTokens": 24}
+            _run(model, prompt, cfg)
+            plain, _ = _run(model, prompt, cfg)
+            drafted, result = _run(model, prompt, {**cfg, **NGRAM})
+            accepted += result.stats.accepted_draft_tokens_count
+            assert drafted == plain, prompt
+        assert accepted >= 10, accepted
+    finally:
+        model.unload()
+
+
 def test_without_flash_attention_outputs_part_only_at_ties(client, smollm2_path):
     model = client.llm.load_new_instance(str(smollm2_path), "speculative-no-fa",
                                          config={"contextLength": 1024, "flashAttention": False})
