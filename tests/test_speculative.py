@@ -105,9 +105,20 @@ def test_greedy_output_is_the_targets(spec):
     assert accepted >= 10, accepted
 
 
+def _avx512() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx512f" in f.read()
+    except OSError:
+        return False
+
+
 def test_greedy_output_is_the_targets_on_gemma_q4_k_m(client):
-    """The mainstream quantization, whose Q4_K products ggml repacks on AVX2: still row by row
-    exact with flash attention on."""
+    """The mainstream quantization, whose Q4_K products ggml repacks into tiles of 8 rows and
+    computes a batch's tokens 4 at a time: exact too with flash attention on, measured on AVX2
+    (8 of 8 prompts). ggml's AVX-512 build of those tile kernels is another code path, not
+    measured here, so there a parting at a near tie is allowed (the check that SmolLM2's stays
+    exact everywhere: its products are computed row by row on every x86)."""
     from benchmarks.models import gemma_q4_k_m_path
 
     model = client.llm.load_new_instance(str(gemma_q4_k_m_path(quiet=True)), "speculative-gemma",
@@ -120,7 +131,10 @@ def test_greedy_output_is_the_targets_on_gemma_q4_k_m(client):
             plain, _ = _run(model, prompt, cfg)
             drafted, result = _run(model, prompt, {**cfg, **NGRAM})
             accepted += result.stats.accepted_draft_tokens_count
-            assert drafted == plain, prompt
+            if _avx512():
+                _same_or_tie(model, prompt, plain, drafted)
+            else:
+                assert drafted == plain, prompt
         assert accepted >= 10, accepted
     finally:
         model.unload()
