@@ -117,8 +117,8 @@ def test_greedy_output_is_the_targets_on_gemma_q4_k_m(client):
     """The mainstream quantization, whose Q4_K products ggml repacks into tiles of 8 rows and
     computes a batch's tokens 4 at a time: exact too with flash attention on, measured on AVX2
     (8 of 8 prompts). ggml's AVX-512 build of those tile kernels is another code path, not
-    measured here, so there a parting at a near tie is allowed (the check that SmolLM2's stays
-    exact everywhere: its products are computed row by row on every x86)."""
+    measured here, so there a parting at a near tie is allowed. SmolLM2's checks stay exact on
+    every x86: its products are computed row by row there."""
     from benchmarks.models import gemma_q4_k_m_path
 
     model = client.llm.load_new_instance(str(gemma_q4_k_m_path(quiet=True)), "speculative-gemma",
