@@ -299,6 +299,7 @@ private:
     void lose_sequence(llama_seq_id s);
     void admit(std::shared_ptr<Request> req);
     size_t eval_vision_prefix(const Request & req, llama_seq_id seq, size_t n_done);
+    void check_non_causal_images(const VisionPrompt & prompt) const;  // engine_vision.cpp
     bool waits(const Request & req) const;
     bool copy_pays(size_t n_cells, size_t n_tokens) const;
     int32_t streams_for(size_t n_wanted) const;

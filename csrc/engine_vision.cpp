@@ -2,6 +2,7 @@
 // admission. Simplification: the chunks before the prompt's last text run are evaluated there,
 // alone, on the engine thread (other requests wait for that step); the last text run then joins
 // the batch like any prompt's, so decoding batches with text requests.
+#include <algorithm>
 #include <mutex>
 
 #include "engine.h"
@@ -11,6 +12,27 @@
 #include "vision.h"
 
 namespace lmfast {
+
+// Some projectors' image embeddings attend to each other both ways (Gemma 3's:
+// mtmd_decode_use_non_causal), so an image must be evaluated in one micro-batch: llama.cpp
+// asserts (aborting the process) on a non-causal batch larger than n_ubatch, and one split over
+// several llama_decode calls (n_batch) would not be the image llama-mtmd-cli evaluates.
+void Engine::check_non_causal_images(const VisionPrompt & prompt) const {
+    const size_t room = static_cast<size_t>(std::min(params_.n_ubatch, params_.n_batch));
+    for (const auto & s : prompt.spans) {
+        if (!s.image || s.n <= room || !mtmd_decode_use_non_causal(prompt.vision->ctx(), s.chunk)) continue;
+        const std::string what = "an image of this chat takes " + std::to_string(s.n) +
+                                 " tokens, which this projector evaluates with non-causal attention in one "
+                                 "micro-batch, and the model's micro-batch holds " + std::to_string(room) +
+                                 " tokens";
+        // A micro-batch smaller than the batch is lmfast's cap (config.py's MICRO_BATCH_TOKENS).
+        if (params_.n_ubatch < params_.n_batch) {
+            throw InvalidArgument(what + " (lmfast's largest): this projector cannot take images this large");
+        }
+        throw InvalidArgument(what + " (evalBatchSize): load the model with evalBatchSize " + std::to_string(s.n) +
+                              " or more");
+    }
+}
 
 std::shared_ptr<Request> Engine::submit_vision(std::shared_ptr<const VisionPrompt> prompt, GenerationParams params,
                                                bool stream) {
@@ -26,6 +48,7 @@ std::shared_ptr<Request> Engine::submit_vision(std::shared_ptr<const VisionPromp
                               std::to_string(n_ctx_) + " tokens: send fewer or smaller images, or load the model "
                               "with a larger contextLength");
     }
+    check_non_causal_images(*prompt);
     auto req = make_request(prompt->tokens, std::move(params), stream);
     req->vision_ = std::move(prompt);
     {

@@ -207,6 +207,34 @@ def test_cancel_while_images_are_evaluated_stops_the_request(vlm_gemma):
     assert vlm_gemma.respond("Hello", config={"maxTokens": 2}).stats.predicted_tokens_count > 0
 
 
+def test_non_causal_image_larger_than_the_micro_batch_is_refused(client, gemma_dir, tmp_path):
+    """Gemma 3's image embeddings are evaluated non-causally, in one micro-batch: an image of more
+    tokens than the model's micro-batch holds (evalBatchSize) is a clear error at submit (a larger
+    one made llama.cpp assert, a smaller split evaluated another image than llama-mtmd-cli's), and
+    the model still answers."""
+    model = next(p for p in gemma_dir.glob("*.gguf") if not p.name.startswith("mmproj"))
+    small = client.llm.load_new_instance(str(model), "vision-small-batch", config={
+        "cpuThreads": 1, "contextLength": 256, "evalBatchSize": 8})
+    try:
+        chat = Chat()
+        chat.add_user_message(PROMPT, images=[lms.prepare_image(gemma_dir / "wide.png")])
+        with pytest.raises(lms.LMStudioValueError, match="takes 16 tokens.*evalBatchSize 16 or more"):
+            small.respond(chat, config=_greedy())
+        assert small.respond("Hello", config={"maxTokens": 2}).stats.predicted_tokens_count > 0
+    finally:
+        small.unload()
+    # 1,024 tokens an image, past the 512-token micro-batch lmfast caps evalBatchSize's at.
+    big = client.llm.load_new_instance(str(model), "vision-big-image", config={
+        "cpuThreads": 1, "contextLength": 2048, "evalBatchSize": 2048,
+        "mmproj": str(write_projector(tmp_path / "mmproj-big.gguf", 640, kind="gemma3", gemma3_tokens=1024))})
+    try:
+        with pytest.raises(lms.LMStudioValueError, match="takes 1024 tokens.*cannot take images this large"):
+            big.respond(chat, config=_greedy())
+        assert big.respond("Hello", config={"maxTokens": 2}).stats.predicted_tokens_count > 0
+    finally:
+        big.unload()
+
+
 def test_image_to_a_model_without_projector_names_the_model(llm, vision_dir):
     chat = Chat()
     chat.add_user_message(PROMPT, images=[lms.prepare_image(vision_dir / "wide.png")])

@@ -40,12 +40,12 @@ GEMMA3_POOL = 2
 MLP_HIDDEN = 256
 
 
-def _tensors(kind: str, text_n_embd: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _tensors(kind: str, text_n_embd: int, rng: np.random.Generator, image_size: int) -> dict[str, np.ndarray]:
     """Name -> array (numpy shape is ggml's ne reversed)."""
     def w(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.05).astype(np.float32)
 
-    n_patches = (_image_size(kind) // PATCH_SIZE) ** 2
+    n_patches = (image_size // PATCH_SIZE) ** 2
     t = {
         "v.patch_embd.weight": w(N_EMBD, 3, PATCH_SIZE, PATCH_SIZE),
         "v.patch_embd.bias": w(N_EMBD),
@@ -81,9 +81,11 @@ def _image_size(kind: str) -> int:
     return GEMMA3_IMAGE_SIZE if kind == "gemma3" else IMAGE_SIZE
 
 
-def write_projector(path: str | Path, text_n_embd: int = 576, seed: int = 0, kind: str = "mlp") -> Path:
+def write_projector(path: str | Path, text_n_embd: int = 576, seed: int = 0, kind: str = "mlp",
+                    gemma3_tokens: int | None = None) -> Path:
     """Writes a projector of type ``kind`` ("mlp", "idefics3" or "gemma3") whose output width is
-    ``text_n_embd``."""
+    ``text_n_embd``. ``gemma3_tokens`` (a square): a gemma3 projector whose images take that many
+    tokens (no pooling, a larger image size) instead of 16."""
     import gguf
 
     path = Path(path)
@@ -98,16 +100,19 @@ def write_projector(path: str | Path, text_n_embd: int = 576, seed: int = 0, kin
     writer.add_uint32("clip.vision.block_count", N_LAYER)
     writer.add_uint32("clip.vision.projection_dim", text_n_embd)
     writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
-    writer.add_uint32("clip.vision.image_size", _image_size(kind))
+    image_size, pool = _image_size(kind), GEMMA3_POOL
+    if gemma3_tokens:
+        image_size, pool = int(round(gemma3_tokens ** 0.5)) * PATCH_SIZE, 1
+    writer.add_uint32("clip.vision.image_size", image_size)
     writer.add_uint32("clip.vision.patch_size", PATCH_SIZE)
     if kind == "idefics3":
         writer.add_uint32("clip.vision.projector.scale_factor", SCALE_FACTOR)
         writer.add_uint32("clip.vision.preproc_image_size", IMAGE_SIZE)
     if kind == "gemma3":
-        writer.add_uint32("clip.vision.projector.scale_factor", GEMMA3_POOL)
+        writer.add_uint32("clip.vision.projector.scale_factor", pool)
     writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
     writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
-    for name, data in _tensors(kind, text_n_embd, np.random.default_rng(seed)).items():
+    for name, data in _tensors(kind, text_n_embd, np.random.default_rng(seed), image_size).items():
         writer.add_tensor(name, data)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
