@@ -182,6 +182,19 @@ def test_sync_cancel_on_the_first_fragment_stops_at_once(small):
     assert len(fragments) == 1 and stream.result().stats.stop_reason == "userStopped"
 
 
+def test_cancel_before_the_stream_starts_ends_it_as_user_stopped(small):
+    """cancel() before anything was read: the prediction starts cancelled (it ran to maxTokens
+    before). At most the first token comes: the cancel can land while the prompt is evaluated."""
+    cfg = {"temperature": 0, "maxTokens": 64}
+    stream = small.respond_stream("Tell me a long story about the sea.", config=cfg)
+    stream.cancel()
+    result = stream.wait_for_result()
+    assert result.stats.stop_reason == "userStopped" and result.stats.predicted_tokens_count <= 1, result.stats
+    stream = small.respond_stream("Tell me a long story about the sea.", config=cfg)
+    stream.cancel()
+    assert list(stream) == [] and stream.result().stats.stop_reason == "userStopped"
+
+
 def test_async_llm_renders_and_tokenizes_off_the_event_loop(small):
     seen = []
 

@@ -175,6 +175,8 @@ class PredictionStream:
         if self._request is not None:
             raise LMStudioRuntimeError("the prediction stream has already been started")
         self._request = self._instance.submit(self._prompt, self._params(), stream=_stream)
+        if self._cancelled:  # cancel() came before the start: end at once, as userStopped
+            self._request.cancel()
         _call(self._on_progress, 0.0)
 
     def _params(self) -> Any:
