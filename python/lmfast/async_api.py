@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 from .client import Client
 from .errors import LMStudioClientError, LMStudioRuntimeError
+from .images import prepare_image
 from .llm import LLM, FragmentCallback, MessageCallback, PredictionStream, _call
 from .models.repository import AsyncRepository
 from .remote import is_remote
@@ -370,6 +371,13 @@ class _AsyncNamespace:
         return self._ns.get_model_info(model_specifier)
 
 
+class _AsyncFiles:
+    """``client.files`` of an AsyncClient: images prepared for chats (the file is read in a thread)."""
+
+    async def prepare_image(self, src: Any, name: str | None = None) -> Any:
+        return await _in_thread(lambda: prepare_image(src, name))
+
+
 class AsyncClient:
     """The asyncio client: ``async with lms.AsyncClient() as client: ...``. Leaving
     the block (or ``await client.aclose()``) unloads what it loaded."""
@@ -383,6 +391,11 @@ class AsyncClient:
         self.llm = _AsyncNamespace(self._client.llm, AsyncLLM)
         self.embedding = _AsyncNamespace(self._client.embedding, AsyncEmbeddingModel)
         self.repository = AsyncRepository(self._client.repository)
+        self.files = _AsyncFiles()
+
+    async def prepare_image(self, src: Any, name: str | None = None) -> Any:
+        """A file handle for an image to send in a chat (the SDK's ``AsyncClient.prepare_image``)."""
+        return await self.files.prepare_image(src, name)
 
     @property
     def system(self) -> "AsyncClient":
