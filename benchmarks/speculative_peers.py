@@ -137,7 +137,10 @@ def summary(rows: dict[bool, list[dict]]) -> dict:
 
     med = {d: statistics.median(r["tok_s"] for r in rs if r["tok_s"]) for d, rs in rows.items()}
     out = {"plain_tok_s": round(med[False], 1), "lookup_tok_s": round(med[True], 1),
-           "ratio": round(med[True] / med[False], 2)}
+           "ratio": round(med[True] / med[False], 2),
+           # each prompt's figure in run order, to tell a peer's own spread from the machine's noise
+           "samples": {k: [r["tok_s"] and round(r["tok_s"], 1) for r in rows[d]]
+                       for k, d in (("plain", False), ("lookup", True))}}
     drafted = sum(r.get("drafted", 0) for r in rows[True])
     if any("accepted" in r for r in rows[True]):
         out.update(drafted=drafted, accepted=sum(r["accepted"] for r in rows[True]))

@@ -182,3 +182,70 @@ def test_flash_attention_benchmark_runs(tmp_path):
             if line.startswith("| ") and " ms |" in line}
     assert {"lmfast", "lmfast, FA on"} <= set(rows), res.stdout
     assert all(float(r.split(" | ")[1].split(" ms")[0]) > 0 for r in rows.values())
+
+
+# llama-lookup's closing report (stderr) as the pinned tree's examples/lookup printed it for SmolLM2
+# Q4_1 copying a paragraph, 2 threads, -n 64: the speculative scenario's parser reads this.
+LOOKUP_LOG = """0.00.594.591 I cmn          init: llama threadpool init, n_threads = 2
+0.04.446.722 I encoded   35 tokens in    1.160 seconds, speed:   86.183 t/s
+0.04.446.728 I decoded   65 tokens in    0.876 seconds, speed:   74.237 t/s
+0.04.446.729 I
+0.04.446.729 I n_draft      = 3
+0.04.446.730 I n_predict    = 65
+0.04.446.731 I n_drafted    = 45
+0.04.446.733 I t_draft_flat = 0.08 ms
+0.04.446.734 I t_draft      = 0.34 ms, 7.44 us per token, 134328.36 tokens per second
+0.04.446.735 I n_accept     = 39
+0.04.446.736 I accept       = 86.667%
+0.04.446.737 I common_perf_print:    sampling time =       9.26 ms
+0.04.446.743 I common_perf_print:        eval time =     171.38 ms /    10 runs   (   17.14 ms per token,    58.35 tokens per second)
+"""
+
+
+def test_speculative_lookup_peer_output_and_command():
+    """llama-lookup's decode speed and draft counts are read from its own report (not its perf
+    lines, whose eval time leaves out the drafted batches); its plain side drafts nothing."""
+    from benchmarks.speculative_peers import lookup_command, parse_lookup
+
+    row = parse_lookup(LOOKUP_LOG)
+    assert row == {"tokens": 65, "tok_s": 74.237, "gen_s": 0.876, "drafted": 45, "accepted": 39, "n_draft": 3}
+    with pytest.raises(ValueError, match="decoded"):
+        parse_lookup(LOOKUP_LOG.replace("decoded", "skipped"))
+    drafting = lookup_command("llama-lookup", "m.gguf", "Hi", 96, 2, draft=True)
+    plain = lookup_command("llama-lookup", "m.gguf", "Hi", 96, 2, draft=False)
+    assert plain == drafting + ["--spec-draft-n-max", "0"]
+    for flag, value in (("-n", "96"), ("-t", "2"), ("--temp", "0"), ("-p", "Hi"), ("-fa", "off")):
+        assert drafting[drafting.index(flag) + 1] == value
+
+
+class _StandInPeer:
+    """A peer answering with fixed speeds, recording the order of its calls."""
+    name = "stand-in"
+
+    def __init__(self):
+        self.calls = []
+
+    def run(self, prompt: str, tokens: int, draft: bool) -> dict:
+        self.calls.append((prompt, tokens, draft))
+        return {"tokens": tokens, "tok_s": 25.0 if draft else 10.0, "drafted": 6, "accepted": 4}
+
+
+def test_speculative_scenario_reports_peers_beside_lmfast(llm):
+    """The scenario's workload on the real model, tiny, with a stand-in peer: the peer takes its
+    plain and drafting turns on each prompt after lmfast's, and the report keeps lmfast's figures
+    with each peer's medians, ratio and draft counts beside them. Unknown peers are refused."""
+    from benchmarks import speculative, speculative_peers
+
+    peer = _StandInPeer()
+    prompts = speculative.WORKLOADS["copy-heavy"][1:3]
+    out = speculative.workload(llm, [peer], "copy-heavy", prompts, tokens=8, reps=1)
+    assert peer.calls == [(p, 8, d) for p in prompts for d in (False, True)]
+    assert out["plain_tok_s"] > 0 and out["ngram_tok_s"] > 0
+    assert out["ratio"] == pytest.approx(out["ngram_tok_s"] / out["plain_tok_s"], rel=0.02)
+    assert out["drafted"] >= out["accepted"] >= 0
+    assert out["peers"] == {"stand-in": {"plain_tok_s": 10.0, "lookup_tok_s": 25.0, "ratio": 2.5,
+                                         "drafted": 12, "accepted": 8,
+                                         "samples": {"plain": [10.0, 10.0], "lookup": [25.0, 25.0]}}}
+    with pytest.raises(SystemExit, match="unknown peers: nope"):
+        speculative_peers.start(["nope"], Path("m.gguf"), 1)
+    assert speculative_peers.start([], Path("m.gguf"), 1) == []
