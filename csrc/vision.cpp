@@ -2,6 +2,7 @@
 #include "vision.h"
 
 #include <climits>
+#include <cmath>
 #include <csignal>
 #if defined(__linux__)
 #include <sys/wait.h>
@@ -65,20 +66,34 @@ bool type_matches(const GgufKv & kv, Want w) {
 void check_size(const std::string & path, const GgufKv & kv) {
     static const std::set<std::string> positive = {
         "clip.vision.image_size", "clip.vision.patch_size", "clip.vision.embedding_length",
-        "clip.vision.attention.head_count", "clip.vision.block_count", "clip.vision.projection_dim"};
+        "clip.vision.attention.head_count", "clip.vision.block_count", "clip.vision.projection_dim",
+        "clip.audio.embedding_length", "clip.audio.attention.head_count", "clip.audio.block_count",
+        "clip.audio.projection_dim", "clip.audio.projector.stack_factor"};
     if (positive.count(kv.key) && (kv.u == 0 || kv.u > 65536)) {
         throw ModelLoadError("vision projector " + path + ": '" + kv.key + "' is " + std::to_string(kv.u) +
                              " (must be 1..65536)");
     }
+    // clip.cpp throws for mel bins outside 1..256 itself; lmfast says so before it reads the file.
+    if (kv.key == "clip.audio.num_mel_bins" && (kv.u == 0 || kv.u > 256)) {
+        throw ModelLoadError("audio projector " + path + ": 'clip.audio.num_mel_bins' is " + std::to_string(kv.u) +
+                             " (must be 1..256)");
+    }
 }
+
+// The audio projector types lmfast has compared with llama-mtmd-cli (tests/test_audio.py): the
+// others (Qwen2-Audio, Voxtral, LFM2-Audio, ...) would load through the same path but are untested.
+bool audio_type_tested(const std::string & type) { return type == "ultravox"; }
 
 }  // namespace
 
-void validate_projector_file(const std::string & path) {
+void validate_projector_file(const std::string & path) { (void) check_projector(path); }
+
+bool check_projector(const std::string & path) {
     std::vector<GgufKv> meta;
     validate_gguf_file(path, &meta);
-    bool has_vision = false;
-    uint64_t n_embd = 0, n_head = 0, image_size = 0, patch = 0;
+    bool has_vision = false, has_audio = false;
+    uint64_t n_embd = 0, n_head = 0, image_size = 0, patch = 0, a_embd = 0, a_head = 0;
+    std::string type, audio_type;
     for (const GgufKv & kv : meta) {
         if ((kv.key == "general.name" || kv.key == "general.description") && kv.type != 8) {
             throw ModelLoadError("vision projector " + path + ": metadata '" + kv.key + "' is not a string");
@@ -98,30 +113,53 @@ void validate_projector_file(const std::string & path) {
         }
         if (w == Want::U32) check_size(path, kv);
         if (kv.key == "clip.has_vision_encoder") has_vision = kv.i != 0;
+        if (kv.key == "clip.has_audio_encoder") has_audio = kv.i != 0;
+        if (kv.key == "clip.projector_type") type = kv.s;
+        if (kv.key == "clip.audio.projector_type") audio_type = kv.s;
+        if (kv.key == "clip.audio.embedding_length") a_embd = kv.u;
+        if (kv.key == "clip.audio.attention.head_count") a_head = kv.u;
         if (kv.key == "clip.vision.embedding_length") n_embd = kv.u;
         if (kv.key == "clip.vision.attention.head_count") n_head = kv.u;
         if (kv.key == "clip.vision.image_size") image_size = kv.u;
         if (kv.key == "clip.vision.patch_size") patch = kv.u;
     }
-    if (!has_vision) {
+    if (audio_type.empty()) audio_type = type;
+    if (!has_vision && !has_audio) {
         throw ModelLoadError("vision projector " + path +
-                             ": clip.has_vision_encoder is missing or false (not an image projector; audio "
-                             "projectors are not supported yet)");
+                             ": clip.has_vision_encoder and clip.has_audio_encoder are missing or false (neither an "
+                             "image nor an audio projector)");
     }
-    if (n_head && n_embd % n_head != 0) {
+    if (!has_vision && !audio_type_tested(audio_type)) {
+        throw ModelLoadError("audio projector " + path + ": projector type '" + audio_type +
+                             "' is not supported yet (lmfast takes audio through 'ultravox' projectors)");
+    }
+    if ((n_head && n_embd % n_head != 0) || (a_head && a_embd % a_head != 0)) {
         throw ModelLoadError("vision projector " + path + ": embedding_length is not a multiple of head_count");
     }
     if (patch && image_size % patch != 0) {
         throw ModelLoadError("vision projector " + path + ": image_size is not a multiple of patch_size");
     }
+    return has_audio && audio_type_tested(audio_type);
 }
 
 namespace {
 
+mtmd_bitmap * test_image(uint32_t nx, uint32_t ny) {
+    std::vector<unsigned char> gray(static_cast<size_t>(nx) * ny * 3, 128);
+    return mtmd_bitmap_init(nx, ny, gray.data());
+}
+
+// One second of a quiet 440 Hz tone at 16 kHz (what Whisper-style encoders resample to).
+mtmd_bitmap * test_clip() {
+    std::vector<float> pcm(16000);
+    for (size_t i = 0; i < pcm.size(); ++i) pcm[i] = 0.1f * static_cast<float>(std::sin(i * 2 * M_PI * 440 / 16000.0));
+    return mtmd_bitmap_init_from_audio(pcm.size(), pcm.data());
+}
+
 // libmtmd asserts (aborts the process) on projectors whose tensors disagree with their own header
 // when it first builds the encoder graph, and the checks above cannot know every projector type's
 // shapes: fuzzing found such aborts in about 1 case in 400 (byte flips, a removed tensor, another
-// patch size). So a new projector first encodes test images in a forked child; a child that dies
+// patch size). So a new projector first encodes test images (and a test clip, for audio) in a forked child; a child that dies
 // or hangs marks a projector that would have taken the process with it. The child only runs C++
 // and leaves with _exit, never returning to Python. About one encode of a small image on a CPU.
 void trial_encode_in_child(const std::string & path, const Model & model, const mtmd_context_params & p) {
@@ -131,9 +169,9 @@ void trial_encode_in_child(const std::string & path, const Model & model, const 
     if (pid == 0) {
         mtmd_context * ctx = mtmd_init_from_file(path.c_str(), model.get(), p);
         if (!ctx) _exit(3);  // a clean failure: the parent's own load reports it
-        for (const auto & [nx, ny] : {std::pair<uint32_t, uint32_t>{32, 32}, {48, 24}}) {
-            std::vector<unsigned char> gray(static_cast<size_t>(nx) * ny * 3, 128);
-            mtmd_bitmap * bm = mtmd_bitmap_init(nx, ny, gray.data());
+        for (const auto & [nx, ny] : {std::pair<uint32_t, uint32_t>{32, 32}, {48, 24}, {0, 0}}) {
+            if ((nx ? !mtmd_support_vision(ctx) : !mtmd_support_audio(ctx))) continue;
+            mtmd_bitmap * bm = nx ? test_image(nx, ny) : test_clip();
             mtmd_input_chunks * chunks = mtmd_input_chunks_init();
             const std::string text = mtmd_default_marker();
             mtmd_input_text in{text.c_str(), text.size(), false, true};
@@ -183,7 +221,7 @@ void follow_llama_log() {
 
 Vision::Vision(std::shared_ptr<Model> model, const std::string & path, int32_t n_threads, int32_t flash_attn)
     : model_(std::move(model)), path_(path) {
-    validate_projector_file(path);
+    const bool audio_tested = check_projector(path);
     follow_llama_log();
     mtmd_context_params p = mtmd_context_params_default();
     p.use_gpu = false;  // the CPU build; a GPU build would follow the model's offload
@@ -198,15 +236,18 @@ Vision::Vision(std::shared_ptr<Model> model, const std::string & path, int32_t n
                              " (an unsupported projector type, missing tensors, or an output width that does not "
                              "match the model's embedding width; set LMFAST_LOG=info for libmtmd's message)");
     }
-    if (!mtmd_support_vision(ctx_) || mtmd_decode_use_mrope(ctx_)) {
+    images_ = mtmd_support_vision(ctx_);
+    audio_ = audio_tested && mtmd_support_audio(ctx_);
+    if ((!images_ && !audio_) || mtmd_decode_use_mrope(ctx_)) {
         mtmd_free(ctx_);
         ctx_ = nullptr;
         throw ModelLoadError("vision projector " + path +
-                             ": projectors with M-RoPE positions (Qwen2-VL family) or without vision are not "
-                             "supported yet");
+                             ": projectors with M-RoPE positions (Qwen2-VL family) or without vision or audio are "
+                             "not supported yet");
     }
     try {
-        check_markers();
+        if (images_) check_markers(test_image(32, 32));
+        if (audio_) check_markers(test_clip());
     } catch (...) {
         mtmd_free(ctx_);
         ctx_ = nullptr;
@@ -217,16 +258,14 @@ Vision::Vision(std::shared_ptr<Model> model, const std::string & path, int32_t n
 // libmtmd wraps an image in marker tokens it looks up by text in the model's vocabulary
 // ("<fake_token_around_image>" for idefics3); one the vocabulary lacks comes back as -1, which
 // llama.cpp's batch asserts on. A tiny gray image tokenized at load finds that out.
-void Vision::check_markers() const {
-    std::vector<unsigned char> gray(32 * 32 * 3, 128);
-    mtmd_bitmap * bm = mtmd_bitmap_init(32, 32, gray.data());
+void Vision::check_markers(mtmd_bitmap * bm) const {
     std::shared_ptr<mtmd_input_chunks> chunks(mtmd_input_chunks_init(), mtmd_input_chunks_free);
     const std::string text = marker();
     mtmd_input_text in{text.c_str(), text.size(), false, true};
     const mtmd_bitmap * bms[] = {bm};
     const int32_t rc = mtmd_tokenize(ctx_, chunks.get(), &in, bms, 1);
     mtmd_bitmap_free(bm);
-    if (rc != 0) throw ModelLoadError("vision projector " + path_ + ": libmtmd could not tokenize a test image");
+    if (rc != 0) throw ModelLoadError("vision projector " + path_ + ": libmtmd could not tokenize a test image or clip");
     const int32_t n_vocab = llama_vocab_n_tokens(model_->vocab());
     for (size_t c = 0; c < mtmd_input_chunks_size(chunks.get()); ++c) {
         const mtmd_input_chunk * ch = mtmd_input_chunks_get(chunks.get(), c);
@@ -236,7 +275,7 @@ void Vision::check_markers() const {
         for (size_t i = 0; i < n; ++i) {
             if (t[i] < 0 || t[i] >= n_vocab) {
                 throw ModelLoadError("vision projector " + path_ + " does not fit " + model_->path() +
-                                     ": the marker tokens its projector type puts around images are not in the "
+                                     ": the marker tokens its projector type puts around images or audio are not in the "
                                      "model's vocabulary (the projector was made for another model)");
             }
         }
@@ -286,6 +325,47 @@ void check_header(const std::string & img, size_t i) {
     }
 }
 
+std::string media_name(const Vision & v, size_t i) {
+    return std::string(v.audio() && !v.images() ? "audio clip " : v.audio() ? "file " : "image ") +
+           std::to_string(i + 1);
+}
+
+// The formats libmtmd's helper reads as audio (its own test: RIFF/WAVE, ID3 or an MPEG frame sync, fLaC).
+bool looks_like_audio(const std::string & b) {
+    const auto * u = reinterpret_cast<const unsigned char *>(b.data());
+    return b.size() >= 12 && ((b.compare(0, 4, "RIFF") == 0 && b.compare(8, 4, "WAVE") == 0) ||
+                              b.compare(0, 3, "ID3") == 0 || (u[0] == 0xFF && (u[1] & 0xE0) == 0xE0) ||
+                              b.compare(0, 4, "fLaC") == 0);
+}
+
+// A clip longer than this is refused before it is decoded to 16 kHz floats (a 10-minute clip is
+// 38 MB of samples and 20 chunks of Whisper's 30 s): a WAV header can claim any length.
+constexpr int64_t kMaxAudioBytes = 64ll << 20;
+
+// One image or audio clip decoded by libmtmd's helper (stb_image; miniaudio for WAV/MP3/FLAC),
+// refused where the projector does not read that kind of media.
+mtmd_bitmap * decode_media(const Vision & v, const std::string & buf, size_t i) {
+    const bool audio = looks_like_audio(buf);
+    if (audio && !v.audio()) {
+        throw InvalidArgument(media_name(v, i) + " is an audio file, and the projector " + v.path() +
+                              " reads no audio");
+    }
+    if (!audio && !v.images()) {
+        throw InvalidArgument(media_name(v, i) + " is not a WAV, MP3 or FLAC audio file (the projector " + v.path() +
+                              " reads audio, not images)");
+    }
+    if (audio && static_cast<int64_t>(buf.size()) > kMaxAudioBytes) {
+        throw InvalidArgument(media_name(v, i) + " is larger than the 64 MiB of audio lmfast decodes: send a shorter clip");
+    }
+    auto w = mtmd_helper_bitmap_init_from_buf(v.ctx(), reinterpret_cast<const unsigned char *>(buf.data()), buf.size(),
+                                              false, mtmd_helper_init_opt_default());
+    if (w.bitmap && mtmd_bitmap_is_audio(w.bitmap) == audio && mtmd_bitmap_get_n_bytes(w.bitmap) > 0) return w.bitmap;
+    if (w.bitmap) mtmd_bitmap_free(w.bitmap);
+    throw InvalidArgument(media_name(v, i) + (audio ? " could not be decoded (a damaged or truncated WAV, MP3 or FLAC file)"
+                                                    : " could not be decoded (not a JPEG, PNG, BMP, GIF, TGA, PSD, HDR or "
+                                                      "PNM image, or a truncated file)"));
+}
+
 struct Bitmaps {
     std::vector<mtmd_bitmap *> v;
     ~Bitmaps() {
@@ -304,20 +384,14 @@ std::shared_ptr<const VisionPrompt> VisionPrompt::make(std::shared_ptr<Vision> v
     std::lock_guard<std::mutex> lk(vision->mu());
     for (size_t i = 0; i < images.size(); ++i) {
         const auto & img = images[i];
-        if (img.empty()) throw InvalidArgument("image " + std::to_string(i + 1) + " is empty (0 bytes)");
+        if (img.empty()) throw InvalidArgument(media_name(*vision, i) + " is empty (0 bytes)");
         check_header(img, i);
-        auto w = mtmd_helper_bitmap_init_from_buf(vision->ctx(), reinterpret_cast<const unsigned char *>(img.data()),
-                                                  img.size(), false, mtmd_helper_init_opt_default());
-        if (!w.bitmap || mtmd_bitmap_is_audio(w.bitmap)) {
-            if (w.bitmap) mtmd_bitmap_free(w.bitmap);
-            throw InvalidArgument("image " + std::to_string(i + 1) +
-                                  " could not be decoded (not a JPEG, PNG, BMP, GIF, TGA, PSD, HDR or PNM image, "
-                                  "or a truncated file)");
-        }
-        bitmaps.v.push_back(w.bitmap);
-        // The id travels with every chunk of the image (overview and slices): its placeholders.
-        const uint64_t h = fnv1a(mtmd_bitmap_get_data(w.bitmap), mtmd_bitmap_get_n_bytes(w.bitmap));
-        mtmd_bitmap_set_id(w.bitmap, std::to_string(h).c_str());
+        mtmd_bitmap * bm = decode_media(*vision, img, i);
+        bitmaps.v.push_back(bm);
+        // The id travels with every chunk of the image (overview and slices; an audio clip's 30 s
+        // chunks): its placeholders. An audio bitmap's data is its decoded 16 kHz samples.
+        const uint64_t h = fnv1a(mtmd_bitmap_get_data(bm), mtmd_bitmap_get_n_bytes(bm));
+        mtmd_bitmap_set_id(bm, std::to_string(h).c_str());
     }
     mtmd_input_text in{text.c_str(), text.size(), /*add_special=*/true, /*parse_special=*/true};
     std::vector<const mtmd_bitmap *> cb(bitmaps.v.begin(), bitmaps.v.end());

@@ -20,6 +20,7 @@
 struct mtmd_context;
 struct mtmd_input_chunks;
 struct mtmd_input_chunk;
+struct mtmd_bitmap;
 
 namespace lmfast {
 
@@ -29,6 +30,8 @@ class Model;
 // metadata value of an unexpected type): the GGUF structure (gguf_check.h), then the clip keys'
 // types and ranges. Throws ModelLoadError naming the file and the problem.
 void validate_projector_file(const std::string & path);
+// The same checks; true when the file holds an audio encoder of a type lmfast takes audio through.
+bool check_projector(const std::string & path);
 
 class Vision {
 public:
@@ -47,13 +50,16 @@ public:
     static const char * marker();
 
     mtmd_context * ctx() const { return ctx_; }
+    bool images() const { return images_; }  // the projector reads images
+    bool audio() const { return audio_; }    // ... and audio clips (WAV, MP3, FLAC: libmtmd's miniaudio)
     std::mutex & mu() const { return mu_; }  // libmtmd's context is not thread-safe
 
 private:
-    void check_markers() const;
+    void check_markers(mtmd_bitmap * test_media) const;  // takes the bitmap
     std::shared_ptr<Model> model_;
     std::string path_;
     mtmd_context * ctx_ = nullptr;
+    bool images_ = false, audio_ = false;
     mutable std::mutex mu_;
 };
 

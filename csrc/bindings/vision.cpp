@@ -24,6 +24,8 @@ void register_vision(py::module_ & m) {
              py::arg("path"), py::arg("n_threads") = 1, py::arg("flash_attn") = -1,
              py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("path", &Vision::path)
+        .def_property_readonly("images", &Vision::images, "The projector reads images.")
+        .def_property_readonly("audio", &Vision::audio, "The projector reads audio clips (WAV, MP3, FLAC).")
         .def_property_readonly_static("marker", [](py::object) { return std::string(Vision::marker()); })
         .def(
             "prompt",

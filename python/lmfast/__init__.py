@@ -14,7 +14,7 @@ from .async_api import AsyncClient, AsyncEmbeddingModel, AsyncLLM, AsyncPredicti
 from .backends import backend_info
 from .chat import AssistantResponse, Chat, ChatMessage, SystemPrompt, ToolResultMessage, UserMessage
 from .client import Client, EmbeddingNamespace, LlmNamespace, configure_default_client, get_default_client
-from .images import prepare_image
+from .images import prepare_audio, prepare_image
 from .models.downloaded import DownloadedEmbeddingModel, DownloadedLlm
 from .embedding import EmbeddingModel
 from .reranker import RerankResult, RerankerModel
@@ -96,7 +96,7 @@ def set_log_level(level: str) -> None:
 
 __all__ = [
     "ActResult", "AssistantResponse", "AsyncClient", "AsyncEmbeddingModel", "AsyncLLM", "AsyncPredictionStream", "BaseModel", "ModelSchema", "Chat", "ChatMessage", "Client", "DEFAULT_MODEL", "DownloadedEmbeddingModel",
-    "DownloadedLlm", "LLM", "LlmInfo", "configure_default_client", "prepare_image",
+    "DownloadedLlm", "LLM", "LlmInfo", "configure_default_client", "prepare_image", "prepare_audio",
     "get_sync_api_timeout", "list_downloaded_models", "set_sync_api_timeout",
     "LlmInstanceInfo", "LlmNamespace", "LlmPredictionFragment", "LlmPredictionStats",
     "PredictionResult", "PredictionRoundResult", "PredictionStream", "ToolCallRequest", "ToolFunctionDef",

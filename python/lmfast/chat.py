@@ -10,8 +10,9 @@ from .errors import LMStudioRuntimeError, LMStudioValueError
 from .results import DictRecord
 from .tools import ToolCallRequest
 
-FileType = Literal["image", "text/plain", "application/pdf", "application/word", "text/other", "unknown"]
-_FILE_TYPES = ("image", "text/plain", "application/pdf", "application/word", "text/other", "unknown")
+# "audio" is lmfast's (lmfast.prepare_audio): the SDK has no audio files.
+FileType = Literal["image", "audio", "text/plain", "application/pdf", "application/word", "text/other", "unknown"]
+_FILE_TYPES = ("image", "audio", "text/plain", "application/pdf", "application/word", "text/other", "unknown")
 
 
 class _Part(DictRecord):
@@ -303,13 +304,14 @@ class Chat:
         return msg
 
     def add_user_message(self, content: Any, *, files: Iterable[Any] = (), images: Iterable[Any] = (),
-                         _files: Iterable[Any] = ()) -> UserMessage:
+                         audio: Iterable[Any] = (), _files: Iterable[Any] = ()) -> UserMessage:
         """A user turn: a str, a part (TextData, FileHandle, ``{"text": ...}``, a file-handle dict with
-        ``name``, ``identifier`` and ``fileType``), or several; ``files``/``images`` (``_files``, the
-        SDK's earlier name) append file handles. A chat holding files is refused at prediction time
-        by models without vision (a model reads images with a projector: lmfast.images)."""
+        ``name``, ``identifier`` and ``fileType``), or several; ``files``/``images``/``audio`` (the
+        last lmfast's, for ``prepare_audio`` handles; ``_files``, the SDK's earlier name) append file
+        handles, in that order. A chat holding files is refused at prediction time by models without
+        a projector that reads them (lmfast.images)."""
         msg = UserMessage(content)
-        msg.content.extend(_part(f, "user") for f in (*files, *images, *_files))
+        msg.content.extend(_part(f, "user") for f in (*files, *images, *audio, *_files))
         if not msg.content or (not msg.text and all(p.get("type") == "text" for p in msg.content)):
             # lmfast also refuses text that is empty: a turn the template would render as nothing.
             raise LMStudioValueError("Empty user messages are not supported.")

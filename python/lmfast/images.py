@@ -1,6 +1,7 @@
-"""Images in chats: the SDK's ``prepare_image`` (file handles whose bytes this process keeps),
-finding and loading a model's vision projector (``mmproj``), and a chat with images turned into
-the native prompt that libmtmd tokenizes (csrc/vision.h)."""
+"""Images and audio clips in chats: the SDK's ``prepare_image`` and lmfast's ``prepare_audio``
+(file handles whose bytes this process keeps), finding and loading a model's projector
+(``mmproj``), and a chat with images or clips turned into the native prompt that libmtmd
+tokenizes (csrc/vision.h)."""
 from __future__ import annotations
 
 import hashlib
@@ -24,29 +25,41 @@ _store: "OrderedDict[str, bytes]" = OrderedDict()
 _store_lock = threading.Lock()
 
 
-def _read(src: ImageSource) -> tuple[bytes, str]:
-    """(bytes, default name) of a path, bytes or binary file object."""
+def _read(src: ImageSource, what: str = "image") -> tuple[bytes, str]:
+    """(bytes, default name) of a path, bytes or binary file object; ``what``: "image" or "audio"."""
+    fn = f"prepare_{what}"
     if isinstance(src, (bytes, bytearray, memoryview)):
-        return bytes(src), "image"
+        return bytes(src), what
     if isinstance(src, (str, os.PathLike)):
         path = Path(src)
         if not path.is_file():
-            raise LMStudioValueError(f"prepare_image: no such file: {path}")
+            raise LMStudioValueError(f"{fn}: no such file: {path}")
         return path.read_bytes(), path.name
     if hasattr(src, "read"):
         data = src.read()
         if not isinstance(data, (bytes, bytearray)):
-            raise LMStudioValueError("prepare_image: the file object must be opened in binary mode")
-        return bytes(data), os.path.basename(getattr(src, "name", "") or "image")
-    raise LMStudioValueError(f"prepare_image takes a path, bytes or a binary file object, not {type(src).__name__}")
+            raise LMStudioValueError(f"{fn}: the file object must be opened in binary mode")
+        return bytes(data), os.path.basename(getattr(src, "name", "") or what)
+    raise LMStudioValueError(f"{fn} takes a path, bytes or a binary file object, not {type(src).__name__}")
 
 
 def prepare_image(src: ImageSource, name: str | None = None) -> FileHandle:
     """A file handle for an image (the SDK's ``prepare_image``): the bytes stay in this process,
     named by the handle's identifier (a hash of the content), until a chat sends them."""
-    data, default_name = _read(src)
+    return _prepare(src, name, "image")
+
+
+def prepare_audio(src: ImageSource, name: str | None = None) -> FileHandle:
+    """A file handle for an audio clip (WAV, MP3 or FLAC; lmfast's: the SDK has no audio), kept
+    like ``prepare_image``'s, with ``file_type`` "audio". Models whose projector reads audio
+    (``get_info().audio``) take it in ``Chat.add_user_message(text, audio=[handle])``."""
+    return _prepare(src, name, "audio")
+
+
+def _prepare(src: ImageSource, name: str | None, what: str) -> FileHandle:
+    data, default_name = _read(src, what)
     if not data:
-        raise LMStudioValueError("prepare_image: the image is empty (0 bytes)")
+        raise LMStudioValueError(f"prepare_{what}: the {what} is empty (0 bytes)")
     identifier = "file-" + hashlib.sha256(data).hexdigest()[:32]
     with _store_lock:
         _store[identifier] = data
@@ -55,7 +68,7 @@ def prepare_image(src: ImageSource, name: str | None = None) -> FileHandle:
         while total > _STORE_BYTES and len(_store) > 1:
             total -= len(_store.popitem(last=False)[1])
     return FileHandle({"name": name or default_name, "identifier": identifier, "sizeBytes": len(data),
-                       "fileType": "image"})
+                       "fileType": what})
 
 
 def image_bytes(identifier: str) -> bytes:
@@ -103,15 +116,30 @@ def has_images(chat: Chat) -> bool:
     return any(p.get("type") == "file" for m in chat.messages for p in m.content)
 
 
+def check_media(chat: Chat, vision: Any, identifier: str) -> None:
+    """Refuses, naming the model, a chat with a kind of file its projector does not read."""
+    for m in chat.messages:
+        for f in (p for p in m.content if p.get("type") == "file"):
+            kind = f.get("fileType")
+            if kind == "audio" and not vision.audio:
+                raise LMStudioValueError(f"model {identifier!r} reads no audio: the chat holds {f.get('name')!r}; "
+                                         "load it with an audio projector (mmproj) or send text only")
+            if kind == "image" and not vision.images:
+                raise LMStudioValueError(f"model {identifier!r} reads audio, not images: the chat holds "
+                                         f"{f.get('name')!r}")
+
+
 def vision_prompt(model: Any, vision: Any, chat: Chat, parse_special: bool = False) -> Any:
-    """The native prompt of a chat with images: each message's images first (one libmtmd marker
-    each, as llama-mtmd-cli puts them), then its text, rendered by the model's template."""
+    """The native prompt of a chat with images or audio clips: each message's files first (one
+    libmtmd marker each, as llama-mtmd-cli puts them), then its text, rendered by the model's
+    template. libmtmd tells an audio file from an image by its content."""
     pairs, images = [], []
     for m in chat.messages:
         files = [p for p in m.content if p.get("type") == "file"]
         for f in files:
-            if f.get("fileType") not in ("image", "unknown"):
-                raise LMStudioValueError(f"file {f.get('name')!r} is a {f.get('fileType')}: only images can be sent")
+            if f.get("fileType") not in ("image", "audio", "unknown"):
+                raise LMStudioValueError(f"file {f.get('name')!r} is a {f.get('fileType')}: only images and audio "
+                                         "can be sent")
             images.append(image_bytes(f.get("identifier")))
         pairs.append((m.role, _core.Vision.marker * len(files) + m.text))
     rendered = model.render_prompt(pairs, parse_special_in_user_text=parse_special)

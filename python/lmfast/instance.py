@@ -243,7 +243,8 @@ class ModelInstance(LoadedInstance):
     def _make_info(self) -> LlmInstanceInfo:
         template = self.metadata.get("tokenizer.chat_template", "")
         return LlmInstanceInfo(**self._info_fields(self._runner.n_ctx), trained_for_tool_use="tools" in template,
-                               vision=self.vision is not None)
+                               vision=self.vision is not None and self.vision.images,
+                               audio=True if self.vision is not None and self.vision.audio else None)
 
 
 def model_params(path: str, cfg: dict[str, Any], plan: OffloadPlan, int_overrides: dict[str, int]) -> Any:

@@ -516,6 +516,7 @@ class LLM(ModelHandle):
         vision = getattr(self._instance, "vision", None)
         if vision is None:
             chat._refuse_files(self.identifier)
+        images.check_media(chat, vision, self.identifier)
         if tools or template is not None or chat._has_tool_parts():
             raise LMStudioUnsupportedConfigError(
                 "a chat with images is rendered with the model's own template and without tools (lmfast does not "

@@ -126,6 +126,9 @@ class LlmInstanceInfo(_Record):
     trained_for_tool_use: bool
     vision: bool = False
     type: Literal["llm"] = "llm"
+    # lmfast's: True when the loaded projector reads audio clips; None (left out of to_dict and
+    # str(), so the SDK's printed record is unchanged) otherwise.
+    audio: bool | None = None
 
     def model_info(self) -> LlmInfo:
         return LlmInfo(model_key=self.model_key, format=self.format, display_name=self.display_name,

@@ -1,0 +1,165 @@
+"""Audio clips in chats (lmfast.prepare_audio, csrc/vision.*): SmolLM2 with a synthetic ultravox
+projector (tests/audio_model.py), compared with llama.cpp's own llama-mtmd-cli on the same files."""
+import shutil
+import struct
+import subprocess
+
+import pytest
+
+import lmfast as lms
+from lmfast import _reference
+from lmfast.chat import Chat
+
+from .audio_model import wav_bytes, write_audio_projector
+from .vision_model import png_bytes, write_projector
+
+N_PREDICT = 16
+# Two clips: a 1 s 16 kHz mono one (what the encoder takes as is) and a 2.5 s 22,050 Hz stereo
+# one (libmtmd's miniaudio mixes it down and resamples it).
+CLIPS = {"tone.wav": wav_bytes(1.0, 440.0, seed=1), "stereo.wav": wav_bytes(2.5, 220.0, rate=22050, channels=2, seed=2)}
+PROMPT = "What do you hear in this clip?"
+
+
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory, smollm2_path):
+    """SmolLM2 beside an ultravox mmproj*.gguf (a hard link: the model is not copied)."""
+    d = tmp_path_factory.mktemp("audio")
+    try:
+        (d / smollm2_path.name).hardlink_to(smollm2_path)
+    except OSError:
+        shutil.copy(smollm2_path, d / smollm2_path.name)
+    write_audio_projector(d / "mmproj-audio.gguf")
+    for name, data in CLIPS.items():
+        (d / name).write_bytes(data)
+    return d
+
+
+@pytest.fixture(scope="module")
+def alm(client, audio_dir):
+    model = client.llm.load_new_instance(str(audio_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"), "audio-test",
+                                         config={"cpuThreads": 1, "contextLength": 1024})
+    yield model
+    model.unload()
+
+
+def _greedy():
+    return {"temperature": 0.0, "maxTokens": N_PREDICT, "repeatPenalty": 1.0}
+
+
+def _mtmd_cli(alm, d, clip, prompt):
+    """llama-mtmd-cli's stdout with lmfast's settings (--jinja: SmolLM2's own template)."""
+    cfg = alm.get_load_config()
+    flash = {True: "on", False: "off", None: "auto"}[cfg["flashAttention"]]
+    out = subprocess.run([str(_reference.program("llama-mtmd-cli")), "-m", str(d / "SmolLM2-135M-Instruct.Q4_1.gguf"),
+                          "--mmproj", str(d / "mmproj-audio.gguf"), "--audio", str(clip), "-p", prompt,
+                          "-n", str(N_PREDICT), "-t", "1", "-fa", flash, "-ngl", "0", "--temp", "0",
+                          "-c", str(cfg["contextLength"]), "--no-warmup", "--jinja"],
+                         capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr.decode(errors="replace")[-2000:]
+    return out.stdout
+
+
+def test_audio_projector_is_found_and_reported(alm, audio_dir):
+    info = alm.get_info()
+    assert info.audio is True and info.vision is False
+    assert '"audio": true' in str(info)
+    assert alm.get_load_config()["mmproj"] == str(audio_dir / "mmproj-audio.gguf")
+    handle = lms.prepare_audio(audio_dir / "tone.wav")
+    assert handle.file_type == "audio" and handle.name == "tone.wav" and handle.size_bytes == len(CLIPS["tone.wav"])
+
+
+@pytest.mark.parametrize("clip, prompt", [("tone.wav", PROMPT), ("tone.wav", "Is anyone speaking? Answer briefly."),
+                                          ("stereo.wav", PROMPT)])
+def test_greedy_answer_about_a_clip_equals_llama_mtmd_cli(alm, audio_dir, clip, prompt):
+    chat = Chat()
+    chat.add_user_message(prompt, audio=[lms.prepare_audio(audio_dir / clip)])
+    stream = alm.respond_stream(chat, config=_greedy())
+    result = stream.wait_for_result()
+    model, engine = alm._instance.native()
+    text = b"".join(model.token_to_piece(t) for t in stream.token_ids)
+    assert len(stream.token_ids) > 0
+    expected = _mtmd_cli(alm, audio_dir, audio_dir / clip, prompt)
+    # llama-mtmd-cli prints a newline after the prompt, then each token's text, then newlines.
+    assert expected.startswith(b"\n" + text) and expected[len(text) + 1:].strip(b"\n") == b"", \
+        f"lmfast: {text!r}\nllama-mtmd-cli: {expected!r}"
+    assert result.stats.image_tokens_count > 0
+    assert engine.counters()["images_encoded"] >= 1
+
+
+def test_second_turn_about_the_same_clip_encodes_nothing(alm, audio_dir):
+    chat = Chat()
+    chat.add_user_message("What is the pitch?", audio=[lms.prepare_audio(CLIPS["stereo.wav"], name="s.wav")])
+    _, engine = alm._instance.native()
+    first = alm.respond(chat, config=_greedy())
+    before = engine.counters()["images_encoded"]
+    chat.add_assistant_response(first)
+    chat.add_user_message("And how loud is it?")
+    second = alm.respond(chat, config=_greedy())
+    assert engine.counters()["images_encoded"] == before
+    assert first.stats.image_tokens_count == second.stats.image_tokens_count > 0
+    reused = second.stats.cached_prompt_tokens_count + second.stats.restored_prompt_tokens_count
+    assert reused >= second.stats.image_tokens_count
+
+
+def _truncated_header() -> bytes:
+    return CLIPS["tone.wav"][:30]  # RIFF/WAVE, then the fmt chunk cut off
+
+
+def _claims_more_than_it_holds() -> bytes:
+    """A WAV whose data chunk claims 2 GiB over 64 bytes of samples (a decompression bomb's shape)."""
+    clip = bytearray(wav_bytes(0.002))
+    at = clip.index(b"data") + 4
+    clip[at:at + 4] = struct.pack("<I", 0x7FFFFFF0)
+    return bytes(clip)
+
+
+@pytest.mark.parametrize("data, match", [
+    (b"RIFF\x00\x00\x00\x00WAVEjunk-not-audio", r"audio clip 1 could not be decoded"),
+    (_truncated_header(), r"audio clip 1 could not be decoded"),
+    (b"just some text, not a clip at all", r"audio clip 1 is not a WAV, MP3 or FLAC"),
+    (png_bytes(16, 16), r"reads audio, not images"),
+])
+def test_bad_audio_is_a_clear_error_and_the_model_answers_after(alm, data, match):
+    chat = Chat()
+    kind = "image" if data.startswith(b"\x89PNG") else "audio"
+    handle = (lms.prepare_image if kind == "image" else lms.prepare_audio)(data)
+    chat.add_user_message("Listen.", **{"images" if kind == "image" else "audio": [handle]})
+    with pytest.raises(lms.LMStudioValueError, match=match):
+        alm.respond(chat, config=_greedy())
+    assert alm.respond("Say hi.", config={"maxTokens": 2}).stats.predicted_tokens_count > 0
+
+
+def test_an_empty_clip_is_refused_when_prepared():
+    with pytest.raises(lms.LMStudioValueError, match="empty"):
+        lms.prepare_audio(b"")
+
+
+def test_a_clip_claiming_more_samples_than_it_holds_is_bounded(alm):
+    """The header's claim is not what gets allocated: the clip decodes to what its bytes hold, or
+    is refused, in either case without taking the process's memory."""
+    chat = Chat()
+    chat.add_user_message("Listen.", audio=[lms.prepare_audio(_claims_more_than_it_holds())])
+    try:
+        result = alm.respond(chat, config=_greedy())
+        assert result.stats.image_tokens_count > 0
+    except lms.LMStudioValueError as e:
+        assert "audio clip 1" in str(e)
+    assert alm.respond("Say hi.", config={"maxTokens": 2}).stats.predicted_tokens_count > 0
+
+
+def test_audio_sent_to_a_model_without_an_audio_projector_names_the_model(client, llm, audio_dir, tmp_path):
+    chat = Chat()
+    chat.add_user_message("Listen.", audio=[lms.prepare_audio(CLIPS["tone.wav"], name="tone.wav")])
+    with pytest.raises(lms.LMStudioValueError, match=rf"{llm.identifier!r}.*'tone\.wav'"):
+        llm.respond(chat, config=_greedy())
+    # A model with an image projector only: it reads no audio.
+    (tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf").hardlink_to(audio_dir / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    write_projector(tmp_path / "mmproj-image.gguf")
+    vlm = client.llm.load_new_instance(str(tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"), "audio-test-vision-only",
+                                       config={"cpuThreads": 1, "contextLength": 512})
+    try:
+        assert vlm.get_info().audio is None and vlm.get_info().vision is True
+        with pytest.raises(lms.LMStudioValueError, match=r"'audio-test-vision-only' reads no audio.*'tone\.wav'"):
+            vlm.respond(chat, config=_greedy())
+    finally:
+        vlm.unload()
