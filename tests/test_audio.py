@@ -163,3 +163,46 @@ def test_audio_sent_to_a_model_without_an_audio_projector_names_the_model(client
             vlm.respond(chat, config=_greedy())
     finally:
         vlm.unload()
+
+
+# -- the server: OpenAI's input_audio parts in /v1/chat/completions -------------------------------
+
+@pytest.fixture(scope="module")
+def server(audio_dir, tmp_path_factory):
+    from .test_server import ServerProcess
+
+    s = ServerProcess(["--model", str(audio_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"), "--context-length", "1024"],
+                      tmp_path_factory.mktemp("audio-server") / "server.log")
+    try:
+        s.wait_healthy()
+        yield s
+    finally:
+        s.stop()
+
+
+def _audio_part(data: bytes, fmt: str = "wav") -> dict:
+    import base64
+
+    return {"type": "input_audio", "input_audio": {"data": base64.b64encode(data).decode(), "format": fmt}}
+
+
+def test_input_audio_through_the_openai_client_gives_the_in_process_answer(server, alm):
+    openai = pytest.importorskip("openai")
+    api = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    model_id = api.models.list().data[0].id
+    prompt = "Describe the sound."
+    got = api.chat.completions.create(model=model_id, temperature=0, max_tokens=N_PREDICT, messages=[
+        {"role": "user", "content": [{"type": "text", "text": prompt}, _audio_part(CLIPS["tone.wav"])]}])
+    chat = Chat()
+    chat.add_user_message(prompt, audio=[lms.prepare_audio(CLIPS["tone.wav"])])
+    expected = alm.respond(chat, config={"temperature": 0.0, "maxTokens": N_PREDICT}).content
+    assert expected and got.choices[0].message.content == expected
+    # Bad parts are 400s in OpenAI's error shape naming the part, and the server answers after.
+    for part, match in [(_audio_part(CLIPS["tone.wav"], "ogg"), "input_audio.format"),
+                        (_audio_part(b"not a clip"), "not a WAV, MP3 or FLAC"),
+                        ({"type": "input_audio", "input_audio": {"format": "wav"}}, "input_audio.data")]:
+        with pytest.raises(openai.BadRequestError, match=match):
+            api.chat.completions.create(model=model_id, max_tokens=2, messages=[
+                {"role": "user", "content": [{"type": "text", "text": "Hi"}, part]}])
+    again = api.chat.completions.create(model=model_id, max_tokens=2, messages=[{"role": "user", "content": "Hi"}])
+    assert again.choices[0].message.content is not None and server.proc.poll() is None

@@ -24,6 +24,7 @@ class ContentPart(_Body):
     type: str
     text: Optional[str] = None
     image_url: Optional[Union[str, dict[str, Any]]] = None  # image parts: a data: URL (server/images.py)
+    input_audio: Optional[dict[str, Any]] = None  # audio parts: {"data": base64, "format": "wav"} (server/images.py)
 
 
 class FunctionCall(_Body):

@@ -8,7 +8,7 @@ from ..chat import Chat
 from ..config import check_lora_scales
 from ..errors import LMStudioError, LMStudioInvalidConfigError
 from .errors import bad_request
-from .images import IMAGE_PART_TYPES, images_of
+from .images import MEDIA_PART_TYPES, images_of
 from .jsonbody import loads
 from .schemas import ChatCompletionRequest, ContentPart, Message, ResponsesRequest, SamplingFields
 
@@ -24,8 +24,8 @@ def content_text(content: str | list[ContentPart] | None, where: str) -> str:
         return content
     texts = []
     for i, part in enumerate(content):
-        if part.type in IMAGE_PART_TYPES:
-            continue  # images_of() takes them
+        if part.type in MEDIA_PART_TYPES:
+            continue  # images_of() takes them (and audio clips)
         if part.type not in ("text", "input_text", "output_text") or part.text is None:
             raise bad_request(f"{where}.content[{i}]: only text parts are supported, got type {part.type!r}",
                               param=f"{where}.content", code="unsupported_content")
@@ -59,7 +59,8 @@ def _to_chat(messages: list[Message]) -> Chat:
         text = content_text(m.content, where)
         images = images_of(m.content, where)
         if images and m.role != "user":
-            raise bad_request(f"{where}: only user messages can hold images", param=where, code="unsupported_content")
+            raise bad_request(f"{where}: only user messages can hold images or audio", param=where,
+                              code="unsupported_content")
         if m.role in ("system", "developer"):
             pending_system.append(text)  # consecutive system turns merge: Chat keeps one at a time
             continue
