@@ -338,8 +338,9 @@ bool looks_like_audio(const std::string & b) {
                               b.compare(0, 4, "fLaC") == 0);
 }
 
-// A clip longer than this is refused before it is decoded to 16 kHz floats (a 10-minute clip is
-// 38 MB of samples and 20 chunks of Whisper's 30 s): a WAV header can claim any length.
+// An audio file larger than this is refused before it is decoded to 16 kHz floats (64 MiB is
+// ~35 minutes of 16-bit 16 kHz mono WAV: 70 chunks of Whisper's 30 s, far past any context).
+// A WAV header claiming more samples than the file holds decodes to what it holds (tested).
 constexpr int64_t kMaxAudioBytes = 64ll << 20;
 
 // One image or audio clip decoded by libmtmd's helper (stb_image; miniaudio for WAV/MP3/FLAC),
