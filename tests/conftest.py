@@ -60,7 +60,7 @@ SLOW_MODULES = {
     "test_draft_model": "prompts decoded with and without drafts; a server and the CLI in processes",
     "test_vision": "llama.cpp's llama-mtmd-cli as the oracle; a server process",
     "test_audio": "llama.cpp's llama-mtmd-cli as the oracle on audio clips",
-    "test_fuzz_mmproj": "1,000 mutated projectors in worker processes",
+    "test_fuzz_mmproj": "1,000 mutated image projectors and 200 audio ones in worker processes",
     "test_vision_api": "a server process, driven by the openai, anthropic and ollama clients and the remote client",
 }
 

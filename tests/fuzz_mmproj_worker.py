@@ -1,7 +1,8 @@
 """Fuzz worker for vision projectors: loads SmolLM2 once, then one (possibly corrupt) projector per
-input line ``<case id>\\t<path>``: load it, tokenize a chat with an image, generate a token. Writes one
-JSON line per case ({"id", "outcome": "loaded" | "error" | "foreign", "stage", "msg"}) to its own copy
-of stdout; a case that kills the process writes none (tests/test_fuzz_mmproj.py counts that)."""
+input line ``<case id>\\t<path>``: load it, tokenize a chat with an image (an audio clip where
+argv[2] is "audio"), generate a token. Writes one JSON line per case ({"id", "outcome": "loaded" |
+"error" | "foreign", "stage", "msg"}) to its own copy of stdout; a case that kills the process
+writes none (tests/test_fuzz_mmproj.py counts that)."""
 from __future__ import annotations
 
 import json
@@ -34,6 +35,7 @@ def run_case(_core, errors, model, engine, image: bytes, path: str) -> dict:
 def main() -> None:
     import lmfast  # noqa: F401  (sets up the exception classes the core raises)
     from lmfast import _core, errors
+    from tests.audio_model import wav_bytes
     from tests.vision_model import png_bytes
 
     _core.set_log_level(os.environ.get("LMFAST_FUZZ_LOG", "none"))
@@ -43,7 +45,8 @@ def main() -> None:
     model = _core.Model.load(_core.ModelParams(path=sys.argv[1], use_mmap=True))
     engine = _core.Engine(model, _core.EngineParams(n_ctx=256, n_batch=256, n_ubatch=256, n_seq=1, n_threads=1,
                                                     n_threads_batch=1))
-    image = png_bytes(40, 24, seed=1)
+    # argv[2] "audio": the projectors are audio ones (tests/audio_model.py), sent a 1 s clip.
+    image = wav_bytes(1.0, seed=1) if sys.argv[2:] == ["audio"] else png_bytes(40, 24, seed=1)
     print(json.dumps({"ready": os.getpid()}), file=out, flush=True)
     for line in sys.stdin:
         case_id, _, path = line.rstrip("\n").partition("\t")
