@@ -43,8 +43,9 @@ class TextData(_Part):
 
 
 class FileHandle(_Part):
-    """A file in a message (an image from ``prepare_image``): name, identifier, size_bytes
-    and file_type; written with the SDK's camelCase keys."""
+    """A file in a message (an image from ``prepare_image``, an audio clip from lmfast's
+    ``prepare_audio``): name, identifier, size_bytes and file_type; written with the SDK's
+    camelCase keys."""
     __slots__ = ()
     _names = ("type", "name", "identifier", "sizeBytes", "fileType")
     _type = "file"
