@@ -206,3 +206,43 @@ def test_input_audio_through_the_openai_client_gives_the_in_process_answer(serve
                 {"role": "user", "content": [{"type": "text", "text": "Hi"}, part]}])
     again = api.chat.completions.create(model=model_id, max_tokens=2, messages=[{"role": "user", "content": "Hi"}])
     assert again.choices[0].message.content is not None and server.proc.poll() is None
+
+
+def test_remote_client_sends_audio_as_input_audio_parts(server, alm):
+    """lms.Client(host).prepare_audio keeps the clip in this process; respond() sends it as an
+    input_audio part and gets the in-process answer. Each side answers twice and the second
+    answers are compared: both then find the prompt cached (DESIGN.md: cold and cached runs may
+    round apart)."""
+    prompt, cfg = "What do you hear?", {"temperature": 0.0, "maxTokens": N_PREDICT}
+    here = Chat()
+    here.add_user_message(prompt, audio=[lms.prepare_audio(CLIPS["tone.wav"])])
+    expected = [alm.respond(here, config=cfg).content for _ in range(2)][-1]
+    with lms.Client(f"127.0.0.1:{server.port}") as remote:
+        handle = remote.files.prepare_audio(CLIPS["tone.wav"], name="tone.wav")
+        assert handle.file_type == "audio" and remote.prepare_audio(CLIPS["tone.wav"]).identifier == handle.identifier
+        there = Chat()
+        there.add_user_message(prompt, audio=[handle])
+        model = remote.llm.model()
+        got = [model.respond(there, config=cfg).content for _ in range(2)][-1]
+    assert expected and got == expected
+
+
+def test_every_client_prepares_audio_handles():
+    import asyncio
+
+    data = CLIPS["tone.wav"]
+    want = lms.prepare_audio(data)
+    with lms.Client() as c:
+        handles = [c.prepare_audio(data), c.files.prepare_audio(data, name="tone.wav")]
+
+    async def in_async():
+        client = lms.AsyncClient()
+        try:
+            return [await client.prepare_audio(data), await client.files.prepare_audio(data)]
+        finally:
+            await client.aclose()
+
+    handles += asyncio.run(in_async())
+    assert all(h.file_type == "audio" and h.identifier == want.identifier and h.size_bytes == len(data)
+               for h in handles), handles
+    assert handles[1].name == "tone.wav"

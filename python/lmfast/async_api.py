@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 from .client import Client
 from .errors import LMStudioClientError, LMStudioRuntimeError
-from .images import prepare_image
+from .images import prepare_audio, prepare_image
 from .llm import LLM, FragmentCallback, MessageCallback, PredictionStream, _call
 from .models.repository import AsyncRepository
 from .remote import is_remote
@@ -377,6 +377,9 @@ class _AsyncFiles:
     async def prepare_image(self, src: Any, name: str | None = None) -> Any:
         return await _in_thread(lambda: prepare_image(src, name))
 
+    async def prepare_audio(self, src: Any, name: str | None = None) -> Any:
+        return await _in_thread(lambda: prepare_audio(src, name))
+
 
 class AsyncClient:
     """The asyncio client: ``async with lms.AsyncClient() as client: ...``. Leaving
@@ -396,6 +399,10 @@ class AsyncClient:
     async def prepare_image(self, src: Any, name: str | None = None) -> Any:
         """A file handle for an image to send in a chat (the SDK's ``AsyncClient.prepare_image``)."""
         return await self.files.prepare_image(src, name)
+
+    async def prepare_audio(self, src: Any, name: str | None = None) -> Any:
+        """lmfast: a file handle for an audio clip (``lms.prepare_audio``)."""
+        return await self.files.prepare_audio(src, name)
 
     @property
     def system(self) -> "AsyncClient":

@@ -12,7 +12,7 @@ from .embedding import EmbeddingInstance, EmbeddingModel
 from .reranker import RerankerInstance, RerankerModel
 from .errors import LMStudioClientError, LMStudioModelNotFoundError, LMStudioValueError, ModelLoadError
 from .host import HOST, kind_of
-from .images import prepare_image
+from .images import prepare_audio, prepare_image
 from .instance import LoadProgress, ModelInstance
 from .llm import LLM
 from .remote import ENV_HOST, is_remote
@@ -212,6 +212,10 @@ class FilesNamespace:
     def prepare_image(self, src: Any, name: str | None = None) -> Any:
         return prepare_image(src, name)
 
+    def prepare_audio(self, src: Any, name: str | None = None) -> Any:
+        """lmfast: a file handle for an audio clip (``lms.prepare_audio``)."""
+        return prepare_audio(src, name)
+
 
 class Client:
     """A connection to the process's loaded models (or, given a host, to a running server's).
@@ -246,6 +250,10 @@ class Client:
     def prepare_image(self, src: Any, name: str | None = None) -> Any:
         """A file handle for an image to send in a chat (the SDK's ``Client.prepare_image``)."""
         return prepare_image(src, name)
+
+    def prepare_audio(self, src: Any, name: str | None = None) -> Any:
+        """lmfast: a file handle for an audio clip (``lms.prepare_audio``)."""
+        return prepare_audio(src, name)
 
     # -- lmfast extensions: what a server built on a Client reads ------------------------------
     def loaded_instances(self, kind: str | None = None) -> list[Any]:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from ..client import FilesNamespace
 from ..errors import (LMStudioClientError, LMStudioDuplicateIdentifierError, LMStudioModelNotFoundError,
                       LMStudioValueError)
-from ..images import prepare_image
+from ..images import prepare_audio, prepare_image
 from .downloaded import RemoteDownloadedModel, downloaded
 from .handles import RemoteEmbeddingModel, RemoteLLM, RemoteRerankerModel
 from .transport import LOAD_TIMEOUT, Transport
@@ -141,6 +141,10 @@ class RemoteClient:
         """A file handle for an image to send in a chat (the SDK's ``Client.prepare_image``): its
         bytes stay in this process and go to the server with the chat that holds it."""
         return prepare_image(src, name)
+
+    def prepare_audio(self, src: Any, name: str | None = None) -> Any:
+        """lmfast: a file handle for an audio clip, sent as an OpenAI ``input_audio`` part."""
+        return prepare_audio(src, name)
 
     @property
     def api_host(self) -> str:
