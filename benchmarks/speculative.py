@@ -92,6 +92,8 @@ def workload(model, peers, name: str, prompts: list[str], tokens: int, reps: int
     out = {"plain_tok_s": round(plain, 1), "ngram_tok_s": round(drafted, 1), "ratio": round(drafted / plain, 2),
            "accepted_share": round(accepted / n_drafted, 2) if n_drafted else None,
            "drafted": n_drafted, "accepted": accepted,
+           "samples": {k: [r["tok_s"] and round(r["tok_s"], 1) for r in rows[d]]
+                       for k, d in (("plain", False), ("ngram", True))},
            "peers": {n: speculative_peers.summary(r) for n, r in peer_rows.items()}}
     print(f"{name:12s} plain {plain:6.1f} tok/s   draftNgram {drafted:6.1f} tok/s   "
           f"x{drafted / plain:.2f}   accepted {accepted}/{n_drafted}")

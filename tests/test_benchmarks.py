@@ -241,6 +241,7 @@ def test_speculative_scenario_reports_peers_beside_lmfast(llm):
     out = speculative.workload(llm, [peer], "copy-heavy", prompts, tokens=8, reps=1)
     assert peer.calls == [(p, 8, d) for p in prompts for d in (False, True)]
     assert out["plain_tok_s"] > 0 and out["ngram_tok_s"] > 0
+    assert [len(out["samples"][k]) for k in ("plain", "ngram")] == [len(prompts)] * 2
     assert out["ratio"] == pytest.approx(out["ngram_tok_s"] / out["plain_tok_s"], rel=0.02)
     assert out["drafted"] >= out["accepted"] >= 0
     assert out["peers"] == {"stand-in": {"plain_tok_s": 10.0, "lookup_tok_s": 25.0, "ratio": 2.5,
