@@ -445,3 +445,14 @@ def test_async_client_prepares_images_and_answers_as_the_sync_one(vlm):
     vlm.respond(chat, config=cfg)  # both compared runs then find the prompt cached (DESIGN.md: cold and
     expected = vlm.respond(chat, config=cfg).content  # cached evaluations may round apart)
     assert asyncio.run(ask()) == expected
+
+
+def test_missing_file_and_more_images_than_the_context_holds_are_clear_errors(vlm, tmp_path):
+    with pytest.raises(lms.LMStudioValueError, match="no such file"):
+        lms.prepare_image(tmp_path / "absent.png")
+    handle = lms.prepare_image(png_bytes(32, 32, seed=5))
+    chat = Chat()
+    chat.add_user_message(PROMPT, images=[handle] * 80)  # 80 x 16 image tokens > the 1,024-token window
+    with pytest.raises(lms.LMStudioValueError, match="does not fit the context length of 1024"):
+        vlm.respond(chat, config=_greedy())
+    assert vlm.respond("Say hi.", config={"maxTokens": 4}).content
