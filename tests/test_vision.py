@@ -456,3 +456,37 @@ def test_missing_file_and_more_images_than_the_context_holds_are_clear_errors(vl
     with pytest.raises(lms.LMStudioValueError, match="does not fit the context length of 1024"):
         vlm.respond(chat, config=_greedy())
     assert vlm.respond("Say hi.", config={"maxTokens": 4}).content
+
+
+def test_disk_tier_restores_an_image_chat_only_under_its_projector(client, vision_dir, tmp_path):
+    """An image's cached positions hold its projector's embeddings under placeholders derived from
+    the pixels alone: the disk tier's files are keyed by the projector too (prompt_cache.py)."""
+    model = next(p for p in vision_dir.glob("*.gguf") if not p.name.startswith("mmproj"))
+    other = write_projector(tmp_path / "mmproj-other.gguf", text_n_embd=576, seed=7)
+
+    def load(name, projector):
+        return client.llm.load_new_instance(str(model), name, config={
+            "cpuThreads": 1, "contextLength": 1024, "promptCacheDir": str(tmp_path / "kv"), "mmproj": str(projector)})
+
+    chat = Chat()
+    chat.add_user_message("What colour is it?", images=[lms.prepare_image((vision_dir / "wide.png").read_bytes())])
+    first = load("disk-vision-1", vision_dir / "mmproj-synthetic.gguf")
+    try:
+        turn1 = first._render_with_tools(chat, None).tokens
+        chat.add_assistant_response(first.respond(chat, config=_greedy()))
+        assert first._instance.persist(turn1) >= len(turn1)  # the sequence starting with turn 1's prompt
+    finally:
+        first.unload()
+    chat.add_user_message("And its shape?")
+    for name, projector, restored in (("disk-vision-2", vision_dir / "mmproj-synthetic.gguf", True),
+                                      ("disk-vision-3", other, False)):
+        again = load(name, projector)
+        try:
+            stats = again.respond(chat, config=_greedy()).stats
+            encoded = again._instance.native()[1].counters()["images_encoded"]
+        finally:
+            again.unload()
+        if restored:
+            assert encoded == 0 and stats.restored_prompt_tokens_count >= stats.image_tokens_count > 0, stats
+        else:
+            assert encoded == 1 and stats.restored_prompt_tokens_count == 0, stats

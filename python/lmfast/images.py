@@ -87,14 +87,20 @@ def find_projector(model_path: str | os.PathLike[str]) -> Path | None:
     return found[0] if found else None
 
 
+def projector_for(model_path: str | os.PathLike[str], setting: Any) -> Path | None:
+    """The projector file the ``mmproj`` load key names (a path, None: one found beside the model,
+    False: none), whether or not it turns out loadable."""
+    if setting is False:
+        return None
+    return find_projector(model_path) if setting is None else Path(setting)
+
+
 def load_projector(model: Any, model_path: str | os.PathLike[str], setting: Any, n_threads: int,
                    flash_attention: bool | None = None) -> Any:
     """The native Vision for the ``mmproj`` load key (a path, None: find one, False: off), its
     attention computed as the text model's is (``flashAttention``). A projector that was found
     rather than named and cannot be loaded is a warning: the model loads without vision."""
-    if setting is False:
-        return None
-    path = find_projector(model_path) if setting is None else Path(setting)
+    path = projector_for(model_path, setting)
     if path is None:
         return None
     if not path.is_file():

@@ -171,7 +171,8 @@ class ModelInstance(LoadedInstance):
                 model.metadata(), n_ctx=n_ctx, n_ubatch=micro_batch(cfg), n_gpu_layers=self.n_gpu_layers,
                 kv_on_gpu=cfg["offloadKVCacheToGpu"],
                 quantized_v=cfg["llamaVCacheQuantizationType"] not in (False, None, "f16", "bf16", "f32"))
-        identity = prompt_cache.cache_identity(self.model_file.path, cfg) if cfg["promptCacheDir"] else ""
+        identity = prompt_cache.cache_identity(self.model_file.path, cfg, images.projector_for(
+            self.model_file.path, cfg["mmproj"])) if cfg["promptCacheDir"] else ""
         engine = _core.Engine(model, engine_params(cfg, n_ctx=n_ctx, disk_identity=identity))
         prompt_cache.warn_from(engine)  # a damaged file found at load, or a folder it cannot write
         self.seed = cfg["seed"]

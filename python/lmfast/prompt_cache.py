@@ -21,8 +21,8 @@ _HEAD = 4 << 20
 _TAIL = 1 << 20
 
 
-def cache_identity(path: str | os.PathLike[str], cfg: dict[str, Any]) -> str:
-    """The identity of a model file loaded with load config ``cfg`` (its applied values)."""
+def _fingerprint(path: str | os.PathLike[str]) -> tuple[int, str]:
+    """(size, sha256 of the first 4 MiB and the last 1 MiB) of a file."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -30,11 +30,23 @@ def cache_identity(path: str | os.PathLike[str], cfg: dict[str, Any]) -> str:
         if size > _HEAD:
             f.seek(max(_HEAD, size - _TAIL))
             h.update(f.read(_TAIL))
+    return size, h.hexdigest()
+
+
+def cache_identity(path: str | os.PathLike[str], cfg: dict[str, Any],
+                   projector: str | os.PathLike[str] | None = None) -> str:
+    """The identity of a model file loaded with load config ``cfg`` (its applied values) and, if
+    one is loaded, vision ``projector``: an image's cached positions hold that projector's
+    embeddings under placeholder tokens derived from the pixels alone, so another projector's
+    files must not be restored."""
+    size, digest = _fingerprint(path)
     layout = {k: cfg.get(k) for k in ("llamaKCacheQuantizationType", "llamaVCacheQuantizationType",
                                       "flashAttention", "ropeFrequencyBase", "ropeFrequencyScale")}
     if cfg.get("loras"):  # KV computed under adapters is another model's: never restored without them
         layout["loras"] = [(a["path"], os.path.getsize(a["path"]), a["scale"]) for a in cfg["loras"]]
-    return f"lmfast-kv 1; file {Path(path).name} {size} bytes sha256 {h.hexdigest()}; layout {sorted(layout.items())}"
+    if projector is not None and Path(projector).is_file():
+        layout["mmproj"] = (Path(projector).name, *_fingerprint(projector))
+    return f"lmfast-kv 1; file {Path(path).name} {size} bytes sha256 {digest}; layout {sorted(layout.items())}"
 
 
 class PromptCacheWarning(RuntimeWarning):
