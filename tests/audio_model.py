@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .vision_model import encoder_blocks, write_gguf
+
 N_MEL = 16  # libmtmd accepts 1..256 (Whisper uses 80 or 128); fewer makes a smaller first convolution
 N_EMBD = 64
 N_HEAD = 4
@@ -53,19 +55,7 @@ def _tensors(text_n_embd: int, rng: np.random.Generator) -> dict[str, np.ndarray
         "mm.a.norm_mid.weight": np.ones(MLP_HIDDEN, np.float32),
         "mm.a.mlp.2.weight": w(text_n_embd, MLP_HIDDEN),
     }
-    for il in range(N_LAYER):
-        p = f"a.blk.{il}"
-        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
-            t[f"{p}.{name}.weight"] = w(N_EMBD, N_EMBD)
-            if name != "attn_k":  # Whisper's key projection has no bias (clip.cpp asserts it)
-                t[f"{p}.{name}.bias"] = w(N_EMBD)
-        for name in ("ln1", "ln2"):
-            t[f"{p}.{name}.weight"] = np.ones(N_EMBD, np.float32)
-            t[f"{p}.{name}.bias"] = np.zeros(N_EMBD, np.float32)
-        t[f"{p}.ffn_up.weight"] = w(N_FF, N_EMBD)
-        t[f"{p}.ffn_up.bias"] = w(N_FF)
-        t[f"{p}.ffn_down.weight"] = w(N_EMBD, N_FF)
-        t[f"{p}.ffn_down.bias"] = w(N_EMBD)
+    t.update(encoder_blocks("a", N_LAYER, N_EMBD, N_FF, w, key_bias=False))  # Whisper's key has no bias
     return t
 
 
@@ -86,13 +76,7 @@ def write_audio_projector(path: str | Path, text_n_embd: int = 576, seed: int = 
     writer.add_float32("clip.audio.attention.layer_norm_epsilon", 1e-5)
     writer.add_uint32("clip.audio.num_mel_bins", N_MEL)
     writer.add_uint32("clip.audio.projector.stack_factor", STACK)
-    for name, data in _tensors(text_n_embd, np.random.default_rng(seed)).items():
-        writer.add_tensor(name, data)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return write_gguf(writer, _tensors(text_n_embd, np.random.default_rng(seed)), path)
 
 
 def wav_bytes(seconds: float = 1.0, freq: float = 440.0, rate: int = SAMPLE_RATE, channels: int = 1,

@@ -62,19 +62,40 @@ def _tensors(kind: str, text_n_embd: int, rng: np.random.Generator, image_size: 
     else:
         t.update({"mm.0.weight": w(MLP_HIDDEN, N_EMBD), "mm.0.bias": w(MLP_HIDDEN),
                   "mm.2.weight": w(text_n_embd, MLP_HIDDEN), "mm.2.bias": w(text_n_embd)})
-    for il in range(N_LAYER):
-        p = f"v.blk.{il}"
-        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
-            t[f"{p}.{name}.weight"] = w(N_EMBD, N_EMBD)
-            t[f"{p}.{name}.bias"] = w(N_EMBD)
-        for name in ("ln1", "ln2"):
-            t[f"{p}.{name}.weight"] = np.ones(N_EMBD, np.float32)
-            t[f"{p}.{name}.bias"] = np.zeros(N_EMBD, np.float32)
-        t[f"{p}.ffn_up.weight"] = w(N_FF, N_EMBD)
-        t[f"{p}.ffn_up.bias"] = w(N_FF)
-        t[f"{p}.ffn_down.weight"] = w(N_EMBD, N_FF)
-        t[f"{p}.ffn_down.bias"] = w(N_EMBD)
+    t.update(encoder_blocks("v", N_LAYER, N_EMBD, N_FF, w))
     return t
+
+
+def encoder_blocks(prefix: str, n_layer: int, n_embd: int, n_ff: int, w, key_bias: bool = True) -> dict[str, np.ndarray]:
+    """A clip.cpp encoder's transformer blocks (``v.blk.N``, ``a.blk.N``): attention with biases
+    (``key_bias=False``: none on the key, as Whisper's), two layer norms, an FFN. ``w(*shape)``
+    draws the random weights."""
+    t = {}
+    for il in range(n_layer):
+        p = f"{prefix}.blk.{il}"
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            t[f"{p}.{name}.weight"] = w(n_embd, n_embd)
+            if key_bias or name != "attn_k":
+                t[f"{p}.{name}.bias"] = w(n_embd)
+        for name in ("ln1", "ln2"):
+            t[f"{p}.{name}.weight"] = np.ones(n_embd, np.float32)
+            t[f"{p}.{name}.bias"] = np.zeros(n_embd, np.float32)
+        t[f"{p}.ffn_up.weight"] = w(n_ff, n_embd)
+        t[f"{p}.ffn_up.bias"] = w(n_ff)
+        t[f"{p}.ffn_down.weight"] = w(n_embd, n_ff)
+        t[f"{p}.ffn_down.bias"] = w(n_embd)
+    return t
+
+
+def write_gguf(writer, tensors: dict[str, np.ndarray], path: Path) -> Path:
+    """Adds ``tensors`` to a GGUFWriter whose keys are set, writes the file and closes it."""
+    for name, data in tensors.items():
+        writer.add_tensor(name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
 
 
 def _image_size(kind: str) -> int:
@@ -112,13 +133,7 @@ def write_projector(path: str | Path, text_n_embd: int = 576, seed: int = 0, kin
         writer.add_uint32("clip.vision.projector.scale_factor", pool)
     writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
     writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
-    for name, data in _tensors(kind, text_n_embd, np.random.default_rng(seed), image_size).items():
-        writer.add_tensor(name, data)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return write_gguf(writer, _tensors(kind, text_n_embd, np.random.default_rng(seed), image_size), path)
 
 
 def png_bytes(width: int, height: int, seed: int = 0) -> bytes:
