@@ -26,6 +26,23 @@ def run_completion(exe, llm, model_path, prompt, *extra, n_predict=N_PREDICT):
     return out.stdout
 
 
+def run_mtmd_cli(llm, model_path, mmproj, media_flag, media, prompt, *extra, n_predict=N_PREDICT):
+    """llama-mtmd-cli's stdout about one ``media`` file (``media_flag``: --image or --audio) with
+    the settings lmfast applied to ``llm`` (1 thread, as the media tests load it; CPU only), greedy.
+    --jinja: lmfast renders chats with the model's Jinja template (SmolLM2's adds its default
+    system prompt); ``extra``: further flags (a named template for a model without one)."""
+    from lmfast import _reference
+
+    cfg = llm.get_load_config()
+    flash = {True: "on", False: "off", None: "auto"}[cfg["flashAttention"]]
+    out = subprocess.run([str(_reference.program("llama-mtmd-cli")), "-m", str(model_path), "--mmproj", str(mmproj),
+                          media_flag, str(media), "-p", prompt, "-n", str(n_predict), "-t", "1", "-fa", flash,
+                          "-ngl", "0", "--temp", "0", "-c", str(cfg["contextLength"]), "--no-warmup", "--jinja",
+                          *extra], capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr.decode(errors="replace")[-2000:]
+    return out.stdout
+
+
 def compare(llm, stream, expected_stdout, n_predict=N_PREDICT):
     """Asserts that ``stream`` (a finished or running complete_stream) generated what
     llama-completion printed."""

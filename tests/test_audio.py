@@ -2,15 +2,14 @@
 projector (tests/audio_model.py), compared with llama.cpp's own llama-mtmd-cli on the same files."""
 import shutil
 import struct
-import subprocess
 
 import pytest
 
 import lmfast as lms
-from lmfast import _reference
 from lmfast.chat import Chat
 
 from .audio_model import wav_bytes, write_audio_projector
+from .oracle import run_mtmd_cli
 from .vision_model import png_bytes, write_projector
 
 N_PREDICT = 16
@@ -47,16 +46,9 @@ def _greedy():
 
 
 def _mtmd_cli(alm, d, clip, prompt):
-    """llama-mtmd-cli's stdout with lmfast's settings (--jinja: SmolLM2's own template)."""
-    cfg = alm.get_load_config()
-    flash = {True: "on", False: "off", None: "auto"}[cfg["flashAttention"]]
-    out = subprocess.run([str(_reference.program("llama-mtmd-cli")), "-m", str(d / "SmolLM2-135M-Instruct.Q4_1.gguf"),
-                          "--mmproj", str(d / "mmproj-audio.gguf"), "--audio", str(clip), "-p", prompt,
-                          "-n", str(N_PREDICT), "-t", "1", "-fa", flash, "-ngl", "0", "--temp", "0",
-                          "-c", str(cfg["contextLength"]), "--no-warmup", "--jinja"],
-                         capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert out.returncode == 0, out.stderr.decode(errors="replace")[-2000:]
-    return out.stdout
+    """llama-mtmd-cli's answer about ``clip`` with SmolLM2 and the audio projector in ``d``."""
+    return run_mtmd_cli(alm, d / "SmolLM2-135M-Instruct.Q4_1.gguf", d / "mmproj-audio.gguf", "--audio", clip, prompt,
+                        n_predict=N_PREDICT)
 
 
 def test_audio_projector_is_found_and_reported(alm, audio_dir):

@@ -2,14 +2,14 @@
 Gemma 3 270M with a synthetic gemma3 one (tests/vision_model.py), compared with llama.cpp's own
 llama-mtmd-cli on the same files."""
 import shutil
-import subprocess
 
 import pytest
 
 import lmfast as lms
-from lmfast import _core, _reference
+from lmfast import _core
 from lmfast.chat import Chat
 
+from .oracle import run_mtmd_cli
 from .vision_model import bmp_bytes, png_bytes, png_claiming, write_projector
 
 N_PREDICT = 24
@@ -84,19 +84,11 @@ def _greedy():
 
 
 def _mtmd_cli(vlm, d, image, prompt, template=()):
-    """llama-mtmd-cli's stdout with lmfast's settings. --jinja: lmfast renders chats with the model's
-    Jinja template (SmolLM2's adds its default system prompt); without it the program uses its
-    built-in ChatML, which has none. ``template``: CLI_TEMPLATE's flags for the model."""
-    exe = _reference.program("llama-mtmd-cli")
-    cfg = vlm.get_load_config()
-    flash = {True: "on", False: "off", None: "auto"}[cfg["flashAttention"]]
-    out = subprocess.run([str(exe), "-m", str(next(p for p in d.glob("*.gguf") if not p.name.startswith("mmproj"))),
-                          "--mmproj", str(d / "mmproj-synthetic.gguf"), "--image", str(image),
-                          "-p", prompt, "-n", str(N_PREDICT), "-t", "1", "-fa", flash, "-ngl", "0",
-                          "--temp", "0", "-c", str(cfg["contextLength"]), "--no-warmup", "--jinja", *template],
-                         capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert out.returncode == 0, out.stderr.decode(errors="replace")[-2000:]
-    return out.stdout
+    """llama-mtmd-cli's answer about ``image`` with the model and projector in ``d``; ``template``:
+    CLI_TEMPLATE's flags for the model."""
+    model = next(p for p in d.glob("*.gguf") if not p.name.startswith("mmproj"))
+    return run_mtmd_cli(vlm, model, d / "mmproj-synthetic.gguf", "--image", image, prompt, *template,
+                        n_predict=N_PREDICT)
 
 
 def test_projector_beside_the_model_is_found_and_reported(vlm, vision_dir):
