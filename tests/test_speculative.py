@@ -2,12 +2,12 @@
 each draft with the request's own sampler chain, so the output is the one without drafting
 (at temperature > 0: its distribution, tests/test_speculative_sampling.py).
 
-Byte for byte with flash attention on, which these tests load with: then every kernel computes
-a token's row alone, whatever else is in its batch (the Q4_1 products, lmfast's own, keep ggml's
-per-row order; the attention kernel takes one query row at a time), so a draft verified as
-several rows of one batch gives the logits of one-row decoding, bit for bit (measured: the row
-after a token is bit-equal whether the tokens before it were evaluated 2, 8, 12 or 17 at a
-time). Without flash attention (the CPU default, as it is faster past ~250 tokens of context)
+Byte for byte on SmolLM2 Q4_1 with flash attention on, which these tests load with: then every
+kernel computes a token's row alone, whatever else is in its batch (the Q4_1 products, lmfast's
+own, keep ggml's per-row order; the attention kernel takes one query row at a time), so a draft
+verified as several rows of one batch gives the logits of one-row decoding, bit for bit
+(measured: scripts/batch_invariance.py finds 0.0000 difference over 201 rows; Gemma 3's Q4_K_M
+is not so, GEMMA_TIE below). Without flash attention (the CPU default, as it is faster past ~250 tokens of context)
 the attention's matrix products sum a batch's rows in another order than a single row's, so
 outputs may part where two tokens are tied within rounding (measured gaps 0.0006-0.23 logits;
 test_without_flash_attention_outputs_part_only_at_ties). A verification bug (a token kept that
@@ -84,6 +84,22 @@ def _same_or_tie(model, prompt, plain, drafted, tie=TIE):
     return False
 
 
+def test_smollm2_rows_are_batch_invariant_with_flash_attention(spec):
+    """What the exact checks below rest on: a row's logits are the same bits as the last row of
+    a batch and alone (scripts/batch_invariance.py, which also measures other models)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "batch_invariance.py"
+    spec_ = importlib.util.spec_from_file_location("batch_invariance", path)
+    module = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(module)
+    native, engine = spec._instance.native()
+    worst = module.measure(engine, native, PROMPTS[:3])
+    assert sorted(worst) == [0, 1, 2, 3] and sum(n for _, _, n in worst.values()) > 40, worst
+    assert all(whole == 0.0 for whole, _, _ in worst.values()), worst
+
+
 def _check_counts(stats):
     assert stats.used_draft_model_key == "ngram"
     assert (stats.accepted_draft_tokens_count + stats.rejected_draft_tokens_count
@@ -105,20 +121,21 @@ def test_greedy_output_is_the_targets(spec):
     assert accepted >= 10, accepted
 
 
-def _avx512() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return " avx512f" in f.read()
-    except OSError:
-        return False
+# Gemma 3 270M Q4_K_M is not batch-invariant on the CPU, flash attention on or off: a row computed
+# inside a batch differs from the same row computed alone by up to 0.97 logits among its 5 top
+# tokens (2.7 over the vocabulary), whatever the batch's length (`python
+# scripts/batch_invariance.py --model gemma3-270m-q4_k_m`: 188 rows, AVX2; SmolLM2 Q4_1 there:
+# 0.0000). Two candidates' gap can therefore move by up to ~2 logits between a draft's row and
+# plain decoding's.
+GEMMA_TIE = 2.0
 
 
 def test_greedy_output_is_the_targets_on_gemma_q4_k_m(client):
-    """The mainstream quantization, whose Q4_K products ggml repacks into tiles of 8 rows and
-    computes a batch's tokens 4 at a time: exact too with flash attention on, measured on AVX2
-    (8 of 8 prompts). ggml's AVX-512 build of those tile kernels is another code path, not
-    measured here, so there a parting at a near tie is allowed. SmolLM2's checks stay exact on
-    every x86: its products are computed row by row there."""
+    """The mainstream quantization: drafting keeps the target's tokens except where it is torn
+    between two within GEMMA_TIE (above). CI once saw 1 of 8 prompts part there on an AVX2 host
+    where this machine had 8 of 8 exact: the draft lengths, which follow measured step costs,
+    decide which rows share a batch. A verification bug (a token kept that the target did not
+    choose, a stale cell) moves the output by whole logits and fails."""
     from benchmarks.models import gemma_q4_k_m_path
 
     model = client.llm.load_new_instance(str(gemma_q4_k_m_path(quiet=True)), "speculative-gemma",
@@ -131,10 +148,7 @@ def test_greedy_output_is_the_targets_on_gemma_q4_k_m(client):
             plain, _ = _run(model, prompt, cfg)
             drafted, result = _run(model, prompt, {**cfg, **NGRAM})
             accepted += result.stats.accepted_draft_tokens_count
-            if _avx512():
-                _same_or_tie(model, prompt, plain, drafted)
-            else:
-                assert drafted == plain, prompt
+            _same_or_tie(model, prompt, plain, drafted, tie=GEMMA_TIE)
         assert accepted >= 10, accepted
     finally:
         model.unload()
