@@ -4,17 +4,19 @@
 
 namespace lmfast {
 
-DraftLength::DraftLength(int32_t n_max, int32_t n_min, bool backoff)
-    : n_max_(std::max<int32_t>(1, n_max)), n_min_(std::max<int32_t>(0, n_min)), backoff_(backoff) {}
+DraftLength::DraftLength(int32_t n_max, int32_t n_min, bool backoff, double prior_accepted)
+    : n_max_(std::max<int32_t>(1, n_max)), n_min_(std::max<int32_t>(0, n_min)),
+      accepted_(std::max(0.0, prior_accepted)), backoff_(backoff) {}
 
-int32_t DraftLength::best_length(double cost_ratio) const {
+int32_t DraftLength::best_length(const StepCost & cost, int32_t rows) const {
     const double p = accepted_ / (accepted_ + rejected_);
+    const double others = std::max<int32_t>(rows, 1) - 1;
     double best = 1.0, expected = 1.0, term = 1.0;
     int32_t best_k = 0;
     for (int32_t k = 1; k <= n_max_; ++k) {
         term *= p;
         expected += term;
-        const double gain = expected / (1.0 + k * cost_ratio);
+        const double gain = (others + expected) / ((others + 1.0) * cost(k));
         if (gain > best) {
             best = gain;
             best_k = k;
@@ -23,12 +25,12 @@ int32_t DraftLength::best_length(double cost_ratio) const {
     return best_k;
 }
 
-int32_t DraftLength::length(double cost_ratio) {
+int32_t DraftLength::length(const StepCost & cost, int32_t rows) {
     if (quiet_left_ > 0) {
         --quiet_left_;
         return 0;
     }
-    const int32_t k = best_length(cost_ratio);
+    const int32_t k = best_length(cost, rows);
     probing_ = k == 0;
     if (k > 0) return k;
     return ++idle_ < probe_steps_ ? 0 : 1;  // a probe

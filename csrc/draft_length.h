@@ -3,10 +3,9 @@
 // verification made of its drafts.
 //
 // With a per-token acceptance p (a decaying count of accepted and rejected draft tokens, a prior
-// of one each) a draft of k tokens yields 1 + p + ... + p^k tokens for a step that costs 1 + k*r
-// plain steps, r being one more token's share of a step (the engine measures it: ~0.17 for
-// SmolLM2 on 2 cores, prompt tokens at ~2.5 ms against ~15 ms a decode step; a draft model adds
-// its own decode time). The k with the best ratio is drafted, none when no k beats a plain step;
+// of one each) a draft of k tokens yields 1 + p + ... + p^k tokens for a step that costs cost(k)
+// plain steps: what the engine measured for a batch of that size (StepCost below), plus a draft
+// model's own decode time. The k with the best ratio is drafted, none when no k beats a plain step;
 // a request that stopped drafting tries one token every kProbeSteps steps, so that text which
 // starts repeating is noticed. Owned by the engine thread: no locking. Model-free: the native
 // unit tests drive it directly.
@@ -14,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "llama.h"
@@ -26,10 +26,26 @@ public:
     // n_min: shorter drafts are not used (speculativeDecodingMinDraftLengthToConsider).
     // backoff: each probe that fails doubles the steps to the next one (up to kMaxProbeSteps),
     // and an accepted one resets them; for a draft model, whose probe costs draft decodes too.
-    DraftLength(int32_t n_max, int32_t n_min, bool backoff = false);
+    // prior_accepted: the acceptance count a request starts with, beside one rejection. The
+    // n-gram lookup drafts only what its history backs (llama-lookup: 95% accepted), and at the
+    // measured prices a first guess of p = 0.5 drafted nothing on Gemma 3 270M Q4_K_M (a token
+    // more costs ~0.7 of a step there, 3 more ~1): it starts from 3 (p = 0.75).
+    DraftLength(int32_t n_max, int32_t n_min, bool backoff = false, double prior_accepted = 1.0);
 
-    // The length to draft this step at `cost_ratio` (r above; 0: none), counting the step.
-    int32_t length(double cost_ratio);
+    // What a step with k draft tokens costs, as a share of the same step without them. The
+    // engine gives its measured step times by batch size (engine.cpp, step_sec): they are not
+    // linear in k. SmolLM2 on 2 cores: 11.5 ms for 1 token, 24.4 for 2, 33.4 for 3, 39.0 for 4,
+    // 47.2 for 5. On Gemma 3 270M Q4_K_M's copy-heavy prompts the drafts of up to 8 that a
+    // linear price (a prompt token's share, ~0.17) chose ran at 1.21x plain; priced by the
+    // measured times, 1.36x.
+    using StepCost = std::function<double(int32_t k)>;
+
+    // The length to draft this step, counting the step. `rows`: the batch's tokens before the
+    // draft (this request's next one included), each worth a token: the gain of k drafts is
+    // (rows - 1 + 1 + p + ... + p^k) / (rows * cost(k)).
+    int32_t length(const StepCost & cost, int32_t rows = 1);
+    // The same at a linear price: one more token costs `cost_ratio` of a step (r above).
+    int32_t length(double cost_ratio) { return length(linear(cost_ratio)); }
     // The draft cut to length k, to `room` and to n_min; `ignored` gets the tokens dropped.
     std::vector<llama_token> fit(std::vector<llama_token> d, int32_t k, int32_t room, int32_t & ignored);
     // What verification made of the last draft.
@@ -41,7 +57,11 @@ public:
     // decoding in `python -m benchmarks draft-model --quick`.
     void drafted_nothing();
     // The draft length with the best expected tokens per unit of step time; 0 if none beats 1.
-    int32_t best_length(double cost_ratio) const;
+    int32_t best_length(const StepCost & cost, int32_t rows = 1) const;
+    int32_t best_length(double cost_ratio) const { return best_length(linear(cost_ratio)); }
+    static StepCost linear(double cost_ratio) {
+        return [cost_ratio](int32_t k) { return 1.0 + k * cost_ratio; };
+    }
 
     static constexpr int32_t kProbeSteps = 16;
     static constexpr int32_t kMaxProbeSteps = 256;
@@ -49,7 +69,7 @@ public:
 
 private:
     int32_t n_max_, n_min_;
-    double accepted_ = 1.0, rejected_ = 1.0;    // decaying counts (the prior: p = 0.5)
+    double accepted_, rejected_ = 1.0;          // decaying counts (the prior: p = 0.5 by default)
     int32_t idle_ = 0;                           // steps since the last draft
     bool backoff_ = false, probing_ = false;     // probing_: the last draft was a probe
     int32_t probe_steps_ = kProbeSteps;          // steps from a draft to the next probe

@@ -165,6 +165,7 @@ struct Engine::Active {
     size_t n_exact = SIZE_MAX;
     Clock::time_point t_admit, t_first;
     std::unique_ptr<DraftLength> drafter;  // null unless the request speculates
+    std::unique_ptr<NgramLookup> lookup;   // its n-gram cache, when it drafts without a model
     std::vector<llama_token> draft;         // this step's draft, decoded after `next`
     int32_t i_draft = -1;                   // batch index of the draft's first token
     llama_token guess = LLAMA_TOKEN_NULL;   // the draft's token for the next sample(), if any
@@ -788,8 +789,10 @@ void Engine::admit(std::shared_ptr<Request> req) {
     try {
         a->sampler = make_sampler(req->params_.sampling, model_->vocab());
         if (req->params_.draft_max > 0) {
-            a->drafter = std::make_unique<DraftLength>(req->params_.draft_max, req->params_.draft_min,
-                                                       req->params_.draft_model != nullptr);
+            const bool ngram = req->params_.draft_model == nullptr;
+            a->drafter = std::make_unique<DraftLength>(req->params_.draft_max, req->params_.draft_min, !ngram,
+                                                       ngram ? 3.0 : 1.0);
+            if (ngram) a->lookup = std::make_unique<NgramLookup>();
         }
         a->grammar = std::move(req->grammar_);
         // An image's placeholder tokens are no text the penalties should see.
@@ -1195,8 +1198,9 @@ void Engine::add_draft(Active & a) {
     if (a.req->params_.draft_model) {
         a.draft = model_draft(a, room, ignored);
     } else {
-        const int32_t k = a.drafter->length(draft_cost_ratio());
-        a.draft = a.drafter->fit(ngram_draft(toks, a.next, k), k, room, ignored);
+        const int32_t k = a.drafter->length(draft_cost(batch_.n_tokens, 0.0), batch_.n_tokens);
+        a.draft = a.drafter->fit(k > 0 ? a.lookup->draft(toks, a.next, k) : std::vector<llama_token>{}, k, room,
+                                 ignored);
     }
     st.draft_tokens += ignored + static_cast<int32_t>(a.draft.size());
     st.ignored_draft_tokens += ignored;
@@ -1217,7 +1221,7 @@ std::vector<llama_token> Engine::model_draft(Active & a, int32_t room, int32_t &
     ignored = 0;
     DraftModel & dm = *a.req->params_.draft_model;
     const double own = decode_step_sec_ > 0 ? dm.sec_per_token() / decode_step_sec_ : 0.0;
-    const int32_t k = a.drafter->length(draft_cost_ratio() + own);
+    const int32_t k = a.drafter->length(draft_cost(batch_.n_tokens, own), batch_.n_tokens);
     if (k == 0 || room <= 0) return {};
     llama_set_n_threads(dm.context(), n_threads_, n_threads_);
     pools_.attach(dm.context());
@@ -1306,30 +1310,55 @@ void Engine::set_step_threads() {
 }
 
 // A prompt-sized batch updates the per-token cost estimate that admit() weighs copies by; a
-// one-token step the cost of a plain decode step, which drafts are weighed against.
+// one-token step the cost of a plain decode step; every batch of fewer than kStepCostRows
+// tokens the time of its size, which drafts are priced by (draft_cost).
 void Engine::update_step_costs(Clock::time_point t_decode) {
-    if (batch_.n_tokens != 1 && batch_.n_tokens < 16) return;
+    const int32_t n = batch_.n_tokens;
+    if (n >= kStepCostRows && n < 16) return;
     llama_synchronize(ctx_);  // the logits are read right after anyway
     const double took = seconds(t_decode, Clock::now());
-    if (batch_.n_tokens == 1) {
-        decode_step_sec_ = decode_step_sec_ > 0 ? 0.8 * decode_step_sec_ + 0.2 * took : took;
-        return;
+    // Only one sequence's batches, as a draft's are: llama.cpp splits a batch of several
+    // sequences into micro-batches that take as many tokens from each (split_equal), which
+    // prices n tokens otherwise than one sequence's n.
+    if (n < kStepCostRows && std::all_of(batch_.seq_id, batch_.seq_id + n,
+                                         [&](const llama_seq_id * s) { return s[0] == batch_.seq_id[0][0]; })) {
+        double & s = step_sec_[static_cast<size_t>(n)];
+        s = s > 0 ? 0.8 * s + 0.2 * took : took;
     }
-    prompt_sec_per_token_ = 0.8 * prompt_sec_per_token_ + 0.2 * took / batch_.n_tokens;
+    if (n == 1) {
+        decode_step_sec_ = decode_step_sec_ > 0 ? 0.8 * decode_step_sec_ + 0.2 * took : took;
+    } else if (n >= 16) {
+        prompt_sec_per_token_ = 0.8 * prompt_sec_per_token_ + 0.2 * took / n;
+    }
 }
 
-// One more token in a step, as a share of a plain step's time (draft_length.h): a prompt
-// token's measured cost over a one-token step's. Until both are measured, 0.17 (SmolLM2 on
-// 2 cores: ~2.5 ms a prompt token, ~15 ms a step).
-// LMFAST_DRAFT_COST_RATIO overrides it, for measuring.
+// A step of n tokens: measured, or until then a one-token step plus prompt-rate tokens. That
+// guess is low (a prompt token is the cheapest kind), so a size not yet tried looks good, is
+// drafted, and then is priced by what it took.
+double Engine::step_sec(int32_t n) const {
+    if (n > 0 && n < kStepCostRows && step_sec_[static_cast<size_t>(n)] > 0) return step_sec_[static_cast<size_t>(n)];
+    const double one = decode_step_sec_ > 0 ? decode_step_sec_ : prompt_sec_per_token_ / 0.17;
+    return one + std::max(0, n - 1) * prompt_sec_per_token_;
+}
+
+// What k draft tokens make a step of `rows` tokens cost, as a share of it (DraftLength::StepCost),
+// `own` a step's share per draft token that a draft model adds.
+// LMFAST_DRAFT_COST_RATIO prices every draft token at that share instead, for measuring.
+DraftLength::StepCost Engine::draft_cost(int32_t rows, double own) const {
+    const double forced = draft_cost_ratio();
+    if (forced > 0) return DraftLength::linear(forced + own);
+    const double base = step_sec(rows);
+    return [this, rows, base, own](int32_t k) { return step_sec(rows + k) / base + k * own; };
+}
+
+// LMFAST_DRAFT_COST_RATIO: one draft token's price as a share of a step, for measuring; 0 when
+// unset (draft_cost then uses the measured step times).
 double Engine::draft_cost_ratio() const {
     static const double forced = [] {
         const char * v = std::getenv("LMFAST_DRAFT_COST_RATIO");
         return v ? std::atof(v) : 0.0;
     }();
-    if (forced > 0) return forced;
-    if (decode_step_sec_ <= 0) return 0.17;
-    return std::clamp(prompt_sec_per_token_ / decode_step_sec_, 0.02, 1.0);
+    return forced;
 }
 
 // The batch is in the KV cache now: record it, then sample where logits were asked for.

@@ -209,7 +209,10 @@ def test_four_speculating_requests_batched_with_four_plain_ones(client, smollm2_
     """Eight at once on one instance: 4 drafting, 4 not. Drafts go only into steps where one
     request generates (a second request's tokens would be split into their own pass over the
     weights), so drafting stops and starts as the others finish; each answer is still its own
-    lone one, and the drafting ones report consistent counts."""
+    lone one, and the drafting ones report consistent counts. Alone, the request that outlives
+    the others drafts at least its probes (one token every 16 steps): whether longer drafts pay
+    depends on this machine's measured step times (a 2-token step took 2.1x a 1-token one for
+    SmolLM2 on 2 cores, where a 5-token one took 4.1x)."""
     import threading
 
     model = client.llm.load_new_instance(str(smollm2_path), "speculative-8",
@@ -217,9 +220,9 @@ def test_four_speculating_requests_batched_with_four_plain_ones(client, smollm2_
                                                  "flashAttention": True})
     try:
         # The first drafting request (the list, which greedy decoding copies) outlives the others
-        # by ~30 tokens, so it drafts alone.
+        # by ~50 tokens, so it drafts alone.
         drafting = [COPYING[3], *COPYING[:3]]
-        jobs = [(p, {**EXACT, **NGRAM, "maxTokens": 72 if i == 0 else 40}) for i, p in enumerate(drafting)] + \
+        jobs = [(p, {**EXACT, **NGRAM, "maxTokens": 96 if i == 0 else 40}) for i, p in enumerate(drafting)] + \
                [(p, {**EXACT, "maxTokens": 16 + 4 * i}) for i, p in enumerate(COPYING)]
         lone = [_run(model, p, cfg)[0] for p, cfg in jobs]
         out: list = [None] * len(jobs)
@@ -239,7 +242,7 @@ def test_four_speculating_requests_batched_with_four_plain_ones(client, smollm2_
             else:
                 assert result.stats.total_draft_tokens_count in (None, 0), result.stats
             assert tokens == mine, prompt
-        assert out[0][1].stats.accepted_draft_tokens_count > 0, out[0][1].stats
+        assert out[0][1].stats.total_draft_tokens_count > 0, out[0][1].stats
     finally:
         model.unload()
 

@@ -1248,6 +1248,23 @@ TEST_CASE(draft_length_fresh_request_drafts_and_acceptance_lengthens) {
     CHECK_EQ(d.best_length(2.0), 0);  // no length beats a plain step when a token costs two steps
 }
 
+TEST_CASE(draft_length_follows_measured_step_costs_not_a_line) {
+    // A batch of 4 that costs little more than one of 2 (ggml's Q4_K kernels take rows 4 at a
+    // time): at high acceptance 3 drafts are best, where a linear price would ask for all 8.
+    const double by_rows[] = {0, 1.0, 1.74, 2.0, 2.1, 3.2, 3.8, 4.4, 5.0, 5.6};
+    const DraftLength::StepCost cost = [&](int32_t k) { return by_rows[1 + k] / by_rows[1]; };
+    DraftLength d(8, 0, false, 3.0);
+    for (int i = 0; i < 10; ++i) d.verified(8, 8);
+    CHECK_EQ(d.best_length(cost), 3);
+    CHECK_EQ(d.best_length(0.17), 8);
+    // The prior p = 0.75 drafts at that table; p = 0.5 does not.
+    CHECK_EQ(DraftLength(8, 0, false, 3.0).best_length(cost), 3);
+    CHECK_EQ(DraftLength(8, 0).best_length(cost), 0);
+    // Beside 7 other tokens a draft costs its share of a bigger batch, and yields its share.
+    const DraftLength::StepCost shared = [](int32_t k) { return 1.0 + 0.05 * k; };
+    CHECK_EQ(DraftLength(8, 0).best_length(shared, 8), 1);
+}
+
 TEST_CASE(draft_length_rejections_stop_drafting_then_probe) {
     DraftLength d(8, 0);
     reject_until_quiet(d, 0.17);
