@@ -6,7 +6,7 @@ alternating prompt by prompt, greedy, so both produce (up to float ties) the sam
   open-ended   answers that do not
 
 Reported per workload: decode tokens/s of each (median over prompts and rounds), the ratio, and
-the share of drafted tokens accepted. Raw completions, so a base model (Gemma 3 270M) runs too.
+the share of drafted tokens accepted; then 4 concurrent streams' aggregate tokens/s (streams()). Raw completions, so a base model (Gemma 3 270M) runs too.
 Peers (speculative_peers.py), each with and without its own n-gram lookup, take their turns on
 the same prompt right after lmfast's two runs: llama-cpp-python's LlamaPromptLookupDecoding and
 llama.cpp's llama-lookup (default: each one available; ``--peers ''`` for lmfast alone).
@@ -69,7 +69,45 @@ def run(ctx, args) -> dict:
         model.unload()
         for p in peers:
             p.close()
-    return {"workloads": report}
+    model = lms.llm(str(ctx.model_path), config={"cpuThreads": ctx.threads, "maxParallelPredictions": STREAMS})
+    try:
+        return {"workloads": report, "streams": streams(model, args.tokens, 1 if ctx.quick else args.reps)}
+    finally:
+        model.unload()
+
+
+STREAMS = 4
+
+
+def streams(model, tokens: int, reps: int) -> dict:
+    """The three copy-heavy prompts and an open-ended one as 4 concurrent streams on ``model``
+    (an instance of 4 sequences), with draftNgram and without: aggregate tok/s (all streams' tokens over the
+    wall time of the round, median of rounds). Drafts go only into steps where one request
+    generates, so most of a round decodes 2-4 streams without drafts, as it should."""
+    import concurrent.futures
+    import time
+
+    prompts = (WORKLOADS["copy-heavy"] + WORKLOADS["open-ended"])[:STREAMS]
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    drafted = accepted = 0
+    with concurrent.futures.ThreadPoolExecutor(STREAMS) as pool:
+        for rnd in range(reps + 1):  # round 0 evaluates the prompts, untimed
+            for ngram in (False, True):
+                t0 = time.perf_counter()
+                rows = list(pool.map(lambda p: run_one(model, p, tokens, ngram), prompts, timeout=600))
+                took = time.perf_counter() - t0
+                if rnd == 0:
+                    continue
+                rates[ngram].append(sum(r["tokens"] for r in rows) / took)
+                if ngram:
+                    drafted += sum(r["drafted"] for r in rows)
+                    accepted += sum(r["accepted"] for r in rows)
+    plain, ngram = statistics.median(rates[False]), statistics.median(rates[True])
+    print(f"{STREAMS} streams    plain {plain:6.1f} tok/s   draftNgram {ngram:6.1f} tok/s   x{ngram / plain:.2f}   "
+          f"accepted {accepted}/{drafted} (aggregate)")
+    return {"streams": STREAMS, "plain_tok_s": round(plain, 1), "ngram_tok_s": round(ngram, 1),
+            "ratio": round(ngram / plain, 2), "drafted": drafted, "accepted": accepted,
+            "samples": {"plain": [round(r, 1) for r in rates[False]], "ngram": [round(r, 1) for r in rates[True]]}}
 
 
 def workload(model, peers, name: str, prompts: list[str], tokens: int, reps: int) -> dict:

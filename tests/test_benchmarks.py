@@ -250,3 +250,17 @@ def test_speculative_scenario_reports_peers_beside_lmfast(llm):
     with pytest.raises(SystemExit, match="unknown peers: nope"):
         speculative_peers.start(["nope"], Path("m.gguf"), 1)
     assert speculative_peers.start([], Path("m.gguf"), 1) == []
+
+
+def test_speculative_scenario_measures_four_streams(client, smollm2_path):
+    """The 4-stream part on the real model, tiny: every stream's tokens count, both ways."""
+    from benchmarks import speculative
+
+    model = client.llm.load_new_instance(str(smollm2_path), "bench-streams", config={"maxParallelPredictions": 4})
+    try:
+        out = speculative.streams(model, tokens=8, reps=1)
+    finally:
+        model.unload()
+    assert out["streams"] == 4 and out["plain_tok_s"] > 0 and out["ngram_tok_s"] > 0
+    assert [len(out["samples"][k]) for k in ("plain", "ngram")] == [1, 1]
+    assert out["drafted"] >= out["accepted"] >= 0
