@@ -33,7 +33,7 @@ public:
     DraftLength(int32_t n_max, int32_t n_min, bool backoff = false, double prior_accepted = 1.0);
 
     // What a step with k draft tokens costs, as a share of the same step without them. The
-    // engine gives its measured step times by batch size (engine.cpp, step_sec): they are not
+    // engine gives its measured step times by batch size (engine.cpp, step_cost): they are not
     // linear in k. SmolLM2 on 2 cores: 11.5 ms for 1 token, 24.4 for 2, 33.4 for 3, 39.0 for 4,
     // 47.2 for 5. On Gemma 3 270M Q4_K_M's copy-heavy prompts the drafts of up to 8 that a
     // linear price (a prompt token's share, ~0.17) chose ran at 1.21x plain; priced by the

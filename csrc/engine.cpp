@@ -1310,8 +1310,10 @@ void Engine::set_step_threads() {
 }
 
 // A prompt-sized batch updates the per-token cost estimate that admit() weighs copies by; a
-// one-token step the cost of a plain decode step; every batch of fewer than kStepCostRows
-// tokens the time of its size, which drafts are priced by (draft_cost).
+// one-token step the cost of a plain decode step; every other batch of fewer than
+// kStepCostRows tokens its cost relative to that one, which drafts are priced by (draft_cost).
+// Relative, because other work on the machine slows every size alike: a size priced out of
+// drafting is not measured again, and its time from a quieter minute would look cheap.
 void Engine::update_step_costs(Clock::time_point t_decode) {
     const int32_t n = batch_.n_tokens;
     if (n >= kStepCostRows && n < 16) return;
@@ -1320,10 +1322,11 @@ void Engine::update_step_costs(Clock::time_point t_decode) {
     // Only one sequence's batches, as a draft's are: llama.cpp splits a batch of several
     // sequences into micro-batches that take as many tokens from each (split_equal), which
     // prices n tokens otherwise than one sequence's n.
-    if (n < kStepCostRows && std::all_of(batch_.seq_id, batch_.seq_id + n,
-                                         [&](const llama_seq_id * s) { return s[0] == batch_.seq_id[0][0]; })) {
-        double & s = step_sec_[static_cast<size_t>(n)];
-        s = s > 0 ? 0.8 * s + 0.2 * took : took;
+    if (n > 1 && n < kStepCostRows && decode_step_sec_ > 0 &&
+        std::all_of(batch_.seq_id, batch_.seq_id + n,
+                    [&](const llama_seq_id * s) { return s[0] == batch_.seq_id[0][0]; })) {
+        double & r = step_rel_[static_cast<size_t>(n)];
+        r = r > 0 ? 0.8 * r + 0.2 * took / decode_step_sec_ : took / decode_step_sec_;
     }
     if (n == 1) {
         decode_step_sec_ = decode_step_sec_ > 0 ? 0.8 * decode_step_sec_ + 0.2 * took : took;
@@ -1332,13 +1335,15 @@ void Engine::update_step_costs(Clock::time_point t_decode) {
     }
 }
 
-// A step of n tokens: measured, or until then a one-token step plus prompt-rate tokens. That
-// guess is low (a prompt token is the cheapest kind), so a size not yet tried looks good, is
-// drafted, and then is priced by what it took.
-double Engine::step_sec(int32_t n) const {
-    if (n > 0 && n < kStepCostRows && step_sec_[static_cast<size_t>(n)] > 0) return step_sec_[static_cast<size_t>(n)];
-    const double one = decode_step_sec_ > 0 ? decode_step_sec_ : prompt_sec_per_token_ / 0.17;
-    return one + std::max(0, n - 1) * prompt_sec_per_token_;
+// A step of n tokens in one-token steps: measured, or until then 1 plus prompt-rate tokens
+// (0.17 a token, SmolLM2 on 2 cores, before a step is measured). That guess is low (a prompt
+// token is the cheapest kind), so a size not yet tried looks good, is drafted, and then is
+// priced by what it took.
+double Engine::step_cost(int32_t n) const {
+    if (n <= 1) return 1.0;
+    if (n < kStepCostRows && step_rel_[static_cast<size_t>(n)] > 0) return step_rel_[static_cast<size_t>(n)];
+    const double per_token = decode_step_sec_ > 0 ? prompt_sec_per_token_ / decode_step_sec_ : 0.17;
+    return 1.0 + (n - 1) * per_token;
 }
 
 // What k draft tokens make a step of `rows` tokens cost, as a share of it (DraftLength::StepCost),
@@ -1347,8 +1352,8 @@ double Engine::step_sec(int32_t n) const {
 DraftLength::StepCost Engine::draft_cost(int32_t rows, double own) const {
     const double forced = draft_cost_ratio();
     if (forced > 0) return DraftLength::linear(forced + own);
-    const double base = step_sec(rows);
-    return [this, rows, base, own](int32_t k) { return step_sec(rows + k) / base + k * own; };
+    const double base = step_cost(rows);
+    return [this, rows, base, own](int32_t k) { return step_cost(rows + k) / base + k * own; };
 }
 
 // LMFAST_DRAFT_COST_RATIO: one draft token's price as a share of a step, for measuring; 0 when

@@ -341,7 +341,7 @@ private:
     void add_draft(Active & a);
     std::vector<llama_token> model_draft(Active & a, int32_t room, int32_t & ignored);
     double draft_cost_ratio() const;
-    double step_sec(int32_t n_tokens) const;
+    double step_cost(int32_t n_tokens) const;
     DraftLength::StepCost draft_cost(int32_t rows, double own) const;
     bool verify_draft(Active & a, bool keep);
     bool shift(Active & a);
@@ -363,10 +363,10 @@ private:
     std::vector<llama_token_data> sample_buf_;  // scratch for constrained sampling
     double prompt_sec_per_token_ = 1e-3; // running estimate, from this engine's own prompt batches
     double decode_step_sec_ = 0;         // running estimate of a one-token step; 0: not measured yet
-    // Running estimates of a step's time by its tokens (index), drafts' batches among them; 0: not
-    // measured yet (step_sec() then prices it from the two above).
+    // Running estimates of a step's time by its tokens (index) over a one-token step's, drafts'
+    // batches among them; 0: not measured yet (step_cost() then prices it from the two above).
     static constexpr int32_t kStepCostRows = 40;
-    std::array<double, kStepCostRows> step_sec_{};
+    std::array<double, kStepCostRows> step_rel_{};
 
     mutable std::mutex mu_;
     std::condition_variable cv_;
