@@ -1316,7 +1316,6 @@ void Engine::set_step_threads() {
 // drafting is not measured again, and its time from a quieter minute would look cheap.
 void Engine::update_step_costs(Clock::time_point t_decode) {
     const int32_t n = batch_.n_tokens;
-    if (n >= kStepCostRows && n < 16) return;
     llama_synchronize(ctx_);  // the logits are read right after anyway
     const double took = seconds(t_decode, Clock::now());
     // Only one sequence's batches, as a draft's are: llama.cpp splits a batch of several
