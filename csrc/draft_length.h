@@ -28,8 +28,9 @@ public:
     // and an accepted one resets them; for a draft model, whose probe costs draft decodes too.
     // prior_accepted: the acceptance count a request starts with, beside one rejection. The
     // n-gram lookup drafts only what its history backs (llama-lookup: 95% accepted), and at the
-    // measured prices a first guess of p = 0.5 drafted nothing on Gemma 3 270M Q4_K_M (a token
-    // more costs ~0.7 of a step there, 3 more ~1): it starts from 3 (p = 0.75).
+    // measured prices a first guess of p = 0.5 drafted nothing on Gemma 3 270M Q4_K_M (a second
+    // token costs ~0.7 of a step there: llama-bench pp1 23 ms, pp2 40 ms): it starts from 3
+    // (p = 0.75).
     DraftLength(int32_t n_max, int32_t n_min, bool backoff = false, double prior_accepted = 1.0);
 
     // What a step with k draft tokens costs, as a share of the same step without them. The

@@ -30,8 +30,6 @@ public:
     // grows at its end, except for a context shift, after which it is indexed again.
     std::vector<llama_token> draft(const std::vector<llama_token> & history, llama_token next, int32_t k);
 
-    size_t indexed() const { return inp_.size(); }
-
 private:
     void index(const std::vector<llama_token> & history);
 
