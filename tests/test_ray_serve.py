@@ -453,7 +453,7 @@ def test_openai_client_through_serve(affinity_app, smollm2_path):
     assert model_handle.check_health.remote().result(timeout_s=60) is None
     # A client that goes away mid-stream frees its engine sequence on the replica.
     request = {"model": model, "messages": [{"role": "user", "content": "Write a very long essay."}],
-               "max_tokens": 1500, "stream": True}
+               "max_tokens": 1500, "stream": True, "ignore_eos": True}  # a short answer would end it on its own
     with httpx.stream("POST", affinity_app + CHAT, json=request, timeout=60) as r:
         replica = r.headers["x-lmfast-replica"]
         next(line for line in r.iter_lines() if line.startswith("data:"))
@@ -738,7 +738,7 @@ def test_a_wedged_engine_fails_its_health_check_and_serve_replaces_the_replica(c
 
     def stream() -> None:
         request = {"model": str(smollm2_path), "messages": [{"role": "user", "content": "Write a very long essay."}],
-                   "max_tokens": 1500, "stream": True}
+                   "max_tokens": 1500, "stream": True, "ignore_eos": True}
         with httpx.stream("POST", url + CHAT, json=request, timeout=120) as r:
             ended["replica"] = r.headers["x-lmfast-replica"]
             for line in r.iter_lines():

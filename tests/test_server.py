@@ -395,6 +395,20 @@ def test_frequency_and_presence_penalties_reach_the_sampler(oai):
     assert penalized != plain and plain.count("red") > penalized.count("red"), (plain, penalized)
 
 
+def test_ignore_eos_generates_to_max_tokens(oai):
+    """llama-server's and vLLM's ``ignore_eos``: an answer that ends on its own well before
+    max_tokens runs to it, streamed or not."""
+    args = dict(model=SMOL, messages=chat("Say hi."), temperature=0, max_tokens=48)
+    short = oai.chat.completions.create(**args)
+    assert short.choices[0].finish_reason == "stop" and short.usage.completion_tokens < 48, short
+    full = oai.chat.completions.create(extra_body={"ignore_eos": True}, **args)
+    assert full.choices[0].finish_reason == "length" and full.usage.completion_tokens == 48
+    chunks = list(oai.chat.completions.create(extra_body={"ignore_eos": True}, stream=True,
+                                              stream_options={"include_usage": True}, **args))
+    assert chunks[-1].usage.completion_tokens == 48
+    assert oai.chat.completions.create(extra_body={"ignore_eos": False}, **args).usage.completion_tokens < 48
+
+
 def test_embeddings_equal_in_process(oai, server, minilm_gguf):
     texts = ["The cat sat on the mat.", "Quantum chromodynamics", "héllo wörld"]
     via_client = oai.embeddings.create(model=MINILM, input=texts)  # the client asks for base64
@@ -711,7 +725,7 @@ def test_metrics(server, oai):
 
 
 def test_disconnect_cancels_the_generation(server):
-    body = {"model": SMOL, "stream": True, "temperature": 0, "max_tokens": 900,
+    body = {"model": SMOL, "stream": True, "temperature": 0, "max_tokens": 900, "ignore_eos": True,
             "messages": chat("Count from one to one thousand in words, separated by commas.")}
     assert_a_cut_stream_cancels(server.url, "/v1/chat/completions", body, lambda line: line.startswith("data: "))
     # Not streamed: a client that gives up waiting cancels the prediction too.

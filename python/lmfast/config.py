@@ -323,10 +323,10 @@ PREDICTION_KEYS: tuple[Key, ...] = (
     Key("ignoreEos", _bool, False,
         "lmfast: keep generating past the end-of-generation token (for fixed-length benchmarks)."),
     Key("draftNgram", _bool, False,
-        "lmfast: speculative decoding without a draft model: tokens that follow an earlier occurrence "
-        "of the last 3 tokens in the prompt or the answer are drafted and verified in one target pass. "
-        "The output is the same as without it; it pays where the answer repeats its context (rewrites, "
-        "quotes, code edits)."),
+        "lmfast: speculative decoding without a draft model: the tokens that most often followed the last "
+        "1 to 4 tokens earlier in the prompt or the answer (llama.cpp's n-gram cache, as llama-lookup uses "
+        "it) are drafted and verified in one target pass. The output is the model's own, as without it; "
+        "it pays where the answer repeats its context (rewrites, quotes, code edits)."),
     Key("loraScales", check_lora_scales, [],
         "lmfast: LoRA adapter scales for this prediction, [{'id': adapter id, 'scale': number}, ...] or "
         "{id: scale} (llama-server's per-request lora); 0 turns an adapter off, adapters not named keep "

@@ -86,6 +86,9 @@ class SamplingFields(_Body):
     top_k: Optional[int] = Field(default=None, ge=0, le=INT32_MAX)  # LM Studio / llama.cpp extension
     min_p: Optional[float] = Field(default=None, ge=0.0, le=1.0)
     repeat_penalty: Optional[float] = Field(default=None, gt=0.0, le=100.0)  # 100 already forbids repeats
+    # llama-server's and vLLM's extension: generate to max_tokens past end-of-generation tokens
+    # (load tests and benchmarks want answers of a known length).
+    ignore_eos: Optional[bool] = None
     seed: Optional[int] = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
     stop: Union[str, list[str], None] = None
     stream: bool = False

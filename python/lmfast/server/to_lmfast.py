@@ -88,7 +88,8 @@ def _to_chat(messages: list[Message]) -> Chat:
 # OpenAI's (and LM Studio's extra) sampling fields -> lmfast prediction keys, taken as they are.
 _SAMPLING_KEYS = {"temperature": "temperature", "top_p": "topPSampling", "top_k": "topKSampling",
                   "min_p": "minPSampling", "repeat_penalty": "repeatPenalty",
-                  "frequency_penalty": "frequencyPenalty", "presence_penalty": "presencePenalty"}
+                  "frequency_penalty": "frequencyPenalty", "presence_penalty": "presencePenalty",
+                  "ignore_eos": "ignoreEos"}
 
 
 def lora_scales(value: Any) -> list[dict[str, Any]]:
