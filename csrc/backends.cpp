@@ -9,6 +9,7 @@ extern "C" const char * lmfast_hugepages_status();  // csrc/hugepages.cpp (in _c
 #endif
 #ifdef LMFAST_Q4_1_TILES_LINKED
 extern "C" uint64_t lmfast_q4_1_tiled_products();  // csrc/q4_1_gemm.cpp (in _core)
+extern "C" uint64_t lmfast_q8_0_few_token_products();  // csrc/q8_0_gemm.cpp (in _core)
 #endif
 
 namespace lmfast {
@@ -96,6 +97,14 @@ std::string hugepages_status() {
 int64_t q4_1_tiled_products() {
 #ifdef LMFAST_Q4_1_TILES_LINKED
     return int64_t(lmfast_q4_1_tiled_products());
+#else
+    return -1;
+#endif
+}
+
+int64_t q8_0_few_token_products() {
+#ifdef LMFAST_Q4_1_TILES_LINKED
+    return int64_t(lmfast_q8_0_few_token_products());
 #else
     return -1;
 #endif

@@ -1,15 +1,18 @@
-// csrc/q4_1_gemm.cpp against ggml's own kernel, on random matrices.
+// csrc/q4_1_gemm.cpp and csrc/q8_0_gemm.cpp against ggml's own kernels, on random matrices.
 //
-// The subject is a ggml graph (one mul_mat of a Q4_1 matrix by F32 token rows) computed by
-// ggml's CPU backend in this program, which is linked as _core is (--wrap=llamafile_sgemm), so
+// The subject is a ggml graph (one mul_mat of a Q4_1 or Q8_0 matrix by F32 token rows) computed
+// by ggml's CPU backend in this program, which is linked as _core is (--wrap=llamafile_sgemm), so
 // the product takes whichever path the build gives it. The reference is what ggml's generic
-// loop computes for each output: ggml_vec_dot_q4_1_q8_1 of the weight row with the token row
-// quantized by ggml's from_float. The two must be equal bit for bit.
+// loop computes for each output: the type's vec_dot (ggml_vec_dot_q4_1_q8_1,
+// ggml_vec_dot_q8_0_q8_0) of the weight row with the token row quantized by ggml's from_float.
+// The two must be equal bit for bit.
 //
 //   lmfast-q4_1-gemm-test                   check every shape below; prints "q4_1_gemm: ok", and
 //                                           fails where a product did not take the path expected
-//                                           (lmfast's kernel, or ggml's with LMFAST_Q4_1_GEMM=0)
-//   lmfast-q4_1-gemm-test bench M N K T R   R products of M rows, N tokens, K weights a row,
+//                                           (lmfast's kernel, or ggml's with LMFAST_Q4_1_GEMM=0 /
+//                                           LMFAST_Q8_0_GEMM=0)
+//   lmfast-q4_1-gemm-test bench M N K T R [q8_0]
+//                                           R products of M rows, N tokens, K weights a row,
 //                                           T threads; prints the median time a product takes
 #include <algorithm>
 #include <chrono>
@@ -25,15 +28,28 @@
 #include "ggml.h"
 
 extern "C" uint64_t lmfast_q4_1_tiled_products();
+extern "C" uint64_t lmfast_q8_0_few_token_products();
 
 namespace {
 
 // Whether this build's CPU backend has lmfast's kernel (csrc/q4_1_gemm.cpp needs AVX2, FMA and
 // F16C), and whether it is on: then every product must take it, one token or many.
-bool tiles_expected() {
-    const char * v = std::getenv("LMFAST_Q4_1_GEMM");
-    const bool off = v && (std::strcmp(v, "0") == 0 || std::strcmp(v, "off") == 0);
-    return !off && ggml_cpu_has_avx2() && ggml_cpu_has_fma() && ggml_cpu_has_f16c();
+bool switched_on(const char * name) {
+    const char * v = std::getenv(name);
+    return !(v && (std::strcmp(v, "0") == 0 || std::strcmp(v, "off") == 0));
+}
+
+bool avx2() { return ggml_cpu_has_avx2() && ggml_cpu_has_fma() && ggml_cpu_has_f16c(); }
+
+// Q4_1: every product; Q8_0 (csrc/q8_0_gemm.cpp): products of 2 to 8 tokens, rows of at most
+// 1024 blocks.
+bool lmfast_expected(ggml_type type, int64_t n, int64_t k) {
+    if (type == GGML_TYPE_Q4_1) return switched_on("LMFAST_Q4_1_GEMM") && avx2();
+    return switched_on("LMFAST_Q8_0_GEMM") && avx2() && n >= 2 && n <= 8 && k <= 1024 * 32;
+}
+
+uint64_t lmfast_products(ggml_type type) {
+    return type == GGML_TYPE_Q4_1 ? lmfast_q4_1_tiled_products() : lmfast_q8_0_few_token_products();
 }
 
 struct Product {
@@ -45,12 +61,12 @@ struct Product {
     ~Product() { ggml_free(ctx); }
 };
 
-// W: m rows of k weights (Q4_1), X: n rows of k floats; both from seed.
-void make(Product & p, int64_t m, int64_t n, int64_t k, unsigned seed) {
-    const size_t bytes = ggml_row_size(GGML_TYPE_Q4_1, k) * m + sizeof(float) * (k * n + m * n) + (size_t(1) << 20);
+// W: m rows of k weights (Q4_1 or Q8_0), X: n rows of k floats; both from seed.
+void make(Product & p, ggml_type type, int64_t m, int64_t n, int64_t k, unsigned seed) {
+    const size_t bytes = ggml_row_size(type, k) * m + sizeof(float) * (k * n + m * n) + (size_t(1) << 20);
     ggml_init_params ip = {bytes, nullptr, false};
     p.ctx = ggml_init(ip);
-    p.w = ggml_new_tensor_2d(p.ctx, GGML_TYPE_Q4_1, k, m);
+    p.w = ggml_new_tensor_2d(p.ctx, type, k, m);
     p.x = ggml_new_tensor_2d(p.ctx, GGML_TYPE_F32, k, n);
     std::mt19937 rng(seed);
     std::normal_distribution<float> dist(0.0f, 1.0f);
@@ -60,7 +76,7 @@ void make(Product & p, int64_t m, int64_t n, int64_t k, unsigned seed) {
         const float scale = 0.02f + 0.05f * float(r % 7), shift = 0.01f * float(r % 5) - 0.02f;
         for (int64_t i = 0; i < k; ++i) weights[r * k + i] = scale * dist(rng) + shift;
     }
-    ggml_quantize_chunk(GGML_TYPE_Q4_1, weights.data(), p.w->data, 0, m, k, nullptr);
+    ggml_quantize_chunk(type, weights.data(), p.w->data, 0, m, k, nullptr);
     auto * xs = static_cast<float *>(p.x->data);
     for (int64_t i = 0; i < k * n; ++i) xs[i] = dist(rng) * (i % 97 == 0 ? 8.0f : 1.0f);
     p.y = ggml_mul_mat(p.ctx, p.w, p.x);
@@ -71,7 +87,7 @@ void make(Product & p, int64_t m, int64_t n, int64_t k, unsigned seed) {
 // What ggml's generic loop computes: one vec_dot per output.
 std::vector<float> reference(const Product & p) {
     const int64_t k = p.w->ne[0], m = p.w->ne[1], n = p.x->ne[1];
-    const auto * traits = ggml_get_type_traits_cpu(GGML_TYPE_Q4_1);
+    const auto * traits = ggml_get_type_traits_cpu(p.w->type);
     const auto * q8 = ggml_get_type_traits_cpu(traits->vec_dot_type);
     const size_t qrow = ggml_row_size(traits->vec_dot_type, k);
     std::vector<uint8_t> xq(qrow * n);
@@ -86,17 +102,17 @@ std::vector<float> reference(const Product & p) {
     return out;
 }
 
-int check(int64_t m, int64_t n, int64_t k, int threads, unsigned seed) {
+int check(ggml_type type, int64_t m, int64_t n, int64_t k, int threads, unsigned seed) {
     Product p;
-    make(p, m, n, k, seed);
-    const uint64_t before = lmfast_q4_1_tiled_products();
+    make(p, type, m, n, k, seed);
+    const uint64_t before = lmfast_products(type);
     if (ggml_graph_compute_with_ctx(p.ctx, p.graph, threads) != GGML_STATUS_SUCCESS) {
-        std::printf("FAIL m=%lld n=%lld k=%lld t=%d: compute failed\n", (long long)m, (long long)n, (long long)k, threads);
+        std::printf("FAIL %s m=%lld n=%lld k=%lld t=%d: compute failed\n", ggml_type_name(type), (long long)m, (long long)n, (long long)k, threads);
         return 1;
     }
-    const bool tiled = lmfast_q4_1_tiled_products() != before;
-    if (tiled != tiles_expected()) {
-        std::printf("FAIL m=%lld n=%lld k=%lld t=%d: took %s\n", (long long)m, (long long)n, (long long)k, threads,
+    const bool tiled = lmfast_products(type) != before;
+    if (tiled != lmfast_expected(type, n, k)) {
+        std::printf("FAIL %s m=%lld n=%lld k=%lld t=%d: took %s\n", ggml_type_name(type), (long long)m, (long long)n, (long long)k, threads,
                     tiled ? "lmfast's kernel" : "ggml's loop");
         return 1;
     }
@@ -110,12 +126,12 @@ int check(int64_t m, int64_t n, int64_t k, int threads, unsigned seed) {
         }
     }
     if (differ) {
-        std::printf("FAIL m=%lld n=%lld k=%lld t=%d: %lld of %lld differ, first [%lld] %.9g != %.9g\n", (long long)m,
+        std::printf("FAIL %s m=%lld n=%lld k=%lld t=%d: %lld of %lld differ, first [%lld] %.9g != %.9g\n", ggml_type_name(type), (long long)m,
                     (long long)n, (long long)k, threads, (long long)differ, (long long)(m * n), (long long)first,
                     got[first], want[first]);
         return 1;
     }
-    std::printf("ok m=%lld n=%lld k=%lld t=%d (%s)\n", (long long)m, (long long)n, (long long)k, threads,
+    std::printf("ok %s m=%lld n=%lld k=%lld t=%d (%s)\n", ggml_type_name(type), (long long)m, (long long)n, (long long)k, threads,
                 tiled ? "lmfast" : "ggml");
     return 0;
 }
@@ -123,9 +139,9 @@ int check(int64_t m, int64_t n, int64_t k, int threads, unsigned seed) {
 // Alternates the graph (whichever path the build gives the product) with ggml's generic loop
 // (reference(), one thread, its token quantization included), so both see the same spells of
 // this host's speed; prints the medians and the median of the per-pair ratios.
-int bench(int64_t m, int64_t n, int64_t k, int threads, int reps) {
+int bench(ggml_type type, int64_t m, int64_t n, int64_t k, int threads, int reps) {
     Product p;
-    make(p, m, n, k, 1);
+    make(p, type, m, n, k, 1);
     ggml_cplan plan = ggml_graph_plan(p.graph, threads, nullptr);
     std::vector<uint8_t> work(plan.work_size);
     plan.work_data = work.data();
@@ -152,8 +168,9 @@ int bench(int64_t m, int64_t n, int64_t k, int threads, int reps) {
 
 int main(int argc, char ** argv) {
     ggml_cpu_init();
-    if (argc == 7 && std::strcmp(argv[1], "bench") == 0) {
-        return bench(std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), std::atoi(argv[5]),
+    if ((argc == 7 || argc == 8) && std::strcmp(argv[1], "bench") == 0) {
+        const ggml_type type = argc == 8 && std::strcmp(argv[7], "q8_0") == 0 ? GGML_TYPE_Q8_0 : GGML_TYPE_Q4_1;
+        return bench(type, std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), std::atoi(argv[5]),
                      std::atoi(argv[6]));
     }
     // Whole tiles, edge rows and edge tokens, one token (a decode step, over 1 to 3 threads), a
@@ -165,9 +182,18 @@ int main(int argc, char ** argv) {
         {192, 2, 576, 1},   {37, 11, 4160, 2}, {16, 30, 2048, 1}, {18, 31, 2080, 2}, {576, 1, 576, 2},
         {1536, 1, 576, 3},  {576, 1, 1536, 2}, {3, 1, 4160, 2},
     };
+    // Q8_0: every token count the kernel takes (2..8) and its neighbours (1 and 9, ggml's), rows
+    // split unevenly over 1 to 3 threads, Gemma 3 270M's width (640) and output rows, and rows
+    // longer than the kernel's 1024 blocks (ggml's).
+    const struct { int64_t m, n, k; int threads; } q8_shapes[] = {
+        {5, 2, 32, 1},      {7, 3, 64, 2},      {33, 4, 640, 3},    {64, 5, 640, 2},   {2048, 6, 640, 2},
+        {17, 7, 1024, 2},   {640, 8, 640, 2},   {640, 1, 640, 2},   {640, 9, 640, 2},  {4096, 6, 640, 3},
+        {9, 3, 32768, 2},   {9, 3, 32800, 2},
+    };
     int failed = 0;
     unsigned seed = 1;
-    for (const auto & s : shapes) failed += check(s.m, s.n, s.k, s.threads, seed++);
+    for (const auto & s : shapes) failed += check(GGML_TYPE_Q4_1, s.m, s.n, s.k, s.threads, seed++);
+    for (const auto & s : q8_shapes) failed += check(GGML_TYPE_Q8_0, s.m, s.n, s.k, s.threads, seed++);
     if (failed) {
         std::printf("q4_1_gemm: %d shapes differ\n", failed);
         return 1;
