@@ -133,7 +133,7 @@ def test_n_choices_evaluate_the_prompt_once(oai, server):
 
 
 def test_n_choices_streamed_carry_their_index(oai):
-    args = dict(model=SMOL, prompt=PROMPT, n=3, temperature=0, max_tokens=8)
+    args = dict(model=SMOL, prompt=PROMPT, n=3, temperature=0, max_tokens=8, extra_body={"ignore_eos": True})
     full = oai.completions.create(**args)
     texts, finishes = ["", "", ""], [None, None, None]
     chunks = list(oai.completions.create(stream=True, stream_options={"include_usage": True}, **args))

@@ -176,7 +176,7 @@ def test_sigterm_during_streams_exits_zero(smollm2_path, tmp_path):
     started = threading.Barrier(9)
 
     def one(i: int) -> None:
-        body = {"model": SMOL, "stream": True, "temperature": 0, "max_tokens": 400,
+        body = {"model": SMOL, "stream": True, "temperature": 0, "ignore_eos": True, "max_tokens": 400,
                 "messages": chat(f"Count from one to five hundred in words ({i}).")}
         with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60) as r:
             it = r.iter_lines()
@@ -257,7 +257,7 @@ def test_a_full_queue_is_503_with_retry_after(smollm2_path, tmp_path):
                             "--max-queue", "0"], tmp_path / "server.log")
     try:
         server.wait_healthy()
-        body = {"model": SMOL, "stream": True, "temperature": 0, "max_tokens": 300,
+        body = {"model": SMOL, "stream": True, "temperature": 0, "ignore_eos": True, "max_tokens": 300,
                 "messages": chat("Count from one to three hundred in words.")}
         with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60) as r:
             lines = r.iter_lines()

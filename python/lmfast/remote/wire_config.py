@@ -13,7 +13,7 @@ from ..errors import LMStudioUnsupportedConfigError
 _PREDICTION_FIELDS = {"temperature": "temperature", "topPSampling": "top_p", "topKSampling": "top_k",
                       "minPSampling": "min_p", "repeatPenalty": "repeat_penalty",
                       "frequencyPenalty": "frequency_penalty", "presencePenalty": "presence_penalty",
-                      "seed": "seed", "stopStrings": "stop", "maxTokens": "max_tokens"}
+                      "seed": "seed", "stopStrings": "stop", "maxTokens": "max_tokens", "ignoreEos": "ignore_eos"}
 
 
 def _unsupported(keys: list[str], what: str) -> LMStudioUnsupportedConfigError:
