@@ -9,7 +9,7 @@ extern "C" const char * lmfast_hugepages_status();  // csrc/hugepages.cpp (in _c
 #endif
 #ifdef LMFAST_Q4_1_TILES_LINKED
 extern "C" uint64_t lmfast_q4_1_tiled_products();  // csrc/q4_1_gemm.cpp (in _core)
-extern "C" uint64_t lmfast_q8_0_few_token_products();  // csrc/q8_0_gemm.cpp (in _core)
+extern "C" uint64_t lmfast_few_token_products();  // csrc/few_token_gemm.cpp (in _core)
 #endif
 
 namespace lmfast {
@@ -102,9 +102,9 @@ int64_t q4_1_tiled_products() {
 #endif
 }
 
-int64_t q8_0_few_token_products() {
+int64_t few_token_products() {
 #ifdef LMFAST_Q4_1_TILES_LINKED
-    return int64_t(lmfast_q8_0_few_token_products());
+    return int64_t(lmfast_few_token_products());
 #else
     return -1;
 #endif

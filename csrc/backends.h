@@ -40,7 +40,7 @@ std::string hugepages_status();
 // other systems).
 int64_t q4_1_tiled_products();
 
-// The same for Q8_0 products of 2 to 8 tokens (csrc/q8_0_gemm.cpp), linked with the Q4_1 kernel.
-int64_t q8_0_few_token_products();
+// The same for Q8_0 products of 2 to 8 tokens (csrc/few_token_gemm.cpp), linked with the Q4_1 kernel.
+int64_t few_token_products();
 
 }  // namespace lmfast

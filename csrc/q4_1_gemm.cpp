@@ -29,8 +29,9 @@
 // lookup table (gemv_row, below): 1.19x the decode speed.
 //
 // ggml asks llamafile_sgemm for every matrix product before its generic loop; the link routes
-// that call here (-Wl,--wrap=llamafile_sgemm, CMakeLists.txt). A Q8_0 product of a few tokens
-// goes to csrc/q8_0_gemm.cpp; anything else goes on to llamafile as before. LMFAST_Q4_1_GEMM=0 turns this off, for measuring.
+// that call here (-Wl,--wrap=llamafile_sgemm, CMakeLists.txt). A Q8_0 or Q5_0 product of a few
+// tokens goes to csrc/few_token_gemm.cpp; anything else goes on to llamafile as before.
+// LMFAST_Q4_1_GEMM=0 turns the Q4_1 kernel off, for measuring.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -43,7 +44,7 @@
 #include "ggml-quants.h"
 #include "ggml.h"
 #include "llamafile/sgemm.h"
-#include "q8_0_gemm.h"
+#include "few_token_gemm.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
@@ -351,9 +352,6 @@ extern "C" __attribute__((visibility("default"))) bool __wrap_llamafile_sgemm(
         return true;
     }
 #endif
-    if (Atype == GGML_TYPE_Q8_0 && Btype == GGML_TYPE_Q8_0 && Ctype == GGML_TYPE_F32 &&
-        lmfast::q8_0_few_tokens(params, m, n, k, A, lda, B, ldb, C, ldc)) {
-        return true;
-    }
+    if (lmfast::few_token_product(params, m, n, k, A, lda, B, ldb, C, ldc, Atype, Btype, Ctype)) return true;
     return __real_llamafile_sgemm(params, m, n, k, A, lda, B, ldb, C, ldc, Atype, Btype, Ctype);
 }

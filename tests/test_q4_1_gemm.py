@@ -1,6 +1,6 @@
 """lmfast's Q4_1 kernel (csrc/q4_1_gemm.cpp: register tiles for prompts, a row-wise product for
-decode steps) and its Q8_0 kernel for steps of 2 to 8 tokens (csrc/q8_0_gemm.cpp): equal to
-ggml's own kernels bit for bit, and taken by the engine.
+decode steps) and its Q8_0 and Q5_0 kernel for steps of 2 to 8 tokens (csrc/few_token_gemm.cpp):
+equal to ggml's own kernels bit for bit, and taken by the engine.
 
 Equality on random matrices is checked by tests/native/q4_1_gemm_test.cpp, built with lmfast
 (lmfast-q4_1-gemm-test). End to end, the oracle tests (test_oracle.py) compare lmfast's greedy
@@ -36,27 +36,27 @@ def _program() -> Path:
 
 
 @needs_tiles
-@pytest.mark.parametrize("switch", [None, "LMFAST_Q4_1_GEMM", "LMFAST_Q8_0_GEMM"],
-                         ids=["kernels", "q4_1-ggml-loop", "q8_0-ggml"])
+@pytest.mark.parametrize("switch", [None, "LMFAST_Q4_1_GEMM", "LMFAST_FEW_TOKEN_GEMM"],
+                         ids=["kernels", "q4_1-ggml-loop", "few-token-ggml"])
 def test_products_equal_ggmls_kernel_bit_for_bit(switch):
-    # With LMFAST_Q4_1_GEMM=0 (LMFAST_Q8_0_GEMM=0) the program must see every Q4_1 (Q8_0) product
+    # With LMFAST_Q4_1_GEMM=0 (LMFAST_FEW_TOKEN_GEMM=0) the program must see every Q4_1 (Q8_0, Q5_0) product
     # take ggml's own path instead: the switches that the benchmarks use to measure the kernels
     # really switch. The program itself fails a product that took another path than expected.
-    env = {k: v for k, v in os.environ.items() if k not in ("LMFAST_Q4_1_GEMM", "LMFAST_Q8_0_GEMM")}
+    env = {k: v for k, v in os.environ.items() if k not in ("LMFAST_Q4_1_GEMM", "LMFAST_FEW_TOKEN_GEMM")}
     if switch is not None:
         env[switch] = "0"
     done = subprocess.run([str(_program())], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0 and done.stdout.rstrip().endswith("q4_1_gemm: ok"), done.stdout + done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith("ok ")]
     q4_1 = [line for line in lines if line.startswith("ok q4_1 ")]
-    q8_0 = [line for line in lines if line.startswith("ok q8_0 ")]
-    assert len(q4_1) >= 10 and len(q8_0) >= 10
+    q8_0 = [line for line in lines if line.startswith(("ok q8_0 ", "ok q5_0 "))]
+    assert len(q4_1) >= 10 and len(q8_0) >= 20
     expected = "(ggml)" if switch == "LMFAST_Q4_1_GEMM" else "(lmfast)"
     assert all(line.endswith(expected) for line in q4_1), done.stdout
     assert any(" n=1 " in line for line in q4_1) and any(" n=1 " not in line for line in q4_1)
-    # Q8_0: products of 2 to 8 tokens are lmfast's unless switched off; 1 and 9 tokens ggml's.
+    # Q8_0 and Q5_0: products of 2 to 8 tokens are lmfast's unless switched off; 1 and 9 tokens ggml's.
     few = [line for line in q8_0 if any(f" n={n} " in line for n in range(2, 9)) and "k=32800" not in line]
-    assert few and all(line.endswith("(ggml)" if switch == "LMFAST_Q8_0_GEMM" else "(lmfast)") for line in few)
+    assert few and all(line.endswith("(ggml)" if switch == "LMFAST_FEW_TOKEN_GEMM" else "(lmfast)") for line in few)
     assert all(line.endswith("(ggml)") for line in set(q8_0) - set(few))
 
 
@@ -127,18 +127,18 @@ seqs = [model.tokenize(t) for t in texts]
 # shape of 3 streams decoding together (and of a sampled token with a 2-token draft).
 logits = engine.eval_logits(seqs, [6, 6, 6])
 open(sys.argv[2], "wb").write(b"".join(logits))
-print(_core.q8_0_few_token_products())
+print(_core.few_token_products())
 """
 
 
 @needs_tiles
 def test_q8_0_products_of_a_few_tokens_equal_ggmls_end_to_end(smollm2_path, tmp_path):
     """SmolLM2's output matrix is Q8_0: steps of 3 rows with logits go through lmfast's Q8_0 kernel
-    (csrc/q8_0_gemm.cpp) and give the same bytes as ggml's own products (LMFAST_Q8_0_GEMM=0), each
+    (csrc/few_token_gemm.cpp) and give the same bytes as ggml's own products (LMFAST_FEW_TOKEN_GEMM=0), each
     in a process of its own."""
     out = {}
     for switch in ("1", "0"):
-        env = {**os.environ, "LMFAST_Q8_0_GEMM": switch}
+        env = {**os.environ, "LMFAST_FEW_TOKEN_GEMM": switch}
         path = tmp_path / f"logits-{switch}.bin"
         done = subprocess.run([sys.executable, "-c", _BATCHED_LOGITS, str(smollm2_path), str(path)],
                               capture_output=True, text=True, timeout=300, env=env)

@@ -75,8 +75,8 @@ void register_system(py::module_ & m) {
           "Each -Wl,--wrap of a ggml symbol (csrc/link_wraps.h): whether it is linked, and its calls so far.");
     m.def("q4_1_tiled_products", &q4_1_tiled_products,
           "Q4_1 matrix products computed by lmfast's kernel so far (csrc/q4_1_gemm.cpp); -1 where unknown.");
-    m.def("q8_0_few_token_products", &q8_0_few_token_products,
-          "Q8_0 matrix products of 2 to 8 tokens computed by lmfast's kernel so far (csrc/q8_0_gemm.cpp); "
+    m.def("few_token_products", &few_token_products,
+          "Q8_0 matrix products of 2 to 8 tokens computed by lmfast's kernel so far (csrc/few_token_gemm.cpp); "
           "-1 where unknown.");
     m.attr("version") = LMFAST_VERSION;
 }

@@ -1,17 +1,17 @@
-// csrc/q4_1_gemm.cpp and csrc/q8_0_gemm.cpp against ggml's own kernels, on random matrices.
+// csrc/q4_1_gemm.cpp and csrc/few_token_gemm.cpp against ggml's own kernels, on random matrices.
 //
-// The subject is a ggml graph (one mul_mat of a Q4_1 or Q8_0 matrix by F32 token rows) computed
+// The subject is a ggml graph (one mul_mat of a Q4_1, Q8_0 or Q5_0 matrix by F32 token rows) computed
 // by ggml's CPU backend in this program, which is linked as _core is (--wrap=llamafile_sgemm), so
 // the product takes whichever path the build gives it. The reference is what ggml's generic
 // loop computes for each output: the type's vec_dot (ggml_vec_dot_q4_1_q8_1,
-// ggml_vec_dot_q8_0_q8_0) of the weight row with the token row quantized by ggml's from_float.
+// ggml_vec_dot_q8_0_q8_0, ggml_vec_dot_q5_0_q8_0) of the weight row with the token row quantized by ggml's from_float.
 // The two must be equal bit for bit.
 //
 //   lmfast-q4_1-gemm-test                   check every shape below; prints "q4_1_gemm: ok", and
 //                                           fails where a product did not take the path expected
 //                                           (lmfast's kernel, or ggml's with LMFAST_Q4_1_GEMM=0 /
-//                                           LMFAST_Q8_0_GEMM=0)
-//   lmfast-q4_1-gemm-test bench M N K T R [q8_0]
+//                                           LMFAST_FEW_TOKEN_GEMM=0)
+//   lmfast-q4_1-gemm-test bench M N K T R [q8_0|q5_0]
 //                                           R products of M rows, N tokens, K weights a row,
 //                                           T threads; prints the median time a product takes
 #include <algorithm>
@@ -28,7 +28,7 @@
 #include "ggml.h"
 
 extern "C" uint64_t lmfast_q4_1_tiled_products();
-extern "C" uint64_t lmfast_q8_0_few_token_products();
+extern "C" uint64_t lmfast_few_token_products();
 
 namespace {
 
@@ -41,15 +41,15 @@ bool switched_on(const char * name) {
 
 bool avx2() { return ggml_cpu_has_avx2() && ggml_cpu_has_fma() && ggml_cpu_has_f16c(); }
 
-// Q4_1: every product; Q8_0 (csrc/q8_0_gemm.cpp): products of 2 to 8 tokens, rows of at most
+// Q4_1: every product; Q8_0 and Q5_0 (csrc/few_token_gemm.cpp): products of 2 to 8 tokens, rows of at most
 // 1024 blocks.
 bool lmfast_expected(ggml_type type, int64_t n, int64_t k) {
     if (type == GGML_TYPE_Q4_1) return switched_on("LMFAST_Q4_1_GEMM") && avx2();
-    return switched_on("LMFAST_Q8_0_GEMM") && avx2() && n >= 2 && n <= 8 && k <= 1024 * 32;
+    return switched_on("LMFAST_FEW_TOKEN_GEMM") && avx2() && n >= 2 && n <= 8 && k <= 1024 * 32;
 }
 
 uint64_t lmfast_products(ggml_type type) {
-    return type == GGML_TYPE_Q4_1 ? lmfast_q4_1_tiled_products() : lmfast_q8_0_few_token_products();
+    return type == GGML_TYPE_Q4_1 ? lmfast_q4_1_tiled_products() : lmfast_few_token_products();
 }
 
 struct Product {
@@ -169,7 +169,9 @@ int bench(ggml_type type, int64_t m, int64_t n, int64_t k, int threads, int reps
 int main(int argc, char ** argv) {
     ggml_cpu_init();
     if ((argc == 7 || argc == 8) && std::strcmp(argv[1], "bench") == 0) {
-        const ggml_type type = argc == 8 && std::strcmp(argv[7], "q8_0") == 0 ? GGML_TYPE_Q8_0 : GGML_TYPE_Q4_1;
+        ggml_type type = GGML_TYPE_Q4_1;
+        if (argc == 8 && std::strcmp(argv[7], "q8_0") == 0) type = GGML_TYPE_Q8_0;
+        if (argc == 8 && std::strcmp(argv[7], "q5_0") == 0) type = GGML_TYPE_Q5_0;
         return bench(type, std::atoll(argv[2]), std::atoll(argv[3]), std::atoll(argv[4]), std::atoi(argv[5]),
                      std::atoi(argv[6]));
     }
@@ -182,8 +184,8 @@ int main(int argc, char ** argv) {
         {192, 2, 576, 1},   {37, 11, 4160, 2}, {16, 30, 2048, 1}, {18, 31, 2080, 2}, {576, 1, 576, 2},
         {1536, 1, 576, 3},  {576, 1, 1536, 2}, {3, 1, 4160, 2},
     };
-    // Q8_0: every token count the kernel takes (2..8) and its neighbours (1 and 9, ggml's), rows
-    // split unevenly over 1 to 3 threads, Gemma 3 270M's width (640) and output rows, and rows
+    // Q8_0 and Q5_0: every token count the kernel takes (2..8) and its neighbours (1 and 9, ggml's), rows
+    // split unevenly over 1 to 3 threads, Gemma 3 270M's width (640) and its matrices' rows, and rows
     // longer than the kernel's 1024 blocks (ggml's).
     const struct { int64_t m, n, k; int threads; } q8_shapes[] = {
         {5, 2, 32, 1},      {7, 3, 64, 2},      {33, 4, 640, 3},    {64, 5, 640, 2},   {2048, 6, 640, 2},
@@ -193,7 +195,10 @@ int main(int argc, char ** argv) {
     int failed = 0;
     unsigned seed = 1;
     for (const auto & s : shapes) failed += check(GGML_TYPE_Q4_1, s.m, s.n, s.k, s.threads, seed++);
-    for (const auto & s : q8_shapes) failed += check(GGML_TYPE_Q8_0, s.m, s.n, s.k, s.threads, seed++);
+    for (const auto & s : q8_shapes) {
+        failed += check(GGML_TYPE_Q8_0, s.m, s.n, s.k, s.threads, seed++);
+        failed += check(GGML_TYPE_Q5_0, s.m, s.n, s.k, s.threads, seed++);
+    }
     if (failed) {
         std::printf("q4_1_gemm: %d shapes differ\n", failed);
         return 1;
