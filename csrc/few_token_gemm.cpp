@@ -37,6 +37,7 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #define LMFAST_FEW_TOKENS 1
+#include "ggml_x86_order.h"
 #endif
 
 namespace {
@@ -58,19 +59,8 @@ bool env_enabled() {
     return on;
 }
 
-float half(ggml_half h) {
-    uint16_t bits;
-    std::memcpy(&bits, &h, sizeof bits);
-    return _cvtsh_ss(bits);
-}
-
-// ggml's hsum_float_8 (ggml-cpu/arch/x86/quants.c), in its order of additions.
-float hsum8(__m256 x) {
-    __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
+using lmfast::x86::half;
+using lmfast::x86::hsum8;
 
 // A weight block's 32 signed bytes, as ggml's vec_dot makes them.
 __m256i weights(const block_q8_0 & x) { return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x.qs)); }

@@ -49,6 +49,7 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #define LMFAST_Q4_1_TILES 1
+#include "ggml_x86_order.h"
 #endif
 
 extern "C" {
@@ -93,19 +94,8 @@ __m128 halves(const void * block) {
     return _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
 }
 
-float half(ggml_half h) {
-    uint16_t bits;
-    std::memcpy(&bits, &h, sizeof bits);
-    return _cvtsh_ss(bits);
-}
-
-// ggml's hsum_float_8 (ggml-cpu/arch/x86/quants.c), in its order of additions.
-float hsum8(__m256 x) {
-    __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
+using lmfast::x86::half;
+using lmfast::x86::hsum8;
 
 // The 32 weights of a block as bytes 0..15: low nibbles first, then high (ggml's order).
 __m256i unpack(const block_q4_1 & x) {
