@@ -1,6 +1,6 @@
-// Products of Q8_0 and Q5_0 weights by 2 to 8 tokens on x86 AVX2: each weight row is read and
-// unpacked once for all the tokens; bit for bit ggml's one-token dot (ggml_vec_dot_q8_0_q8_0,
-// ggml_vec_dot_q5_0_q8_0).
+// Products of Q8_0, Q5_0 and Q4_1 weights by 2 to 8 tokens on x86 AVX2: each weight row is read
+// and unpacked once for all the tokens; bit for bit ggml's one-token dot (ggml_vec_dot_q8_0_q8_0,
+// ggml_vec_dot_q5_0_q8_0, ggml_vec_dot_q4_1_q8_1).
 //
 // Batches of a few tokens are what speculative decoding verifies (a sampled token and its draft,
 // every row with logits) and what a few streams decoding together make. For these types ggml
@@ -9,7 +9,11 @@
 // once there are 3 or more. Gemma 3 270M's output matrix is Q8_0 (262,144 rows of 640: 62 % of
 // the model's weights; its width is no multiple of 256, so K-quants cannot hold it) and its
 // gate, up, q and k matrices are Q5_0; a verify step's rows all need logits, so a 6-token step
-// took 3.9x a one-token step. SmolLM2's output matrix is Q8_0 too.
+// took 3.9x a one-token step. SmolLM2's output matrix is Q8_0 too; its other matrices are Q4_1,
+// whose products of 2 to 8 tokens come here from csrc/q4_1_gemm.cpp's wrap rather than to its
+// prompt tiles (2 rows by 3 tokens), 0.78-0.87 of their time (SmolLM2's up matrix, 1,536 x 576,
+// one thread, `lmfast-q4_1-gemm-test bench 1536 N 576 1 60` against LMFAST_FEW_TOKEN_GEMM=0:
+// 2 tokens 0.196 / 0.226 ms, 4 tokens 0.314 / 0.402, 8 tokens 0.543 / 0.701).
 //
 // Here a thread streams its share of the weight rows once; each block of a row is unpacked to
 // signed bytes and made unsigned once (its sign goes to the tokens' bytes, as ggml does) and
@@ -46,10 +50,10 @@ std::atomic<uint64_t> few_token_products{0};
 
 #ifdef LMFAST_FEW_TOKENS
 
-// Tokens a product may have to come here, and blocks a row may have (K up to 32,768 weights):
-// the tokens' scales live in a fixed buffer on the stack, no allocation in ggml's threads.
+// Tokens a product may have to come here, and blocks a row may have (K up to 16,384 weights):
+// the tokens' scales live in fixed buffers on the stack, no allocation in ggml's threads.
 constexpr int kMaxTokens = 8;
-constexpr int64_t kMaxBlocks = 1024;
+constexpr int64_t kMaxBlocks = 512;
 
 bool env_enabled() {
     static const bool on = [] {
@@ -113,6 +117,44 @@ void rows(const Block * A, int64_t lda, const block_q8_0 * B, int64_t ldb, const
     }
 }
 
+// Q4_1 by Q8_1, ggml's ggml_vec_dot_q4_1_q8_1: the unsigned nibbles need no sign trick, and the
+// minimum's term of each token, sum over blocks of m * s, is summed apart in block order (lane c
+// of `mins`; each product of two halves is exact, so fused or not it is ggml's scalar sum) and
+// added after the horizontal sum. ys[b][c]: token c's s of block b.
+template <int N>
+void rows_q4_1(const block_q4_1 * A, int64_t lda, const block_q8_1 * B, int64_t ldb, const float (*yd)[kMaxTokens],
+               const float (*ys)[kMaxTokens], float * C, int64_t ldc, int64_t i0, int64_t i1, int64_t nb) {
+    for (int64_t i = i0; i < i1; ++i) {
+        const block_q4_1 * x = A + i * lda;
+        __m256 acc[N];
+        for (int c = 0; c < N; ++c) acc[c] = _mm256_setzero_ps();
+        __m256 mins = _mm256_setzero_ps();
+        for (int64_t b = 0; b < nb; ++b) {
+            const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i *>(x[b].qs));
+            const __m256i qx = _mm256_and_si256(
+                _mm256_inserti128_si256(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4), 1),
+                _mm256_set1_epi8(0x0F));
+            mins = _mm256_fmadd_ps(_mm256_set1_ps(half(x[b].m)), _mm256_load_ps(ys[b]), mins);
+            alignas(32) float d[kMaxTokens];
+            _mm256_store_ps(d, _mm256_mul_ps(_mm256_set1_ps(half(x[b].d)), _mm256_load_ps(yd[b])));
+            for (int c = 0; c < N; ++c) {
+                const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(B[c * ldb + b].qs));
+                const __m256 dot = _mm256_cvtepi32_ps(
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), _mm256_set1_epi16(1)));
+                acc[c] = _mm256_fmadd_ps(_mm256_broadcast_ss(d + c), dot, acc[c]);
+            }
+        }
+        alignas(32) float m[kMaxTokens];
+        _mm256_store_ps(m, mins);
+        for (int c = 0; c < N; ++c) C[c * ldc + i] = hsum8(acc[c]) + m[c];
+    }
+}
+
+using RowsQ41Fn = void (*)(const block_q4_1 *, int64_t, const block_q8_1 *, int64_t, const float (*)[kMaxTokens],
+                           const float (*)[kMaxTokens], float *, int64_t, int64_t, int64_t, int64_t);
+constexpr RowsQ41Fn kRowsQ41[kMaxTokens + 1] = {nullptr,      rows_q4_1<1>, rows_q4_1<2>, rows_q4_1<3>, rows_q4_1<4>,
+                                                rows_q4_1<5>, rows_q4_1<6>, rows_q4_1<7>, rows_q4_1<8>};
+
 template <typename Block>
 using RowsFn = void (*)(const Block *, int64_t, const block_q8_0 *, int64_t, const float (*)[kMaxTokens], float *,
                         int64_t, int64_t, int64_t, int64_t);
@@ -129,13 +171,29 @@ template <typename Block>
 void product(const ggml_compute_params * params, int64_t m, int64_t n, int64_t k, const void * A, int64_t lda,
              const void * B, int64_t ldb, void * C, int64_t ldc) {
     const auto * y = static_cast<const block_q8_0 *>(B);
-    alignas(32) float yd[kMaxBlocks][kMaxTokens];  // 32 KiB of this thread's stack
+    alignas(32) float yd[kMaxBlocks][kMaxTokens];  // 16 KiB of this thread's stack
     for (int64_t b = 0; b < k; ++b) {
         for (int c = 0; c < kMaxTokens; ++c) yd[b][c] = c < n ? half(y[c * ldb + b].d) : 0.0f;
     }
     if (params->ith == 0) few_token_products.fetch_add(1, std::memory_order_relaxed);
     kRows<Block>[n](static_cast<const Block *>(A), lda, y, ldb, yd, static_cast<float *>(C), ldc,
                     m * params->ith / params->nth, m * (params->ith + 1) / params->nth, k);
+}
+
+void product_q4_1(const ggml_compute_params * params, int64_t m, int64_t n, int64_t k, const void * A, int64_t lda,
+                  const void * B, int64_t ldb, void * C, int64_t ldc) {
+    const auto * y = static_cast<const block_q8_1 *>(B);
+    alignas(32) float yd[kMaxBlocks][kMaxTokens];  // 16 KiB each of this thread's stack
+    alignas(32) float ys[kMaxBlocks][kMaxTokens];
+    for (int64_t b = 0; b < k; ++b) {
+        for (int c = 0; c < kMaxTokens; ++c) {
+            yd[b][c] = c < n ? half(y[c * ldb + b].d) : 0.0f;
+            ys[b][c] = c < n ? half(y[c * ldb + b].s) : 0.0f;
+        }
+    }
+    if (params->ith == 0) few_token_products.fetch_add(1, std::memory_order_relaxed);
+    kRowsQ41[n](static_cast<const block_q4_1 *>(A), lda, y, ldb, yd, ys, static_cast<float *>(C), ldc,
+                m * params->ith / params->nth, m * (params->ith + 1) / params->nth, k);
 }
 
 #endif  // LMFAST_FEW_TOKENS
@@ -148,10 +206,14 @@ bool few_token_product(const ggml_compute_params * params, int64_t m, int64_t n,
                        int64_t lda, const void * B, int64_t ldb, void * C, int64_t ldc, int Atype, int Btype,
                        int Ctype) {
 #ifdef LMFAST_FEW_TOKENS
-    if (Btype != GGML_TYPE_Q8_0 || Ctype != GGML_TYPE_F32 || n < 2 || n > kMaxTokens || k > kMaxBlocks ||
-        params->use_ref || !env_enabled()) {
+    if (Ctype != GGML_TYPE_F32 || n < 2 || n > kMaxTokens || k > kMaxBlocks || params->use_ref || !env_enabled()) {
         return false;
     }
+    if (Atype == GGML_TYPE_Q4_1 && Btype == GGML_TYPE_Q8_1) {
+        product_q4_1(params, m, n, k, A, lda, B, ldb, C, ldc);
+        return true;
+    }
+    if (Btype != GGML_TYPE_Q8_0) return false;
     if (Atype == GGML_TYPE_Q8_0) {
         product<block_q8_0>(params, m, n, k, A, lda, B, ldb, C, ldc);
         return true;

@@ -335,13 +335,20 @@ extern "C" __attribute__((visibility("default"))) bool __wrap_llamafile_sgemm(
         if (n == 1) {
             gemv(params, m, k, static_cast<const block_q4_1 *>(A), lda, static_cast<const block_q8_1 *>(B),
                  static_cast<float *>(C));
-        } else {
+        } else if (!lmfast::few_token_product(params, m, n, k, A, lda, B, ldb, C, ldc, Atype, Btype, Ctype)) {
+            // 2 to 8 tokens went to csrc/few_token_gemm.cpp (each weight row unpacked once for all
+            // of them); prompts come here.
             gemm(params, m, n, k, static_cast<const block_q4_1 *>(A), lda, static_cast<const block_q8_1 *>(B), ldb,
                  static_cast<float *>(C), ldc);
         }
         return true;
     }
 #endif
-    if (lmfast::few_token_product(params, m, n, k, A, lda, B, ldb, C, ldc, Atype, Btype, Ctype)) return true;
+    // Q4_1 reaches the few-token kernel only through the block above, so that LMFAST_Q4_1_GEMM=0
+    // leaves every Q4_1 product to ggml.
+    if (Atype != GGML_TYPE_Q4_1 && lmfast::few_token_product(params, m, n, k, A, lda, B, ldb, C, ldc, Atype, Btype,
+                                                             Ctype)) {
+        return true;
+    }
     return __real_llamafile_sgemm(params, m, n, k, A, lda, B, ldb, C, ldc, Atype, Btype, Ctype);
 }

@@ -1,6 +1,6 @@
 """lmfast's Q4_1 kernel (csrc/q4_1_gemm.cpp: register tiles for prompts, a row-wise product for
-decode steps) and its Q8_0 and Q5_0 kernel for steps of 2 to 8 tokens (csrc/few_token_gemm.cpp):
-equal to ggml's own kernels bit for bit, and taken by the engine.
+decode steps) and its kernel for Q8_0, Q5_0 and Q4_1 products of 2 to 8 tokens
+(csrc/few_token_gemm.cpp): equal to ggml's own kernels bit for bit, and taken by the engine.
 
 Equality on random matrices is checked by tests/native/q4_1_gemm_test.cpp, built with lmfast
 (lmfast-q4_1-gemm-test). End to end, the oracle tests (test_oracle.py) compare lmfast's greedy
@@ -55,7 +55,7 @@ def test_products_equal_ggmls_kernel_bit_for_bit(switch):
     assert all(line.endswith(expected) for line in q4_1), done.stdout
     assert any(" n=1 " in line for line in q4_1) and any(" n=1 " not in line for line in q4_1)
     # Q8_0 and Q5_0: products of 2 to 8 tokens are lmfast's unless switched off; 1 and 9 tokens ggml's.
-    few = [line for line in q8_0 if any(f" n={n} " in line for n in range(2, 9)) and "k=32800" not in line]
+    few = [line for line in q8_0 if any(f" n={n} " in line for n in range(2, 9)) and "k=16416" not in line]
     assert few and all(line.endswith("(ggml)" if switch == "LMFAST_FEW_TOKEN_GEMM" else "(lmfast)") for line in few)
     assert all(line.endswith("(ggml)") for line in set(q8_0) - set(few))
 
@@ -132,18 +132,21 @@ print(_core.few_token_products())
 
 
 @needs_tiles
-def test_q8_0_products_of_a_few_tokens_equal_ggmls_end_to_end(smollm2_path, tmp_path):
-    """SmolLM2's output matrix is Q8_0: steps of 3 rows with logits go through lmfast's Q8_0 kernel
-    (csrc/few_token_gemm.cpp) and give the same bytes as ggml's own products (LMFAST_FEW_TOKEN_GEMM=0), each
-    in a process of its own."""
+def test_few_token_products_equal_ggmls_end_to_end(smollm2_path, tmp_path):
+    """Steps of 3 rows with logits: SmolLM2's Q4_1 layers and Q8_0 output matrix go through lmfast's
+    few-token kernel (csrc/few_token_gemm.cpp), and give the same bytes as ggml's own products
+    (LMFAST_FEW_TOKEN_GEMM=0 and LMFAST_Q4_1_GEMM=0: its generic loop and tinyBLAS), each in a
+    process of its own."""
     out = {}
     for switch in ("1", "0"):
-        env = {**os.environ, "LMFAST_FEW_TOKEN_GEMM": switch}
+        env = {**os.environ, "LMFAST_FEW_TOKEN_GEMM": switch, "LMFAST_Q4_1_GEMM": switch}
         path = tmp_path / f"logits-{switch}.bin"
         done = subprocess.run([sys.executable, "-c", _BATCHED_LOGITS, str(smollm2_path), str(path)],
                               capture_output=True, text=True, timeout=300, env=env)
         assert done.returncode == 0, done.stderr[-2000:]
         out[switch] = (path.read_bytes(), int(done.stdout.split()[-1]))
     (with_kernel, products), (with_ggml, none) = out["1"], out["0"]
-    assert products >= 8 and none == 0  # a product per step, and the run without took ggml's
+    layers = _core.gguf_metadata(str(smollm2_path))["llama.block_count"]
+    # Seven Q4_1 products a layer and the output's, a step; the run without took ggml's.
+    assert products >= 8 * (7 * layers + 1) and none == 0
     assert len(with_kernel) > 0 and with_kernel == with_ggml
