@@ -460,7 +460,10 @@ def test_openai_client_through_serve(affinity_app, smollm2_path):
                "max_tokens": 1500, "stream": True, "ignore_eos": True}  # a short answer would end it on its own
     with httpx.stream("POST", affinity_app + CHAT, json=request, timeout=60) as r:
         replica = r.headers["x-lmfast-replica"]
-        next(line for line in r.iter_lines() if line.startswith("data:"))
+        # Kept in a name: a line iterator dropped after next() is closed at once, and closing it
+        # closes the connection, so the replica would see the client leave before the check.
+        lines = r.iter_lines()
+        next(line for line in lines if line.startswith("data:"))
         actor = serve_replica_actor(replica)
         assert ray.get(actor.record_routing_stats.remote(), timeout=30)["busy"] == 1
     deadline = time.monotonic() + 15  # the whole answer would take over a minute here
