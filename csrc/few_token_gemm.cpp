@@ -63,8 +63,10 @@ bool env_enabled() {
     return on;
 }
 
+using lmfast::x86::dot_us8;
 using lmfast::x86::half;
 using lmfast::x86::hsum8;
+using lmfast::x86::nibbles;
 
 // A weight block's 32 signed bytes, as ggml's vec_dot makes them.
 __m256i weights(const block_q8_0 & x) { return _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x.qs)); }
@@ -73,9 +75,7 @@ __m256i weights(const block_q8_0 & x) { return _mm256_loadu_si256(reinterpret_ca
 // fifth bit from qh; a clear bit makes the byte negative (0xF0 | nibble = nibble - 16), as in
 // ggml's bytes_from_nibbles_32 and bytes_from_bits_32.
 __m256i weights(const block_q5_0 & x) {
-    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i *>(x.qs));
-    const __m256i nibbles = _mm256_and_si256(
-        _mm256_inserti128_si256(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4), 1), _mm256_set1_epi8(0x0F));
+    const __m256i low = nibbles(x.qs);
     uint32_t bits;
     std::memcpy(&bits, x.qh, sizeof bits);
     const __m256i spread = _mm256_shuffle_epi8(
@@ -83,15 +83,12 @@ __m256i weights(const block_q5_0 & x) {
         _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000));
     const __m256i set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe)),
                                           _mm256_set1_epi64x(-1));
-    return _mm256_or_si256(nibbles, _mm256_andnot_si256(set, _mm256_set1_epi8(static_cast<char>(0xF0))));
+    return _mm256_or_si256(low, _mm256_andnot_si256(set, _mm256_set1_epi8(static_cast<char>(0xF0))));
 }
 
-// ggml's mul_sum_i8_pairs_float with the weight block's absolute value computed once: eight
-// lanes, each the exact sum of four products (its VNNI forms give the same integers).
-__m256 block_dot(__m256i abs_x, __m256i x, __m256i y) {
-    const __m256i signed_y = _mm256_sign_epi8(y, x);
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(abs_x, signed_y), _mm256_set1_epi16(1)));
-}
+// ggml's mul_sum_i8_pairs_float with the weight block's absolute value computed once: x's sign
+// moved onto y, then an unsigned-by-signed dot.
+__m256 block_dot(__m256i abs_x, __m256i x, __m256i y) { return dot_us8(abs_x, _mm256_sign_epi8(y, x)); }
 
 // Rows [i0, i1) by N tokens. yd[b][c]: token c's scale of block b, as a float. Per block the
 // eight scale products are made in one multiply (each the same float as ggml's scalar one) and
@@ -130,18 +127,13 @@ void rows_q4_1(const block_q4_1 * A, int64_t lda, const block_q8_1 * B, int64_t 
         for (int c = 0; c < N; ++c) acc[c] = _mm256_setzero_ps();
         __m256 mins = _mm256_setzero_ps();
         for (int64_t b = 0; b < nb; ++b) {
-            const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i *>(x[b].qs));
-            const __m256i qx = _mm256_and_si256(
-                _mm256_inserti128_si256(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4), 1),
-                _mm256_set1_epi8(0x0F));
+            const __m256i qx = nibbles(x[b].qs);
             mins = _mm256_fmadd_ps(_mm256_set1_ps(half(x[b].m)), _mm256_load_ps(ys[b]), mins);
             alignas(32) float d[kMaxTokens];
             _mm256_store_ps(d, _mm256_mul_ps(_mm256_set1_ps(half(x[b].d)), _mm256_load_ps(yd[b])));
             for (int c = 0; c < N; ++c) {
                 const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(B[c * ldb + b].qs));
-                const __m256 dot = _mm256_cvtepi32_ps(
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), _mm256_set1_epi16(1)));
-                acc[c] = _mm256_fmadd_ps(_mm256_broadcast_ss(d + c), dot, acc[c]);
+                acc[c] = _mm256_fmadd_ps(_mm256_broadcast_ss(d + c), dot_us8(qx, qy), acc[c]);
             }
         }
         alignas(32) float m[kMaxTokens];
@@ -152,7 +144,8 @@ void rows_q4_1(const block_q4_1 * A, int64_t lda, const block_q8_1 * B, int64_t 
 
 using RowsQ41Fn = void (*)(const block_q4_1 *, int64_t, const block_q8_1 *, int64_t, const float (*)[kMaxTokens],
                            const float (*)[kMaxTokens], float *, int64_t, int64_t, int64_t, int64_t);
-constexpr RowsQ41Fn kRowsQ41[kMaxTokens + 1] = {nullptr,      rows_q4_1<1>, rows_q4_1<2>, rows_q4_1<3>, rows_q4_1<4>,
+// Indexed by the token count, 2 to 8 (one token is ggml's).
+constexpr RowsQ41Fn kRowsQ41[kMaxTokens + 1] = {nullptr,      nullptr,      rows_q4_1<2>, rows_q4_1<3>, rows_q4_1<4>,
                                                 rows_q4_1<5>, rows_q4_1<6>, rows_q4_1<7>, rows_q4_1<8>};
 
 template <typename Block>
@@ -160,7 +153,7 @@ using RowsFn = void (*)(const Block *, int64_t, const block_q8_0 *, int64_t, con
                         int64_t, int64_t, int64_t, int64_t);
 
 template <typename Block>
-constexpr RowsFn<Block> kRows[kMaxTokens + 1] = {nullptr,         rows<Block, 1>, rows<Block, 2>,
+constexpr RowsFn<Block> kRows[kMaxTokens + 1] = {nullptr,         nullptr,        rows<Block, 2>,
                                                  rows<Block, 3>,  rows<Block, 4>, rows<Block, 5>,
                                                  rows<Block, 6>,  rows<Block, 7>, rows<Block, 8>};
 

@@ -29,8 +29,8 @@
 // lookup table (gemv_row, below): 1.19x the decode speed.
 //
 // ggml asks llamafile_sgemm for every matrix product before its generic loop; the link routes
-// that call here (-Wl,--wrap=llamafile_sgemm, CMakeLists.txt). A Q8_0 or Q5_0 product of a few
-// tokens goes to csrc/few_token_gemm.cpp; anything else goes on to llamafile as before.
+// that call here (-Wl,--wrap=llamafile_sgemm, CMakeLists.txt). A Q4_1, Q8_0 or Q5_0 product of
+// 2 to 8 tokens goes to csrc/few_token_gemm.cpp; anything else goes on to llamafile as before.
 // LMFAST_Q4_1_GEMM=0 turns the Q4_1 kernel off, for measuring.
 #include <algorithm>
 #include <atomic>
@@ -97,19 +97,10 @@ __m128 halves(const void * block) {
 using lmfast::x86::half;
 using lmfast::x86::hsum8;
 
-// The 32 weights of a block as bytes 0..15: low nibbles first, then high (ggml's order).
-__m256i unpack(const block_q4_1 & x) {
-    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i *>(x.qs));
-    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4), 1);
-    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-}
+using lmfast::x86::dot_us8;
 
-// A block's integer dot as eight float lanes, each the sum of four products: ggml's
-// mul_sum_us8_pairs_float in its AVX2 form. Its VNNI forms give the same integers, since a pair
-// of products (at most 2 x 15 x 127) cannot saturate a 16-bit lane.
-__m256 block_dot(__m256i qx, __m256i qy) {
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), _mm256_set1_epi16(1)));
-}
+// The 32 weights of a block as bytes 0..15 (ggml's order).
+__m256i unpack(const block_q4_1 & x) { return lmfast::x86::nibbles(x.qs); }
 
 // A tile of 2 weight rows by 3 tokens: six running sums, which with their operands fit x86's
 // sixteen vector registers (GCC 12 kept 4 x 2, 3 x 2 and 2 x 4 tiles' sums on the stack, and
@@ -182,7 +173,7 @@ void tile(const Job & job, int64_t r0, int64_t c0) {
             const __m256 d = _mm256_broadcast_ss(xd + r);
             for (int c = 0; c < RN; ++c) {
                 const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(y[c][i].qs));
-                acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_broadcast_ss(yd + c)), block_dot(qx, qy), acc[r][c]);
+                acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_broadcast_ss(yd + c)), dot_us8(qx, qy), acc[r][c]);
             }
         }
     }
@@ -296,7 +287,7 @@ void gemv_row(const block_q4_1 * x, const block_q8_1 * y, float * out, int64_t k
         const __m128 p = _mm_mul_ps(halves(&x[b]), halves(&y[b]));
         mins = _mm_add_ps(mins, p);
         const __m256i qy = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(y[b].qs));
-        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(p), block_dot(unpack(x[b]), qy), acc);
+        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(p), dot_us8(unpack(x[b]), qy), acc);
     }
     *out = hsum8(acc) + _mm_cvtss_f32(_mm_movehdup_ps(mins));
 }
